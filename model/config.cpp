@@ -1,0 +1,64 @@
+#include "model/config.h"
+
+#include "runtime/check.h"
+
+namespace mt {
+
+void ModelConfig::validate() const {
+  MT_CHECK(vocab_size > 0, "--vocab-size must be positive, got {}", vocab_size);
+  MT_CHECK(hidden_size > 0, "--hidden-size must be positive, got {}", hidden_size);
+  MT_CHECK(num_layers > 0, "--num-layers must be positive, got {}", num_layers);
+  MT_CHECK(num_heads > 0, "--num-attention-heads must be positive, got {}", num_heads);
+  MT_CHECK(hidden_size % num_heads == 0,
+           "--num-attention-heads {} does not divide --hidden-size {}", num_heads, hidden_size);
+  MT_CHECK(head_dim() % 2 == 0, "head size {} (hidden-size / num-attention-heads) must be even for RoPE",
+           head_dim());
+  MT_CHECK(num_query_groups > 0, "--num-query-groups must be positive, got {}", num_query_groups);
+  MT_CHECK(num_heads % num_query_groups == 0,
+           "--num-query-groups {} does not divide --num-attention-heads {}", num_query_groups,
+           num_heads);
+  MT_CHECK(ffn_hidden_size > 0, "--ffn-hidden-size must be positive, got {}", ffn_hidden_size);
+  MT_CHECK(num_experts > 0, "--num-experts must be positive, got {}", num_experts);
+  MT_CHECK(router_topk > 0, "--moe-router-topk must be positive, got {}", router_topk);
+  MT_CHECK(router_topk <= num_experts, "--moe-router-topk {} is larger than --num-experts {}",
+           router_topk, num_experts);
+  MT_CHECK(num_experts > 1 || router_topk == 1,
+           "a dense model (--num-experts 1) routes nothing: --moe-router-topk must be 1, got {}",
+           router_topk);
+  MT_CHECK(seq_length > 0, "--seq-length must be positive, got {}", seq_length);
+  MT_CHECK(capacity_factor >= 0, "--moe-expert-capacity-factor must be >= 0, got {}",
+           capacity_factor);
+  MT_CHECK(aux_loss_coeff >= 0, "--moe-aux-loss-coeff must be >= 0, got {}", aux_loss_coeff);
+}
+
+namespace {
+long long attention_params(const ModelConfig& c) {
+  long long d = c.hidden_size, hd = c.head_dim();
+  return d * c.num_heads * hd * 2 + 2LL * d * c.num_query_groups * hd + 2 * d;  // wq wo wk wv norms
+}
+long long expert_params(const ModelConfig& c) { return 2LL * c.hidden_size * c.ffn_hidden_size; }
+long long router_params(const ModelConfig& c) {
+  return c.is_moe() ? 1LL * c.num_experts * c.hidden_size : 0;
+}
+}  // namespace
+
+long long ModelConfig::num_parameters() const {
+  long long per_layer = attention_params(*this) + router_params(*this) + num_experts * expert_params(*this);
+  return 2LL * vocab_size * hidden_size + hidden_size + num_layers * per_layer;
+}
+
+long long ModelConfig::num_active_parameters() const {
+  long long per_layer = attention_params(*this) + router_params(*this) + router_topk * expert_params(*this);
+  return 2LL * vocab_size * hidden_size + hidden_size + num_layers * per_layer;
+}
+
+double ModelConfig::train_flops_per_token() const {
+  // Products: 2 FLOPs per active weight (the embedding is a lookup, not a
+  // product), plus QK^T and PV: 2 * 2 * S * d per layer, halved by the
+  // causal mask's average but computed whole here, as the kernels do.
+  double matmul = 2.0 * double(num_active_parameters() - 1LL * vocab_size * hidden_size);
+  double attention = 4.0 * seq_length * hidden_size * num_layers;
+  return 3.0 * (matmul + attention);
+}
+
+}  // namespace mt

@@ -1,0 +1,35 @@
+// The model's shape (DESIGN.md section 3). Filled by launch/ from flags.
+#pragma once
+
+#include <string>
+
+namespace mt {
+
+struct ModelConfig {
+  int vocab_size = 384;       // V, already rounded up (launch/ does the rounding)
+  int hidden_size = 256;      // d
+  int num_layers = 4;         // L
+  int num_heads = 8;          // H
+  int num_query_groups = 1;   // G (1 = multi-query attention)
+  int ffn_hidden_size = 512;  // F
+  int num_experts = 8;        // E (1 = dense MLP)
+  int router_topk = 2;        // K
+  int seq_length = 256;       // S
+  double capacity_factor = 0.0;  // c (0 = no drops)
+  double aux_loss_coeff = 0.01;  // alpha
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+
+  int head_dim() const { return hidden_size / num_heads; }
+  bool is_moe() const { return num_experts > 1; }
+  // Throws mt::Error naming the flag at fault.
+  void validate() const;
+  // Parameters of the whole model, and those one token passes through.
+  long long num_parameters() const;
+  long long num_active_parameters() const;
+  // Training FLOPs per token (forward + backward = 3 x forward), counting
+  // matrix products of the active parameters and attention scores.
+  double train_flops_per_token() const;
+};
+
+}  // namespace mt

@@ -1,0 +1,63 @@
+// The feed-forward block of a layer: a dense GELU MLP (E = 1) or a top-K
+// mixture of experts (E > 1), forward and backward side by side.
+#pragma once
+
+#include "model/config.h"
+#include "model/routing.h"
+#include "runtime/backend.h"
+
+namespace mt {
+
+// Weights of one layer's FFN inside the flat parameter buffer (or its
+// gradient buffer). Dense: w1 [F, d], w2 [d, F]. MoE: router [E, d],
+// w1 [E, F, d], w2 [E, d, F].
+template <typename T>
+struct FfnWeights {
+  T* router = nullptr;
+  T* w1 = nullptr;
+  T* w2 = nullptr;
+};
+
+// What the forward pass keeps for the backward pass. Rows: T tokens for the
+// dense MLP; up to T*K packed (token, slot) assignments for the experts.
+template <typename T>
+struct FfnActs {
+  FfnActs() = default;
+  FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens);
+  DeviceBuffer<T> probs;                  // [T, E] router softmax
+  Routing routing;                        // host-side routing decisions
+  DeviceBuffer<T, int32_t> packed_token;  // [T*K] token of each packed row
+  DeviceBuffer<T> packed_weight;          // [T*K] routing weight of each packed row
+  DeviceBuffer<T> x;                      // [T*K, d] expert inputs (MoE only)
+  DeviceBuffer<T> u;                      // [rows, F] before GELU
+  DeviceBuffer<T> g;                      // [rows, F] after GELU
+  DeviceBuffer<T> y;                      // [T*K, d] expert outputs (MoE only)
+};
+
+// Scratch for the backward pass, shared by all layers.
+template <typename T>
+struct FfnScratch {
+  FfnScratch() = default;
+  FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens);
+  DeviceBuffer<T> dy;        // [T*K, d]
+  DeviceBuffer<T> dg;        // [T*K, F] gradient after GELU
+  DeviceBuffer<T> du;        // [T*K, F] gradient before GELU
+  DeviceBuffer<T> dx;        // [T*K, d]
+  DeviceBuffer<T> dw;        // [T*K] gradient of each packed row's weight
+  DeviceBuffer<T> dprobs;    // [T, E]
+  DeviceBuffer<T> dlogits;   // [T, E]
+};
+
+// out[T, d] += ffn(m[T, d]). Returns the layer's load-balancing loss (0 for dense).
+template <typename T>
+double ffn_forward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w, FfnActs<T>& acts,
+                   const T* m, T* out, int tokens);
+
+// Given dout = d loss / d out, accumulates weight gradients into dw and the
+// input gradient into dm (+=). aux_scale multiplies the load-balancing loss.
+template <typename T>
+void ffn_backward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w,
+                  const FfnWeights<T>& dw, FfnActs<T>& acts, FfnScratch<T>& s, const T* m,
+                  const T* dout, T* dm, int tokens, double aux_scale);
+
+}  // namespace mt

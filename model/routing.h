@@ -1,0 +1,36 @@
+// Top-K routing of a micro-batch's tokens to experts (DESIGN.md section 3):
+// which expert each (token, slot) goes to, with what weight, which
+// assignments the capacity drops, and the load-balancing loss. Computed on
+// the host: it is O(T * E) and decides the shapes of the expert products.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+namespace mt {
+
+struct Routing {
+  int tokens = 0, experts = 0, topk = 0;
+  int capacity = 0;                    // per expert; tokens * topk when unlimited
+  int dropped = 0;                     // assignments over capacity
+  std::vector<int32_t> expert;         // [T*K] expert of (t, k); slots in descending p
+  std::vector<double> weight;          // [T*K] p_topk / sum(p_topk), not renormalised after drops
+  std::vector<double> topk_sum;        // [T] sum of the top-K probabilities
+  std::vector<uint8_t> kept;           // [T*K] 1 unless dropped by capacity
+  std::vector<int32_t> expert_offset;  // [E+1] kept assignments grouped by expert
+  std::vector<int32_t> packed_slot;    // [kept] t*K + k, by expert then token order
+  std::vector<double> choice_share;    // [E] f_e, share of the T*K choices (before drops)
+  std::vector<double> mean_prob;       // [E] P_e, mean of p_e over the T tokens
+  double aux_loss = 0.0;               // alpha * E * sum_e f_e P_e
+};
+
+// probs: host [tokens, experts], softmax of the router logits.
+template <typename T>
+Routing route_tokens(const T* probs, int tokens, int experts, int topk, double capacity_factor,
+                     double aux_coeff);
+
+// Capacity of one expert: ceil(c * K * T / E) in double precision; c = 0 means
+// no limit.
+int expert_capacity(double capacity_factor, int tokens, int experts, int topk);
+
+}  // namespace mt

@@ -1,0 +1,197 @@
+#include "model/transformer.h"
+
+#include <numeric>
+
+#include "runtime/check.h"
+
+namespace mt {
+
+namespace {
+std::string layer_name(int l, const char* tensor) {
+  return "layers/" + std::to_string(l) + "/" + tensor;
+}
+}  // namespace
+
+template <typename T>
+LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, int B) {
+  const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  x = DeviceBuffer<T>(be, n * d);
+  a = DeviceBuffer<T>(be, n * d);
+  rstd_attn = DeviceBuffer<T>(be, n);
+  q = DeviceBuffer<T>(be, n * c.num_heads * hd);
+  k = DeviceBuffer<T>(be, n * c.num_query_groups * hd);
+  v = DeviceBuffer<T>(be, n * c.num_query_groups * hd);
+  probs = DeviceBuffer<T>(be, size_t(B) * c.num_heads * c.seq_length * c.seq_length);
+  o = DeviceBuffer<T>(be, n * c.num_heads * hd);
+  h = DeviceBuffer<T>(be, n * d);
+  m = DeviceBuffer<T>(be, n * d);
+  rstd_mlp = DeviceBuffer<T>(be, n);
+  ffn = FfnActs<T>(be, c, int(n));
+}
+
+template <typename T>
+Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, int B) : batch(B) {
+  const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
+  inputs = DeviceBuffer<T, int32_t>(be, n);
+  targets = DeviceBuffer<T, int32_t>(be, n);
+  for (int l = 0; l < c.num_layers; ++l) layers.emplace_back(be, c, B);
+  out = DeviceBuffer<T>(be, n * d);
+  hf = DeviceBuffer<T>(be, n * d);
+  rstd_final = DeviceBuffer<T>(be, n);
+  logits = DeviceBuffer<T>(be, n * c.vocab_size);
+  losses = DeviceBuffer<T>(be, n);
+}
+
+template <typename T>
+Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch)
+    : be_(be), cfg_(cfg), max_batch_(micro_batch), params_((cfg.validate(), be), cfg),
+      acts_(be, cfg, micro_batch) {
+  const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
+  const size_t qd = size_t(cfg.num_heads) * cfg.head_dim(), kd = size_t(cfg.num_query_groups) * cfg.head_dim();
+  ffn_scratch_ = FfnScratch<T>(be, cfg, int(n));
+  dres_ = DeviceBuffer<T>(be, n * d);
+  dh_ = DeviceBuffer<T>(be, n * d);
+  da_ = DeviceBuffer<T>(be, n * d);
+  dq_ = DeviceBuffer<T>(be, n * qd);
+  dk_ = DeviceBuffer<T>(be, n * kd);
+  dv_ = DeviceBuffer<T>(be, n * kd);
+  do_ = DeviceBuffer<T>(be, n * qd);
+  dm_ = DeviceBuffer<T>(be, n * d);
+  dlogits_ = DeviceBuffer<T>(be, n * cfg.vocab_size);
+  dhf_ = DeviceBuffer<T>(be, n * d);
+}
+
+template <typename T>
+FfnWeights<T> Transformer<T>::ffn_weights(int l, bool grad) {
+  auto get = [&](const char* t) {
+    std::string name = layer_name(l, t);
+    return grad ? params_.grad(name) : params_.value(name);
+  };
+  if (cfg_.is_moe()) return {get("router"), get("experts/w1"), get("experts/w2")};
+  return {nullptr, get("mlp/w1"), get("mlp/w2")};
+}
+
+template <typename T>
+double Transformer<T>::layer_forward(int l, T* out) {
+  const ModelConfig& c = cfg_;
+  LayerActs<T>& a = acts_.layers[l];
+  Parameters<T>& p = params_;
+  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
+            G = c.num_query_groups, hd = c.head_dim();
+  const T eps = T(c.norm_eps), theta = T(c.rope_theta);
+
+  const T* x = a.x.data();
+  // Attention block: h = x + attention(rope(q), rope(k), v) wo^T
+  be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, p.value(layer_name(l, "attn_norm")), n, d, eps);
+  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wq")), d, T(0), a.q.data(), H * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wk")), d, T(0), a.k.data(), G * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wv")), d, T(0), a.v.data(), G * hd);
+  be_.rope_forward(a.q.data(), B, S, H, hd, theta);
+  be_.rope_forward(a.k.data(), B, S, G, hd, theta);
+  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
+  be_.copy(a.h.data(), x, size_t(n) * d);
+  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, p.value(layer_name(l, "wo")), H * hd, T(1), a.h.data(), d);
+
+  // FFN block: out = h + ffn(mlp_norm(h))
+  be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), p.value(layer_name(l, "mlp_norm")), n, d, eps);
+  be_.copy(out, a.h.data(), size_t(n) * d);
+  return ffn_forward(be_, c, ffn_weights(l, false), a.ffn, a.m.data(), out, n);
+}
+
+template <typename T>
+void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
+  const ModelConfig& c = cfg_;
+  LayerActs<T>& a = acts_.layers[l];
+  Parameters<T>& p = params_;
+  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
+            G = c.num_query_groups, hd = c.head_dim();
+  const T theta = T(c.rope_theta);
+  auto w = [&](const char* t) { return p.value(layer_name(l, t)); };
+  auto g = [&](const char* t) { return p.grad(layer_name(l, t)); };
+
+  // FFN block: dh = dout + mlp_norm'(ffn'(dout))
+  be_.copy(dh_.data(), dx, size_t(n) * d);
+  be_.fill(dm_.data(), T(0), size_t(n) * d);
+  ffn_backward(be_, c, ffn_weights(l, false), ffn_weights(l, true), a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
+  be_.rmsnorm_backward(dh_.data(), g("mlp_norm"), dm_.data(), a.h.data(), w("mlp_norm"), a.rstd_mlp.data(), n, d);
+
+  // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo))
+  be_.gemm(Trans::T, Trans::N, d, H * hd, n, T(1), dh_.data(), d, a.o.data(), H * hd, T(1), g("wo"), H * hd);
+  be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w("wo"), H * hd, T(0), do_.data(), H * hd);
+  be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
+  be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
+  be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
+  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
+  be_.rope_backward(dq_.data(), B, S, H, hd, theta);
+  be_.rope_backward(dk_.data(), B, S, G, hd, theta);
+  be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g("wq"), d);
+  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dk_.data(), G * hd, a.a.data(), d, T(1), g("wk"), d);
+  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dv_.data(), G * hd, a.a.data(), d, T(1), g("wv"), d);
+  be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w("wq"), d, T(0), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w("wk"), d, T(1), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w("wv"), d, T(1), da_.data(), d);
+  be_.copy(dx, dh_.data(), size_t(n) * d);
+  be_.rmsnorm_backward(dx, g("attn_norm"), da_.data(), a.x.data(), w("attn_norm"), a.rstd_attn.data(), n, d);
+}
+
+template <typename T>
+MicroBatchLoss Transformer<T>::forward(const int32_t* tokens, int B) {
+  return run(tokens, B, false, 0.0, 0.0);
+}
+
+template <typename T>
+MicroBatchLoss Transformer<T>::forward_backward(const int32_t* tokens, int B, double ce_scale,
+                                                double aux_scale) {
+  return run(tokens, B, true, ce_scale, aux_scale);
+}
+
+template <typename T>
+MicroBatchLoss Transformer<T>::run(const int32_t* tokens, int B, bool backward, double ce_scale,
+                                   double aux_scale) {
+  const ModelConfig& c = cfg_;
+  MT_CHECK(B >= 1 && B <= max_batch_, "micro-batch of {} samples, the model was built for at most {}",
+           B, max_batch_);
+  batch_ = B;
+  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = c.vocab_size, L = c.num_layers;
+  Activations<T>& a = acts_;
+
+  // Inputs are the first S tokens of each sample, targets the last S.
+  std::vector<int32_t> inputs(n), targets(n);
+  for (int b = 0; b < B; ++b)
+    for (int s = 0; s < S; ++s) {
+      inputs[size_t(b) * S + s] = tokens[size_t(b) * (S + 1) + s];
+      targets[size_t(b) * S + s] = tokens[size_t(b) * (S + 1) + s + 1];
+    }
+  be_.int_from_host(a.inputs.data(), inputs.data(), n);
+  be_.int_from_host(a.targets.data(), targets.data(), n);
+
+  // Forward: embedding, layers, final norm, LM head, cross-entropy.
+  MicroBatchLoss loss;
+  loss.tokens = n;
+  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d);
+  for (int l = 0; l < L; ++l) {
+    T* out = l + 1 < L ? a.layers[l + 1].x.data() : a.out.data();
+    loss.aux += layer_forward(l, out);
+  }
+  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, T(c.norm_eps));
+  be_.gemm(Trans::N, Trans::T, n, V, d, T(1), a.hf.data(), d, params_.value("lm_head"), d, T(0), a.logits.data(), V);
+  be_.cross_entropy(a.losses.data(), backward ? dlogits_.data() : nullptr, a.logits.data(), a.targets.data(), n, V, T(ce_scale));
+  std::vector<T> losses(n);
+  be_.to_host(losses.data(), a.losses.data(), n);
+  loss.ce_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
+  if (!backward) return loss;
+
+  // Backward, in reverse.
+  be_.gemm(Trans::T, Trans::N, V, d, n, T(1), dlogits_.data(), V, a.hf.data(), d, T(1), params_.grad("lm_head"), d);
+  be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
+  be_.fill(dres_.data(), T(0), size_t(n) * d);
+  be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
+  for (int l = L - 1; l >= 0; --l) layer_backward(l, dres_.data(), aux_scale);
+  be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d);
+  return loss;
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace mt

@@ -1,0 +1,145 @@
+// The kernel interface. The model and optimizer touch memory only through a
+// Backend<T>: the CPU backend fills it with BLAS and OpenMP loops, a CUDA
+// backend fills it with cuBLAS and kernels. T is float for training and double
+// for the gradient checks, which run the same model code.
+//
+// Conventions: matrices are row-major; a pointer returned by alloc() lives on
+// the backend's device; "host" pointers are ordinary CPU memory. Kernels that
+// produce gradients ACCUMULATE (+=) into them, so gradient accumulation over
+// micro-batches and residual branches needs no extra copies.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <type_traits>
+#include <utility>
+
+namespace mt {
+
+enum class Trans { N, T };
+
+template <typename T>
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual const char* name() const = 0;
+
+  // --- memory ---------------------------------------------------------------
+  virtual T* alloc(size_t n) = 0;  // zero-filled
+  virtual int32_t* alloc_int(size_t n) = 0;
+  virtual void free(void* p) = 0;
+  virtual void to_host(T* host, const T* dev, size_t n) = 0;
+  virtual void from_host(T* dev, const T* host, size_t n) = 0;
+  virtual void int_from_host(int32_t* dev, const int32_t* host, size_t n) = 0;
+  virtual void copy(T* dst, const T* src, size_t n) = 0;
+  virtual void fill(T* x, T value, size_t n) = 0;
+
+  // --- BLAS -------------------------------------------------------------------
+  // C[m,n] = alpha * op(A) op(B) + beta * C, op(A) is [m,k], op(B) is [k,n].
+  virtual void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda,
+                    const T* B, int ldb, T beta, T* C, int ldc) = 0;
+  virtual void axpy(size_t n, T alpha, const T* x, T* y) = 0;  // y += alpha x
+  virtual void scale(size_t n, T alpha, T* x) = 0;             // x *= alpha
+  virtual double sum_squares(size_t n, const T* x) = 0;        // in double for any T
+
+  // --- layers (forward and backward side by side) -----------------------------
+  // out[t] = table[tokens[t]]; dtable[tokens[t]] += dout[t]. Rows of width d.
+  virtual void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d) = 0;
+  virtual void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d) = 0;
+
+  // out = x / sqrt(mean(x^2) + eps) * g, row-wise over [n, d]; keeps rstd[n].
+  virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) = 0;
+  virtual void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g,
+                                const T* rstd, int n, int d) = 0;
+
+  // Rotate-half RoPE in place on x [batch*seq, heads, hd]; position = row % seq.
+  // backward applies the inverse rotation to the gradient in place.
+  virtual void rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) = 0;
+  virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) = 0;
+
+  // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd];
+  // probs [B, H, S, S] keeps the softmax for the backward pass. Query head j
+  // reads kv head j / (H / G); scores are scaled by 1/sqrt(hd).
+  virtual void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B,
+                                 int S, int H, int G, int hd) = 0;
+  virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q,
+                                  const T* k, const T* v, int B, int S, int H, int G, int hd) = 0;
+
+  // GELU, tanh approximation. backward: din += dout * gelu'(in).
+  virtual void gelu_forward(T* out, const T* in, size_t n) = 0;
+  virtual void gelu_backward(T* din, const T* dout, const T* in, size_t n) = 0;
+
+  // Row-wise softmax of x [n, c] into p; backward: dx += p * (dp - sum(dp * p)).
+  virtual void softmax_forward(T* p, const T* x, int n, int c) = 0;
+  virtual void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) = 0;
+
+  // Cross-entropy over logits [n, v] (v may be a vocab shard later). Writes
+  // losses[n] = logsumexp - logit[target], and when dlogits is not null
+  // dlogits = (softmax - onehot) * dscale (overwrites).
+  virtual void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets,
+                             int n, int v, T dscale) = 0;
+
+  // Rows for the MoE dispatch: dst[i] = src[idx[i]] over rows of width d;
+  // dst[idx[i]] += weight[i] * src[i] (weight null: 1). idx must not repeat
+  // in one call, so rows never race.
+  virtual void gather_rows(T* dst, const T* src, const int32_t* idx, int m, int d) = 0;
+  virtual void scatter_add_rows(T* dst, const T* src, const int32_t* idx, const T* weight, int m,
+                                int d) = 0;
+  // x[i] *= w[i] for rows of width d.
+  virtual void scale_rows(T* x, const T* w, int m, int d) = 0;
+  // out[i] = dot(a[i], b[i]) for rows of width d.
+  virtual void row_dot(T* out, const T* a, const T* b, int m, int d) = 0;
+
+  // --- optimizer ----------------------------------------------------------------
+  // One AdamW step (PyTorch's AdamW): decoupled decay p -= lr*wd*p, then
+  // p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), with bc = 1 - beta^step.
+  virtual void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
+                     double beta1, double beta2, double eps, double weight_decay, double bc1,
+                     double bc2) = 0;
+};
+
+// The CPU backend: OpenBLAS for products, OpenMP for loops.
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend();
+
+// An owned device array of E (T, or int32_t for token and row indices),
+// RAII over Backend<T>::alloc.
+template <typename T, typename E = T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(Backend<T>& be, size_t n) : be_(&be), n_(n) {
+    if constexpr (std::is_same_v<E, int32_t>) {
+      ptr_ = n ? be.alloc_int(n) : nullptr;
+    } else {
+      ptr_ = n ? be.alloc(n) : nullptr;
+    }
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  DeviceBuffer(DeviceBuffer&& o) noexcept { swap(o); }
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
+    DeviceBuffer tmp(std::move(o));
+    swap(tmp);
+    return *this;
+  }
+  ~DeviceBuffer() {
+    if (ptr_) be_->free(ptr_);
+  }
+  E* data() { return ptr_; }
+  const E* data() const { return ptr_; }
+  size_t size() const { return n_; }
+
+ private:
+  void swap(DeviceBuffer& o) noexcept {
+    std::swap(be_, o.be_);
+    std::swap(n_, o.n_);
+    std::swap(ptr_, o.ptr_);
+  }
+  Backend<T>* be_ = nullptr;
+  size_t n_ = 0;
+  E* ptr_ = nullptr;
+};
+
+}  // namespace mt

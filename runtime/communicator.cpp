@@ -1,0 +1,50 @@
+#include "runtime/communicator.h"
+
+#include <climits>
+
+#include "runtime/check.h"
+
+namespace mt {
+
+namespace {
+
+MPI_Datatype mpi_type(DType t) {
+  switch (t) {
+    case DType::F32: return MPI_FLOAT;
+    case DType::F64: return MPI_DOUBLE;
+    case DType::I32: return MPI_INT32_T;
+    case DType::I64: return MPI_INT64_T;
+  }
+  MT_FAIL("unknown dtype {}", int(t));
+}
+
+int mpi_count(size_t n) {
+  MT_CHECK(n <= size_t(INT_MAX), "collective of {} elements exceeds MPI's int count", n);
+  return int(n);
+}
+
+}  // namespace
+
+int MpiCommunicator::rank() const {
+  int r = 0;
+  MPI_CHECK(MPI_Comm_rank(comm_, &r));
+  return r;
+}
+
+int MpiCommunicator::size() const {
+  int s = 1;
+  MPI_CHECK(MPI_Comm_size(comm_, &s));
+  return s;
+}
+
+void MpiCommunicator::all_reduce_sum(void* buf, size_t n, DType type) {
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type), MPI_SUM, comm_));
+}
+
+void MpiCommunicator::broadcast(void* buf, size_t n, DType type, int root) {
+  MPI_CHECK(MPI_Bcast(buf, mpi_count(n), mpi_type(type), root, comm_));
+}
+
+void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+
+}  // namespace mt

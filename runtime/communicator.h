@@ -1,0 +1,57 @@
+// The communicator interface: the collectives the parallel layers use, over
+// one process group. MpiCommunicator fills it with MPI; a NCCL communicator
+// fills it for device memory on the CUDA backend.
+#pragma once
+
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace mt {
+
+enum class DType { F32, F64, I32, I64 };
+
+template <typename T>
+constexpr DType dtype_of();
+template <>
+constexpr DType dtype_of<float>() { return DType::F32; }
+template <>
+constexpr DType dtype_of<double>() { return DType::F64; }
+template <>
+constexpr DType dtype_of<int32_t>() { return DType::I32; }
+template <>
+constexpr DType dtype_of<int64_t>() { return DType::I64; }
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+  virtual void all_reduce_sum(void* buf, size_t n, DType type) = 0;
+  virtual void broadcast(void* buf, size_t n, DType type, int root) = 0;
+  virtual void barrier() = 0;
+
+  template <typename T>
+  void all_reduce_sum(T* buf, size_t n) { all_reduce_sum(buf, n, dtype_of<T>()); }
+  template <typename T>
+  void broadcast(T* buf, size_t n, int root) { broadcast(buf, n, dtype_of<T>(), root); }
+};
+
+// Wraps an MPI communicator it does not own (Topology owns the groups).
+class MpiCommunicator final : public Communicator {
+ public:
+  explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {}
+  int rank() const override;
+  int size() const override;
+  void all_reduce_sum(void* buf, size_t n, DType type) override;
+  void broadcast(void* buf, size_t n, DType type, int root) override;
+  void barrier() override;
+  MPI_Comm comm() const { return comm_; }
+
+ private:
+  MPI_Comm comm_;
+};
+
+}  // namespace mt

@@ -1,0 +1,129 @@
+// CPU backend: memory, BLAS wrappers and the optimizer update.
+#include "runtime/cpu_backend.h"
+
+#include <cblas.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+#include "runtime/check.h"
+
+namespace mt {
+
+namespace {
+
+// 64-byte alignment keeps BLAS and vector loops on whole cache lines.
+void* aligned_zeroed(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded);
+  if (!p) throw std::bad_alloc();
+  std::memset(p, 0, rounded);
+  return p;
+}
+
+CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
+
+}  // namespace
+
+template <typename T>
+T* CpuBackend<T>::alloc(size_t n) {
+  return static_cast<T*>(aligned_zeroed(n * sizeof(T)));
+}
+
+template <typename T>
+int32_t* CpuBackend<T>::alloc_int(size_t n) {
+  return static_cast<int32_t*>(aligned_zeroed(n * sizeof(int32_t)));
+}
+
+template <typename T>
+void CpuBackend<T>::free(void* p) {
+  std::free(p);
+}
+
+template <typename T>
+void CpuBackend<T>::to_host(T* host, const T* dev, size_t n) {
+  std::memcpy(host, dev, n * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::from_host(T* dev, const T* host, size_t n) {
+  std::memcpy(dev, host, n * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::int_from_host(int32_t* dev, const int32_t* host, size_t n) {
+  std::memcpy(dev, host, n * sizeof(int32_t));
+}
+
+template <typename T>
+void CpuBackend<T>::copy(T* dst, const T* src, size_t n) {
+  std::memcpy(dst, src, n * sizeof(T));
+}
+
+template <typename T>
+void CpuBackend<T>::fill(T* x, T value, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] = value;
+}
+
+template <typename T>
+void CpuBackend<T>::gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda,
+                         const T* B, int ldb, T beta, T* C, int ldc) {
+  if (m == 0 || n == 0) return;
+  if constexpr (std::is_same_v<T, float>) {
+    cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), m, n, k, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+  } else {
+    cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), m, n, k, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::axpy(size_t n, T alpha, const T* x, T* y) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+template <typename T>
+void CpuBackend<T>::scale(size_t n, T alpha, T* x) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) x[i] *= alpha;
+}
+
+template <typename T>
+double CpuBackend<T>::sum_squares(size_t n, const T* x) {
+  double sum = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : sum)
+  for (size_t i = 0; i < n; ++i) sum += double(x[i]) * double(x[i]);
+  return sum;
+}
+
+template <typename T>
+void CpuBackend<T>::adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
+                          double beta1, double beta2, double eps, double weight_decay, double bc1,
+                          double bc2) {
+  const T b1 = T(beta1), b2 = T(beta2), decay = T(1.0 - lr * weight_decay);
+  const T step_size = T(lr / bc1), inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2)), e = T(eps);
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    T g = grad[i];
+    T m = exp_avg[i] = b1 * exp_avg[i] + (T(1) - b1) * g;
+    T v = exp_avg_sq[i] = b2 * exp_avg_sq[i] + (T(1) - b2) * g * g;
+    param[i] = param[i] * decay - step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + e);
+  }
+}
+
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend() {
+  return std::make_unique<CpuBackend<T>>();
+}
+
+template class CpuBackend<float>;
+template class CpuBackend<double>;
+template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
+template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
+
+}  // namespace mt

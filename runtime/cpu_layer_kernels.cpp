@@ -1,0 +1,212 @@
+// CPU backend: the per-layer kernels (embedding, norm, RoPE, GELU, softmax,
+// cross-entropy, MoE row dispatch). Sums run in double so that float and
+// double builds differ only by rounding of the stored values.
+#include <cmath>
+#include <vector>
+
+#include "runtime/cpu_backend.h"
+
+namespace mt {
+
+template <typename T>
+void CpuBackend<T>::embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d) {
+#pragma omp parallel for schedule(static)
+  for (int t = 0; t < n; ++t) {
+    const T* row = table + size_t(tokens[t]) * d;
+    for (int j = 0; j < d; ++j) out[size_t(t) * d + j] = row[j];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n,
+                                       int d) {
+  // Tokens repeat, so rows are accumulated serially over t; columns in parallel.
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < d; ++j)
+    for (int t = 0; t < n; ++t) dtable[size_t(tokens[t]) * d + j] += dout[size_t(t) * d + j];
+}
+
+template <typename T>
+void CpuBackend<T>::rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const T* xi = x + size_t(i) * d;
+    double ss = 0.0;
+    for (int j = 0; j < d; ++j) ss += double(xi[j]) * xi[j];
+    T r = T(1.0 / std::sqrt(ss / d + double(eps)));
+    rstd[i] = r;
+    for (int j = 0; j < d; ++j) out[size_t(i) * d + j] = xi[j] * r * g[j];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g,
+                                     const T* rstd, int n, int d) {
+  // y = x r g with r = (mean(x^2) + eps)^-1/2:
+  // dx = r (dy g) - x r^3 / d * sum(dy g x);  dg = sum_rows dy x r.
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const T* xi = x + size_t(i) * d;
+    const T* dyi = dout + size_t(i) * d;
+    double dot = 0.0;
+    for (int j = 0; j < d; ++j) dot += double(dyi[j]) * g[j] * xi[j];
+    double r = rstd[i];
+    double c = dot * r * r * r / d;
+    for (int j = 0; j < d; ++j) dx[size_t(i) * d + j] += T(r * dyi[j] * g[j] - c * xi[j]);
+  }
+#pragma omp parallel for schedule(static)
+  for (int j = 0; j < d; ++j) {
+    double sum = 0.0;
+    for (int i = 0; i < n; ++i) sum += double(dout[size_t(i) * d + j]) * x[size_t(i) * d + j] * rstd[i];
+    dg[j] += T(sum);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, T theta, T direction) {
+  // direction +1 rotates by +p*theta_i (forward); -1 by the inverse angle,
+  // which is the transpose of the rotation and so the backward pass.
+  const int half = hd / 2;
+#pragma omp parallel for schedule(static)
+  for (int r = 0; r < batch * seq; ++r) {
+    const int pos = r % seq;
+    std::vector<T> cs(half), sn(half);
+    for (int i = 0; i < half; ++i) {
+      double angle = pos * std::pow(double(theta), -2.0 * i / hd);
+      cs[i] = T(std::cos(angle));
+      sn[i] = T(direction * std::sin(angle));
+    }
+    for (int h = 0; h < heads; ++h) {
+      T* xh = x + (size_t(r) * heads + h) * hd;
+      for (int i = 0; i < half; ++i) {
+        T a = xh[i], b = xh[i + half];
+        xh[i] = a * cs[i] - b * sn[i];
+        xh[i + half] = a * sn[i] + b * cs[i];
+      }
+    }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) {
+  rope_rotate(x, batch, seq, heads, hd, theta, T(1));
+}
+
+template <typename T>
+void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) {
+  rope_rotate(dx, batch, seq, heads, hd, theta, T(-1));
+}
+
+namespace {
+constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
+constexpr double kGeluA = 0.044715;
+}  // namespace
+
+template <typename T>
+void CpuBackend<T>::gelu_forward(T* out, const T* in, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    T x = in[i];
+    out[i] = T(0.5) * x * (T(1) + std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x)));
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::gelu_backward(T* din, const T* dout, const T* in, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    T x = in[i];
+    T t = std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x));
+    T dt = T(kGeluC) * (T(1) + T(3 * kGeluA) * x * x);
+    din[i] += dout[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::softmax_forward(T* p, const T* x, int n, int c) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const T* xi = x + size_t(i) * c;
+    T* pi = p + size_t(i) * c;
+    T mx = xi[0];
+    for (int j = 1; j < c; ++j) mx = std::max(mx, xi[j]);
+    double sum = 0.0;
+    for (int j = 0; j < c; ++j) sum += double(pi[j] = std::exp(xi[j] - mx));
+    T inv = T(1.0 / sum);
+    for (int j = 0; j < c; ++j) pi[j] *= inv;
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::softmax_backward(T* dx, const T* dp, const T* p, int n, int c) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const T* dpi = dp + size_t(i) * c;
+    const T* pi = p + size_t(i) * c;
+    double dot = 0.0;
+    for (int j = 0; j < c; ++j) dot += double(dpi[j]) * pi[j];
+    for (int j = 0; j < c; ++j) dx[size_t(i) * c + j] += T(pi[j] * (dpi[j] - dot));
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets,
+                                  int n, int v, T dscale) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const T* li = logits + size_t(i) * v;
+    T mx = li[0];
+    for (int j = 1; j < v; ++j) mx = std::max(mx, li[j]);
+    double sum = 0.0;
+    for (int j = 0; j < v; ++j) sum += std::exp(double(li[j] - mx));
+    double lse = double(mx) + std::log(sum);
+    losses[i] = T(lse - double(li[targets[i]]));
+    if (dlogits) {
+      T* di = dlogits + size_t(i) * v;
+      for (int j = 0; j < v; ++j) di[j] = T(std::exp(double(li[j]) - lse)) * dscale;
+      di[targets[i]] -= dscale;
+    }
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::gather_rows(T* dst, const T* src, const int32_t* idx, int m, int d) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < m; ++i) {
+    const T* s = src + size_t(idx[i]) * d;
+    for (int j = 0; j < d; ++j) dst[size_t(i) * d + j] = s[j];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::scatter_add_rows(T* dst, const T* src, const int32_t* idx, const T* weight,
+                                     int m, int d) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < m; ++i) {
+    T w = weight ? weight[i] : T(1);
+    T* o = dst + size_t(idx[i]) * d;
+    for (int j = 0; j < d; ++j) o[j] += w * src[size_t(i) * d + j];
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::scale_rows(T* x, const T* w, int m, int d) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < d; ++j) x[size_t(i) * d + j] *= w[i];
+}
+
+template <typename T>
+void CpuBackend<T>::row_dot(T* out, const T* a, const T* b, int m, int d) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < m; ++i) {
+    double s = 0.0;
+    for (int j = 0; j < d; ++j) s += double(a[size_t(i) * d + j]) * b[size_t(i) * d + j];
+    out[i] = T(s);
+  }
+}
+
+template class CpuBackend<float>;
+template class CpuBackend<double>;
+
+}  // namespace mt
