@@ -1,1 +1,48 @@
+// `moetrain`: parse the command line once, run the subcommand. An error on
+// any rank aborts the whole job, so no rank is left waiting in a collective.
+#include <fmt/format.h>
+#include <mpi.h>
 
+#include <nlohmann/json.hpp>
+
+#include "launch/cli.h"
+#include "launch/commands.h"
+#include "runtime/check.h"
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, world = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  mt::set_error_rank(rank);
+
+  auto cli = mt::make_cli();
+  try {
+    cli->app->parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // Every rank parses the same arguments, so every rank exits here.
+    const int rc = rank == 0 ? cli->app->exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
+    MPI_Finalize();
+    return rc;
+  }
+
+  try {
+    if (cli->train->parsed()) {
+      mt::run_train(cli->train_options);
+    } else if (cli->eval->parsed()) {
+      mt::EvalResult r = mt::run_eval(cli->eval_options);
+      if (rank == 0)
+        fmt::print("{}\n", nlohmann::json{{"loss", r.loss}, {"tokens", r.tokens}, {"samples", r.samples}}.dump());
+    } else if (cli->prepare_data->parsed()) {
+      if (rank == 0) mt::run_prepare_data(cli->prepare_options);
+    }
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "moetrain: error: {}\n", e.what());
+    std::fflush(stderr);
+    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    MPI_Finalize();
+    return 1;
+  }
+  MPI_Finalize();
+  return 0;
+}

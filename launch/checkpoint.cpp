@@ -1,0 +1,184 @@
+#include "launch/checkpoint.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "runtime/check.h"
+#include "runtime/hdf5_file.h"
+
+namespace fs = std::filesystem;
+
+namespace mt {
+
+nlohmann::json model_config_to_json(const ModelConfig& c) {
+  return {{"vocab_size", c.vocab_size},
+          {"hidden_size", c.hidden_size},
+          {"num_layers", c.num_layers},
+          {"num_attention_heads", c.num_heads},
+          {"num_query_groups", c.num_query_groups},
+          {"ffn_hidden_size", c.ffn_hidden_size},
+          {"num_experts", c.num_experts},
+          {"moe_router_topk", c.router_topk},
+          {"seq_length", c.seq_length},
+          {"moe_expert_capacity_factor", c.capacity_factor},
+          {"moe_aux_loss_coeff", c.aux_loss_coeff},
+          {"rope_theta", c.rope_theta},
+          {"norm_eps", c.norm_eps}};
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& j) {
+  auto get = [&](const char* key, auto& field) {
+    MT_CHECK(j.contains(key), "checkpoint config has no '{}'", key);
+    field = j.at(key).get<std::decay_t<decltype(field)>>();
+  };
+  ModelConfig c;
+  get("vocab_size", c.vocab_size);
+  get("hidden_size", c.hidden_size);
+  get("num_layers", c.num_layers);
+  get("num_attention_heads", c.num_heads);
+  get("num_query_groups", c.num_query_groups);
+  get("ffn_hidden_size", c.ffn_hidden_size);
+  get("num_experts", c.num_experts);
+  get("moe_router_topk", c.router_topk);
+  get("seq_length", c.seq_length);
+  get("moe_expert_capacity_factor", c.capacity_factor);
+  get("moe_aux_loss_coeff", c.aux_loss_coeff);
+  get("rope_theta", c.rope_theta);
+  get("norm_eps", c.norm_eps);
+  return c;
+}
+
+std::string checkpoint_dir_name(int64_t iteration) { return fmt::format("iter_{:07d}", iteration); }
+
+namespace {
+
+std::vector<uint64_t> dims(const ParamTensor& t) { return {t.shape.begin(), t.shape.end()}; }
+
+// One flat float buffer (weights or a moment) as its named tensors.
+void write_tensors(H5File& f, const std::string& group, const Parameters<float>& p,
+                   const float* flat) {
+  for (const ParamTensor& t : p.tensors) f.write_all(group + "/" + t.name, dims(t), flat + t.offset);
+}
+
+void read_tensors(const H5File& f, const std::string& group, const Parameters<float>& p,
+                  float* flat) {
+  for (const ParamTensor& t : p.tensors) {
+    const std::string name = group + "/" + t.name;
+    MT_CHECK(f.exists(name), "checkpoint {} has no tensor '{}'", f.path(), name);
+    const std::vector<uint64_t> stored = f.shape(name), expected = dims(t);
+    MT_CHECK(stored == expected, "checkpoint {}: tensor '{}' has shape [{}], the model expects [{}]",
+             f.path(), name, fmt::join(stored, ", "), fmt::join(expected, ", "));
+    f.read(name, std::vector<uint64_t>(expected.size(), 0), expected, flat + t.offset);
+  }
+}
+
+void write_text_atomically(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream out(tmp);
+    out << text << "\n";
+    out.flush();
+    MT_CHECK(out.good(), "cannot write {}", tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+}  // namespace
+
+void save_checkpoint(const std::string& save_dir, Topology& topo, Parameters<float>& params,
+                     AdamW<float>& optim, const TrainState& state, uint64_t seed,
+                     const nlohmann::json& config) {
+  const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
+  const fs::path tmp_dir = final_dir.string() + ".tmp";
+  const bool root = topo.world_rank() == 0;
+  if (root) {
+    std::error_code ec;
+    fs::create_directories(save_dir, ec);
+    MT_CHECK(!ec, "cannot create checkpoint directory {}: {}", save_dir, ec.message());
+    fs::remove_all(tmp_dir);
+    fs::create_directories(tmp_dir, ec);
+    MT_CHECK(!ec, "cannot create {}: {}", tmp_dir.string(), ec.message());
+  }
+  topo.world().barrier();
+
+  MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
+  H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
+  write_tensors(f, "model", params, params.values.data());
+  write_tensors(f, "optim/exp_avg", params, optim.exp_avg().data());
+  write_tensors(f, "optim/exp_avg_sq", params, optim.exp_avg_sq().data());
+  f.set_attr("format_version", kCheckpointFormatVersion);
+  f.set_attr("iteration", state.iteration);
+  f.set_attr("consumed_samples", state.consumed_samples);
+  f.set_attr("consumed_tokens", state.consumed_tokens);
+  f.set_attr("adam_step", optim.step_count());
+  f.set_attr("seed", int64_t(seed));
+  f.set_attr("config", config.dump());
+  f.set_attr("layout", nlohmann::json{{"tp", topo.tp_size()},
+                                      {"pp", topo.pp_size()},
+                                      {"dp", topo.dp_size()},
+                                      {"world", topo.world_size()}}
+                           .dump());
+  f.close();
+  topo.world().barrier();
+
+  // Only a complete file gets the real name, and only then does `latest` move.
+  if (root) {
+    const fs::path old_dir = final_dir.string() + ".old";
+    fs::remove_all(old_dir);
+    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+    fs::rename(tmp_dir, final_dir);
+    write_text_atomically(fs::path(save_dir) / "latest", std::to_string(state.iteration));
+    fs::remove_all(old_dir);
+  }
+  topo.world().barrier();
+}
+
+std::string resolve_checkpoint(const std::string& load) {
+  const fs::path p(load);
+  MT_CHECK(fs::exists(p), "--load {}: no such file or directory", load);
+  if (fs::is_regular_file(p)) return p.string();
+  if (fs::exists(p / "checkpoint.h5")) return (p / "checkpoint.h5").string();
+  const fs::path latest = p / "latest";
+  MT_CHECK(fs::exists(latest), "--load {}: neither a checkpoint.h5 nor a 'latest' file in it", load);
+  std::ifstream in(latest);
+  int64_t iteration = -1;
+  in >> iteration;
+  MT_CHECK(in && iteration >= 0, "--load {}: cannot read an iteration from {}", load, latest.string());
+  const fs::path file = p / checkpoint_dir_name(iteration) / "checkpoint.h5";
+  MT_CHECK(fs::exists(file), "--load {}: 'latest' names iteration {} but {} does not exist", load,
+           iteration, file.string());
+  return file.string();
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
+  H5File f = H5File::open(path, comm);
+  const int64_t version = f.attr_int("format_version");
+  MT_CHECK(version == kCheckpointFormatVersion,
+           "checkpoint {} has format version {}, this build reads version {}", path, version,
+           kCheckpointFormatVersion);
+  CheckpointInfo info;
+  info.path = path;
+  info.state.iteration = f.attr_int("iteration");
+  info.state.consumed_samples = f.attr_int("consumed_samples");
+  info.state.consumed_tokens = f.attr_int("consumed_tokens");
+  info.adam_step = f.attr_int("adam_step");
+  info.seed = uint64_t(f.attr_int("seed"));
+  info.config = nlohmann::json::parse(f.attr_string("config"));
+  return info;
+}
+
+void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
+                     AdamW<float>* optim) {
+  H5File f = H5File::open(path, comm);
+  read_tensors(f, "model", params, params.values.data());
+  if (optim) {
+    read_tensors(f, "optim/exp_avg", params, optim->exp_avg().data());
+    read_tensors(f, "optim/exp_avg_sq", params, optim->exp_avg_sq().data());
+    optim->set_step_count(f.attr_int("adam_step"));
+  }
+}
+
+}  // namespace mt

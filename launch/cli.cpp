@@ -1,0 +1,133 @@
+#include "launch/cli.h"
+
+namespace mt {
+
+namespace {
+
+void add_model_flags(CLI::App* app, TrainOptions& o) {
+  ModelConfig& m = o.model;
+  app->add_option("--num-layers", m.num_layers, "Transformer layers L")->capture_default_str();
+  app->add_option("--hidden-size", m.hidden_size, "Model width d")->capture_default_str();
+  app->add_option("--num-attention-heads", m.num_heads, "Query heads H (must divide the width)")
+      ->capture_default_str();
+  app->add_option("--num-query-groups", m.num_query_groups,
+                  "Key/value heads G (1 = multi-query attention; must divide H)")
+      ->capture_default_str();
+  app->add_option("--ffn-hidden-size", m.ffn_hidden_size, "Hidden size F of each expert's MLP")
+      ->capture_default_str();
+  app->add_option("--num-experts", m.num_experts, "Experts E per layer (1 = dense MLP)")
+      ->capture_default_str();
+  app->add_option("--moe-router-topk", m.router_topk, "Experts K each token is routed to")
+      ->capture_default_str();
+  app->add_option("--moe-aux-loss-coeff", m.aux_loss_coeff, "Load-balancing loss coefficient alpha")
+      ->capture_default_str();
+  app->add_option("--moe-expert-capacity-factor", m.capacity_factor,
+                  "Expert capacity factor c: an expert takes at most ceil(c*K*T/E) of a "
+                  "micro-batch's T tokens (0 = no limit)")
+      ->capture_default_str();
+  app->add_option("--seq-length", m.seq_length, "Sequence length S")->capture_default_str();
+  app->add_option("--vocab-size", o.vocab_size_flag,
+                  "Vocabulary size before rounding (default: the byte tokenizer's 257)");
+  app->add_option("--make-vocab-size-divisible-by", o.make_vocab_size_divisible_by,
+                  "Round the vocabulary up to a multiple of this")
+      ->capture_default_str();
+}
+
+void add_train_flags(CLI::App* app, TrainOptions& o) {
+  app->add_option("--tensor-model-parallel-size,--tp", o.topology.tensor_parallel,
+                  "Tensor-parallel ranks")
+      ->capture_default_str();
+  app->add_option("--pipeline-model-parallel-size,--pp", o.topology.pipeline_parallel,
+                  "Pipeline-parallel stages")
+      ->capture_default_str();
+  app->add_option("--micro-batch-size", o.micro_batch_size, "Samples per micro-batch")
+      ->capture_default_str();
+  app->add_option("--global-batch-size", o.global_batch_size,
+                  "Samples per optimizer step (gradients accumulate over micro-batches)")
+      ->capture_default_str();
+  app->add_option("--data-path", o.data_path, "Token store prefix (PREFIX.bin + PREFIX.idx)");
+  app->add_option("--train-iters", o.train_iters, "Optimizer steps to train for");
+  app->add_option("--train-samples", o.train_samples, "Samples to train for (instead of --train-iters)");
+  app->add_option("--lr", o.lr.lr, "Peak learning rate")->capture_default_str();
+  app->add_option("--min-lr", o.lr.min_lr, "Learning rate at the end of decay")->capture_default_str();
+  app->add_option("--lr-warmup-samples", o.lr.warmup_samples, "Samples of linear warm-up")
+      ->capture_default_str();
+  app->add_option("--lr-decay-samples", o.lr.decay_samples,
+                  "Samples at which decay ends (default: the whole run)");
+  app->add_option("--lr-decay-style", o.lr.decay_style, "cosine, linear or constant")
+      ->capture_default_str();
+  app->add_option("--adam-beta1", o.adam.beta1, "Adam beta1")->capture_default_str();
+  app->add_option("--adam-beta2", o.adam.beta2, "Adam beta2")->capture_default_str();
+  app->add_option("--adam-eps", o.adam.eps, "Adam epsilon")->capture_default_str();
+  app->add_option("--weight-decay", o.adam.weight_decay,
+                  "Decoupled weight decay (tensors of 2+ dimensions only)")
+      ->capture_default_str();
+  app->add_option("--clip-grad", o.adam.clip_grad, "Global gradient-norm clip (0 = off)")
+      ->capture_default_str();
+  app->add_option("--seed", o.seed, "Seed of the initial weights and the data order")
+      ->capture_default_str();
+  app->add_option("--save", o.save, "Checkpoint directory (SAVE/iter_NNNNNNN/checkpoint.h5)");
+  app->add_option("--save-interval", o.save_interval,
+                  "Save every N steps (and always at the end when --save is given)")
+      ->capture_default_str();
+  app->add_option("--load", o.load,
+                  "Resume from a checkpoint directory (its 'latest') or an iter_NNNNNNN directory");
+  app->add_option("--log-interval", o.log_interval, "Steps between progress lines")
+      ->capture_default_str();
+  app->add_option("--metrics-file", o.metrics_file,
+                  "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)");
+  app->add_option("--threads", o.threads, "CPU threads per rank (default: the rank's share of its cores)");
+}
+
+// TOML config files; keys are the long flag names without dashes.
+void add_config_flag(CLI::App* app) {
+  app->set_config("--config", "", "TOML file of flags (keys are flag names without '--'); "
+                  "the command line wins");
+  app->allow_config_extras(CLI::config_extras_mode::error);
+}
+
+}  // namespace
+
+std::unique_ptr<Cli> make_cli() {
+  auto cli = std::make_unique<Cli>();
+  cli->app = std::make_unique<CLI::App>(
+      "moetrain: train Mixture-of-Experts language models with tensor, pipeline and ZeRO-1 "
+      "data parallelism");
+  CLI::App& app = *cli->app;
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "moetrain 0.1.0");
+
+  cli->train = app.add_subcommand("train", "Train a model");
+  add_config_flag(cli->train);
+  add_model_flags(cli->train, cli->train_options);
+  add_train_flags(cli->train, cli->train_options);
+
+  cli->eval = app.add_subcommand(
+      "eval", "Mean cross-entropy over the first N samples of a store in storage order; prints a "
+              "JSON line with \"loss\" and \"tokens\"");
+  add_config_flag(cli->eval);
+  EvalOptions& e = cli->eval_options;
+  cli->eval->add_option("--load", e.load, "Checkpoint directory or iter_NNNNNNN directory")->required();
+  cli->eval->add_option("--data-path", e.data_path, "Token store prefix")->required();
+  cli->eval->add_option("--eval-samples", e.eval_samples, "Samples to evaluate (0 = all)")
+      ->capture_default_str();
+  cli->eval->add_option("--micro-batch-size", e.micro_batch_size, "Samples per forward pass")
+      ->capture_default_str();
+  cli->eval->add_option("--threads", e.threads, "CPU threads per rank (default: the rank's share)");
+
+  cli->prepare_data = app.add_subcommand(
+      "prepare-data", "Tokenize text files with the byte tokenizer into a Megatron indexed "
+                      "dataset (PREFIX.bin + PREFIX.idx); each file is one document");
+  data::PrepareDataConfig& p = cli->prepare_options;
+  cli->prepare_data->add_option("--input", p.inputs, "Files or directories (walked recursively)")
+      ->required()
+      ->expected(1, -1);
+  cli->prepare_data->add_option("--output-prefix", p.output_prefix, "Writes PREFIX.bin and PREFIX.idx")
+      ->required();
+  cli->prepare_data->add_option("--extensions", p.extensions,
+                                "Only files with these extensions, comma separated (e.g. .h,.hpp)")
+      ->delimiter(',');
+  return cli;
+}
+
+}  // namespace mt

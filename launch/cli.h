@@ -1,0 +1,28 @@
+// The `moetrain` command line (CLI11): subcommands train, eval, prepare-data.
+// Flag names follow Megatron-LM (DESIGN.md section 7); every flag can also
+// come from a TOML file given with --config, and the command line wins.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <memory>
+
+#include "launch/options.h"
+
+namespace mt {
+
+struct Cli {
+  std::unique_ptr<CLI::App> app;
+  CLI::App* train = nullptr;
+  CLI::App* eval = nullptr;
+  CLI::App* prepare_data = nullptr;
+  TrainOptions train_options;
+  EvalOptions eval_options;
+  data::PrepareDataConfig prepare_options;
+};
+
+// The app with every flag bound to the option structs inside Cli. Heap
+// allocated so that the bindings stay valid.
+std::unique_ptr<Cli> make_cli();
+
+}  // namespace mt

@@ -1,0 +1,52 @@
+// Everything the commands take, parsed once by launch/cli.cpp and handed down
+// as plain config structs; nothing below launch/ reads flags or environment.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "data/prepare_data.h"
+#include "model/config.h"
+#include "optim/adamw.h"
+#include "optim/lr_schedule.h"
+#include "runtime/topology.h"
+
+namespace mt {
+
+struct TrainOptions {
+  ModelConfig model;  // vocab_size resolved by resolve_vocab_size()
+  int vocab_size_flag = 0;  // --vocab-size; 0 = the tokenizer's size
+  int make_vocab_size_divisible_by = 128;
+  TopologyConfig topology;
+  int micro_batch_size = 4;
+  int global_batch_size = 16;
+  std::string data_path;
+  int64_t train_iters = 0;
+  int64_t train_samples = 0;
+  LrScheduleConfig lr;
+  AdamWConfig adam;
+  uint64_t seed = 1234;
+  std::string save;
+  int64_t save_interval = 0;  // 0: save at the end only
+  std::string load;
+  int64_t log_interval = 10;
+  std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given
+  int threads = 0;           // 0: this rank's share of the cores
+};
+
+struct EvalOptions {
+  std::string load;
+  std::string data_path;
+  int64_t eval_samples = 0;  // 0: every sample of the store
+  int micro_batch_size = 4;
+  int threads = 0;
+};
+
+// The vocabulary: --vocab-size, or the byte tokenizer's 257, rounded up to a
+// multiple of --make-vocab-size-divisible-by (DESIGN.md section 7).
+int resolve_vocab_size(int vocab_size_flag, int divisible_by);
+
+// Cross-flag checks; each error names the flags.
+void validate(const TrainOptions& o);
+
+}  // namespace mt

@@ -1,0 +1,51 @@
+#include "launch/progress.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "runtime/check.h"
+
+namespace mt {
+
+std::string format_duration(double seconds) {
+  const int64_t s = int64_t(std::max(0.0, seconds));
+  return fmt::format("{}:{:02d}:{:02d}", s / 3600, s / 60 % 60, s % 60);
+}
+
+std::string progress_line(const StepMetrics& m) {
+  return fmt::format(
+      "step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
+      "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s | elapsed {} | eta {}",
+      m.step, m.total_steps, m.loss, m.aux_loss, m.lr, m.grad_norm, m.global_batch,
+      m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
+      format_duration(m.eta_s));
+}
+
+nlohmann::json to_json(const StepMetrics& m) {
+  return {{"step", m.step},
+          {"loss", m.loss},
+          {"aux_loss", m.aux_loss},
+          {"lr", m.lr},
+          {"grad_norm", m.grad_norm},
+          {"global_batch", m.global_batch},
+          {"global_batch_tokens", m.global_batch_tokens},
+          {"consumed_samples", m.consumed_samples},
+          {"tokens_per_s", m.tokens_per_s},
+          {"gflops_per_s", m.gflops_per_s},
+          {"elapsed_s", m.elapsed_s}};
+}
+
+MetricsWriter::MetricsWriter(const std::string& path) {
+  if (path.empty()) return;
+  out_.open(path, std::ios::app);
+  MT_CHECK(out_.is_open(), "cannot open metrics file {}", path);
+}
+
+void MetricsWriter::write(const nlohmann::json& record) {
+  if (!out_.is_open()) return;
+  out_ << record.dump() << "\n";
+  out_.flush();
+}
+
+}  // namespace mt

@@ -1,0 +1,36 @@
+// The progress line of each log interval and the JSON-lines metrics file.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <fstream>
+#include <string>
+
+namespace mt {
+
+struct StepMetrics {
+  int64_t step = 0, total_steps = 0;
+  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
+  int64_t global_batch = 0, global_batch_tokens = 0, consumed_samples = 0;
+  double tokens_per_s = 0, gflops_per_s = 0;  // over the log interval
+  double elapsed_s = 0, eta_s = 0;
+};
+
+// Formats seconds as H:MM:SS.
+std::string format_duration(double seconds);
+std::string progress_line(const StepMetrics& m);
+nlohmann::json to_json(const StepMetrics& m);
+
+// Appends one JSON object a line; the file is opened once (an empty path
+// writes nothing).
+class MetricsWriter {
+ public:
+  explicit MetricsWriter(const std::string& path);
+  void write(const nlohmann::json& record);
+
+ private:
+  std::ofstream out_;
+};
+
+}  // namespace mt

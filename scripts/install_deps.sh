@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages moetrain needs to build, test and run the demo.
+# Only missing packages are installed (checked with dpkg-query), so a second run
+# installs nothing and takes well under a second.
+#
+#   scripts/install_deps.sh            build, test and demo dependencies
+#   scripts/install_deps.sh --torch    also python3-torch (the benchmark and scripts/make_torch_reference.py need it; tests do not)
+set -euo pipefail
+
+usage() {
+    sed -n '2,7s/^# \{0,1\}//p' "$0"
+}
+
+want_torch=0
+for arg in "$@"; do
+    case "$arg" in
+        --torch) want_torch=1 ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install_deps.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+packages=(
+    build-essential cmake pkg-config git
+    libopenmpi-dev openmpi-bin
+    libhdf5-openmpi-dev hdf5-tools
+    libcli11-dev libopenblas-openmp-dev
+    libgtest-dev libbenchmark-dev
+    libfmt-dev nlohmann-json3-dev
+    python3 python3-numpy python3-matplotlib python3-h5py
+)
+if (( want_torch )); then
+    packages+=(python3-torch)
+fi
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+    echo "install_deps.sh: this script needs a Debian-based system (dpkg-query, apt-get)." >&2
+    echo "Install these packages (or their equivalents) yourself: ${packages[*]}" >&2
+    exit 1
+fi
+
+missing=()
+for pkg in "${packages[@]}"; do
+    # shellcheck disable=SC2016  # ${Status} is a dpkg-query field, not a shell variable
+    status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+    if [[ "$status" != "install ok installed" ]]; then
+        missing+=("$pkg")
+    fi
+done
+
+if (( ${#missing[@]} == 0 )); then
+    echo "install_deps: all ${#packages[@]} packages already installed; nothing to do."
+    exit 0
+fi
+
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "install_deps.sh: not root and sudo is not available; as root, run:" >&2
+        echo "  apt-get update && apt-get install -y ${missing[*]}" >&2
+        exit 1
+    fi
+}
+
+echo "install_deps: installing ${#missing[@]} missing package(s): ${missing[*]}"
+as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+echo "install_deps: done."

@@ -1,0 +1,154 @@
+#!/usr/bin/python3
+"""Plot a moetrain metrics file (JSON lines) to a PNG.
+
+Each line is one JSON object written by `moetrain train --metrics-file FILE`
+with at least `step`, `loss`, `aux_loss` and `lr`, and optionally
+`tokens_per_s`, `grad_norm` and `global_batch`. Blank lines are skipped;
+lines that do not parse are skipped with a warning. When a step appears more
+than once (a run resumed into the same file), its last record wins.
+
+Panels: loss with the auxiliary (load-balancing) loss on a second axis; the
+learning rate, with the global batch size on a second axis when logged; and,
+when logged, the gradient norm and throughput.
+
+    scripts/plot_metrics.py METRICS.jsonl OUT.png [--title TITLE]
+"""
+
+import argparse
+import json
+import math
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+
+def warn(msg):
+    print(f"plot_metrics: warning: {msg}", file=sys.stderr)
+
+
+def read_records(path):
+    """Return the records of a JSON-lines file, keyed by step (last one wins)."""
+    by_step = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                warn(f"{path}:{lineno}: not JSON ({e.msg}); line skipped")
+                continue
+            if not isinstance(rec, dict):
+                warn(f"{path}:{lineno}: not a JSON object; line skipped")
+                continue
+            step = number(rec.get("step"))
+            if step is None:
+                warn(f"{path}:{lineno}: no numeric 'step'; line skipped")
+                continue
+            by_step[step] = rec
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def number(value):
+    """A finite float from a JSON value, or None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def series(records, key):
+    """(steps, values) for the records that have a finite number under key."""
+    steps, values = [], []
+    for rec in records:
+        v = number(rec.get(key))
+        if v is not None:
+            steps.append(number(rec["step"]))
+            values.append(v)
+    return steps, values
+
+
+def plot_pair(ax, records, left, right, left_label, right_label,
+              left_color="tab:blue", right_color="tab:orange", left_log=False):
+    """Plot `left` on ax and `right` on a twin axis; returns whether anything was drawn."""
+    drawn = False
+    handles = []
+    xs, ys = series(records, left)
+    if xs:
+        handles += ax.plot(xs, ys, color=left_color, linewidth=1.2, label=left_label)
+        ax.set_ylabel(left_label, color=left_color)
+        ax.tick_params(axis="y", colors=left_color)
+        if left_log and min(ys) > 0:
+            ax.set_yscale("log")
+        drawn = True
+    if right:
+        xs, ys = series(records, right)
+        if xs:
+            twin = ax.twinx()
+            handles += twin.plot(xs, ys, color=right_color, linewidth=1.0,
+                                 label=right_label)
+            twin.set_ylabel(right_label, color=right_color)
+            twin.tick_params(axis="y", colors=right_color)
+            drawn = True
+    if handles:
+        ax.legend(handles=handles, labels=[h.get_label() for h in handles],
+                  loc="upper right", fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return drawn
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description="Plot a moetrain metrics file (JSON lines) to a PNG.")
+    parser.add_argument("metrics", help="metrics file written by --metrics-file")
+    parser.add_argument("output", help="PNG file to write")
+    parser.add_argument("--title", default=None,
+                        help="figure title (default: the metrics file name)")
+    args = parser.parse_args(argv)
+
+    try:
+        records = read_records(args.metrics)
+    except OSError as e:
+        print(f"plot_metrics: cannot read {args.metrics}: {e}", file=sys.stderr)
+        return 1
+    loss_steps, losses = series(records, "loss")
+    if not loss_steps:
+        print(f"plot_metrics: {args.metrics} has no records with 'step' and 'loss'",
+              file=sys.stderr)
+        return 1
+
+    has_extra = any(number(r.get(k)) is not None
+                    for r in records for k in ("grad_norm", "tokens_per_s"))
+    nrows = 3 if has_extra else 2
+    fig, axes = plt.subplots(nrows, 1, sharex=True, figsize=(9, 2.9 * nrows + 0.6),
+                             constrained_layout=True)
+
+    plot_pair(axes[0], records, "loss", "aux_loss", "loss (cross-entropy)",
+              "aux loss (load balancing)")
+    plot_pair(axes[1], records, "lr", "global_batch", "learning rate",
+              "global batch (samples)", left_color="tab:green",
+              right_color="tab:purple")
+    axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    if has_extra:
+        plot_pair(axes[2], records, "grad_norm", "tokens_per_s", "grad norm",
+                  "tokens / s", left_color="tab:red", right_color="tab:gray")
+    axes[-1].set_xlabel("step")
+    fig.suptitle(args.title if args.title is not None else args.metrics)
+
+    try:
+        fig.savefig(args.output, dpi=120)
+    except OSError as e:
+        print(f"plot_metrics: cannot write {args.output}: {e}", file=sys.stderr)
+        return 1
+    plt.close(fig)
+    print(f"plot_metrics: {len(records)} records, steps {loss_steps[0]:g}..{loss_steps[-1]:g}, "
+          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
