@@ -1,5 +1,9 @@
 #include "launch/cli.h"
 
+#include <filesystem>
+
+#include "runtime/check.h"
+
 namespace mt {
 
 namespace {
@@ -79,11 +83,37 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--threads", o.threads, "CPU threads per rank (default: the rank's share of its cores)");
 }
 
-// TOML config files; keys are the long flag names without dashes.
-void add_config_flag(CLI::App* app) {
-  app->set_config("--config", "", "TOML file of flags (keys are flag names without '--'); "
-                  "the command line wins");
-  app->allow_config_extras(CLI::config_extras_mode::error);
+// TOML config files; keys are the long flag names without dashes. (CLI11
+// 2.1 reads config files for the root app only, so parse_command_line
+// applies the subcommand's file itself.)
+void add_config_flag(CLI::App* app, std::string& path) {
+  app->add_option("--config", path,
+                  "TOML file of flags (keys are the flag names without '--'); the command line wins")
+      ->configurable(false);
+}
+
+void apply_config_file(CLI::App* app, const std::string& path) {
+  MT_CHECK(std::filesystem::is_regular_file(path), "--config {}: no such file", path);
+  std::vector<CLI::ConfigItem> items;
+  try {
+    items = CLI::ConfigTOML().from_file(path);
+  } catch (const CLI::ParseError& e) {
+    MT_FAIL("--config {}: {}", path, e.what());
+  }
+  for (const CLI::ConfigItem& item : items) {
+    const std::string key = item.fullname();
+    CLI::Option* opt = app->get_option_no_throw("--" + key);
+    MT_CHECK(opt != nullptr && opt->get_configurable(),
+             "--config {}: unknown key '{}' (keys are the long flag names of '{}' without '--')",
+             path, key, app->get_name());
+    if (opt->count() > 0) continue;  // the command line wins
+    opt->add_result(item.inputs);
+    try {
+      opt->run_callback();
+    } catch (const CLI::ParseError& e) {
+      MT_FAIL("--config {}: key '{}': {}", path, key, e.what());
+    }
+  }
 }
 
 }  // namespace
@@ -98,17 +128,17 @@ std::unique_ptr<Cli> make_cli() {
   app.set_version_flag("--version", "moetrain 0.1.0");
 
   cli->train = app.add_subcommand("train", "Train a model");
-  add_config_flag(cli->train);
+  add_config_flag(cli->train, cli->train_config);
   add_model_flags(cli->train, cli->train_options);
   add_train_flags(cli->train, cli->train_options);
 
   cli->eval = app.add_subcommand(
       "eval", "Mean cross-entropy over the first N samples of a store in storage order; prints a "
               "JSON line with \"loss\" and \"tokens\"");
-  add_config_flag(cli->eval);
+  add_config_flag(cli->eval, cli->eval_config);
   EvalOptions& e = cli->eval_options;
-  cli->eval->add_option("--load", e.load, "Checkpoint directory or iter_NNNNNNN directory")->required();
-  cli->eval->add_option("--data-path", e.data_path, "Token store prefix")->required();
+  cli->eval->add_option("--load", e.load, "Checkpoint directory or iter_NNNNNNN directory (required)");
+  cli->eval->add_option("--data-path", e.data_path, "Token store prefix (required)");
   cli->eval->add_option("--eval-samples", e.eval_samples, "Samples to evaluate (0 = all)")
       ->capture_default_str();
   cli->eval->add_option("--micro-batch-size", e.micro_batch_size, "Samples per forward pass")
@@ -128,6 +158,12 @@ std::unique_ptr<Cli> make_cli() {
                                 "Only files with these extensions, comma separated (e.g. .h,.hpp)")
       ->delimiter(',');
   return cli;
+}
+
+void parse_command_line(Cli& cli, int argc, const char* const* argv) {
+  cli.app->parse(argc, argv);
+  if (cli.train->parsed() && !cli.train_config.empty()) apply_config_file(cli.train, cli.train_config);
+  if (cli.eval->parsed() && !cli.eval_config.empty()) apply_config_file(cli.eval, cli.eval_config);
 }
 
 }  // namespace mt

@@ -19,10 +19,17 @@ struct Cli {
   TrainOptions train_options;
   EvalOptions eval_options;
   data::PrepareDataConfig prepare_options;
+  std::string train_config, eval_config;  // --config files
 };
 
 // The app with every flag bound to the option structs inside Cli. Heap
 // allocated so that the bindings stay valid.
 std::unique_ptr<Cli> make_cli();
+
+// Parses the command line, then the --config file of the chosen subcommand:
+// a key sets its flag unless the command line already did; an unknown key is
+// an error naming the file and the key. Throws CLI::ParseError (help,
+// version, bad flags) or mt::Error (bad config file).
+void parse_command_line(Cli& cli, int argc, const char* const* argv);
 
 }  // namespace mt

@@ -16,6 +16,8 @@
 namespace mt {
 
 EvalResult run_eval(const EvalOptions& o) {
+  MT_CHECK(!o.load.empty(), "eval needs --load CHECKPOINT_DIR");
+  MT_CHECK(!o.data_path.empty(), "eval needs --data-path PREFIX");
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.eval_samples >= 0, "--eval-samples must be >= 0, got {}", o.eval_samples);
   int world = 1;

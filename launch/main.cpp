@@ -18,12 +18,16 @@ int main(int argc, char** argv) {
 
   auto cli = mt::make_cli();
   try {
-    cli->app->parse(argc, argv);
+    mt::parse_command_line(*cli, argc, argv);
   } catch (const CLI::ParseError& e) {
     // Every rank parses the same arguments, so every rank exits here.
     const int rc = rank == 0 ? cli->app->exit(e) : (e.get_exit_code() == 0 ? 0 : 1);
     MPI_Finalize();
     return rc;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "moetrain: error: {}\n", e.what());
+    MPI_Finalize();
+    return 1;
   }
 
   try {

@@ -12,9 +12,13 @@ int resolve_vocab_size(int vocab_size_flag, int divisible_by) {
   return (base + divisible_by - 1) / divisible_by * divisible_by;
 }
 
-void validate(const TrainOptions& o) {
+int64_t total_iterations(const TrainOptions& o) {
+  return o.train_iters > 0 ? o.train_iters : o.train_samples / o.global_batch_size;
+}
+
+void resolve_and_validate(TrainOptions& o) {
+  o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
   o.model.validate();
-  validate(o.lr);
   validate(o.adam);
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", o.global_batch_size);
@@ -33,6 +37,10 @@ void validate(const TrainOptions& o) {
   MT_CHECK(o.save_interval == 0 || !o.save.empty(), "--save-interval {} needs --save DIR",
            o.save_interval);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
+  MT_CHECK(total_iterations(o) > 0, "--train-samples {} is less than one global batch of {}",
+           o.train_samples, o.global_batch_size);
+  if (o.lr.decay_samples == 0) o.lr.decay_samples = total_iterations(o) * o.global_batch_size;
+  validate(o.lr);
 }
 
 }  // namespace mt

@@ -46,7 +46,12 @@ struct EvalOptions {
 // multiple of --make-vocab-size-divisible-by (DESIGN.md section 7).
 int resolve_vocab_size(int vocab_size_flag, int divisible_by);
 
-// Cross-flag checks; each error names the flags.
-void validate(const TrainOptions& o);
+// Optimizer steps the run takes (--train-iters, or --train-samples / global batch).
+int64_t total_iterations(const TrainOptions& o);
+
+// Fills what other flags imply (the vocabulary, the end of LR decay: the
+// whole run by default), then checks every flag and their combinations;
+// each error names the flags.
+void resolve_and_validate(TrainOptions& o);
 
 }  // namespace mt

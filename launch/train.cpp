@@ -64,8 +64,7 @@ std::string byte_size(double bytes) {
 }  // namespace
 
 TrainResult run_train(TrainOptions o) {
-  o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
-  validate(o);
+  resolve_and_validate(o);
   Topology topo(MPI_COMM_WORLD, o.topology);
   const bool root = topo.world_rank() == 0;
   MT_CHECK(topo.tp_size() == 1 && topo.pp_size() == 1 && topo.dp_size() == 1,
@@ -82,11 +81,7 @@ TrainResult run_train(TrainOptions o) {
 
   const int64_t global = o.global_batch_size, micro = o.micro_batch_size;
   const int64_t num_micro = global / micro;
-  const int64_t total_iters = o.train_iters > 0 ? o.train_iters : o.train_samples / global;
-  MT_CHECK(total_iters > 0, "--train-samples {} is less than one global batch of {}",
-           o.train_samples, global);
-  if (o.lr.decay_samples == 0) o.lr.decay_samples = total_iters * global;
-  validate(o.lr);
+  const int64_t total_iters = total_iterations(o);
 
   auto be = make_cpu_backend<float>();
   Transformer<float> model(*be, mc, int(micro));
