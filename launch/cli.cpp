@@ -128,6 +128,9 @@ std::unique_ptr<Cli> make_cli() {
   app.set_version_flag("--version", "moetrain 0.1.0");
 
   cli->train = app.add_subcommand("train", "Train a model");
+  // As with Megatron's argparse, a flag given twice takes the last value, so
+  // scripts can append overrides.
+  cli->train->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_config_flag(cli->train, cli->train_config);
   add_model_flags(cli->train, cli->train_options);
   add_train_flags(cli->train, cli->train_options);
@@ -135,6 +138,7 @@ std::unique_ptr<Cli> make_cli() {
   cli->eval = app.add_subcommand(
       "eval", "Mean cross-entropy over the first N samples of a store in storage order; prints a "
               "JSON line with \"loss\" and \"tokens\"");
+  cli->eval->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   add_config_flag(cli->eval, cli->eval_config);
   EvalOptions& e = cli->eval_options;
   cli->eval->add_option("--load", e.load, "Checkpoint directory or iter_NNNNNNN directory (required)");

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "temp_dir.h"
+#include "test_util.h"
 
 namespace mt::data {
 namespace {

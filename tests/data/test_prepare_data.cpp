@@ -8,7 +8,7 @@
 
 #include "data/byte_tokenizer.h"
 #include "data/indexed_dataset.h"
-#include "temp_dir.h"
+#include "test_util.h"
 
 namespace mt::data {
 namespace {

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "temp_dir.h"
+#include "test_util.h"
 
 namespace mt::data {
 namespace {

@@ -1,4 +1,4 @@
-// Test helpers for tests/data: a fresh temporary directory (mkdtemp), files
+// Test helpers shared by the suites: a fresh temporary directory (mkdtemp), files
 // written and read as raw bytes, and a check that an mt::Error names a string.
 #pragma once
 
@@ -14,12 +14,12 @@
 
 #include "runtime/check.h"
 
-namespace mt::data::test_util {
+namespace mt::test_util {
 
 class TempDir {
  public:
   TempDir() {
-    char tmpl[] = "/tmp/mt_data_test_XXXXXX";
+    char tmpl[] = "/tmp/mt_test_XXXXXX";
     char* p = ::mkdtemp(tmpl);
     if (!p) throw std::runtime_error("mkdtemp failed");
     path_ = p;
@@ -66,4 +66,4 @@ void expect_error(F&& fn, const std::vector<std::string>& parts) {
   }
 }
 
-}  // namespace mt::data::test_util
+}  // namespace mt::test_util

@@ -1,0 +1,63 @@
+// Runs the real `moetrain` binary (as a user would) and captures its exit
+// status and output, for the end-to-end and bad-input tests.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <random>
+#include <string>
+
+#include "test_util.h"
+
+namespace mt::test_util {
+
+struct CommandResult {
+  int status = -1;     // exit status
+  std::string output;  // stdout and stderr together
+};
+
+inline CommandResult run_moetrain(const std::string& args) {
+  // One thread a process: ctest runs tests side by side.
+  const std::string cmd = std::string("OMP_NUM_THREADS=1 ") + MT_MOETRAIN_BIN + " " + args + " 2>&1";
+  CommandResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) r.output.append(buf.data(), n);
+  const int raw = pclose(pipe);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
+  return r;
+}
+
+// A deterministic English-like corpus: words drawn from a small vocabulary
+// into sentences, so that a byte-level model has spelling to learn.
+inline std::string synthetic_text(size_t bytes, unsigned seed) {
+  static const char* kWords[] = {"the", "model", "routes", "each", "token", "to", "two", "experts",
+                                 "and", "a", "small", "router", "learns", "which", "one", "fits",
+                                 "best", "while", "attention", "reads", "earlier", "words", "in",
+                                 "order", "training", "loss", "falls", "as", "steps", "go", "by"};
+  std::mt19937 rng(seed);
+  std::string out;
+  while (out.size() < bytes) {
+    int len = 4 + int(rng() % 8);
+    for (int i = 0; i < len; ++i) {
+      if (i) out += ' ';
+      out += kWords[rng() % (sizeof(kWords) / sizeof(kWords[0]))];
+    }
+    out += ".\n";
+  }
+  return out;
+}
+
+// The tiny config the launch tests train: a 2-layer MoE (E=4, top-2, MQA).
+inline std::string tiny_model_flags() {
+  return "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --num-query-groups 1 "
+         "--ffn-hidden-size 128 --num-experts 4 --moe-router-topk 2 --seq-length 64 "
+         "--micro-batch-size 4 --global-batch-size 8 --lr 3e-3 --min-lr 3e-4 "
+         "--lr-warmup-samples 40 --seed 7 --threads 1";
+}
+
+}  // namespace mt::test_util

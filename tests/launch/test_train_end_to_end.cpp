@@ -1,0 +1,128 @@
+// The whole path a user takes: prepare-data, train, save, eval, resume.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+#include "launch/checkpoint.h"
+#include "run_moetrain.h"
+#include "runtime/hdf5_file.h"
+
+namespace mt {
+namespace {
+
+using test_util::run_moetrain;
+
+class EndToEnd : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test_util::write_text(dir / "corpus_a.txt", test_util::synthetic_text(60000, 1));
+    test_util::write_text(dir / "corpus_b.txt", test_util::synthetic_text(60000, 2));
+    auto r = run_moetrain("prepare-data --input " + dir.path() + " --output-prefix " + (dir / "store"));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  std::vector<nlohmann::json> metrics(const std::string& path) {
+    std::vector<nlohmann::json> out;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+    return out;
+  }
+  test_util::TempDir dir;
+};
+
+TEST_F(EndToEnd, TinyModelLearnsIn50Steps) {
+  auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --data-path " + (dir / "store") +
+                        " --train-iters 50 --log-interval 5 --metrics-file " + (dir / "m.jsonl"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  auto m = metrics(dir / "m.jsonl");
+  ASSERT_EQ(m.size(), 10u);
+  const double first = m.front()["loss"], last = m.back()["loss"];
+  // A uniform guess over the 384-token vocabulary costs ln(384) = 5.95 nats;
+  // the corpus is ~26 letters in a few dozen words.
+  EXPECT_GT(first, 4.5);
+  EXPECT_LT(last, 2.6) << r.output;
+  for (const auto& rec : m) {
+    EXPECT_GT(double(rec["aux_loss"]), 0.0);
+    EXPECT_TRUE(rec.contains("tokens_per_s") && rec.contains("lr") && rec.contains("global_batch"));
+  }
+  EXPECT_NE(r.output.find("eta"), std::string::npos);
+}
+
+TEST_F(EndToEnd, SaveEvalAndResumeContinueTheSameRun) {
+  const std::string common = "train " + test_util::tiny_model_flags() + " --data-path " + (dir / "store") +
+                             " --log-interval 1 --train-iters 8";
+  // Straight through: 8 steps.
+  auto straight = run_moetrain(common + " --metrics-file " + (dir / "straight.jsonl"));
+  ASSERT_EQ(straight.status, 0) << straight.output;
+  // The same run stopped after 4 steps (checkpoints at 2 and 4), then resumed.
+  auto first = run_moetrain(common + " --train-iters 4 --lr-decay-samples 64 --save " + (dir / "ckpt") +
+                            " --save-interval 2 --metrics-file " + (dir / "first.jsonl"));
+  ASSERT_EQ(first.status, 0) << first.output;
+  EXPECT_TRUE(std::filesystem::exists(dir / "ckpt/iter_0000002/checkpoint.h5"));
+  EXPECT_TRUE(std::filesystem::exists(dir / "ckpt/iter_0000004/checkpoint.h5"));
+  std::ifstream latest(dir / "ckpt/latest");
+  int64_t latest_iter = 0;
+  latest >> latest_iter;
+  EXPECT_EQ(latest_iter, 4);
+
+  {
+    H5File f = H5File::open(dir / "ckpt/iter_0000004/checkpoint.h5", MPI_COMM_WORLD);
+    EXPECT_EQ(f.attr_int("iteration"), 4);
+    EXPECT_EQ(f.attr_int("consumed_samples"), 32);
+    EXPECT_EQ(f.attr_int("consumed_tokens"), 32 * 64);
+    EXPECT_EQ(f.attr_int("adam_step"), 4);
+    EXPECT_EQ(f.attr_int("seed"), 7);
+    EXPECT_EQ(f.shape("model/layers/1/experts/w1"), (std::vector<uint64_t>{4, 128, 64}));
+    EXPECT_EQ(f.shape("optim/exp_avg_sq/layers/0/wk"), (std::vector<uint64_t>{16, 64}));
+    EXPECT_EQ(f.shape("model/embed"), (std::vector<uint64_t>{384, 64}));
+    auto cfg = nlohmann::json::parse(f.attr_string("config"));
+    EXPECT_EQ(cfg["model"]["num_experts"], 4);
+    EXPECT_FALSE(f.attr_string("layout").empty());
+  }
+
+  auto resumed = run_moetrain(common + " --lr-decay-samples 64 --load " + (dir / "ckpt") +
+                              " --save " + (dir / "ckpt") + " --metrics-file " + (dir / "resumed.jsonl"));
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos);
+  auto s = metrics(dir / "straight.jsonl"), a = metrics(dir / "first.jsonl"), b = metrics(dir / "resumed.jsonl");
+  ASSERT_EQ(s.size(), 8u);
+  ASSERT_EQ(a.size(), 4u);
+  ASSERT_EQ(b.size(), 4u);
+  // Same weights, optimizer state, data position and LR: the same losses.
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(int(b[i]["step"]), 5 + i);
+    EXPECT_DOUBLE_EQ(double(a[i]["loss"]), double(s[i]["loss"]));
+    EXPECT_DOUBLE_EQ(double(b[i]["loss"]), double(s[4 + i]["loss"]));
+  }
+
+  // eval reads the newest checkpoint (iteration 8) and reports mean CE as a JSON last line.
+  auto ev = run_moetrain("eval --load " + (dir / "ckpt") + " --data-path " + (dir / "store") +
+                         " --eval-samples 12 --micro-batch-size 5");
+  ASSERT_EQ(ev.status, 0) << ev.output;
+  const std::string last_line = ev.output.substr(ev.output.rfind('{'));
+  auto j = nlohmann::json::parse(last_line);
+  EXPECT_EQ(j["tokens"], 12 * 64);
+  EXPECT_GT(double(j["loss"]), 0.5);
+  EXPECT_LT(double(j["loss"]), 6.0);
+  // The same checkpoint by its iteration directory gives the same answer.
+  auto ev2 = run_moetrain("eval --load " + (dir / "ckpt/iter_0000008") + " --data-path " + (dir / "store") +
+                          " --eval-samples 12");
+  ASSERT_EQ(ev2.status, 0) << ev2.output;
+  EXPECT_NEAR(double(nlohmann::json::parse(ev2.output.substr(ev2.output.rfind('{')))["loss"]),
+              double(j["loss"]), 1e-5);
+}
+
+TEST_F(EndToEnd, ResumingADifferentModelNamesTheFields) {
+  const std::string base = "train " + test_util::tiny_model_flags() + " --data-path " + (dir / "store");
+  const std::string short_run = " --lr-warmup-samples 0";
+  auto saved = run_moetrain(base + short_run + " --train-iters 1 --save " + (dir / "ckpt"));
+  ASSERT_EQ(saved.status, 0) << saved.output;
+  auto r = run_moetrain(base + short_run + " --train-iters 2 --num-experts 8 --load " + (dir / "ckpt"));
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("num_experts: checkpoint 4 vs run 8"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace mt
