@@ -49,7 +49,21 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--global-batch-size", o.global_batch_size,
                   "Samples per optimizer step (gradients accumulate over micro-batches)")
       ->capture_default_str();
-  app->add_option("--data-path", o.data_path, "Token store prefix (PREFIX.bin + PREFIX.idx)");
+  app->add_option("--rampup-batch-size", o.rampup_batch_size,
+                  "Batch ramp-up START INCR SAMPLES: the global batch starts at START and grows by "
+                  "INCR at even steps until --global-batch-size after SAMPLES samples")
+      ->expected(3);
+  app->add_option("--data-path", o.data_path,
+                  "Token stores (PREFIX.bin + PREFIX.idx): PREFIX, or NAME=PREFIX for each source "
+                  "of a blend, e.g. text=data/text code=data/code")
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+  app->add_option("--data-epochs", o.data_epochs,
+                  "Epochs of each named source, NAME=EPOCHS (fractions allowed), e.g. text=2 "
+                  "code=4; sources are interleaved in proportion to epochs x size. A single "
+                  "source without one repeats as often as the run needs")
+      ->expected(1, -1)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
   app->add_option("--train-iters", o.train_iters, "Optimizer steps to train for");
   app->add_option("--train-samples", o.train_samples, "Samples to train for (instead of --train-iters)");
   app->add_option("--lr", o.lr.lr, "Peak learning rate")->capture_default_str();

@@ -12,20 +12,23 @@ int resolve_vocab_size(int vocab_size_flag, int divisible_by) {
   return (base + divisible_by - 1) / divisible_by * divisible_by;
 }
 
-int64_t total_iterations(const TrainOptions& o) {
-  return o.train_iters > 0 ? o.train_iters : o.train_samples / o.global_batch_size;
+int64_t requested_samples(const TrainOptions& o) {
+  if (o.train_samples > 0) return o.train_samples;
+  data::BatchSchedule schedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);
+  return schedule.samples_after(o.train_iters);
 }
 
 void resolve_and_validate(TrainOptions& o) {
+  if (!o.rampup_batch_size.empty()) {
+    MT_CHECK(o.rampup_batch_size.size() == 3, "--rampup-batch-size takes START INCR SAMPLES");
+    o.rampup = {o.rampup_batch_size[0], o.rampup_batch_size[1], o.rampup_batch_size[2]};
+  }
   o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
   o.model.validate();
   validate(o.adam);
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", o.global_batch_size);
-  MT_CHECK(o.global_batch_size % o.micro_batch_size == 0,
-           "--global-batch-size {} is not divisible by --micro-batch-size {}", o.global_batch_size,
-           o.micro_batch_size);
-  MT_CHECK(!o.data_path.empty(), "--data-path is required");
+  MT_CHECK(!o.data_path.empty(), "--data-path is required: PREFIX, or NAME=PREFIX for each source");
   MT_CHECK(o.train_iters > 0 || o.train_samples > 0,
            "give the length of the run: --train-iters or --train-samples");
   MT_CHECK(o.train_iters == 0 || o.train_samples == 0,
@@ -37,9 +40,8 @@ void resolve_and_validate(TrainOptions& o) {
   MT_CHECK(o.save_interval == 0 || !o.save.empty(), "--save-interval {} needs --save DIR",
            o.save_interval);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
-  MT_CHECK(total_iterations(o) > 0, "--train-samples {} is less than one global batch of {}",
-           o.train_samples, o.global_batch_size);
-  if (o.lr.decay_samples == 0) o.lr.decay_samples = total_iterations(o) * o.global_batch_size;
+  data::BatchSchedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);  // throws if sizes don't divide
+  if (o.lr.decay_samples == 0) o.lr.decay_samples = requested_samples(o);
   validate(o.lr);
 }
 

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
+#include "data/batch_schedule.h"
 #include "data/prepare_data.h"
 #include "model/config.h"
 #include "optim/adamw.h"
@@ -20,7 +22,10 @@ struct TrainOptions {
   TopologyConfig topology;
   int micro_batch_size = 4;
   int global_batch_size = 16;
-  std::string data_path;
+  std::vector<int64_t> rampup_batch_size;  // START INCR SAMPLES, or empty
+  data::RampupConfig rampup;               // resolved from rampup_batch_size
+  std::vector<std::string> data_path;    // PREFIX, or NAME=PREFIX for each source
+  std::vector<std::string> data_epochs;  // NAME=EPOCHS for each source
   int64_t train_iters = 0;
   int64_t train_samples = 0;
   LrScheduleConfig lr;
@@ -46,8 +51,9 @@ struct EvalOptions {
 // multiple of --make-vocab-size-divisible-by (DESIGN.md section 7).
 int resolve_vocab_size(int vocab_size_flag, int divisible_by);
 
-// Optimizer steps the run takes (--train-iters, or --train-samples / global batch).
-int64_t total_iterations(const TrainOptions& o);
+// Samples the run asks for: --train-samples, or what --train-iters steps
+// consume under the batch schedule (ramp-up included).
+int64_t requested_samples(const TrainOptions& o);
 
 // Fills what other flags imply (the vocabulary, the end of LR decay: the
 // whole run by default), then checks every flag and their combinations;

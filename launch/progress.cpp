@@ -14,10 +14,13 @@ std::string format_duration(double seconds) {
 }
 
 std::string progress_line(const StepMetrics& m) {
+  const std::string step = m.total_steps > 0 ? fmt::format("step {:>6}/{}", m.step, m.total_steps)
+                                             : fmt::format("step {:>6} ({}/{} samples)", m.step,
+                                                           m.consumed_samples, m.total_samples);
   return fmt::format(
-      "step {:>6}/{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
+      "{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
       "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s | elapsed {} | eta {}",
-      m.step, m.total_steps, m.loss, m.aux_loss, m.lr, m.grad_norm, m.global_batch,
+      step, m.loss, m.aux_loss, m.lr, m.grad_norm, m.global_batch,
       m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
       format_duration(m.eta_s));
 }
@@ -31,6 +34,7 @@ nlohmann::json to_json(const StepMetrics& m) {
           {"global_batch", m.global_batch},
           {"global_batch_tokens", m.global_batch_tokens},
           {"consumed_samples", m.consumed_samples},
+          {"total_samples", m.total_samples},
           {"tokens_per_s", m.tokens_per_s},
           {"gflops_per_s", m.gflops_per_s},
           {"elapsed_s", m.elapsed_s}};

@@ -10,9 +10,9 @@
 namespace mt {
 
 struct StepMetrics {
-  int64_t step = 0, total_steps = 0;
+  int64_t step = 0, total_steps = 0;  // total_steps 0: the run is counted in samples
   double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
-  int64_t global_batch = 0, global_batch_tokens = 0, consumed_samples = 0;
+  int64_t global_batch = 0, global_batch_tokens = 0, consumed_samples = 0, total_samples = 0;
   double tokens_per_s = 0, gflops_per_s = 0;  // over the log interval
   double elapsed_s = 0, eta_s = 0;
 };

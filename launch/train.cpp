@@ -1,14 +1,16 @@
-// `moetrain train`: the training loop. One optimizer step consumes a global
-// batch of consecutive stream positions, cut into micro-batches whose
-// gradients accumulate; the loss is the mean CE over all the batch's tokens
-// plus the mean over micro-batches of their summed aux losses.
+// `moetrain train`: the training loop. A step consumes the next global batch
+// of stream positions (its size from the batch schedule), cut into
+// micro-batches whose gradients accumulate; the loss is the mean CE over all
+// the batch's tokens plus the mean over micro-batches of their summed aux
+// losses (DESIGN.md section 3).
 #include <fmt/format.h>
 
 #include <chrono>
 #include <filesystem>
 
-#include "data/indexed_dataset.h"
-#include "data/sample_stream.h"
+#include "data/batch_schedule.h"
+#include "data/blended_stream.h"
+#include "data/data_sources.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
@@ -28,7 +30,9 @@ nlohmann::json run_config_json(const TrainOptions& o) {
   return {{"model", model_config_to_json(o.model)},
           {"micro_batch_size", o.micro_batch_size},
           {"global_batch_size", o.global_batch_size},
+          {"rampup_batch_size", o.rampup_batch_size},
           {"data_path", o.data_path},
+          {"data_epochs", o.data_epochs},
           {"train_iters", o.train_iters},
           {"train_samples", o.train_samples},
           {"lr", o.lr.lr},
@@ -57,9 +61,27 @@ void check_same_model(const ModelConfig& ours, const nlohmann::json& saved, cons
   MT_CHECK(diffs.empty(), "checkpoint {} is of a different model:{}", path, diffs);
 }
 
-std::string byte_size(double bytes) {
-  return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0));
-}
+std::string byte_size(double bytes) { return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0)); }
+
+// Consumed samples and epoch of each source, for the logs.
+struct SourceProgress {
+  std::vector<uint64_t> consumed;
+  std::string line(const data::BlendedStream& s) const {
+    std::string out;
+    for (int i = 0; i < s.num_sources(); ++i)
+      out += fmt::format("{}{} {:.2f} ep", i ? ", " : "", s.source(i).spec.name,
+                         double(consumed[i]) / double(s.source(i).samples.num_samples()));
+    return out;
+  }
+  nlohmann::json json(const data::BlendedStream& s) const {
+    nlohmann::json j = nlohmann::json::object();
+    for (int i = 0; i < s.num_sources(); ++i)
+      j[s.source(i).spec.name] = {
+          {"samples", consumed[i]},
+          {"epoch", double(consumed[i]) / double(s.source(i).samples.num_samples())}};
+    return j;
+  }
+};
 
 }  // namespace
 
@@ -75,15 +97,14 @@ TrainResult run_train(TrainOptions o) {
   set_thread_count(threads);
 
   const ModelConfig& mc = o.model;
-  data::IndexedDataset store(o.data_path);
-  store.check_token_range(mc.vocab_size);
-  data::SampleStream stream(store, mc.seq_length, o.seed);
-
-  const int64_t global = o.global_batch_size, micro = o.micro_batch_size;
-  const int64_t num_micro = global / micro;
-  const int64_t total_iters = total_iterations(o);
+  const data::BatchSchedule schedule(o.global_batch_size, o.micro_batch_size, topo.dp_size(), o.rampup);
+  const auto start_up = std::chrono::steady_clock::now();
+  data::BlendedStream stream(data::parse_sources(o.data_path, o.data_epochs), mc.seq_length, o.seed);
+  for (int s = 0; s < stream.num_sources(); ++s) stream.source(s).store.check_token_range(mc.vocab_size);
+  const double start_up_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_up).count();
 
   auto be = make_cpu_backend<float>();
+  const int64_t micro = o.micro_batch_size;
   Transformer<float> model(*be, mc, int(micro));
   Parameters<float>& params = model.params();
   AdamW<float> optim(*be, o.adam, params.size());
@@ -95,13 +116,15 @@ TrainResult run_train(TrainOptions o) {
     check_same_model(mc, info.config, path);
     load_checkpoint(path, MPI_COMM_WORLD, params, &optim);
     state = info.state;
-    if (root) fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path,
-                         state.iteration, state.consumed_samples);
+    if (root)
+      fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, state.iteration,
+                 state.consumed_samples);
   }
 
+  // The run ends at --train-iters / --train-samples, or when the data is used up.
+  const int64_t run_samples = std::min<uint64_t>(requested_samples(o), stream.size());
   const nlohmann::json config = run_config_json(o);
   const double flops_per_token = mc.train_flops_per_token();
-  const int64_t tokens_per_step = global * mc.seq_length;
   if (root) {
     fmt::print("{}", topo.table());
     fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
@@ -109,13 +132,26 @@ TrainResult run_train(TrainOptions o) {
                mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
     fmt::print("parameters: {} total, {} active per token; per rank: weights {}, grads {}, "
                "optimizer {}\n",
-               mc.num_parameters(), mc.num_active_parameters(),
-               byte_size(4.0 * params.size()), byte_size(4.0 * params.size()),
-               byte_size(8.0 * params.size()));
-    fmt::print("data: {} ({} tokens, {} samples of {}+1)\n", o.data_path, store.num_tokens(),
-               stream.num_samples(), mc.seq_length);
-    fmt::print("training {} steps of {} samples ({} micro-batches of {}), {} threads, {} backend\n",
-               total_iters, global, num_micro, micro, threads, be->name());
+               mc.num_parameters(), mc.num_active_parameters(), byte_size(4.0 * params.size()),
+               byte_size(4.0 * params.size()), byte_size(8.0 * params.size()));
+    for (int s = 0; s < stream.num_sources(); ++s) {
+      const auto& src = stream.source(s);
+      fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
+                 src.spec.prefix, src.store.num_tokens(), src.samples.num_samples(), mc.seq_length,
+                 src.total == data::BlendedStream::kUnbounded
+                     ? std::string("repeated as needed")
+                     : fmt::format("{} epochs = {} samples", src.spec.epochs, src.total));
+    }
+    fmt::print("data: stream of {} samples built in {:.3f} s; this run takes {} samples\n",
+               stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
+                                                                : std::to_string(stream.size()),
+               start_up_s, run_samples);
+    fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
+               run_samples, o.global_batch_size,
+               o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
+                                            o.rampup.start, o.rampup.increment, o.rampup.samples)
+                              : "",
+               micro, threads, be->name());
     std::fflush(stdout);
   }
 
@@ -125,77 +161,104 @@ TrainResult run_train(TrainOptions o) {
     metrics_path = (std::filesystem::path(o.save) / "metrics.jsonl").string();
   }
   MetricsWriter metrics(root ? metrics_path : "");
+  SourceProgress progress{stream.counts_before(uint64_t(state.consumed_samples))};
 
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   auto interval_start = start;
-  int64_t interval_steps = 0;
+  int64_t interval_steps = 0, interval_samples = 0, interval_tokens = 0;
   double interval_loss = 0, interval_aux = 0;
   TrainResult result;
-  const double ce_scale = 1.0 / double(tokens_per_step), aux_scale = 1.0 / double(num_micro);
   std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
+  int64_t saved_iteration = -1;
+  auto save = [&] {
+    if (o.save.empty() || saved_iteration == state.iteration) return;
+    save_checkpoint(o.save, topo, params, optim, state, o.seed, config);
+    saved_iteration = state.iteration;
+    if (root) {
+      fmt::print("saved checkpoint {}/{}\n", o.save, checkpoint_dir_name(state.iteration));
+      std::fflush(stdout);
+    }
+  };
 
-  while (state.iteration < total_iters) {
+  auto run_continues = [&] {
+    if (o.train_iters > 0 && state.iteration >= o.train_iters) return false;
+    return state.consumed_samples < run_samples;
+  };
+  while (run_continues()) {
+    const int64_t global = schedule.global_batch(state.consumed_samples);
+    if (uint64_t(state.consumed_samples + global) > stream.size()) {
+      if (root)
+        fmt::print("the data is used up: {} of {} samples consumed, too few for a batch of {} "
+                   "({}); stopping\n",
+                   state.consumed_samples, stream.size(), global, progress.line(stream));
+      break;
+    }
+    const int64_t num_micro = schedule.micro_batches(state.consumed_samples);
+    const int64_t tokens = global * mc.seq_length;
     const double lr = learning_rate(o.lr, state.consumed_samples);
+    const double ce_scale = 1.0 / double(tokens), aux_scale = 1.0 / double(num_micro);
     be->fill(params.grads.data(), 0.0f, params.size());
     double ce_sum = 0, aux_sum = 0;
     for (int64_t j = 0; j < num_micro; ++j) {
       for (int64_t i = 0; i < micro; ++i) {
-        const uint64_t position = uint64_t(state.consumed_samples + j * micro + i);
-        stream.read_sample(stream.sample_at(position), batch.data() + i * (mc.seq_length + 1));
+        const int64_t n = data::sample_position(state.consumed_samples, global, topo.coords().dp,
+                                                topo.dp_size(), j, micro, i);
+        const auto pick = stream.pick(uint64_t(n));
+        stream.source(pick.source).samples.read_sample(pick.sample, batch.data() + i * (mc.seq_length + 1));
+        progress.consumed[pick.source] += 1;
       }
       MicroBatchLoss l = model.forward_backward(batch.data(), int(micro), ce_scale, aux_scale);
       ce_sum += l.ce_sum;
       aux_sum += l.aux;
     }
-    const double loss = ce_sum / double(tokens_per_step), aux = aux_sum / double(num_micro);
+    const double loss = ce_sum / double(tokens), aux = aux_sum / double(num_micro);
     MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, state.iteration + 1);
     const double grad_norm = optim.step(params, lr);
     state.iteration += 1;
     state.consumed_samples += global;
-    state.consumed_tokens += tokens_per_step;
+    state.consumed_tokens += tokens;
     result.iterations = state.iteration;
     result.last_loss = loss;
     interval_loss += loss;
     interval_aux += aux;
     interval_steps += 1;
+    interval_samples += global;
+    interval_tokens += tokens;
 
-    const bool last = state.iteration == total_iters;
+    const bool last = !run_continues();
     if (state.iteration % o.log_interval == 0 || last) {
       const auto now = Clock::now();
       const double interval_s = std::chrono::duration<double>(now - interval_start).count();
       StepMetrics m;
       m.step = state.iteration;
-      m.total_steps = total_iters;
+      m.total_steps = o.train_iters;
       m.loss = interval_loss / interval_steps;
       m.aux_loss = interval_aux / interval_steps;
       m.lr = lr;
       m.grad_norm = grad_norm;
       m.global_batch = global;
-      m.global_batch_tokens = tokens_per_step;
+      m.global_batch_tokens = tokens;
       m.consumed_samples = state.consumed_samples;
-      m.tokens_per_s = interval_steps * tokens_per_step / interval_s;
+      m.total_samples = run_samples;
+      m.tokens_per_s = interval_tokens / interval_s;
       m.gflops_per_s = m.tokens_per_s * flops_per_token / 1e9;
       m.elapsed_s = std::chrono::duration<double>(now - start).count();
-      m.eta_s = (total_iters - state.iteration) * interval_s / interval_steps;
+      m.eta_s = double(run_samples - state.consumed_samples) * interval_s / double(interval_samples);
       if (root) {
-        fmt::print("{}\n", progress_line(m));
+        fmt::print("{} | {}\n", progress_line(m), progress.line(stream));
         std::fflush(stdout);
       }
-      metrics.write(to_json(m));
+      nlohmann::json record = to_json(m);
+      record["sources"] = progress.json(stream);
+      metrics.write(record);
       interval_start = now;
-      interval_steps = 0;
+      interval_steps = interval_samples = interval_tokens = 0;
       interval_loss = interval_aux = 0;
     }
-    const bool save_now = o.save_interval > 0 && state.iteration % o.save_interval == 0;
-    if (!o.save.empty() && (save_now || last)) {
-      save_checkpoint(o.save, topo, params, optim, state, o.seed, config);
-      if (root) {
-        fmt::print("saved checkpoint {}/{}\n", o.save, checkpoint_dir_name(state.iteration));
-        std::fflush(stdout);
-      }
-    }
+    if (o.save_interval > 0 && state.iteration % o.save_interval == 0) save();
   }
+  save();
   return result;
 }
 
