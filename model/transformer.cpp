@@ -42,10 +42,18 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, int B) : batch
   losses = DeviceBuffer<T>(be, n);
 }
 
+namespace {
+// Checked before any buffer is sized from it.
+const ModelConfig& validated(const ModelConfig& cfg) {
+  cfg.validate();
+  return cfg;
+}
+}  // namespace
+
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch)
-    : be_(be), cfg_(cfg), max_batch_(micro_batch), params_((cfg.validate(), be), cfg),
-      acts_(be, cfg, micro_batch) {
+    : be_(be), cfg_(validated(cfg)), max_batch_(micro_batch), params_(be, cfg_),
+      acts_(be, cfg_, micro_batch) {
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(cfg.num_heads) * cfg.head_dim(), kd = size_t(cfg.num_query_groups) * cfg.head_dim();
   ffn_scratch_ = FfnScratch<T>(be, cfg, int(n));

@@ -115,8 +115,6 @@ echo "-- prepare-data: text"
 "$bin" prepare-data --input "$staging/text" --output-prefix "$out/data/text"
 echo "-- prepare-data: code"
 "$bin" prepare-data --input "$staging/code" --output-prefix "$out/data/code" --extensions .h,.hpp
-echo "-- prepare-data: corpus (text + code in one store)"
-"$bin" prepare-data --input "$staging/text" "$staging/code" --output-prefix "$out/data/corpus"
 ls -l "$out/data/"
 
 # ---------------------------------------------------------------------------
@@ -127,8 +125,9 @@ rm -rf "$out/checkpoints" "$out/metrics.jsonl" "$out/loss.png"
 export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
 # --bind-to none: with few ranks OpenMPI pins each rank to one core, which would
 # squeeze the rank's OpenMP/BLAS threads onto that core.
+# The config blends the two sources: text seen twice, code four times.
 train_cmd=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks"
-    "$bin" train --config "$config" --data-path "$out/data/corpus"
+    "$bin" train --config "$config"
     --save "$out/checkpoints" --metrics-file "$out/metrics.jsonl" "$@")
 echo "+ ${train_cmd[*]}"
 "${train_cmd[@]}"
@@ -144,4 +143,4 @@ echo "Demo finished in $((SECONDS - start)) s."
 echo "  loss plot:   $out/loss.png"
 echo "  metrics:     $out/metrics.jsonl"
 echo "  checkpoints: $out/checkpoints"
-echo "  evaluate:    $bin eval --load $out/checkpoints --data-path $out/data/corpus --eval-samples 64"
+echo "  evaluate:    $bin eval --load $out/checkpoints --data-path $out/data/text --eval-samples 64"
