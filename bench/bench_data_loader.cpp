@@ -215,11 +215,14 @@ void BM_Loader(benchmark::State& state) {
   int64_t samples = 0, prebuilt = 0;
   for (auto _ : state) {
     const uint64_t first = starts[next];
+    const bool wrapped = next == 0;  // back to the first start: epochs restart
     next = next + 1 == starts.size() ? 0 : next + 1;
-    // Entering new epochs (or wrapping to the start): build them untimed.
+    // Entering new epochs: build their permutations untimed. (Runs from two
+    // starts may overlap: the first batch of the second then begins before
+    // prev_end, and the check starts from the smaller of the two.)
     const uint64_t end = first + kBatch;
-    const bool wrapped = first < prev_end;
-    const auto crossing = std::lower_bound(epochs.begin(), epochs.end(), wrapped ? 0 : prev_end);
+    const uint64_t from = wrapped ? 0 : std::min(first, prev_end);
+    const auto crossing = std::lower_bound(epochs.begin(), epochs.end(), from);
     if (crossing != epochs.end() && *crossing < end) {
       state.PauseTiming();
       for (uint64_t n = first; n < end; ++n) benchmark::DoNotOptimize(stream.pick(n));

@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include <fmt/format.h>
+
 #include <numeric>
 
 #include "runtime/check.h"
@@ -8,7 +10,13 @@ namespace mt {
 
 namespace {
 std::string layer_name(int l, const char* tensor) {
-  return "layers/" + std::to_string(l) + "/" + tensor;
+  return fmt::format("layers/{}/{}", l, tensor);
+}
+
+// Checked before any buffer is sized from it.
+const ModelConfig& validated(const ModelConfig& cfg) {
+  cfg.validate();
+  return cfg;
 }
 }  // namespace
 
@@ -42,20 +50,16 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, int B) : batch
   losses = DeviceBuffer<T>(be, n);
 }
 
-namespace {
-// Checked before any buffer is sized from it.
-const ModelConfig& validated(const ModelConfig& cfg) {
-  cfg.validate();
-  return cfg;
-}
-}  // namespace
-
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch)
     : be_(be), cfg_(validated(cfg)), max_batch_(micro_batch), params_(be, cfg_),
       acts_(be, cfg_, micro_batch) {
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(cfg.num_heads) * cfg.head_dim(), kd = size_t(cfg.num_query_groups) * cfg.head_dim();
+  for (int l = 0; l < cfg.num_layers; ++l) {
+    weights_.push_back(layer_tensors(l, false));
+    grads_.push_back(layer_tensors(l, true));
+  }
   ffn_scratch_ = FfnScratch<T>(be, cfg, int(n));
   dres_ = DeviceBuffer<T>(be, n * d);
   dh_ = DeviceBuffer<T>(be, n * d);
@@ -70,76 +74,79 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
 }
 
 template <typename T>
-FfnWeights<T> Transformer<T>::ffn_weights(int l, bool grad) {
+LayerWeights<T> Transformer<T>::layer_tensors(int l, bool grad) {
   auto get = [&](const char* t) {
     std::string name = layer_name(l, t);
     return grad ? params_.grad(name) : params_.value(name);
   };
-  if (cfg_.is_moe()) return {get("router"), get("experts/w1"), get("experts/w2")};
-  return {nullptr, get("mlp/w1"), get("mlp/w2")};
+  LayerWeights<T> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}};
+  if (cfg_.is_moe())
+    w.ffn = {get("router"), get("experts/w1"), get("experts/w2")};
+  else
+    w.ffn = {nullptr, get("mlp/w1"), get("mlp/w2")};
+  return w;
 }
 
 template <typename T>
 double Transformer<T>::layer_forward(int l, T* out) {
   const ModelConfig& c = cfg_;
   LayerActs<T>& a = acts_.layers[l];
-  Parameters<T>& p = params_;
+  const LayerWeights<T>& w = weights_[l];
   const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
             G = c.num_query_groups, hd = c.head_dim();
   const T eps = T(c.norm_eps), theta = T(c.rope_theta);
 
   const T* x = a.x.data();
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T
-  be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, p.value(layer_name(l, "attn_norm")), n, d, eps);
-  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wq")), d, T(0), a.q.data(), H * hd);
-  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wk")), d, T(0), a.k.data(), G * hd);
-  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, p.value(layer_name(l, "wv")), d, T(0), a.v.data(), G * hd);
+  be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, w.attn_norm, n, d, eps);
+  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), a.q.data(), H * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), a.k.data(), G * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
   be_.rope_forward(a.q.data(), B, S, H, hd, theta);
   be_.rope_forward(a.k.data(), B, S, G, hd, theta);
   be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
   be_.copy(a.h.data(), x, size_t(n) * d);
-  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, p.value(layer_name(l, "wo")), H * hd, T(1), a.h.data(), d);
+  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, w.wo, H * hd, T(1), a.h.data(), d);
 
   // FFN block: out = h + ffn(mlp_norm(h))
-  be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), p.value(layer_name(l, "mlp_norm")), n, d, eps);
+  be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
   be_.copy(out, a.h.data(), size_t(n) * d);
-  return ffn_forward(be_, c, ffn_weights(l, false), a.ffn, a.m.data(), out, n);
+  return ffn_forward(be_, c, w.ffn, a.ffn, a.m.data(), out, n);
 }
 
 template <typename T>
 void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
   const ModelConfig& c = cfg_;
   LayerActs<T>& a = acts_.layers[l];
-  Parameters<T>& p = params_;
+  const LayerWeights<T>& w = weights_[l];
+  const LayerWeights<T>& g = grads_[l];
   const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
             G = c.num_query_groups, hd = c.head_dim();
   const T theta = T(c.rope_theta);
-  auto w = [&](const char* t) { return p.value(layer_name(l, t)); };
-  auto g = [&](const char* t) { return p.grad(layer_name(l, t)); };
 
   // FFN block: dh = dout + mlp_norm'(ffn'(dout))
   be_.copy(dh_.data(), dx, size_t(n) * d);
   be_.fill(dm_.data(), T(0), size_t(n) * d);
-  ffn_backward(be_, c, ffn_weights(l, false), ffn_weights(l, true), a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
-  be_.rmsnorm_backward(dh_.data(), g("mlp_norm"), dm_.data(), a.h.data(), w("mlp_norm"), a.rstd_mlp.data(), n, d);
+  ffn_backward(be_, c, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
+  be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo))
-  be_.gemm(Trans::T, Trans::N, d, H * hd, n, T(1), dh_.data(), d, a.o.data(), H * hd, T(1), g("wo"), H * hd);
-  be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w("wo"), H * hd, T(0), do_.data(), H * hd);
+  be_.gemm(Trans::T, Trans::N, d, H * hd, n, T(1), dh_.data(), d, a.o.data(), H * hd, T(1), g.wo, H * hd);
+  be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w.wo, H * hd, T(0), do_.data(), H * hd);
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
   be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
   be_.rope_backward(dq_.data(), B, S, H, hd, theta);
   be_.rope_backward(dk_.data(), B, S, G, hd, theta);
-  be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g("wq"), d);
-  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dk_.data(), G * hd, a.a.data(), d, T(1), g("wk"), d);
-  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dv_.data(), G * hd, a.a.data(), d, T(1), g("wv"), d);
-  be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w("wq"), d, T(0), da_.data(), d);
-  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w("wk"), d, T(1), da_.data(), d);
-  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w("wv"), d, T(1), da_.data(), d);
+  be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g.wq, d);
+  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dk_.data(), G * hd, a.a.data(), d, T(1), g.wk, d);
+  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dv_.data(), G * hd, a.a.data(), d, T(1), g.wv, d);
+  be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w.wq, d, T(0), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w.wk, d, T(1), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
   be_.copy(dx, dh_.data(), size_t(n) * d);
-  be_.rmsnorm_backward(dx, g("attn_norm"), da_.data(), a.x.data(), w("attn_norm"), a.rstd_attn.data(), n, d);
+  be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), a.x.data(), w.attn_norm, a.rstd_attn.data(), n, d);
 }
 
 template <typename T>

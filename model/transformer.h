@@ -12,6 +12,18 @@
 
 namespace mt {
 
+// One layer's tensors inside the flat weight (or gradient) buffer.
+template <typename T>
+struct LayerWeights {
+  T* attn_norm;  // [d]
+  T* wq;         // [H*hd, d]
+  T* wk;         // [G*hd, d]
+  T* wv;         // [G*hd, d]
+  T* wo;         // [d, H*hd]
+  T* mlp_norm;   // [d]
+  FfnWeights<T> ffn;
+};
+
 // What one layer keeps from the forward pass; tokens T = B * S.
 template <typename T>
 struct LayerActs {
@@ -72,13 +84,15 @@ class Transformer {
   double layer_forward(int l, T* out);
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(int l, T* dx, double aux_scale);
-  FfnWeights<T> ffn_weights(int l, bool grad);
+  // Pointers into the flat buffers of the tensors named `layers/{l}/...`.
+  LayerWeights<T> layer_tensors(int l, bool grad);
 
   Backend<T>& be_;
   ModelConfig cfg_;
   int max_batch_;
   int batch_ = 0;  // of the micro-batch in flight
   Parameters<T> params_;
+  std::vector<LayerWeights<T>> weights_, grads_;  // [L], resolved once
   Activations<T> acts_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
