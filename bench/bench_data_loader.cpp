@@ -27,6 +27,9 @@
 //    often than training does, the few batches that enter a new epoch have
 //    their permutations built with the timer paused (StartUp times them).
 //    Counters: samples/s, GB/s of int32 tokens written (tokens x 4 bytes).
+//  - PickOnly: the same batches, BlendedStream::pick(n) only (source, ordinal
+//    and store sample of each position, no tokens read), to show how much of
+//    Loader's time is finding the sample (same untimed epoch entries).
 //  - MemcpyBatch: the baseline, memcpy of the same byte count per iteration
 //    (16 x 257 x 4 bytes, into the same kind of output buffer) from random
 //    offsets in a 400 MB buffer (the 10^8 tokens as int32), so its source is
@@ -205,7 +208,9 @@ std::vector<uint64_t> batch_starts(uint64_t size, uint64_t seed) {
   return out;
 }
 
-void BM_Loader(benchmark::State& state) {
+// One global batch an iteration from the sorted random starts; with
+// `read_tokens` false only pick(n) is called for each position.
+void run_batches(benchmark::State& state, bool read_tokens) {
   mt::data::BlendedStream stream(blend_specs(), kSeqLength, kSeed);
   const std::vector<uint64_t> starts = batch_starts(stream.size(), 7);
   const std::vector<uint64_t> epochs = epoch_starts(stream);
@@ -230,17 +235,29 @@ void BM_Loader(benchmark::State& state) {
       state.ResumeTiming();
     }
     prev_end = end;
-    for (int i = 0; i < kBatch; ++i) stream.read(first + uint64_t(i), out.data() + size_t(i) * kSampleTokens);
-    benchmark::DoNotOptimize(out.data());
-    benchmark::ClobberMemory();
+    if (read_tokens) {
+      for (int i = 0; i < kBatch; ++i) stream.read(first + uint64_t(i), out.data() + size_t(i) * kSampleTokens);
+      benchmark::DoNotOptimize(out.data());
+      benchmark::ClobberMemory();
+    } else {
+      for (int i = 0; i < kBatch; ++i) benchmark::DoNotOptimize(stream.pick(first + uint64_t(i)));
+    }
     samples += kBatch;
   }
   state.counters["samples/s"] = benchmark::Counter(double(samples), benchmark::Counter::kIsRate);
-  state.counters["GB/s"] = benchmark::Counter(double(samples) * double(kSampleTokens) * 4e-9,
-                                              benchmark::Counter::kIsRate);
+  if (read_tokens)
+    state.counters["GB/s"] = benchmark::Counter(double(samples) * double(kSampleTokens) * 4e-9,
+                                                benchmark::Counter::kIsRate);
   state.counters["untimed_epoch_entries"] = double(prebuilt);
 }
+
+void BM_Loader(benchmark::State& state) { run_batches(state, true); }
 BENCHMARK(BM_Loader)->Name("Loader")->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The same batches, pick(n) only (which store sample each position is, no
+// tokens read): how much of Loader is finding the sample.
+void BM_Pick(benchmark::State& state) { run_batches(state, false); }
+BENCHMARK(BM_Pick)->Name("PickOnly")->MinTime(2.0)->UseRealTime()->Unit(benchmark::kMicrosecond);
 
 // --- (c) memcpy baselines ---------------------------------------------------
 

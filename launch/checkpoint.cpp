@@ -55,12 +55,18 @@ std::string checkpoint_dir_name(int64_t iteration) { return fmt::format("iter_{:
 
 namespace {
 
-std::vector<uint64_t> dims(const ParamTensor& t) { return {t.shape.begin(), t.shape.end()}; }
+std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
-// One flat float buffer (weights or a moment) as its named tensors.
+// One flat float buffer (weights or a moment) as its named tensors, each
+// rank writing its block of each; a tensor every TP rank holds whole is
+// written by TP rank 0.
 void write_tensors(H5File& f, const std::string& group, const Parameters<float>& p,
-                   const float* flat) {
-  for (const ParamTensor& t : p.tensors) f.write_all(group + "/" + t.name, dims(t), flat + t.offset);
+                   const float* flat, int tp_rank) {
+  for (const ParamTensor& t : p.tensors) {
+    std::vector<uint64_t> count = dims(t.block.count);
+    if (t.replicated() && tp_rank != 0) std::fill(count.begin(), count.end(), 0);
+    f.write(group + "/" + t.name, dims(t.shape), dims(t.block.offset), count, flat + t.offset);
+  }
 }
 
 void read_tensors(const H5File& f, const std::string& group, const Parameters<float>& p,
@@ -68,10 +74,10 @@ void read_tensors(const H5File& f, const std::string& group, const Parameters<fl
   for (const ParamTensor& t : p.tensors) {
     const std::string name = group + "/" + t.name;
     MT_CHECK(f.exists(name), "checkpoint {} has no tensor '{}'", f.path(), name);
-    const std::vector<uint64_t> stored = f.shape(name), expected = dims(t);
+    const std::vector<uint64_t> stored = f.shape(name), expected = dims(t.shape);
     MT_CHECK(stored == expected, "checkpoint {}: tensor '{}' has shape [{}], the model expects [{}]",
              f.path(), name, fmt::join(stored, ", "), fmt::join(expected, ", "));
-    f.read(name, std::vector<uint64_t>(expected.size(), 0), expected, flat + t.offset);
+    f.read(name, dims(t.block.offset), dims(t.block.count), flat + t.offset);
   }
 }
 
@@ -106,9 +112,10 @@ void save_checkpoint(const std::string& save_dir, Topology& topo, Parameters<flo
 
   MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
   H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
-  write_tensors(f, "model", params, params.values.data());
-  write_tensors(f, "optim/exp_avg", params, optim.exp_avg().data());
-  write_tensors(f, "optim/exp_avg_sq", params, optim.exp_avg_sq().data());
+  const int tp_rank = topo.coords().tp;
+  write_tensors(f, "model", params, params.values.data(), tp_rank);
+  write_tensors(f, "optim/exp_avg", params, optim.exp_avg().data(), tp_rank);
+  write_tensors(f, "optim/exp_avg_sq", params, optim.exp_avg_sq().data(), tp_rank);
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("iteration", state.iteration);
   f.set_attr("consumed_samples", state.consumed_samples);

@@ -89,10 +89,11 @@ TrainResult run_train(TrainOptions o) {
   resolve_and_validate(o);
   Topology topo(MPI_COMM_WORLD, o.topology);
   const bool root = topo.world_rank() == 0;
-  MT_CHECK(topo.tp_size() == 1 && topo.pp_size() == 1 && topo.dp_size() == 1,
-           "this build trains on one rank only: tensor, pipeline and data parallelism are not "
-           "available yet (asked for TP={} PP={} DP={})",
-           topo.tp_size(), topo.pp_size(), topo.dp_size());
+  MT_CHECK(topo.pp_size() == 1 && topo.dp_size() == 1,
+           "pipeline and data parallelism are not available yet: run TP x PP x DP = world with "
+           "PP = DP = 1 (asked for TP={} PP={} DP={} on {} ranks)",
+           topo.tp_size(), topo.pp_size(), topo.dp_size(), topo.world_size());
+  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   const int threads = o.threads > 0 ? o.threads : default_thread_count(MPI_COMM_WORLD);
   set_thread_count(threads);
 
@@ -105,9 +106,9 @@ TrainResult run_train(TrainOptions o) {
 
   auto be = make_cpu_backend<float>();
   const int64_t micro = o.micro_batch_size;
-  Transformer<float> model(*be, mc, int(micro));
+  Transformer<float> model(*be, mc, int(micro), tp);
   Parameters<float>& params = model.params();
-  AdamW<float> optim(*be, o.adam, params.size());
+  AdamW<float> optim(*be, o.adam, params.size(), tp);
   params.initialise(*be, o.seed);
   TrainState state;
   if (!o.load.empty()) {
@@ -130,9 +131,10 @@ TrainResult run_train(TrainOptions o) {
     fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
                mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
                mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
-    fmt::print("parameters: {} total, {} active per token; per rank: weights {}, grads {}, "
-               "optimizer {}\n",
-               mc.num_parameters(), mc.num_active_parameters(), byte_size(4.0 * params.size()),
+    fmt::print("parameters: {} total, {} active per token; per rank: {} ({:.3f} of one rank's), "
+               "weights {}, grads {}, optimizer {}\n",
+               mc.num_parameters(), mc.num_active_parameters(), params.size(),
+               double(params.size()) / double(mc.num_parameters()), byte_size(4.0 * params.size()),
                byte_size(4.0 * params.size()), byte_size(8.0 * params.size()));
     for (int s = 0; s < stream.num_sources(); ++s) {
       const auto& src = stream.source(s);
@@ -212,6 +214,7 @@ TrainResult run_train(TrainOptions o) {
       ce_sum += l.ce_sum;
       aux_sum += l.aux;
     }
+    model.reduce_partial_grads();
     const double loss = ce_sum / double(tokens), aux = aux_sum / double(num_micro);
     MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, state.iteration + 1);
     const double grad_norm = optim.step(params, lr);

@@ -31,6 +31,32 @@ void ModelConfig::validate() const {
   MT_CHECK(aux_loss_coeff >= 0, "--moe-aux-loss-coeff must be >= 0, got {}", aux_loss_coeff);
 }
 
+TpShape tp_shape(const ModelConfig& c, int r, int tp) {
+  MT_CHECK(c.num_heads % tp == 0, "--num-attention-heads {} is not divisible by --tensor-model-parallel-size {}",
+           c.num_heads, tp);
+  MT_CHECK(c.ffn_hidden_size % tp == 0, "--ffn-hidden-size {} is not divisible by --tensor-model-parallel-size {}",
+           c.ffn_hidden_size, tp);
+  MT_CHECK(c.vocab_size % tp == 0,
+           "vocabulary size {} is not divisible by --tensor-model-parallel-size {} (set "
+           "--make-vocab-size-divisible-by or --vocab-size)",
+           c.vocab_size, tp);
+  const bool kv_replicated = c.num_query_groups < tp;
+  MT_CHECK(kv_replicated || c.num_query_groups % tp == 0,
+           "--num-query-groups {} is not divisible by --tensor-model-parallel-size {} (a G below "
+           "TP is replicated, a G at or above TP must divide by it)",
+           c.num_query_groups, tp);
+  TpShape s;
+  s.heads = c.num_heads / tp;
+  s.first_head = r * s.heads;
+  s.kv_replicated = kv_replicated;
+  s.kv_heads = kv_replicated ? c.num_query_groups : c.num_query_groups / tp;
+  s.first_kv_head = kv_replicated ? 0 : r * s.kv_heads;
+  s.ffn = c.ffn_hidden_size / tp;
+  s.vocab = c.vocab_size / tp;
+  s.vocab_start = r * s.vocab;
+  return s;
+}
+
 namespace {
 long long attention_params(const ModelConfig& c) {
   long long d = c.hidden_size, hd = c.head_dim();

@@ -32,4 +32,18 @@ struct ModelConfig {
   double train_flops_per_token() const;
 };
 
+// One tensor-parallel rank's share of the model (DESIGN.md section 4): query
+// heads, F and V split over TP; kv heads split when G >= TP, else whole on
+// every rank.
+struct TpShape {
+  int heads = 1, first_head = 0;
+  int kv_heads = 1, first_kv_head = 0;
+  bool kv_replicated = false;
+  int ffn = 1;
+  int vocab = 1, vocab_start = 0;
+};
+
+// Throws naming the size that TP does not divide.
+TpShape tp_shape(const ModelConfig& cfg, int tp_rank, int tp_size);
+
 }  // namespace mt

@@ -35,14 +35,15 @@ FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens) {
 }
 
 template <typename T>
-double ffn_forward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w, FfnActs<T>& a,
-                   const T* m, T* out, int tokens) {
+double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+                   const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out, int tokens) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
-    // out += gelu(m w1^T) w2^T
+    // out = gelu(m w1^T) w2^T, this rank's slice of F, summed over TP
     be.gemm(Trans::N, Trans::T, tokens, F, d, T(1), m, d, w.w1, d, T(0), a.u.data(), F);
     be.gelu_forward(a.g.data(), a.u.data(), size_t(tokens) * F);
-    be.gemm(Trans::N, Trans::T, tokens, d, F, T(1), a.g.data(), F, w.w2, F, T(1), out, d);
+    be.gemm(Trans::N, Trans::T, tokens, d, F, T(1), a.g.data(), F, w.w2, F, T(0), out, d);
+    tp.all_reduce_sum(out, size_t(tokens) * d);
     return 0.0;
   }
 
@@ -64,7 +65,10 @@ double ffn_forward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& 
   be.int_from_host(a.packed_token.data(), token.data(), kept);
   be.from_host(a.packed_weight.data(), weight.data(), kept);
 
-  // Each expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its packed rows.
+  // Each expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its packed rows. The
+  // router and routing are the same on every TP rank (replicated router,
+  // replicated input); each rank's y is its slice of F's share.
+  be.fill(out, T(0), size_t(tokens) * d);
   be.gather_rows(a.x.data(), m, a.packed_token.data(), kept, d);
   for (int e = 0; e < E; ++e) {
     const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
@@ -81,32 +85,37 @@ double ffn_forward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& 
     // out[token] += weight * y; a token appears once per expert, so no races.
     be.scatter_add_rows(out, y, a.packed_token.data() + row0, a.packed_weight.data() + row0, n, d);
   }
+  tp.all_reduce_sum(out, size_t(tokens) * d);
   return r.aux_loss;
 }
 
 template <typename T>
-void ffn_backward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w,
-                  const FfnWeights<T>& dw, FfnActs<T>& a, FfnScratch<T>& s, const T* m,
-                  const T* dout, T* dm, int tokens, double aux_scale) {
+void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+                  const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& a, FfnScratch<T>& s,
+                  const T* m, const T* dout, T* dm, int tokens, double aux_scale) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
-    // dg = dout w2;  dw2 += dout^T g;  du = dg * gelu'(u);  dw1 += du^T m;  dm += du w1
+    // dg = dout w2;  dw2 += dout^T g;  du = dg * gelu'(u);  dw1 += du^T m;  dm = du w1
     const size_t n = size_t(tokens) * F;
     be.gemm(Trans::N, Trans::N, tokens, F, d, T(1), dout, d, w.w2, F, T(0), s.dg.data(), F);
     be.gemm(Trans::T, Trans::N, d, F, tokens, T(1), dout, d, a.g.data(), F, T(1), dw.w2, F);
     be.fill(s.du.data(), T(0), n);
     be.gelu_backward(s.du.data(), s.dg.data(), a.u.data(), n);
     be.gemm(Trans::T, Trans::N, F, d, tokens, T(1), s.du.data(), F, m, d, T(1), dw.w1, d);
-    be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), s.du.data(), F, w.w1, d, T(1), dm, d);
+    be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), s.du.data(), F, w.w1, d, T(0), dm, d);
+    tp.all_reduce_sum(dm, size_t(tokens) * d);
     return;
   }
 
   const Routing& r = a.routing;
   const int kept = int(r.packed_slot.size());
-  // Packed rows: dweight = dot(dout[token], y);  dy = weight * dout[token].
+  // Packed rows: dweight = dot(dout[token], y), y summed over TP;
+  // dy = weight * dout[token].
   be.gather_rows(s.dy.data(), dout, a.packed_token.data(), kept, d);
   be.row_dot(s.dw.data(), s.dy.data(), a.y.data(), kept, d);
+  tp.all_reduce_sum(s.dw.data(), size_t(kept));
   be.scale_rows(s.dy.data(), a.packed_weight.data(), kept, d);
+  be.fill(dm, T(0), size_t(tokens) * d);
   for (int e = 0; e < E; ++e) {
     const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
     if (n == 0) continue;
@@ -130,6 +139,7 @@ void ffn_backward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w
     be.gemm(Trans::N, Trans::N, n, d, F, T(1), du, F, w1, d, T(0), dx, d);
     be.scatter_add_rows(dm, dx, a.packed_token.data() + row0, nullptr, n, d);
   }
+  tp.all_reduce_sum(dm, size_t(tokens) * d);  // the experts' part; the router's is whole below
 
   // Router. w_k = p_k / s with s the top-K sum, so for a top-K expert
   // dp_k = (dw_k - sum_j dw_j w_j) / s; the aux loss adds
@@ -159,11 +169,11 @@ void ffn_backward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w
 #define MT_INSTANTIATE_FFN(T)                                                                      \
   template struct FfnActs<T>;                                                                      \
   template struct FfnScratch<T>;                                                                   \
-  template double ffn_forward<T>(Backend<T>&, const ModelConfig&, const FfnWeights<T>&,            \
-                                 FfnActs<T>&, const T*, T*, int);                                  \
-  template void ffn_backward<T>(Backend<T>&, const ModelConfig&, const FfnWeights<T>&,             \
-                                const FfnWeights<T>&, FfnActs<T>&, FfnScratch<T>&, const T*,       \
-                                const T*, T*, int, double);
+  template double ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
+                                 const FfnWeights<T>&, FfnActs<T>&, const T*, T*, int);            \
+  template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \
+                                const FfnWeights<T>&, const FfnWeights<T>&, FfnActs<T>&,           \
+                                FfnScratch<T>&, const T*, const T*, T*, int, double);
 MT_INSTANTIATE_FFN(float)
 MT_INSTANTIATE_FFN(double)
 

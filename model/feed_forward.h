@@ -1,9 +1,13 @@
 // The feed-forward block of a layer: a dense GELU MLP (E = 1) or a top-K
-// mixture of experts (E > 1), forward and backward side by side.
+// mixture of experts (E > 1), forward and backward side by side. Under tensor
+// parallelism each rank holds a slice of F (w1 column-parallel, w2
+// row-parallel): `cfg` here is the rank's share, ffn_hidden_size = F / TP,
+// and the block's output and input gradient are sums over the TP group.
 #pragma once
 
 #include "model/config.h"
 #include "model/routing.h"
+#include "parallel/tensor_parallel.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -48,16 +52,18 @@ struct FfnScratch {
   DeviceBuffer<T> dlogits;   // [T, E]
 };
 
-// out[T, d] += ffn(m[T, d]). Returns the layer's load-balancing loss (0 for dense).
+// out[T, d] = ffn(m[T, d]) (overwrites; summed over TP). Returns the layer's
+// load-balancing loss (0 for dense).
 template <typename T>
-double ffn_forward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w, FfnActs<T>& acts,
-                   const T* m, T* out, int tokens);
+double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+                   const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens);
 
-// Given dout = d loss / d out, accumulates weight gradients into dw and the
-// input gradient into dm (+=). aux_scale multiplies the load-balancing loss.
+// Given dout = d loss / d out, accumulates weight gradients into dw and
+// writes the input gradient to dm (overwrites; summed over TP). aux_scale
+// multiplies the load-balancing loss.
 template <typename T>
-void ffn_backward(Backend<T>& be, const ModelConfig& cfg, const FfnWeights<T>& w,
-                  const FfnWeights<T>& dw, FfnActs<T>& acts, FfnScratch<T>& s, const T* m,
-                  const T* dout, T* dm, int tokens, double aux_scale);
+void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+                  const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& acts,
+                  FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale);
 
 }  // namespace mt

@@ -1,5 +1,7 @@
 #include "model/parameters.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 
 #include "runtime/check.h"
@@ -7,43 +9,61 @@
 
 namespace mt {
 
-std::vector<ParamTensor> param_table(const ModelConfig& c) {
+std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_size) {
   const int64_t d = c.hidden_size, hd = c.head_dim(), F = c.ffn_hidden_size, E = c.num_experts;
   const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * c.num_layers);
+  const bool kv_split = !tp_shape(c, tp_rank, tp_size).kv_replicated;
+  // split_dim -1: whole on every TP rank.
   std::vector<ParamTensor> t;
-  auto add = [&](std::string name, std::vector<int64_t> shape, double init_std) {
+  auto add = [&](std::string name, std::vector<int64_t> shape, double init_std, int split_dim) {
     ParamTensor p;
     p.name = std::move(name);
     p.shape = std::move(shape);
+    if (split_dim >= 0 && tp_size > 1) p.shard = {split_dim, tp_size, tp_rank};
+    p.block = shard_block(p.shape, p.shard);
     p.numel = 1;
-    for (int64_t s : p.shape) p.numel *= size_t(s);
+    for (int64_t s : p.block.count) p.numel *= size_t(s);
     p.offset = t.empty() ? 0 : t.back().offset + t.back().numel;
     p.weight_decay = p.shape.size() >= 2;
     p.is_norm = init_std == 0.0;
     p.init_std = init_std;
     t.push_back(std::move(p));
   };
-  add("embed", {c.vocab_size, d}, std);
+  add("embed", {c.vocab_size, d}, std, 0);  // vocab-parallel
   for (int l = 0; l < c.num_layers; ++l) {
-    const std::string L = "layers/" + std::to_string(l) + "/";
-    add(L + "attn_norm", {d}, 0.0);
-    add(L + "wq", {c.num_heads * hd, d}, std);
-    add(L + "wk", {c.num_query_groups * hd, d}, std);
-    add(L + "wv", {c.num_query_groups * hd, d}, std);
-    add(L + "wo", {d, c.num_heads * hd}, out_std);
-    add(L + "mlp_norm", {d}, 0.0);
+    const std::string L = fmt::format("layers/{}/", l);
+    add(L + "attn_norm", {d}, 0.0, -1);
+    add(L + "wq", {c.num_heads * hd, d}, std, 0);  // column-parallel: heads
+    add(L + "wk", {c.num_query_groups * hd, d}, std, kv_split ? 0 : -1);
+    add(L + "wv", {c.num_query_groups * hd, d}, std, kv_split ? 0 : -1);
+    if (!kv_split && tp_size > 1) t[t.size() - 2].partial_grad = t.back().partial_grad = true;
+    add(L + "wo", {d, c.num_heads * hd}, out_std, 1);  // row-parallel
+    add(L + "mlp_norm", {d}, 0.0, -1);
     if (c.is_moe()) {
-      add(L + "router", {E, d}, std);
-      add(L + "experts/w1", {E, F, d}, std);
-      add(L + "experts/w2", {E, d, F}, out_std);
+      add(L + "router", {E, d}, std, -1);
+      add(L + "experts/w1", {E, F, d}, std, 1);   // column-parallel in F
+      add(L + "experts/w2", {E, d, F}, out_std, 2);  // row-parallel in F
     } else {
-      add(L + "mlp/w1", {F, d}, std);
-      add(L + "mlp/w2", {d, F}, out_std);
+      add(L + "mlp/w1", {F, d}, std, 0);
+      add(L + "mlp/w2", {d, F}, out_std, 1);
     }
   }
-  add("final_norm", {d}, 0.0);
-  add("lm_head", {c.vocab_size, d}, std);
+  add("final_norm", {d}, 0.0, -1);
+  add("lm_head", {c.vocab_size, d}, std, 0);  // vocab-parallel
   return t;
+}
+
+uint64_t ParamTensor::logical_index(uint64_t i) const {
+  // Local row-major index -> multi-index in the block -> logical row-major index.
+  uint64_t logical = 0, stride = 1;
+  for (int k = int(shape.size()) - 1; k >= 0; --k) {
+    const uint64_t local_extent = uint64_t(block.count[k]);
+    const uint64_t coord = i % local_extent + uint64_t(block.offset[k]);
+    i /= local_extent;
+    logical += coord * stride;
+    stride *= uint64_t(shape[k]);
+  }
+  return logical;
 }
 
 double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
@@ -52,7 +72,8 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 }
 
 template <typename T>
-Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg) : tensors(param_table(cfg)) {
+Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp)
+    : tensors(param_table(cfg, tp.rank, tp.size)) {
   size_t n = tensors.back().offset + tensors.back().numel;
   values = DeviceBuffer<T>(be, n);
   grads = DeviceBuffer<T>(be, n);
@@ -70,7 +91,7 @@ void Parameters<T>::initialise(Backend<T>& be, uint64_t seed) {
   std::vector<T> host(values.size());
   for (const auto& t : tensors) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < t.numel; ++i) host[t.offset + i] = T(initial_value(seed, t, i));
+    for (size_t i = 0; i < t.numel; ++i) host[t.offset + i] = T(initial_value(seed, t, t.logical_index(i)));
   }
   be.from_host(values.data(), host.data(), host.size());
   be.fill(grads.data(), T(0), grads.size());

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "model/config.h"
+#include "parallel/tensor_parallel.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -16,23 +17,32 @@ namespace mt {
 struct ParamTensor {
   std::string name;            // e.g. "layers/0/wq"
   std::vector<int64_t> shape;  // logical shape, e.g. [H*hd, d]
+  Shard shard;                 // this TP rank's part of it
+  Block block;                 // where that part lies in the logical tensor
   size_t offset = 0;           // into the flat buffers
-  size_t numel = 0;
+  size_t numel = 0;            // elements held here
   bool weight_decay = false;   // only tensors of two or more dimensions decay
   bool is_norm = false;        // initialised to 1
+  bool partial_grad = false;   // whole on every TP rank, gradient summed over TP
   double init_std = 0.0;
+
+  bool replicated() const { return !shard.split(); }
+  // Logical (whole-tensor, row-major) index of local element i.
+  uint64_t logical_index(uint64_t i) const;
 };
 
-// The tensors of one model, in checkpoint order.
-std::vector<ParamTensor> param_table(const ModelConfig& cfg);
+// The tensors of one model as tensor-parallel rank tp_rank of tp_size holds
+// them (DESIGN.md section 4), in checkpoint order.
+std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1);
 
-// Initial value of element `index` of tensor `t`: a pure function of
-// (seed, name, index) through Philox (DESIGN.md section 3).
+// Initial value of logical element `index` of tensor `t`: a pure function of
+// (seed, name, index) through Philox (DESIGN.md section 3), so every layout
+// starts from the same weights.
 double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 
 template <typename T>
 struct Parameters {
-  Parameters(Backend<T>& be, const ModelConfig& cfg);
+  Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {});
 
   std::vector<ParamTensor> tensors;
   DeviceBuffer<T> values;  // all weights, back to back

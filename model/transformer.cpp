@@ -21,46 +21,52 @@ const ModelConfig& validated(const ModelConfig& cfg) {
 }  // namespace
 
 template <typename T>
-LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, int B) {
+LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  ModelConfig ffn_cfg = c;
+  ffn_cfg.ffn_hidden_size = tp.ffn;
   x = DeviceBuffer<T>(be, n * d);
   a = DeviceBuffer<T>(be, n * d);
   rstd_attn = DeviceBuffer<T>(be, n);
-  q = DeviceBuffer<T>(be, n * c.num_heads * hd);
-  k = DeviceBuffer<T>(be, n * c.num_query_groups * hd);
-  v = DeviceBuffer<T>(be, n * c.num_query_groups * hd);
-  probs = DeviceBuffer<T>(be, size_t(B) * c.num_heads * c.seq_length * c.seq_length);
-  o = DeviceBuffer<T>(be, n * c.num_heads * hd);
+  q = DeviceBuffer<T>(be, n * tp.heads * hd);
+  k = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
+  v = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
+  probs = DeviceBuffer<T>(be, size_t(B) * tp.heads * c.seq_length * c.seq_length);
+  o = DeviceBuffer<T>(be, n * tp.heads * hd);
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
   rstd_mlp = DeviceBuffer<T>(be, n);
-  ffn = FfnActs<T>(be, c, int(n));
+  ffn = FfnActs<T>(be, ffn_cfg, int(n));
 }
 
 template <typename T>
-Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, int B) : batch(B) {
+Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B) : batch(B) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
-  for (int l = 0; l < c.num_layers; ++l) layers.emplace_back(be, c, B);
+  for (int l = 0; l < c.num_layers; ++l) layers.emplace_back(be, c, tp, B);
   out = DeviceBuffer<T>(be, n * d);
   hf = DeviceBuffer<T>(be, n * d);
   rstd_final = DeviceBuffer<T>(be, n);
-  logits = DeviceBuffer<T>(be, n * c.vocab_size);
+  logits = DeviceBuffer<T>(be, n * tp.vocab);
   losses = DeviceBuffer<T>(be, n);
+  ce_scratch = DeviceBuffer<T>(be, 3 * n);
 }
 
 template <typename T>
-Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch)
-    : be_(be), cfg_(validated(cfg)), max_batch_(micro_batch), params_(be, cfg_),
-      acts_(be, cfg_, micro_batch) {
+Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
+                            const TensorParallel& tp)
+    : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), ffn_cfg_(cfg_),
+      max_batch_(micro_batch), params_(be, cfg_, tp), acts_(be, cfg_, tps_, micro_batch) {
+  ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
-  const size_t qd = size_t(cfg.num_heads) * cfg.head_dim(), kd = size_t(cfg.num_query_groups) * cfg.head_dim();
+  const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
   for (int l = 0; l < cfg.num_layers; ++l) {
     weights_.push_back(layer_tensors(l, false));
     grads_.push_back(layer_tensors(l, true));
   }
-  ffn_scratch_ = FfnScratch<T>(be, cfg, int(n));
+  ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
+  ffn_out_ = DeviceBuffer<T>(be, n * d);
   dres_ = DeviceBuffer<T>(be, n * d);
   dh_ = DeviceBuffer<T>(be, n * d);
   da_ = DeviceBuffer<T>(be, n * d);
@@ -69,7 +75,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   dv_ = DeviceBuffer<T>(be, n * kd);
   do_ = DeviceBuffer<T>(be, n * qd);
   dm_ = DeviceBuffer<T>(be, n * d);
-  dlogits_ = DeviceBuffer<T>(be, n * cfg.vocab_size);
+  dlogits_ = DeviceBuffer<T>(be, n * tps_.vocab);
   dhf_ = DeviceBuffer<T>(be, n * d);
 }
 
@@ -92,26 +98,46 @@ double Transformer<T>::layer_forward(int l, T* out) {
   const ModelConfig& c = cfg_;
   LayerActs<T>& a = acts_.layers[l];
   const LayerWeights<T>& w = weights_[l];
-  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
-            G = c.num_query_groups, hd = c.head_dim();
+  // H, G: this rank's query and kv heads (all of them on one rank).
+  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
+            G = tps_.kv_heads, hd = c.head_dim();
   const T eps = T(c.norm_eps), theta = T(c.rope_theta);
 
   const T* x = a.x.data();
-  // Attention block: h = x + attention(rope(q), rope(k), v) wo^T
+  // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
+  // wk, wv when G >= TP) are column-parallel, wo row-parallel: one
+  // all-reduce of the projection.
   be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, w.attn_norm, n, d, eps);
   be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), a.q.data(), H * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), a.k.data(), G * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
   be_.rope_forward(a.q.data(), B, S, H, hd, theta);
   be_.rope_forward(a.k.data(), B, S, G, hd, theta);
-  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
-  be_.copy(a.h.data(), x, size_t(n) * d);
-  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, w.wo, H * hd, T(1), a.h.data(), d);
+  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape());
+  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, w.wo, H * hd, T(0), a.h.data(), d);
+  tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
+  be_.axpy(size_t(n) * d, T(1), x, a.h.data());
 
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
+  const double aux = ffn_forward(be_, tp_, ffn_cfg_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
   be_.copy(out, a.h.data(), size_t(n) * d);
-  return ffn_forward(be_, c, w.ffn, a.ffn, a.m.data(), out, n);
+  be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
+  return aux;
+}
+
+template <typename T>
+AttentionShape Transformer<T>::attention_shape() const {
+  AttentionShape s;
+  s.batch = batch_;
+  s.seq = cfg_.seq_length;
+  s.heads = tps_.heads;
+  s.kv_heads = tps_.kv_heads;
+  s.head_dim = cfg_.head_dim();
+  s.first_head = tps_.first_head;
+  s.first_kv_head = tps_.first_kv_head;
+  s.heads_per_kv = cfg_.num_heads / cfg_.num_query_groups;
+  return s;
 }
 
 template <typename T>
@@ -120,23 +146,23 @@ void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
   LayerActs<T>& a = acts_.layers[l];
   const LayerWeights<T>& w = weights_[l];
   const LayerWeights<T>& g = grads_[l];
-  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = c.num_heads,
-            G = c.num_query_groups, hd = c.head_dim();
+  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
+            G = tps_.kv_heads, hd = c.head_dim();
   const T theta = T(c.rope_theta);
 
-  // FFN block: dh = dout + mlp_norm'(ffn'(dout))
+  // FFN block: dh = dout + mlp_norm'(ffn'(dout)); ffn' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
-  be_.fill(dm_.data(), T(0), size_t(n) * d);
-  ffn_backward(be_, c, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
+  ffn_backward(be_, tp_, ffn_cfg_, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
   be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
 
-  // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo))
+  // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).
+  // The input gradient of the column-parallel q, k, v is summed over TP.
   be_.gemm(Trans::T, Trans::N, d, H * hd, n, T(1), dh_.data(), d, a.o.data(), H * hd, T(1), g.wo, H * hd);
   be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w.wo, H * hd, T(0), do_.data(), H * hd);
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
-  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), B, S, H, G, hd);
+  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape());
   be_.rope_backward(dq_.data(), B, S, H, hd, theta);
   be_.rope_backward(dk_.data(), B, S, G, hd, theta);
   be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g.wq, d);
@@ -145,8 +171,15 @@ void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
   be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w.wq, d, T(0), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w.wk, d, T(1), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
+  tp_.all_reduce_sum(da_.data(), size_t(n) * d);
   be_.copy(dx, dh_.data(), size_t(n) * d);
   be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), a.x.data(), w.attn_norm, a.rstd_attn.data(), n, d);
+}
+
+template <typename T>
+void Transformer<T>::reduce_partial_grads() {
+  for (const ParamTensor& t : params_.tensors)
+    if (t.partial_grad) tp_.all_reduce_sum(params_.grads.data() + t.offset, t.numel);
 }
 
 template <typename T>
@@ -167,7 +200,8 @@ MicroBatchLoss Transformer<T>::run(const int32_t* tokens, int B, bool backward, 
   MT_CHECK(B >= 1 && B <= max_batch_, "micro-batch of {} samples, the model was built for at most {}",
            B, max_batch_);
   batch_ = B;
-  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = c.vocab_size, L = c.num_layers;
+  // V: this rank's slice of the vocabulary.
+  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = tps_.vocab, L = c.num_layers;
   Activations<T>& a = acts_;
 
   // Inputs are the first S tokens of each sample, targets the last S.
@@ -183,14 +217,19 @@ MicroBatchLoss Transformer<T>::run(const int32_t* tokens, int B, bool backward, 
   // Forward: embedding, layers, final norm, LM head, cross-entropy.
   MicroBatchLoss loss;
   loss.tokens = n;
-  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d);
+  // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
+  // is the whole lookup.
+  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+  tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
   for (int l = 0; l < L; ++l) {
     T* out = l + 1 < L ? a.layers[l + 1].x.data() : a.out.data();
     loss.aux += layer_forward(l, out);
   }
   be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, T(c.norm_eps));
+  // Vocab-parallel LM head and cross-entropy: logits stay split over TP.
   be_.gemm(Trans::N, Trans::T, n, V, d, T(1), a.hf.data(), d, params_.value("lm_head"), d, T(0), a.logits.data(), V);
-  be_.cross_entropy(a.losses.data(), backward ? dlogits_.data() : nullptr, a.logits.data(), a.targets.data(), n, V, T(ce_scale));
+  vocab_parallel_cross_entropy(be_, tp_, a.losses.data(), backward ? dlogits_.data() : nullptr, a.logits.data(),
+                               a.targets.data(), n, V, tps_.vocab_start, T(ce_scale), a.ce_scratch.data());
   std::vector<T> losses(n);
   be_.to_host(losses.data(), a.losses.data(), n);
   loss.ce_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
@@ -199,10 +238,11 @@ MicroBatchLoss Transformer<T>::run(const int32_t* tokens, int B, bool backward, 
   // Backward, in reverse.
   be_.gemm(Trans::T, Trans::N, V, d, n, T(1), dlogits_.data(), V, a.hf.data(), d, T(1), params_.grad("lm_head"), d);
   be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
+  tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
   be_.fill(dres_.data(), T(0), size_t(n) * d);
   be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
   for (int l = L - 1; l >= 0; --l) layer_backward(l, dres_.data(), aux_scale);
-  be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d);
+  be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
   return loss;
 }
 

@@ -24,17 +24,18 @@ struct LayerWeights {
   FfnWeights<T> ffn;
 };
 
-// What one layer keeps from the forward pass; tokens T = B * S.
+// What one layer keeps from the forward pass; tokens T = B * S; heads, kv
+// heads and F are this tensor-parallel rank's share.
 template <typename T>
 struct LayerActs {
-  LayerActs(Backend<T>& be, const ModelConfig& cfg, int batch);
+  LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch);
   DeviceBuffer<T> x;          // [T, d] residual stream entering the layer
   DeviceBuffer<T> a;          // [T, d] attn_norm(x)
   DeviceBuffer<T> rstd_attn;  // [T]
-  DeviceBuffer<T> q;          // [T, H*hd] after RoPE
-  DeviceBuffer<T> k, v;       // [T, G*hd] (k after RoPE)
-  DeviceBuffer<T> probs;      // [B, H, S, S]
-  DeviceBuffer<T> o;          // [T, H*hd] attention output, before wo
+  DeviceBuffer<T> q;          // [T, Hl*hd] after RoPE
+  DeviceBuffer<T> k, v;       // [T, Gl*hd] (k after RoPE)
+  DeviceBuffer<T> probs;      // [B, Hl, S, S]
+  DeviceBuffer<T> o;          // [T, Hl*hd] attention output, before wo
   DeviceBuffer<T> h;          // [T, d] x + o wo^T
   DeviceBuffer<T> m;          // [T, d] mlp_norm(h)
   DeviceBuffer<T> rstd_mlp;   // [T]
@@ -44,15 +45,16 @@ struct LayerActs {
 // Everything one micro-batch keeps between its forward and backward pass.
 template <typename T>
 struct Activations {
-  Activations(Backend<T>& be, const ModelConfig& cfg, int batch);
+  Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<LayerActs<T>> layers;
   DeviceBuffer<T> out;         // [T, d] output of the last layer
   DeviceBuffer<T> hf;          // [T, d] final_norm(out)
   DeviceBuffer<T> rstd_final;  // [T]
-  DeviceBuffer<T> logits;      // [T, V]
+  DeviceBuffer<T> logits;      // [T, V/TP] this rank's vocabulary slice
   DeviceBuffer<T> losses;      // [T] per-token cross-entropy
+  DeviceBuffer<T> ce_scratch;  // [3 T]
 };
 
 struct MicroBatchLoss {
@@ -64,8 +66,9 @@ struct MicroBatchLoss {
 template <typename T>
 class Transformer {
  public:
-  // micro_batch: the largest batch forward() will be given.
-  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch);
+  // micro_batch: the largest batch forward() will be given. tp: this rank's
+  // tensor-parallel group (default: one rank).
+  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {});
 
   const ModelConfig& config() const { return cfg_; }
   Parameters<T>& params() { return params_; }
@@ -75,8 +78,12 @@ class Transformer {
   // last S. Ids must be below the vocabulary size (checked by the data side).
   MicroBatchLoss forward(const int32_t* tokens, int B);
   // Forward, then backward of  ce_scale * sum(CE) + aux_scale * sum(aux),
-  // accumulated into params().grads.
+  // accumulated into params().grads. Gradients of tensors that are whole on
+  // every TP rank but see only part of the heads (wk, wv when G < TP) stay
+  // partial until reduce_partial_grads(), called once a step.
   MicroBatchLoss forward_backward(const int32_t* tokens, int B, double ce_scale, double aux_scale);
+  // Sums the partial gradients over the TP group (a no-op on one rank).
+  void reduce_partial_grads();
 
  private:
   MicroBatchLoss run(const int32_t* tokens, int B, bool backward, double ce_scale, double aux_scale);
@@ -84,11 +91,15 @@ class Transformer {
   double layer_forward(int l, T* out);
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(int l, T* dx, double aux_scale);
+  AttentionShape attention_shape() const;  // of the micro-batch in flight
   // Pointers into the flat buffers of the tensors named `layers/{l}/...`.
   LayerWeights<T> layer_tensors(int l, bool grad);
 
   Backend<T>& be_;
   ModelConfig cfg_;
+  TensorParallel tp_;
+  TpShape tps_;
+  ModelConfig ffn_cfg_;  // the FFN block's view: this rank's share of F
   int max_batch_;
   int batch_ = 0;  // of the micro-batch in flight
   Parameters<T> params_;
@@ -96,6 +107,7 @@ class Transformer {
   Activations<T> acts_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
+  DeviceBuffer<T> ffn_out_;  // [T, d]
   DeviceBuffer<T> dres_, dh_, da_, dq_, dk_, dv_, do_, dm_, dlogits_, dhf_;
 };
 

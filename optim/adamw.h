@@ -24,9 +24,12 @@ void validate(const AdamWConfig& cfg);
 template <typename T>
 class AdamW {
  public:
-  AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t num_params);
+  // tp: the group whose ranks hold the other shards of the parameters.
+  AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t num_params, const TensorParallel& tp = {});
 
-  // Global L2 norm of the gradients, each logical element counted once.
+  // Global L2 norm of the gradients, each logical element counted once:
+  // split tensors summed over the TP group, tensors every TP rank holds
+  // whole counted on TP rank 0 only.
   double grad_norm(const Parameters<T>& p);
   // Clips (scale = clip / (norm + 1e-6) when below 1), then updates every
   // tensor. Returns the pre-clip gradient norm.
@@ -40,6 +43,7 @@ class AdamW {
  private:
   Backend<T>& be_;
   AdamWConfig cfg_;
+  TensorParallel tp_;
   int64_t step_ = 0;
   DeviceBuffer<T> exp_avg_, exp_avg_sq_;
 };

@@ -19,6 +19,21 @@ namespace mt {
 
 enum class Trans { N, T };
 
+// The heads of one attention call, which may be a tensor-parallel share of the
+// model's: query head j of the q buffer is the model's head first_head + j
+// and reads kv head (first_head + j) / heads_per_kv - first_kv_head of the
+// k/v buffers (DESIGN.md section 3: query head j reads kv head j / (H / G)).
+struct AttentionShape {
+  int batch = 1, seq = 1;
+  int heads = 1;         // query heads in q
+  int kv_heads = 1;      // kv heads in k and v
+  int head_dim = 1;
+  int first_head = 0;    // model index of q's first head
+  int first_kv_head = 0; // model index of k's first head
+  int heads_per_kv = 1;  // the model's H / G
+  int kv_of(int j) const { return (first_head + j) / heads_per_kv - first_kv_head; }
+};
+
 template <typename T>
 class Backend {
  public:
@@ -44,9 +59,13 @@ class Backend {
   virtual double sum_squares(size_t n, const T* x) = 0;        // in double for any T
 
   // --- layers (forward and backward side by side) -----------------------------
-  // out[t] = table[tokens[t]]; dtable[tokens[t]] += dout[t]. Rows of width d.
-  virtual void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d) = 0;
-  virtual void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d) = 0;
+  // A vocabulary slice [vocab_start, vocab_start + rows) of the table:
+  // out[t] = table[tokens[t] - vocab_start], or 0 for a token outside it;
+  // dtable[tokens[t] - vocab_start] += dout[t] for tokens inside. Width d.
+  virtual void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d,
+                                 int vocab_start, int rows) = 0;
+  virtual void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d,
+                                  int vocab_start, int rows) = 0;
 
   // out = x / sqrt(mean(x^2) + eps) * g, row-wise over [n, d]; keeps rstd[n].
   virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) = 0;
@@ -58,13 +77,13 @@ class Backend {
   virtual void rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) = 0;
   virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) = 0;
 
-  // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd];
-  // probs [B, H, S, S] keeps the softmax for the backward pass. Query head j
-  // reads kv head j / (H / G); scores are scaled by 1/sqrt(hd).
-  virtual void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B,
-                                 int S, int H, int G, int hd) = 0;
+  // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd]
+  // (H = a.heads, G = a.kv_heads); probs [B, H, S, S] keeps the softmax for
+  // the backward pass. Scores are scaled by 1/sqrt(hd).
+  virtual void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                                 const AttentionShape& a) = 0;
   virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q,
-                                  const T* k, const T* v, int B, int S, int H, int G, int hd) = 0;
+                                  const T* k, const T* v, const AttentionShape& a) = 0;
 
   // GELU, tanh approximation. backward: din += dout * gelu'(in).
   virtual void gelu_forward(T* out, const T* in, size_t n) = 0;
@@ -74,11 +93,20 @@ class Backend {
   virtual void softmax_forward(T* p, const T* x, int n, int c) = 0;
   virtual void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) = 0;
 
-  // Cross-entropy over logits [n, v] (v may be a vocab shard later). Writes
-  // losses[n] = logsumexp - logit[target], and when dlogits is not null
-  // dlogits = (softmax - onehot) * dscale (overwrites).
-  virtual void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets,
-                             int n, int v, T dscale) = 0;
+  // Cross-entropy over logits [n, v] that may be a vocabulary slice starting
+  // at vocab_start, in three steps with reductions over the slices between
+  // them (parallel/vocab_parallel_cross_entropy.cpp), so that the full
+  // logits are never gathered:
+  //   row_max:    m[i] = max_j logits[i, j]                  (then max over slices)
+  //   ce_partials: p[i] = {sum_j exp(logits[i, j] - m[i]),   (then sum over slices)
+  //                        logits[i, target - vocab_start] or 0 outside the slice}
+  //   ce_finish:  losses[i] = log(p[i].0) + m[i] - p[i].1, and when dlogits is
+  //               not null dlogits = (softmax - onehot) * dscale (overwrites).
+  virtual void row_max(T* m, const T* logits, int n, int v) = 0;
+  virtual void ce_partials(T* p, const T* logits, const T* m, const int32_t* targets, int n, int v,
+                           int vocab_start) = 0;
+  virtual void ce_finish(T* losses, T* dlogits, const T* logits, const T* m, const T* p,
+                         const int32_t* targets, int n, int v, int vocab_start, T dscale) = 0;
 
   // Rows for the MoE dispatch: dst[i] = src[idx[i]] over rows of width d;
   // dst[idx[i]] += weight[i] * src[i] (weight null: 1). idx must not repeat

@@ -18,6 +18,8 @@ MPI_Datatype mpi_type(DType t) {
   MT_FAIL("unknown dtype {}", int(t));
 }
 
+size_t dtype_size(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : 8; }
+
 int mpi_count(size_t n) {
   MT_CHECK(n <= size_t(INT_MAX), "collective of {} elements exceeds MPI's int count", n);
   return int(n);
@@ -37,8 +39,13 @@ int MpiCommunicator::size() const {
   return s;
 }
 
-void MpiCommunicator::all_reduce_sum(void* buf, size_t n, DType type) {
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type), MPI_SUM, comm_));
+void MpiCommunicator::all_reduce(void* buf, size_t n, DType type, ReduceOp op) {
+  const double start = MPI_Wtime();
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type),
+                          op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_));
+  all_reduce_seconds += MPI_Wtime() - start;
+  all_reduce_bytes += n * dtype_size(type);
+  all_reduce_calls += 1;
 }
 
 void MpiCommunicator::broadcast(void* buf, size_t n, DType type, int root) {

@@ -12,6 +12,7 @@
 namespace mt {
 
 enum class DType { F32, F64, I32, I64 };
+enum class ReduceOp { Sum, Max };
 
 template <typename T>
 constexpr DType dtype_of();
@@ -29,12 +30,20 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  virtual void all_reduce_sum(void* buf, size_t n, DType type) = 0;
+  virtual void all_reduce(void* buf, size_t n, DType type, ReduceOp op) = 0;
   virtual void broadcast(void* buf, size_t n, DType type, int root) = 0;
   virtual void barrier() = 0;
 
   template <typename T>
-  void all_reduce_sum(T* buf, size_t n) { all_reduce_sum(buf, n, dtype_of<T>()); }
+  void all_reduce_sum(T* buf, size_t n) { all_reduce(buf, n, dtype_of<T>(), ReduceOp::Sum); }
+  template <typename T>
+  void all_reduce_max(T* buf, size_t n) { all_reduce(buf, n, dtype_of<T>(), ReduceOp::Max); }
+
+  // Time spent in all-reduces and the bytes they moved, for the logs and
+  // the benchmarks.
+  double all_reduce_seconds = 0.0;
+  uint64_t all_reduce_bytes = 0;
+  uint64_t all_reduce_calls = 0;
   template <typename T>
   void broadcast(T* buf, size_t n, int root) { broadcast(buf, n, dtype_of<T>(), root); }
 };
@@ -45,7 +54,7 @@ class MpiCommunicator final : public Communicator {
   explicit MpiCommunicator(MPI_Comm comm) : comm_(comm) {}
   int rank() const override;
   int size() const override;
-  void all_reduce_sum(void* buf, size_t n, DType type) override;
+  void all_reduce(void* buf, size_t n, DType type, ReduceOp op) override;
   void broadcast(void* buf, size_t n, DType type, int root) override;
   void barrier() override;
   MPI_Comm comm() const { return comm_; }

@@ -10,10 +10,10 @@
 namespace mt {
 
 template <typename T>
-void CpuBackend<T>::attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B,
-                                      int S, int H, int G, int hd) {
-  const int qs = H * hd, ks = G * hd;  // row strides of q/out and of k/v
-  const int per_group = H / G;
+void CpuBackend<T>::attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                                      const AttentionShape& a) {
+  const int B = a.batch, S = a.seq, H = a.heads, hd = a.head_dim;
+  const int qs = H * hd, ks = a.kv_heads * hd;  // row strides of q/out and of k/v
   const T scale = T(1.0 / std::sqrt(double(hd)));
   // Parallel over (sample, head) when there is enough of them; otherwise
   // BLAS threads the products themselves (OpenBLAS runs one thread inside an
@@ -21,7 +21,7 @@ void CpuBackend<T>::attention_forward(T* out, T* probs, const T* q, const T* k, 
 #pragma omp parallel for collapse(2) schedule(static) if (B * H >= omp_get_max_threads())
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < H; ++h) {
-      const int g = h / per_group;
+      const int g = a.kv_of(h);
       const T* qb = q + size_t(b) * S * qs + h * hd;  // [S, hd], stride qs
       const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
       const T* vb = v + size_t(b) * S * ks + g * hd;
@@ -45,10 +45,9 @@ void CpuBackend<T>::attention_forward(T* out, T* probs, const T* q, const T* k, 
 
 template <typename T>
 void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs,
-                                       const T* q, const T* k, const T* v, int B, int S, int H,
-                                       int G, int hd) {
+                                       const T* q, const T* k, const T* v, const AttentionShape& a) {
+  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;
-  const int per_group = H / G;
   const T scale = T(1.0 / std::sqrt(double(hd)));
   // The heads of one group write the same dk/dv rows, so the parallel loop
   // runs over (sample, kv head) and the heads of a group go in sequence.
@@ -62,7 +61,8 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
         const T* vb = v + size_t(b) * S * ks + g * hd;
         T* dkb = dk + size_t(b) * S * ks + g * hd;
         T* dvb = dv + size_t(b) * S * ks + g * hd;
-        for (int h = g * per_group; h < (g + 1) * per_group; ++h) {
+        for (int h = 0; h < H; ++h) {
+          if (a.kv_of(h) != g) continue;
           const T* qb = q + size_t(b) * S * qs + h * hd;
           const T* dob = dout + size_t(b) * S * qs + h * hd;
           T* dqb = dq + size_t(b) * S * qs + h * hd;

@@ -26,23 +26,28 @@ class CpuBackend final : public Backend<T> {
   void scale(size_t n, T alpha, T* x) override;
   double sum_squares(size_t n, const T* x) override;
 
-  void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d) override;
-  void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d) override;
+  void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d,
+                         int vocab_start, int rows) override;
+  void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d,
+                          int vocab_start, int rows) override;
   void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) override;
   void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g, const T* rstd, int n,
                         int d) override;
   void rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) override;
   void rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) override;
-  void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, int B, int S, int H,
-                         int G, int hd) override;
+  void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+                         const AttentionShape& a) override;
   void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q,
-                          const T* k, const T* v, int B, int S, int H, int G, int hd) override;
+                          const T* k, const T* v, const AttentionShape& a) override;
   void gelu_forward(T* out, const T* in, size_t n) override;
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override;
   void softmax_forward(T* p, const T* x, int n, int c) override;
   void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) override;
-  void cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets, int n, int v,
-                     T dscale) override;
+  void row_max(T* m, const T* logits, int n, int v) override;
+  void ce_partials(T* p, const T* logits, const T* m, const int32_t* targets, int n, int v,
+                   int vocab_start) override;
+  void ce_finish(T* losses, T* dlogits, const T* logits, const T* m, const T* p,
+                 const int32_t* targets, int n, int v, int vocab_start, T dscale) override;
   void gather_rows(T* dst, const T* src, const int32_t* idx, int m, int d) override;
   void scatter_add_rows(T* dst, const T* src, const int32_t* idx, const T* weight, int m,
                         int d) override;

@@ -1,6 +1,7 @@
 // CPU backend: the per-layer kernels (embedding, norm, RoPE, GELU, softmax,
 // cross-entropy, MoE row dispatch). Sums run in double so that float and
 // double builds differ only by rounding of the stored values.
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -9,21 +10,31 @@
 namespace mt {
 
 template <typename T>
-void CpuBackend<T>::embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d) {
+void CpuBackend<T>::embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d,
+                                      int vocab_start, int rows) {
 #pragma omp parallel for schedule(static)
   for (int t = 0; t < n; ++t) {
-    const T* row = table + size_t(tokens[t]) * d;
-    for (int j = 0; j < d; ++j) out[size_t(t) * d + j] = row[j];
+    const int r = tokens[t] - vocab_start;
+    T* o = out + size_t(t) * d;
+    if (r < 0 || r >= rows) {
+      std::fill(o, o + d, T(0));
+      continue;
+    }
+    const T* row = table + size_t(r) * d;
+    for (int j = 0; j < d; ++j) o[j] = row[j];
   }
 }
 
 template <typename T>
 void CpuBackend<T>::embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n,
-                                       int d) {
+                                       int d, int vocab_start, int rows) {
   // Tokens repeat, so rows are accumulated serially over t; columns in parallel.
 #pragma omp parallel for schedule(static)
   for (int j = 0; j < d; ++j)
-    for (int t = 0; t < n; ++t) dtable[size_t(tokens[t]) * d + j] += dout[size_t(t) * d + j];
+    for (int t = 0; t < n; ++t) {
+      const int r = tokens[t] - vocab_start;
+      if (r >= 0 && r < rows) dtable[size_t(r) * d + j] += dout[size_t(t) * d + j];
+    }
 }
 
 template <typename T>
@@ -150,22 +161,38 @@ void CpuBackend<T>::softmax_backward(T* dx, const T* dp, const T* p, int n, int 
 }
 
 template <typename T>
-void CpuBackend<T>::cross_entropy(T* losses, T* dlogits, const T* logits, const int32_t* targets,
-                                  int n, int v, T dscale) {
+void CpuBackend<T>::row_max(T* m, const T* logits, int n, int v) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) m[i] = *std::max_element(logits + size_t(i) * v, logits + size_t(i + 1) * v);
+}
+
+template <typename T>
+void CpuBackend<T>::ce_partials(T* p, const T* logits, const T* m, const int32_t* targets, int n,
+                                int v, int vocab_start) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     const T* li = logits + size_t(i) * v;
-    T mx = li[0];
-    for (int j = 1; j < v; ++j) mx = std::max(mx, li[j]);
     double sum = 0.0;
-    for (int j = 0; j < v; ++j) sum += std::exp(double(li[j] - mx));
-    double lse = double(mx) + std::log(sum);
-    losses[i] = T(lse - double(li[targets[i]]));
-    if (dlogits) {
-      T* di = dlogits + size_t(i) * v;
-      for (int j = 0; j < v; ++j) di[j] = T(std::exp(double(li[j]) - lse)) * dscale;
-      di[targets[i]] -= dscale;
-    }
+    for (int j = 0; j < v; ++j) sum += std::exp(double(li[j]) - double(m[i]));
+    const int t = targets[i] - vocab_start;
+    p[2 * i] = T(sum);
+    p[2 * i + 1] = t >= 0 && t < v ? li[t] : T(0);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::ce_finish(T* losses, T* dlogits, const T* logits, const T* m, const T* p,
+                              const int32_t* targets, int n, int v, int vocab_start, T dscale) {
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < n; ++i) {
+    const double lse = double(m[i]) + std::log(double(p[2 * i]));
+    losses[i] = T(lse - double(p[2 * i + 1]));
+    if (!dlogits) continue;
+    const T* li = logits + size_t(i) * v;
+    T* di = dlogits + size_t(i) * v;
+    for (int j = 0; j < v; ++j) di[j] = T(std::exp(double(li[j]) - lse)) * dscale;
+    const int t = targets[i] - vocab_start;
+    if (t >= 0 && t < v) di[t] -= dscale;
   }
 }
 

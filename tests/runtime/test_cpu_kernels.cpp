@@ -120,6 +120,18 @@ Vec ref_rope(const Vec& x, int batch, int seq, int heads, int hd, double theta) 
 }
 
 // Causal attention; query head j reads kv head j / (H / G).
+// The whole model's heads in one call.
+AttentionShape whole_heads(int B, int S, int H, int G, int hd) {
+  AttentionShape a;
+  a.batch = B;
+  a.seq = S;
+  a.heads = H;
+  a.kv_heads = G;
+  a.head_dim = hd;
+  a.heads_per_kv = H / G;
+  return a;
+}
+
 Vec ref_attention(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H, int G, int hd,
                   Vec* probs = nullptr) {
   const int qs = H * hd, ks = G * hd;
@@ -280,7 +292,7 @@ TYPED_TEST(CpuKernels, EmbeddingForwardAndAccumulatingBackward) {
   const std::vector<int32_t> tokens = {3, 1, 3, 0, 5, 3, 1, 2, 3};  // repeats accumulate
   const int n = int(tokens.size());
   std::vector<T> table = this->rnd(V * d), out(n * d, T(-9));
-  this->be.embedding_forward(out.data(), table.data(), tokens.data(), n, d);
+  this->be.embedding_forward(out.data(), table.data(), tokens.data(), n, d, 0, V);
   for (int t = 0; t < n; ++t)
     for (int j = 0; j < d; ++j) EXPECT_EQ(out[t * d + j], table[tokens[t] * d + j]);
 
@@ -288,8 +300,29 @@ TYPED_TEST(CpuKernels, EmbeddingForwardAndAccumulatingBackward) {
   Vec expected = to_double(dtable);
   for (int t = 0; t < n; ++t)
     for (int j = 0; j < d; ++j) expected[tokens[t] * d + j] += double(dout[t * d + j]);
-  this->be.embedding_backward(dtable.data(), dout.data(), tokens.data(), n, d);
+  this->be.embedding_backward(dtable.data(), dout.data(), tokens.data(), n, d, 0, V);
   expect_close(dtable, expected, 4 * kernel_tol<T>(), "embedding_backward");
+}
+
+TYPED_TEST(CpuKernels, EmbeddingOfAVocabularySlice) {
+  using T = TypeParam;
+  const int d = 3, start = 2, rows = 3;  // the slice holds tokens 2, 3, 4
+  const std::vector<int32_t> tokens = {3, 1, 4, 0, 5, 2, 3};
+  const int n = int(tokens.size());
+  std::vector<T> slice = this->rnd(rows * d), out(n * d, T(-9));
+  this->be.embedding_forward(out.data(), slice.data(), tokens.data(), n, d, start, rows);
+  for (int t = 0; t < n; ++t) {
+    const bool inside = tokens[t] >= start && tokens[t] < start + rows;
+    for (int j = 0; j < d; ++j)
+      EXPECT_EQ(out[t * d + j], inside ? slice[(tokens[t] - start) * d + j] : T(0)) << t;
+  }
+  std::vector<T> dout = this->rnd(n * d), dslice(rows * d, T(0));
+  Vec expected(rows * d, 0.0);
+  for (int t = 0; t < n; ++t)
+    if (tokens[t] >= start && tokens[t] < start + rows)
+      for (int j = 0; j < d; ++j) expected[(tokens[t] - start) * d + j] += double(dout[t * d + j]);
+  this->be.embedding_backward(dslice.data(), dout.data(), tokens.data(), n, d, start, rows);
+  expect_close(dslice, expected, 4 * kernel_tol<T>(), "embedding_backward of a slice");
 }
 
 TYPED_TEST(CpuKernels, RmsnormForward) {
@@ -387,8 +420,8 @@ TYPED_TEST(CpuKernels, AttentionForwardMatchesNaive) {
     Vec ref_probs;
     const Vec expected =
         ref_attention(to_double(q), to_double(k), to_double(v), B, S, H, G, hd, &ref_probs);
-    this->be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), B, S, H, G,
-                               hd);
+    this->be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(),
+                               whole_heads(B, S, H, G, hd));
     expect_close(out, expected, 8 * kernel_tol<T>(), "attention out");
     expect_close(probs, ref_probs, 8 * kernel_tol<T>(), "attention probs (0 above the diagonal)");
   }
@@ -404,12 +437,12 @@ TYPED_TEST(CpuKernels, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) 
                    v = this->rnd(size_t(B) * S * G * hd);
     std::vector<T> dout = this->rnd(q.size());
     std::vector<T> out(q.size()), probs(size_t(B) * H * S * S);
-    this->be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), B, S, H, G,
-                               hd);
+    this->be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(),
+                               whole_heads(B, S, H, G, hd));
     std::vector<T> dq = this->rnd(q.size()), dk = this->rnd(k.size()), dv = this->rnd(v.size());
     const Vec dq0 = to_double(dq), dk0 = to_double(dk), dv0 = to_double(dv);
     this->be.attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(),
-                                q.data(), k.data(), v.data(), B, S, H, G, hd);
+                                q.data(), k.data(), v.data(), whole_heads(B, S, H, G, hd));
     const Vec qd = to_double(q), kd = to_double(k), vd = to_double(v), w = to_double(dout);
     auto f = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
       return dot(ref_attention(qq, kk, vv, B, S, H, G, hd), w);
@@ -432,17 +465,68 @@ TEST(CpuKernelsDouble, AttentionBackwardMatchesFiniteDifferencesOfKernelForward)
       v = random_vec<double>(rng, size_t(B) * S * G * hd), w = random_vec<double>(rng, q.size());
   auto f = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
     Vec o(qq.size()), p(size_t(B) * H * S * S);
-    be.attention_forward(o.data(), p.data(), qq.data(), kk.data(), vv.data(), B, S, H, G, hd);
+    be.attention_forward(o.data(), p.data(), qq.data(), kk.data(), vv.data(), whole_heads(B, S, H, G, hd));
     return dot(o, w);
   };
   Vec out(q.size()), probs(size_t(B) * H * S * S);
-  be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), B, S, H, G, hd);
+  be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), whole_heads(B, S, H, G, hd));
   Vec dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
   be.attention_backward(dq.data(), dk.data(), dv.data(), w.data(), probs.data(), q.data(),
-                        k.data(), v.data(), B, S, H, G, hd);
+                        k.data(), v.data(), whole_heads(B, S, H, G, hd));
   expect_close(dq, fd_grad([&](const Vec& x) { return f(x, k, v); }, q), 1e-7, "dq");
   expect_close(dk, fd_grad([&](const Vec& x) { return f(q, x, v); }, k), 1e-7, "dk");
   expect_close(dv, fd_grad([&](const Vec& x) { return f(q, k, x); }, v), 1e-7, "dv");
+}
+
+// A tensor-parallel rank's heads: query heads [first_head, first_head + Hl)
+// with their kv heads either split (G >= TP) or all present (G < TP) give the
+// same outputs and gradients as those heads of the whole attention.
+TEST(CpuKernelsDouble, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
+  CpuBackend<double> be;
+  std::mt19937 rng(3);
+  const int B = 2, S = 5, H = 4, hd = 2, tp = 2;
+  for (int G : {1, 2, 4}) {
+    SCOPED_TRACE("G=" + std::to_string(G));
+    Vec q = random_vec<double>(rng, size_t(B) * S * H * hd, -2, 2),
+        k = random_vec<double>(rng, size_t(B) * S * G * hd, -2, 2),
+        v = random_vec<double>(rng, size_t(B) * S * G * hd), dout = random_vec<double>(rng, q.size());
+    Vec out(q.size()), probs(size_t(B) * H * S * S), dq(q.size(), 0.0), dk(k.size(), 0.0), dv(v.size(), 0.0);
+    be.attention_forward(out.data(), probs.data(), q.data(), k.data(), v.data(), whole_heads(B, S, H, G, hd));
+    be.attention_backward(dq.data(), dk.data(), dv.data(), dout.data(), probs.data(), q.data(), k.data(),
+                          v.data(), whole_heads(B, S, H, G, hd));
+    const int Hl = H / tp, Gl = G >= tp ? G / tp : G;
+    // Columns [c0, c0 + w) of rows of width `width`, as a compact array.
+    auto cols = [&](const Vec& x, int width, int c0, int w) {
+      Vec y;
+      for (size_t r = 0; r < x.size() / width; ++r)
+        y.insert(y.end(), x.begin() + r * width + c0, x.begin() + r * width + c0 + w);
+      return y;
+    };
+    Vec dk_sum(k.size(), 0.0), dv_sum(v.size(), 0.0);
+    for (int r = 0; r < tp; ++r) {
+      AttentionShape a = whole_heads(B, S, Hl, Gl, hd);
+      a.first_head = r * Hl;
+      a.first_kv_head = G >= tp ? r * Gl : 0;
+      a.heads_per_kv = H / G;
+      const int kv0 = a.first_kv_head * hd;
+      Vec ql = cols(q, H * hd, r * Hl * hd, Hl * hd), kl = cols(k, G * hd, kv0, Gl * hd),
+          vl = cols(v, G * hd, kv0, Gl * hd), dol = cols(dout, H * hd, r * Hl * hd, Hl * hd);
+      Vec ol(ql.size()), pl(size_t(B) * Hl * S * S), dql(ql.size(), 0.0), dkl(kl.size(), 0.0), dvl(vl.size(), 0.0);
+      be.attention_forward(ol.data(), pl.data(), ql.data(), kl.data(), vl.data(), a);
+      be.attention_backward(dql.data(), dkl.data(), dvl.data(), dol.data(), pl.data(), ql.data(), kl.data(),
+                            vl.data(), a);
+      expect_close(ol, cols(out, H * hd, r * Hl * hd, Hl * hd), 1e-12, "slice out");
+      expect_close(dql, cols(dq, H * hd, r * Hl * hd, Hl * hd), 1e-12, "slice dq");
+      // kv gradients: each rank's part, summed over the ranks, is the whole.
+      for (size_t row = 0; row < size_t(B) * S; ++row)
+        for (int c = 0; c < Gl * hd; ++c) {
+          dk_sum[row * G * hd + kv0 + c] += dkl[row * Gl * hd + c];
+          dv_sum[row * G * hd + kv0 + c] += dvl[row * Gl * hd + c];
+        }
+    }
+    expect_close(dk_sum, dk, 1e-12, "dk summed over the slices");
+    expect_close(dv_sum, dv, 1e-12, "dv summed over the slices");
+  }
 }
 
 TYPED_TEST(CpuKernels, GeluForwardAndBackward) {
@@ -507,15 +591,47 @@ TYPED_TEST(CpuKernels, CrossEntropy) {
       ref_dl[i * v + j] = (std::exp(double(logits[i * v + j]) - lse) - (j == targets[i])) *
                           double(dscale);
   }
+  // The whole vocabulary in one slice: row_max, ce_partials, ce_finish.
+  auto cross_entropy = [&](T* losses, T* dlogits) {
+    std::vector<T> m(n), p(2 * n);
+    this->be.row_max(m.data(), logits.data(), n, v);
+    this->be.ce_partials(p.data(), logits.data(), m.data(), targets.data(), n, v, 0);
+    this->be.ce_finish(losses, dlogits, logits.data(), m.data(), p.data(), targets.data(), n, v, 0, dscale);
+  };
   std::vector<T> losses(n, T(-1)), dlogits = this->rnd(n * v);  // dlogits is overwritten
-  this->be.cross_entropy(losses.data(), dlogits.data(), logits.data(), targets.data(), n, v,
-                         dscale);
+  cross_entropy(losses.data(), dlogits.data());
   expect_close(losses, ref_loss, 4 * kernel_tol<T>(), "losses");
   expect_close(dlogits, ref_dl, 4 * kernel_tol<T>(), "dlogits");
 
   std::vector<T> losses2(n, T(-1));
-  this->be.cross_entropy(losses2.data(), nullptr, logits.data(), targets.data(), n, v, dscale);
+  cross_entropy(losses2.data(), nullptr);
   expect_close(losses2, ref_loss, 4 * kernel_tol<T>(), "losses without dlogits");
+
+  // Two vocabulary slices [0, 3) and [3, 7), reduced by hand as the TP group
+  // would (max, then sums): the same losses, and each slice's dlogits.
+  const int cut = 3, widths[2] = {cut, v - cut};
+  std::vector<std::vector<T>> parts(2), m(2, std::vector<T>(n)), p(2, std::vector<T>(2 * n));
+  for (int r = 0; r < 2; ++r) {
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < widths[r]; ++j) parts[r].push_back(logits[i * v + r * cut + j]);
+    this->be.row_max(m[r].data(), parts[r].data(), n, widths[r]);
+  }
+  std::vector<T> mx(n), sums(2 * n);
+  for (int i = 0; i < n; ++i) mx[i] = std::max(m[0][i], m[1][i]);
+  for (int r = 0; r < 2; ++r) {
+    this->be.ce_partials(p[r].data(), parts[r].data(), mx.data(), targets.data(), n, widths[r], r * cut);
+    for (int i = 0; i < 2 * n; ++i) sums[i] += p[r][i];
+  }
+  for (int r = 0; r < 2; ++r) {
+    std::vector<T> l(n), dl(n * widths[r]);
+    this->be.ce_finish(l.data(), dl.data(), parts[r].data(), mx.data(), sums.data(), targets.data(), n,
+                       widths[r], r * cut, dscale);
+    expect_close(l, ref_loss, 4 * kernel_tol<T>(), "losses over two slices");
+    Vec ref_part;
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < widths[r]; ++j) ref_part.push_back(ref_dl[i * v + r * cut + j]);
+    expect_close(dl, ref_part, 4 * kernel_tol<T>(), "dlogits of a slice");
+  }
 }
 
 TYPED_TEST(CpuKernels, GatherScatterScaleRowDot) {

@@ -1,0 +1,38 @@
+#include "parallel/tensor_parallel.h"
+
+#include "runtime/check.h"
+
+namespace mt {
+
+Block shard_block(const std::vector<int64_t>& shape, const Shard& shard) {
+  Block b{std::vector<int64_t>(shape.size(), 0), shape};
+  if (!shard.split()) return b;
+  MT_CHECK(shard.dim < int(shape.size()) && shape[shard.dim] % shard.parts == 0,
+           "dimension {} of extent {} does not split into {} parts", shard.dim,
+           shard.dim < int(shape.size()) ? shape[shard.dim] : -1, shard.parts);
+  b.count[shard.dim] = shape[shard.dim] / shard.parts;
+  b.offset[shard.dim] = b.count[shard.dim] * shard.index;
+  return b;
+}
+
+template <typename T>
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses, T* dlogits,
+                                  const T* logits, const int32_t* targets, int n, int v,
+                                  int vocab_start, T dscale, T* scratch) {
+  T* row_max = scratch;      // [n]
+  T* partials = scratch + n;  // [n, 2]: sum of exp(logit - max), target logit
+  be.row_max(row_max, logits, n, v);
+  tp.all_reduce_max(row_max, size_t(n));
+  be.ce_partials(partials, logits, row_max, targets, n, v, vocab_start);
+  tp.all_reduce_sum(partials, size_t(2) * n);
+  be.ce_finish(losses, dlogits, logits, row_max, partials, targets, n, v, vocab_start, dscale);
+}
+
+template void vocab_parallel_cross_entropy<float>(Backend<float>&, const TensorParallel&, float*,
+                                                  float*, const float*, const int32_t*, int, int,
+                                                  int, float, float*);
+template void vocab_parallel_cross_entropy<double>(Backend<double>&, const TensorParallel&, double*,
+                                                   double*, const double*, const int32_t*, int, int,
+                                                   int, double, double*);
+
+}  // namespace mt

@@ -1,0 +1,57 @@
+// Megatron-style tensor parallelism (DESIGN.md section 4): which part of each
+// tensor a rank of the TP group holds, the TP group's reductions, and the
+// vocab-parallel cross-entropy that never gathers the full logits.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "runtime/backend.h"
+#include "runtime/communicator.h"
+
+namespace mt {
+
+// This rank's place in its tensor-parallel group. A default-constructed one
+// is a group of one: every reduction is a no-op.
+struct TensorParallel {
+  Communicator* group = nullptr;
+  int rank = 0;
+  int size = 1;
+
+  template <typename T>
+  void all_reduce_sum(T* x, size_t n) const {
+    if (size > 1) group->all_reduce_sum(x, n);
+  }
+  template <typename T>
+  void all_reduce_max(T* x, size_t n) const {
+    if (size > 1) group->all_reduce_max(x, n);
+  }
+};
+
+// How a tensor is split over the TP group: into `parts` equal slices along
+// `dim`, this rank holding slice `index`; dim -1: whole on every rank.
+struct Shard {
+  int dim = -1;
+  int parts = 1;
+  int index = 0;
+  bool split() const { return dim >= 0; }
+};
+
+// Row-major offset and extent of this rank's block of a tensor of logical
+// `shape` (the whole tensor when it is not split).
+struct Block {
+  std::vector<int64_t> offset, count;
+};
+Block shard_block(const std::vector<int64_t>& shape, const Shard& shard);
+
+// Cross-entropy over a vocabulary split across the TP group:
+// logits [n, v] are this rank's slice [vocab_start, vocab_start + v). Writes
+// every token's full-vocabulary loss to losses[n] on every rank, and, when
+// dlogits is not null, (softmax - onehot) * dscale for the slice. The only
+// traffic is 3 numbers a token. scratch: [3 n].
+template <typename T>
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses, T* dlogits,
+                                  const T* logits, const int32_t* targets, int n, int v,
+                                  int vocab_start, T dscale, T* scratch);
+
+}  // namespace mt
