@@ -22,7 +22,9 @@ std::string progress_line(const StepMetrics& m) {
       "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s | elapsed {} | eta {}",
       step, m.loss, m.aux_loss, m.lr, m.grad_norm, m.global_batch,
       m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
-      format_duration(m.eta_s));
+      format_duration(m.eta_s)) +
+         (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
+                               : std::string());
 }
 
 nlohmann::json to_json(const StepMetrics& m) {
@@ -37,7 +39,10 @@ nlohmann::json to_json(const StepMetrics& m) {
           {"total_samples", m.total_samples},
           {"tokens_per_s", m.tokens_per_s},
           {"gflops_per_s", m.gflops_per_s},
-          {"elapsed_s", m.elapsed_s}};
+          {"elapsed_s", m.elapsed_s},
+          {"interval_s", m.interval_s},
+          {"tp_allreduce_s", m.tp_allreduce_s},
+          {"tp_allreduce_bytes", m.tp_allreduce_bytes}};
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) {

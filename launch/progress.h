@@ -15,6 +15,8 @@ struct StepMetrics {
   int64_t global_batch = 0, global_batch_tokens = 0, consumed_samples = 0, total_samples = 0;
   double tokens_per_s = 0, gflops_per_s = 0;  // over the log interval
   double elapsed_s = 0, eta_s = 0;
+  // Tensor-parallel all-reduces over the interval (0 on one rank).
+  double tp_allreduce_s = 0, tp_allreduce_bytes = 0, interval_s = 0;
 };
 
 // Formats seconds as H:MM:SS.

@@ -170,6 +170,8 @@ TrainResult run_train(TrainOptions o) {
   auto interval_start = start;
   int64_t interval_steps = 0, interval_samples = 0, interval_tokens = 0;
   double interval_loss = 0, interval_aux = 0;
+  double tp_seconds_at_start = topo.tp().all_reduce_seconds;
+  uint64_t tp_bytes_at_start = topo.tp().all_reduce_bytes;
   TrainResult result;
   std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
   int64_t saved_iteration = -1;
@@ -248,6 +250,11 @@ TrainResult run_train(TrainOptions o) {
       m.gflops_per_s = m.tokens_per_s * flops_per_token / 1e9;
       m.elapsed_s = std::chrono::duration<double>(now - start).count();
       m.eta_s = double(run_samples - state.consumed_samples) * interval_s / double(interval_samples);
+      m.interval_s = interval_s;
+      m.tp_allreduce_s = topo.tp().all_reduce_seconds - tp_seconds_at_start;
+      m.tp_allreduce_bytes = double(topo.tp().all_reduce_bytes - tp_bytes_at_start);
+      tp_seconds_at_start = topo.tp().all_reduce_seconds;
+      tp_bytes_at_start = topo.tp().all_reduce_bytes;
       if (root) {
         fmt::print("{} | {}\n", progress_line(m), progress.line(stream));
         std::fflush(stdout);

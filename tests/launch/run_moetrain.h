@@ -18,9 +18,18 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-inline CommandResult run_moetrain(const std::string& args) {
+// ranks > 0: under mpirun with that many ranks (as root, oversubscribed).
+inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
   // One thread a process: ctest runs tests side by side.
-  const std::string cmd = std::string("OMP_NUM_THREADS=1 ") + MT_MOETRAIN_BIN + " " + args + " 2>&1";
+  // The test itself is an MPI process: its OMPI_/PMIX_ variables would make
+  // the child mpirun think it belongs to this job, so they are cleared.
+  const std::string clear_env =
+      ranks > 0 ? "for v in $(env | grep -oE '^(OMPI|PMIX|OPAL|ORTE)_[A-Za-z0-9_]*'); do unset $v; done; " : "";
+  const std::string launcher = ranks > 0 ? std::string(MT_MPIEXEC) + " -np " + std::to_string(ranks) +
+                                               " --oversubscribe --bind-to none --allow-run-as-root "
+                                               "--mca btl_vader_single_copy_mechanism none "
+                                         : std::string();
+  const std::string cmd = clear_env + "OMP_NUM_THREADS=1 " + launcher + MT_MOETRAIN_BIN + " " + args + " 2>&1";
   CommandResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;

@@ -1,0 +1,95 @@
+// Tensor parallelism through the real binary under mpirun: the same losses
+// and the same checkpoint as one rank.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+
+#include "run_moetrain.h"
+#include "runtime/hdf5_file.h"
+
+namespace mt {
+namespace {
+
+using test_util::run_moetrain;
+
+class TensorParallelRun : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    test_util::write_text(dir / "corpus.txt", test_util::synthetic_text(40000, 4));
+    auto r = run_moetrain("prepare-data --input " + (dir / "corpus.txt") + " --output-prefix " + (dir / "store"));
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  std::string train(const std::string& name) {
+    return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " + (dir / "store") +
+           " --train-iters 6 --log-interval 1 --metrics-file " + (dir / (name + ".jsonl")) + " --save " +
+           (dir / name);
+  }
+  std::vector<double> losses(const std::string& name) {
+    std::vector<double> out;
+    std::ifstream in(dir / (name + ".jsonl"));
+    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"]);
+    return out;
+  }
+  test_util::TempDir dir;
+};
+
+TEST_F(TensorParallelRun, TwoRanksTrainAndSaveWhatOneRankDoes) {
+  auto one = run_moetrain(train("one"));
+  ASSERT_EQ(one.status, 0) << one.output;
+  auto two = run_moetrain(train("two") + " --tp 2", 2);
+  ASSERT_EQ(two.status, 0) << two.output;
+  EXPECT_NE(two.output.find("TP=2 x PP=1 x DP=1"), std::string::npos) << two.output;
+  // Each rank holds about half the parameters (norms and routers are whole).
+  EXPECT_NE(two.output.find("of one rank's"), std::string::npos);
+
+  const auto a = losses("one"), b = losses("two");
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * a[i]) << "step " << i + 1;
+
+  // Both checkpoints hold the same logical tensors: TP ranks wrote their slices.
+  H5File fa = H5File::open(dir / "one/iter_0000006/checkpoint.h5", MPI_COMM_SELF);
+  H5File fb = H5File::open(dir / "two/iter_0000006/checkpoint.h5", MPI_COMM_SELF);
+  EXPECT_EQ(nlohmann::json::parse(fb.attr_string("layout"))["tp"], 2);
+  // Tolerances: a weight moves up to lr = 3e-3 a step, and Adam turns
+  // rounding-level gradient differences of near-zero gradients into update
+  // differences, so weights agree to 1e-4 (3% of one step); the moments to
+  // 1e-3 of their largest value.
+  auto compare = [&](const std::string& name, double tol_of_max, double abs_tol) {
+    const auto x = fa.read_all<float>(name), y = fb.read_all<float>(name);
+    ASSERT_EQ(x.size(), y.size()) << name;
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < x.size(); ++i) {
+      worst = std::max(worst, double(std::abs(x[i] - y[i])));
+      scale = std::max(scale, double(std::abs(x[i])));
+    }
+    EXPECT_LE(worst, std::max(abs_tol, tol_of_max * scale)) << name;
+  };
+  for (const char* name : {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo",
+                           "model/layers/1/router", "model/layers/0/experts/w1", "model/layers/1/experts/w2",
+                           "model/final_norm", "model/lm_head"})
+    compare(name, 0.0, 1e-4);
+  for (const char* name : {"optim/exp_avg/layers/0/experts/w2", "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed"})
+    compare(name, 1e-3, 0.0);
+  // The TP=2 checkpoint evaluates on one rank.
+  auto ev = run_moetrain("eval --load " + (dir / "two") + " --data-path " + (dir / "store") + " --eval-samples 8");
+  ASSERT_EQ(ev.status, 0) << ev.output;
+}
+
+TEST_F(TensorParallelRun, LayoutErrorsStopEveryRank) {
+  auto r = run_moetrain(train("bad") + " --tp 3", 2);
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("world size 2 is not divisible by tensor-model-parallel-size 3"), std::string::npos)
+      << r.output;
+  auto h = run_moetrain(train("heads") + " --tp 2 --num-attention-heads 2 --hidden-size 64 --num-query-groups 1"
+                        " --ffn-hidden-size 129", 2);
+  EXPECT_NE(h.status, 0);
+  EXPECT_NE(h.output.find("--ffn-hidden-size 129 is not divisible by --tensor-model-parallel-size 2"),
+            std::string::npos) << h.output;
+}
+
+}  // namespace
+}  // namespace mt
