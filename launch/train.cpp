@@ -5,6 +5,7 @@
 // losses (DESIGN.md section 3).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -59,6 +60,12 @@ void check_same_model(const ModelConfig& ours, const nlohmann::json& saved, cons
       diffs += fmt::format(" {}: checkpoint {} vs run {};", key,
                            theirs.contains(key) ? theirs.at(key).dump() : "missing", value.dump());
   MT_CHECK(diffs.empty(), "checkpoint {} is of a different model:{}", path, diffs);
+}
+
+// "data_epochs" -> "data-epochs"
+std::string flag_name(std::string key) {
+  std::replace(key.begin(), key.end(), '_', '-');
+  return key;
 }
 
 std::string byte_size(double bytes) { return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0)); }
@@ -117,9 +124,19 @@ TrainResult run_train(TrainOptions o) {
     check_same_model(mc, info.config, path);
     load_checkpoint(path, MPI_COMM_WORLD, params, &optim);
     state = info.state;
-    if (root)
+    if (root) {
       fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, state.iteration,
                  state.consumed_samples);
+      // The stream position means the same samples only with the same data
+      // and seed; a change may be deliberate, so it is reported, not refused.
+      const nlohmann::json now = run_config_json(o);
+      for (const char* key : {"data_path", "data_epochs", "seed", "rampup_batch_size"})
+        if (info.config.contains(key) && info.config.at(key) != now.at(key))
+          fmt::print("warning: --{} differs from the checkpoint's ({} now, {} then): the run goes "
+                     "on from sample {} of a different stream\n",
+                     flag_name(key), now.at(key).dump(),
+                     info.config.at(key).dump(), state.consumed_samples);
+    }
   }
 
   // The run ends at --train-iters / --train-samples, or when the data is used up.

@@ -86,6 +86,7 @@ TEST_F(EndToEnd, SaveEvalAndResumeContinueTheSameRun) {
                               " --save " + (dir / "ckpt") + " --metrics-file " + (dir / "resumed.jsonl"));
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resumed from"), std::string::npos);
+  EXPECT_EQ(resumed.output.find("warning"), std::string::npos) << resumed.output;
   auto s = metrics(dir / "straight.jsonl"), a = metrics(dir / "first.jsonl"), b = metrics(dir / "resumed.jsonl");
   ASSERT_EQ(s.size(), 8u);
   ASSERT_EQ(a.size(), 4u);
@@ -112,6 +113,16 @@ TEST_F(EndToEnd, SaveEvalAndResumeContinueTheSameRun) {
   ASSERT_EQ(ev2.status, 0) << ev2.output;
   EXPECT_NEAR(double(nlohmann::json::parse(ev2.output.substr(ev2.output.rfind('{')))["loss"]),
               double(j["loss"]), 1e-5);
+}
+
+TEST_F(EndToEnd, ResumingWithAnotherSeedWarns) {
+  const std::string base = "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " +
+                           (dir / "store");
+  ASSERT_EQ(run_moetrain(base + " --train-iters 1 --save " + (dir / "ckpt")).status, 0);
+  auto r = run_moetrain(base + " --train-iters 2 --seed 8 --load " + (dir / "ckpt"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: --seed differs from the checkpoint's (8 now, 7 then)"), std::string::npos)
+      << r.output;
 }
 
 TEST_F(EndToEnd, ResumingADifferentModelNamesTheFields) {
