@@ -4,10 +4,14 @@
 
 #include <sys/wait.h>
 
+#include <nlohmann/json.hpp>
+
 #include <array>
 #include <cstdio>
+#include <fstream>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "test_util.h"
 
@@ -39,6 +43,14 @@ inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
   const int raw = pclose(pipe);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
+}
+
+// The records of a --metrics-file, one JSON object a line.
+inline std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
 }
 
 // A deterministic English-like corpus: words drawn from a small vocabulary

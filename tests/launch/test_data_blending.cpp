@@ -29,12 +29,7 @@ class Blending : public ::testing::Test {
   }
   std::string train() { return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0"; }
   std::string base() { return train() + " --data-path text=" + (dir / "text") + " code=" + (dir / "code"); }
-  std::vector<nlohmann::json> metrics(const std::string& path) {
-    std::vector<nlohmann::json> out;
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-    return out;
-  }
+  std::vector<nlohmann::json> metrics(const std::string& path) { return test_util::read_metrics(path); }
   test_util::TempDir dir;
 };
 

@@ -29,8 +29,7 @@ class TensorParallelRun : public ::testing::Test {
   }
   std::vector<double> losses(const std::string& name) {
     std::vector<double> out;
-    std::ifstream in(dir / (name + ".jsonl"));
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line)["loss"]);
+    for (const auto& record : test_util::read_metrics(dir / (name + ".jsonl"))) out.push_back(record["loss"]);
     return out;
   }
   test_util::TempDir dir;

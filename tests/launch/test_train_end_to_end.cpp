@@ -23,12 +23,7 @@ class EndToEnd : public ::testing::Test {
     auto r = run_moetrain("prepare-data --input " + dir.path() + " --output-prefix " + (dir / "store"));
     ASSERT_EQ(r.status, 0) << r.output;
   }
-  std::vector<nlohmann::json> metrics(const std::string& path) {
-    std::vector<nlohmann::json> out;
-    std::ifstream in(path);
-    for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
-    return out;
-  }
+  std::vector<nlohmann::json> metrics(const std::string& path) { return test_util::read_metrics(path); }
   test_util::TempDir dir;
 };
 
