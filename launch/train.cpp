@@ -90,6 +90,42 @@ struct SourceProgress {
   }
 };
 
+// What rank 0 prints before the first step: layout, model, memory, data.
+void print_start_up(const TrainOptions& o, const Topology& topo, const Parameters<float>& params,
+                    const data::BlendedStream& stream, double start_up_s, int64_t run_samples,
+                    int threads, const char* backend) {
+  const ModelConfig& mc = o.model;
+  const int64_t micro = o.micro_batch_size;
+  fmt::print("{}", topo.table());
+  fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
+             mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
+             mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
+  fmt::print("parameters: {} total, {} active per token; per rank: {} ({:.3f} of one rank's), "
+             "weights {}, grads {}, optimizer {}\n",
+             mc.num_parameters(), mc.num_active_parameters(), params.size(),
+             double(params.size()) / double(mc.num_parameters()), byte_size(4.0 * params.size()),
+             byte_size(4.0 * params.size()), byte_size(8.0 * params.size()));
+  for (int s = 0; s < stream.num_sources(); ++s) {
+    const auto& src = stream.source(s);
+    fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
+               src.spec.prefix, src.store.num_tokens(), src.samples.num_samples(), mc.seq_length,
+               src.total == data::BlendedStream::kUnbounded
+                   ? std::string("repeated as needed")
+                   : fmt::format("{} epochs = {} samples", src.spec.epochs, src.total));
+  }
+  fmt::print("data: stream of {} samples built in {:.3f} s; this run takes {} samples\n",
+             stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
+                                                              : std::to_string(stream.size()),
+             start_up_s, run_samples);
+  fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
+             run_samples, o.global_batch_size,
+             o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
+                                          o.rampup.start, o.rampup.increment, o.rampup.samples)
+                            : "",
+             micro, threads, backend);
+  std::fflush(stdout);
+}
+
 }  // namespace
 
 TrainResult run_train(TrainOptions o) {
@@ -117,6 +153,7 @@ TrainResult run_train(TrainOptions o) {
   Parameters<float>& params = model.params();
   AdamW<float> optim(*be, o.adam, params.size(), tp);
   params.initialise(*be, o.seed);
+  const nlohmann::json config = run_config_json(o);
   TrainState state;
   if (!o.load.empty()) {
     const std::string path = resolve_checkpoint(o.load);
@@ -129,50 +166,19 @@ TrainResult run_train(TrainOptions o) {
                  state.consumed_samples);
       // The stream position means the same samples only with the same data
       // and seed; a change may be deliberate, so it is reported, not refused.
-      const nlohmann::json now = run_config_json(o);
       for (const char* key : {"data_path", "data_epochs", "seed", "rampup_batch_size"})
-        if (info.config.contains(key) && info.config.at(key) != now.at(key))
+        if (info.config.contains(key) && info.config.at(key) != config.at(key))
           fmt::print("warning: --{} differs from the checkpoint's ({} now, {} then): the run goes "
                      "on from sample {} of a different stream\n",
-                     flag_name(key), now.at(key).dump(),
-                     info.config.at(key).dump(), state.consumed_samples);
+                     flag_name(key), config.at(key).dump(), info.config.at(key).dump(),
+                     state.consumed_samples);
     }
   }
 
   // The run ends at --train-iters / --train-samples, or when the data is used up.
   const int64_t run_samples = std::min<uint64_t>(requested_samples(o), stream.size());
-  const nlohmann::json config = run_config_json(o);
   const double flops_per_token = mc.train_flops_per_token();
-  if (root) {
-    fmt::print("{}", topo.table());
-    fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
-               mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
-               mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
-    fmt::print("parameters: {} total, {} active per token; per rank: {} ({:.3f} of one rank's), "
-               "weights {}, grads {}, optimizer {}\n",
-               mc.num_parameters(), mc.num_active_parameters(), params.size(),
-               double(params.size()) / double(mc.num_parameters()), byte_size(4.0 * params.size()),
-               byte_size(4.0 * params.size()), byte_size(8.0 * params.size()));
-    for (int s = 0; s < stream.num_sources(); ++s) {
-      const auto& src = stream.source(s);
-      fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
-                 src.spec.prefix, src.store.num_tokens(), src.samples.num_samples(), mc.seq_length,
-                 src.total == data::BlendedStream::kUnbounded
-                     ? std::string("repeated as needed")
-                     : fmt::format("{} epochs = {} samples", src.spec.epochs, src.total));
-    }
-    fmt::print("data: stream of {} samples built in {:.3f} s; this run takes {} samples\n",
-               stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
-                                                                : std::to_string(stream.size()),
-               start_up_s, run_samples);
-    fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
-               run_samples, o.global_batch_size,
-               o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
-                                            o.rampup.start, o.rampup.increment, o.rampup.samples)
-                              : "",
-               micro, threads, be->name());
-    std::fflush(stdout);
-  }
+  if (root) print_start_up(o, topo, params, stream, start_up_s, run_samples, threads, be->name());
 
   std::string metrics_path = o.metrics_file;
   if (metrics_path.empty() && !o.save.empty()) {
