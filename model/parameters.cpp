@@ -9,13 +9,22 @@
 
 namespace mt {
 
-std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_size) {
+bool StageSpan::holds(const std::string& name, const ModelConfig& cfg) const {
+  if (name == "embed") return first;
+  if (name == "final_norm" || name == "lm_head") return last;
+  const int layer = std::stoi(name.substr(std::string("layers/").size()));
+  return layer >= begin && layer < end_of(cfg);
+}
+
+std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_size,
+                                     const StageSpan& stage) {
   const int64_t d = c.hidden_size, hd = c.head_dim(), F = c.ffn_hidden_size, E = c.num_experts;
   const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * c.num_layers);
   const bool kv_split = !tp_shape(c, tp_rank, tp_size).kv_replicated;
   // split_dim -1: whole on every TP rank.
   std::vector<ParamTensor> t;
   auto add = [&](std::string name, std::vector<int64_t> shape, double init_std, int split_dim) {
+    if (!stage.holds(name, c)) return;
     ParamTensor p;
     p.name = std::move(name);
     p.shape = std::move(shape);
@@ -36,7 +45,8 @@ std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_s
     add(L + "wq", {c.num_heads * hd, d}, std, 0);  // column-parallel: heads
     add(L + "wk", {c.num_query_groups * hd, d}, std, kv_split ? 0 : -1);
     add(L + "wv", {c.num_query_groups * hd, d}, std, kv_split ? 0 : -1);
-    if (!kv_split && tp_size > 1) t[t.size() - 2].partial_grad = t.back().partial_grad = true;
+    if (!kv_split && tp_size > 1 && stage.holds(L + "wk", c))
+      t[t.size() - 2].partial_grad = t.back().partial_grad = true;
     add(L + "wo", {d, c.num_heads * hd}, out_std, 1);  // row-parallel
     add(L + "mlp_norm", {d}, 0.0, -1);
     if (c.is_moe()) {
@@ -72,18 +82,26 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 }
 
 template <typename T>
-Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp)
-    : tensors(param_table(cfg, tp.rank, tp.size)) {
+Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp,
+                          const StageSpan& stage)
+    : tensors(param_table(cfg, tp.rank, tp.size, stage)) {
   size_t n = tensors.back().offset + tensors.back().numel;
   values = DeviceBuffer<T>(be, n);
   grads = DeviceBuffer<T>(be, n);
 }
 
 template <typename T>
-const ParamTensor& Parameters<T>::find(const std::string& name) const {
+const ParamTensor* Parameters<T>::find_or_null(const std::string& name) const {
   for (const auto& t : tensors)
-    if (t.name == name) return t;
-  MT_FAIL("no parameter named '{}'", name);
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+template <typename T>
+const ParamTensor& Parameters<T>::find(const std::string& name) const {
+  const ParamTensor* t = find_or_null(name);
+  MT_CHECK(t != nullptr, "no parameter named '{}'", name);
+  return *t;
 }
 
 template <typename T>

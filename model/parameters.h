@@ -31,9 +31,20 @@ struct ParamTensor {
   uint64_t logical_index(uint64_t i) const;
 };
 
-// The tensors of one model as tensor-parallel rank tp_rank of tp_size holds
-// them (DESIGN.md section 4), in checkpoint order.
-std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1);
+// The layers one pipeline stage holds, [begin, end) of the model's; the
+// first stage also holds the embedding, the last the final norm and LM head.
+struct StageSpan {
+  int begin = 0, end = -1;  // end -1: every layer (one stage)
+  bool first = true, last = true;
+  int end_of(const ModelConfig& cfg) const { return end < 0 ? cfg.num_layers : end; }
+  // Does this stage hold the tensor `name`?
+  bool holds(const std::string& name, const ModelConfig& cfg) const;
+};
+
+// The tensors of one model as tensor-parallel rank tp_rank of tp_size and
+// pipeline stage `stage` hold them (DESIGN.md section 4), in checkpoint order.
+std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1,
+                                     const StageSpan& stage = {});
 
 // Initial value of logical element `index` of tensor `t`: a pure function of
 // (seed, name, index) through Philox (DESIGN.md section 3), so every layout
@@ -42,13 +53,15 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 
 template <typename T>
 struct Parameters {
-  Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {});
+  Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {},
+             const StageSpan& stage = {});
 
   std::vector<ParamTensor> tensors;
   DeviceBuffer<T> values;  // all weights, back to back
   DeviceBuffer<T> grads;   // same layout
 
   const ParamTensor& find(const std::string& name) const;  // throws naming the tensor
+  const ParamTensor* find_or_null(const std::string& name) const;
   T* value(const std::string& name) { return values.data() + find(name).offset; }
   T* grad(const std::string& name) { return grads.data() + find(name).offset; }
   size_t size() const { return values.size(); }

@@ -40,32 +40,38 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
 }
 
 template <typename T>
-Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B) : batch(B) {
+Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
+                            const StageSpan& stage, int B)
+    : batch(B) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
-  for (int l = 0; l < c.num_layers; ++l) layers.emplace_back(be, c, tp, B);
+  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B);
   out = DeviceBuffer<T>(be, n * d);
+  if (!stage.last) return;
   hf = DeviceBuffer<T>(be, n * d);
   rstd_final = DeviceBuffer<T>(be, n);
   logits = DeviceBuffer<T>(be, n * tp.vocab);
   losses = DeviceBuffer<T>(be, n);
-  ce_scratch = DeviceBuffer<T>(be, 3 * n);
+  ce_stats = DeviceBuffer<T>(be, 3 * n);
 }
 
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
-                            const TensorParallel& tp)
-    : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), ffn_cfg_(cfg_),
-      max_batch_(micro_batch), params_(be, cfg_, tp), acts_(be, cfg_, tps_, micro_batch) {
+                            const TensorParallel& tp, const StageSpan& stage)
+    : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
+      num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
+      params_(be, cfg_, tp, stage) {
+  MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
   ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
-  for (int l = 0; l < cfg.num_layers; ++l) {
+  for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
     weights_.push_back(layer_tensors(l, false));
     grads_.push_back(layer_tensors(l, true));
   }
   ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
+  slot(0, micro_batch);
   ffn_out_ = DeviceBuffer<T>(be, n * d);
   dres_ = DeviceBuffer<T>(be, n * d);
   dh_ = DeviceBuffer<T>(be, n * d);
@@ -75,7 +81,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   dv_ = DeviceBuffer<T>(be, n * kd);
   do_ = DeviceBuffer<T>(be, n * qd);
   dm_ = DeviceBuffer<T>(be, n * d);
-  dlogits_ = DeviceBuffer<T>(be, n * tps_.vocab);
+  if (stage.last) dlogits_ = DeviceBuffer<T>(be, n * tps_.vocab);
   dhf_ = DeviceBuffer<T>(be, n * d);
 }
 
@@ -94,12 +100,12 @@ LayerWeights<T> Transformer<T>::layer_tensors(int l, bool grad) {
 }
 
 template <typename T>
-double Transformer<T>::layer_forward(int l, T* out) {
+double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
   const ModelConfig& c = cfg_;
-  LayerActs<T>& a = acts_.layers[l];
+  LayerActs<T>& a = slot.layers[l];
   const LayerWeights<T>& w = weights_[l];
   // H, G: this rank's query and kv heads (all of them on one rank).
-  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
+  const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
   const T eps = T(c.norm_eps), theta = T(c.rope_theta);
 
@@ -113,7 +119,7 @@ double Transformer<T>::layer_forward(int l, T* out) {
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
   be_.rope_forward(a.q.data(), B, S, H, hd, theta);
   be_.rope_forward(a.k.data(), B, S, G, hd, theta);
-  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape());
+  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
   be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, w.wo, H * hd, T(0), a.h.data(), d);
   tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), x, a.h.data());
@@ -127,9 +133,9 @@ double Transformer<T>::layer_forward(int l, T* out) {
 }
 
 template <typename T>
-AttentionShape Transformer<T>::attention_shape() const {
+AttentionShape Transformer<T>::attention_shape(int B) const {
   AttentionShape s;
-  s.batch = batch_;
+  s.batch = B;
   s.seq = cfg_.seq_length;
   s.heads = tps_.heads;
   s.kv_heads = tps_.kv_heads;
@@ -141,12 +147,12 @@ AttentionShape Transformer<T>::attention_shape() const {
 }
 
 template <typename T>
-void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
+void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double aux_scale) {
   const ModelConfig& c = cfg_;
-  LayerActs<T>& a = acts_.layers[l];
+  LayerActs<T>& a = slot.layers[l];
   const LayerWeights<T>& w = weights_[l];
   const LayerWeights<T>& g = grads_[l];
-  const int B = batch_, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
+  const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
   const T theta = T(c.rope_theta);
 
@@ -162,7 +168,7 @@ void Transformer<T>::layer_backward(int l, T* dx, double aux_scale) {
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
-  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape());
+  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
   be_.rope_backward(dq_.data(), B, S, H, hd, theta);
   be_.rope_backward(dk_.data(), B, S, G, hd, theta);
   be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g.wq, d);
@@ -183,66 +189,101 @@ void Transformer<T>::reduce_partial_grads() {
 }
 
 template <typename T>
+Activations<T>& Transformer<T>::slot(int s, int B) {
+  MT_CHECK(B >= 1 && B <= max_batch_, "micro-batch of {} samples, the model was built for at most {}",
+           B, max_batch_);
+  MT_CHECK(s >= 0 && s <= int(slots_.size()), "activation slot {} requested with {} in use", s, slots_.size());
+  if (s == int(slots_.size()))
+    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_));
+  slots_[s]->batch = B;
+  return *slots_[s];
+}
+
+template <typename T>
+T* Transformer<T>::stage_input(int s) {
+  return slot(s, max_batch_).layers[0].x.data();
+}
+
+template <typename T>
+const T* Transformer<T>::stage_output(int s) {
+  return slots_.at(s)->out.data();
+}
+
+template <typename T>
+MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B) {
+  const ModelConfig& c = cfg_;
+  Activations<T>& a = slot(s, B);
+  // V: this rank's slice of the vocabulary.
+  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = tps_.vocab;
+
+  // Inputs are the first S tokens of each sample, targets the last S.
+  std::vector<int32_t> inputs(n), targets(n);
+  for (int b = 0; b < B; ++b)
+    for (int t = 0; t < S; ++t) {
+      inputs[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t];
+      targets[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t + 1];
+    }
+  be_.int_from_host(a.inputs.data(), inputs.data(), n);
+  be_.int_from_host(a.targets.data(), targets.data(), n);
+
+  MicroBatchLoss loss;
+  loss.tokens = n;
+  if (stage_.first) {
+    // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
+    // is the whole lookup.
+    be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+    tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
+  }
+  for (int l = 0; l < num_layers_; ++l) {
+    T* out = l + 1 < num_layers_ ? a.layers[l + 1].x.data() : a.out.data();
+    loss.aux += layer_forward(a, l, out);
+  }
+  if (!stage_.last) return loss;
+
+  // Vocab-parallel LM head and cross-entropy: logits stay split over TP.
+  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, T(c.norm_eps));
+  be_.gemm(Trans::N, Trans::T, n, V, d, T(1), a.hf.data(), d, params_.value("lm_head"), d, T(0), a.logits.data(), V);
+  vocab_parallel_cross_entropy(be_, tp_, a.losses.data(), a.logits.data(), a.targets.data(), n, V,
+                               tps_.vocab_start, a.ce_stats.data());
+  std::vector<T> losses(n);
+  be_.to_host(losses.data(), a.losses.data(), n);
+  loss.ce_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
+  return loss;
+}
+
+template <typename T>
+void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale, double aux_scale) {
+  const ModelConfig& c = cfg_;
+  Activations<T>& a = *slots_.at(s);
+  const int n = a.batch * c.seq_length, d = c.hidden_size, V = tps_.vocab;
+  if (stage_.last) {
+    vocab_parallel_cross_entropy_grad(be_, dlogits_.data(), a.logits.data(), a.targets.data(), n, V,
+                                      tps_.vocab_start, T(ce_scale), a.ce_stats.data());
+    be_.gemm(Trans::T, Trans::N, V, d, n, T(1), dlogits_.data(), V, a.hf.data(), d, T(1), params_.grad("lm_head"), d);
+    be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
+    tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
+    be_.fill(dres_.data(), T(0), size_t(n) * d);
+    be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
+  } else {
+    MT_CHECK(grad_output != nullptr, "stage [{}, {}) needs the gradient of its output", stage_.begin, stage_.end_of(c));
+    be_.copy(dres_.data(), grad_output, size_t(n) * d);
+  }
+  for (int l = num_layers_ - 1; l >= 0; --l) layer_backward(a, l, dres_.data(), aux_scale);
+  if (stage_.first)
+    be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+}
+
+template <typename T>
 MicroBatchLoss Transformer<T>::forward(const int32_t* tokens, int B) {
-  return run(tokens, B, false, 0.0, 0.0);
+  MT_CHECK(stage_.first && stage_.last, "forward() runs a whole model; a pipeline stage uses forward_stage()");
+  return forward_stage(0, tokens, B);
 }
 
 template <typename T>
 MicroBatchLoss Transformer<T>::forward_backward(const int32_t* tokens, int B, double ce_scale,
                                                 double aux_scale) {
-  return run(tokens, B, true, ce_scale, aux_scale);
-}
-
-template <typename T>
-MicroBatchLoss Transformer<T>::run(const int32_t* tokens, int B, bool backward, double ce_scale,
-                                   double aux_scale) {
-  const ModelConfig& c = cfg_;
-  MT_CHECK(B >= 1 && B <= max_batch_, "micro-batch of {} samples, the model was built for at most {}",
-           B, max_batch_);
-  batch_ = B;
-  // V: this rank's slice of the vocabulary.
-  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = tps_.vocab, L = c.num_layers;
-  Activations<T>& a = acts_;
-
-  // Inputs are the first S tokens of each sample, targets the last S.
-  std::vector<int32_t> inputs(n), targets(n);
-  for (int b = 0; b < B; ++b)
-    for (int s = 0; s < S; ++s) {
-      inputs[size_t(b) * S + s] = tokens[size_t(b) * (S + 1) + s];
-      targets[size_t(b) * S + s] = tokens[size_t(b) * (S + 1) + s + 1];
-    }
-  be_.int_from_host(a.inputs.data(), inputs.data(), n);
-  be_.int_from_host(a.targets.data(), targets.data(), n);
-
-  // Forward: embedding, layers, final norm, LM head, cross-entropy.
-  MicroBatchLoss loss;
-  loss.tokens = n;
-  // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
-  // is the whole lookup.
-  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
-  tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
-  for (int l = 0; l < L; ++l) {
-    T* out = l + 1 < L ? a.layers[l + 1].x.data() : a.out.data();
-    loss.aux += layer_forward(l, out);
-  }
-  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, T(c.norm_eps));
-  // Vocab-parallel LM head and cross-entropy: logits stay split over TP.
-  be_.gemm(Trans::N, Trans::T, n, V, d, T(1), a.hf.data(), d, params_.value("lm_head"), d, T(0), a.logits.data(), V);
-  vocab_parallel_cross_entropy(be_, tp_, a.losses.data(), backward ? dlogits_.data() : nullptr, a.logits.data(),
-                               a.targets.data(), n, V, tps_.vocab_start, T(ce_scale), a.ce_scratch.data());
-  std::vector<T> losses(n);
-  be_.to_host(losses.data(), a.losses.data(), n);
-  loss.ce_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
-  if (!backward) return loss;
-
-  // Backward, in reverse.
-  be_.gemm(Trans::T, Trans::N, V, d, n, T(1), dlogits_.data(), V, a.hf.data(), d, T(1), params_.grad("lm_head"), d);
-  be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
-  tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
-  be_.fill(dres_.data(), T(0), size_t(n) * d);
-  be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
-  for (int l = L - 1; l >= 0; --l) layer_backward(l, dres_.data(), aux_scale);
-  be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+  const MicroBatchLoss loss = forward(tokens, B);
+  backward_stage(0, nullptr, ce_scale, aux_scale);
   return loss;
 }
 

@@ -1,5 +1,8 @@
-// The MoE transformer of DESIGN.md section 3 on one rank: forward and
-// backward of a micro-batch, gradients accumulated into Parameters::grads.
+// The MoE transformer of DESIGN.md section 3 as one rank holds it: its
+// tensor-parallel share of the layers of its pipeline stage. Forward and
+// backward of micro-batches, gradients accumulated into Parameters::grads.
+// A stage may have several micro-batches in flight (pipeline schedules), each
+// in its own activation slot.
 #pragma once
 
 #include <cstdint>
@@ -42,19 +45,22 @@ struct LayerActs {
   FfnActs<T> ffn;
 };
 
-// Everything one micro-batch keeps between its forward and backward pass.
+// Everything one micro-batch keeps between its forward and backward pass on
+// one stage.
 template <typename T>
 struct Activations {
-  Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch);
+  Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, const StageSpan& stage,
+              int batch);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
-  std::vector<LayerActs<T>> layers;
-  DeviceBuffer<T> out;         // [T, d] output of the last layer
+  std::vector<LayerActs<T>> layers;          // the stage's layers
+  DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
+  // The last stage only:
   DeviceBuffer<T> hf;          // [T, d] final_norm(out)
   DeviceBuffer<T> rstd_final;  // [T]
   DeviceBuffer<T> logits;      // [T, V/TP] this rank's vocabulary slice
   DeviceBuffer<T> losses;      // [T] per-token cross-entropy
-  DeviceBuffer<T> ce_scratch;  // [3 T]
+  DeviceBuffer<T> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
 };
 
 struct MicroBatchLoss {
@@ -66,32 +72,53 @@ struct MicroBatchLoss {
 template <typename T>
 class Transformer {
  public:
-  // micro_batch: the largest batch forward() will be given. tp: this rank's
-  // tensor-parallel group (default: one rank).
-  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {});
+  // micro_batch: the largest batch a micro-batch may have. tp: this rank's
+  // tensor-parallel group; stage: its pipeline stage (default: one rank
+  // holding everything).
+  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {},
+              const StageSpan& stage = {});
 
   const ModelConfig& config() const { return cfg_; }
+  const StageSpan& stage() const { return stage_; }
   Parameters<T>& params() { return params_; }
   Backend<T>& backend() { return be_; }
 
+  // --- one stage of a pipeline --------------------------------------------
   // tokens: host [B, S+1]; inputs are the first S of each row, targets the
   // last S. Ids must be below the vocabulary size (checked by the data side).
+  // The first stage embeds the tokens; a later stage reads its input from
+  // stage_input(slot), filled by the caller. The last stage computes the
+  // cross-entropy (ce_sum is 0 elsewhere); aux is that of the stage's layers.
+  MicroBatchLoss forward_stage(int slot, const int32_t* tokens, int B);
+  // Backward of  ce_scale * sum(CE) + aux_scale * sum(aux)  for the micro-
+  // batch in `slot`: the last stage starts from the loss, a former stage from
+  // grad_output = d loss / d stage output. Leaves d loss / d stage input in
+  // stage_input_grad() (until the next backward).
+  void backward_stage(int slot, const T* grad_output, double ce_scale, double aux_scale);
+  T* stage_input(int slot);        // [T, d]
+  const T* stage_output(int slot);  // [T, d]
+  const T* stage_input_grad() const { return dres_.data(); }
+  int slots() const { return int(slots_.size()); }
+
+  // --- one rank holding the whole model -------------------------------------
   MicroBatchLoss forward(const int32_t* tokens, int B);
   // Forward, then backward of  ce_scale * sum(CE) + aux_scale * sum(aux),
-  // accumulated into params().grads. Gradients of tensors that are whole on
-  // every TP rank but see only part of the heads (wk, wv when G < TP) stay
-  // partial until reduce_partial_grads(), called once a step.
+  // accumulated into params().grads.
   MicroBatchLoss forward_backward(const int32_t* tokens, int B, double ce_scale, double aux_scale);
-  // Sums the partial gradients over the TP group (a no-op on one rank).
+
+  // Gradients of tensors that are whole on every TP rank but see only part
+  // of the heads (wk, wv when G < TP) stay partial until this sums them over
+  // the TP group; once a step (a no-op on one rank).
   void reduce_partial_grads();
 
  private:
-  MicroBatchLoss run(const int32_t* tokens, int B, bool backward, double ce_scale, double aux_scale);
-  // Reads acts_.layers[l].x, writes the layer's output; returns its aux loss.
-  double layer_forward(int l, T* out);
+  Activations<T>& slot(int s, int B);  // created on first use
+  // Reads a.layers[l].x, writes the layer's output; returns its aux loss.
+  // l counts the stage's layers from 0.
+  double layer_forward(Activations<T>& a, int l, T* out);
   // dx: in d loss / d output of layer l, out d loss / d input.
-  void layer_backward(int l, T* dx, double aux_scale);
-  AttentionShape attention_shape() const;  // of the micro-batch in flight
+  void layer_backward(Activations<T>& a, int l, T* dx, double aux_scale);
+  AttentionShape attention_shape(int B) const;
   // Pointers into the flat buffers of the tensors named `layers/{l}/...`.
   LayerWeights<T> layer_tensors(int l, bool grad);
 
@@ -99,12 +126,13 @@ class Transformer {
   ModelConfig cfg_;
   TensorParallel tp_;
   TpShape tps_;
+  StageSpan stage_;
+  int num_layers_;       // on this stage
   ModelConfig ffn_cfg_;  // the FFN block's view: this rank's share of F
   int max_batch_;
-  int batch_ = 0;  // of the micro-batch in flight
   Parameters<T> params_;
-  std::vector<LayerWeights<T>> weights_, grads_;  // [L], resolved once
-  Activations<T> acts_;
+  std::vector<LayerWeights<T>> weights_, grads_;  // [stage layers], resolved once
+  std::vector<std::unique_ptr<Activations<T>>> slots_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]

@@ -16,23 +16,31 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard) {
 }
 
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses, T* dlogits,
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses,
                                   const T* logits, const int32_t* targets, int n, int v,
-                                  int vocab_start, T dscale, T* scratch) {
-  T* row_max = scratch;      // [n]
-  T* partials = scratch + n;  // [n, 2]: sum of exp(logit - max), target logit
+                                  int vocab_start, T* stats) {
+  T* row_max = stats;      // [n]
+  T* partials = stats + n;  // [n, 2]: sum of exp(logit - max), target logit
   be.row_max(row_max, logits, n, v);
   tp.all_reduce_max(row_max, size_t(n));
   be.ce_partials(partials, logits, row_max, targets, n, v, vocab_start);
   tp.all_reduce_sum(partials, size_t(2) * n);
-  be.ce_finish(losses, dlogits, logits, row_max, partials, targets, n, v, vocab_start, dscale);
+  be.ce_finish(losses, nullptr, logits, row_max, partials, targets, n, v, vocab_start, T(0));
 }
 
-template void vocab_parallel_cross_entropy<float>(Backend<float>&, const TensorParallel&, float*,
-                                                  float*, const float*, const int32_t*, int, int,
-                                                  int, float, float*);
-template void vocab_parallel_cross_entropy<double>(Backend<double>&, const TensorParallel&, double*,
-                                                   double*, const double*, const int32_t*, int, int,
-                                                   int, double, double*);
+template <typename T>
+void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const T* logits,
+                                       const int32_t* targets, int n, int v, int vocab_start,
+                                       T dscale, const T* stats) {
+  be.ce_finish(nullptr, dlogits, logits, stats, stats + n, targets, n, v, vocab_start, dscale);
+}
+
+#define MT_INSTANTIATE_VOCAB_PARALLEL_CE(T)                                                         \
+  template void vocab_parallel_cross_entropy<T>(Backend<T>&, const TensorParallel&, T*, const T*,  \
+                                                const int32_t*, int, int, int, T*);                \
+  template void vocab_parallel_cross_entropy_grad<T>(Backend<T>&, T*, const T*, const int32_t*,    \
+                                                     int, int, int, T, const T*);
+MT_INSTANTIATE_VOCAB_PARALLEL_CE(float)
+MT_INSTANTIATE_VOCAB_PARALLEL_CE(double)
 
 }  // namespace mt

@@ -44,14 +44,20 @@ struct Block {
 };
 Block shard_block(const std::vector<int64_t>& shape, const Shard& shard);
 
-// Cross-entropy over a vocabulary split across the TP group:
-// logits [n, v] are this rank's slice [vocab_start, vocab_start + v). Writes
-// every token's full-vocabulary loss to losses[n] on every rank, and, when
-// dlogits is not null, (softmax - onehot) * dscale for the slice. The only
-// traffic is 3 numbers a token. scratch: [3 n].
+// Cross-entropy over a vocabulary split across the TP group: logits [n, v]
+// are this rank's slice [vocab_start, vocab_start + v). Writes every token's
+// full-vocabulary loss to losses[n] on every rank, keeping in stats [3 n]
+// the row maxima and sums that the gradient needs. The only traffic is 3
+// numbers a token.
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses, T* dlogits,
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses,
                                   const T* logits, const int32_t* targets, int n, int v,
-                                  int vocab_start, T dscale, T* scratch);
+                                  int vocab_start, T* stats);
+// dlogits = (softmax - onehot) * dscale for the slice, from the stats of the
+// forward call; no traffic.
+template <typename T>
+void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const T* logits,
+                                       const int32_t* targets, int n, int v, int vocab_start,
+                                       T dscale, const T* stats);
 
 }  // namespace mt

@@ -100,8 +100,9 @@ class Backend {
   //   row_max:    m[i] = max_j logits[i, j]                  (then max over slices)
   //   ce_partials: p[i] = {sum_j exp(logits[i, j] - m[i]),   (then sum over slices)
   //                        logits[i, target - vocab_start] or 0 outside the slice}
-  //   ce_finish:  losses[i] = log(p[i].0) + m[i] - p[i].1, and when dlogits is
-  //               not null dlogits = (softmax - onehot) * dscale (overwrites).
+  //   ce_finish:  losses[i] = log(p[i].0) + m[i] - p[i].1 when losses is not
+  //               null, and dlogits = (softmax - onehot) * dscale when dlogits
+  //               is not null (both overwrite).
   virtual void row_max(T* m, const T* logits, int n, int v) = 0;
   virtual void ce_partials(T* p, const T* logits, const T* m, const int32_t* targets, int n, int v,
                            int vocab_start) = 0;

@@ -54,4 +54,21 @@ void MpiCommunicator::broadcast(void* buf, size_t n, DType type, int root) {
 
 void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
 
+P2PRequest MpiCommunicator::isend(const void* buf, size_t n, DType type, int peer, int tag) {
+  P2PRequest r;
+  MPI_CHECK(MPI_Isend(buf, mpi_count(n), mpi_type(type), peer, tag, comm_, &r.mpi));
+  return r;
+}
+
+P2PRequest MpiCommunicator::irecv(void* buf, size_t n, DType type, int peer, int tag) {
+  P2PRequest r;
+  MPI_CHECK(MPI_Irecv(buf, mpi_count(n), mpi_type(type), peer, tag, comm_, &r.mpi));
+  return r;
+}
+
+void MpiCommunicator::wait(P2PRequest& request) {
+  if (!request.pending()) return;
+  MPI_CHECK(MPI_Wait(&request.mpi, MPI_STATUS_IGNORE));
+}
+
 }  // namespace mt

@@ -25,6 +25,12 @@ constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <>
 constexpr DType dtype_of<int64_t>() { return DType::I64; }
 
+// A non-blocking point-to-point transfer in flight; wait() completes it.
+struct P2PRequest {
+  MPI_Request mpi = MPI_REQUEST_NULL;
+  bool pending() const { return mpi != MPI_REQUEST_NULL; }
+};
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -33,6 +39,11 @@ class Communicator {
   virtual void all_reduce(void* buf, size_t n, DType type, ReduceOp op) = 0;
   virtual void broadcast(void* buf, size_t n, DType type, int root) = 0;
   virtual void barrier() = 0;
+  // Point-to-point between ranks of this group (pipeline stages). The
+  // buffer must stay untouched until wait() returns.
+  virtual P2PRequest isend(const void* buf, size_t n, DType type, int peer, int tag) = 0;
+  virtual P2PRequest irecv(void* buf, size_t n, DType type, int peer, int tag) = 0;
+  virtual void wait(P2PRequest& request) = 0;
 
   template <typename T>
   void all_reduce_sum(T* buf, size_t n) { all_reduce(buf, n, dtype_of<T>(), ReduceOp::Sum); }
@@ -57,6 +68,9 @@ class MpiCommunicator final : public Communicator {
   void all_reduce(void* buf, size_t n, DType type, ReduceOp op) override;
   void broadcast(void* buf, size_t n, DType type, int root) override;
   void barrier() override;
+  P2PRequest isend(const void* buf, size_t n, DType type, int peer, int tag) override;
+  P2PRequest irecv(void* buf, size_t n, DType type, int peer, int tag) override;
+  void wait(P2PRequest& request) override;
   MPI_Comm comm() const { return comm_; }
 
  private:

@@ -186,7 +186,7 @@ void CpuBackend<T>::ce_finish(T* losses, T* dlogits, const T* logits, const T* m
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     const double lse = double(m[i]) + std::log(double(p[2 * i]));
-    losses[i] = T(lse - double(p[2 * i + 1]));
+    if (losses) losses[i] = T(lse - double(p[2 * i + 1]));
     if (!dlogits) continue;
     const T* li = logits + size_t(i) * v;
     T* di = dlogits + size_t(i) * v;
