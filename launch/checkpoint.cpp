@@ -57,15 +57,18 @@ namespace {
 
 std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
 
-// One flat float buffer (weights or a moment) as its named tensors, each
-// rank writing its block of each; a tensor every TP rank holds whole is
-// written by TP rank 0.
-void write_tensors(H5File& f, const std::string& group, const Parameters<float>& p,
-                   const float* flat, int tp_rank) {
-  for (const ParamTensor& t : p.tensors) {
-    std::vector<uint64_t> count = dims(t.block.count);
-    if (t.replicated() && tp_rank != 0) std::fill(count.begin(), count.end(), 0);
-    f.write(group + "/" + t.name, dims(t.shape), dims(t.block.offset), count, flat + t.offset);
+// One flat float buffer (weights or a moment) as its named tensors. Writes
+// are collective, so every rank takes part in every tensor of the model:
+// with its block where it holds the tensor (a tensor every TP rank holds
+// whole is written by TP rank 0), with nothing where another stage does.
+void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
+                   const Parameters<float>& p, const float* flat, int tp_rank, int tp_size) {
+  for (const ParamTensor& logical : param_table(model, tp_rank, tp_size)) {
+    const ParamTensor* t = p.find_or_null(logical.name);
+    std::vector<uint64_t> count = dims(logical.block.count);
+    if (!t || (t->replicated() && tp_rank != 0)) std::fill(count.begin(), count.end(), 0);
+    f.write(group + "/" + logical.name, dims(logical.shape), dims(logical.block.offset), count,
+            t ? flat + t->offset : flat);
   }
 }
 
@@ -94,9 +97,9 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 
 }  // namespace
 
-void save_checkpoint(const std::string& save_dir, Topology& topo, Parameters<float>& params,
-                     AdamW<float>& optim, const TrainState& state, uint64_t seed,
-                     const nlohmann::json& config) {
+void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
+                     Parameters<float>& params, AdamW<float>& optim, const TrainState& state,
+                     uint64_t seed, const nlohmann::json& config) {
   const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
   const fs::path tmp_dir = final_dir.string() + ".tmp";
   const bool root = topo.world_rank() == 0;
@@ -112,10 +115,10 @@ void save_checkpoint(const std::string& save_dir, Topology& topo, Parameters<flo
 
   MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
   H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
-  const int tp_rank = topo.coords().tp;
-  write_tensors(f, "model", params, params.values.data(), tp_rank);
-  write_tensors(f, "optim/exp_avg", params, optim.exp_avg().data(), tp_rank);
-  write_tensors(f, "optim/exp_avg_sq", params, optim.exp_avg_sq().data(), tp_rank);
+  const int tp_rank = topo.coords().tp, tp_size = topo.tp_size();
+  write_tensors(f, "model", model, params, params.values.data(), tp_rank, tp_size);
+  write_tensors(f, "optim/exp_avg", model, params, optim.exp_avg().data(), tp_rank, tp_size);
+  write_tensors(f, "optim/exp_avg_sq", model, params, optim.exp_avg_sq().data(), tp_rank, tp_size);
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("iteration", state.iteration);
   f.set_attr("consumed_samples", state.consumed_samples);

@@ -33,9 +33,9 @@ ModelConfig model_config_from_json(const nlohmann::json& j);  // throws naming a
 std::string checkpoint_dir_name(int64_t iteration);  // "iter_0000042"
 
 // Collective over topo.world(). `config` is the full run configuration.
-void save_checkpoint(const std::string& save_dir, Topology& topo, Parameters<float>& params,
-                     AdamW<float>& optim, const TrainState& state, uint64_t seed,
-                     const nlohmann::json& config);
+void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
+                     Parameters<float>& params, AdamW<float>& optim, const TrainState& state,
+                     uint64_t seed, const nlohmann::json& config);
 
 // The checkpoint file a --load argument means: DIR with a `latest` file,
 // DIR/iter_NNNNNNN, or a checkpoint.h5 itself. Throws naming what is missing.

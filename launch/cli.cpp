@@ -44,6 +44,19 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--pipeline-model-parallel-size,--pp", o.topology.pipeline_parallel,
                   "Pipeline-parallel stages")
       ->capture_default_str();
+  app->add_option("--decoder-first-pipeline-num-layers", o.decoder_first_pipeline_num_layers,
+                  "Layers of the first pipeline stage (it also holds the embedding); the rest split "
+                  "evenly (0: an even split)");
+  app->add_option("--decoder-last-pipeline-num-layers", o.decoder_last_pipeline_num_layers,
+                  "Layers of the last pipeline stage (0: an even split)");
+  app->add_option("--pipeline-schedule", o.pipeline_schedule,
+                  "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then "
+                  "all backwards)")
+      ->capture_default_str();
+  app->add_option("--debug-fail-at-iteration", o.debug_fail_at_iteration,
+                  "Testing: make one rank fail at the start of this iteration, to check the job aborts");
+  app->add_option("--debug-fail-rank", o.debug_fail_rank, "Testing: the rank --debug-fail-at-iteration fails on")
+      ->capture_default_str();
   app->add_option("--micro-batch-size", o.micro_batch_size, "Samples per micro-batch")
       ->capture_default_str();
   app->add_option("--global-batch-size", o.global_batch_size,

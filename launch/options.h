@@ -20,6 +20,9 @@ struct TrainOptions {
   int vocab_size_flag = 0;  // --vocab-size; 0 = the tokenizer's size
   int make_vocab_size_divisible_by = 128;
   TopologyConfig topology;
+  int decoder_first_pipeline_num_layers = 0;  // 0: an even split
+  int decoder_last_pipeline_num_layers = 0;
+  std::string pipeline_schedule = "1f1b";     // or "gpipe"
   int micro_batch_size = 4;
   int global_batch_size = 16;
   std::vector<int64_t> rampup_batch_size;  // START INCR SAMPLES, or empty
@@ -37,6 +40,10 @@ struct TrainOptions {
   int64_t log_interval = 10;
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given
   int threads = 0;           // 0: this rank's share of the cores
+  // Fault injection for tests of the abort path: rank debug_fail_rank throws
+  // at the start of iteration debug_fail_at_iteration (0: never).
+  int64_t debug_fail_at_iteration = 0;
+  int debug_fail_rank = 0;
 };
 
 struct EvalOptions {

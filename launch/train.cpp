@@ -15,6 +15,7 @@
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
+#include "model/pipeline_step.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
@@ -132,11 +133,15 @@ TrainResult run_train(TrainOptions o) {
   resolve_and_validate(o);
   Topology topo(MPI_COMM_WORLD, o.topology);
   const bool root = topo.world_rank() == 0;
-  MT_CHECK(topo.pp_size() == 1 && topo.dp_size() == 1,
-           "pipeline and data parallelism are not available yet: run TP x PP x DP = world with "
-           "PP = DP = 1 (asked for TP={} PP={} DP={} on {} ranks)",
+  MT_CHECK(topo.dp_size() == 1,
+           "data parallelism is not available yet: run with TP x PP = world size (asked for "
+           "TP={} PP={}, which leaves DP={} on {} ranks)",
            topo.tp_size(), topo.pp_size(), topo.dp_size(), topo.world_size());
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  const int stage = topo.coords().pp, stages = topo.pp_size();
+  const auto layers = stage_layers(o.model.num_layers, stages, o.decoder_first_pipeline_num_layers,
+                                   o.decoder_last_pipeline_num_layers);
+  const StageSpan span{layers[stage].first, layers[stage].second, stage == 0, stage == stages - 1};
   const int threads = o.threads > 0 ? o.threads : default_thread_count(MPI_COMM_WORLD);
   set_thread_count(threads);
 
@@ -149,9 +154,11 @@ TrainResult run_train(TrainOptions o) {
 
   auto be = make_cpu_backend<float>();
   const int64_t micro = o.micro_batch_size;
-  Transformer<float> model(*be, mc, int(micro), tp);
+  Transformer<float> model(*be, mc, int(micro), tp, span);
   Parameters<float>& params = model.params();
-  AdamW<float> optim(*be, o.adam, params.size(), tp);
+  AdamW<float> optim(*be, o.adam, params.size(), tp, stages > 1 ? &topo.pp() : nullptr);
+  PipelineRunner<float> pipeline(model, PipelineGroup{&topo.pp(), stage, stages},
+                                 parse_pipeline_schedule(o.pipeline_schedule));
   params.initialise(*be, o.seed);
   const nlohmann::json config = run_config_json(o);
   TrainState state;
@@ -196,11 +203,12 @@ TrainResult run_train(TrainOptions o) {
   double tp_seconds_at_start = topo.tp().all_reduce_seconds;
   uint64_t tp_bytes_at_start = topo.tp().all_reduce_bytes;
   TrainResult result;
-  std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
+  std::vector<int32_t> batch;  // the step's micro-batches, [micro-batches][micro][S+1]
+  double interval_wait = 0;     // this stage's time blocked on neighbours
   int64_t saved_iteration = -1;
   auto save = [&] {
     if (o.save.empty() || saved_iteration == state.iteration) return;
-    save_checkpoint(o.save, topo, params, optim, state, o.seed, config);
+    save_checkpoint(o.save, topo, mc, params, optim, state, o.seed, config);
     saved_iteration = state.iteration;
     if (root) {
       fmt::print("saved checkpoint {}/{}\n", o.save, checkpoint_dir_name(state.iteration));
@@ -225,22 +233,32 @@ TrainResult run_train(TrainOptions o) {
     const int64_t tokens = global * mc.seq_length;
     const double lr = learning_rate(o.lr, state.consumed_samples);
     const double ce_scale = 1.0 / double(tokens), aux_scale = 1.0 / double(num_micro);
-    be->fill(params.grads.data(), 0.0f, params.size());
-    double ce_sum = 0, aux_sum = 0;
+    if (o.debug_fail_at_iteration == state.iteration + 1 && topo.world_rank() == o.debug_fail_rank)
+      MT_FAIL("injected failure at iteration {} on rank {} (--debug-fail-at-iteration)",
+              state.iteration + 1, o.debug_fail_rank);
+    // Every stage reads the step's samples: the first embeds them, the last
+    // needs the targets.
+    batch.resize(size_t(num_micro) * micro * (mc.seq_length + 1));
+    std::vector<const int32_t*> micro_tokens;
     for (int64_t j = 0; j < num_micro; ++j) {
+      int32_t* mb = batch.data() + size_t(j) * micro * (mc.seq_length + 1);
       for (int64_t i = 0; i < micro; ++i) {
         const int64_t n = data::sample_position(state.consumed_samples, global, topo.coords().dp,
                                                 topo.dp_size(), j, micro, i);
         const auto pick = stream.pick(uint64_t(n));
-        stream.source(pick.source).samples.read_sample(pick.sample, batch.data() + i * (mc.seq_length + 1));
+        stream.source(pick.source).samples.read_sample(pick.sample, mb + i * (mc.seq_length + 1));
         progress.consumed[pick.source] += 1;
       }
-      MicroBatchLoss l = model.forward_backward(batch.data(), int(micro), ce_scale, aux_scale);
-      ce_sum += l.ce_sum;
-      aux_sum += l.aux;
+      micro_tokens.push_back(mb);
     }
+    be->fill(params.grads.data(), 0.0f, params.size());
+    PipelineStats pipeline_stats;
+    const MicroBatchLoss l = pipeline.step(micro_tokens, int(micro), ce_scale, aux_scale, &pipeline_stats);
+    interval_wait += pipeline_stats.wait_seconds;
+    double sums[2] = {l.ce_sum, l.aux};  // CE from the last stage, aux from every stage's layers
+    if (stages > 1) topo.pp().all_reduce_sum(sums, 2);
     model.reduce_partial_grads();
-    const double loss = ce_sum / double(tokens), aux = aux_sum / double(num_micro);
+    const double loss = sums[0] / double(tokens), aux = sums[1] / double(num_micro);
     MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, state.iteration + 1);
     const double grad_norm = optim.step(params, lr);
     state.iteration += 1;
@@ -278,12 +296,21 @@ TrainResult run_train(TrainOptions o) {
       m.tp_allreduce_bytes = double(topo.tp().all_reduce_bytes - tp_bytes_at_start);
       tp_seconds_at_start = topo.tp().all_reduce_seconds;
       tp_bytes_at_start = topo.tp().all_reduce_bytes;
+      // Each stage's idle share of the interval (the pipeline bubble).
+      std::vector<double> idle(stages, 0.0);
+      idle[stage] = interval_wait / interval_s;
+      if (stages > 1) topo.pp().all_reduce_sum(idle.data(), idle.size());
+      interval_wait = 0;
       if (root) {
-        fmt::print("{} | {}\n", progress_line(m), progress.line(stream));
+        std::string idle_line;
+        for (int i = 0; stages > 1 && i < stages; ++i)
+          idle_line += fmt::format("{}{:.0f}%", i ? " " : " | idle per stage ", 100.0 * idle[i]);
+        fmt::print("{} | {}{}\n", progress_line(m), progress.line(stream), idle_line);
         std::fflush(stdout);
       }
       nlohmann::json record = to_json(m);
       record["sources"] = progress.json(stream);
+      if (stages > 1) record["pipeline_idle"] = idle;
       metrics.write(record);
       interval_start = now;
       interval_steps = interval_samples = interval_tokens = 0;

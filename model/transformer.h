@@ -99,6 +99,7 @@ class Transformer {
   const T* stage_output(int slot);  // [T, d]
   const T* stage_input_grad() const { return dres_.data(); }
   int slots() const { return int(slots_.size()); }
+  int max_batch() const { return max_batch_; }
 
   // --- one rank holding the whole model -------------------------------------
   MicroBatchLoss forward(const int32_t* tokens, int B);

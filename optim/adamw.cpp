@@ -15,8 +15,9 @@ void validate(const AdamWConfig& c) {
 }
 
 template <typename T>
-AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t n, const TensorParallel& tp)
-    : be_(be), cfg_(cfg), tp_(tp), exp_avg_(be, n), exp_avg_sq_(be, n) {}
+AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t n, const TensorParallel& tp,
+                Communicator* pipeline)
+    : be_(be), cfg_(cfg), tp_(tp), pipeline_(pipeline), exp_avg_(be, n), exp_avg_sq_(be, n) {}
 
 template <typename T>
 double AdamW<T>::grad_norm(const Parameters<T>& p) {
@@ -24,6 +25,7 @@ double AdamW<T>::grad_norm(const Parameters<T>& p) {
   for (const ParamTensor& t : p.tensors)
     if (!t.replicated() || tp_.rank == 0) sum += be_.sum_squares(t.numel, p.grads.data() + t.offset);
   tp_.all_reduce_sum(&sum, 1);
+  if (pipeline_) pipeline_->all_reduce_sum(&sum, 1);
   return std::sqrt(sum);
 }
 

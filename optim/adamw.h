@@ -24,12 +24,14 @@ void validate(const AdamWConfig& cfg);
 template <typename T>
 class AdamW {
  public:
-  // tp: the group whose ranks hold the other shards of the parameters.
-  AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t num_params, const TensorParallel& tp = {});
+  // tp: the group whose ranks hold the other shards of the parameters;
+  // pipeline: the group whose ranks hold the other layers (null: one stage).
+  AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t num_params, const TensorParallel& tp = {},
+        Communicator* pipeline = nullptr);
 
   // Global L2 norm of the gradients, each logical element counted once:
   // split tensors summed over the TP group, tensors every TP rank holds
-  // whole counted on TP rank 0 only.
+  // whole counted on TP rank 0 only, stages summed over the pipeline.
   double grad_norm(const Parameters<T>& p);
   // Clips (scale = clip / (norm + 1e-6) when below 1), then updates every
   // tensor. Returns the pre-clip gradient norm.
@@ -44,6 +46,7 @@ class AdamW {
   Backend<T>& be_;
   AdamWConfig cfg_;
   TensorParallel tp_;
+  Communicator* pipeline_;
   int64_t step_ = 0;
   DeviceBuffer<T> exp_avg_, exp_avg_sq_;
 };

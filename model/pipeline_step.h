@@ -1,0 +1,52 @@
+// One optimizer step's forward and backward passes on one pipeline stage:
+// the micro-batches run in the order of the schedule (parallel/
+// pipeline_schedule.h), activations go to the next stage and gradients to
+// the previous one by non-blocking point-to-point transfers.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/transformer.h"
+#include "parallel/pipeline_schedule.h"
+#include "runtime/communicator.h"
+
+namespace mt {
+
+// This rank's place in its pipeline; a default one is a single stage.
+struct PipelineGroup {
+  Communicator* group = nullptr;
+  int stage = 0;
+  int stages = 1;
+};
+
+struct PipelineStats {
+  int peak_live = 0;          // micro-batches whose activations were alive at once
+  double wait_seconds = 0.0;  // blocked waiting for a neighbour's transfer
+};
+
+template <typename T>
+class PipelineRunner {
+ public:
+  PipelineRunner(Transformer<T>& model, const PipelineGroup& pp, PipelineSchedule schedule);
+
+  // tokens[i]: host [B, S+1] of micro-batch i. Returns this stage's summed
+  // loss: CE on the last stage, the aux losses of its layers.
+  MicroBatchLoss step(const std::vector<const int32_t*>& tokens, int B, double ce_scale,
+                      double aux_scale, PipelineStats* stats = nullptr);
+
+ private:
+  DeviceBuffer<T>& grad_send(int slot);
+
+  Transformer<T>& model_;
+  PipelineGroup pp_;
+  PipelineSchedule schedule_;
+  DeviceBuffer<T> grad_recv_;                  // [T, d]
+  std::vector<DeviceBuffer<T>> grad_send_;     // [slots][T, d]
+  std::vector<P2PRequest> out_send_, grad_send_req_;  // [slots]
+};
+
+extern template class PipelineRunner<float>;
+extern template class PipelineRunner<double>;
+
+}  // namespace mt
