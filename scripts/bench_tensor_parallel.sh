@@ -15,7 +15,10 @@
 #        (a) TP=1, one process, --threads 2, then TP=1, --threads 1;
 #        (b) TP=2: mpirun -np 2, --tp 2 --threads 1 (2 ranks x 1 thread);
 #        (c) mpirun -np 2 bench_allreduce with the element counts the TP=2 run
-#            all-reduces (derived below from the config);
+#            all-reduces (derived below from the config), warm (the buffers
+#            stay in cache between calls, the usual micro-benchmark) and cold
+#            (--flush-mib 64: each rank writes 64 MiB, twice the L3, before
+#            each call, as a training step's products evict MPI's buffers);
 #      each training run skips its first log interval as warm-up;
 #   5. from the per-step call counts, the time plain MPI_Allreduce takes for one
 #      step's all-reduces, against the measured tp_allreduce_s per step.
@@ -24,7 +27,8 @@
 # Env: MT_BUILD_DIR (build-tp), MT_BENCH_ROUNDS (3), MT_BENCH_STEPS (20),
 # MT_BENCH_LOG_INTERVAL (5, also the warm-up skipped), MT_BENCH_SKIP_BUILD=1 to
 # reuse an existing build, MT_BENCH_MAX_LOAD (0.5), MT_BENCH_LOAD_WAIT_S (600),
-# MT_BENCH_ALLREDUCE_REPS (500 timed repetitions per size, after 50 warm-up).
+# MT_BENCH_ALLREDUCE_REPS (500 timed repetitions per size after 50 warm-up;
+# the cold pass does a fifth of both), MT_BENCH_FLUSH_MIB (64, the cold pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +39,7 @@ rounds="${MT_BENCH_ROUNDS:-3}"
 steps="${MT_BENCH_STEPS:-20}"
 log_interval="${MT_BENCH_LOG_INTERVAL:-5}"
 ar_reps="${MT_BENCH_ALLREDUCE_REPS:-500}"
+flush_mib="${MT_BENCH_FLUSH_MIB:-64}"
 config=configs/bench.toml
 out=bench_out
 py=/usr/bin/python3
@@ -131,10 +136,13 @@ tp1t2_cmd=("$bin" "${common[@]}" --threads 2)
 tp1t1_cmd=("$bin" "${common[@]}" --threads 1)
 tp2_cmd=("${mpirun_cmd[@]}" "$bin" "${common[@]}" --tp 2 --threads 1)
 ar_cmd=("${mpirun_cmd[@]}" "$bench_ar" --reps "$ar_reps" --warmup 50 "${ar_counts[@]}")
+cold_reps=$(( ar_reps / 5 > 20 ? ar_reps / 5 : 20 ))
+ar_cold_cmd=("${mpirun_cmd[@]}" "$bench_ar" --reps "$cold_reps" --warmup 10 --flush-mib "$flush_mib" "${ar_counts[@]}")
 echo "bench: tp1_t2:    ${tp1t2_cmd[*]} --metrics-file $out/tp_metrics_tp1_t2_R.jsonl"
 echo "bench: tp1_t1:    ${tp1t1_cmd[*]} --metrics-file $out/tp_metrics_tp1_t1_R.jsonl"
 echo "bench: tp2:       ${tp2_cmd[*]} --metrics-file $out/tp_metrics_tp2_R.jsonl"
 echo "bench: allreduce: ${ar_cmd[*]}"
+echo "bench: cold:      ${ar_cold_cmd[*]}"
 
 run_train() {  # NAME ROUND CMD...
     local name=$1 r=$2; shift 2
@@ -147,10 +155,13 @@ for (( r = 1; r <= rounds; r++ )); do
     run_train tp1_t2 "$r" "${tp1t2_cmd[@]}"
     run_train tp1_t1 "$r" "${tp1t1_cmd[@]}"
     run_train tp2 "$r" "${tp2_cmd[@]}"
-    echo "bench: round $r/$rounds: bench_allreduce"
-    "${ar_cmd[@]}" > "$out/tp_allreduce_$r.json" 2> "$out/tp_allreduce_$r.log" \
-        || { cat "$out/tp_allreduce_$r.log" >&2; die "bench_allreduce run $r failed"; }
-    sed 's/^/    /' "$out/tp_allreduce_$r.json"
+    for kind in warm cold; do
+        echo "bench: round $r/$rounds: bench_allreduce ($kind)"
+        if [[ $kind == warm ]]; then cmd=("${ar_cmd[@]}"); else cmd=("${ar_cold_cmd[@]}"); fi
+        "${cmd[@]}" > "$out/tp_allreduce_${kind}_$r.json" 2> "$out/tp_allreduce_${kind}_$r.log" \
+            || { cat "$out/tp_allreduce_${kind}_$r.log" >&2; die "bench_allreduce ($kind) run $r failed"; }
+        sed 's/^/    /' "$out/tp_allreduce_${kind}_$r.json"
+    done
 done
 
 load_after=$(uptime)
@@ -159,11 +170,11 @@ echo "bench: load after: $load_after"
 # --- summary ------------------------------------------------------------------------------
 cpu_model=$(lscpu 2>/dev/null | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)
 "$py" - "$out" "$rounds" "$log_interval" "$load_before" "$load_after" "$waited" "$cpu_model" \
-      "$(nproc)" "${tp1t2_cmd[*]}" "${tp1t1_cmd[*]}" "${tp2_cmd[*]}" "${ar_cmd[*]}" <<'EOF'
+      "$(nproc)" "${tp1t2_cmd[*]}" "${tp1t1_cmd[*]}" "${tp2_cmd[*]}" "${ar_cmd[*]}" "${ar_cold_cmd[*]}" <<'EOF'
 import json, statistics, sys
 
 (out, rounds, log_interval, load_before, load_after, waited, cpu_model, nproc,
- cmd_t2, cmd_t1, cmd_tp2, cmd_ar) = sys.argv[1:]
+ cmd_t2, cmd_t1, cmd_tp2, cmd_ar, cmd_ar_cold) = sys.argv[1:]
 rounds, log_interval = int(rounds), int(log_interval)
 plan = json.load(open(f"{out}/tp_allreduce_plan.json"))
 median = statistics.median
@@ -191,15 +202,20 @@ tps = {n: median(x["tokens_per_s"] for x in v) for n, v in runs.items()}
 # Plain MPI_Allreduce: per round, sum over sizes of calls per step x median time.
 calls = {e["count"]: e["calls"] for e in plan["per_step"]}
 plan_bytes = sum(4 * c * n for c, n in calls.items()) - 4 * 2 * calls.get(2, 0) + 8 * calls.get(2, 0)
-ar_runs = []
-for r in range(1, rounds + 1):
-    res = json.load(open(f"{out}/tp_allreduce_{r}.json"))
-    by_count = {x["count"]: x for x in res["results"]}
-    if not all(x["sum_ok"] for x in res["results"]):
-        sys.exit(f"tp_allreduce_{r}.json: wrong sums")
-    step_s = sum(n * by_count[c]["median_s"] for c, n in calls.items())
-    ar_runs.append({"plain_s_per_step": step_s, "results": res["results"], "mpi": res["mpi"]})
+def plain_runs(kind):
+    runs = []
+    for r in range(1, rounds + 1):
+        res = json.load(open(f"{out}/tp_allreduce_{kind}_{r}.json"))
+        by_count = {x["count"]: x for x in res["results"]}
+        if not all(x["sum_ok"] for x in res["results"]):
+            sys.exit(f"tp_allreduce_{kind}_{r}.json: wrong sums")
+        step_s = sum(n * by_count[c]["median_s"] for c, n in calls.items())
+        runs.append({"plain_s_per_step": step_s, "flush_mib": res["flush_mib"],
+                     "results": res["results"], "mpi": res["mpi"]})
+    return runs
+ar_runs, cold_runs = plain_runs("warm"), plain_runs("cold")
 plain = median(a["plain_s_per_step"] for a in ar_runs)
+plain_cold = median(a["plain_s_per_step"] for a in cold_runs)
 per_round_ratio = [t["tp_allreduce_s_per_step"] / a["plain_s_per_step"]
                    for t, a in zip(runs["tp2"], ar_runs)]
 measured = median(x["tp_allreduce_s_per_step"] for x in runs["tp2"])
@@ -213,7 +229,8 @@ summary = {
     "machine": {"cpu": cpu_model, "nproc": int(nproc), "mpi": ar_runs[0]["mpi"]},
     "rounds": rounds, "warmup_interval_skipped": True, "log_interval": log_interval,
     "load_before": load_before.strip(), "load_after": load_after.strip(), "load_wait_s": int(waited),
-    "commands": {"tp1_t2": cmd_t2, "tp1_t1": cmd_t1, "tp2": cmd_tp2, "allreduce": cmd_ar},
+    "commands": {"tp1_t2": cmd_t2, "tp1_t1": cmd_t1, "tp2": cmd_tp2, "allreduce": cmd_ar,
+                 "allreduce_cold": cmd_ar_cold},
     "tokens_per_s": tps,
     "runs": runs,
     "ratios": {"tp2_over_tp1_t2": tps["tp2"] / tps["tp1_t2"],
@@ -228,8 +245,11 @@ summary = {
         "plain_mpi_s_per_step": plain,
         "measured_over_plain": measured / plain,
         "measured_over_plain_per_round": per_round_ratio,
+        "plain_cold_mpi_s_per_step": plain_cold,
+        "measured_over_plain_cold": measured / plain_cold,
         "largest_count": big, "largest_median_s": big_median, "largest_busbw_GBps": big_busbw,
         "plain_runs": ar_runs,
+        "plain_cold_runs": cold_runs,
     },
 }
 with open(f"{out}/tp_summary.json", "w") as f:
@@ -256,11 +276,17 @@ print(f"  {'plain MPI_Allreduce, same calls, s per step':44s} {plain:10.4f}   (r
       ", ".join(f"{a['plain_s_per_step']:.4f}" for a in ar_runs) + ")")
 print(f"  {'ratio measured / plain':44s} {measured / plain:10.2f}   (per round: " +
       ", ".join(f"{x:.2f}" for x in per_round_ratio) + ")")
-print(f"  plain MPI_Allreduce per size (median over rounds of the per-size medians):")
-print(f"    {'count':>8s} {'bytes':>9s} {'calls/step':>10s} {'median_us':>10s} {'busbw_GB/s':>10s}")
+print(f"  {'plain, caches flushed (cold), s per step':44s} {plain_cold:10.4f}   (runs: " +
+      ", ".join(f"{a['plain_s_per_step']:.4f}" for a in cold_runs) + ")")
+print(f"  {'ratio measured / plain cold':44s} {measured / plain_cold:10.2f}")
+print(f"  plain MPI_Allreduce per size (median over rounds of the per-size medians), warm | cold:")
+print(f"    {'count':>8s} {'bytes':>9s} {'calls/step':>10s} {'median_us':>10s} {'busbw_GB/s':>10s}"
+      f" | {'median_us':>10s} {'busbw_GB/s':>10s}")
+def per_size(runs, c, key):
+    return median(next(x[key] for x in a["results"] if x["count"] == c) for a in runs)
 for c, n in sorted(calls.items(), reverse=True):
-    m = median(next(x["median_s"] for x in a["results"] if x["count"] == c) for a in ar_runs)
-    bw = median(next(x["busbw_GBps"] for x in a["results"] if x["count"] == c) for a in ar_runs)
-    print(f"    {c:8d} {4 * c:9d} {n:10d} {m * 1e6:10.1f} {bw:10.3f}")
+    print(f"    {c:8d} {4 * c:9d} {n:10d} {per_size(ar_runs, c, 'median_s') * 1e6:10.1f}"
+          f" {per_size(ar_runs, c, 'busbw_GBps'):10.3f} | {per_size(cold_runs, c, 'median_s') * 1e6:10.1f}"
+          f" {per_size(cold_runs, c, 'busbw_GBps'):10.3f}")
 print(f"summary: {out}/tp_summary.json")
 EOF
