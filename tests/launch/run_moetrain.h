@@ -73,6 +73,16 @@ inline std::string synthetic_text(size_t bytes, unsigned seed) {
   return out;
 }
 
+// Writes `text` to DIR/NAME.txt and makes the store DIR/NAME from it with
+// `moetrain prepare-data`; returns the store's prefix.
+inline std::string make_store(const TempDir& dir, const std::string& name, const std::string& text) {
+  write_text(dir / (name + ".txt"), text);
+  const CommandResult r =
+      run_moetrain("prepare-data --input " + (dir / (name + ".txt")) + " --output-prefix " + (dir / name));
+  EXPECT_EQ(r.status, 0) << r.output;
+  return dir / name;
+}
+
 // The tiny config the launch tests train: a 2-layer MoE (E=4, top-2, MQA).
 inline std::string tiny_model_flags() {
   return "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --num-query-groups 1 "

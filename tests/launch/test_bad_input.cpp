@@ -15,9 +15,7 @@ using test_util::run_moetrain;
 class BadInput : public ::testing::Test {
  protected:
   void SetUp() override {
-    test_util::write_text(dir / "doc.txt", test_util::synthetic_text(20000, 3));
-    auto r = run_moetrain("prepare-data --input " + (dir / "doc.txt") + " --output-prefix " + (dir / "store"));
-    ASSERT_EQ(r.status, 0) << r.output;
+    test_util::make_store(dir, "store", test_util::synthetic_text(20000, 3));
   }
   // Trains one step of the tiny model on `store` with extra flags, expecting
   // a failure whose output contains `expected`.

@@ -18,14 +18,10 @@ using test_util::run_moetrain;
 class Blending : public ::testing::Test {
  protected:
   void SetUp() override {
-    // text: 24000 bytes = 374 samples of 64+1; code: 12000 bytes = 187 samples.
-    test_util::write_text(dir / "text.txt", test_util::synthetic_text(24000, 1).substr(0, 23999));
-    test_util::write_text(dir / "code.txt", test_util::synthetic_text(12000, 2).substr(0, 11999));
-    for (const char* name : {"text", "code"}) {
-      auto r = run_moetrain(std::string("prepare-data --input ") + (dir / (std::string(name) + ".txt")) +
-                            " --output-prefix " + (dir / name));
-      ASSERT_EQ(r.status, 0) << r.output;
-    }
+    // text: 24000 tokens (with the end-of-document) = 374 samples of 64+1;
+    // code: 12000 tokens = 187 samples.
+    test_util::make_store(dir, "text", test_util::synthetic_text(24000, 1).substr(0, 23999));
+    test_util::make_store(dir, "code", test_util::synthetic_text(12000, 2).substr(0, 11999));
   }
   std::string train() { return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0"; }
   std::string base() { return train() + " --data-path text=" + (dir / "text") + " code=" + (dir / "code"); }
@@ -101,8 +97,7 @@ TEST_F(Blending, BadDataFlagsAreCaughtBeforeAnyStep) {
   expect_error(both + " --data-epochs text=2", "source 'code' has no epoch count");
   expect_error("--data-path text=" + (dir / "nope") + " --data-epochs text=1", "nope.idx");
   expect_error(both + " --data-epochs text=2 code=4 --rampup-batch-size 4 2 100", "batch size 6");
-  test_util::write_text(dir / "short.txt", "tiny");
-  ASSERT_EQ(run_moetrain("prepare-data --input " + (dir / "short.txt") + " --output-prefix " + (dir / "short")).status, 0);
+  test_util::make_store(dir, "short", "tiny");
   expect_error("--data-path short=" + (dir / "short") + " --data-epochs short=1", "needs at least 65 tokens");
 }
 

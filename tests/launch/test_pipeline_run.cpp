@@ -17,9 +17,7 @@ using test_util::run_moetrain;
 class PipelineRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    test_util::write_text(dir / "corpus.txt", test_util::synthetic_text(40000, 6));
-    auto r = run_moetrain("prepare-data --input " + (dir / "corpus.txt") + " --output-prefix " + (dir / "store"));
-    ASSERT_EQ(r.status, 0) << r.output;
+    test_util::make_store(dir, "store", test_util::synthetic_text(40000, 6));
   }
   // 4 layers, 4 micro-batches a step.
   std::string train(const std::string& name) {

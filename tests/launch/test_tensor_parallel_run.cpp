@@ -18,9 +18,7 @@ using test_util::run_moetrain;
 class TensorParallelRun : public ::testing::Test {
  protected:
   void SetUp() override {
-    test_util::write_text(dir / "corpus.txt", test_util::synthetic_text(40000, 4));
-    auto r = run_moetrain("prepare-data --input " + (dir / "corpus.txt") + " --output-prefix " + (dir / "store"));
-    ASSERT_EQ(r.status, 0) << r.output;
+    test_util::make_store(dir, "store", test_util::synthetic_text(40000, 4));
   }
   std::string train(const std::string& name) {
     return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " + (dir / "store") +
