@@ -37,18 +37,23 @@ void add_model_flags(CLI::App* app, TrainOptions& o) {
       ->capture_default_str();
 }
 
-void add_train_flags(CLI::App* app, TrainOptions& o) {
-  app->add_option("--tensor-model-parallel-size,--tp", o.topology.tensor_parallel,
-                  "Tensor-parallel ranks")
+// The layout: TP x PP, the rest of the ranks data-parallel replicas.
+void add_layout_flags(CLI::App* app, TopologyConfig& topology, int& first_stage_layers,
+                      int& last_stage_layers) {
+  app->add_option("--tensor-model-parallel-size,--tp", topology.tensor_parallel, "Tensor-parallel ranks")
       ->capture_default_str();
-  app->add_option("--pipeline-model-parallel-size,--pp", o.topology.pipeline_parallel,
+  app->add_option("--pipeline-model-parallel-size,--pp", topology.pipeline_parallel,
                   "Pipeline-parallel stages")
       ->capture_default_str();
-  app->add_option("--decoder-first-pipeline-num-layers", o.decoder_first_pipeline_num_layers,
+  app->add_option("--decoder-first-pipeline-num-layers", first_stage_layers,
                   "Layers of the first pipeline stage (it also holds the embedding); the rest split "
                   "evenly (0: an even split)");
-  app->add_option("--decoder-last-pipeline-num-layers", o.decoder_last_pipeline_num_layers,
+  app->add_option("--decoder-last-pipeline-num-layers", last_stage_layers,
                   "Layers of the last pipeline stage (0: an even split)");
+}
+
+void add_train_flags(CLI::App* app, TrainOptions& o) {
+  add_layout_flags(app, o.topology, o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers);
   app->add_option("--pipeline-schedule", o.pipeline_schedule,
                   "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then "
                   "all backwards)")
@@ -175,6 +180,7 @@ std::unique_ptr<Cli> make_cli() {
   cli->eval->add_option("--micro-batch-size", e.micro_batch_size, "Samples per forward pass")
       ->capture_default_str();
   cli->eval->add_option("--threads", e.threads, "CPU threads per rank (default: the rank's share)");
+  add_layout_flags(cli->eval, e.topology, e.decoder_first_pipeline_num_layers, e.decoder_last_pipeline_num_layers);
 
   cli->prepare_data = app.add_subcommand(
       "prepare-data", "Tokenize text files with the byte tokenizer into a Megatron indexed "

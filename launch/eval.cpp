@@ -1,5 +1,7 @@
 // `moetrain eval`: mean cross-entropy of a checkpoint over the first N samples
-// of a store, in storage order (no shuffling).
+// of a store, in storage order (no shuffling), on any layout: each
+// data-parallel replica takes a contiguous share of the samples and runs them
+// through its TP x PP model; the sums meet in one all-reduce.
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -8,10 +10,12 @@
 #include "data/sample_stream.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
+#include "model/pipeline_step.h"
 #include "model/transformer.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/threads.h"
+#include "runtime/topology.h"
 
 namespace mt {
 
@@ -20,9 +24,7 @@ EvalResult run_eval(const EvalOptions& o) {
   MT_CHECK(!o.data_path.empty(), "eval needs --data-path PREFIX");
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.eval_samples >= 0, "--eval-samples must be >= 0, got {}", o.eval_samples);
-  int world = 1;
-  MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &world));
-  MT_CHECK(world == 1, "eval runs on one rank in this build, got {} ranks", world);
+  Topology topo(MPI_COMM_WORLD, o.topology);
   set_thread_count(o.threads > 0 ? o.threads : default_thread_count(MPI_COMM_WORLD));
 
   const std::string path = resolve_checkpoint(o.load);
@@ -36,23 +38,38 @@ EvalResult run_eval(const EvalOptions& o) {
   MT_CHECK(samples <= available, "--eval-samples {} but store {} holds only {} samples of {}+1 tokens",
            samples, o.data_path, available, mc.seq_length);
 
-  auto be = make_cpu_backend<float>();
-  const int micro = int(std::min<int64_t>(o.micro_batch_size, samples));
-  Transformer<float> model(*be, mc, micro);
-  load_checkpoint(path, MPI_COMM_WORLD, model.params(), nullptr);
+  // This rank's part of the model and its replica's share of the samples.
+  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  const int stage = topo.coords().pp, stages = topo.pp_size();
+  const auto layers = stage_layers(mc.num_layers, stages, o.decoder_first_pipeline_num_layers,
+                                   o.decoder_last_pipeline_num_layers);
+  const StageSpan span{layers[stage].first, layers[stage].second, stage == 0, stage == stages - 1};
+  const int64_t share = (samples + topo.dp_size() - 1) / topo.dp_size();
+  const int64_t begin = std::min(samples, topo.coords().dp * share), end = std::min(samples, begin + share);
 
-  EvalResult r;
-  double ce_sum = 0;
+  auto be = make_cpu_backend<float>();
+  const int micro = int(std::max<int64_t>(1, std::min<int64_t>(o.micro_batch_size, share)));
+  Transformer<float> model(*be, mc, micro, tp, span);
+  load_checkpoint(path, MPI_COMM_WORLD, model.params(), nullptr);
+  PipelineRunner<float> pipeline(model, PipelineGroup{&topo.pp(), stage, stages}, PipelineSchedule::OneFOneB);
+
+  // CE and tokens are counted once: on the last stage's first TP rank.
+  double sums[2] = {0, 0};
   std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
-  for (int64_t first = 0; first < samples; first += micro) {
-    const int n = int(std::min<int64_t>(micro, samples - first));
+  for (int64_t first = begin; first < end; first += micro) {
+    const int n = int(std::min<int64_t>(micro, end - first));
     for (int i = 0; i < n; ++i) stream.read_sample(uint64_t(first + i), batch.data() + i * (mc.seq_length + 1));
-    MicroBatchLoss l = model.forward(batch.data(), n);
-    ce_sum += l.ce_sum;
-    r.tokens += l.tokens;
+    const MicroBatchLoss l = pipeline.forward(batch.data(), n);
+    if (span.last && tp.rank == 0) {
+      sums[0] += l.ce_sum;
+      sums[1] += double(l.tokens);
+    }
   }
+  topo.world().all_reduce_sum(sums, 2);
+  EvalResult r;
   r.samples = samples;
-  r.loss = ce_sum / double(r.tokens);
+  r.tokens = int64_t(sums[1]);
+  r.loss = sums[0] / sums[1];
   return r;
 }
 

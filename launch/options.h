@@ -47,6 +47,9 @@ struct TrainOptions {
 };
 
 struct EvalOptions {
+  TopologyConfig topology;  // data-parallel replicas split the samples
+  int decoder_first_pipeline_num_layers = 0;
+  int decoder_last_pipeline_num_layers = 0;
   std::string load;
   std::string data_path;
   int64_t eval_samples = 0;  // 0: every sample of the store

@@ -94,6 +94,23 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   return total;
 }
 
+template <typename T>
+MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
+  const ModelConfig& c = model_.config();
+  const size_t n = size_t(B) * c.seq_length * c.hidden_size;
+  const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
+  if (!first) {
+    P2PRequest r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
+    pp_.group->wait(r);
+  }
+  const MicroBatchLoss loss = model_.forward_stage(0, tokens, B);
+  if (!last) {
+    P2PRequest r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
+    pp_.group->wait(r);
+  }
+  return loss;
+}
+
 template class PipelineRunner<float>;
 template class PipelineRunner<double>;
 

@@ -34,6 +34,9 @@ class PipelineRunner {
   // loss: CE on the last stage, the aux losses of its layers.
   MicroBatchLoss step(const std::vector<const int32_t*>& tokens, int B, double ce_scale,
                       double aux_scale, PipelineStats* stats = nullptr);
+  // Forward only (evaluation): one micro-batch through every stage. Returns
+  // this stage's loss (CE on the last stage).
+  MicroBatchLoss forward(const int32_t* tokens, int B);
 
  private:
   DeviceBuffer<T>& grad_send(int slot);
