@@ -3,6 +3,11 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 
@@ -84,6 +89,16 @@ void read_tensors(const H5File& f, const std::string& group, const Parameters<fl
   }
 }
 
+// Forces a file's (or a directory's entries') data to disk, so that what a
+// rename publishes survives a crash of the machine too.
+void sync_to_disk(const fs::path& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  MT_CHECK(fd >= 0, "cannot open {} to sync it: {}", path.string(), std::strerror(errno));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  MT_CHECK(rc == 0, "cannot sync {} to disk: {}", path.string(), std::strerror(errno));
+}
+
 void write_text_atomically(const fs::path& path, const std::string& text) {
   const fs::path tmp = path.string() + ".tmp";
   {
@@ -92,7 +107,9 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
     out.flush();
     MT_CHECK(out.good(), "cannot write {}", tmp.string());
   }
+  sync_to_disk(tmp);
   fs::rename(tmp, path);
+  sync_to_disk(path.parent_path());
 }
 
 }  // namespace
@@ -134,8 +151,11 @@ void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelCon
   f.close();
   topo.world().barrier();
 
-  // Only a complete file gets the real name, and only then does `latest` move.
+  // Only a complete file on disk gets the real name, and only then does
+  // `latest` move.
   if (root) {
+    sync_to_disk(tmp_dir / "checkpoint.h5");
+    sync_to_disk(tmp_dir);
     const fs::path old_dir = final_dir.string() + ".old";
     fs::remove_all(old_dir);
     if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
