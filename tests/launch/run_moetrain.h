@@ -6,13 +6,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "runtime/hdf5_file.h"
 #include "test_util.h"
 
 namespace mt::test_util {
@@ -71,6 +74,28 @@ inline std::string synthetic_text(size_t bytes, unsigned seed) {
     out += ".\n";
   }
   return out;
+}
+
+// The "loss" of every record of a --metrics-file.
+inline std::vector<double> read_losses(const std::string& path) {
+  std::vector<double> out;
+  for (const auto& record : read_metrics(path)) out.push_back(record["loss"]);
+  return out;
+}
+
+// Tensor `name` of two checkpoints, element by element: a weight moves up to
+// lr = 3e-3 a step and Adam turns rounding-level differences of near-zero
+// gradients into update differences, so weights are compared to 1e-4 (3% of
+// one step) and the Adam moments ("optim/...") to 1e-3 of their largest value.
+inline void expect_same_tensor(const H5File& a, const H5File& b, const std::string& name) {
+  const auto x = a.read_all<float>(name), y = b.read_all<float>(name);
+  ASSERT_EQ(x.size(), y.size()) << name;
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    worst = std::max(worst, double(std::abs(x[i] - y[i])));
+    scale = std::max(scale, double(std::abs(x[i])));
+  }
+  EXPECT_LE(worst, name.rfind("optim", 0) == 0 ? 1e-3 * scale : 1e-4) << name;
 }
 
 // Writes `text` to DIR/NAME.txt and makes the store DIR/NAME from it with
