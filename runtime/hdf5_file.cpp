@@ -82,6 +82,18 @@ std::string describe_type(hid_t type) {
 
 std::string shape_str(const std::vector<uint64_t>& v) { return fmt::format("[{}]", fmt::join(v, ", ")); }
 
+// Selects the row-major block [offset, offset + count) of file_space and
+// returns a memory dataspace of the block's shape.
+hid_t select_block(hid_t file_space, const std::vector<uint64_t>& offset,
+                   const std::vector<uint64_t>& count, const std::string& name,
+                   const std::string& path) {
+  const std::vector<hsize_t> start = to_hsize(offset), block = to_hsize(count);
+  H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(), nullptr),
+           "selecting block {} + {} of dataset '{}' in '{}'", shape_str(offset), shape_str(count), name,
+           path);
+  return H5Screate_simple(int(block.size()), block.data(), nullptr);
+}
+
 // Checks that [offset, offset + count) has the dataset's rank and lies inside shape.
 void check_block(const std::string& what, const std::string& name, const std::string& path,
                  const std::vector<uint64_t>& shape, const std::vector<uint64_t>& offset,
@@ -265,12 +277,7 @@ void H5File::write_impl(const std::string& name, const std::vector<uint64_t>& sh
   // with nothing to write selects none on both but still joins the transfer.
   hid_t mem_space_id = -1;
   if (has_data && !shape.empty()) {
-    const std::vector<hsize_t> start = to_hsize(offset), block = to_hsize(count);
-    H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(),
-                                 nullptr),
-             "selecting block {} + {} of dataset '{}' in '{}'", shape_str(offset), shape_str(count),
-             name, path_);
-    mem_space_id = H5Screate_simple(int(block.size()), block.data(), nullptr);
+    mem_space_id = select_block(file_space, offset, count, name, path_);
   } else if (has_data) {
     mem_space_id = H5Screate(H5S_SCALAR);
   } else {
@@ -317,12 +324,7 @@ void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& off
   if (dims.empty()) {
     mem_space_id = H5Screate(H5S_SCALAR);
   } else {
-    const std::vector<hsize_t> start = to_hsize(offset), block = to_hsize(count);
-    H5_CHECK(H5Sselect_hyperslab(file_space, H5S_SELECT_SET, start.data(), nullptr, block.data(),
-                                 nullptr),
-             "selecting block {} + {} of dataset '{}' in '{}'", shape_str(offset), shape_str(count),
-             name, path_);
-    mem_space_id = H5Screate_simple(int(block.size()), block.data(), nullptr);
+    mem_space_id = select_block(file_space, offset, count, name, path_);
   }
   Handle mem_space(H5_CHECK(mem_space_id, "memory dataspace for '{}' in '{}'", name, path_), H5Sclose);
   // The default transfer list is independent I/O under the MPI-IO driver, and
