@@ -64,16 +64,26 @@ std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v
 
 // One flat float buffer (weights or a moment) as its named tensors. Writes
 // are collective, so every rank takes part in every tensor of the model:
-// with its block where it holds the tensor (a tensor every TP rank holds
-// whole is written by TP rank 0), with nothing where another stage does.
+// where it holds the tensor, with its share of the block's leading rows
+// (the data-parallel replicas hold the same block and split it; a tensor
+// every TP rank holds whole is written by TP rank 0's replicas); with
+// nothing where another stage does.
 void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
-                   const Parameters<float>& p, const float* flat, int tp_rank, int tp_size) {
-  for (const ParamTensor& logical : param_table(model, tp_rank, tp_size)) {
+                   const Parameters<float>& p, const float* flat, const Coords& at, const Topology& topo) {
+  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size())) {
     const ParamTensor* t = p.find_or_null(logical.name);
-    std::vector<uint64_t> count = dims(logical.block.count);
-    if (!t || (t->replicated() && tp_rank != 0)) std::fill(count.begin(), count.end(), 0);
-    f.write(group + "/" + logical.name, dims(logical.shape), dims(logical.block.offset), count,
-            t ? flat + t->offset : flat);
+    std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
+    const float* data = flat;
+    if (!t || (t->replicated() && at.tp != 0)) {
+      std::fill(count.begin(), count.end(), 0);
+    } else {
+      const uint64_t rows = count[0], row_elems = t->numel / rows;
+      const uint64_t first = rows * at.dp / topo.dp_size(), end = rows * (at.dp + 1) / topo.dp_size();
+      offset[0] += first;
+      count[0] = end - first;
+      data = flat + t->offset + first * row_elems;
+    }
+    f.write(group + "/" + logical.name, dims(logical.shape), offset, count, data);
   }
 }
 
@@ -115,8 +125,8 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
 }  // namespace
 
 void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                     Parameters<float>& params, AdamW<float>& optim, const TrainState& state,
-                     uint64_t seed, const nlohmann::json& config) {
+                     Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                     const TrainState& state, uint64_t seed, const nlohmann::json& config) {
   const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
   const fs::path tmp_dir = final_dir.string() + ".tmp";
   const bool root = topo.world_rank() == 0;
@@ -132,10 +142,15 @@ void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelCon
 
   MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
   H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
-  const int tp_rank = topo.coords().tp, tp_size = topo.tp_size();
-  write_tensors(f, "model", model, params, params.values.data(), tp_rank, tp_size);
-  write_tensors(f, "optim/exp_avg", model, params, optim.exp_avg().data(), tp_rank, tp_size);
-  write_tensors(f, "optim/exp_avg_sq", model, params, optim.exp_avg_sq().data(), tp_rank, tp_size);
+  write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
+  // Each moment, gathered from the replicas' shards into the flat layout.
+  std::vector<float> moment(params.padded_size());
+  for (auto [name, shard] : {std::pair{"optim/exp_avg", &optim.exp_avg()},
+                             std::pair{"optim/exp_avg_sq", &optim.exp_avg_sq()}}) {
+    grad_sync.shard_to_flat(shard->data(), moment.data());
+    grad_sync.all_gather(moment.data());
+    write_tensors(f, name, model, params, moment.data(), topo.coords(), topo);
+  }
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("iteration", state.iteration);
   f.set_attr("consumed_samples", state.consumed_samples);
@@ -201,12 +216,17 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
 }
 
 void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
-                     AdamW<float>* optim) {
+                     AdamW<float>* optim, const GradSync<float>* grad_sync) {
   H5File f = H5File::open(path, comm);
   read_tensors(f, "model", params, params.values.data());
   if (optim) {
-    read_tensors(f, "optim/exp_avg", params, optim->exp_avg().data());
-    read_tensors(f, "optim/exp_avg_sq", params, optim->exp_avg_sq().data());
+    MT_CHECK(grad_sync != nullptr, "loading optimizer state needs its shard layout");
+    std::vector<float> moment(params.padded_size(), 0.0f);
+    for (auto [name, shard] : {std::pair{"optim/exp_avg", &optim->exp_avg()},
+                               std::pair{"optim/exp_avg_sq", &optim->exp_avg_sq()}}) {
+      read_tensors(f, name, params, moment.data());
+      grad_sync->flat_to_shard(moment.data(), shard->data());
+    }
     optim->set_step_count(f.attr_int("adam_step"));
   }
 }

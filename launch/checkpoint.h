@@ -14,6 +14,7 @@
 #include "model/config.h"
 #include "model/parameters.h"
 #include "optim/adamw.h"
+#include "parallel/grad_sync.h"
 #include "runtime/topology.h"
 
 namespace mt {
@@ -33,9 +34,11 @@ ModelConfig model_config_from_json(const nlohmann::json& j);  // throws naming a
 std::string checkpoint_dir_name(int64_t iteration);  // "iter_0000042"
 
 // Collective over topo.world(). `config` is the full run configuration.
+// The AdamW moments are ZeRO-1 shards (grad_sync's layout); each replica
+// gathers them, and every rank writes its share of its TP block's rows.
 void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                     Parameters<float>& params, AdamW<float>& optim, const TrainState& state,
-                     uint64_t seed, const nlohmann::json& config);
+                     Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                     const TrainState& state, uint64_t seed, const nlohmann::json& config);
 
 // The checkpoint file a --load argument means: DIR with a `latest` file,
 // DIR/iter_NNNNNNN, or a checkpoint.h5 itself. Throws naming what is missing.
@@ -52,10 +55,10 @@ struct CheckpointInfo {
 // Reads the attributes only (e.g. to build the model before loading).
 CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
 
-// Loads weights (and the AdamW moments when optim is not null). Every tensor
-// must have the shape the model expects: a mismatch names the tensor and
-// both shapes.
+// Loads weights (and, when optim is not null, the AdamW moments of the
+// shard grad_sync assigns this rank). Every tensor must have the shape the
+// model expects: a mismatch names the tensor and both shapes.
 void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
-                     AdamW<float>* optim);
+                     AdamW<float>* optim = nullptr, const GradSync<float>* grad_sync = nullptr);
 
 }  // namespace mt

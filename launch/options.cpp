@@ -43,6 +43,7 @@ void resolve_and_validate(TrainOptions& o) {
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
   data::BatchSchedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);  // throws if sizes don't divide
   parse_pipeline_schedule(o.pipeline_schedule);
+  MT_CHECK(o.ddp_bucket_size > 0, "--ddp-bucket-size must be positive, got {}", o.ddp_bucket_size);
   stage_layers(o.model.num_layers, o.topology.pipeline_parallel, o.decoder_first_pipeline_num_layers,
                o.decoder_last_pipeline_num_layers);
   if (o.lr.decay_samples == 0) o.lr.decay_samples = requested_samples(o);

@@ -23,6 +23,9 @@ struct TrainOptions {
   int decoder_first_pipeline_num_layers = 0;  // 0: an even split
   int decoder_last_pipeline_num_layers = 0;
   std::string pipeline_schedule = "1f1b";     // or "gpipe"
+  // Elements per ZeRO-1 gradient bucket (Megatron's --ddp-bucket-size):
+  // smaller buckets start their reduce-scatter earlier in the backward pass.
+  int64_t ddp_bucket_size = 1000000;
   int micro_batch_size = 4;
   int global_batch_size = 16;
   std::vector<int64_t> rampup_batch_size;  // START INCR SAMPLES, or empty

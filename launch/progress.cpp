@@ -24,7 +24,11 @@ std::string progress_line(const StepMetrics& m) {
       m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
       format_duration(m.eta_s)) +
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
-                               : std::string());
+                               : std::string()) +
+         (m.dp_reduce_scatter_bytes > 0
+              ? fmt::format(" | DP grad wait {:.0f}%, all-gather {:.0f}% of time",
+                            100.0 * m.dp_exposed_s / m.interval_s, 100.0 * m.dp_allgather_s / m.interval_s)
+              : std::string());
 }
 
 nlohmann::json to_json(const StepMetrics& m) {
@@ -42,7 +46,11 @@ nlohmann::json to_json(const StepMetrics& m) {
           {"elapsed_s", m.elapsed_s},
           {"interval_s", m.interval_s},
           {"tp_allreduce_s", m.tp_allreduce_s},
-          {"tp_allreduce_bytes", m.tp_allreduce_bytes}};
+          {"tp_allreduce_bytes", m.tp_allreduce_bytes},
+          {"dp_exposed_s", m.dp_exposed_s},
+          {"dp_allgather_s", m.dp_allgather_s},
+          {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
+          {"dp_allgather_bytes", m.dp_allgather_bytes}};
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) {

@@ -17,6 +17,10 @@ struct StepMetrics {
   double elapsed_s = 0, eta_s = 0;
   // Tensor-parallel all-reduces over the interval (0 on one rank).
   double tp_allreduce_s = 0, tp_allreduce_bytes = 0, interval_s = 0;
+  // ZeRO-1 over the interval (0 on one replica): time waiting for the
+  // gradient reduce-scatter after the backward pass (what overlap did not
+  // hide), time in the parameter all-gather, and their bytes.
+  double dp_exposed_s = 0, dp_allgather_s = 0, dp_reduce_scatter_bytes = 0, dp_allgather_bytes = 0;
 };
 
 // Formats seconds as H:MM:SS.

@@ -19,6 +19,7 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "parallel/grad_sync.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/threads.h"
@@ -69,8 +70,6 @@ std::string flag_name(std::string key) {
   return key;
 }
 
-std::string byte_size(double bytes) { return fmt::format("{:.2f} MiB", bytes / (1024.0 * 1024.0)); }
-
 // Consumed samples and epoch of each source, for the logs.
 struct SourceProgress {
   std::vector<uint64_t> consumed;
@@ -91,21 +90,42 @@ struct SourceProgress {
   }
 };
 
+// Bytes one rank holds for training (what `moetrain plan` predicts): the
+// weights and the gradient accumulation buffer, padded for ZeRO-1; the
+// reduce-scattered gradient shard; the AdamW moments of the shard.
+struct RankMemory {
+  int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes;
+};
+
+std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& params,
+                                      const AdamW<float>& optim) {
+  const Coords c = topo.coords();
+  const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
+  const RankMemory mine{topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), 4 * padded,
+                        4 * padded + (topo.dp_size() > 1 ? 4 * shard : 0), 8 * shard};
+  std::vector<RankMemory> all(topo.world_size());
+  MPI_CHECK(MPI_Gather(&mine, sizeof(RankMemory), MPI_BYTE, all.data(), sizeof(RankMemory), MPI_BYTE,
+                       0, static_cast<MpiCommunicator&>(topo.world()).comm()));
+  return all;
+}
+
 // What rank 0 prints before the first step: layout, model, memory, data.
 void print_start_up(const TrainOptions& o, const Topology& topo, const Parameters<float>& params,
-                    const data::BlendedStream& stream, double start_up_s, int64_t run_samples,
-                    int threads, const char* backend) {
+                    const std::vector<RankMemory>& memory, const data::BlendedStream& stream,
+                    double start_up_s, int64_t run_samples, int threads, const char* backend) {
   const ModelConfig& mc = o.model;
   const int64_t micro = o.micro_batch_size;
   fmt::print("{}", topo.table());
   fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
              mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
              mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
-  fmt::print("parameters: {} total, {} active per token; per rank: {} ({:.3f} of one rank's), "
-             "weights {}, grads {}, optimizer {}\n",
+  fmt::print("parameters: {} total, {} active per token; rank 0 holds {} ({:.3f} of one rank's)\n",
              mc.num_parameters(), mc.num_active_parameters(), params.size(),
-             double(params.size()) / double(mc.num_parameters()), byte_size(4.0 * params.size()),
-             byte_size(4.0 * params.size()), byte_size(8.0 * params.size()));
+             double(params.size()) / double(mc.num_parameters()));
+  for (const RankMemory& m : memory)
+    fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
+               "optimizer {} B\n",
+               m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes);
   for (int s = 0; s < stream.num_sources(); ++s) {
     const auto& src = stream.source(s);
     fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
@@ -133,10 +153,6 @@ TrainResult run_train(TrainOptions o) {
   resolve_and_validate(o);
   Topology topo(MPI_COMM_WORLD, o.topology);
   const bool root = topo.world_rank() == 0;
-  MT_CHECK(topo.dp_size() == 1,
-           "data parallelism is not available yet: run with TP x PP = world size (asked for "
-           "TP={} PP={}, which leaves DP={} on {} ranks)",
-           topo.tp_size(), topo.pp_size(), topo.dp_size(), topo.world_size());
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   const int stage = topo.coords().pp, stages = topo.pp_size();
   const auto layers = stage_layers(o.model.num_layers, stages, o.decoder_first_pipeline_num_layers,
@@ -154,9 +170,18 @@ TrainResult run_train(TrainOptions o) {
 
   auto be = make_cpu_backend<float>();
   const int64_t micro = o.micro_batch_size;
-  Transformer<float> model(*be, mc, int(micro), tp, span);
+  const int dp_size = topo.dp_size();
+  Transformer<float> model(*be, mc, int(micro), tp, span, dp_size);
   Parameters<float>& params = model.params();
-  AdamW<float> optim(*be, o.adam, params.size(), tp, stages > 1 ? &topo.pp() : nullptr);
+  std::vector<FlatRange> tp_partial;
+  for (const ParamTensor& t : params.tensors)
+    if (t.partial_grad) tp_partial.push_back({t.offset, t.offset + t.numel});
+  GradSync<float> grad_sync(*be, params.padded_size(), tp_partial, tp, &topo.dp(), size_t(o.ddp_bucket_size));
+  // The gradient norm sums over every group that holds other elements.
+  AdamW<float> optim(*be, o.adam, shard_segments(params.tensors, grad_sync.shard(), tp.rank),
+                     grad_sync.shard_size(),
+                     {tp.size > 1 ? &topo.tp() : nullptr, stages > 1 ? &topo.pp() : nullptr,
+                      dp_size > 1 ? &topo.dp() : nullptr});
   PipelineRunner<float> pipeline(model, PipelineGroup{&topo.pp(), stage, stages},
                                  parse_pipeline_schedule(o.pipeline_schedule));
   params.initialise(*be, o.seed);
@@ -166,7 +191,7 @@ TrainResult run_train(TrainOptions o) {
     const std::string path = resolve_checkpoint(o.load);
     CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
     check_same_model(mc, info.config, path);
-    load_checkpoint(path, MPI_COMM_WORLD, params, &optim);
+    load_checkpoint(path, MPI_COMM_WORLD, params, &optim, &grad_sync);
     state = info.state;
     if (root) {
       fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, state.iteration,
@@ -185,7 +210,8 @@ TrainResult run_train(TrainOptions o) {
   // The run ends at --train-iters / --train-samples, or when the data is used up.
   const int64_t run_samples = std::min<uint64_t>(requested_samples(o), stream.size());
   const double flops_per_token = mc.train_flops_per_token();
-  if (root) print_start_up(o, topo, params, stream, start_up_s, run_samples, threads, be->name());
+  const std::vector<RankMemory> memory = gather_memory(topo, params, optim);
+  if (root) print_start_up(o, topo, params, memory, stream, start_up_s, run_samples, threads, be->name());
 
   std::string metrics_path = o.metrics_file;
   if (metrics_path.empty() && !o.save.empty()) {
@@ -208,7 +234,7 @@ TrainResult run_train(TrainOptions o) {
   int64_t saved_iteration = -1;
   auto save = [&] {
     if (o.save.empty() || saved_iteration == state.iteration) return;
-    save_checkpoint(o.save, topo, mc, params, optim, state, o.seed, config);
+    save_checkpoint(o.save, topo, mc, params, optim, grad_sync, state, o.seed, config);
     saved_iteration = state.iteration;
     if (root) {
       fmt::print("saved checkpoint {}/{}\n", o.save, checkpoint_dir_name(state.iteration));
@@ -232,7 +258,8 @@ TrainResult run_train(TrainOptions o) {
     const int64_t num_micro = schedule.micro_batches(state.consumed_samples);
     const int64_t tokens = global * mc.seq_length;
     const double lr = learning_rate(o.lr, state.consumed_samples);
-    const double ce_scale = 1.0 / double(tokens), aux_scale = 1.0 / double(num_micro);
+    // aux: the mean over the global batch's micro-batches, on every replica.
+    const double ce_scale = 1.0 / double(tokens), aux_scale = 1.0 / double(num_micro * dp_size);
     if (o.debug_fail_at_iteration == state.iteration + 1 && topo.world_rank() == o.debug_fail_rank)
       MT_FAIL("injected failure at iteration {} on rank {} (--debug-fail-at-iteration)",
               state.iteration + 1, o.debug_fail_rank);
@@ -247,20 +274,28 @@ TrainResult run_train(TrainOptions o) {
                                                 topo.dp_size(), j, micro, i);
         const auto pick = stream.pick(uint64_t(n));
         stream.source(pick.source).samples.read_sample(pick.sample, mb + i * (mc.seq_length + 1));
-        progress.consumed[pick.source] += 1;
       }
       micro_tokens.push_back(mb);
     }
-    be->fill(params.grads.data(), 0.0f, params.size());
+    // Per-source progress counts the whole global batch, every replica's slice.
+    for (int64_t n = state.consumed_samples; n < state.consumed_samples + global; ++n)
+      progress.consumed[stream.pick(uint64_t(n)).source] += 1;
+    be->fill(params.grads.data(), 0.0f, params.padded_size());
     PipelineStats pipeline_stats;
-    const MicroBatchLoss l = pipeline.step(micro_tokens, int(micro), ce_scale, aux_scale, &pipeline_stats);
+    float* grads = params.grads.data();
+    grad_sync.start_step();
+    const GradsReady ready = [&](size_t from) { grad_sync.ready_from(grads, from); };
+    const MicroBatchLoss l =
+        pipeline.step(micro_tokens, int(micro), ce_scale, aux_scale, &pipeline_stats, &ready);
+    grad_sync.finish(grads);
     interval_wait += pipeline_stats.wait_seconds;
     double sums[2] = {l.ce_sum, l.aux};  // CE from the last stage, aux from every stage's layers
     if (stages > 1) topo.pp().all_reduce_sum(sums, 2);
-    model.reduce_partial_grads();
-    const double loss = sums[0] / double(tokens), aux = sums[1] / double(num_micro);
+    if (dp_size > 1) topo.dp().all_reduce_sum(sums, 2);
+    const double loss = sums[0] / double(tokens), aux = sums[1] / double(num_micro * dp_size);
     MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, state.iteration + 1);
-    const double grad_norm = optim.step(params, lr);
+    const double grad_norm = optim.step(params.values.data(), grad_sync.shard_grads(grads), lr);
+    grad_sync.all_gather(params.values.data());
     state.iteration += 1;
     state.consumed_samples += global;
     state.consumed_tokens += tokens;
@@ -294,6 +329,11 @@ TrainResult run_train(TrainOptions o) {
       m.interval_s = interval_s;
       m.tp_allreduce_s = topo.tp().all_reduce_seconds - tp_seconds_at_start;
       m.tp_allreduce_bytes = double(topo.tp().all_reduce_bytes - tp_bytes_at_start);
+      m.dp_exposed_s = grad_sync.stats.exposed_seconds;
+      m.dp_allgather_s = grad_sync.stats.all_gather_seconds;
+      m.dp_reduce_scatter_bytes = double(grad_sync.stats.reduce_scatter_bytes);
+      m.dp_allgather_bytes = double(grad_sync.stats.all_gather_bytes);
+      grad_sync.stats = {};
       tp_seconds_at_start = topo.tp().all_reduce_seconds;
       tp_bytes_at_start = topo.tp().all_reduce_bytes;
       // Each stage's idle share of the interval (the pipeline bubble).

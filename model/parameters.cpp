@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "parallel/grad_sync.h"
 #include "runtime/check.h"
 #include "runtime/philox.h"
 
@@ -83,9 +84,9 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 
 template <typename T>
 Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp,
-                          const StageSpan& stage)
+                          const StageSpan& stage, int data_parallel)
     : tensors(param_table(cfg, tp.rank, tp.size, stage)) {
-  size_t n = tensors.back().offset + tensors.back().numel;
+  const size_t n = mt::padded_size(size(), data_parallel);
   values = DeviceBuffer<T>(be, n);
   grads = DeviceBuffer<T>(be, n);
 }

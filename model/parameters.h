@@ -53,18 +53,21 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 
 template <typename T>
 struct Parameters {
+  // data_parallel: the flat buffers are padded with zeros to a multiple of
+  // it, for ZeRO-1's equal shards (parallel/grad_sync.h).
   Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {},
-             const StageSpan& stage = {});
+             const StageSpan& stage = {}, int data_parallel = 1);
 
   std::vector<ParamTensor> tensors;
-  DeviceBuffer<T> values;  // all weights, back to back
+  DeviceBuffer<T> values;  // all weights, back to back, then the padding
   DeviceBuffer<T> grads;   // same layout
 
   const ParamTensor& find(const std::string& name) const;  // throws naming the tensor
   const ParamTensor* find_or_null(const std::string& name) const;
   T* value(const std::string& name) { return values.data() + find(name).offset; }
   T* grad(const std::string& name) { return grads.data() + find(name).offset; }
-  size_t size() const { return values.size(); }
+  size_t size() const { return tensors.back().offset + tensors.back().numel; }  // elements held
+  size_t padded_size() const { return values.size(); }
 
   void initialise(Backend<T>& be, uint64_t seed);
 };

@@ -28,7 +28,8 @@ DeviceBuffer<T>& PipelineRunner<T>::grad_send(int slot) {
 
 template <typename T>
 MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens, int B,
-                                       double ce_scale, double aux_scale, PipelineStats* stats) {
+                                       double ce_scale, double aux_scale, PipelineStats* stats,
+                                       const GradsReady* ready) {
   const ModelConfig& c = model_.config();
   const int m = int(tokens.size());
   const size_t n = size_t(B) * c.seq_length * c.hidden_size;  // floats a transfer
@@ -36,7 +37,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   if (!last && grad_recv_.size() < n) grad_recv_ = DeviceBuffer<T>(model_.backend(), n);
 
   PipelineStats local;
-  auto wait = [&](P2PRequest& r) {
+  auto wait = [&](Request& r) {
     if (!r.pending()) return;
     const double start = MPI_Wtime();
     pp_.group->wait(r);
@@ -47,7 +48,12 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   std::vector<int> free_slots;  // slots whose micro-batch finished its backward
   int slots_used = 0, live = 0;
   MicroBatchLoss total;
-  for (const PipelineStep& s : pipeline_steps(schedule_, pp_.stage, pp_.stages, m)) {
+  const std::vector<PipelineStep> steps = pipeline_steps(schedule_, pp_.stage, pp_.stages, m);
+  size_t last_backward = 0;
+  for (size_t k = 0; k < steps.size(); ++k)
+    if (steps[k].kind == PipelineStep::Backward) last_backward = k;
+  for (size_t k = 0; k < steps.size(); ++k) {
+    const PipelineStep& s = steps[k];
     const int i = s.micro_batch;
     if (s.kind == PipelineStep::Forward) {
       int slot;
@@ -64,7 +70,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
       // The slot's previous output must have left before it is overwritten.
       wait(out_send_[slot]);
       if (!first) {
-        P2PRequest r = pp_.group->irecv(model_.stage_input(slot), n, dtype_of<T>(), pp_.stage - 1, i);
+        Request r = pp_.group->irecv(model_.stage_input(slot), n, dtype_of<T>(), pp_.stage - 1, i);
         wait(r);
       }
       const MicroBatchLoss l = model_.forward_stage(slot, tokens[i], B);
@@ -75,10 +81,11 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
     } else {
       const int slot = slot_of[i];
       if (!last) {
-        P2PRequest r = pp_.group->irecv(grad_recv_.data(), n, dtype_of<T>(), pp_.stage + 1, i);
+        Request r = pp_.group->irecv(grad_recv_.data(), n, dtype_of<T>(), pp_.stage + 1, i);
         wait(r);
       }
-      model_.backward_stage(slot, last ? nullptr : grad_recv_.data(), ce_scale, aux_scale);
+      model_.backward_stage(slot, last ? nullptr : grad_recv_.data(), ce_scale, aux_scale,
+                            k == last_backward ? ready : nullptr);
       if (!first) {
         wait(grad_send_req_[slot]);
         model_.backend().copy(grad_send_[slot].data(), model_.stage_input_grad(), n);
@@ -100,12 +107,12 @@ MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
   const size_t n = size_t(B) * c.seq_length * c.hidden_size;
   const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
   if (!first) {
-    P2PRequest r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
+    Request r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
     pp_.group->wait(r);
   }
   const MicroBatchLoss loss = model_.forward_stage(0, tokens, B);
   if (!last) {
-    P2PRequest r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
+    Request r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
     pp_.group->wait(r);
   }
   return loss;

@@ -31,9 +31,11 @@ class PipelineRunner {
   PipelineRunner(Transformer<T>& model, const PipelineGroup& pp, PipelineSchedule schedule);
 
   // tokens[i]: host [B, S+1] of micro-batch i. Returns this stage's summed
-  // loss: CE on the last stage, the aux losses of its layers.
+  // loss: CE on the last stage, the aux losses of its layers. ready, when
+  // given, follows the step's last backward pass (Transformer::backward_stage).
   MicroBatchLoss step(const std::vector<const int32_t*>& tokens, int B, double ce_scale,
-                      double aux_scale, PipelineStats* stats = nullptr);
+                      double aux_scale, PipelineStats* stats = nullptr,
+                      const GradsReady* ready = nullptr);
   // Forward only (evaluation): one micro-batch through every stage. Returns
   // this stage's loss (CE on the last stage).
   MicroBatchLoss forward(const int32_t* tokens, int B);
@@ -46,7 +48,7 @@ class PipelineRunner {
   PipelineSchedule schedule_;
   DeviceBuffer<T> grad_recv_;                  // [T, d]
   std::vector<DeviceBuffer<T>> grad_send_;     // [slots][T, d]
-  std::vector<P2PRequest> out_send_, grad_send_req_;  // [slots]
+  std::vector<Request> out_send_, grad_send_req_;  // [slots]
 };
 
 extern template class PipelineRunner<float>;

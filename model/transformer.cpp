@@ -58,10 +58,10 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
 
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
-                            const TensorParallel& tp, const StageSpan& stage)
+                            const TensorParallel& tp, const StageSpan& stage, int data_parallel)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
-      params_(be, cfg_, tp, stage) {
+      params_(be, cfg_, tp, stage, data_parallel) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
   ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
@@ -69,6 +69,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
     weights_.push_back(layer_tensors(l, false));
     grads_.push_back(layer_tensors(l, true));
+    layer_offset_.push_back(params_.find(fmt::format("layers/{}/attn_norm", l)).offset);
   }
   ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
   slot(0, micro_batch);
@@ -252,7 +253,8 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
 }
 
 template <typename T>
-void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale, double aux_scale) {
+void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale, double aux_scale,
+                                    const GradsReady* ready) {
   const ModelConfig& c = cfg_;
   Activations<T>& a = *slots_.at(s);
   const int n = a.batch * c.seq_length, d = c.hidden_size, V = tps_.vocab;
@@ -264,13 +266,19 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
     tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
     be_.fill(dres_.data(), T(0), size_t(n) * d);
     be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
+    if (ready) (*ready)(params_.find("final_norm").offset);
   } else {
     MT_CHECK(grad_output != nullptr, "stage [{}, {}) needs the gradient of its output", stage_.begin, stage_.end_of(c));
     be_.copy(dres_.data(), grad_output, size_t(n) * d);
   }
-  for (int l = num_layers_ - 1; l >= 0; --l) layer_backward(a, l, dres_.data(), aux_scale);
-  if (stage_.first)
+  for (int l = num_layers_ - 1; l >= 0; --l) {
+    layer_backward(a, l, dres_.data(), aux_scale);
+    if (ready) (*ready)(layer_offset_[l]);
+  }
+  if (stage_.first) {
     be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+    if (ready) (*ready)(0);
+  }
 }
 
 template <typename T>

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/config.h"
@@ -63,6 +64,11 @@ struct Activations {
   DeviceBuffer<T> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
 };
 
+// Called during a backward pass with `from`: every gradient at flat offsets
+// [from, end) is final for the step (the step's last backward pass), so its
+// reduction can start while the rest of the pass runs.
+using GradsReady = std::function<void(size_t from)>;
+
 struct MicroBatchLoss {
   double ce_sum = 0.0;  // summed over the micro-batch's tokens
   double aux = 0.0;     // summed over layers
@@ -75,8 +81,9 @@ class Transformer {
   // micro_batch: the largest batch a micro-batch may have. tp: this rank's
   // tensor-parallel group; stage: its pipeline stage (default: one rank
   // holding everything).
+  // data_parallel: pads the flat buffers for ZeRO-1 (Parameters).
   Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {},
-              const StageSpan& stage = {});
+              const StageSpan& stage = {}, int data_parallel = 1);
 
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
@@ -93,8 +100,10 @@ class Transformer {
   // Backward of  ce_scale * sum(CE) + aux_scale * sum(aux)  for the micro-
   // batch in `slot`: the last stage starts from the loss, a former stage from
   // grad_output = d loss / d stage output. Leaves d loss / d stage input in
-  // stage_input_grad() (until the next backward).
-  void backward_stage(int slot, const T* grad_output, double ce_scale, double aux_scale);
+  // stage_input_grad() (until the next backward). ready, when given, is told
+  // as each layer's gradients are done: the step's last backward pass.
+  void backward_stage(int slot, const T* grad_output, double ce_scale, double aux_scale,
+                      const GradsReady* ready = nullptr);
   T* stage_input(int slot);        // [T, d]
   const T* stage_output(int slot);  // [T, d]
   const T* stage_input_grad() const { return dres_.data(); }
@@ -133,6 +142,7 @@ class Transformer {
   int max_batch_;
   Parameters<T> params_;
   std::vector<LayerWeights<T>> weights_, grads_;  // [stage layers], resolved once
+  std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
   std::vector<std::unique_ptr<Activations<T>>> slots_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass

@@ -1,5 +1,6 @@
 #include "optim/adamw.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "runtime/check.h"
@@ -14,38 +15,63 @@ void validate(const AdamWConfig& c) {
   MT_CHECK(c.clip_grad >= 0, "--clip-grad must be >= 0, got {}", c.clip_grad);
 }
 
-template <typename T>
-AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t n, const TensorParallel& tp,
-                Communicator* pipeline)
-    : be_(be), cfg_(cfg), tp_(tp), pipeline_(pipeline), exp_avg_(be, n), exp_avg_sq_(be, n) {}
+std::vector<ShardSegment> shard_segments(const std::vector<ParamTensor>& tensors,
+                                         const std::vector<FlatRange>& shard, int tp_rank) {
+  std::vector<ShardSegment> segments;
+  size_t packed = 0;  // where the current range starts in the shard buffers
+  for (const FlatRange& r : shard) {
+    for (const ParamTensor& t : tensors) {
+      const size_t begin = std::max(r.begin, t.offset), end = std::min(r.end, t.offset + t.numel);
+      if (begin >= end) continue;
+      segments.push_back({begin, packed + (begin - r.begin), end - begin, t.weight_decay,
+                          !t.replicated() || tp_rank == 0});
+    }
+    packed += r.size();
+  }
+  return segments;
+}
 
 template <typename T>
-double AdamW<T>::grad_norm(const Parameters<T>& p) {
+AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, std::vector<ShardSegment> segments,
+                size_t shard_size, std::vector<Communicator*> norm_groups)
+    : be_(be), cfg_(cfg), segments_(std::move(segments)), norm_groups_(std::move(norm_groups)),
+      exp_avg_(be, shard_size), exp_avg_sq_(be, shard_size) {
+  be.fill(exp_avg_.data(), T(0), shard_size);
+  be.fill(exp_avg_sq_.data(), T(0), shard_size);
+}
+
+template <typename T>
+AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, const Parameters<T>& p,
+                const TensorParallel& tp, Communicator* pipeline)
+    : AdamW(be, cfg, shard_segments(p.tensors, {{0, p.size()}}, tp.rank), p.size(),
+            {tp.size > 1 ? tp.group : nullptr, pipeline}) {}
+
+template <typename T>
+double AdamW<T>::grad_norm(const T* grads) {
   double sum = 0.0;
-  for (const ParamTensor& t : p.tensors)
-    if (!t.replicated() || tp_.rank == 0) sum += be_.sum_squares(t.numel, p.grads.data() + t.offset);
-  tp_.all_reduce_sum(&sum, 1);
-  if (pipeline_) pipeline_->all_reduce_sum(&sum, 1);
+  for (const ShardSegment& s : segments_)
+    if (s.in_norm) sum += be_.sum_squares(s.count, grads + s.shard);
+  for (Communicator* group : norm_groups_)
+    if (group) group->all_reduce_sum(&sum, 1);
   return std::sqrt(sum);
 }
 
 template <typename T>
-double AdamW<T>::step(Parameters<T>& p, double lr) {
-  const double norm = grad_norm(p);
+double AdamW<T>::step(T* values, T* grads, double lr) {
+  const double norm = grad_norm(grads);
   MT_CHECK(std::isfinite(norm), "gradient norm is {} at Adam step {}: the loss diverged", norm,
            step_ + 1);
   if (cfg_.clip_grad > 0) {
     const double scale = cfg_.clip_grad / (norm + 1e-6);
-    if (scale < 1.0) be_.scale(p.size(), T(scale), p.grads.data());
+    if (scale < 1.0) be_.scale(shard_size(), T(scale), grads);
   }
   ++step_;
   const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_));
   const double bc2 = 1.0 - std::pow(cfg_.beta2, double(step_));
-  for (const ParamTensor& t : p.tensors) {
-    const double wd = t.weight_decay ? cfg_.weight_decay : 0.0;
-    be_.adamw(p.values.data() + t.offset, p.grads.data() + t.offset, exp_avg_.data() + t.offset,
-              exp_avg_sq_.data() + t.offset, t.numel, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd,
-              bc1, bc2);
+  for (const ShardSegment& s : segments_) {
+    const double wd = s.weight_decay ? cfg_.weight_decay : 0.0;
+    be_.adamw(values + s.flat, grads + s.shard, exp_avg_.data() + s.shard,
+              exp_avg_sq_.data() + s.shard, s.count, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2);
   }
   return norm;
 }

@@ -1,12 +1,16 @@
-// AdamW over the model's flat parameter buffer, with global gradient-norm
+// AdamW over the part of the model's flat parameter buffer this rank
+// updates (all of it, or its ZeRO-1 shard), with global gradient-norm
 // clipping. Decoupled weight decay applies to tensors of two or more
 // dimensions only (DESIGN.md section 4). Adam's step count starts at 1.
+// The weights are float32 and are themselves the master weights, so the
+// optimizer state is the two moments of the shard.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
 #include "model/parameters.h"
+#include "parallel/grad_sync.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -21,32 +25,54 @@ struct AdamWConfig {
 
 void validate(const AdamWConfig& cfg);
 
+// A run of elements this rank updates: flat[flat, flat + count) of one
+// tensor, whose gradients and moments lie at [shard, shard + count) of the
+// shard-packed buffers.
+struct ShardSegment {
+  size_t flat = 0, shard = 0, count = 0;
+  bool weight_decay = false;
+  // Counted in the gradient norm: a tensor every TP rank holds whole is
+  // counted on TP rank 0 only, so each logical element counts once.
+  bool in_norm = true;
+};
+
+// The flat ranges of `shard` (packed back to back) cut at tensor
+// boundaries; padding beyond the last tensor belongs to none and is left out.
+std::vector<ShardSegment> shard_segments(const std::vector<ParamTensor>& tensors,
+                                         const std::vector<FlatRange>& shard, int tp_rank);
+
 template <typename T>
 class AdamW {
  public:
-  // tp: the group whose ranks hold the other shards of the parameters;
-  // pipeline: the group whose ranks hold the other layers (null: one stage).
-  AdamW(Backend<T>& be, const AdamWConfig& cfg, size_t num_params, const TensorParallel& tp = {},
+  // segments, shard_size: what this rank updates. norm_groups: the groups
+  // whose ranks hold the rest of the model (TP, PP, DP); the squared norm is
+  // summed over each (null entries are skipped).
+  AdamW(Backend<T>& be, const AdamWConfig& cfg, std::vector<ShardSegment> segments, size_t shard_size,
+        std::vector<Communicator*> norm_groups);
+  // Every parameter of p, on one replica: tp holds the other TP shards,
+  // pipeline the other stages (null: one stage).
+  AdamW(Backend<T>& be, const AdamWConfig& cfg, const Parameters<T>& p, const TensorParallel& tp = {},
         Communicator* pipeline = nullptr);
 
-  // Global L2 norm of the gradients, each logical element counted once:
-  // split tensors summed over the TP group, tensors every TP rank holds
-  // whole counted on TP rank 0 only, stages summed over the pipeline.
-  double grad_norm(const Parameters<T>& p);
-  // Clips (scale = clip / (norm + 1e-6) when below 1), then updates every
-  // tensor. Returns the pre-clip gradient norm.
-  double step(Parameters<T>& p, double lr);
+  // Global L2 norm of the gradients, each logical element counted once.
+  // grads: [shard_size], shard-packed.
+  double grad_norm(const T* grads);
+  // Clips (scale = clip / (norm + 1e-6) when below 1), then updates the
+  // shard's segments of the flat `values`. Returns the pre-clip norm.
+  double step(T* values, T* grads, double lr);
+  double step(Parameters<T>& p, double lr) { return step(p.values.data(), p.grads.data(), lr); }
 
   int64_t step_count() const { return step_; }
   void set_step_count(int64_t s) { step_ = s; }
-  DeviceBuffer<T>& exp_avg() { return exp_avg_; }
+  size_t shard_size() const { return exp_avg_.size(); }
+  DeviceBuffer<T>& exp_avg() { return exp_avg_; }  // [shard_size], shard-packed
   DeviceBuffer<T>& exp_avg_sq() { return exp_avg_sq_; }
 
  private:
   Backend<T>& be_;
   AdamWConfig cfg_;
-  TensorParallel tp_;
-  Communicator* pipeline_;
+  std::vector<ShardSegment> segments_;
+  std::vector<Communicator*> norm_groups_;
   int64_t step_ = 0;
   DeviceBuffer<T> exp_avg_, exp_avg_sq_;
 };

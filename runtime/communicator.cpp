@@ -54,21 +54,41 @@ void MpiCommunicator::broadcast(void* buf, size_t n, DType type, int root) {
 
 void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
 
-P2PRequest MpiCommunicator::isend(const void* buf, size_t n, DType type, int peer, int tag) {
-  P2PRequest r;
+Request MpiCommunicator::isend(const void* buf, size_t n, DType type, int peer, int tag) {
+  Request r;
   MPI_CHECK(MPI_Isend(buf, mpi_count(n), mpi_type(type), peer, tag, comm_, &r.mpi));
   return r;
 }
 
-P2PRequest MpiCommunicator::irecv(void* buf, size_t n, DType type, int peer, int tag) {
-  P2PRequest r;
+Request MpiCommunicator::irecv(void* buf, size_t n, DType type, int peer, int tag) {
+  Request r;
   MPI_CHECK(MPI_Irecv(buf, mpi_count(n), mpi_type(type), peer, tag, comm_, &r.mpi));
   return r;
 }
 
-void MpiCommunicator::wait(P2PRequest& request) {
+void MpiCommunicator::wait(Request& request) {
   if (!request.pending()) return;
   MPI_CHECK(MPI_Wait(&request.mpi, MPI_STATUS_IGNORE));
+}
+
+Request MpiCommunicator::ireduce_scatter(const void* send, void* recv, size_t count, DType type) {
+  Request r;
+  MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, mpi_count(count), mpi_type(type), MPI_SUM, comm_, &r.mpi));
+  return r;
+}
+
+Request MpiCommunicator::iall_gather(void* buf, size_t count, DType type) {
+  Request r;
+  MPI_CHECK(MPI_Iallgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, mpi_count(count), mpi_type(type),
+                           comm_, &r.mpi));
+  return r;
+}
+
+bool MpiCommunicator::test(Request& request) {
+  if (!request.pending()) return true;
+  int done = 0;
+  MPI_CHECK(MPI_Test(&request.mpi, &done, MPI_STATUS_IGNORE));
+  return done != 0;
 }
 
 }  // namespace mt

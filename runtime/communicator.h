@@ -25,8 +25,8 @@ constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <>
 constexpr DType dtype_of<int64_t>() { return DType::I64; }
 
-// A non-blocking point-to-point transfer in flight; wait() completes it.
-struct P2PRequest {
+// A non-blocking transfer or collective in flight; wait() completes it.
+struct Request {
   MPI_Request mpi = MPI_REQUEST_NULL;
   bool pending() const { return mpi != MPI_REQUEST_NULL; }
 };
@@ -41,9 +41,18 @@ class Communicator {
   virtual void barrier() = 0;
   // Point-to-point between ranks of this group (pipeline stages). The
   // buffer must stay untouched until wait() returns.
-  virtual P2PRequest isend(const void* buf, size_t n, DType type, int peer, int tag) = 0;
-  virtual P2PRequest irecv(void* buf, size_t n, DType type, int peer, int tag) = 0;
-  virtual void wait(P2PRequest& request) = 0;
+  virtual Request isend(const void* buf, size_t n, DType type, int peer, int tag) = 0;
+  virtual Request irecv(void* buf, size_t n, DType type, int peer, int tag) = 0;
+  virtual void wait(Request& request) = 0;
+  // Non-blocking collectives (ZeRO-1's buckets). reduce_scatter sums
+  // `send` ([size() * count]) over the group into `recv` ([count]), rank r
+  // getting the r-th part; all_gather is in place: rank r's `count` elements
+  // at buf + r * count go to every rank. Buffers stay untouched until done.
+  virtual Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) = 0;
+  virtual Request iall_gather(void* buf, size_t count, DType type) = 0;
+  // Drives pending requests forward (MPI progresses non-blocking
+  // collectives only inside MPI calls); true when `request` is complete.
+  virtual bool test(Request& request) = 0;
 
   template <typename T>
   void all_reduce_sum(T* buf, size_t n) { all_reduce(buf, n, dtype_of<T>(), ReduceOp::Sum); }
@@ -68,9 +77,12 @@ class MpiCommunicator final : public Communicator {
   void all_reduce(void* buf, size_t n, DType type, ReduceOp op) override;
   void broadcast(void* buf, size_t n, DType type, int root) override;
   void barrier() override;
-  P2PRequest isend(const void* buf, size_t n, DType type, int peer, int tag) override;
-  P2PRequest irecv(void* buf, size_t n, DType type, int peer, int tag) override;
-  void wait(P2PRequest& request) override;
+  Request isend(const void* buf, size_t n, DType type, int peer, int tag) override;
+  Request irecv(void* buf, size_t n, DType type, int peer, int tag) override;
+  void wait(Request& request) override;
+  Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) override;
+  Request iall_gather(void* buf, size_t count, DType type) override;
+  bool test(Request& request) override;
   MPI_Comm comm() const { return comm_; }
 
  private:

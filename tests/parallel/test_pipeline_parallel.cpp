@@ -81,7 +81,7 @@ void check_layout(int tp_size, PipelineSchedule schedule, bool uneven, int exper
 
   auto be = make_cpu_backend<T>();
   Transformer<T> ref(*be, cfg, kMicro);
-  AdamW<T> ref_optim(*be, adam, ref.params().size());
+  AdamW<T> ref_optim(*be, adam, ref.params());
   ref.params().initialise(*be, 3);
   const std::vector<double> ref_losses = train_reference(ref, ref_optim, cfg);
 
@@ -91,7 +91,7 @@ void check_layout(int tp_size, PipelineSchedule schedule, bool uneven, int exper
   const auto split = stage_layers(layers, stages, uneven && stages > 1 ? 1 : 0, 0);
   const StageSpan span{split[stage].first, split[stage].second, stage == 0, stage == stages - 1};
   Transformer<T> model(*be, cfg, kMicro, tp, span);
-  AdamW<T> optim(*be, adam, model.params().size(), tp, &topo.pp());
+  AdamW<T> optim(*be, adam, model.params(), tp, &topo.pp());
   model.params().initialise(*be, 3);
   PipelineRunner<T> runner(model, PipelineGroup{&topo.pp(), stage, stages}, schedule);
 

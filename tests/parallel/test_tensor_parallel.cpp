@@ -82,14 +82,14 @@ void check_equivalence(const TpCase& c, double loss_rel_tol, double param_tol) {
 
   auto be = make_cpu_backend<T>();
   Transformer<T> ref(*be, cfg, B);
-  AdamW<T> ref_optim(*be, adam, ref.params().size());
+  AdamW<T> ref_optim(*be, adam, ref.params());
   ref.params().initialise(*be, 5);
   const TrainingRun ref_run = train(ref, ref_optim, cfg, steps, micro, B);
 
   Topology topo(MPI_COMM_WORLD, TopologyConfig{world, 1});
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   Transformer<T> model(*be, cfg, B, tp);
-  AdamW<T> optim(*be, adam, model.params().size(), tp);
+  AdamW<T> optim(*be, adam, model.params(), tp);
   model.params().initialise(*be, 5);
   const TrainingRun run = train(model, optim, cfg, steps, micro, B);
 

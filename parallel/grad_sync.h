@@ -1,0 +1,103 @@
+// Makes one step's gradients ready for the optimizer (DESIGN.md section 4)
+// while the backward pass of the last micro-batch is still running:
+//  - gradients of tensors every TP rank holds whole but sees only part of
+//    (wk, wv when G < TP) are summed over the TP group;
+//  - with data parallelism, the flat gradient buffer is reduce-scattered
+//    over the DP group in buckets (ZeRO-1), each launched as a non-blocking
+//    collective as soon as the backward pass has finished every gradient in
+//    it, so communication overlaps the rest of the backward pass.
+// The layout is Megatron's distributed optimizer: the flat buffer (padded so
+// that DP divides it) is cut into buckets from its end, the order in which
+// the backward pass finishes gradients; DP rank r owns the r-th 1/DP of
+// every bucket. Shards ignore tensor boundaries, so any parameter count works.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "parallel/tensor_parallel.h"
+#include "runtime/backend.h"
+#include "runtime/communicator.h"
+
+namespace mt {
+
+struct FlatRange {
+  size_t begin = 0, end = 0;
+  size_t size() const { return end - begin; }
+};
+
+// n rounded up to a multiple of dp: the flat buffers' size under ZeRO-1.
+size_t padded_size(size_t n, int dp);
+// Buckets of a padded buffer, each bucket_elems rounded up to a multiple of
+// dp, cut from the end (the lowest one takes the remainder); ascending.
+std::vector<FlatRange> grad_buckets(size_t padded, int dp, size_t bucket_elems);
+// DP rank r's part of every bucket, ascending: the flat ranges it updates.
+std::vector<FlatRange> shard_ranges(const std::vector<FlatRange>& buckets, int dp, int dp_rank);
+
+// Communication of the last step(s), for the logs and benchmarks.
+struct GradSyncStats {
+  double exposed_seconds = 0.0;  // waiting for reduce-scatters after the backward pass
+  double all_gather_seconds = 0.0;
+  uint64_t reduce_scatter_bytes = 0;  // bytes of gradient buffer reduce-scattered
+  uint64_t all_gather_bytes = 0;
+  uint64_t buckets_overlapped = 0;  // launched while the backward pass had layers to go
+  uint64_t buckets = 0;
+};
+
+template <typename T>
+class GradSync {
+ public:
+  // padded: the flat buffers' size (padded_size(n, DP)); tp_partial: flat
+  // ranges whose gradients are partial over TP; dp: null for one replica.
+  GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_partial, const TensorParallel& tp,
+           Communicator* dp, size_t bucket_elems);
+
+  // Before a step's backward passes.
+  void start_step();
+  // The gradients at [from, padded) are final for this step: reduce their
+  // TP-partial parts and launch every bucket lying wholly in that range.
+  void ready_from(T* grads, size_t from);
+  // Every gradient is final: launch what is left and wait for all of it.
+  // Afterwards shard_grads(grads) holds this rank's summed shard.
+  void finish(T* grads);
+
+  // The step's gradients of the shard, [shard_size()]: grads itself with one
+  // replica (the shard is everything).
+  T* shard_grads(T* grads) { return dp_ ? shard_grads_.data() : grads; }
+  const std::vector<FlatRange>& shard() const { return shard_; }
+  size_t shard_size() const { return shard_size_; }
+  const std::vector<FlatRange>& buckets() const { return buckets_; }
+
+  // flat: a padded buffer where this rank's shard ranges are up to date;
+  // afterwards every rank's are (the updated parameters, or optimizer state
+  // being saved). Blocking.
+  void all_gather(T* flat);
+  // Between shard-packed [shard_size()] and flat [padded] layouts.
+  void flat_to_shard(const T* flat, T* shard) const;
+  void shard_to_flat(const T* shard, T* flat) const;
+
+  GradSyncStats stats;  // accumulated; the caller resets it
+
+ private:
+  void launch_buckets_from(T* grads, size_t from);
+
+  Backend<T>& be_;
+  size_t padded_;
+  std::vector<FlatRange> tp_partial_;  // ascending
+  TensorParallel tp_;
+  Communicator* dp_;
+  std::vector<FlatRange> buckets_, shard_;
+  std::vector<size_t> shard_offset_;  // where each bucket's part starts in the shard
+  size_t shard_size_ = 0;
+  DeviceBuffer<T> shard_grads_;  // [shard_size] with DP > 1
+  size_t ready_ = 0;             // gradients at [ready_, padded) are final
+  int next_bucket_ = -1;         // the highest bucket not launched yet
+  std::vector<Request> pending_;
+  bool in_backward_ = false;
+};
+
+extern template class GradSync<float>;
+extern template class GradSync<double>;
+
+}  // namespace mt
