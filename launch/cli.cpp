@@ -58,6 +58,10 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
                   "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then "
                   "all backwards)")
       ->capture_default_str();
+  app->add_option("--ddp-bucket-size", o.ddp_bucket_size,
+                  "Parameters per data-parallel gradient bucket: each bucket's reduce-scatter starts "
+                  "as soon as the backward pass has finished its gradients")
+      ->capture_default_str();
   app->add_option("--debug-fail-at-iteration", o.debug_fail_at_iteration,
                   "Testing: make one rank fail at the start of this iteration, to check the job aborts");
   app->add_option("--debug-fail-rank", o.debug_fail_rank, "Testing: the rank --debug-fail-at-iteration fails on")
