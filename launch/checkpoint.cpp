@@ -9,8 +9,12 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <algorithm>
+#include <ctime>
 #include <fstream>
+#include <regex>
 
+#include "launch/version.h"
 #include "runtime/check.h"
 #include "runtime/hdf5_file.h"
 
@@ -122,11 +126,40 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   sync_to_disk(path.parent_path());
 }
 
+// The iterations of the complete checkpoint directories in save_dir
+// (iter_NNNNNNN, not .tmp or .old), newest first.
+std::vector<int64_t> checkpoint_iterations(const fs::path& save_dir) {
+  std::vector<int64_t> found;
+  const std::regex name("iter_(\\d{7})");
+  std::smatch m;
+  for (const auto& entry : fs::directory_iterator(save_dir)) {
+    const std::string dir = entry.path().filename().string();
+    if (entry.is_directory() && std::regex_match(dir, m, name)) found.push_back(std::stoll(m[1]));
+  }
+  std::sort(found.rbegin(), found.rend());
+  return found;
+}
+
+void remove_old_checkpoints(const fs::path& save_dir, int keep_last) {
+  const std::vector<int64_t> iterations = checkpoint_iterations(save_dir);
+  for (size_t i = size_t(keep_last); i < iterations.size(); ++i)
+    fs::remove_all(save_dir / checkpoint_dir_name(iterations[i]));
+}
+
+std::string now_iso8601() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
 }  // namespace
 
-void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                     Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                     const TrainState& state, uint64_t seed, const nlohmann::json& config) {
+SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
+                          Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                          const TrainState& state, uint64_t seed, const nlohmann::json& config,
+                          const nlohmann::json& resume, int keep_last) {
+  const double start = MPI_Wtime();
   const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
   const fs::path tmp_dir = final_dir.string() + ".tmp";
   const bool root = topo.world_rank() == 0;
@@ -163,25 +196,47 @@ void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelCon
                                       {"dp", topo.dp_size()},
                                       {"world", topo.world_size()}}
                            .dump());
+  for (const auto& [key, value] : resume.items()) f.set_attr(key, value.dump());
+  f.set_attr("moetrain_version", kMoetrainVersion);
+  f.set_attr("saved_at", now_iso8601());
   f.close();
   topo.world().barrier();
 
   // Only a complete file on disk gets the real name, and only then does
-  // `latest` move.
+  // `latest` move; older checkpoints go only after that.
+  SaveStats stats;
   if (root) {
     sync_to_disk(tmp_dir / "checkpoint.h5");
     sync_to_disk(tmp_dir);
+    stats.bytes = fs::file_size(tmp_dir / "checkpoint.h5");
     const fs::path old_dir = final_dir.string() + ".old";
     fs::remove_all(old_dir);
     if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
     fs::rename(tmp_dir, final_dir);
     write_text_atomically(fs::path(save_dir) / "latest", std::to_string(state.iteration));
     fs::remove_all(old_dir);
+    if (keep_last > 0) remove_old_checkpoints(save_dir, keep_last);
   }
   topo.world().barrier();
+  stats.seconds = MPI_Wtime() - start;
+  return stats;
 }
 
-std::string resolve_checkpoint(const std::string& load) {
+std::string checkpoint_problem(const std::string& path) {
+  try {
+    H5File f = H5File::open(path, MPI_COMM_SELF);
+    for (const char* attr : {"format_version", "iteration", "consumed_samples", "adam_step", "config"})
+      if (!f.has_attr(attr)) return fmt::format("it has no '{}' attribute", attr);
+    if (!f.exists("model/embed") || !f.exists("optim/exp_avg_sq/lm_head"))
+      return "it lacks the model or optimizer tensors";
+    if (!nlohmann::json::accept(f.attr_string("config"))) return "its 'config' attribute is not JSON";
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings) {
   const fs::path p(load);
   MT_CHECK(fs::exists(p), "--load {}: no such file or directory", load);
   if (fs::is_regular_file(p)) return p.string();
@@ -189,13 +244,38 @@ std::string resolve_checkpoint(const std::string& load) {
   const fs::path latest = p / "latest";
   MT_CHECK(fs::exists(latest), "--load {}: neither a checkpoint.h5 nor a 'latest' file in it", load);
   std::ifstream in(latest);
-  int64_t iteration = -1;
-  in >> iteration;
-  MT_CHECK(in && iteration >= 0, "--load {}: cannot read an iteration from {}", load, latest.string());
-  const fs::path file = p / checkpoint_dir_name(iteration) / "checkpoint.h5";
-  MT_CHECK(fs::exists(file), "--load {}: 'latest' names iteration {} but {} does not exist", load,
-           iteration, file.string());
-  return file.string();
+  int64_t newest = -1;
+  in >> newest;
+  MT_CHECK(in && newest >= 0, "--load {}: cannot read an iteration from {}", load, latest.string());
+  auto warn = [&](std::string w) {
+    if (warnings) warnings->push_back(std::move(w));
+  };
+  for (int64_t iteration : checkpoint_iterations(p)) {
+    const fs::path file = p / checkpoint_dir_name(iteration) / "checkpoint.h5";
+    if (iteration > newest) {
+      warn(fmt::format("{} is newer than 'latest' ({}): its save did not finish; not used", file.string(), newest));
+      continue;
+    }
+    const std::string problem = fs::exists(file) ? checkpoint_problem(file.string()) : "it is missing";
+    if (problem.empty()) return file.string();
+    warn(fmt::format("{} cannot be resumed from ({}); trying the one before it", file.string(), problem));
+  }
+  MT_FAIL("--load {}: no complete checkpoint at or before iteration {} ('latest')", load, newest);
+}
+
+std::string resolve_checkpoint(const std::string& load, Communicator& world) {
+  std::string path;
+  if (world.rank() == 0) {
+    std::vector<std::string> warnings;
+    path = resolve_checkpoint(load, &warnings);
+    for (const std::string& w : warnings) fmt::print("warning: {}\n", w);
+    std::fflush(stdout);
+  }
+  int64_t size = int64_t(path.size());
+  world.broadcast(&size, 1, 0);
+  path.resize(size_t(size));
+  world.broadcast(path.data(), path.size(), DType::U8, 0);
+  return path;
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {

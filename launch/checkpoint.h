@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "model/parameters.h"
@@ -33,16 +34,38 @@ ModelConfig model_config_from_json(const nlohmann::json& j);  // throws naming a
 
 std::string checkpoint_dir_name(int64_t iteration);  // "iter_0000042"
 
-// Collective over topo.world(). `config` is the full run configuration.
-// The AdamW moments are ZeRO-1 shards (grad_sync's layout); each replica
-// gathers them, and every rank writes its share of its TP block's rows.
-void save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                     Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                     const TrainState& state, uint64_t seed, const nlohmann::json& config);
+struct SaveStats {
+  double seconds = 0.0;  // from the first rank entering to `latest` replaced
+  uint64_t bytes = 0;    // of the file
+};
 
-// The checkpoint file a --load argument means: DIR with a `latest` file,
-// DIR/iter_NNNNNNN, or a checkpoint.h5 itself. Throws naming what is missing.
-std::string resolve_checkpoint(const std::string& load);
+// Collective over topo.world(). `config` is the full run configuration;
+// each entry of `resume` (the schedule, ramp-up, data and RNG positions)
+// becomes a root attribute holding its JSON. The AdamW moments are ZeRO-1
+// shards (grad_sync's layout): each replica gathers them, and every rank
+// writes its share of its TP block's rows. keep_last > 0: afterwards, only
+// the newest keep_last checkpoints are kept.
+SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
+                          Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                          const TrainState& state, uint64_t seed, const nlohmann::json& config,
+                          const nlohmann::json& resume, int keep_last = 0);
+
+// The checkpoint file a --load argument means: a checkpoint.h5, an
+// iter_NNNNNNN directory, or a save directory. In a save directory, the
+// newest complete checkpoint: the one `latest` names or, when that file is
+// truncated or corrupted, the newest readable one before it; a checkpoint
+// newer than `latest` (its save did not finish) is skipped. Each skip is
+// described in *warnings. Throws naming what is missing. Reads files; call
+// it on one rank and share the answer.
+std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings = nullptr);
+
+// Collective: rank 0 of `world` resolves --load and prints a warning for
+// each checkpoint it skipped; every rank gets the path.
+std::string resolve_checkpoint(const std::string& load, Communicator& world);
+
+// Why `path` cannot be a checkpoint to resume from (it does not open as
+// HDF5, lacks the root attributes or the model tensors), or "" if it can.
+std::string checkpoint_problem(const std::string& path);
 
 struct CheckpointInfo {
   std::string path;

@@ -9,6 +9,7 @@ namespace mt {
 struct TrainResult {
   int64_t iterations = 0;
   double last_loss = 0.0;  // CE of the last step
+  bool stopped_by_signal = false;  // SIGTERM / SIGUSR1: saved and stopped early
 };
 
 TrainResult run_train(TrainOptions options);
@@ -22,5 +23,18 @@ struct EvalResult {
 EvalResult run_eval(const EvalOptions& options);
 
 void run_prepare_data(const data::PrepareDataConfig& config);
+
+// `moetrain inspect PATH` (launch/inspect_command.cpp): a checkpoint's
+// attributes and tensors (shape, dtype, L2 norm); rank 0 reads, the others
+// return at once.
+struct InspectOptions {
+  std::string path;   // checkpoint.h5, iter_NNNNNNN directory, or a --save directory
+  bool json = false;  // one JSON object instead of the tables
+};
+void run_inspect(const InspectOptions& options);
+
+// `moetrain plan` (launch/plan.h): prints the cost model's figures; one rank.
+struct PlanOptions;
+void run_plan(const PlanOptions& options);
 
 }  // namespace mt

@@ -27,7 +27,7 @@ EvalResult run_eval(const EvalOptions& o) {
   Topology topo(MPI_COMM_WORLD, o.topology);
   set_thread_count(o.threads > 0 ? o.threads : default_thread_count(MPI_COMM_WORLD));
 
-  const std::string path = resolve_checkpoint(o.load);
+  const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
   const ModelConfig mc = model_config_from_json(info.config.at("model"));
   data::IndexedDataset store(o.data_path);

@@ -40,6 +40,8 @@ void resolve_and_validate(TrainOptions& o) {
   MT_CHECK(o.save_interval >= 0, "--save-interval must be >= 0, got {}", o.save_interval);
   MT_CHECK(o.save_interval == 0 || !o.save.empty(), "--save-interval {} needs --save DIR",
            o.save_interval);
+  MT_CHECK(o.keep_last >= 0, "--keep-last must be >= 0, got {}", o.keep_last);
+  MT_CHECK(o.keep_last == 0 || !o.save.empty(), "--keep-last {} needs --save DIR", o.keep_last);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
   data::BatchSchedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);  // throws if sizes don't divide
   parse_pipeline_schedule(o.pipeline_schedule);

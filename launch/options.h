@@ -39,6 +39,7 @@ struct TrainOptions {
   uint64_t seed = 1234;
   std::string save;
   int64_t save_interval = 0;  // 0: save at the end only
+  int keep_last = 0;          // 0: keep every checkpoint
   std::string load;
   int64_t log_interval = 10;
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given

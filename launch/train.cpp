@@ -15,6 +15,7 @@
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
 #include "launch/progress.h"
+#include "launch/stop_signals.h"
 #include "model/pipeline_step.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
@@ -151,6 +152,7 @@ void print_start_up(const TrainOptions& o, const Topology& topo, const Parameter
 
 TrainResult run_train(TrainOptions o) {
   resolve_and_validate(o);
+  install_stop_signal_handlers();
   Topology topo(MPI_COMM_WORLD, o.topology);
   const bool root = topo.world_rank() == 0;
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
@@ -188,7 +190,7 @@ TrainResult run_train(TrainOptions o) {
   const nlohmann::json config = run_config_json(o);
   TrainState state;
   if (!o.load.empty()) {
-    const std::string path = resolve_checkpoint(o.load);
+    const std::string path = resolve_checkpoint(o.load, topo.world());
     CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
     check_same_model(mc, info.config, path);
     load_checkpoint(path, MPI_COMM_WORLD, params, &optim, &grad_sync);
@@ -232,12 +234,30 @@ TrainResult run_train(TrainOptions o) {
   std::vector<int32_t> batch;  // the step's micro-batches, [micro-batches][micro][S+1]
   double interval_wait = 0;     // this stage's time blocked on neighbours
   int64_t saved_iteration = -1;
+  // Where the run stands beyond the iteration counters, for the checkpoint's
+  // attributes: what the next step would use.
+  auto resume_attributes = [&] {
+    return nlohmann::json{
+        {"lr_schedule", {{"consumed_samples", state.consumed_samples},
+                         {"lr", learning_rate(o.lr, state.consumed_samples)},
+                         {"warmup_samples", o.lr.warmup_samples},
+                         {"decay_samples", o.lr.decay_samples},
+                         {"decay_style", o.lr.decay_style}}},
+        {"rampup", {{"consumed_samples", state.consumed_samples},
+                    {"global_batch", schedule.global_batch(state.consumed_samples)}}},
+        {"data", {{"consumed_samples", state.consumed_samples}, {"sources", progress.json(stream)}}},
+        // No layer draws random numbers while training: the weights' init
+        // and the data order are pure functions of the seed and position.
+        {"rng", {{"generator", "philox4x32-10"}, {"seed", o.seed}}}};
+  };
   auto save = [&] {
     if (o.save.empty() || saved_iteration == state.iteration) return;
-    save_checkpoint(o.save, topo, mc, params, optim, grad_sync, state, o.seed, config);
+    const SaveStats saved = save_checkpoint(o.save, topo, mc, params, optim, grad_sync, state, o.seed,
+                                            config, resume_attributes(), o.keep_last);
     saved_iteration = state.iteration;
     if (root) {
-      fmt::print("saved checkpoint {}/{}\n", o.save, checkpoint_dir_name(state.iteration));
+      fmt::print("saved checkpoint {}/{} in {:.3f} s ({:.2f} GB/s)\n", o.save,
+                 checkpoint_dir_name(state.iteration), saved.seconds, double(saved.bytes) / saved.seconds / 1e9);
       std::fflush(stdout);
     }
   };
@@ -357,6 +377,15 @@ TrainResult run_train(TrainOptions o) {
       interval_loss = interval_aux = 0;
     }
     if (o.save_interval > 0 && state.iteration % o.save_interval == 0) save();
+    // A preemption notice on any rank stops every rank at this boundary.
+    int sig = stop_signal();
+    topo.world().all_reduce_max(&sig, 1);
+    if (sig != 0) {
+      if (root)
+        fmt::print("received {}: saving at iteration {} and stopping\n", signal_name(sig), state.iteration);
+      result.stopped_by_signal = true;
+      break;
+    }
   }
   save();
   return result;

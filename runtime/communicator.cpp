@@ -14,11 +14,19 @@ MPI_Datatype mpi_type(DType t) {
     case DType::F64: return MPI_DOUBLE;
     case DType::I32: return MPI_INT32_T;
     case DType::I64: return MPI_INT64_T;
+    case DType::U8: return MPI_UINT8_T;
   }
   MT_FAIL("unknown dtype {}", int(t));
 }
 
-size_t dtype_size(DType t) { return t == DType::F32 || t == DType::I32 ? 4 : 8; }
+size_t dtype_size(DType t) {
+  switch (t) {
+    case DType::U8: return 1;
+    case DType::F32:
+    case DType::I32: return 4;
+    default: return 8;
+  }
+}
 
 int mpi_count(size_t n) {
   MT_CHECK(n <= size_t(INT_MAX), "collective of {} elements exceeds MPI's int count", n);

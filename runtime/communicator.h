@@ -11,7 +11,7 @@
 
 namespace mt {
 
-enum class DType { F32, F64, I32, I64 };
+enum class DType { F32, F64, I32, I64, U8 };
 enum class ReduceOp { Sum, Max };
 
 template <typename T>

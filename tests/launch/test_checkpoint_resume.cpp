@@ -1,0 +1,227 @@
+// Checkpoints as users meet them (issue 7), through the real binary: exact
+// resume on the same layout (1 rank and TP2 x PP2 x DP2), resume on other
+// layouts, --load falling back past unfinished, truncated and corrupted
+// checkpoints, --keep-last, the root attributes, and SIGTERM / SIGUSR1
+// making the job save and stop cleanly.
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "launch/checkpoint.h"
+#include "run_moetrain.h"
+#include "runtime/hdf5_file.h"
+
+namespace mt {
+namespace {
+
+namespace fs = std::filesystem;
+using test_util::run_moetrain;
+
+class CheckpointResume : public ::testing::Test {
+ protected:
+  void SetUp() override { test_util::make_store(dir, "store", test_util::synthetic_text(200000, 9)); }
+  // 4 layers (so PP can be 4), micro-batch 2, global batch 8: DP2 replicas
+  // accumulate 2 micro-batches. The LR decays over 64 samples whatever the
+  // number of iterations asked for, so stopped and straight runs match.
+  std::string train(const std::string& metrics) {
+    return "train " + test_util::tiny_model_flags() +
+           " --num-layers 4 --micro-batch-size 2 --lr-decay-samples 64 --log-interval 1 --data-path " +
+           (dir / "store") + " --metrics-file " + (dir / (metrics + ".jsonl"));
+  }
+  std::vector<double> losses(const std::string& metrics) { return test_util::read_losses(dir / (metrics + ".jsonl")); }
+  std::string ckpt(const std::string& save, int iteration) {
+    return dir / (save + "/" + checkpoint_dir_name(iteration) + "/checkpoint.h5");
+  }
+  test_util::TempDir dir;
+};
+
+// Every weight and Adam moment of two checkpoints, bit for bit.
+void expect_identical_checkpoints(const std::string& a, const std::string& b) {
+  H5File fa = H5File::open(a, MPI_COMM_SELF), fb = H5File::open(b, MPI_COMM_SELF);
+  EXPECT_EQ(fa.attr_int("adam_step"), fb.attr_int("adam_step"));
+  EXPECT_EQ(fa.attr_int("consumed_samples"), fb.attr_int("consumed_samples"));
+  const ModelConfig cfg = model_config_from_json(nlohmann::json::parse(fa.attr_string("config")).at("model"));
+  for (const ParamTensor& t : param_table(cfg))
+    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"})
+      EXPECT_TRUE(fa.read_all<float>(group + t.name) == fb.read_all<float>(group + t.name)) << group + t.name;
+}
+
+TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
+  struct Layout {
+    std::string name, flags;
+    int ranks;
+  };
+  for (const Layout& l : {Layout{"one", "", 0}, Layout{"tp2pp2dp2", "--tp 2 --pp 2", 8}}) {
+    SCOPED_TRACE(l.name);
+    const std::string straight = l.name + "_straight", first = l.name + "_first", second = l.name + "_second";
+    auto s = run_moetrain(train(straight) + " --train-iters 8 --save " + (dir / straight) + " " + l.flags, l.ranks);
+    ASSERT_EQ(s.status, 0) << s.output;
+    auto a = run_moetrain(train(first) + " --train-iters 4 --save " + (dir / first) + " " + l.flags, l.ranks);
+    ASSERT_EQ(a.status, 0) << a.output;
+    auto b = run_moetrain(train(second) + " --train-iters 8 --load " + (dir / first) + " --save " + (dir / first) +
+                              " " + l.flags,
+                          l.ranks);
+    ASSERT_EQ(b.status, 0) << b.output;
+    EXPECT_EQ(b.output.find("warning"), std::string::npos) << b.output;
+    std::vector<double> stopped = losses(first);
+    for (double x : losses(second)) stopped.push_back(x);
+    const std::vector<double> expected = losses(straight);
+    ASSERT_EQ(stopped.size(), 8u);
+    for (size_t i = 0; i < 8; ++i) EXPECT_EQ(stopped[i], expected[i]) << "step " << i + 1;
+    expect_identical_checkpoints(ckpt(straight, 8), ckpt(first, 8));
+  }
+}
+
+TEST_F(CheckpointResume, ACheckpointOfTp2Pp2Dp2ResumesOnOtherLayouts) {
+  auto s = run_moetrain(train("straight") + " --tp 2 --pp 2 --train-iters 8 --save " + (dir / "straight"), 8);
+  ASSERT_EQ(s.status, 0) << s.output;
+  auto a = run_moetrain(train("first") + " --tp 2 --pp 2 --train-iters 4 --save " + (dir / "first"), 8);
+  ASSERT_EQ(a.status, 0) << a.output;
+  const std::vector<double> expected = losses("straight");
+  struct Layout {
+    std::string name, flags;
+    int ranks;
+  };
+  for (const Layout& l : {Layout{"one", "", 0}, Layout{"tp1pp4dp2", "--pp 4", 8}, Layout{"tp4pp1dp2", "--tp 4", 8}}) {
+    SCOPED_TRACE(l.name);
+    auto r = run_moetrain(train(l.name) + " --train-iters 8 --load " + (dir / "first") + " --save " + (dir / l.name) +
+                              " " + l.flags,
+                          l.ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+    const std::vector<double> resumed = losses(l.name);
+    ASSERT_EQ(resumed.size(), 4u);
+    for (size_t i = 0; i < 4; ++i) EXPECT_LE(std::abs(resumed[i] - expected[4 + i]), 1e-5 * expected[4 + i]) << "step " << i + 5;
+    H5File fa = H5File::open(ckpt("straight", 8), MPI_COMM_SELF), fb = H5File::open(ckpt(l.name, 8), MPI_COMM_SELF);
+    for (const char* name : {"model/embed", "model/layers/0/wk", "model/layers/3/experts/w1", "model/layers/2/router",
+                             "model/lm_head", "optim/exp_avg/layers/1/wo", "optim/exp_avg_sq/layers/3/experts/w2"})
+      test_util::expect_same_tensor(fa, fb, name);
+  }
+}
+
+TEST_F(CheckpointResume, LoadSkipsUnfinishedTruncatedAndCorruptedCheckpoints) {
+  auto a = run_moetrain(train("a") + " --train-iters 6 --save-interval 2 --save " + (dir / "ck"));
+  ASSERT_EQ(a.status, 0) << a.output;
+  // A save that died before `latest` moved: the directory exists, latest says 6.
+  fs::create_directories(dir / "ck/iter_0000008");
+  fs::copy_file(ckpt("ck", 6), ckpt("ck", 8));
+  // Iteration 6 truncated, iteration 4 with its superblock overwritten.
+  fs::resize_file(ckpt("ck", 6), fs::file_size(ckpt("ck", 6)) / 2);
+  {
+    std::fstream f(ckpt("ck", 4), std::ios::in | std::ios::out | std::ios::binary);
+    const std::string junk(64, 'x');
+    f.write(junk.data(), std::streamsize(junk.size()));
+  }
+  auto r = run_moetrain(train("b") + " --train-iters 3 --load " + (dir / "ck"));
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("iter_0000008/checkpoint.h5 is newer than 'latest' (6)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("iter_0000006/checkpoint.h5 cannot be resumed from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("iter_0000004/checkpoint.h5 cannot be resumed from"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resumed from " + ckpt("ck", 2) + " at iteration 2"), std::string::npos) << r.output;
+
+  // A checkpoint asked for by name is used or refused, never replaced.
+  auto named = run_moetrain(train("c") + " --train-iters 3 --load " + (dir / "ck/iter_0000006"));
+  EXPECT_NE(named.status, 0);
+  EXPECT_NE(named.output.find("iter_0000006/checkpoint.h5"), std::string::npos) << named.output;
+  auto good = run_moetrain(train("d") + " --train-iters 3 --load " + (dir / "ck/iter_0000002"));
+  ASSERT_EQ(good.status, 0) << good.output;
+  EXPECT_NE(good.output.find("at iteration 2"), std::string::npos) << good.output;
+
+  // Nothing complete left: a clear error on every rank.
+  fs::remove_all(dir / "ck/iter_0000002");
+  auto none = run_moetrain(train("e") + " --train-iters 3 --load " + (dir / "ck"), 2);
+  EXPECT_NE(none.status, 0);
+  EXPECT_NE(none.output.find("no complete checkpoint at or before iteration 6"), std::string::npos) << none.output;
+}
+
+TEST_F(CheckpointResume, KeepLastRemovesOnlyOlderCompleteCheckpoints) {
+  auto r = run_moetrain(train("k") + " --train-iters 5 --save-interval 1 --keep-last 2 --save " + (dir / "ck"), 2);
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir / "ck")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"iter_0000004", "iter_0000005", "latest"}));
+  auto bad = run_moetrain(train("k2") + " --train-iters 1 --keep-last 2");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--keep-last 2 needs --save DIR"), std::string::npos) << bad.output;
+}
+
+TEST_F(CheckpointResume, RootAttributesHoldEverythingNeededToContinue) {
+  auto r = run_moetrain(train("attrs") + " --rampup-batch-size 4 4 16 --train-iters 5 --save " + (dir / "ck"), 2);
+  ASSERT_EQ(r.status, 0) << r.output;
+  H5File f = H5File::open(ckpt("ck", 5), MPI_COMM_SELF);
+  EXPECT_EQ(f.attr_int("format_version"), kCheckpointFormatVersion);
+  EXPECT_EQ(f.attr_int("iteration"), 5);
+  EXPECT_EQ(f.attr_int("consumed_samples"), 4 * 4 + 8);  // batches of 4 until 16 samples, then 8
+  EXPECT_EQ(f.attr_int("consumed_tokens"), 24 * 64);
+  EXPECT_EQ(f.attr_int("adam_step"), 5);
+  EXPECT_EQ(f.attr_int("seed"), 7);
+  const auto layout = nlohmann::json::parse(f.attr_string("layout"));
+  EXPECT_EQ(layout["dp"], 2);
+  EXPECT_EQ(layout["world"], 2);
+  const auto rampup = nlohmann::json::parse(f.attr_string("rampup"));
+  EXPECT_EQ(rampup["global_batch"], 8);
+  const auto lr = nlohmann::json::parse(f.attr_string("lr_schedule"));
+  EXPECT_EQ(lr["consumed_samples"], 24);
+  EXPECT_GT(lr["lr"].get<double>(), 0.0);
+  const auto data = nlohmann::json::parse(f.attr_string("data"));
+  ASSERT_EQ(data["sources"].size(), 1u) << data.dump();
+  EXPECT_EQ(data["sources"].begin().value()["samples"], 24) << data.dump();
+  EXPECT_EQ(nlohmann::json::parse(f.attr_string("rng"))["seed"], 7);
+  const auto config = nlohmann::json::parse(f.attr_string("config"));
+  EXPECT_EQ(config["model"]["num_layers"], 4);
+  EXPECT_EQ(config["global_batch_size"], 8);
+}
+
+// The pid of a `moetrain` process whose command line mentions `marker`
+// (not mpirun's), or -1.
+pid_t find_rank(const std::string& marker) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream comm(e.path() / "comm"), cmdline(e.path() / "cmdline");
+    std::string c, args((std::istreambuf_iterator<char>(cmdline)), std::istreambuf_iterator<char>());
+    std::getline(comm, c);
+    if (c == "moetrain" && args.find(marker) != std::string::npos) return pid_t(std::stol(name));
+  }
+  return -1;
+}
+
+TEST_F(CheckpointResume, SigtermOrSigusr1SavesAtTheNextStepAndExitsCleanly) {
+  for (int sig : {SIGTERM, SIGUSR1}) {
+    const std::string name = sig == SIGTERM ? "term" : "usr1", save = dir / name, metrics = dir / (name + ".jsonl");
+    // One rank of two gets the signal (as if only it were told); both stop.
+    std::thread signaller([&] {
+      for (int i = 0; i < 600; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        if (fs::exists(metrics) && fs::file_size(metrics) > 0) {
+          const pid_t pid = find_rank(save);
+          if (pid > 0) {
+            kill(pid, sig);
+            return;
+          }
+        }
+      }
+    });
+    auto r = run_moetrain(train(name) + " --train-iters 3000 --save " + save, 2);
+    signaller.join();
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find(sig == SIGTERM ? "received SIGTERM" : "received SIGUSR1"), std::string::npos) << r.output;
+    std::ifstream latest(save + "/latest");
+    int64_t iteration = 0;
+    latest >> iteration;
+    EXPECT_GT(iteration, 0);
+    EXPECT_LT(iteration, 3000);
+    EXPECT_EQ(checkpoint_problem(save + "/" + checkpoint_dir_name(iteration) + "/checkpoint.h5"), "");
+  }
+}
+
+}  // namespace
+}  // namespace mt
