@@ -97,13 +97,13 @@ void GradSync<T>::finish(T* grads) {
 template <typename T>
 void GradSync<T>::all_gather(T* flat) {
   if (!dp_) return;
+  // Blocking calls: nothing is left to overlap with once the step is done,
+  // and MPI's blocking all-gather is faster than its non-blocking one.
   const double start = MPI_Wtime();
-  std::vector<Request> gathers;
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    gathers.push_back(dp_->iall_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<T>()));
+    dp_->all_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<T>());
     stats.all_gather_bytes += buckets_[i].size() * sizeof(T);
   }
-  for (Request& r : gathers) dp_->wait(r);
   stats.all_gather_seconds += MPI_Wtime() - start;
 }
 

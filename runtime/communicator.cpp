@@ -92,6 +92,10 @@ Request MpiCommunicator::iall_gather(void* buf, size_t count, DType type) {
   return r;
 }
 
+void MpiCommunicator::all_gather(void* buf, size_t count, DType type) {
+  MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, mpi_count(count), mpi_type(type), comm_));
+}
+
 bool MpiCommunicator::test(Request& request) {
   if (!request.pending()) return true;
   int done = 0;

@@ -50,6 +50,7 @@ class Communicator {
   // at buf + r * count go to every rank. Buffers stay untouched until done.
   virtual Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) = 0;
   virtual Request iall_gather(void* buf, size_t count, DType type) = 0;
+  virtual void all_gather(void* buf, size_t count, DType type) = 0;  // blocking, in place
   // Drives pending requests forward (MPI progresses non-blocking
   // collectives only inside MPI calls); true when `request` is complete.
   virtual bool test(Request& request) = 0;
@@ -82,6 +83,7 @@ class MpiCommunicator final : public Communicator {
   void wait(Request& request) override;
   Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) override;
   Request iall_gather(void* buf, size_t count, DType type) override;
+  void all_gather(void* buf, size_t count, DType type) override;
   bool test(Request& request) override;
   MPI_Comm comm() const { return comm_; }
 
