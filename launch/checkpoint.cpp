@@ -173,6 +173,10 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
   }
   topo.world().barrier();
 
+  // Attributes must be the same on every rank: rank 0's clock decides.
+  std::string saved_at = root ? now_iso8601() : std::string(20, ' ');
+  topo.world().broadcast(saved_at.data(), saved_at.size(), DType::U8, 0);
+
   MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
   H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
   write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
@@ -198,7 +202,7 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
                            .dump());
   for (const auto& [key, value] : resume.items()) f.set_attr(key, value.dump());
   f.set_attr("moetrain_version", kMoetrainVersion);
-  f.set_attr("saved_at", now_iso8601());
+  f.set_attr("saved_at", saved_at);
   f.close();
   topo.world().barrier();
 
@@ -238,15 +242,15 @@ std::string checkpoint_problem(const std::string& path) {
 
 std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings) {
   const fs::path p(load);
-  MT_CHECK(fs::exists(p), "--load {}: no such file or directory", load);
+  MT_CHECK(fs::exists(p), "checkpoint {}: no such file or directory", load);
   if (fs::is_regular_file(p)) return p.string();
   if (fs::exists(p / "checkpoint.h5")) return (p / "checkpoint.h5").string();
   const fs::path latest = p / "latest";
-  MT_CHECK(fs::exists(latest), "--load {}: neither a checkpoint.h5 nor a 'latest' file in it", load);
+  MT_CHECK(fs::exists(latest), "checkpoint {}: neither a checkpoint.h5 nor a 'latest' file in it", load);
   std::ifstream in(latest);
   int64_t newest = -1;
   in >> newest;
-  MT_CHECK(in && newest >= 0, "--load {}: cannot read an iteration from {}", load, latest.string());
+  MT_CHECK(in && newest >= 0, "checkpoint {}: cannot read an iteration from {}", load, latest.string());
   auto warn = [&](std::string w) {
     if (warnings) warnings->push_back(std::move(w));
   };
@@ -260,7 +264,7 @@ std::string resolve_checkpoint(const std::string& load, std::vector<std::string>
     if (problem.empty()) return file.string();
     warn(fmt::format("{} cannot be resumed from ({}); trying the one before it", file.string(), problem));
   }
-  MT_FAIL("--load {}: no complete checkpoint at or before iteration {} ('latest')", load, newest);
+  MT_FAIL("checkpoint {}: no complete checkpoint at or before iteration {} ('latest')", load, newest);
 }
 
 std::string resolve_checkpoint(const std::string& load, Communicator& world) {

@@ -1,7 +1,10 @@
 #include "launch/cli.h"
 
+#include <fmt/format.h>
+
 #include <filesystem>
 
+#include "launch/version.h"
 #include "runtime/check.h"
 
 namespace mt {
@@ -110,6 +113,10 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
   app->add_option("--save-interval", o.save_interval,
                   "Save every N steps (and always at the end when --save is given)")
       ->capture_default_str();
+  app->add_option("--keep-last", o.keep_last,
+                  "Keep only the newest K checkpoints in --save (0 = keep all); older ones are removed "
+                  "only after a newer one is complete")
+      ->capture_default_str();
   app->add_option("--load", o.load,
                   "Resume from a checkpoint directory (its 'latest') or an iter_NNNNNNN directory");
   app->add_option("--log-interval", o.log_interval, "Steps between progress lines")
@@ -161,7 +168,7 @@ std::unique_ptr<Cli> make_cli() {
       "data parallelism");
   CLI::App& app = *cli->app;
   app.require_subcommand(1);
-  app.set_version_flag("--version", "moetrain 0.1.0");
+  app.set_version_flag("--version", fmt::format("moetrain {}", kMoetrainVersion));
 
   cli->train = app.add_subcommand("train", "Train a model");
   // As with Megatron's argparse, a flag given twice takes the last value, so
@@ -186,6 +193,44 @@ std::unique_ptr<Cli> make_cli() {
   cli->eval->add_option("--threads", e.threads, "CPU threads per rank (default: the rank's share)");
   add_layout_flags(cli->eval, e.topology, e.decoder_first_pipeline_num_layers, e.decoder_last_pipeline_num_layers);
 
+  // plan: train's flags (so that a train config works as it is) and the cluster.
+  cli->plan = app.add_subcommand(
+      "plan", "Layout and cost planner: parameters, FLOPs, per-GPU memory, pipeline bubble, communication, "
+              "step time and cost of a run (or serving figures), without running the model");
+  cli->plan->option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  add_config_flag(cli->plan, cli->plan_config);
+  PlanOptions& pl = cli->plan_options;
+  add_model_flags(cli->plan, pl.train);
+  add_train_flags(cli->plan, pl.train);
+  cli->plan->add_option("--num-gpus", pl.num_gpus, "GPUs (the world size TP x PP x DP; default TP x PP)");
+  cli->plan->add_option("--gpu", pl.gpu, "GPU of the cluster: a100-40gb, a100-80gb, h100-80gb or h200 "
+                                         "(without it: counts and bytes only)");
+  cli->plan->add_option("--precision", pl.precision,
+                        "fp32 (as the CPU build trains) or bf16 (Megatron mixed precision: bf16 weights, fp32 "
+                        "gradients and optimizer); default bf16 with --gpu, else fp32");
+  cli->plan->add_option("--recompute-granularity", pl.recompute_granularity,
+                        "Activation recomputation: none, selective (attention scores) or full (each layer from "
+                        "its input)")
+      ->capture_default_str();
+  cli->plan->add_option("--compute-efficiency", pl.compute_efficiency,
+                        "Share of the GPU's peak the matrix products reach, for the estimated step time")
+      ->capture_default_str();
+  cli->plan->add_option("--mfu", pl.mfu, "Assumed model FLOPs utilisation for the time and cost (default: estimated)");
+  cli->plan->add_option("--gpu-hour-cost", pl.gpu_hour_cost, "Price of one GPU-hour, for the cost of the run");
+  cli->plan->add_option("--train-tokens", pl.train_tokens, "Tokens to train on, for the days and cost of the run");
+  cli->plan->add_flag("--serve", pl.serve,
+                      "Serving figures for the layout: weights per GPU at fp16/fp8, KV cache per sequence, "
+                      "memory-bandwidth bound on tokens/s");
+  cli->plan->add_flag("--search", pl.search,
+                      "Every (TP, PP, DP, micro-batch, recompute) of --num-gpus that fits --gpu's memory, ranked "
+                      "by estimated throughput, and why the others were dropped");
+  cli->plan->add_option("--search-max-tp", pl.search_max_tp,
+                        "Largest TP the search tries (default: the GPUs of a node, 8)");
+  cli->plan->add_option("--search-max-micro-batch-size", pl.search_max_micro_batch_size,
+                        "Largest micro-batch the search tries")
+      ->capture_default_str();
+  cli->plan->add_flag("--json", pl.json, "Print one JSON object instead of the table");
+
   cli->prepare_data = app.add_subcommand(
       "prepare-data", "Tokenize text files with the byte tokenizer into a Megatron indexed "
                       "dataset (PREFIX.bin + PREFIX.idx); each file is one document");
@@ -198,6 +243,14 @@ std::unique_ptr<Cli> make_cli() {
   cli->prepare_data->add_option("--extensions", p.extensions,
                                 "Only files with these extensions, comma separated (e.g. .h,.hpp)")
       ->delimiter(',');
+
+  cli->inspect = app.add_subcommand(
+      "inspect", "Print a checkpoint's attributes and every tensor's shape, dtype and L2 norm");
+  InspectOptions& in = cli->inspect_options;
+  cli->inspect->add_option("path", in.path,
+                           "A checkpoint.h5, an iter_NNNNNNN directory, or a --save directory (its 'latest')")
+      ->required();
+  cli->inspect->add_flag("--json", in.json, "Print one JSON object instead of the tables");
   return cli;
 }
 
@@ -205,6 +258,7 @@ void parse_command_line(Cli& cli, int argc, const char* const* argv) {
   cli.app->parse(argc, argv);
   if (cli.train->parsed() && !cli.train_config.empty()) apply_config_file(cli.train, cli.train_config);
   if (cli.eval->parsed() && !cli.eval_config.empty()) apply_config_file(cli.eval, cli.eval_config);
+  if (cli.plan->parsed() && !cli.plan_config.empty()) apply_config_file(cli.plan, cli.plan_config);
 }
 
 }  // namespace mt

@@ -1,4 +1,4 @@
-// The `moetrain` command line (CLI11): subcommands train, eval, prepare-data.
+// The `moetrain` command line (CLI11): subcommands train, eval, plan, prepare-data, inspect.
 // Flag names follow Megatron-LM (DESIGN.md section 7); every flag can also
 // come from a TOML file given with --config, and the command line wins.
 #pragma once
@@ -7,7 +7,9 @@
 
 #include <memory>
 
+#include "launch/commands.h"
 #include "launch/options.h"
+#include "launch/plan.h"
 
 namespace mt {
 
@@ -16,10 +18,14 @@ struct Cli {
   CLI::App* train = nullptr;
   CLI::App* eval = nullptr;
   CLI::App* prepare_data = nullptr;
+  CLI::App* plan = nullptr;
+  CLI::App* inspect = nullptr;
   TrainOptions train_options;
   EvalOptions eval_options;
   data::PrepareDataConfig prepare_options;
-  std::string train_config, eval_config;  // --config files
+  PlanOptions plan_options;
+  InspectOptions inspect_options;
+  std::string train_config, eval_config, plan_config;  // --config files
 };
 
 // The app with every flag bound to the option structs inside Cli. Heap

@@ -37,8 +37,12 @@ int main(int argc, char** argv) {
       mt::EvalResult r = mt::run_eval(cli->eval_options);
       if (rank == 0)
         fmt::print("{}\n", nlohmann::json{{"loss", r.loss}, {"tokens", r.tokens}, {"samples", r.samples}}.dump());
+    } else if (cli->plan->parsed()) {
+      if (rank == 0) mt::run_plan(cli->plan_options);
     } else if (cli->prepare_data->parsed()) {
       if (rank == 0) mt::run_prepare_data(cli->prepare_options);
+    } else if (cli->inspect->parsed()) {
+      mt::run_inspect(cli->inspect_options);  // rank 0 reads, the others return
     }
   } catch (const std::exception& e) {
     fmt::print(stderr, "moetrain: error: {}\n", e.what());

@@ -1,0 +1,590 @@
+#include "launch/plan.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "model/parameters.h"
+#include "runtime/check.h"
+
+namespace mt {
+
+std::string to_string(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
+
+std::string to_string(Recompute r) {
+  switch (r) {
+    case Recompute::Selective: return "selective";
+    case Recompute::Full: return "full";
+    default: return "none";
+  }
+}
+
+namespace {
+
+Recompute parse_recompute(const std::string& name) {
+  if (name == "none") return Recompute::None;
+  if (name == "selective") return Recompute::Selective;
+  if (name == "full") return Recompute::Full;
+  MT_FAIL("--recompute-granularity must be none, selective or full, got '{}'", name);
+}
+
+// The stage spans of a layout, as `train` makes them.
+std::vector<StageSpan> stage_spans(const ModelConfig& c, const Layout& l) {
+  const auto layers = stage_layers(c.num_layers, l.pp, l.first_stage_layers, l.last_stage_layers);
+  std::vector<StageSpan> spans;
+  for (int s = 0; s < l.pp; ++s)
+    spans.push_back({layers[s].first, layers[s].second, s == 0, s == l.pp - 1});
+  return spans;
+}
+
+bool is_expert_tensor(const std::string& name) {
+  return name.find("/experts/") != std::string::npos || name.find("/mlp/") != std::string::npos;
+}
+
+// What one (TP rank, stage) holds, from the same param_table `train` builds
+// its buffers from.
+struct RankCounts {
+  int64_t parameters = 0;
+  // Weights one token's forward multiplies: expert tensors at K/E of their
+  // size (a token visits K of the E experts), no embedding (a lookup).
+  double active_weights = 0;
+  int64_t partial_grad = 0;  // elements whose gradient is summed over TP once a step
+};
+
+// counts[stage * tp + tp_rank]. One table of the whole model per TP rank,
+// each tensor counted on the stage whose span holds it: the same tensors as
+// param_table(cfg, tp_rank, tp, span) of each stage, without building a
+// table per stage (the search looks at thousands of layouts).
+std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vector<StageSpan>& spans) {
+  const int pp = int(spans.size());
+  std::vector<RankCounts> counts(size_t(pp) * tp);
+  const double routed_share = double(c.router_topk) / double(c.num_experts);
+  for (int t = 0; t < tp; ++t) {
+    for (const ParamTensor& p : param_table(c, t, tp)) {
+      int stage = 0;
+      while (stage < pp && !spans[stage].holds(p.name, c)) ++stage;
+      MT_CHECK(stage < pp, "no pipeline stage holds tensor {}", p.name);
+      RankCounts& rc = counts[size_t(stage) * tp + t];
+      rc.parameters += int64_t(p.numel);
+      const double share = is_expert_tensor(p.name) && c.is_moe() ? routed_share : 1.0;
+      if (p.name != "embed") rc.active_weights += double(p.numel) * share;
+      if (p.partial_grad) rc.partial_grad += int64_t(p.numel);
+    }
+  }
+  return counts;
+}
+
+// Activation elements one TP rank keeps for one layer and one micro-batch
+// of b samples (T = b S tokens) between its forward and its backward: the
+// tensors of Korthikanti et al. (2022), section 4, for this model (no dropout,
+// RMSNorm, G kv heads, K of E experts), without sequence parallelism (the
+// residual stream is whole on every TP rank). keep_scores: the H/TP x S x S
+// softmax probabilities (not kept under selective recompute).
+double layer_activation_elements(const ModelConfig& c, const TpShape& sh, int64_t b, bool keep_scores) {
+  const double S = c.seq_length, T = double(b) * S, d = c.hidden_size, hd = c.head_dim();
+  const double K = c.router_topk, F = sh.ffn;  // F / TP
+  double attention = 2 * T * d                // attn_norm input (the residual) and output (wq, wk, wv input)
+                     + T * hd * sh.heads      // q
+                     + 2 * T * hd * sh.kv_heads  // k, v
+                     + T * hd * sh.heads;     // attention output (wo input)
+  if (keep_scores) attention += double(sh.heads) * S * S * double(b);
+  double ffn = 2 * T * d        // mlp_norm input and output
+               + 2 * K * T * F;  // GELU input and output of each routed copy
+  if (c.is_moe())
+    ffn += K * T * d             // each token's copy in its experts' inputs
+           + K * T * d           // expert outputs (the routing weights' gradient needs them)
+           + T * c.num_experts;  // router probabilities
+  return attention + ffn;
+}
+
+// Bytes/s of the link a group of `span` consecutive ranks talks over.
+double link_bandwidth(const GpuSpec& g, int span) {
+  return span <= g.gpus_per_node && g.gpus_per_node % span == 0 ? g.nvlink_bandwidth : g.network_bandwidth;
+}
+std::string link_name(const GpuSpec& g, int span) {
+  return span <= g.gpus_per_node && g.gpus_per_node % span == 0 ? "nvlink" : "network";
+}
+
+double peak_flops(const GpuSpec& g, Precision p) {
+  return p == Precision::BF16 ? g.peak_flops_16bit : g.peak_flops_tf32;
+}
+
+// The message of an mt::Error without its "[rank R] file:line: " prefix.
+std::string error_text(const Error& e) {
+  const std::string what = e.what();
+  const size_t close = what.find("] ");
+  const size_t colon = close == std::string::npos ? std::string::npos : what.find(": ", close);
+  return colon == std::string::npos ? what : what.substr(colon + 2);
+}
+
+PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
+                            const std::vector<RankCounts>& counts, const std::vector<StageSpan>& spans) {
+  const ModelConfig& c = in.model;
+  const Layout& l = in.layout;
+  PlanResult r;
+  r.inputs = in;
+  r.bytes = bytes_per_parameter(in.precision);
+  r.params = params;
+  const BytesPerParameter& B = r.bytes;
+
+  r.flops.forward_2n = 2.0 * double(params.active);
+  r.flops.dense_forward_2n = 2.0 * double(params.total);
+  r.flops.train = c.train_flops_per_token();
+  r.flops.forward = r.flops.train / 3.0;
+  const double attention_flops = 4.0 * c.seq_length * c.hidden_size * c.num_layers;  // QK^T and PV
+  r.flops.train_with_recompute =
+      r.flops.train + (l.recompute == Recompute::Full        ? r.flops.forward
+                       : l.recompute == Recompute::Selective ? attention_flops
+                                                             : 0.0);
+
+  const int64_t S = c.seq_length;
+  const double T = double(l.micro_batch) * double(S);  // tokens a micro-batch
+  const double d = c.hidden_size, e = B.activation;
+  r.micro_batches = in.global_batch / (int64_t(l.micro_batch) * l.dp);
+  r.batch_tokens = in.global_batch * S;
+  r.tokens_per_expert = double(r.batch_tokens) * c.router_topk / c.num_experts;
+
+  const PipelineSchedule schedule = l.schedule;
+  const double ring = l.tp > 1 ? 2.0 * (l.tp - 1) / l.tp : 0.0;
+  std::vector<double> per_step_tp_bytes(l.pp, 0.0);  // once a step, not per micro-batch
+  for (int s = 0; s < l.pp; ++s) {
+    const StageSpan& span = spans[s];
+    const int layers = span.end_of(c) - span.begin;
+    const int live = peak_live_activations(pipeline_steps(schedule, s, l.pp, int(r.micro_batches)));
+    StageCost cost;
+    cost.stage = s;
+    cost.layers = layers;
+    for (int t = 0; t < l.tp; ++t) {
+      const RankCounts& rc = counts[size_t(s) * l.tp + t];
+      const TpShape sh = tp_shape(c, t, l.tp);
+      RankMemory m;
+      m.tp = t;
+      m.pp = s;
+      m.layer_begin = span.begin;
+      m.layer_end = span.end_of(c);
+      m.parameters = rc.parameters;
+      m.padded_parameters = (rc.parameters + l.dp - 1) / l.dp * l.dp;
+      const double n_pad = double(m.padded_parameters);
+      m.weights = B.weights * n_pad;
+      // The whole accumulation buffer, and the shard the reduce-scatter fills.
+      m.gradients = B.gradients * n_pad + (l.dp > 1 ? B.gradient_shard * n_pad / l.dp : 0.0);
+      m.optimizer = B.optimizer * n_pad / l.dp;
+      if (l.dp > 1) {
+        m.dp_reduce_scatter_bytes = B.gradients * n_pad;
+        m.dp_all_gather_bytes = B.weights * n_pad;
+      }
+      // The last stage also keeps the final norm's input and output and the
+      // fp32 logits of its vocabulary shard for the cross-entropy.
+      const double head = span.last ? 2 * T * d * e + T * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
+      const double full_layer = layer_activation_elements(c, sh, l.micro_batch, true) * e;
+      const double selective_layer = layer_activation_elements(c, sh, l.micro_batch, false) * e;
+      m.live_micro_batches = live;
+      m.activations_none = live * (layers * full_layer + head);
+      m.activations_selective = live * (layers * selective_layer + head);
+      // Full recompute keeps each layer's input, and rebuilds one layer's
+      // activations at a time during the backward.
+      m.activations_full = live * (layers * T * d * e + head) + (layers > 0 ? full_layer : 0.0);
+      m.activations = l.recompute == Recompute::Full        ? m.activations_full
+                      : l.recompute == Recompute::Selective ? m.activations_selective
+                                                            : m.activations_none;
+      r.ranks.push_back(m);
+
+      // FLOPs of one micro-batch on this GPU: its weights' products and
+      // its heads' attention scores; the backward is twice the forward.
+      const double scores = double(layers) * 4.0 * double(S) * c.head_dim() * sh.heads;
+      const double forward = T * (2.0 * rc.active_weights + scores);
+      const double extra = l.recompute == Recompute::Full        ? forward
+                           : l.recompute == Recompute::Selective ? T * scores
+                                                                 : 0.0;
+      cost.forward_flops = std::max(cost.forward_flops, forward);
+      cost.compute_flops = std::max(cost.compute_flops, 3.0 * forward + extra);
+      if (t == 0 && l.tp > 1) per_step_tp_bytes[s] = double(rc.partial_grad) * B.gradients + 8.0;  // + grad norm
+    }
+    // TP all-reduces of one micro-batch (every TP rank takes part in each):
+    // per layer the attention and FFN outputs forward and the gradients of
+    // their inputs backward (and the forward's again under full recompute),
+    // T d activations each; the routing weights' gradients (T K, fp32);
+    // the embedding's output; the LM head's input gradient and the
+    // vocab-parallel cross-entropy's row max and sums (3 T, fp32).
+    if (l.tp > 1) {
+      const double per_layer = (l.recompute == Recompute::Full ? 6.0 : 4.0) * T * d * e +
+                               (c.is_moe() ? T * c.router_topk * 4.0 : 0.0);
+      cost.tp_bytes = layers * per_layer + (span.first ? T * d * e : 0.0) +
+                      (span.last ? T * d * e + 3.0 * T * 4.0 : 0.0);
+      cost.tp_sent_bytes = cost.tp_bytes * ring;
+    }
+    cost.pp_sent_bytes = (s < l.pp - 1 ? T * d * e : 0.0) + (s > 0 ? T * d * e : 0.0);
+    r.stages.push_back(cost);
+  }
+
+  for (size_t i = 0; i < r.ranks.size(); ++i)
+    if (r.ranks[i].total() > r.ranks[size_t(r.largest_rank)].total()) r.largest_rank = int(i);
+
+  // Communication of a step, the busiest GPU.
+  const double m = double(r.micro_batches);
+  for (int s = 0; s < l.pp; ++s) {
+    StageCost& sc = r.stages[s];
+    sc.tp_step_bytes = m * sc.tp_bytes + per_step_tp_bytes[s];
+    r.comm.tp_bytes = std::max(r.comm.tp_bytes, sc.tp_step_bytes);
+    r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, sc.tp_step_bytes * ring);
+    r.comm.pp_sent_bytes = std::max(r.comm.pp_sent_bytes, m * sc.pp_sent_bytes);
+  }
+  // Ring reduce-scatter and all-gather: each GPU sends (DP - 1) / DP of the payload.
+  for (const RankMemory& rm : r.ranks)
+    r.comm.dp_sent_bytes = std::max(r.comm.dp_sent_bytes, double(l.dp - 1) / l.dp *
+                                                              (rm.dp_reduce_scatter_bytes + rm.dp_all_gather_bytes));
+
+  // Serving: weights at fp16/fp8, the KV cache at fp16.
+  const double hd = c.head_dim(), kv_token_layer = 2.0 * hd * 2.0;  // K and V, 2 bytes each
+  r.serving.kv_per_sequence = kv_token_layer * c.num_query_groups * double(S) * c.num_layers;
+  r.serving.kv_per_sequence_mha = kv_token_layer * c.num_heads * double(S) * c.num_layers;
+  for (const RankMemory& rm : r.ranks) {
+    const TpShape sh = tp_shape(c, rm.tp, l.tp);
+    const int layers = rm.layer_end - rm.layer_begin;
+    r.serving.weights_fp16 = std::max(r.serving.weights_fp16, 2.0 * double(rm.parameters));
+    r.serving.weights_fp8 = std::max(r.serving.weights_fp8, 1.0 * double(rm.parameters));
+    r.serving.kv_per_sequence_per_gpu =
+        std::max(r.serving.kv_per_sequence_per_gpu, kv_token_layer * sh.kv_heads * double(S) * layers);
+    r.serving.kv_per_sequence_per_gpu_mha = std::max(
+        r.serving.kv_per_sequence_per_gpu_mha, kv_token_layer * (double(c.num_heads) / l.tp) * double(S) * layers);
+  }
+
+  if (!in.gpu) {
+    // No GPU: the bubble from the stages' FLOPs alone.
+    std::vector<double> slot;
+    for (const StageCost& sc : r.stages) slot.push_back(sc.compute_flops);
+    r.bubble_fraction = pipeline_bubble(slot, r.micro_batches);
+    const std::vector<double> idle = pipeline_idle(slot, r.micro_batches);
+    for (int s = 0; s < l.pp; ++s) r.stages[s].idle = idle[s];
+    return r;
+  }
+
+  const GpuSpec& g = *in.gpu;
+  r.memory_capacity = g.memory_bytes;
+  r.fits = r.ranks[size_t(r.largest_rank)].total() <= g.memory_bytes;
+  const double peak = peak_flops(g, in.precision);
+  const double tp_bw = link_bandwidth(g, l.tp), pp_bw = link_bandwidth(g, l.tp * l.dp * l.pp),
+               dp_bw = link_bandwidth(g, l.tp * l.dp);
+  r.comm.tp_link = link_name(g, l.tp);
+  r.comm.pp_link = link_name(g, l.tp * l.dp * l.pp);
+  r.comm.dp_link = link_name(g, l.tp * l.dp);
+  // A micro-batch slot of a stage: its products at the assumed share of the
+  // peak, its TP all-reduces (on the critical path: each waits for the
+  // product before it), and receiving its input and its output's gradient.
+  std::vector<double> slot;
+  double compute_max = 0, tp_step_s = 0;
+  for (int s = 0; s < l.pp; ++s) {
+    StageCost& sc = r.stages[s];
+    const double compute = sc.compute_flops / (peak * in.compute_efficiency);
+    const double tp_s = sc.tp_sent_bytes / tp_bw;
+    const double pp_s = l.pp > 1 ? 2.0 * T * d * e / pp_bw : 0.0;
+    sc.slot_s = compute + tp_s + pp_s;
+    slot.push_back(sc.slot_s);
+    compute_max = std::max(compute_max, compute);
+    tp_step_s = std::max(tp_step_s, per_step_tp_bytes[s] * ring / tp_bw);
+  }
+  r.bubble_fraction = pipeline_bubble(slot, r.micro_batches);
+  const std::vector<double> idle = pipeline_idle(slot, r.micro_batches);
+  for (int s = 0; s < l.pp; ++s) r.stages[s].idle = idle[s];
+  const double slot_max = *std::max_element(slot.begin(), slot.end());
+  double slot_sum = 0;
+  for (double x : slot) slot_sum += x;
+  r.comm.dp_s = r.comm.dp_sent_bytes / dp_bw;  // after the pipeline drains: not overlapped
+  auto estimated_step = [&](int64_t micro_batches) {
+    return double(micro_batches - 1) * slot_max + slot_sum + r.comm.dp_s + tp_step_s;
+  };
+  const double step_flops = r.flops.train * double(r.batch_tokens);
+  const double gpus = in.num_gpus();
+  Timing tm;
+  tm.pipeline_s = double(r.micro_batches - 1) * slot_max + slot_sum;
+  tm.compute_s = m * compute_max;
+  tm.dp_s = r.comm.dp_s;
+  tm.estimated_step_s = estimated_step(r.micro_batches);
+  tm.estimated_mfu = step_flops / (tm.estimated_step_s * gpus * peak);
+  tm.mfu_assumed = in.mfu > 0;
+  tm.mfu = tm.mfu_assumed ? in.mfu : tm.estimated_mfu;
+  tm.step_s = tm.mfu_assumed ? step_flops / (in.mfu * gpus * peak) : tm.estimated_step_s;
+  tm.tokens_per_s = double(r.batch_tokens) / tm.step_s;
+  for (const StageCost& sc : r.stages) r.comm.tp_s = std::max(r.comm.tp_s, m * sc.tp_sent_bytes / tp_bw + tp_step_s);
+  r.comm.pp_s = l.pp > 1 ? m * 2.0 * T * d * e / pp_bw : 0.0;
+
+  if (in.train_tokens > 0) {
+    // The ramp-up's smaller batches step by step (more bubble under the
+    // cost model; the same tokens/s under an assumed MFU), then the rest at
+    // the full batch.
+    const data::BatchSchedule batches(in.global_batch, l.micro_batch, l.dp, in.rampup);
+    double seconds = 0, tokens = 0;
+    int64_t consumed = 0;
+    while (in.rampup.start > 0 && tokens < in.train_tokens) {
+      const int64_t global = batches.global_batch(consumed);
+      if (global == in.global_batch) break;  // ramped up
+      // The steps at this size: the most k whose last step still takes
+      // `global` (doubling, then halving), at most what the run needs.
+      const double step_tokens = double(global) * double(S);
+      const int64_t needed = int64_t(std::ceil((in.train_tokens - tokens) / step_tokens));
+      auto same_size = [&](int64_t k) {
+        return k <= needed && batches.global_batch(consumed + (k - 1) * global) == global;
+      };
+      int64_t k = 1;
+      while (same_size(2 * k)) k *= 2;
+      for (int64_t step = k / 2; step >= 1; step /= 2)
+        if (same_size(k + step)) k += step;
+      seconds += double(k) * (tm.mfu_assumed ? r.flops.train * step_tokens / (in.mfu * gpus * peak)
+                                             : estimated_step(global / (int64_t(l.micro_batch) * l.dp)));
+      consumed += k * global;
+      tokens += double(k) * step_tokens;
+    }
+    if (tokens < in.train_tokens) seconds += (in.train_tokens - tokens) / tm.tokens_per_s;
+    tm.train_s = seconds;
+    tm.gpu_hours = seconds / 3600.0 * gpus;
+    tm.cost = tm.gpu_hours * in.gpu_hour_cost;
+  }
+  r.timing = tm;
+
+  // Serving at batch 1: each token reads every stage's active weights and
+  // its KV cache once, stage after stage; TP ranks read their shards at once.
+  double token_s_fp16 = 0, token_s_fp8 = 0;
+  for (int s = 0; s < l.pp; ++s) {
+    double fp16 = 0, fp8 = 0;
+    for (int t = 0; t < l.tp; ++t) {
+      const RankCounts& rc = counts[size_t(s) * l.tp + t];
+      const TpShape sh = tp_shape(c, t, l.tp);
+      const double kv = kv_token_layer * sh.kv_heads * double(S) * r.stages[s].layers;
+      fp16 = std::max(fp16, 2.0 * rc.active_weights + kv);
+      fp8 = std::max(fp8, 1.0 * rc.active_weights + kv);
+    }
+    token_s_fp16 += fp16 / g.memory_bandwidth;
+    token_s_fp8 += fp8 / g.memory_bandwidth;
+  }
+  r.serving.tokens_per_s_fp16 = 1.0 / token_s_fp16;
+  r.serving.tokens_per_s_fp8 = 1.0 / token_s_fp8;
+  int64_t sequences = -1;
+  for (const RankMemory& rm : r.ranks) {
+    const TpShape sh = tp_shape(c, rm.tp, l.tp);
+    const double kv = kv_token_layer * sh.kv_heads * double(S) * (rm.layer_end - rm.layer_begin);
+    const double room = std::max(0.0, g.memory_bytes - 2.0 * double(rm.parameters));
+    const int64_t fit = kv > 0 ? int64_t(room / kv) : 0;
+    sequences = sequences < 0 ? fit : std::min(sequences, fit);
+  }
+  r.serving.sequences_per_gpu = std::max<int64_t>(sequences, 0);
+  return r;
+}
+
+}  // namespace
+
+BytesPerParameter bytes_per_parameter(Precision p) {
+  if (p == Precision::BF16) return {2, 4, 4, 12, 2};
+  return {4, 4, 4, 8, 4};
+}
+
+PlanInputs resolve_plan_inputs(const PlanOptions& o) {
+  const TrainOptions& t = o.train;
+  PlanInputs in;
+  in.model = t.model;
+  in.model.vocab_size = resolve_vocab_size(t.vocab_size_flag, t.make_vocab_size_divisible_by);
+  in.model.validate();
+  if (!t.rampup_batch_size.empty()) {
+    MT_CHECK(t.rampup_batch_size.size() == 3, "--rampup-batch-size takes START INCR SAMPLES");
+    in.rampup = {t.rampup_batch_size[0], t.rampup_batch_size[1], t.rampup_batch_size[2]};
+  }
+  MT_CHECK(t.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", t.micro_batch_size);
+  MT_CHECK(t.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", t.global_batch_size);
+  in.global_batch = t.global_batch_size;
+
+  Layout& l = in.layout;
+  l.tp = t.topology.tensor_parallel;
+  l.pp = t.topology.pipeline_parallel;
+  l.first_stage_layers = t.decoder_first_pipeline_num_layers;
+  l.last_stage_layers = t.decoder_last_pipeline_num_layers;
+  l.micro_batch = t.micro_batch_size;
+  l.schedule = parse_pipeline_schedule(t.pipeline_schedule);
+  l.recompute = parse_recompute(o.recompute_granularity);
+  MT_CHECK(o.num_gpus >= 0, "--num-gpus must be >= 0, got {}", o.num_gpus);
+  if (o.search) {
+    MT_CHECK(o.num_gpus > 0, "--search needs --num-gpus (the GPUs to lay the model out on)");
+    MT_CHECK(!o.gpu.empty(), "--search needs --gpu (the memory a layout must fit in)");
+    MT_CHECK(o.search_max_tp >= 0, "--search-max-tp must be >= 0, got {}", o.search_max_tp);
+    MT_CHECK(o.search_max_micro_batch_size >= 1, "--search-max-micro-batch-size must be >= 1, got {}",
+             o.search_max_micro_batch_size);
+    l = Layout{1, 1, o.num_gpus, 0, 0, 1, Recompute::None, l.schedule};
+  } else {
+    MT_CHECK(l.tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", l.tp);
+    MT_CHECK(l.pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", l.pp);
+    const int replica = l.tp * l.pp;
+    const int gpus = o.num_gpus > 0 ? o.num_gpus : replica;
+    MT_CHECK(gpus % replica == 0,
+             "--num-gpus {} is not divisible by --tensor-model-parallel-size {} x "
+             "--pipeline-model-parallel-size {}",
+             gpus, l.tp, l.pp);
+    l.dp = gpus / replica;
+    tp_shape(in.model, 0, l.tp);
+    stage_layers(in.model.num_layers, l.pp, l.first_stage_layers, l.last_stage_layers);
+    data::BatchSchedule(in.global_batch, l.micro_batch, l.dp, in.rampup);
+  }
+
+  if (!o.gpu.empty()) in.gpu = find_gpu(o.gpu);
+  const std::string precision = o.precision.empty() ? (in.gpu ? "bf16" : "fp32") : o.precision;
+  MT_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
+  in.precision = precision == "bf16" ? Precision::BF16 : Precision::FP32;
+  MT_CHECK(o.compute_efficiency > 0 && o.compute_efficiency <= 1,
+           "--compute-efficiency must be in (0, 1], got {}", o.compute_efficiency);
+  MT_CHECK(o.mfu >= 0 && o.mfu <= 1, "--mfu must be in [0, 1] (0: estimate it), got {}", o.mfu);
+  MT_CHECK(o.gpu_hour_cost >= 0, "--gpu-hour-cost must be >= 0, got {}", o.gpu_hour_cost);
+  MT_CHECK(o.train_tokens >= 0, "--train-tokens must be >= 0, got {}", o.train_tokens);
+  in.compute_efficiency = o.compute_efficiency;
+  in.mfu = o.mfu;
+  in.gpu_hour_cost = o.gpu_hour_cost;
+  in.train_tokens = o.train_tokens;
+  return in;
+}
+
+ParameterCounts count_parameters(const ModelConfig& c) {
+  ParameterCounts p;
+  for (const ParamTensor& t : param_table(c)) {
+    const int64_t n = int64_t(t.numel);
+    const std::string& name = t.name;
+    p.total += n;
+    if (name == "embed" || name == "lm_head") p.embedding += n;
+    else if (is_expert_tensor(name)) p.experts += n;
+    else if (t.is_norm) p.norms += n;
+    else if (name.size() > 7 && name.substr(name.size() - 7) == "/router") p.router += n;
+    else p.attention += n;  // wq, wk, wv, wo
+  }
+  p.per_expert = p.experts / c.num_experts;
+  p.shared = p.total - p.experts;
+  p.active = p.shared + int64_t(c.router_topk) * p.per_expert;
+  // The model's own counts (model/config.cpp) must agree with its table.
+  MT_CHECK(p.total == c.num_parameters() && p.active == c.num_active_parameters(),
+           "parameter table ({} total, {} active) disagrees with ModelConfig ({}, {})", p.total, p.active,
+           c.num_parameters(), c.num_active_parameters());
+  return p;
+}
+
+std::vector<double> pipeline_idle(const std::vector<double>& slot, int64_t micro_batches) {
+  double max = 0, sum = 0;
+  for (double x : slot) max = std::max(max, x), sum += x;
+  std::vector<double> idle(slot.size(), 0.0);
+  if (sum <= 0) return idle;
+  const double step = double(micro_batches - 1) * max + sum;
+  for (size_t s = 0; s < slot.size(); ++s) idle[s] = 1.0 - double(micro_batches) * slot[s] / step;
+  return idle;
+}
+
+double pipeline_bubble(const std::vector<double>& slot, int64_t micro_batches) {
+  const std::vector<double> idle = pipeline_idle(slot, micro_batches);
+  double sum = 0;
+  for (double x : idle) sum += x;
+  return idle.empty() ? 0.0 : sum / double(idle.size());
+}
+
+PlanResult make_plan(const PlanInputs& in) {
+  const std::vector<StageSpan> spans = stage_spans(in.model, in.layout);
+  return plan_with_counts(in, count_parameters(in.model), rank_counts(in.model, in.layout.tp, spans), spans);
+}
+
+SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_batch) {
+  const ModelConfig& c = base.model;
+  const int gpus = base.num_gpus();
+  const ParameterCounts params = count_parameters(c);
+  SearchResult out;
+  auto drop = [&](Layout l, Drop kind, std::string why) {
+    SearchCandidate cand;
+    cand.layout = l;
+    cand.drop = kind;
+    cand.dropped = std::move(why);
+    out.dropped.push_back(std::move(cand));
+  };
+  for (int tp = 1; tp <= std::min(max_tp, gpus); ++tp) {
+    if (gpus % tp != 0) continue;
+    Layout l = base.layout;
+    l.tp = tp;
+    l.pp = 1;
+    l.dp = gpus / tp;
+    try {
+      for (int r = 0; r < tp; ++r) tp_shape(c, r, tp);
+    } catch (const Error& e) {
+      drop(l, Drop::TensorParallel, error_text(e));
+      continue;
+    }
+    for (int pp = 1; pp <= std::min(c.num_layers, gpus / tp); ++pp) {
+      if ((gpus / tp) % pp != 0) continue;
+      l.pp = pp;
+      l.dp = gpus / (tp * pp);
+      l.micro_batch = 1;
+      l.recompute = Recompute::None;
+      l.first_stage_layers = l.last_stage_layers = 0;
+      if (c.num_layers % pp != 0 && pp >= 2) {
+        // Middle stages of ceil(L / PP) layers; the first and last share the rest.
+        const int middle = (c.num_layers + pp - 1) / pp;
+        const int ends = c.num_layers - (pp - 2) * middle;
+        if (ends < 2) {
+          drop(l, Drop::StageSplit,
+               fmt::format("--num-layers {} does not split over {} stages ({} middle stages of {} layers leave {} "
+                           "for the first and last)",
+                           c.num_layers, pp, pp - 2, middle, ends));
+          continue;
+        }
+        l.first_stage_layers = ends / 2;
+        l.last_stage_layers = ends - ends / 2;
+      }
+      std::vector<StageSpan> spans;
+      try {
+        spans = stage_spans(c, l);
+      } catch (const Error& e) {
+        drop(l, Drop::StageSplit, error_text(e));
+        continue;
+      }
+      if (base.global_batch % l.dp != 0) {
+        drop(l, Drop::BatchSplit,
+             fmt::format("--global-batch-size {} is not divisible by DP", base.global_batch));
+        continue;
+      }
+      const std::vector<RankCounts> counts = rank_counts(c, tp, spans);
+      const int64_t per_replica = base.global_batch / l.dp;
+      for (int b = 1; b <= std::min<int64_t>(max_micro_batch, per_replica); ++b) {
+        if (per_replica % b != 0) continue;
+        l.micro_batch = b;
+        try {
+          data::BatchSchedule(base.global_batch, b, l.dp, base.rampup);
+        } catch (const Error& e) {
+          drop(l, Drop::BatchSplit, error_text(e));
+          continue;
+        }
+        for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+          l.recompute = rc;
+          PlanInputs in = base;
+          in.layout = l;
+          in.mfu = 0;           // rank by the cost model, not an assumed MFU
+          in.train_tokens = 0;  // no run length needed
+          const PlanResult p = plan_with_counts(in, params, counts, spans);
+          SearchCandidate cand;
+          cand.layout = l;
+          const RankMemory& big = p.ranks[size_t(p.largest_rank)];
+          cand.memory = big.total();
+          cand.step_s = p.timing->step_s;
+          cand.tokens_per_s = p.timing->tokens_per_s;
+          cand.mfu = p.timing->mfu;
+          cand.bubble = p.bubble_fraction;
+          if (!p.fits) {
+            cand.drop = Drop::Memory;
+            cand.dropped = fmt::format("needs {:.1f} GB on TP rank {} of stage {} (weights {:.1f}, gradients "
+                                       "{:.1f}, optimizer {:.1f}, activations {:.1f}), the GPU has {:.1f} GB",
+                                       big.total() / 1e9, big.tp, big.pp, big.weights / 1e9, big.gradients / 1e9,
+                                       big.optimizer / 1e9, big.activations / 1e9, p.memory_capacity / 1e9);
+            out.dropped.push_back(cand);
+          } else {
+            out.kept.push_back(cand);
+          }
+        }
+      }
+    }
+  }
+  std::stable_sort(out.kept.begin(), out.kept.end(), [](const SearchCandidate& a, const SearchCandidate& b) {
+    if (a.tokens_per_s != b.tokens_per_s) return a.tokens_per_s > b.tokens_per_s;
+    return a.memory < b.memory;
+  });
+  return out;
+}
+
+}  // namespace mt

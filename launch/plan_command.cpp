@@ -1,0 +1,418 @@
+// `moetrain plan`: prints the cost model's figures (launch/plan.h) as a
+// table, or as one JSON object with --json; --search ranks every layout
+// that fits. Runs on one rank; nothing here touches MPI.
+#include <fmt/format.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+
+#include "launch/checkpoint.h"
+#include "launch/commands.h"
+#include "launch/plan.h"
+
+namespace mt {
+
+namespace {
+
+using nlohmann::json;
+
+// Counts with SI prefixes (1.790 T), bytes in GB = 10^9 bytes.
+std::string si(double x) {
+  const char* prefix[] = {"", " K", " M", " G", " T", " P", " E"};
+  int i = 0;
+  while (std::abs(x) >= 1000.0 && i < 6) x /= 1000.0, ++i;
+  return fmt::format("{:.{}f}{}", x, std::abs(x) >= 100 || i == 0 ? 1 : std::abs(x) >= 10 ? 2 : 3, prefix[i]);
+}
+std::string gb(double bytes) { return fmt::format("{:.2f} GB", bytes / 1e9); }
+std::string bytes_text(double bytes) {
+  if (bytes >= 1e9) return gb(bytes);
+  if (bytes >= 1e6) return fmt::format("{:.2f} MB", bytes / 1e6);
+  return fmt::format("{:.2f} KB", bytes / 1e3);
+}
+std::string percent(double x) { return fmt::format("{:.1f}%", 100.0 * x); }
+std::string seconds(double s) {
+  if (s >= 86400.0) return fmt::format("{:.1f} days", s / 86400.0);
+  if (s >= 1.0) return fmt::format("{:.2f} s", s);
+  return fmt::format("{:.2f} ms", s * 1e3);
+}
+
+std::string layout_name(const Layout& l) {
+  return fmt::format("TP {} x PP {} x DP {}", l.tp, l.pp, l.dp);
+}
+
+json rank_json(const RankMemory& m) {
+  return {{"tp", m.tp},
+          {"pp", m.pp},
+          {"layers", {m.layer_begin, m.layer_end}},
+          {"parameters", m.parameters},
+          {"padded_parameters", m.padded_parameters},
+          {"weights_bytes", m.weights},
+          {"gradients_bytes", m.gradients},
+          {"optimizer_bytes", m.optimizer},
+          {"live_micro_batches", m.live_micro_batches},
+          {"activations_bytes", m.activations},
+          {"activations_bytes_by_recompute",
+           {{"none", m.activations_none}, {"selective", m.activations_selective}, {"full", m.activations_full}}},
+          {"total_bytes", m.total()},
+          {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
+          {"dp_all_gather_bytes", m.dp_all_gather_bytes}};
+}
+
+json gpu_json(const PlanInputs& in) {
+  if (!in.gpu) return nullptr;
+  const GpuSpec& g = *in.gpu;
+  return {{"name", g.name},
+          {"description", g.description},
+          {"peak_flops_16bit", g.peak_flops_16bit},
+          {"peak_flops_tf32", g.peak_flops_tf32},
+          {"peak_flops_fp8", g.peak_flops_fp8},
+          {"memory_bytes", g.memory_bytes},
+          {"memory_bandwidth", g.memory_bandwidth},
+          {"nvlink_bandwidth", g.nvlink_bandwidth},
+          {"network_bandwidth", g.network_bandwidth},
+          {"gpus_per_node", g.gpus_per_node}};
+}
+
+json plan_json(const PlanResult& r, bool serve) {
+  const PlanInputs& in = r.inputs;
+  const Layout& l = in.layout;
+  json stages = json::array();
+  for (const StageCost& s : r.stages)
+    stages.push_back({{"stage", s.stage},
+                      {"layers", s.layers},
+                      {"forward_flops_per_micro_batch", s.forward_flops},
+                      {"compute_flops_per_micro_batch", s.compute_flops},
+                      {"tp_bytes_per_micro_batch", s.tp_bytes},
+                      {"tp_bytes_per_step", s.tp_step_bytes},
+                      {"pp_sent_bytes_per_micro_batch", s.pp_sent_bytes},
+                      {"slot_s", s.slot_s},
+                      {"idle_fraction", s.idle}});
+  json ranks = json::array();
+  for (const RankMemory& m : r.ranks) ranks.push_back(rank_json(m));
+  json j = {
+      {"model", model_config_to_json(in.model)},
+      {"cluster",
+       {{"num_gpus", in.num_gpus()}, {"gpu", gpu_json(in)}, {"precision", to_string(in.precision)}}},
+      {"layout",
+       {{"tp", l.tp},
+        {"pp", l.pp},
+        {"dp", l.dp},
+        {"micro_batch_size", l.micro_batch},
+        {"micro_batches", r.micro_batches},
+        {"global_batch_size", in.global_batch},
+        {"batch_tokens", r.batch_tokens},
+        {"pipeline_schedule", l.schedule == PipelineSchedule::GPipe ? "gpipe" : "1f1b"},
+        {"recompute_granularity", to_string(l.recompute)}}},
+      {"parameters",
+       {{"total", r.params.total},
+        {"active", r.params.active},
+        {"shared", r.params.shared},
+        {"attention", r.params.attention},
+        {"embedding", r.params.embedding},
+        {"router", r.params.router},
+        {"norms", r.params.norms},
+        {"experts", r.params.experts},
+        {"per_expert", r.params.per_expert}}},
+      {"flops_per_token",
+       {{"forward_2n", r.flops.forward_2n},
+        {"dense_forward_2n", r.flops.dense_forward_2n},
+        {"forward", r.flops.forward},
+        {"train", r.flops.train},
+        {"train_with_recompute", r.flops.train_with_recompute}}},
+      {"tokens_per_expert_per_step", r.tokens_per_expert},
+      {"bytes_per_parameter",
+       {{"weights", r.bytes.weights},
+        {"gradients", r.bytes.gradients},
+        {"gradient_shard", r.bytes.gradient_shard},
+        {"optimizer", r.bytes.optimizer},
+        {"activation", r.bytes.activation}}},
+      {"memory",
+       {{"capacity_bytes", r.memory_capacity},
+        {"fits", in.gpu ? json(r.fits) : json(nullptr)},
+        {"largest", rank_json(r.ranks[size_t(r.largest_rank)])},
+        {"ranks", ranks}}},
+      {"pipeline", {{"bubble_fraction", r.bubble_fraction}, {"stages", stages}}},
+      {"communication",
+       {{"tp_bytes", r.comm.tp_bytes},
+        {"tp_sent_bytes", r.comm.tp_sent_bytes},
+        {"pp_sent_bytes", r.comm.pp_sent_bytes},
+        {"dp_sent_bytes", r.comm.dp_sent_bytes},
+        {"tp_link", r.comm.tp_link},
+        {"pp_link", r.comm.pp_link},
+        {"dp_link", r.comm.dp_link},
+        {"tp_s", r.comm.tp_s},
+        {"pp_s", r.comm.pp_s},
+        {"dp_s", r.comm.dp_s}}},
+  };
+  if (r.timing) {
+    const Timing& t = *r.timing;
+    j["time"] = {{"step_s", t.step_s},
+                 {"pipeline_s", t.pipeline_s},
+                 {"compute_s", t.compute_s},
+                 {"dp_s", t.dp_s},
+                 {"estimated_step_s", t.estimated_step_s},
+                 {"estimated_mfu", t.estimated_mfu},
+                 {"mfu", t.mfu},
+                 {"mfu_assumed", t.mfu_assumed},
+                 {"tokens_per_s", t.tokens_per_s},
+                 {"train_tokens", in.train_tokens},
+                 {"train_days", t.train_s / 86400.0},
+                 {"gpu_hours", t.gpu_hours},
+                 {"cost", t.cost}};
+  } else {
+    j["time"] = nullptr;
+  }
+  if (serve) {
+    const Serving& s = r.serving;
+    j["serve"] = {{"weights_bytes_fp16", s.weights_fp16},
+                  {"weights_bytes_fp8", s.weights_fp8},
+                  {"kv_bytes_per_sequence", s.kv_per_sequence},
+                  {"kv_bytes_per_sequence_mha", s.kv_per_sequence_mha},
+                  {"kv_bytes_per_sequence_per_gpu", s.kv_per_sequence_per_gpu},
+                  {"kv_bytes_per_sequence_per_gpu_mha", s.kv_per_sequence_per_gpu_mha},
+                  {"sequences_per_gpu", in.gpu ? json(s.sequences_per_gpu) : json(nullptr)},
+                  {"tokens_per_s_fp16", in.gpu ? json(s.tokens_per_s_fp16) : json(nullptr)},
+                  {"tokens_per_s_fp8", in.gpu ? json(s.tokens_per_s_fp8) : json(nullptr)}};
+  }
+  return j;
+}
+
+void print_header(const PlanResult& r) {
+  const PlanInputs& in = r.inputs;
+  const ModelConfig& c = in.model;
+  const Layout& l = in.layout;
+  fmt::print("moetrain plan  (GB = 10^9 bytes; K, M, G, T = 10^3, 10^6, 10^9, 10^12)\n\n");
+  fmt::print("model    {} layers, d={}, {} heads of {} ({} kv head{}{}), {} experts top-{}, F={}, V={}, S={}\n",
+             c.num_layers, c.hidden_size, c.num_heads, c.head_dim(), c.num_query_groups,
+             c.num_query_groups == 1 ? "" : "s", c.num_query_groups == 1 ? ": multi-query" : "", c.num_experts,
+             c.router_topk, c.ffn_hidden_size, c.vocab_size, c.seq_length);
+  if (in.gpu) {
+    const GpuSpec& g = *in.gpu;
+    fmt::print("cluster  {} x {} ({}: {} TFLOP/s {}, {} at {:.0f} GB/s; NVLink {:.0f} GB/s, network {:.0f} GB/s "
+               "a GPU), {} precision\n",
+               in.num_gpus(), g.name, g.description,
+               (in.precision == Precision::BF16 ? g.peak_flops_16bit : g.peak_flops_tf32) / 1e12,
+               in.precision == Precision::BF16 ? "bf16" : "tf32", gb(g.memory_bytes), g.memory_bandwidth / 1e9,
+               g.nvlink_bandwidth / 1e9, g.network_bandwidth / 1e9, to_string(in.precision));
+  } else {
+    fmt::print("cluster  {} ranks, no --gpu (counts and bytes only), {} precision\n", in.num_gpus(),
+               to_string(in.precision));
+  }
+  std::string split;
+  for (const StageCost& s : r.stages) split += fmt::format("{}{}", split.empty() ? "" : " ", s.layers);
+  fmt::print("layout   {} = {} GPUs; layers a stage: {}\n", layout_name(l), in.num_gpus(), split);
+  fmt::print("batch    {} samples = {} tokens a step; micro-batch {}, {} micro-batches a replica; {}; "
+             "recompute {}\n\n",
+             in.global_batch, si(double(r.batch_tokens)), l.micro_batch, r.micro_batches,
+             l.schedule == PipelineSchedule::GPipe ? "gpipe" : "1f1b", to_string(l.recompute));
+
+  const ParameterCounts& p = r.params;
+  fmt::print("parameters\n");
+  fmt::print("  {:<52}{:>12}\n", "total", si(double(p.total)));
+  fmt::print("  {:<52}{:>12}\n",
+             fmt::format("active per token (shared + {} of {} experts)", c.router_topk, c.num_experts),
+             si(double(p.active)));
+  fmt::print("  {:<52}{:>12}\n", "shared (everything but the experts)", si(double(p.shared)));
+  fmt::print("  {:<52}{:>12}\n", "  attention (wq, wk, wv, wo)", si(double(p.attention)));
+  fmt::print("  {:<52}{:>12}\n", "  embedding + LM head", si(double(p.embedding)));
+  fmt::print("  {:<52}{:>12}\n", "  routers + norms", si(double(p.router + p.norms)));
+  fmt::print("  {:<52}{:>12}\n", fmt::format("per expert (w1, w2 over {} layers)", c.num_layers),
+             si(double(p.per_expert)));
+  fmt::print("  {:<52}{:>12}\n", "tokens per expert per step (batch x K / E)", si(r.tokens_per_expert));
+  fmt::print("\nFLOPs per token\n");
+  fmt::print("  {:<52}{:>12}\n", "forward, 2 x active", si(r.flops.forward_2n));
+  fmt::print("  {:<52}{:>12}\n", "  a dense model of the same total: 2 x total", si(r.flops.dense_forward_2n));
+  fmt::print("  {:<52}{:>12}\n", "forward, products + attention scores (4 S d L)", si(r.flops.forward));
+  fmt::print("  {:<52}{:>12}\n", "training (3 x forward; MFU counts these)", si(r.flops.train));
+  fmt::print("  {:<52}{:>12}\n", fmt::format("training as run (recompute {})", to_string(l.recompute)),
+             si(r.flops.train_with_recompute));
+}
+
+void print_training(const PlanResult& r) {
+  const PlanInputs& in = r.inputs;
+  const Layout& l = in.layout;
+  const RankMemory& big = r.ranks[size_t(r.largest_rank)];
+  fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard), optimizer {} / DP; "
+             "activations {} B an element\n",
+             r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard, r.bytes.optimizer, r.bytes.activation);
+  fmt::print("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}\n", "stage (layers)", "params", "weights",
+             "gradients", "optimizer", "activations", "total");
+  // One row per run of stages with the same figures (their largest TP rank).
+  std::vector<RankMemory> per_stage;
+  for (const RankMemory& m : r.ranks) {
+    if (per_stage.empty() || per_stage.back().pp != m.pp) per_stage.push_back(m);
+    else if (m.total() > per_stage.back().total()) per_stage.back() = m;
+  }
+  auto same = [](const RankMemory& a, const RankMemory& b) {
+    return a.parameters == b.parameters && a.activations == b.activations &&
+           a.layer_end - a.layer_begin == b.layer_end - b.layer_begin;
+  };
+  std::vector<std::string> rows;
+  for (size_t i = 0; i < per_stage.size();) {
+    size_t j = i;
+    while (j + 1 < per_stage.size() && same(per_stage[j + 1], per_stage[i])) ++j;
+    const RankMemory& m = per_stage[i];
+    const std::string stages = i == j ? fmt::format("{}", m.pp) : fmt::format("{}-{}", m.pp, per_stage[j].pp);
+    const std::string name = fmt::format("{} ({})", stages, m.layer_end - m.layer_begin);
+    rows.push_back(fmt::format("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}\n", name, si(double(m.parameters)),
+                               bytes_text(m.weights), bytes_text(m.gradients), bytes_text(m.optimizer),
+                               bytes_text(m.activations), bytes_text(m.total())));
+    i = j + 1;
+  }
+  // Long pipelines: the first stages (the most micro-batches alive) and the last.
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (rows.size() > 16 && i == 8) fmt::print("  ... {} more stages (all in --json)\n", rows.size() - 12);
+    if (rows.size() <= 16 || i < 8 || i >= rows.size() - 4) fmt::print("{}", rows[i]);
+  }
+  fmt::print("  largest: TP rank {} of stage {}: {} with recompute {} (none {}, selective {}, full {}), {} "
+             "micro-batches alive\n",
+             big.tp, big.pp, bytes_text(big.total()), to_string(l.recompute),
+             bytes_text(big.total() - big.activations + big.activations_none),
+             bytes_text(big.total() - big.activations + big.activations_selective),
+             bytes_text(big.total() - big.activations + big.activations_full), big.live_micro_batches);
+  if (in.gpu)
+    fmt::print("  {} in {} of {}\n", r.fits ? "fits" : "DOES NOT FIT", bytes_text(r.memory_capacity), in.gpu->name);
+
+  const double ideal = double(l.pp - 1) / double(r.micro_batches + l.pp - 1);
+  fmt::print("\npipeline bubble  {} of the step (equal stages: (PP-1)/(m+PP-1) = {})\n", percent(r.bubble_fraction),
+             percent(ideal));
+  fmt::print("\ncommunication per step, one GPU\n");
+  fmt::print("  TP all-reduces   {} payload, {} sent{}\n", bytes_text(r.comm.tp_bytes),
+             bytes_text(r.comm.tp_sent_bytes),
+             in.gpu && l.tp > 1 ? fmt::format(" over {}, {}", r.comm.tp_link, seconds(r.comm.tp_s)) : "");
+  fmt::print("  PP send/receive  {} sent{}\n", bytes_text(r.comm.pp_sent_bytes),
+             in.gpu && l.pp > 1 ? fmt::format(" over {}, {}", r.comm.pp_link, seconds(r.comm.pp_s)) : "");
+  fmt::print("  DP ZeRO-1        {} sent (reduce-scatter + all-gather){}\n", bytes_text(r.comm.dp_sent_bytes),
+             in.gpu && l.dp > 1 ? fmt::format(" over {}, {}", r.comm.dp_link, seconds(r.comm.dp_s)) : "");
+  if (!r.timing) return;
+  const Timing& t = *r.timing;
+  fmt::print("\ntime (products at {} of peak)\n", percent(in.compute_efficiency));
+  fmt::print("  step             {}{}\n", seconds(t.step_s),
+             t.mfu_assumed ? fmt::format(" at the assumed MFU (the cost model: {})", seconds(t.estimated_step_s))
+                           : fmt::format(": pipeline {} (products of the busiest stage {}), DP {}",
+                                         seconds(t.pipeline_s), seconds(t.compute_s), seconds(t.dp_s)));
+  fmt::print("  tokens/s         {}\n", si(t.tokens_per_s));
+  fmt::print("  MFU              {:.3f}{}\n", t.mfu,
+             t.mfu_assumed ? fmt::format(" (assumed, --mfu; the cost model estimates {:.3f})", t.estimated_mfu)
+                           : " (estimated)");
+  if (in.train_tokens > 0)
+    fmt::print("  {:<17}{:.1f} days, {} GPU-hours{}\n", si(in.train_tokens) + " tokens", t.train_s / 86400.0,
+               si(t.gpu_hours),
+               in.gpu_hour_cost > 0 ? fmt::format(", cost {} at {:g} a GPU-hour", si(t.cost), in.gpu_hour_cost) : "");
+}
+
+void print_serving(const PlanResult& r) {
+  const PlanInputs& in = r.inputs;
+  const ModelConfig& c = in.model;
+  const Serving& s = r.serving;
+  fmt::print("\nserving, one sequence at a time, context S={}\n", c.seq_length);
+  fmt::print("  weights per GPU (largest)        fp16 {}, fp8 {}{}\n", gb(s.weights_fp16), gb(s.weights_fp8),
+             in.gpu ? fmt::format(" of {}", gb(in.gpu->memory_bytes)) : "");
+  fmt::print("  KV cache per sequence (fp16)     {} with {} kv head{}; {} with full multi-head attention ({} kv "
+             "heads, {:.0f}x)\n",
+             bytes_text(s.kv_per_sequence), c.num_query_groups, c.num_query_groups == 1 ? "" : "s",
+             bytes_text(s.kv_per_sequence_mha), c.num_heads, s.kv_per_sequence_mha / s.kv_per_sequence);
+  fmt::print("  KV cache per sequence per GPU    {}; multi-head {}\n", bytes_text(s.kv_per_sequence_per_gpu),
+             bytes_text(s.kv_per_sequence_per_gpu_mha));
+  if (!in.gpu) return;
+  fmt::print("  sequences a GPU holds (fp16)     {}\n", s.sequences_per_gpu);
+  fmt::print("  memory-bandwidth bound           {:.1f} tokens/s a sequence at fp16, {:.1f} at fp8\n",
+             s.tokens_per_s_fp16, s.tokens_per_s_fp8);
+}
+
+void print_search(const PlanInputs& base, const SearchResult& s, int max_tp) {
+  fmt::print("search: {} GPUs of {}, TP up to {}, {} precision; {} layouts fit, {} dropped\n", base.num_gpus(),
+             base.gpu->name, max_tp, to_string(base.precision), s.kept.size(), s.dropped.size());
+  fmt::print("\n  {:>4}{:>5}{:>7}{:>6}  {:<10}{:>12}{:>12}{:>9}{:>8}{:>12}\n", "TP", "PP", "DP", "mbs", "recompute",
+             "memory", "tokens/s", "MFU", "bubble", "step");
+  for (const SearchCandidate& c : s.kept)
+    fmt::print("  {:>4}{:>5}{:>7}{:>6}  {:<10}{:>12}{:>12}{:>9.3f}{:>8}{:>12}\n", c.layout.tp, c.layout.pp,
+               c.layout.dp, c.layout.micro_batch, to_string(c.layout.recompute), gb(c.memory), si(c.tokens_per_s),
+               c.mfu, percent(c.bubble), seconds(c.step_s));
+  fmt::print("\ndropped:\n");
+  // Structural reasons once each, with the layouts they hit; memory per
+  // (TP, PP), with the smallest of its micro-batch and recompute choices.
+  std::vector<std::pair<std::string, std::string>> reasons;  // reason, layouts
+  for (const SearchCandidate& c : s.dropped) {
+    if (c.drop == Drop::Memory) continue;
+    const std::string where = c.drop == Drop::TensorParallel ? fmt::format("TP {}", c.layout.tp)
+                              : c.drop == Drop::BatchSplit && c.layout.micro_batch > 1
+                                  ? fmt::format("{} mbs {}", layout_name(c.layout), c.layout.micro_batch)
+                                  : layout_name(c.layout);
+    auto it = std::find_if(reasons.begin(), reasons.end(), [&](const auto& r) { return r.first == c.dropped; });
+    if (it == reasons.end()) reasons.push_back({c.dropped, where});
+    else it->second += "; " + where;
+  }
+  for (const auto& [reason, where] : reasons) fmt::print("  {}\n      {}\n", reason, where);
+  for (size_t i = 0; i < s.dropped.size();) {
+    const SearchCandidate& c = s.dropped[i];
+    size_t j = i;
+    if (c.drop != Drop::Memory) {
+      ++i;
+      continue;
+    }
+    const SearchCandidate* best = &c;
+    while (j + 1 < s.dropped.size() && s.dropped[j + 1].drop == Drop::Memory &&
+           s.dropped[j + 1].layout.tp == c.layout.tp && s.dropped[j + 1].layout.pp == c.layout.pp) {
+      ++j;
+      if (s.dropped[j].memory < best->memory) best = &s.dropped[j];
+    }
+    fmt::print("  {}: {} micro-batch/recompute choice{} too large; the smallest (micro-batch {}, recompute {}) {}\n",
+               layout_name(c.layout), j - i + 1, j > i ? "s" : "", best->layout.micro_batch,
+               to_string(best->layout.recompute), best->dropped);
+    i = j + 1;
+  }
+}
+
+json search_json(const PlanInputs& base, const SearchResult& s) {
+  auto candidate = [](const SearchCandidate& c) {
+    json j = {{"tp", c.layout.tp},
+              {"pp", c.layout.pp},
+              {"dp", c.layout.dp},
+              {"micro_batch_size", c.layout.micro_batch},
+              {"recompute_granularity", to_string(c.layout.recompute)}};
+    if (c.memory > 0) {
+      j["memory_bytes"] = c.memory;
+      j["step_s"] = c.step_s;
+      j["tokens_per_s"] = c.tokens_per_s;
+      j["mfu"] = c.mfu;
+      j["bubble_fraction"] = c.bubble;
+    }
+    if (!c.dropped.empty()) j["dropped"] = c.dropped;
+    return j;
+  };
+  json kept = json::array(), dropped = json::array();
+  for (const SearchCandidate& c : s.kept) kept.push_back(candidate(c));
+  for (const SearchCandidate& c : s.dropped) dropped.push_back(candidate(c));
+  return {{"model", model_config_to_json(base.model)},
+          {"cluster",
+           {{"num_gpus", base.num_gpus()}, {"gpu", gpu_json(base)}, {"precision", to_string(base.precision)}}},
+          {"global_batch_size", base.global_batch},
+          {"kept", kept},
+          {"dropped", dropped}};
+}
+
+}  // namespace
+
+void run_plan(const PlanOptions& options) {
+  const PlanInputs in = resolve_plan_inputs(options);
+  if (options.search) {
+    const int max_tp = options.search_max_tp > 0 ? options.search_max_tp : in.gpu->gpus_per_node;
+    const SearchResult s = search_layouts(in, max_tp, options.search_max_micro_batch_size);
+    if (options.json) fmt::print("{}\n", search_json(in, s).dump());
+    else print_search(in, s, max_tp);
+    return;
+  }
+  const PlanResult r = make_plan(in);
+  if (options.json) {
+    fmt::print("{}\n", plan_json(r, options.serve).dump());
+    return;
+  }
+  print_header(r);
+  if (options.serve) print_serving(r);
+  else print_training(r);
+}
+
+}  // namespace mt

@@ -1,0 +1,424 @@
+// `moetrain plan`: the GPT-4 figures from configs/gpt4-1.8t.toml alone, the
+// per-rank bytes `train` logs, and the cost model's formulas (activations,
+// bubble, serving, time) against hand computations.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <map>
+#include <regex>
+#include <tuple>
+
+#include "launch/plan.h"
+#include "model/parameters.h"
+#include "run_moetrain.h"
+
+namespace mt {
+namespace {
+
+using nlohmann::json;
+using test_util::run_moetrain;
+
+const std::string kGpt4 = std::string(MT_SOURCE_DIR) + "/configs/gpt4-1.8t.toml";
+
+// `moetrain plan ARGS --json`, parsed.
+json plan_json(const std::string& args) {
+  const auto r = run_moetrain("plan " + args + " --json");
+  EXPECT_EQ(r.status, 0) << r.output;
+  const size_t open = r.output.find('{');
+  if (open == std::string::npos) {
+    ADD_FAILURE() << "no JSON in: " << r.output;
+    return json::object();
+  }
+  return json::parse(r.output.substr(open));
+}
+
+void expect_within(double value, double target, double tolerance, const std::string& what) {
+  EXPECT_LE(std::abs(value - target), tolerance * target)
+      << what << ": " << value << " is not within " << tolerance * 100 << "% of " << target;
+}
+
+double largest(const json& ranks, const char* key) {
+  double x = 0;
+  for (const json& r : ranks) x = std::max(x, r[key].get<double>());
+  return x;
+}
+
+TEST(Plan, Gpt4ConfigReproducesThePublicFigures) {
+  const json p = plan_json("--config " + kGpt4);
+  ASSERT_TRUE(p.contains("parameters")) << p.dump();
+  EXPECT_EQ(p["layout"]["tp"], 8);
+  EXPECT_EQ(p["layout"]["pp"], 15);
+  EXPECT_EQ(p["model"]["num_layers"], 120);
+  EXPECT_EQ(p["model"]["num_experts"], 16);
+  EXPECT_EQ(p["model"]["moe_router_topk"], 2);
+  EXPECT_EQ(p["model"]["num_query_groups"], 1);
+  EXPECT_EQ(p["model"]["seq_length"], 8192);
+  const json& n = p["parameters"];
+  expect_within(n["total"], 1.8e12, 0.05, "total parameters");
+  expect_within(n["active"], 280e9, 0.05, "active parameters");
+  expect_within(n["per_expert"], 111e9, 0.05, "parameters per expert");
+  expect_within(n["shared"], 55e9, 0.05, "shared parameters");
+  const json& f = p["flops_per_token"];
+  expect_within(f["forward_2n"], 560e9, 0.05, "forward FLOPs per token");
+  expect_within(f["dense_forward_2n"], 3.7e12, 0.05, "forward FLOPs of a dense 1.8T model");
+  // bf16 weights (2 bytes, as fp16) of the largest GPU at TP8 x PP15.
+  expect_within(largest(p["memory"]["ranks"], "weights_bytes"), 30e9, 0.05, "weights per GPU");
+  expect_within(p["layout"]["batch_tokens"], 60e6, 0.05, "tokens a step");
+  expect_within(p["tokens_per_expert_per_step"], 7.5e6, 0.05, "tokens per expert per step");
+
+  // Served at TP8 x PP16 on 128 GPUs (16 stages: 4 + 14 x 8 + 4 layers).
+  const json s = plan_json("--config " + kGpt4 +
+                           " --serve --num-gpus 128 --pp 16 --decoder-first-pipeline-num-layers 4"
+                           " --decoder-last-pipeline-num-layers 4");
+  ASSERT_TRUE(s.contains("serve")) << s.dump();
+  EXPECT_EQ(s["layout"]["dp"], 1);
+  EXPECT_LT(s["serve"]["weights_bytes_fp16"].get<double>(), 30e9);
+  EXPECT_LT(s["serve"]["weights_bytes_fp8"].get<double>(), 15e9);
+  expect_within(s["serve"]["weights_bytes_fp16"], 30e9, 0.05, "fp16 serving weights per GPU");
+  // Multi-query attention keeps 1 kv head of 96.
+  EXPECT_DOUBLE_EQ(s["serve"]["kv_bytes_per_sequence_mha"].get<double>() /
+                       s["serve"]["kv_bytes_per_sequence"].get<double>(),
+                   96.0);
+}
+
+TEST(Plan, Gpt4RunTimeFollowsFromTheAssumedMfu) {
+  const json p = plan_json("--config " + kGpt4);
+  const json& t = p["time"];
+  ASSERT_TRUE(t.is_object()) << p.dump();
+  EXPECT_TRUE(t["mfu_assumed"].get<bool>());
+  EXPECT_DOUBLE_EQ(t["mfu"].get<double>(), 0.34);
+  // 13T tokens x training FLOPs a token at 34% of 25,200 A100s' bf16 peak;
+  // the ramp-up does not change tokens/s at an assumed MFU.
+  const double flops = p["flops_per_token"]["train"].get<double>() * 13e12;
+  const double seconds = flops / (0.34 * 25200 * 312e12);
+  expect_within(t["train_days"], seconds / 86400.0, 1e-3, "days");
+  expect_within(t["cost"], seconds / 3600.0 * 25200 * 1.0, 1e-3, "cost at $1 a GPU-hour");
+  // The public account: 90 to 100 days, about $63M.
+  expect_within(t["train_days"], 95, 0.1, "days against the public 90 to 100");
+  expect_within(t["cost"], 63e6, 0.05, "cost against the public $63M");
+}
+
+// The bytes each rank of `train` logs at start-up, keyed by (tp, pp, dp).
+struct LoggedMemory {
+  int64_t parameters, weights, gradients, optimizer;
+};
+std::map<std::tuple<int, int, int>, LoggedMemory> logged_memory(const std::string& output) {
+  std::map<std::tuple<int, int, int>, LoggedMemory> out;
+  const std::regex line(
+      R"(memory rank (\d+) \(tp (\d+), pp (\d+), dp (\d+)\): (\d+) parameters, )"
+      R"(weights (\d+) B, gradients (\d+) B, optimizer (\d+) B)");
+  for (std::sregex_iterator it(output.begin(), output.end(), line), end; it != end; ++it) {
+    const std::smatch& m = *it;
+    out[{std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[4])}] = {std::stoll(m[5]), std::stoll(m[6]),
+                                                                 std::stoll(m[7]), std::stoll(m[8])};
+  }
+  return out;
+}
+
+class PlanAgainstTrain : public ::testing::Test {
+ protected:
+  void SetUp() override { test_util::make_store(dir, "store", test_util::synthetic_text(30000, 8)); }
+  // Trains 2 steps on `ranks` ranks with `layout`, plans the same flags, and
+  // compares every rank's parameters, weights, gradients and optimizer bytes,
+  // and rank 0's TP and DP bytes a step with its metrics.
+  void compare(const std::string& layout, int ranks) {
+    const std::string flags = test_util::tiny_model_flags() + " --num-layers 4 --micro-batch-size 2 " + layout +
+                              " --lr-warmup-samples 0 --data-path " + (dir / "store") +
+                              " --train-iters 2 --log-interval 1 --metrics-file " + (dir / "metrics.jsonl");
+    const auto train = run_moetrain("train " + flags, ranks);
+    ASSERT_EQ(train.status, 0) << train.output;
+    const auto logged = logged_memory(train.output);
+    ASSERT_EQ(int(logged.size()), ranks) << train.output;
+    const json plan = plan_json(flags + " --num-gpus " + std::to_string(ranks));
+    int compared = 0;
+    for (const auto& [where, mem] : logged) {
+      const auto [tp, pp, dp] = where;
+      SCOPED_TRACE(::testing::Message() << "tp " << tp << " pp " << pp << " dp " << dp);
+      for (const json& r : plan["memory"]["ranks"]) {
+        if (r["tp"] != tp || r["pp"] != pp) continue;
+        EXPECT_EQ(r["parameters"].get<int64_t>(), mem.parameters);
+        EXPECT_EQ(int64_t(r["weights_bytes"].get<double>()), mem.weights);
+        EXPECT_EQ(int64_t(r["gradients_bytes"].get<double>()), mem.gradients);
+        EXPECT_EQ(int64_t(r["optimizer_bytes"].get<double>()), mem.optimizer);
+        ++compared;
+      }
+    }
+    EXPECT_EQ(compared, ranks);
+    // Rank 0's TP all-reduce and ZeRO-1 payloads of each step (stage 0's,
+    // TP rank 0's).
+    const auto records = test_util::read_metrics(dir / "metrics.jsonl");
+    ASSERT_EQ(records.size(), 2u);
+    const json& rank0 = plan["memory"]["ranks"][0];
+    ASSERT_EQ(rank0["tp"], 0);
+    ASSERT_EQ(rank0["pp"], 0);
+    for (const json& record : records) {
+      EXPECT_EQ(record["tp_allreduce_bytes"].get<double>(),
+                plan["pipeline"]["stages"][0]["tp_bytes_per_step"].get<double>());
+      EXPECT_EQ(record.value("dp_reduce_scatter_bytes", 0.0), rank0["dp_reduce_scatter_bytes"].get<double>());
+      EXPECT_EQ(record.value("dp_allgather_bytes", 0.0), rank0["dp_all_gather_bytes"].get<double>());
+    }
+  }
+  test_util::TempDir dir;
+};
+
+TEST_F(PlanAgainstTrain, TensorAndUnevenPipelineRanks) {
+  compare("--tp 2 --pp 2 --decoder-first-pipeline-num-layers 1", 4);
+}
+
+TEST_F(PlanAgainstTrain, DataParallelRanksWithZeroOneShards) { compare("--pp 2", 4); }
+
+// The tiny model's exact per-rank counts, and ZeRO-1's padding to DP.
+ModelConfig tiny_config() {
+  ModelConfig c;
+  c.vocab_size = 384;
+  c.hidden_size = 64;
+  c.num_layers = 5;
+  c.num_heads = 4;
+  c.num_query_groups = 1;
+  c.ffn_hidden_size = 128;
+  c.num_experts = 4;
+  c.router_topk = 2;
+  c.seq_length = 64;
+  return c;
+}
+
+PlanInputs inputs(const ModelConfig& c, int tp, int pp, int dp, int micro, int64_t global) {
+  PlanInputs in;
+  in.model = c;
+  in.layout.tp = tp;
+  in.layout.pp = pp;
+  in.layout.dp = dp;
+  in.layout.micro_batch = micro;
+  in.global_batch = global;
+  return in;
+}
+
+TEST(Plan, EveryRankHoldsItsParamTableAndZeroOneShards) {
+  const ModelConfig c = tiny_config();
+  PlanInputs in = inputs(c, 2, 2, 3, 1, 12);
+  in.layout.first_stage_layers = 2;  // stages of 2 and 3 layers
+  const PlanResult r = make_plan(in);
+  ASSERT_EQ(r.ranks.size(), 4u);
+  bool padded = false;
+  for (const RankMemory& m : r.ranks) {
+    const StageSpan span{m.pp == 0 ? 0 : 2, m.pp == 0 ? 2 : 5, m.pp == 0, m.pp == 1};
+    int64_t n = 0;
+    for (const ParamTensor& t : param_table(c, m.tp, 2, span)) n += int64_t(t.numel);
+    EXPECT_EQ(m.parameters, n);
+    EXPECT_EQ(m.layer_end - m.layer_begin, m.pp == 0 ? 2 : 3);
+    const int64_t n_pad = (n + 2) / 3 * 3;
+    padded |= n_pad != n;
+    EXPECT_EQ(m.padded_parameters, n_pad);
+    EXPECT_DOUBLE_EQ(m.weights, 4.0 * n_pad);                    // fp32: the weights are the master copy
+    EXPECT_DOUBLE_EQ(m.gradients, 4.0 * n_pad + 4.0 * n_pad / 3);  // accumulation buffer + reduce-scattered shard
+    EXPECT_DOUBLE_EQ(m.optimizer, 8.0 * n_pad / 3);              // exp_avg + exp_avg_sq of the shard
+  }
+  EXPECT_TRUE(padded) << "no rank's count needed padding to DP 3; the test would not check it";
+
+  // bf16 (Megatron mixed precision): 2-byte weights, fp32 gradients, 12 bytes of optimizer over DP.
+  in.precision = Precision::BF16;
+  const PlanResult b = make_plan(in);
+  const double n_pad = double(b.ranks[0].padded_parameters);
+  EXPECT_DOUBLE_EQ(b.ranks[0].weights, 2.0 * n_pad);
+  EXPECT_DOUBLE_EQ(b.ranks[0].optimizer, 12.0 * n_pad / 3);
+}
+
+TEST(Plan, ParameterCountsSplitTheModel) {
+  const ModelConfig c = tiny_config();
+  const ParameterCounts p = count_parameters(c);
+  const int64_t d = 64, hd = 16, V = 384, L = 5, F = 128, E = 4;
+  EXPECT_EQ(p.embedding, 2 * V * d);
+  EXPECT_EQ(p.attention, L * (2 * d * d + 2 * hd * d));  // wq, wo whole; wk, wv one kv head
+  EXPECT_EQ(p.router, L * E * d);
+  EXPECT_EQ(p.norms, L * 2 * d + d);
+  EXPECT_EQ(p.per_expert, L * 2 * d * F);
+  EXPECT_EQ(p.total, p.shared + E * p.per_expert);
+  EXPECT_EQ(p.active, p.shared + 2 * p.per_expert);
+  EXPECT_EQ(p.total, c.num_parameters());
+}
+
+// Korthikanti et al. (2022): sbh (34 + 5 a s / h) bytes a layer without
+// parallelism, sbh (10 + 24/t + 5 a s / (h t)) with t-way TP, 16-bit
+// activations, F = 4h, full multi-head attention. This model has no dropout,
+// which takes 2 sbh (two dropout masks) + 3 a s^2 b / t (the attention
+// dropout's mask and output) off.
+TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
+  ModelConfig c;
+  c.vocab_size = 512;
+  c.hidden_size = 256;
+  c.num_heads = 8;
+  c.num_query_groups = 8;
+  c.ffn_hidden_size = 1024;
+  c.num_experts = 1;
+  c.router_topk = 1;
+  c.num_layers = 8;
+  c.seq_length = 128;
+  for (int tp : {1, 2, 4}) {
+    SCOPED_TRACE(tp);
+    PlanInputs in = inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
+    in.precision = Precision::BF16;
+    const PlanResult r = make_plan(in);
+    const double s = 128, b = 2, h = 256, a = 8, t = tp;
+    const double korthikanti = s * b * h * (10 + 24 / t + 5 * a * s / (h * t));
+    const double per_layer = korthikanti - 2 * s * b * h - 3 * a * s * s * b / t;
+    for (const RankMemory& m : r.ranks) {
+      if (m.pp == 3) continue;  // the last stage also keeps the logits
+      const int live = std::min(4 - m.pp, 8);
+      EXPECT_EQ(m.live_micro_batches, live) << "stage " << m.pp;
+      EXPECT_NEAR(m.activations_none, live * 2 * per_layer, 1e-6 * m.activations_none);
+      EXPECT_NEAR(m.activations_selective, live * 2 * (per_layer - 2 * a * s * s * b / t), 1e-6 * m.activations_none);
+      // Full recompute: each layer's input (2 sbh), and one layer rebuilt.
+      EXPECT_NEAR(m.activations_full, live * 2 * (2 * s * b * h) + per_layer, 1e-6 * m.activations_none);
+    }
+  }
+}
+
+TEST(Plan, BubbleIsTheOneFOneBFormulaForEqualStages) {
+  for (int pp : {2, 4, 8})
+    for (int m : {1, 4, 16}) {
+      const std::vector<double> equal(pp, 1.0);
+      EXPECT_NEAR(pipeline_bubble(equal, m), double(pp - 1) / (m + pp - 1), 1e-12) << pp << " " << m;
+    }
+  // One slow stage holds the others up: more idle time than the formula.
+  EXPECT_GT(pipeline_bubble({1.0, 1.0, 1.5}, 8), 2.0 / 10.0);
+  // The bench model of docs/benchmarks.md at PP 4, m 8: the last stage's LM
+  // head makes it a little heavier than the others.
+  ModelConfig c = tiny_config();
+  c.num_layers = 8;
+  c.hidden_size = 256;
+  c.num_heads = 8;
+  c.ffn_hidden_size = 512;
+  c.num_experts = 8;
+  c.seq_length = 256;
+  const PlanResult r = make_plan(inputs(c, 1, 4, 1, 1, 8));
+  EXPECT_GT(r.bubble_fraction, 3.0 / 11.0);
+  EXPECT_LT(r.bubble_fraction, 3.0 / 11.0 + 0.03);
+}
+
+TEST(Plan, ServingBoundIsBandwidthOverBytesReadPerToken) {
+  const ModelConfig c = tiny_config();
+  PlanInputs in = inputs(c, 1, 1, 1, 1, 1);
+  in.gpu = find_gpu("h100-80gb");
+  in.precision = Precision::BF16;
+  const PlanResult r = make_plan(in);
+  const double kv = 2.0 * c.num_layers * 1 * 16 * c.seq_length * 2;  // K and V, 1 kv head of 16, fp16
+  EXPECT_DOUBLE_EQ(r.serving.kv_per_sequence, kv);
+  EXPECT_DOUBLE_EQ(r.serving.kv_per_sequence_mha, kv * 4);
+  // A token reads every active weight but the embedding (one row), and its KV cache.
+  const double active = double(c.num_active_parameters() - int64_t(c.vocab_size) * c.hidden_size);
+  EXPECT_NEAR(r.serving.tokens_per_s_fp16, 3350e9 / (2 * active + kv), 1e-9 * r.serving.tokens_per_s_fp16);
+  EXPECT_NEAR(r.serving.tokens_per_s_fp8, 3350e9 / (active + kv), 1e-9 * r.serving.tokens_per_s_fp8);
+  EXPECT_DOUBLE_EQ(r.serving.weights_fp16, 2.0 * double(c.num_parameters()));
+}
+
+TEST(Plan, StepTimeTokensAndMfuAgree) {
+  ModelConfig c = tiny_config();
+  c.num_layers = 8;
+  PlanInputs in = inputs(c, 2, 4, 2, 1, 64);
+  in.gpu = find_gpu("a100-80gb");
+  in.precision = Precision::BF16;
+  in.train_tokens = 1e9;
+  const PlanResult r = make_plan(in);
+  ASSERT_TRUE(r.timing.has_value());
+  const Timing& t = *r.timing;
+  EXPECT_FALSE(t.mfu_assumed);
+  EXPECT_DOUBLE_EQ(t.tokens_per_s, double(r.batch_tokens) / t.step_s);
+  EXPECT_NEAR(t.mfu, r.flops.train * t.tokens_per_s / (16 * 312e12), 1e-12);
+  EXPECT_GT(t.step_s, t.pipeline_s);  // + ZeRO-1's collectives
+  EXPECT_NEAR(t.train_s, 1e9 / t.tokens_per_s, 1e-9 * t.train_s);
+  // A ramp-up's small batches have a larger bubble: the run takes longer.
+  in.rampup = {16, 16, 100000};
+  EXPECT_GT(make_plan(in).timing->train_s, t.train_s);
+  // At an assumed MFU, the step is the model FLOPs at that share of the peak.
+  in.mfu = 0.4;
+  const PlanResult a = make_plan(in);
+  const double assumed = r.flops.train * double(r.batch_tokens) / (0.4 * 16 * 312e12);
+  EXPECT_NEAR(a.timing->step_s, assumed, 1e-9 * assumed);
+  EXPECT_NEAR(a.timing->train_s, 1e9 / a.timing->tokens_per_s, 1e-6 * a.timing->train_s);
+}
+
+TEST(Plan, SearchKeepsWhatFitsFastestFirstAndSaysWhyOthersWent) {
+  ModelConfig c;
+  c.vocab_size = 32000;
+  c.hidden_size = 4096;
+  c.num_layers = 32;
+  c.num_heads = 32;
+  c.num_query_groups = 8;
+  c.ffn_hidden_size = 14336;
+  c.num_experts = 8;
+  c.router_topk = 2;
+  c.seq_length = 4096;
+  PlanInputs base = inputs(c, 1, 1, 48, 1, 512);  // 48 GPUs: TP 3 and 6, DP 3 cannot be
+  base.gpu = find_gpu("h100-80gb");
+  base.precision = Precision::BF16;
+  const SearchResult s = search_layouts(base, 8, 4);
+  ASSERT_FALSE(s.kept.empty());
+  bool memory_drop = false, split_drop = false;
+  for (size_t i = 0; i < s.kept.size(); ++i) {
+    const SearchCandidate& k = s.kept[i];
+    EXPECT_LE(k.layout.tp, 8);
+    EXPECT_EQ(k.layout.tp * k.layout.pp * k.layout.dp, 48);
+    EXPECT_LE(k.memory, base.gpu->memory_bytes);
+    if (i > 0) {
+      EXPECT_GE(s.kept[i - 1].tokens_per_s, k.tokens_per_s);
+    }
+  }
+  for (const SearchCandidate& d : s.dropped) {
+    EXPECT_FALSE(d.dropped.empty());
+    memory_drop |= d.drop == Drop::Memory && d.memory > base.gpu->memory_bytes;
+    split_drop |= d.drop == Drop::TensorParallel || d.drop == Drop::StageSplit || d.drop == Drop::BatchSplit;
+  }
+  EXPECT_TRUE(memory_drop);  // 47B parameters do not fit one 80 GB GPU with their optimizer
+  EXPECT_TRUE(split_drop);
+  // The best layout's figures are make_plan's for that layout.
+  PlanInputs best = base;
+  best.layout = s.kept[0].layout;
+  const PlanResult p = make_plan(best);
+  EXPECT_DOUBLE_EQ(p.timing->tokens_per_s, s.kept[0].tokens_per_s);
+  EXPECT_DOUBLE_EQ(p.ranks[size_t(p.largest_rank)].total(), s.kept[0].memory);
+  // TP 16 (two nodes) only when asked.
+  bool tp16 = false;
+  for (const SearchCandidate& k : search_layouts(base, 16, 1).kept) tp16 |= k.layout.tp == 16;
+  EXPECT_TRUE(tp16);
+}
+
+TEST(Plan, FlagErrorsNameTheFlag) {
+  PlanOptions o;
+  o.num_gpus = 6;
+  o.train.topology.tensor_parallel = 4;
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--num-gpus 6 is not divisible by"});
+  o.num_gpus = 0;
+  o.gpu = "v100";
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--gpu v100", "h100-80gb"});
+  o.gpu = "h200";
+  o.precision = "fp8";
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--precision must be fp32 or bf16"});
+  o.precision.clear();
+  o.recompute_granularity = "some";
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--recompute-granularity"});
+  o.recompute_granularity = "none";
+  o.search = true;
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--search needs --num-gpus"});
+  // Defaults: bf16 with a GPU, fp32 (the CPU build's) without.
+  o.search = false;
+  EXPECT_EQ(resolve_plan_inputs(o).precision, Precision::BF16);
+  o.gpu.clear();
+  EXPECT_EQ(resolve_plan_inputs(o).precision, Precision::FP32);
+}
+
+TEST(Plan, TableNamesTheFiguresAndTheFit) {
+  const auto r = run_moetrain("plan --config " + kGpt4 + " --gpu h200 --mfu 0 --search-max-tp 8");
+  ASSERT_EQ(r.status, 0) << r.output;
+  for (const char* part : {"active per token", "per expert", "forward, 2 x active", "pipeline bubble",
+                           "TP all-reduces", "DP ZeRO-1", "MFU", "(estimated)", "days", "of h200"})
+    EXPECT_NE(r.output.find(part), std::string::npos) << "no \"" << part << "\" in:\n" << r.output;
+  const auto bad = run_moetrain("plan --config " + kGpt4 + " --num-gpus 100");
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("--num-gpus 100 is not divisible by --tensor-model-parallel-size 8"), std::string::npos)
+      << bad.output;
+}
+
+}  // namespace
+}  // namespace mt
