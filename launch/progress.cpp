@@ -26,8 +26,10 @@ std::string progress_line(const StepMetrics& m) {
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
                                : std::string()) +
          (m.dp_reduce_scatter_bytes > 0
-              ? fmt::format(" | DP grad wait {:.0f}%, all-gather {:.0f}% of time",
-                            100.0 * m.dp_exposed_s / m.interval_s, 100.0 * m.dp_allgather_s / m.interval_s)
+              ? fmt::format(" | DP grad wait {:.0f}% ({:.0f}% hidden), all-gather {:.0f}% of time",
+                            100.0 * m.dp_exposed_s / m.interval_s,
+                            100.0 * m.dp_hidden_bytes / m.dp_reduce_scatter_bytes,
+                            100.0 * m.dp_allgather_s / m.interval_s)
               : std::string());
 }
 
@@ -50,7 +52,8 @@ nlohmann::json to_json(const StepMetrics& m) {
           {"dp_exposed_s", m.dp_exposed_s},
           {"dp_allgather_s", m.dp_allgather_s},
           {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
-          {"dp_allgather_bytes", m.dp_allgather_bytes}};
+          {"dp_allgather_bytes", m.dp_allgather_bytes},
+          {"dp_hidden_bytes", m.dp_hidden_bytes}};
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) {

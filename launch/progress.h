@@ -21,6 +21,7 @@ struct StepMetrics {
   // gradient reduce-scatter after the backward pass (what overlap did not
   // hide), time in the parameter all-gather, and their bytes.
   double dp_exposed_s = 0, dp_allgather_s = 0, dp_reduce_scatter_bytes = 0, dp_allgather_bytes = 0;
+  double dp_hidden_bytes = 0;  // reduce-scattered before the backward pass ended
 };
 
 // Formats seconds as H:MM:SS.

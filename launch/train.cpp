@@ -353,6 +353,7 @@ TrainResult run_train(TrainOptions o) {
       m.dp_allgather_s = grad_sync.stats.all_gather_seconds;
       m.dp_reduce_scatter_bytes = double(grad_sync.stats.reduce_scatter_bytes);
       m.dp_allgather_bytes = double(grad_sync.stats.all_gather_bytes);
+      m.dp_hidden_bytes = double(grad_sync.stats.reduce_scatter_hidden_bytes);
       grad_sync.stats = {};
       tp_seconds_at_start = topo.tp().all_reduce_seconds;
       tp_bytes_at_start = topo.tp().all_reduce_bytes;

@@ -53,7 +53,7 @@ GradSync<T>::GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_p
 
 template <typename T>
 void GradSync<T>::start_step() {
-  MT_CHECK(pending_.empty(), "a step started with {} gradient buckets still in flight", pending_.size());
+  MT_CHECK(in_flight_.empty(), "a step started with {} gradient buckets still in flight", in_flight_.size());
   ready_ = padded_;
   next_bucket_ = int(buckets_.size()) - 1;
   in_backward_ = true;
@@ -67,7 +67,7 @@ void GradSync<T>::ready_from(T* grads, size_t from) {
     if (r.begin >= from && r.begin < ready_) tp_.all_reduce_sum(grads + r.begin, r.size());
   ready_ = from;
   launch_buckets_from(grads, from);
-  for (Request& r : pending_) dp_->test(r);  // let the earlier buckets progress
+  for (InFlight& f : in_flight_) dp_->test(f.request);  // let the earlier buckets progress
 }
 
 template <typename T>
@@ -76,8 +76,9 @@ void GradSync<T>::launch_buckets_from(T* grads, size_t from) {
   for (; next_bucket_ >= 0 && buckets_[next_bucket_].begin >= from; --next_bucket_) {
     const FlatRange& b = buckets_[next_bucket_];
     const FlatRange& mine = shard_[next_bucket_];
-    pending_.push_back(dp_->ireduce_scatter(grads + b.begin, shard_grads_.data() + shard_offset_[next_bucket_],
-                                            mine.size(), dtype_of<T>()));
+    in_flight_.push_back({dp_->ireduce_scatter(grads + b.begin, shard_grads_.data() + shard_offset_[next_bucket_],
+                                               mine.size(), dtype_of<T>()),
+                          b.size() * sizeof(T)});
     stats.reduce_scatter_bytes += b.size() * sizeof(T);
     stats.buckets += 1;
     if (in_backward_ && from > 0) stats.buckets_overlapped += 1;
@@ -88,10 +89,12 @@ template <typename T>
 void GradSync<T>::finish(T* grads) {
   in_backward_ = false;
   ready_from(grads, 0);
+  for (InFlight& f : in_flight_)
+    if (dp_->test(f.request)) stats.reduce_scatter_hidden_bytes += f.bytes;
   const double start = MPI_Wtime();
-  for (Request& r : pending_) dp_->wait(r);
+  for (InFlight& f : in_flight_) dp_->wait(f.request);
   stats.exposed_seconds += MPI_Wtime() - start;
-  pending_.clear();
+  in_flight_.clear();
 }
 
 template <typename T>

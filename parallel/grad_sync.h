@@ -42,6 +42,9 @@ struct GradSyncStats {
   uint64_t reduce_scatter_bytes = 0;  // bytes of gradient buffer reduce-scattered
   uint64_t all_gather_bytes = 0;
   uint64_t buckets_overlapped = 0;  // launched while the backward pass had layers to go
+  // Bytes of buckets whose reduce-scatter had completed by the time the
+  // backward pass ended: communication hidden behind compute.
+  uint64_t reduce_scatter_hidden_bytes = 0;
   uint64_t buckets = 0;
 };
 
@@ -93,7 +96,11 @@ class GradSync {
   DeviceBuffer<T> shard_grads_;  // [shard_size] with DP > 1
   size_t ready_ = 0;             // gradients at [ready_, padded) are final
   int next_bucket_ = -1;         // the highest bucket not launched yet
-  std::vector<Request> pending_;
+  struct InFlight {
+    Request request;
+    uint64_t bytes;
+  };
+  std::vector<InFlight> in_flight_;
   bool in_backward_ = false;
 };
 
