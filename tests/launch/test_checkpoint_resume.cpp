@@ -1,6 +1,6 @@
 // Checkpoints as users meet them (issue 7), through the real binary: exact
-// resume on the same layout (1 rank and TP2 x PP2 x DP2), resume on other
-// layouts, --load falling back past unfinished, truncated and corrupted
+// resume on the same layout (1 rank and TP2 x PP2 x DP2), moving between
+// TP2 x PP2 x DP2 and other layouts in both directions, --load falling back past unfinished, truncated and corrupted
 // checkpoints, --keep-last, the root attributes, and SIGTERM / SIGUSR1
 // making the job save and stop cleanly.
 #include <gtest/gtest.h>
@@ -79,30 +79,49 @@ TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
   }
 }
 
-TEST_F(CheckpointResume, ACheckpointOfTp2Pp2Dp2ResumesOnOtherLayouts) {
-  auto s = run_moetrain(train("straight") + " --tp 2 --pp 2 --train-iters 8 --save " + (dir / "straight"), 8);
+// Both directions: TP2 x PP2 x DP2 -> each other layout, and each other
+// layout -> TP2 x PP2 x DP2; every resumed run continues with the losses of
+// a TP2 x PP2 x DP2 run that never stopped.
+TEST_F(CheckpointResume, CheckpointsMoveBetweenTp2Pp2Dp2AndOtherLayouts) {
+  const std::string tp2pp2dp2 = "--tp 2 --pp 2";
+  auto s = run_moetrain(train("straight") + " --train-iters 8 --save " + (dir / "straight") + " " + tp2pp2dp2, 8);
   ASSERT_EQ(s.status, 0) << s.output;
-  auto a = run_moetrain(train("first") + " --tp 2 --pp 2 --train-iters 4 --save " + (dir / "first"), 8);
+  auto a = run_moetrain(train("first") + " --train-iters 4 --save " + (dir / "first") + " " + tp2pp2dp2, 8);
   ASSERT_EQ(a.status, 0) << a.output;
   const std::vector<double> expected = losses("straight");
+  auto expect_continues = [&](const std::string& name, const std::string& save) {
+    const std::vector<double> resumed = losses(name);
+    ASSERT_EQ(resumed.size(), 4u);
+    for (size_t i = 0; i < 4; ++i)
+      EXPECT_LE(std::abs(resumed[i] - expected[4 + i]), 1e-5 * expected[4 + i]) << "step " << i + 5;
+    H5File fa = H5File::open(ckpt("straight", 8), MPI_COMM_SELF), fb = H5File::open(ckpt(save, 8), MPI_COMM_SELF);
+    for (const char* tensor : {"model/embed", "model/layers/0/wk", "model/layers/3/experts/w1", "model/layers/2/router",
+                               "model/lm_head", "optim/exp_avg/layers/1/wo", "optim/exp_avg_sq/layers/3/experts/w2"})
+      test_util::expect_same_tensor(fa, fb, tensor);
+  };
   struct Layout {
     std::string name, flags;
     int ranks;
   };
   for (const Layout& l : {Layout{"one", "", 0}, Layout{"tp1pp4dp2", "--pp 4", 8}, Layout{"tp4pp1dp2", "--tp 4", 8}}) {
     SCOPED_TRACE(l.name);
-    auto r = run_moetrain(train(l.name) + " --train-iters 8 --load " + (dir / "first") + " --save " + (dir / l.name) +
-                              " " + l.flags,
+    // From TP2 x PP2 x DP2 to this layout.
+    const std::string to = "to_" + l.name;
+    auto r = run_moetrain(train(to) + " --train-iters 8 --load " + (dir / "first") + " --save " + (dir / to) + " " +
+                              l.flags,
                           l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
     EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
-    const std::vector<double> resumed = losses(l.name);
-    ASSERT_EQ(resumed.size(), 4u);
-    for (size_t i = 0; i < 4; ++i) EXPECT_LE(std::abs(resumed[i] - expected[4 + i]), 1e-5 * expected[4 + i]) << "step " << i + 5;
-    H5File fa = H5File::open(ckpt("straight", 8), MPI_COMM_SELF), fb = H5File::open(ckpt(l.name, 8), MPI_COMM_SELF);
-    for (const char* name : {"model/embed", "model/layers/0/wk", "model/layers/3/experts/w1", "model/layers/2/router",
-                             "model/lm_head", "optim/exp_avg/layers/1/wo", "optim/exp_avg_sq/layers/3/experts/w2"})
-      test_util::expect_same_tensor(fa, fb, name);
+    expect_continues(to, to);
+    // From this layout to TP2 x PP2 x DP2.
+    const std::string from = "from_" + l.name;
+    auto f = run_moetrain(train(from + "_first") + " --train-iters 4 --save " + (dir / from) + " " + l.flags, l.ranks);
+    ASSERT_EQ(f.status, 0) << f.output;
+    auto b = run_moetrain(train(from) + " --train-iters 8 --load " + (dir / from) + " --save " + (dir / from) + " " +
+                              tp2pp2dp2,
+                          8);
+    ASSERT_EQ(b.status, 0) << b.output;
+    expect_continues(from, from);
   }
 }
 
