@@ -34,27 +34,18 @@ struct TensorSummary {
 };
 
 // An attribute as JSON: a number, a string, or, for a string holding a JSON
-// object (`config`, `layout`, ...), that object. H5File has no query for an
-// attribute's type, but its typed getters check the type and throw, so the
-// getters are tried in turn.
+// object (`config`, `layout`, ...), that object.
 nlohmann::json read_attribute(const H5File& f, const std::string& name) {
-  try {
-    return f.attr_int(name);
-  } catch (const Error&) {
-  }
-  try {
-    return f.attr_double(name);
-  } catch (const Error&) {
-  }
-  try {
-    const std::string s = f.attr_string(name);
-    nlohmann::json parsed = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
-    if (parsed.is_object()) return parsed;
-    return s;
-  } catch (const Error& e) {
-    // An array or compound attribute from another writer: say so rather
-    // than fail the whole listing.
-    return fmt::format("<not a scalar number or string: {}>", e.what());
+  switch (f.attr_kind(name)) {
+    case H5File::AttrKind::Integer: return f.attr_int(name);
+    case H5File::AttrKind::Float: return f.attr_double(name);
+    case H5File::AttrKind::String: {
+      const std::string s = f.attr_string(name);
+      nlohmann::json parsed = nlohmann::json::parse(s, nullptr, /*allow_exceptions=*/false);
+      return parsed.is_object() ? parsed : nlohmann::json(s);
+    }
+    default:  // an array or compound attribute from another writer
+      return "<not a scalar number or string>";
   }
 }
 
@@ -66,17 +57,6 @@ bool natural_less(const std::string& a, const std::string& b) {
   };
   if (numeric(a) && numeric(b)) return std::stoll(a) < std::stoll(b);
   return a < b;
-}
-
-// H5File::shape throws for anything but a dataset (see read_attribute on why
-// a throw is the test).
-bool is_dataset(const H5File& f, const std::string& name) {
-  try {
-    f.shape(name);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
 }
 
 // L2 norm in double, read a slab of leading rows at a time: one tensor of a
@@ -109,7 +89,7 @@ void collect_tensors(const H5File& f, const std::string& group, std::vector<Tens
   std::sort(children.begin(), children.end(), natural_less);
   for (const std::string& child : children) {
     const std::string name = group == "/" ? child : group + "/" + child;
-    if (!is_dataset(f, name)) {
+    if (!f.is_dataset(name)) {
       collect_tensors(f, name, out);
       continue;
     }

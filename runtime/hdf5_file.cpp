@@ -372,6 +372,12 @@ bool H5File::exists(const std::string& name) const {
   return H5Oexists_by_name(file_, prefix.c_str(), H5P_DEFAULT) > 0;
 }
 
+bool H5File::is_dataset(const std::string& name) const {
+  if (!exists(name)) return false;
+  Handle obj(H5_CHECK(H5Oopen(file_, name.c_str(), H5P_DEFAULT), "opening '{}' in '{}'", name, path_), H5Oclose);
+  return H5Iget_type(obj) == H5I_DATASET;
+}
+
 std::vector<std::string> H5File::list(const std::string& group) const {
   require_open("list");
   MT_CHECK(exists(group), "no group '{}' in HDF5 file '{}'", group, path_);
@@ -495,6 +501,24 @@ H5T_class_t attr_class(hid_t attr) {
 }
 
 }  // namespace
+
+H5File::AttrKind H5File::attr_kind(const std::string& name, const std::string& obj) const {
+  require_open("attr_kind");
+  MT_CHECK(exists(obj), "no object '{}' in '{}' to read attribute '{}' from", obj, path_, name);
+  MT_CHECK(H5Aexists_by_name(file_, obj.c_str(), name.c_str(), H5P_DEFAULT) > 0,
+           "no attribute '{}' on '{}' in HDF5 file '{}'", name, obj, path_);
+  Handle attr(H5_CHECK(H5Aopen_by_name(file_, obj.c_str(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT),
+                       "opening attribute '{}' on '{}' in '{}'", name, obj, path_),
+              H5Aclose);
+  Handle space(H5_CHECK(H5Aget_space(attr), "dataspace of attribute '{}'", name), H5Sclose);
+  if (H5Sget_simple_extent_npoints(space) != 1) return AttrKind::Other;
+  switch (attr_class(attr)) {
+    case H5T_INTEGER: return AttrKind::Integer;
+    case H5T_FLOAT: return AttrKind::Float;
+    case H5T_STRING: return AttrKind::String;
+    default: return AttrKind::Other;
+  }
+}
 
 int64_t H5File::attr_int(const std::string& name, const std::string& obj) const {
   require_open("attr_int");

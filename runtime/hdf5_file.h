@@ -116,6 +116,7 @@ class H5File {
   // Whether a group or dataset exists at `name`; false (no error) when a
   // parent is missing or is not a group. "/" always exists.
   bool exists(const std::string& name) const;
+  bool is_dataset(const std::string& name) const;  // exists and is a dataset, not a group
   std::vector<std::string> list(const std::string& group) const;  // child names, sorted
   // "float32", "float64", "int32", "int64"; other types get a short
   // description such as "uint8", "float16" or "string".
@@ -144,6 +145,8 @@ class H5File {
   double attr_double(const std::string& name, const std::string& obj = "/") const;  // float or integer
   std::string attr_string(const std::string& name, const std::string& obj = "/") const;
   std::vector<std::string> attr_names(const std::string& obj = "/") const;  // sorted
+  enum class AttrKind { Integer, Float, String, Other };  // Other: arrays, compounds, ...
+  AttrKind attr_kind(const std::string& name, const std::string& obj = "/") const;
 
   static uint64_t num_elements(const std::vector<uint64_t>& shape);
 

@@ -230,6 +230,13 @@ TEST_F(H5Attrs, EachTypeRoundTrips) {
   EXPECT_EQ(f.attr_names(), (std::vector<std::string>{"config", "empty", "iteration", "layout", "lr",
                                                       "name", "negative", "seed"}));
   EXPECT_EQ(f.attr_names("model/embed"), (std::vector<std::string>{"kind", "rows"}));
+  EXPECT_EQ(f.attr_kind("seed"), H5File::AttrKind::Integer);
+  EXPECT_EQ(f.attr_kind("lr"), H5File::AttrKind::Float);
+  EXPECT_EQ(f.attr_kind("config"), H5File::AttrKind::String);
+  EXPECT_EQ(f.attr_kind("kind", "model/embed"), H5File::AttrKind::String);
+  EXPECT_TRUE(f.is_dataset("model/embed"));
+  EXPECT_FALSE(f.is_dataset("model"));
+  EXPECT_FALSE(f.is_dataset("no/such/object"));
   EXPECT_TRUE(f.has_attr("lr"));
   EXPECT_TRUE(f.has_attr("kind", "model/embed"));
   EXPECT_FALSE(f.has_attr("kind"));
