@@ -26,6 +26,7 @@
 # the file system you care about), MT_BENCH_MAX_LOAD (0.5), MT_BENCH_LOAD_WAIT_S (300).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_common.sh
 
 die() { echo "bench_checkpoint.sh: error: $*" >&2; exit 1; }
 
@@ -52,23 +53,11 @@ clean_dir
 rm -f "$out"/ckpt_*.json "$out"/ckpt_*.log "$out"/ckpt_*.jsonl "$out"/checkpoint_summary.json
 
 # The workstation config's two sources: text (licenses) and code (headers).
-headers=()
-while IFS= read -r -d '' f; do headers+=("$f"); done \
-    < <(find /usr/include -maxdepth 1 -type f -name '*.h' -print0 | LC_ALL=C sort -z)
+bench_headers
 [[ -s "$out/ckpt_text.bin" ]] || "$bin" prepare-data --input /usr/share/common-licenses --output-prefix "$out/ckpt_text" >/dev/null
 [[ -s "$out/ckpt_code.bin" ]] || "$bin" prepare-data --input "${headers[@]}" --output-prefix "$out/ckpt_code" >/dev/null
 
-max_load="${MT_BENCH_MAX_LOAD:-0.5}"
-load_wait="${MT_BENCH_LOAD_WAIT_S:-300}"
-waited=0
-load1() { cut -d ' ' -f 1 /proc/loadavg; }
-while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l > m) }' && (( waited < load_wait )); do
-    (( waited == 0 )) && echo "bench: load $(load1) > $max_load; waiting up to ${load_wait}s for it to settle"
-    sleep 10
-    waited=$((waited + 10))
-done
-load_before=$(uptime)
-echo "bench: load before: $load_before"
+bench_wait_for_quiet_machine 300
 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMP_NUM_THREADS=1
 mpi=(mpirun -np 8 --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none)

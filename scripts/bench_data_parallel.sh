@@ -14,10 +14,12 @@
 #
 # Env: MT_BUILD_DIR (build-dp), MT_BENCH_ROUNDS (3), MT_BENCH_STEPS (20),
 # MT_BENCH_LOG_INTERVAL (5, also the warm-up skipped), MT_BENCH_SKIP_BUILD=1,
-# MT_BENCH_BUCKET (1000000, the default --ddp-bucket-size).
+# MT_BENCH_BUCKET (1000000, the default --ddp-bucket-size), MT_BENCH_MAX_LOAD (0.5),
+# MT_BENCH_LOAD_WAIT_S (300).
 # Writes bench_out/dp_summary.json and prints a table (files: bench_out/dp_*).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_common.sh
 
 die() { echo "bench_data_parallel.sh: error: $*" >&2; exit 1; }
 
@@ -44,9 +46,7 @@ mpirun_cmd=(mpirun -np 2 --bind-to none --oversubscribe --mca btl_vader_single_c
 
 mkdir -p "$out"
 rm -f "$out"/dp_*.jsonl "$out"/dp_*.log "$out"/dp_grad_sync_*.json "$out"/dp_summary.json
-headers=()
-while IFS= read -r -d '' f; do headers+=("$f"); done \
-    < <(find /usr/include -maxdepth 1 -type f -name '*.h' -print0 | LC_ALL=C sort -z)
+bench_headers
 "$bin" prepare-data --input /usr/share/common-licenses "${headers[@]}" --output-prefix "$out/dp_corpus" > /dev/null
 
 common=(train --config "$config" --data-path "$out/dp_corpus" --train-iters "$steps" --log-interval "$log_interval" --threads 1)
@@ -55,8 +55,7 @@ declare -A cmds=(
     [dp2]="${mpirun_cmd[*]} $bin ${common[*]} --ddp-bucket-size $bucket"
     [dp2_one_bucket]="${mpirun_cmd[*]} $bin ${common[*]} --ddp-bucket-size 1000000000"
 )
-echo "bench: load before: $(uptime)"
-load_before=$(uptime)
+bench_wait_for_quiet_machine 300
 count=""
 for (( r = 1; r <= rounds; r++ )); do
     for name in dp1 dp2 dp2_one_bucket; do

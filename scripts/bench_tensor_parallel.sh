@@ -31,6 +31,7 @@
 # the cold pass does a fifth of both), MT_BENCH_FLUSH_MIB (64, the cold pass).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_common.sh
 
 die() { echo "bench_tensor_parallel.sh: error: $*" >&2; exit 1; }
 
@@ -65,9 +66,7 @@ mpirun_cmd=(mpirun -np 2 --bind-to none --oversubscribe --mca btl_vader_single_c
 # --- token store -------------------------------------------------------------------
 mkdir -p "$out"
 rm -f "$out"/tp_metrics_*.jsonl "$out"/tp_*.log "$out"/tp_allreduce_*.json "$out"/tp_summary.json
-headers=()
-while IFS= read -r -d '' f; do headers+=("$f"); done \
-    < <(find /usr/include -maxdepth 1 -type f -name '*.h' -print0 | LC_ALL=C sort -z)
+bench_headers
 echo "bench: token store from /usr/share/common-licenses + ${#headers[@]} headers of /usr/include"
 "$bin" prepare-data --input /usr/share/common-licenses "${headers[@]}" --output-prefix "$out/tp_corpus"
 
@@ -116,19 +115,7 @@ read -r -a ar_counts < <("$py" -c 'import json,sys; print(" ".join(str(e["count"
 echo "bench: TP=2 all-reduce element counts: ${ar_counts[*]} (calls per step in $out/tp_allreduce_plan.json)"
 
 # --- wait for a quiet machine ------------------------------------------------------------
-max_load="${MT_BENCH_MAX_LOAD:-0.5}"
-load_wait="${MT_BENCH_LOAD_WAIT_S:-600}"
-waited=0
-load1() { cut -d ' ' -f 1 /proc/loadavg; }
-echo "bench: load now: $(uptime)"
-while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l > m) }' && (( waited < load_wait )); do
-    (( waited == 0 )) && echo "bench: load $(load1) > $max_load; waiting up to ${load_wait}s for it to settle"
-    sleep 10
-    waited=$((waited + 10))
-done
-(( waited > 0 )) && echo "bench: waited ${waited}s, load now $(load1)"
-load_before=$(uptime)
-echo "bench: load before: $load_before"
+bench_wait_for_quiet_machine 600
 
 # --- interleaved rounds -----------------------------------------------------------------------
 common=(train --config "$config" --data-path "$out/tp_corpus" --train-iters "$steps" --log-interval "$log_interval")

@@ -21,6 +21,7 @@
 # 1-minute load average to fall below MT_BENCH_MAX_LOAD (our own build included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/bench_common.sh
 
 die() { echo "bench_throughput.sh: error: $*" >&2; exit 1; }
 
@@ -57,26 +58,13 @@ bench_sgemm="$build_dir/bench/bench_sgemm"
 mkdir -p "$out"
 rm -f "$out"/metrics_*.jsonl "$out"/train_*.log "$out"/torch_*.json "$out"/torch_*.log \
       "$out"/sgemm.json "$out"/summary.json
-headers=()
-while IFS= read -r -d '' f; do headers+=("$f"); done \
-    < <(find /usr/include -maxdepth 1 -type f -name '*.h' -print0 | LC_ALL=C sort -z)
+bench_headers
 echo "bench: token store from /usr/share/common-licenses + ${#headers[@]} headers of /usr/include"
 "$bin" prepare-data --input /usr/share/common-licenses "${headers[@]}" --output-prefix "$out/corpus"
 
 # Other processes on the machine slow every figure below: wait (bounded) for
 # the load, our own build's included, to settle, then record it.
-max_load="${MT_BENCH_MAX_LOAD:-0.5}"
-load_wait="${MT_BENCH_LOAD_WAIT_S:-300}"
-waited=0
-load1() { cut -d ' ' -f 1 /proc/loadavg; }
-while awk -v l="$(load1)" -v m="$max_load" 'BEGIN { exit !(l > m) }' && (( waited < load_wait )); do
-    (( waited == 0 )) && echo "bench: load $(load1) > $max_load; waiting up to ${load_wait}s for it to settle"
-    sleep 10
-    waited=$((waited + 10))
-done
-(( waited > 0 )) && echo "bench: waited ${waited}s, load now $(load1)"
-load_before=$(uptime)
-echo "bench: load before: $load_before"
+bench_wait_for_quiet_machine 300
 
 # --- (a) sgemm peak -----------------------------------------------------------------
 echo "bench: sgemm ($bench_sgemm --threads=$threads)"
