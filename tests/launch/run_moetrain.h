@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "model/config.h"
 #include "runtime/hdf5_file.h"
 #include "test_util.h"
 
@@ -114,6 +115,21 @@ inline std::string tiny_model_flags() {
          "--ffn-hidden-size 128 --num-experts 4 --moe-router-topk 2 --seq-length 64 "
          "--micro-batch-size 4 --global-batch-size 8 --lr 3e-3 --min-lr 3e-4 "
          "--lr-warmup-samples 40 --seed 7 --threads 1";
+}
+
+// The ModelConfig tiny_model_flags() makes (the vocabulary rounded to 384).
+inline ModelConfig tiny_model_config() {
+  ModelConfig c;
+  c.vocab_size = 384;
+  c.hidden_size = 64;
+  c.num_layers = 2;
+  c.num_heads = 4;
+  c.num_query_groups = 1;
+  c.ffn_hidden_size = 128;
+  c.num_experts = 4;
+  c.router_topk = 2;
+  c.seq_length = 64;
+  return c;
 }
 
 }  // namespace mt::test_util

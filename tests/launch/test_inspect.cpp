@@ -25,21 +25,6 @@ namespace {
 
 using test_util::run_moetrain;
 
-// The model of test_util::tiny_model_flags(), vocabulary rounded to 384.
-ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 384;
-  c.hidden_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_query_groups = 1;
-  c.ffn_hidden_size = 128;
-  c.num_experts = 4;
-  c.router_topk = 2;
-  c.seq_length = 64;
-  return c;
-}
-
 // Every dataset the schema (DESIGN.md section 6) puts in a checkpoint of
 // `cfg`, with its logical shape.
 std::map<std::string, std::vector<uint64_t>> expected_datasets(const ModelConfig& cfg) {
@@ -107,7 +92,7 @@ class Inspect : public ::testing::Test {
   static std::map<std::string, double> project_norms() {
     H5File f = H5File::open(file(), MPI_COMM_SELF);
     std::map<std::string, double> out;
-    for (const auto& [name, shape] : expected_datasets(tiny_config())) out[name] = norm_of(f.read_all<float>(name));
+    for (const auto& [name, shape] : expected_datasets(test_util::tiny_model_config())) out[name] = norm_of(f.read_all<float>(name));
     return out;
   }
 
@@ -138,7 +123,7 @@ TEST_F(Inspect, TablesListAttributesTensorsAndTheNormsTheFileHolds) {
     EXPECT_EQ(m[3], "float32") << line;
     printed[m[1]] = {m[2], std::stod(m[4])};
   }
-  const auto expected = expected_datasets(tiny_config());
+  const auto expected = expected_datasets(test_util::tiny_model_config());
   EXPECT_EQ(printed.size(), expected.size()) << out;
   const auto norms = project_norms();
   for (const auto& [name, shape] : expected) {
@@ -150,8 +135,8 @@ TEST_F(Inspect, TablesListAttributesTensorsAndTheNormsTheFileHolds) {
   EXPECT_LT(out.find("model/layers/0/wq"), out.find("model/layers/1/attn_norm")) << out;
 
   long long params = 0;
-  for (const ParamTensor& t : param_table(tiny_config())) params += (long long)t.numel;
-  EXPECT_EQ(params, tiny_config().num_parameters());
+  for (const ParamTensor& t : param_table(test_util::tiny_model_config())) params += (long long)t.numel;
+  EXPECT_EQ(params, test_util::tiny_model_config().num_parameters());
   EXPECT_NE(out.find(fmt::format("parameters (model/): {} ", params)), std::string::npos) << out;
 
   // The iteration directory and the file itself name the same checkpoint.
@@ -178,7 +163,7 @@ TEST_F(Inspect, JsonHasEveryTensorOfTheSchemaAndTheParsedAttributes) {
   ASSERT_TRUE(attrs.at("layout").is_object()) << attrs.dump(2);
   EXPECT_EQ(attrs.at("layout"), (nlohmann::json{{"tp", 2}, {"pp", 2}, {"dp", 2}, {"world", 8}}));
 
-  auto expected = expected_datasets(tiny_config());
+  auto expected = expected_datasets(test_util::tiny_model_config());
   const auto norms = project_norms();
   for (const nlohmann::json& t : j.at("tensors")) {
     const std::string name = t.at("name");
@@ -190,7 +175,7 @@ TEST_F(Inspect, JsonHasEveryTensorOfTheSchemaAndTheParsedAttributes) {
     expected.erase(it);
   }
   for (const auto& [name, shape] : expected) ADD_FAILURE() << "--json lacks " << name;
-  EXPECT_EQ(j.at("parameters"), tiny_config().num_parameters());
+  EXPECT_EQ(j.at("parameters"), test_util::tiny_model_config().num_parameters());
 }
 
 // A user's h5py script reads the file with no moetrain code: float32 arrays
@@ -209,7 +194,7 @@ TEST_F(Inspect, H5pyReadsTheFileAsItIs) {
   EXPECT_EQ(j.at("attributes").at("config").at("model").at("hidden_size"), 64);
   EXPECT_EQ(j.at("attributes").at("layout").at("world"), 8);
 
-  const auto expected = expected_datasets(tiny_config());
+  const auto expected = expected_datasets(test_util::tiny_model_config());
   const auto norms = project_norms();
   EXPECT_EQ(j.at("datasets").size(), expected.size()) << output;
   for (const auto& [name, shape] : expected) {
@@ -249,7 +234,7 @@ TEST_F(Inspect, HdfCApiReadsTheFileWithoutTheProjectReader) {
   ASSERT_GE(f.id, 0) << file();
   std::vector<std::string> names;
   ASSERT_GE(H5Lvisit(f.id, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names), 0);
-  const auto expected = expected_datasets(tiny_config());
+  const auto expected = expected_datasets(test_util::tiny_model_config());
   EXPECT_EQ(names.size(), expected.size());
 
   for (const auto& [name, shape] : expected) {

@@ -171,16 +171,8 @@ TEST_F(PlanAgainstTrain, DataParallelRanksWithZeroOneShards) { compare("--pp 2",
 
 // The tiny model's exact per-rank counts, and ZeRO-1's padding to DP.
 ModelConfig tiny_config() {
-  ModelConfig c;
-  c.vocab_size = 384;
-  c.hidden_size = 64;
+  ModelConfig c = test_util::tiny_model_config();
   c.num_layers = 5;
-  c.num_heads = 4;
-  c.num_query_groups = 1;
-  c.ffn_hidden_size = 128;
-  c.num_experts = 4;
-  c.router_topk = 2;
-  c.seq_length = 64;
   return c;
 }
 
