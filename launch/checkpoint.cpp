@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <algorithm>
+#include <array>
 #include <ctime>
 #include <fstream>
 #include <regex>
@@ -126,6 +127,11 @@ void write_text_atomically(const fs::path& path, const std::string& text) {
   sync_to_disk(path.parent_path());
 }
 
+// The AdamW moments (shard-packed) under their checkpoint groups.
+std::array<std::pair<const char*, DeviceBuffer<float>*>, 2> moments(AdamW<float>& optim) {
+  return {{{"optim/exp_avg", &optim.exp_avg()}, {"optim/exp_avg_sq", &optim.exp_avg_sq()}}};
+}
+
 // The iterations of the complete checkpoint directories in save_dir
 // (iter_NNNNNNN, not .tmp or .old), newest first.
 std::vector<int64_t> checkpoint_iterations(const fs::path& save_dir) {
@@ -140,10 +146,13 @@ std::vector<int64_t> checkpoint_iterations(const fs::path& save_dir) {
   return found;
 }
 
-void remove_old_checkpoints(const fs::path& save_dir, int keep_last) {
-  const std::vector<int64_t> iterations = checkpoint_iterations(save_dir);
-  for (size_t i = size_t(keep_last); i < iterations.size(); ++i)
-    fs::remove_all(save_dir / checkpoint_dir_name(iterations[i]));
+// Keeps the newest keep_last checkpoints up to `newest` (the one just
+// saved). Directories beyond it (an unfinished save of an earlier attempt)
+// are neither counted nor removed: they never displace a complete one.
+void remove_old_checkpoints(const fs::path& save_dir, int64_t newest, int keep_last) {
+  int kept = 0;
+  for (int64_t iteration : checkpoint_iterations(save_dir))
+    if (iteration <= newest && ++kept > keep_last) fs::remove_all(save_dir / checkpoint_dir_name(iteration));
 }
 
 std::string now_iso8601() {
@@ -174,16 +183,15 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
   topo.world().barrier();
 
   // Attributes must be the same on every rank: rank 0's clock decides.
-  std::string saved_at = root ? now_iso8601() : std::string(20, ' ');
-  topo.world().broadcast(saved_at.data(), saved_at.size(), DType::U8, 0);
+  std::string saved_at = root ? now_iso8601() : std::string();
+  topo.world().broadcast(saved_at, 0);
 
   MPI_Comm comm = static_cast<MpiCommunicator&>(topo.world()).comm();
   H5File f = H5File::create((tmp_dir / "checkpoint.h5").string(), comm);
   write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
   // Each moment, gathered from the replicas' shards into the flat layout.
   std::vector<float> moment(params.padded_size());
-  for (auto [name, shard] : {std::pair{"optim/exp_avg", &optim.exp_avg()},
-                             std::pair{"optim/exp_avg_sq", &optim.exp_avg_sq()}}) {
+  for (auto [name, shard] : moments(optim)) {
     grad_sync.shard_to_flat(shard->data(), moment.data());
     grad_sync.all_gather(moment.data());
     write_tensors(f, name, model, params, moment.data(), topo.coords(), topo);
@@ -219,7 +227,7 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
     fs::rename(tmp_dir, final_dir);
     write_text_atomically(fs::path(save_dir) / "latest", std::to_string(state.iteration));
     fs::remove_all(old_dir);
-    if (keep_last > 0) remove_old_checkpoints(save_dir, keep_last);
+    if (keep_last > 0) remove_old_checkpoints(save_dir, state.iteration, keep_last);
   }
   topo.world().barrier();
   stats.seconds = MPI_Wtime() - start;
@@ -275,10 +283,7 @@ std::string resolve_checkpoint(const std::string& load, Communicator& world) {
     for (const std::string& w : warnings) fmt::print("warning: {}\n", w);
     std::fflush(stdout);
   }
-  int64_t size = int64_t(path.size());
-  world.broadcast(&size, 1, 0);
-  path.resize(size_t(size));
-  world.broadcast(path.data(), path.size(), DType::U8, 0);
+  world.broadcast(path, 0);
   return path;
 }
 
@@ -306,8 +311,7 @@ void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& 
   if (optim) {
     MT_CHECK(grad_sync != nullptr, "loading optimizer state needs its shard layout");
     std::vector<float> moment(params.padded_size(), 0.0f);
-    for (auto [name, shard] : {std::pair{"optim/exp_avg", &optim->exp_avg()},
-                               std::pair{"optim/exp_avg_sq", &optim->exp_avg_sq()}}) {
+    for (auto [name, shard] : moments(*optim)) {
       read_tensors(f, name, params, moment.data());
       grad_sync->flat_to_shard(moment.data(), shard->data());
     }

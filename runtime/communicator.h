@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace mt {
 
@@ -67,6 +68,13 @@ class Communicator {
   uint64_t all_reduce_calls = 0;
   template <typename T>
   void broadcast(T* buf, size_t n, int root) { broadcast(buf, n, dtype_of<T>(), root); }
+  // Root's string, of any length, on every rank.
+  void broadcast(std::string& s, int root) {
+    int64_t size = int64_t(s.size());
+    broadcast(&size, 1, root);
+    s.resize(size_t(size));
+    broadcast(s.data(), s.size(), DType::U8, root);
+  }
 };
 
 // Wraps an MPI communicator it does not own (Topology owns the groups).

@@ -167,6 +167,16 @@ TEST_F(CheckpointResume, KeepLastRemovesOnlyOlderCompleteCheckpoints) {
   for (const auto& e : fs::directory_iterator(dir / "ck")) names.push_back(e.path().filename().string());
   std::sort(names.begin(), names.end());
   EXPECT_EQ(names, (std::vector<std::string>{"iter_0000004", "iter_0000005", "latest"}));
+  // A directory beyond `latest` (an unfinished save of an earlier attempt)
+  // never displaces the checkpoints just written.
+  fs::create_directories(dir / "ck/iter_0000009");
+  auto resumed = run_moetrain(train("k3") + " --train-iters 7 --save-interval 1 --keep-last 2 --load " +
+                                  (dir / "ck") + " --save " + (dir / "ck"));
+  ASSERT_EQ(resumed.status, 0) << resumed.output;
+  names.clear();
+  for (const auto& e : fs::directory_iterator(dir / "ck")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"iter_0000006", "iter_0000007", "iter_0000009", "latest"}));
   auto bad = run_moetrain(train("k2") + " --train-iters 1 --keep-last 2");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--keep-last 2 needs --save DIR"), std::string::npos) << bad.output;
