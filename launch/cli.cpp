@@ -69,6 +69,11 @@ void add_train_flags(CLI::App* app, TrainOptions& o) {
                   "Testing: make one rank fail at the start of this iteration, to check the job aborts");
   app->add_option("--debug-fail-rank", o.debug_fail_rank, "Testing: the rank --debug-fail-at-iteration fails on")
       ->capture_default_str();
+  app->add_option("--debug-perturb-weights", o.debug_perturb_weights,
+                  "Testing: multiply every weight by 1 +- this at the start and after every update, to "
+                  "measure how far rounding differences carry through a run");
+  app->add_flag("--debug-corrupt-gemm-check", o.debug_corrupt_gemm_check,
+                "Testing: corrupt the matrix product checked at start-up, to check the run is refused");
   app->add_option("--micro-batch-size", o.micro_batch_size, "Samples per micro-batch")
       ->capture_default_str();
   app->add_option("--global-batch-size", o.global_batch_size,

@@ -14,6 +14,7 @@
 #include "model/transformer.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
+#include "runtime/gemm_check.h"
 #include "runtime/threads.h"
 #include "runtime/topology.h"
 
@@ -48,6 +49,7 @@ EvalResult run_eval(const EvalOptions& o) {
   const int64_t begin = std::min(samples, topo.coords().dp * share), end = std::min(samples, begin + share);
 
   auto be = make_cpu_backend<float>();
+  check_gemm_on_every_rank(*be, topo.world());
   const int micro = int(std::max<int64_t>(1, std::min<int64_t>(o.micro_batch_size, share)));
   Transformer<float> model(*be, mc, micro, tp, span);
   load_checkpoint(path, MPI_COMM_WORLD, model.params(), nullptr);

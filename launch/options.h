@@ -48,6 +48,11 @@ struct TrainOptions {
   // at the start of iteration debug_fail_at_iteration (0: never).
   int64_t debug_fail_at_iteration = 0;
   int debug_fail_rank = 0;
+  // Rounding tests: every weight times 1 +- this at the start and after
+  // every update (0: never).
+  double debug_perturb_weights = 0.0;
+  // Tests of the start-up matrix-product check: corrupt the product it checks.
+  bool debug_corrupt_gemm_check = false;
 };
 
 struct EvalOptions {

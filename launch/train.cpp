@@ -23,6 +23,7 @@
 #include "parallel/grad_sync.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
+#include "runtime/gemm_check.h"
 #include "runtime/threads.h"
 #include "runtime/topology.h"
 
@@ -91,6 +92,18 @@ struct SourceProgress {
   }
 };
 
+// Per layer, the tokens each expert received, the assignments the capacity
+// dropped and the routing hash, over the logging interval's global batches.
+nlohmann::json expert_load_json(const ExpertLoad& load, const ModelConfig& mc) {
+  nlohmann::json routed = nlohmann::json::array(), dropped = nlohmann::json::array();
+  for (int l = 0; l < mc.num_layers; ++l) {
+    const auto begin = size_t(l) * mc.num_experts, end = begin + mc.num_experts;
+    routed.push_back(std::vector<int64_t>(load.routed.begin() + begin, load.routed.begin() + end));
+    dropped.push_back(std::vector<int64_t>(load.dropped.begin() + begin, load.dropped.begin() + end));
+  }
+  return {{"routed", routed}, {"dropped", dropped}, {"hash", load.hash}};
+}
+
 // Bytes one rank holds for training (what `moetrain plan` predicts): the
 // weights and the gradient accumulation buffer, padded for ZeRO-1; the
 // reduce-scattered gradient shard; the AdamW moments of the shard.
@@ -113,7 +126,7 @@ std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& p
 // What rank 0 prints before the first step: layout, model, memory, data.
 void print_start_up(const TrainOptions& o, const Topology& topo, const Parameters<float>& params,
                     const std::vector<RankMemory>& memory, const data::BlendedStream& stream,
-                    double start_up_s, int64_t run_samples, int threads, const char* backend) {
+                    double start_up_s, int64_t run_samples, int threads, const Backend<float>& backend) {
   const ModelConfig& mc = o.model;
   const int64_t micro = o.micro_batch_size;
   fmt::print("{}", topo.table());
@@ -139,12 +152,13 @@ void print_start_up(const TrainOptions& o, const Topology& topo, const Parameter
              stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
                                                               : std::to_string(stream.size()),
              start_up_s, run_samples);
+  fmt::print("backend: {} ({})\n", backend.name(), backend.library());
   fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
              run_samples, o.global_batch_size,
              o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
                                           o.rampup.start, o.rampup.increment, o.rampup.samples)
                             : "",
-             micro, threads, backend);
+             micro, threads, backend.name());
   std::fflush(stdout);
 }
 
@@ -171,6 +185,7 @@ TrainResult run_train(TrainOptions o) {
   const double start_up_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_up).count();
 
   auto be = make_cpu_backend<float>();
+  check_gemm_on_every_rank(*be, topo.world(), o.debug_corrupt_gemm_check);
   const int64_t micro = o.micro_batch_size;
   const int dp_size = topo.dp_size();
   Transformer<float> model(*be, mc, int(micro), tp, span, dp_size);
@@ -209,11 +224,13 @@ TrainResult run_train(TrainOptions o) {
     }
   }
 
+  if (o.debug_perturb_weights != 0.0) params.perturb(*be, o.debug_perturb_weights, uint64_t(state.iteration));
+
   // The run ends at --train-iters / --train-samples, or when the data is used up.
   const int64_t run_samples = std::min<uint64_t>(requested_samples(o), stream.size());
   const double flops_per_token = mc.train_flops_per_token();
   const std::vector<RankMemory> memory = gather_memory(topo, params, optim);
-  if (root) print_start_up(o, topo, params, memory, stream, start_up_s, run_samples, threads, be->name());
+  if (root) print_start_up(o, topo, params, memory, stream, start_up_s, run_samples, threads, *be);
 
   std::string metrics_path = o.metrics_file;
   if (metrics_path.empty() && !o.save.empty()) {
@@ -317,6 +334,7 @@ TrainResult run_train(TrainOptions o) {
     const double grad_norm = optim.step(params.values.data(), grad_sync.shard_grads(grads), lr);
     grad_sync.all_gather(params.values.data());
     state.iteration += 1;
+    if (o.debug_perturb_weights != 0.0) params.perturb(*be, o.debug_perturb_weights, uint64_t(state.iteration));
     state.consumed_samples += global;
     state.consumed_tokens += tokens;
     result.iterations = state.iteration;
@@ -371,6 +389,8 @@ TrainResult run_train(TrainOptions o) {
       }
       nlohmann::json record = to_json(m);
       record["sources"] = progress.json(stream);
+      if (mc.is_moe()) record["experts"] = expert_load_json(model.model_expert_load(&topo.world()), mc);
+      model.expert_load().clear();
       if (stages > 1) record["pipeline_idle"] = idle;
       metrics.write(record);
       interval_start = now;

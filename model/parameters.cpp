@@ -116,6 +116,18 @@ void Parameters<T>::initialise(Backend<T>& be, uint64_t seed) {
   be.fill(grads.data(), T(0), grads.size());
 }
 
+template <typename T>
+void Parameters<T>::perturb(Backend<T>& be, double relative, uint64_t round) {
+  std::vector<T> host(values.size());
+  be.to_host(host.data(), values.data(), host.size());
+  for (const auto& t : tensors)
+    for (size_t i = 0; i < t.numel; ++i) {
+      const bool up = philox_words(round, stream_id(t.name), t.logical_index(i))[0] & 1;
+      host[t.offset + i] = T(double(host[t.offset + i]) * (up ? 1.0 + relative : 1.0 - relative));
+    }
+  be.from_host(values.data(), host.data(), host.size());
+}
+
 template struct Parameters<float>;
 template struct Parameters<double>;
 

@@ -70,6 +70,11 @@ struct Parameters {
   size_t padded_size() const { return values.size(); }
 
   void initialise(Backend<T>& be, uint64_t seed);
+  // Multiplies every weight by 1 + relative or 1 - relative, the sign a
+  // function of `round`, the tensor and the logical index (so alike on any
+  // layout). The float32 tests measure with it how far rounding differences
+  // carry through a run.
+  void perturb(Backend<T>& be, double relative, uint64_t round);
 };
 
 }  // namespace mt

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "runtime/check.h"
+#include "runtime/philox.h"
 
 namespace mt {
 
@@ -72,6 +73,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
     layer_offset_.push_back(params_.find(fmt::format("layers/{}/attn_norm", l)).offset);
   }
   ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
+  expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
   slot(0, micro_batch);
   ffn_out_ = DeviceBuffer<T>(be, n * d);
   dres_ = DeviceBuffer<T>(be, n * d);
@@ -98,6 +100,42 @@ LayerWeights<T> Transformer<T>::layer_tensors(int l, bool grad) {
   else
     w.ffn = {nullptr, get("mlp/w1"), get("mlp/w2")};
   return w;
+}
+
+template <typename T>
+void Transformer<T>::count_expert_load(const Routing& r, const std::vector<int32_t>& inputs, int l) {
+  const size_t E = size_t(r.experts);
+  int64_t* routed = expert_load_.routed.data() + l * E;
+  int64_t* dropped = expert_load_.dropped.data() + l * E;
+  for (size_t slot = 0; slot < r.expert.size(); ++slot) {
+    const int e = r.expert[slot];
+    if (!r.kept[slot]) {
+      dropped[e] += 1;
+      continue;
+    }
+    routed[e] += 1;
+    const size_t t = slot / size_t(r.topk);
+    const uint64_t key = (uint64_t(e) << 48) ^ (uint64_t(t % size_t(cfg_.seq_length)) << 32) ^ uint32_t(inputs[t]);
+    expert_load_.hash[l] += int64_t(philox_words(0, 0, key)[0] >> 1);
+  }
+}
+
+template <typename T>
+ExpertLoad Transformer<T>::model_expert_load(Communicator* group) const {
+  const size_t E = size_t(cfg_.num_experts);
+  ExpertLoad all = ExpertLoad::zeros(cfg_.is_moe() ? size_t(cfg_.num_layers) : 0, cfg_.num_experts);
+  if (all.hash.empty()) return all;
+  if (tp_.rank == 0) {
+    std::copy(expert_load_.routed.begin(), expert_load_.routed.end(), all.routed.begin() + stage_.begin * E);
+    std::copy(expert_load_.dropped.begin(), expert_load_.dropped.end(), all.dropped.begin() + stage_.begin * E);
+    std::copy(expert_load_.hash.begin(), expert_load_.hash.end(), all.hash.begin() + stage_.begin);
+  }
+  if (group) {
+    group->all_reduce_sum(all.routed.data(), all.routed.size());
+    group->all_reduce_sum(all.dropped.data(), all.dropped.size());
+    group->all_reduce_sum(all.hash.data(), all.hash.size());
+  }
+  return all;
 }
 
 template <typename T>
@@ -128,6 +166,7 @@ double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
   const double aux = ffn_forward(be_, tp_, ffn_cfg_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
+  if (c.is_moe()) count_expert_load(a.ffn.routing, slot.host_inputs, l);
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
   return aux;
@@ -225,6 +264,7 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
       targets[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t + 1];
     }
   be_.int_from_host(a.inputs.data(), inputs.data(), n);
+  a.host_inputs = inputs;
   be_.int_from_host(a.targets.data(), targets.data(), n);
 
   MicroBatchLoss loss;

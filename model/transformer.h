@@ -5,6 +5,7 @@
 // in its own activation slot.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -54,6 +55,7 @@ struct Activations {
               int batch);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
+  std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
   std::vector<LayerActs<T>> layers;          // the stage's layers
   DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
   // The last stage only:
@@ -68,6 +70,29 @@ struct Activations {
 // [from, end) is final for the step (the step's last backward pass), so its
 // reduction can start while the rest of the pass runs.
 using GradsReady = std::function<void(size_t from)>;
+
+// Tokens each expert of this stage's MoE layers received, and assignments
+// the capacity dropped, since the last clear(): [stage layer][expert]; and,
+// per layer, a hash of which tokens went where: the sum over kept
+// assignments of a 31-bit hash of (expert, position in the sequence, token
+// id), so two runs whose counts agree but which swapped tokens between
+// experts still differ. The logs report them summed over the global batch;
+// the float32 equivalence tests compare them to tell a routing flip (a
+// near-tie in top-K resolved the other way by rounding) from an error.
+struct ExpertLoad {
+  int experts = 0;
+  std::vector<int64_t> routed, dropped;  // [stage layers * E]
+  std::vector<int64_t> hash;             // [stage layers]
+  static ExpertLoad zeros(size_t layers, int experts) {
+    const size_t n = layers * size_t(experts);
+    return {experts, std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(layers)};
+  }
+  void clear() {
+    std::fill(routed.begin(), routed.end(), 0);
+    std::fill(dropped.begin(), dropped.end(), 0);
+    std::fill(hash.begin(), hash.end(), 0);
+  }
+};
 
 struct MicroBatchLoss {
   double ce_sum = 0.0;  // summed over the micro-batch's tokens
@@ -109,6 +134,12 @@ class Transformer {
   const T* stage_input_grad() const { return dres_.data(); }
   int slots() const { return int(slots_.size()); }
   int max_batch() const { return max_batch_; }
+  // Summed over every forward pass since expert_load().clear().
+  ExpertLoad& expert_load() { return expert_load_; }
+  // The whole model's load, [num_layers * E], summed over `group` (nullptr:
+  // this rank alone). Collective over group; a TP group counts once, as its
+  // ranks route alike.
+  ExpertLoad model_expert_load(Communicator* group) const;
 
   // --- one rank holding the whole model -------------------------------------
   MicroBatchLoss forward(const int32_t* tokens, int B);
@@ -126,6 +157,7 @@ class Transformer {
   // Reads a.layers[l].x, writes the layer's output; returns its aux loss.
   // l counts the stage's layers from 0.
   double layer_forward(Activations<T>& a, int l, T* out);
+  void count_expert_load(const Routing& r, const std::vector<int32_t>& inputs, int l);
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(Activations<T>& a, int l, T* dx, double aux_scale);
   AttentionShape attention_shape(int B) const;
@@ -144,6 +176,7 @@ class Transformer {
   std::vector<LayerWeights<T>> weights_, grads_;  // [stage layers], resolved once
   std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
   std::vector<std::unique_ptr<Activations<T>>> slots_;
+  ExpertLoad expert_load_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <memory>
 #include <type_traits>
 #include <utility>
@@ -39,6 +40,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
+  // The library behind the products and how it chose its kernels, for
+  // errors and the start-up lines.
+  virtual std::string library() const = 0;
 
   // --- memory ---------------------------------------------------------------
   virtual T* alloc(size_t n) = 0;  // zero-filled

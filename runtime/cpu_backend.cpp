@@ -2,6 +2,7 @@
 #include "runtime/cpu_backend.h"
 
 #include <cblas.h>
+#include <fmt/format.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -26,6 +27,13 @@ void* aligned_zeroed(size_t bytes) {
 CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
 
 }  // namespace
+
+template <typename T>
+std::string CpuBackend<T>::library() const {
+  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
+  return fmt::format("{} with the {} kernels (OPENBLAS_CORETYPE {})", openblas_get_config(),
+                     openblas_get_corename(), coretype ? fmt::format("= {}", coretype) : "unset");
+}
 
 template <typename T>
 T* CpuBackend<T>::alloc(size_t n) {

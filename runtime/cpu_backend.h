@@ -10,6 +10,7 @@ template <typename T>
 class CpuBackend final : public Backend<T> {
  public:
   const char* name() const override { return "cpu"; }
+  std::string library() const override;
 
   T* alloc(size_t n) override;
   int32_t* alloc_int(size_t n) override;

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Install dependencies, build everything and run the whole test suite with ctest.
+# Install dependencies, build everything and run the whole test suite with
+# ctest, then the numerical tests once more under a second OpenBLAS kernel
+# set (scripts/test_blas_kernels.sh --kernels second).
 #
 #   scripts/test.sh [extra ctest args...]     e.g. scripts/test.sh -R Philox
+#                                             (with arguments: ctest alone)
 #
 # Env: MT_BUILD_DIR   build directory (default build)
 # Multi-rank tests start mpirun with more ranks than cores, also as root (CI).
@@ -12,27 +15,27 @@ cd "$(dirname "$0")/.."
 build_dir="${MT_BUILD_DIR:-build}"
 start=$SECONDS
 
-echo "==== [1/3] Dependencies (apt packages) ===="
+echo "==== [1/4] Dependencies (apt packages) ===="
 bash scripts/install_deps.sh
 
 echo
-echo "==== [2/3] Build all targets ($build_dir, Release) ===="
+echo "==== [2/4] Build all targets ($build_dir, Release) ===="
 MT_BUILD_TARGETS="" bash scripts/build.sh "$build_dir"
 
 echo
-echo "==== [3/3] Tests (ctest) ===="
-# Let tests run mpirun as root and with more ranks than cores.
-export OMPI_ALLOW_RUN_AS_ROOT=1
-export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-export OMPI_MCA_rmaps_base_oversubscribe=1
-# With two ranks or fewer OpenMPI pins each rank to one core; don't, so that
-# ranks and their threads share the machine's cores freely.
-export OMPI_MCA_hwloc_base_binding_policy="${OMPI_MCA_hwloc_base_binding_policy:-none}"
-# Containers often forbid the cross-memory attach OpenMPI uses by default.
-export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
+echo "==== [3/4] Tests (ctest) ===="
+source scripts/test_env.sh
 
 status=0
 (cd "$build_dir" && ctest --output-on-failure -j2 --timeout 600 "$@") || status=$?
+
+# The numerical tests once more under another BLAS kernel set than this
+# machine's own, so that no bound tuned to one machine's rounding passes.
+if (( status == 0 )) && [[ $# -eq 0 ]]; then
+    echo
+    echo "==== [4/4] Numerical tests under a second BLAS kernel set ===="
+    MT_BUILD_DIR="$build_dir" bash scripts/test_blas_kernels.sh --kernels second --threads 1 || status=$?
+fi
 
 elapsed=$((SECONDS - start))
 echo

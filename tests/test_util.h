@@ -6,6 +6,7 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -15,6 +16,14 @@
 #include "runtime/check.h"
 
 namespace mt::test_util {
+
+// Threads a test process (and each rank of a `moetrain` it starts) uses:
+// MT_TEST_THREADS, default 1, as ctest runs tests side by side.
+// scripts/test_blas_kernels.sh runs the numerical tests at 1 and 2.
+inline int test_threads() {
+  const char* v = std::getenv("MT_TEST_THREADS");
+  return v && std::atoi(v) > 0 ? std::atoi(v) : 1;
+}
 
 class TempDir {
  public:

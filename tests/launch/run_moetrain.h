@@ -28,7 +28,7 @@ struct CommandResult {
 
 // ranks > 0: under mpirun with that many ranks (as root, oversubscribed).
 inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
-  // One thread a process: ctest runs tests side by side.
+  // test_threads() a process (default 1: ctest runs tests side by side).
   // The test itself is an MPI process: its OMPI_/PMIX_ variables would make
   // the child mpirun think it belongs to this job, so they are cleared.
   const std::string clear_env =
@@ -37,7 +37,8 @@ inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
                                                " --oversubscribe --bind-to none --allow-run-as-root "
                                                "--mca btl_vader_single_copy_mechanism none "
                                          : std::string();
-  const std::string cmd = clear_env + "OMP_NUM_THREADS=1 " + launcher + MT_MOETRAIN_BIN + " " + args + " 2>&1";
+  const std::string cmd = clear_env + "OMP_NUM_THREADS=" + std::to_string(test_threads()) + " " + launcher +
+                          MT_MOETRAIN_BIN + " " + args + " 2>&1";
   CommandResult r;
   FILE* pipe = popen(cmd.c_str(), "r");
   if (!pipe) return r;
@@ -84,21 +85,6 @@ inline std::vector<double> read_losses(const std::string& path) {
   return out;
 }
 
-// Tensor `name` of two checkpoints, element by element: a weight moves up to
-// lr = 3e-3 a step and Adam turns rounding-level differences of near-zero
-// gradients into update differences, so weights are compared to 1e-4 (3% of
-// one step) and the Adam moments ("optim/...") to 1e-3 of their largest value.
-inline void expect_same_tensor(const H5File& a, const H5File& b, const std::string& name) {
-  const auto x = a.read_all<float>(name), y = b.read_all<float>(name);
-  ASSERT_EQ(x.size(), y.size()) << name;
-  double worst = 0, scale = 0;
-  for (size_t i = 0; i < x.size(); ++i) {
-    worst = std::max(worst, double(std::abs(x[i] - y[i])));
-    scale = std::max(scale, double(std::abs(x[i])));
-  }
-  EXPECT_LE(worst, name.rfind("optim", 0) == 0 ? 1e-3 * scale : 1e-4) << name;
-}
-
 // Writes `text` to DIR/NAME.txt and makes the store DIR/NAME from it with
 // `moetrain prepare-data`; returns the store's prefix.
 inline std::string make_store(const TempDir& dir, const std::string& name, const std::string& text) {
@@ -114,7 +100,7 @@ inline std::string tiny_model_flags() {
   return "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --num-query-groups 1 "
          "--ffn-hidden-size 128 --num-experts 4 --moe-router-topk 2 --seq-length 64 "
          "--micro-batch-size 4 --global-batch-size 8 --lr 3e-3 --min-lr 3e-4 "
-         "--lr-warmup-samples 40 --seed 7 --threads 1";
+         "--lr-warmup-samples 40 --seed 7 --threads " + std::to_string(test_threads());
 }
 
 // The ModelConfig tiny_model_flags() makes (the vocabulary rounded to 384).

@@ -1,5 +1,5 @@
 // Tensor parallelism through the real binary under mpirun: the same losses
-// and the same checkpoint as one rank.
+// and the same checkpoint as one rank (float32 bounds: same_training.h).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "run_moetrain.h"
+#include "same_training.h"
 #include "runtime/hdf5_file.h"
 
 namespace mt {
@@ -25,7 +26,8 @@ class TensorParallelRun : public ::testing::Test {
            " --train-iters 6 --log-interval 1 --metrics-file " + (dir / (name + ".jsonl")) + " --save " +
            (dir / name);
   }
-  std::vector<double> losses(const std::string& name) { return test_util::read_losses(dir / (name + ".jsonl")); }
+  std::string checkpoint(const std::string& name) { return dir / (name + "/iter_0000006/checkpoint.h5"); }
+  test_util::BinaryRun run(const std::string& name) { return {dir / (name + ".jsonl"), checkpoint(name)}; }
   test_util::TempDir dir;
 };
 
@@ -38,20 +40,18 @@ TEST_F(TensorParallelRun, TwoRanksTrainAndSaveWhatOneRankDoes) {
   // Each rank holds about half the parameters (norms and routers are whole).
   EXPECT_NE(two.output.find("of one rank's"), std::string::npos);
 
-  const auto a = losses("one"), b = losses("two");
-  ASSERT_EQ(a.size(), 6u);
-  ASSERT_EQ(b.size(), 6u);
-  for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * a[i]) << "step " << i + 1;
+  auto perturbed = run_moetrain(train("perturbed") + test_util::perturbed_flags());
+  ASSERT_EQ(perturbed.status, 0) << perturbed.output;
 
-  // Both checkpoints hold the same logical tensors: TP ranks wrote their slices.
-  H5File fa = H5File::open(dir / "one/iter_0000006/checkpoint.h5", MPI_COMM_SELF);
-  H5File fb = H5File::open(dir / "two/iter_0000006/checkpoint.h5", MPI_COMM_SELF);
+  // The same losses, gradient norms and logical tensors: TP ranks wrote their slices.
+  H5File fb = H5File::open(checkpoint("two"), MPI_COMM_SELF);
   EXPECT_EQ(nlohmann::json::parse(fb.attr_string("layout"))["tp"], 2);
-  for (const char* name : {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo",
-                           "model/layers/1/router", "model/layers/0/experts/w1", "model/layers/1/experts/w2",
-                           "model/final_norm", "model/lm_head", "optim/exp_avg/layers/0/experts/w2",
-                           "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed"})
-    test_util::expect_same_tensor(fa, fb, name);
+  test_util::expect_same_training(
+      run("two"), run("one"), run("perturbed"), 2,
+      {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo", "model/layers/1/router",
+       "model/layers/0/experts/w1", "model/layers/1/experts/w2", "model/final_norm", "model/lm_head",
+       "optim/exp_avg/layers/0/experts/w2", "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed"});
+  EXPECT_EQ(test_util::read_metrics(dir / "two.jsonl").size(), 6u);
   // The TP=2 checkpoint evaluates on one rank.
   auto ev = run_moetrain("eval --load " + (dir / "two") + " --data-path " + (dir / "store") + " --eval-samples 8");
   ASSERT_EQ(ev.status, 0) << ev.output;

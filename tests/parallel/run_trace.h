@@ -1,0 +1,115 @@
+// A training run recorded step by step, and the comparisons at the heart of
+// the layout tests: a layout's run against the one-rank run of the same
+// model. In float64 every step agrees to 1e-11; in float32 within the bound
+// of tests/rounding_bound.h, up to the first routing flip.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+#include "rounding_bound.h"
+
+namespace mt::test_util {
+
+struct StepTrace {
+  double loss = 0.0, grad_norm = 0.0;
+  RoutingRecord routing;                 // the whole model's expert load in the step
+  std::vector<double> weights;           // this rank's flat weights after the update
+};
+
+struct RunTrace {
+  std::vector<ParamTensor> tensors;  // this rank's tensor table
+  std::vector<StepTrace> steps;
+
+  // After a step's update: its loss and norm, the expert load summed over
+  // `group` (nullptr: one rank holds the model), this rank's weights.
+  // Clears the model's expert load. Collective over group.
+  template <typename T>
+  void record(Transformer<T>& model, double loss, double grad_norm, Communicator* group = nullptr) {
+    if (tensors.empty()) tensors = model.params().tensors;
+    const ExpertLoad load = model.model_expert_load(group);
+    model.expert_load().clear();
+    StepTrace s{loss, grad_norm, {load.routed, load.dropped, load.hash}, {}};
+    const Parameters<T>& p = model.params();
+    s.weights.assign(p.values.data(), p.values.data() + p.size());
+    steps.push_back(std::move(s));
+  }
+};
+
+// Element i of the layout's tensor t against the same logical element of a
+// one-rank run's weights.
+inline double reference_weight(const RunTrace& ref, const StepTrace& step, const ParamTensor& t, size_t i) {
+  for (const ParamTensor& rt : ref.tensors)
+    if (rt.name == t.name) return step.weights[rt.offset + t.logical_index(i)];
+  ADD_FAILURE() << "no tensor " << t.name << " in the reference";
+  return 0.0;
+}
+
+// Float64: every step's loss and gradient norm within `tol` relative, every
+// weight after every step within `tol`.
+inline void expect_same_run(const RunTrace& layout, const RunTrace& ref, double tol) {
+  ASSERT_EQ(layout.steps.size(), ref.steps.size());
+  for (size_t s = 0; s < ref.steps.size(); ++s) {
+    const StepTrace &mine = layout.steps[s], &want = ref.steps[s];
+    EXPECT_LE(std::abs(mine.loss - want.loss), tol * std::abs(want.loss)) << "loss at step " << s + 1;
+    EXPECT_LE(std::abs(mine.grad_norm - want.grad_norm), tol * want.grad_norm) << "grad norm at step " << s + 1;
+    for (const ParamTensor& t : layout.tensors) {
+      double worst = 0;
+      for (size_t i = 0; i < t.numel; ++i)
+        worst = std::max(worst, std::abs(mine.weights[t.offset + i] - reference_weight(ref, want, t, i)));
+      EXPECT_LE(worst, tol) << t.name << " after step " << s + 1;
+    }
+  }
+}
+
+// Float32 (docs/testing.md): the layout's deviation from the one-rank run
+// stays within rounding_multiple(largest_group) times that of the one-rank
+// run whose weights were moved by one ulp at the start and after every
+// update, plus a floor, for the loss, the gradient norm and the weights,
+// step by step until the first step any of the three runs routes
+// differently. largest_group: the most ranks a sum is split over (TP or DP).
+// Returns the number of steps compared.
+inline int expect_same_run_float32(const RunTrace& layout, const RunTrace& ref, const RunTrace& perturbed,
+                                   int largest_group) {
+  EXPECT_EQ(layout.steps.size(), ref.steps.size());
+  EXPECT_EQ(perturbed.steps.size(), ref.steps.size());
+  const double multiple = rounding_multiple(largest_group);
+  RoundingScale loss_scale(multiple), norm_scale(multiple);
+  double parameters = 0;  // the gradient norm sums over all of them
+  for (const ParamTensor& t : ref.tensors) parameters += double(t.numel);
+  WeightBound weights(multiple);
+  size_t s = 0;
+  for (; s < std::min(layout.steps.size(), ref.steps.size()); ++s) {
+    const StepTrace &mine = layout.steps[s], &want = ref.steps[s], &moved = perturbed.steps[s];
+    if (!(mine.routing == want.routing) || !(moved.routing == want.routing))
+      break;  // a routing flip: nothing from here on is comparable
+    EXPECT_LE(std::abs(mine.loss - want.loss),
+              loss_scale.bound(std::abs(moved.loss - want.loss), std::abs(want.loss)))
+        << "loss at step " << s + 1 << "; the perturbed run's is " << moved.loss - want.loss << " off";
+    EXPECT_LE(std::abs(mine.grad_norm - want.grad_norm),
+              norm_scale.bound(std::abs(moved.grad_norm - want.grad_norm), want.grad_norm, parameters))
+        << "grad norm at step " << s + 1 << "; the perturbed run's is " << moved.grad_norm - want.grad_norm
+        << " off";
+    std::vector<TensorValues> tensors;
+    for (const ParamTensor& t : layout.tensors) {
+      TensorValues v{t.name, {}, {}, {}};
+      for (size_t i = 0; i < t.numel; ++i) {
+        v.mine.push_back(mine.weights[t.offset + i]);
+        v.reference.push_back(reference_weight(ref, want, t, i));
+        v.perturbed.push_back(reference_weight(perturbed, moved, t, i));
+      }
+      tensors.push_back(std::move(v));
+    }
+    weights.expect_within(tensors, " after step " + std::to_string(s + 1));
+  }
+  EXPECT_GE(s, 1u) << "routing flipped at the first step";
+  ::testing::Test::RecordProperty("steps_compared", int(s));
+  return int(s);
+}
+
+}  // namespace mt::test_util
