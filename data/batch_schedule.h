@@ -16,7 +16,7 @@ struct RampupConfig {
 
 // Stream position of sample i of micro-batch j on data-parallel rank r, in
 // the step that starts at `consumed` with a global batch of `global`: rank r
-// reads the r-th contiguous slice of the global batch (DESIGN.md section 4).
+// reads the r-th contiguous slice of the global batch (docs/design.md section 5.4).
 inline int64_t sample_position(int64_t consumed, int64_t global, int64_t dp_rank, int64_t dp_size,
                                int64_t micro_index, int64_t micro_batch, int64_t i) {
   return consumed + dp_rank * (global / dp_size) + micro_index * micro_batch + i;

@@ -1,4 +1,4 @@
-// The training stream of DESIGN.md section 5: several sources, each seen for
+// The training stream of docs/design.md section 5: several sources, each seen for
 // its number of epochs, interleaved in proportion to their share of the run.
 // Position n of the stream is a pure function of (seed, sources, n): resuming
 // needs only the consumed-sample count, and every layout reads the same

@@ -1,4 +1,4 @@
-// The built-in byte tokenizer (DESIGN.md section 5): ids 0..255 are the bytes
+// The built-in byte tokenizer (docs/design.md section 5): ids 0..255 are the bytes
 // of the text, 256 marks the end of a document. No merges, no vocabulary file,
 // so any text round-trips exactly.
 #pragma once

@@ -1,5 +1,5 @@
 // The training data's sources: a name, a token store and how many epochs of
-// it the run sees (DESIGN.md section 5). On the command line:
+// it the run sees (docs/design.md section 5). On the command line:
 //   --data-path text=PREFIX code=PREFIX --data-epochs text=2 code=4
 // or a bare --data-path PREFIX: one source, repeated as often as the run needs.
 #pragma once

@@ -1,5 +1,5 @@
 // `moetrain prepare-data`: raw text files -> one token store, written with the
-// byte tokenizer (DESIGN.md section 5). Each file is one document: its bytes,
+// byte tokenizer (docs/design.md section 5). Each file is one document: its bytes,
 // then the end-of-document token.
 #pragma once
 

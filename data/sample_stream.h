@@ -1,5 +1,5 @@
 // The samples of ONE token store and the order training reads them in
-// (DESIGN.md section 5). A sample is S + 1 consecutive tokens of the store's
+// (docs/design.md section 5). A sample is S + 1 consecutive tokens of the store's
 // token stream: sample i is tokens [i*S, i*S + S], inputs the first S and
 // targets the last S, so consecutive samples share one token and
 // num_samples = (num_tokens - 1) / S (a short tail is never read).
@@ -9,8 +9,8 @@
 // driven by Philox under (seed, epoch). So the sample at n is a pure function
 // of (seed, store, n): resuming needs only n, and every layout agrees.
 //
-// Single source only; blending several sources with their own epoch counts
-// comes later (issue 3) on top of this class.
+// One source; data/blended_stream.h blends several, each with its own
+// epoch count, on top of this class.
 #pragma once
 
 #include <cstdint>

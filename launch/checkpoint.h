@@ -1,4 +1,4 @@
-// HDF5 checkpoints (DESIGN.md section 6): SAVE/iter_NNNNNNN/checkpoint.h5
+// HDF5 checkpoints (docs/design.md section 6): SAVE/iter_NNNNNNN/checkpoint.h5
 // holding every tensor whole, in its logical shape, as float32, with the
 // AdamW moments under /optim, and SAVE/latest naming the newest complete one.
 // A checkpoint is written into a temporary directory and renamed into place

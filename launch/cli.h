@@ -1,5 +1,5 @@
 // The `moetrain` command line (CLI11): subcommands train, eval, plan, prepare-data, inspect.
-// Flag names follow Megatron-LM (DESIGN.md section 7); every flag can also
+// Flag names follow Megatron-LM (docs/design.md section 7); every flag can also
 // come from a TOML file given with --config, and the command line wins.
 #pragma once
 

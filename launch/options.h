@@ -67,7 +67,7 @@ struct EvalOptions {
 };
 
 // The vocabulary: --vocab-size, or the byte tokenizer's 257, rounded up to a
-// multiple of --make-vocab-size-divisible-by (DESIGN.md section 7).
+// multiple of --make-vocab-size-divisible-by (docs/design.md section 7).
 int resolve_vocab_size(int vocab_size_flag, int divisible_by);
 
 // Samples the run asks for: --train-samples, or what --train-iters steps

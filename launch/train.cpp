@@ -2,7 +2,7 @@
 // of stream positions (its size from the batch schedule), cut into
 // micro-batches whose gradients accumulate; the loss is the mean CE over all
 // the batch's tokens plus the mean over micro-batches of their summed aux
-// losses (DESIGN.md section 3).
+// losses (docs/design.md section 3).
 #include <fmt/format.h>
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// The model's shape (DESIGN.md section 3). Filled by launch/ from flags.
+// The model's shape (docs/design.md section 3). Filled by launch/ from flags.
 #pragma once
 
 #include <string>
@@ -32,7 +32,7 @@ struct ModelConfig {
   double train_flops_per_token() const;
 };
 
-// One tensor-parallel rank's share of the model (DESIGN.md section 4): query
+// One tensor-parallel rank's share of the model (docs/design.md section 4): query
 // heads, F and V split over TP; kv heads split when G >= TP, else whole on
 // every rank.
 struct TpShape {

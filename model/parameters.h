@@ -1,7 +1,7 @@
 // The model's parameters: one flat buffer of weights and one of gradients,
-// and a table naming each tensor with its checkpoint path (DESIGN.md
+// and a table naming each tensor with its checkpoint path (docs/design.md
 // section 6, without the "/model/" prefix) and logical shape. Flat buffers
-// let the optimizer, the gradient norm and (later) ZeRO-1 work on ranges.
+// let the optimizer, the gradient norm and ZeRO-1 work on ranges.
 #pragma once
 
 #include <cstdint>
@@ -42,12 +42,12 @@ struct StageSpan {
 };
 
 // The tensors of one model as tensor-parallel rank tp_rank of tp_size and
-// pipeline stage `stage` hold them (DESIGN.md section 4), in checkpoint order.
+// pipeline stage `stage` hold them (docs/design.md section 4), in checkpoint order.
 std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1,
                                      const StageSpan& stage = {});
 
 // Initial value of logical element `index` of tensor `t`: a pure function of
-// (seed, name, index) through Philox (DESIGN.md section 3), so every layout
+// (seed, name, index) through Philox (docs/design.md section 3), so every layout
 // starts from the same weights.
 double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 

@@ -1,4 +1,4 @@
-// Top-K routing of a micro-batch's tokens to experts (DESIGN.md section 3):
+// Top-K routing of a micro-batch's tokens to experts (docs/design.md section 3):
 // which expert each (token, slot) goes to, with what weight, which
 // assignments the capacity drops, and the load-balancing loss. Computed on
 // the host: it is O(T * E) and decides the shapes of the expert products.

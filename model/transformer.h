@@ -1,4 +1,4 @@
-// The MoE transformer of DESIGN.md section 3 as one rank holds it: its
+// The MoE transformer of docs/design.md section 3 as one rank holds it: its
 // tensor-parallel share of the layers of its pipeline stage. Forward and
 // backward of micro-batches, gradients accumulated into Parameters::grads.
 // A stage may have several micro-batches in flight (pipeline schedules), each

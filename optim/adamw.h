@@ -1,7 +1,7 @@
 // AdamW over the part of the model's flat parameter buffer this rank
 // updates (all of it, or its ZeRO-1 shard), with global gradient-norm
 // clipping. Decoupled weight decay applies to tensors of two or more
-// dimensions only (DESIGN.md section 4). Adam's step count starts at 1.
+// dimensions only (docs/design.md section 4). Adam's step count starts at 1.
 // The weights are float32 and are themselves the master weights, so the
 // optimizer state is the two moments of the shard.
 #pragma once

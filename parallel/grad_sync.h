@@ -1,4 +1,4 @@
-// Makes one step's gradients ready for the optimizer (DESIGN.md section 4)
+// Makes one step's gradients ready for the optimizer (docs/design.md section 4)
 // while the backward pass of the last micro-batch is still running:
 //  - gradients of tensors every TP rank holds whole but sees only part of
 //    (wk, wv when G < TP) are summed over the TP group;

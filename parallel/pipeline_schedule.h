@@ -1,4 +1,4 @@
-// Pipeline schedules (DESIGN.md section 4): the order in which one stage runs
+// Pipeline schedules (docs/design.md section 4): the order in which one stage runs
 // the forward and backward passes of a step's micro-batches.
 //
 //   GPipe: every forward, then every backward. A stage keeps all m

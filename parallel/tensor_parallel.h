@@ -1,4 +1,4 @@
-// Megatron-style tensor parallelism (DESIGN.md section 4): which part of each
+// Megatron-style tensor parallelism (docs/design.md section 4): which part of each
 // tensor a rank of the TP group holds, the TP group's reductions, and the
 // vocab-parallel cross-entropy that never gathers the full logits.
 #pragma once

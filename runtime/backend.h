@@ -23,7 +23,7 @@ enum class Trans { N, T };
 // The heads of one attention call, which may be a tensor-parallel share of the
 // model's: query head j of the q buffer is the model's head first_head + j
 // and reads kv head (first_head + j) / heads_per_kv - first_kv_head of the
-// k/v buffers (DESIGN.md section 3: query head j reads kv head j / (H / G)).
+// k/v buffers (docs/design.md section 3: query head j reads kv head j / (H / G)).
 struct AttentionShape {
   int batch = 1, seq = 1;
   int heads = 1;         // query heads in q
@@ -99,7 +99,7 @@ class Backend {
 
   // Cross-entropy over logits [n, v] that may be a vocabulary slice starting
   // at vocab_start, in three steps with reductions over the slices between
-  // them (parallel/vocab_parallel_cross_entropy.cpp), so that the full
+  // them (vocab_parallel_cross_entropy in parallel/tensor_parallel.cpp), so that the full
   // logits are never gathered:
   //   row_max:    m[i] = max_j logits[i, j]                  (then max over slices)
   //   ce_partials: p[i] = {sum_j exp(logits[i, j] - m[i]),   (then sum over slices)

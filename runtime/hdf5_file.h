@@ -1,5 +1,5 @@
 // H5File: a thin, move-only wrapper over parallel HDF5 (the MPI-IO driver),
-// used for checkpoints (DESIGN.md section 6) and test fixtures.
+// used for checkpoints (docs/design.md section 6) and test fixtures.
 //
 // Every rank of the communicator opens the file; each tensor is stored whole
 // in its logical shape and every rank writes its own block of it in one

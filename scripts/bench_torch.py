@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """PyTorch-eager CPU baseline for moetrain throughput.
 
-Runs full float32 training steps of the model of DESIGN.md section 3
+Runs full float32 training steps of the model of docs/design.md section 3
 (scripts/torch_model.py) on random tokens: forward + backward over
 global/micro micro-batches with gradient accumulation, gradient clipping at
 1.0, AdamW. Prints one JSON line at the end:

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """Write tests/data/torch_reference.h5: float64 reference values of the model of
-DESIGN.md section 3, computed with the independent PyTorch implementation in
+docs/design.md section 3, computed with the independent PyTorch implementation in
 scripts/torch_model.py, for the C++ tests to compare against.
 
 Before writing, the script checks that implementation:
@@ -21,7 +21,7 @@ Layout of the file (one group per case):
                   min_topk_margin (f64, MoE cases: smallest p_(K) - p_(K+1) over tokens/layers)
            tokens  int32 [B, S+1]
            logits  float64 [B*S, V]
-           model/<name>  float64, logical shape (names of DESIGN.md section 6 without /model/)
+           model/<name>  float64, logical shape (names of docs/design.md section 6 without /model/)
            grads/<name>  float64, d(ce_loss + aux_loss)/d(param)
 
 Run: /usr/bin/python3 scripts/make_torch_reference.py [--out PATH]
@@ -296,7 +296,7 @@ def main():
     tmp = out + ".tmp"
     with h5py.File(tmp, "w") as f:
         f.attrs["description"] = ("moetrain float64 reference values from scripts/torch_model.py "
-                                  "(DESIGN.md section 3); written by scripts/make_torch_reference.py")
+                                  "(docs/design.md section 3); written by scripts/make_torch_reference.py")
         f.attrs["torch_version"] = str(torch.__version__)
         f.attrs["cases"] = np.array([n for n, _, _ in CASES], dtype=h5py.string_dtype())
         for name, (cfg, seed, r) in results.items():

@@ -1,14 +1,14 @@
 #!/usr/bin/python3
-"""Independent PyTorch implementation of the moetrain model (DESIGN.md section 3).
+"""Independent PyTorch implementation of the moetrain model (docs/design.md section 3).
 
-Written straight from the math in DESIGN.md, not from the C++ code. It serves
+Written straight from the math in docs/design.md, not from the C++ code. It serves
 two purposes:
 
   * reference values for the C++ tests (scripts/make_torch_reference.py, float64);
   * the PyTorch-eager baseline for throughput benchmarks (scripts/bench_torch.py,
     float32).
 
-Parameters are registered under exactly the checkpoint names of DESIGN.md
+Parameters are registered under exactly the checkpoint names of docs/design.md
 section 6 without the "/model/" prefix, so ``model.named_parameters()`` yields
 ``embed``, ``layers/0/wq``, ..., ``lm_head``.
 
@@ -59,7 +59,7 @@ class Config:
 
 
 def param_shapes(cfg):
-    """Ordered {name: shape} of every parameter, as in DESIGN.md section 6."""
+    """Ordered {name: shape} of every parameter, as in docs/design.md section 6."""
     d, hd = cfg.d, cfg.hd
     shapes = {"embed": (cfg.V, d)}
     for l in range(cfg.L):

@@ -1,4 +1,4 @@
-// The blended multi-epoch stream (DESIGN.md section 5), checked over whole runs.
+// The blended multi-epoch stream (docs/design.md section 5), checked over whole runs.
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-// `moetrain eval` on any layout (DESIGN.md section 7): the same loss over the
+// `moetrain eval` on any layout (docs/design.md section 7): the same loss over the
 // same tokens whatever the TP, PP and data-parallel split.
 #include <gtest/gtest.h>
 

@@ -25,7 +25,7 @@ namespace {
 
 using test_util::run_moetrain;
 
-// Every dataset the schema (DESIGN.md section 6) puts in a checkpoint of
+// Every dataset the schema (docs/design.md section 6) puts in a checkpoint of
 // `cfg`, with its logical shape.
 std::map<std::string, std::vector<uint64_t>> expected_datasets(const ModelConfig& cfg) {
   std::map<std::string, std::vector<uint64_t>> out;
@@ -286,7 +286,7 @@ TEST_F(Inspect, H5dumpListsTheSchema) {
 
 // Loaded with h5py into the independent PyTorch model, the weights give the
 // cross-entropy `moetrain eval` computes: names, shapes and the [out, in]
-// convention are what DESIGN.md section 6 says.
+// convention are what docs/design.md section 6 says.
 TEST_F(Inspect, TorchModelLoadsTheCheckpointAndMatchesEval) {
   if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";

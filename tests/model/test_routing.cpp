@@ -1,4 +1,4 @@
-// route_tokens on hand-made probability tables (DESIGN.md section 3): top-K
+// route_tokens on hand-made probability tables (docs/design.md section 3): top-K
 // with ties to the lower expert index, weights renormalised over the top-K,
 // f_e / P_e / aux by hand, capacity ceil(c*K*T/E) in double, drops in token
 // order whatever the slot, no renormalisation after drops, packing by expert

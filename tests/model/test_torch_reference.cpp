@@ -1,5 +1,5 @@
 // Loss and gradients against an independent PyTorch implementation of
-// DESIGN.md section 3 (scripts/make_torch_reference.py, output committed in
+// docs/design.md section 3 (scripts/make_torch_reference.py, output committed in
 // tests/data/torch_reference.h5): in double to near machine precision, and
 // in float, the precision training runs in.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// ZeRO-1 data parallelism (DESIGN.md section 4). The bucket and shard
+// ZeRO-1 data parallelism (docs/design.md section 4). The bucket and shard
 // arithmetic on its own; then the core test: every TP x PP x DP layout of
 // the world (run under mpirun with 2, 4 and 8 ranks) trains the same model
 // as one rank, which every rank also trains itself and compares with, step

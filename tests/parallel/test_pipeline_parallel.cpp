@@ -1,4 +1,4 @@
-// The core test of pipeline parallelism (DESIGN.md section 4): a model split
+// The core test of pipeline parallelism (docs/design.md section 4): a model split
 // into stages (and, within them, over a TP group) trains the same model as
 // one rank. Run under mpirun with 2, 4, 8 and 15 ranks (tests/CMakeLists.txt):
 // every layout TP x PP = world with TP in {1, 2}, both schedules, even and

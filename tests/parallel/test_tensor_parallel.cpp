@@ -1,4 +1,4 @@
-// The core test of tensor parallelism (DESIGN.md section 4): a model split
+// The core test of tensor parallelism (docs/design.md section 4): a model split
 // over the TP group trains the same model as one rank. Run under mpirun with
 // 2, 4 and 8 ranks (tests/CMakeLists.txt); every rank also trains the
 // single-rank model itself and compares, step by step and element by element.

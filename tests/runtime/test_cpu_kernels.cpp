@@ -99,7 +99,7 @@ Vec ref_rmsnorm(const Vec& x, const Vec& g, int n, int d, double eps, Vec* rstd 
   return out;
 }
 
-// DESIGN.md section 3: rotate-half, theta_i = theta^(-2i/hd), position = row % seq.
+// docs/design.md section 3: rotate-half, theta_i = theta^(-2i/hd), position = row % seq.
 Vec ref_rope(const Vec& x, int batch, int seq, int heads, int hd, double theta) {
   Vec out = x;
   const int half = hd / 2;
