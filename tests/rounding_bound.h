@@ -4,9 +4,10 @@
 // amplifies rounding (Adam turns noise in near-zero gradients into whole
 // updates; a step's update moves the next step's activations). How far is
 // measured in the same test, with the same data and dynamics: a second
-// one-rank run whose starting weights differ from the first by one float32
-// ulp each (kPerturbation), as if every weight had been rounded the other
-// way. The layout may deviate a small multiple of that (rounding_multiple),
+// one-rank run whose weights are moved by one float32 ulp each
+// (kPerturbation) at the start and after every update, as if every weight
+// had been rounded the other way once a step. The layout may deviate a
+// small multiple of that (rounding_multiple),
 // plus a floor for the first step, before anything has been amplified.
 //
 // A routing flip (a near-tie in top-K resolved the other way by rounding) is

@@ -76,15 +76,14 @@ inline size_t expect_same_training(const BinaryRun& layout, const BinaryRun& one
     const nlohmann::json config = nlohmann::json::parse(f.attr_string("config"));
     for (const ParamTensor& t : param_table(model_config_from_json(config.at("model")))) parameters += double(t.numel);
   }
+  // Deviations of the skipped steps count towards the scale.
+  for (size_t k = 0; k < std::min({skip, want.size(), moved.size()}); ++k) {
+    loss_scale.bound(std::abs(moved[k]["loss"].get<double>() - want[k]["loss"].get<double>()), 0.0);
+    norm_scale.bound(std::abs(moved[k]["grad_norm"].get<double>() - want[k]["grad_norm"].get<double>()), 0.0);
+  }
   size_t s = 0;
   for (; s < mine.size() && s + skip < std::min(want.size(), moved.size()); ++s) {
     const nlohmann::json &m = mine[s], &w = want[s + skip], &p = moved[s + skip];
-    // Deviations of the skipped steps count towards the scale.
-    if (s == 0)
-      for (size_t k = 0; k < skip; ++k) {
-        loss_scale.bound(std::abs(moved[k]["loss"].get<double>() - want[k]["loss"].get<double>()), 0.0);
-        norm_scale.bound(std::abs(moved[k]["grad_norm"].get<double>() - want[k]["grad_norm"].get<double>()), 0.0);
-      }
     const RoutingRecord routing = routing_record(w);
     if (!(routing_record(m) == routing) || !(routing_record(p) == routing))
       break;  // a routing flip: nothing from here on is comparable

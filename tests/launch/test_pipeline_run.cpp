@@ -7,8 +7,8 @@
 #include <cmath>
 
 #include "run_moetrain.h"
-#include "same_training.h"
 #include "runtime/hdf5_file.h"
+#include "same_training.h"
 
 namespace mt {
 namespace {

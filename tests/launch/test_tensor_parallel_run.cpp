@@ -23,10 +23,10 @@ class TensorParallelRun : public ::testing::Test {
   }
   std::string train(const std::string& name) {
     return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " + (dir / "store") +
-           " --train-iters 6 --log-interval 1 --metrics-file " + (dir / (name + ".jsonl")) + " --save " +
+           " --train-iters 3 --log-interval 1 --metrics-file " + (dir / (name + ".jsonl")) + " --save " +
            (dir / name);
   }
-  std::string checkpoint(const std::string& name) { return dir / (name + "/iter_0000006/checkpoint.h5"); }
+  std::string checkpoint(const std::string& name) { return dir / (name + "/iter_0000003/checkpoint.h5"); }
   test_util::BinaryRun run(const std::string& name) { return {dir / (name + ".jsonl"), checkpoint(name)}; }
   test_util::TempDir dir;
 };
@@ -51,7 +51,7 @@ TEST_F(TensorParallelRun, TwoRanksTrainAndSaveWhatOneRankDoes) {
       {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo", "model/layers/1/router",
        "model/layers/0/experts/w1", "model/layers/1/experts/w2", "model/final_norm", "model/lm_head",
        "optim/exp_avg/layers/0/experts/w2", "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed"});
-  EXPECT_EQ(test_util::read_metrics(dir / "two.jsonl").size(), 6u);
+  EXPECT_EQ(test_util::read_metrics(dir / "two.jsonl").size(), 3u);
   // The TP=2 checkpoint evaluates on one rank.
   auto ev = run_moetrain("eval --load " + (dir / "two") + " --data-path " + (dir / "store") + " --eval-samples 8");
   ASSERT_EQ(ev.status, 0) << ev.output;

@@ -41,13 +41,16 @@ struct RunTrace {
   }
 };
 
-// Element i of the layout's tensor t against the same logical element of a
-// one-rank run's weights.
-inline double reference_weight(const RunTrace& ref, const StepTrace& step, const ParamTensor& t, size_t i) {
+// The flat offset, in a one-rank run, of each logical element of the
+// layout's tensor t, found once per tensor rather than per element.
+inline std::vector<size_t> reference_offsets(const RunTrace& ref, const ParamTensor& t) {
+  std::vector<size_t> at;
   for (const ParamTensor& rt : ref.tensors)
-    if (rt.name == t.name) return step.weights[rt.offset + t.logical_index(i)];
-  ADD_FAILURE() << "no tensor " << t.name << " in the reference";
-  return 0.0;
+    if (rt.name == t.name)
+      for (size_t i = 0; i < t.numel; ++i) at.push_back(rt.offset + t.logical_index(i));
+  EXPECT_EQ(at.size(), t.numel) << "no tensor " << t.name << " in the reference";
+  at.resize(t.numel, 0);
+  return at;
 }
 
 // Float64: every step's loss and gradient norm within `tol` relative, every
@@ -59,9 +62,10 @@ inline void expect_same_run(const RunTrace& layout, const RunTrace& ref, double 
     EXPECT_LE(std::abs(mine.loss - want.loss), tol * std::abs(want.loss)) << "loss at step " << s + 1;
     EXPECT_LE(std::abs(mine.grad_norm - want.grad_norm), tol * want.grad_norm) << "grad norm at step " << s + 1;
     for (const ParamTensor& t : layout.tensors) {
+      const std::vector<size_t> at = reference_offsets(ref, t);
       double worst = 0;
       for (size_t i = 0; i < t.numel; ++i)
-        worst = std::max(worst, std::abs(mine.weights[t.offset + i] - reference_weight(ref, want, t, i)));
+        worst = std::max(worst, std::abs(mine.weights[t.offset + i] - want.weights[at[i]]));
       EXPECT_LE(worst, tol) << t.name << " after step " << s + 1;
     }
   }
@@ -97,11 +101,12 @@ inline int expect_same_run_float32(const RunTrace& layout, const RunTrace& ref, 
         << " off";
     std::vector<TensorValues> tensors;
     for (const ParamTensor& t : layout.tensors) {
+      const std::vector<size_t> at = reference_offsets(ref, t);  // the perturbed run's table is the same
       TensorValues v{t.name, {}, {}, {}};
       for (size_t i = 0; i < t.numel; ++i) {
         v.mine.push_back(mine.weights[t.offset + i]);
-        v.reference.push_back(reference_weight(ref, want, t, i));
-        v.perturbed.push_back(reference_weight(perturbed, moved, t, i));
+        v.reference.push_back(want.weights[at[i]]);
+        v.perturbed.push_back(moved.weights[at[i]]);
       }
       tensors.push_back(std::move(v));
     }
