@@ -26,7 +26,7 @@ EvalResult run_eval(const EvalOptions& o) {
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.eval_samples >= 0, "--eval-samples must be >= 0, got {}", o.eval_samples);
   Topology topo(MPI_COMM_WORLD, o.topology);
-  set_thread_count(o.threads > 0 ? o.threads : default_thread_count(MPI_COMM_WORLD));
+  apply_thread_count(o.threads, MPI_COMM_WORLD);
 
   const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
@@ -42,9 +42,8 @@ EvalResult run_eval(const EvalOptions& o) {
   // This rank's part of the model and its replica's share of the samples.
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   const int stage = topo.coords().pp, stages = topo.pp_size();
-  const auto layers = stage_layers(mc.num_layers, stages, o.decoder_first_pipeline_num_layers,
-                                   o.decoder_last_pipeline_num_layers);
-  const StageSpan span{layers[stage].first, layers[stage].second, stage == 0, stage == stages - 1};
+  const StageSpan span = stage_span(mc.num_layers, stage, stages, o.decoder_first_pipeline_num_layers,
+                                    o.decoder_last_pipeline_num_layers);
   const int64_t share = (samples + topo.dp_size() - 1) / topo.dp_size();
   const int64_t begin = std::min(samples, topo.coords().dp * share), end = std::min(samples, begin + share);
 

@@ -31,10 +31,9 @@ Recompute parse_recompute(const std::string& name) {
 
 // The stage spans of a layout, as `train` makes them.
 std::vector<StageSpan> stage_spans(const ModelConfig& c, const Layout& l) {
-  const auto layers = stage_layers(c.num_layers, l.pp, l.first_stage_layers, l.last_stage_layers);
   std::vector<StageSpan> spans;
   for (int s = 0; s < l.pp; ++s)
-    spans.push_back({layers[s].first, layers[s].second, s == 0, s == l.pp - 1});
+    spans.push_back(stage_span(c.num_layers, s, l.pp, l.first_stage_layers, l.last_stage_layers));
   return spans;
 }
 

@@ -5,10 +5,16 @@
 #include <cmath>
 
 #include "parallel/grad_sync.h"
+#include "parallel/pipeline_schedule.h"
 #include "runtime/check.h"
 #include "runtime/philox.h"
 
 namespace mt {
+
+StageSpan stage_span(int num_layers, int stage, int stages, int first_stage_layers, int last_stage_layers) {
+  const auto layers = stage_layers(num_layers, stages, first_stage_layers, last_stage_layers);
+  return {layers[stage].first, layers[stage].second, stage == 0, stage == stages - 1};
+}
 
 bool StageSpan::holds(const std::string& name, const ModelConfig& cfg) const {
   if (name == "embed") return first;

@@ -41,6 +41,12 @@ struct StageSpan {
   bool holds(const std::string& name, const ModelConfig& cfg) const;
 };
 
+// The span of `stage` of `stages`: an even split of num_layers, or the
+// first and last stages fixed (> 0) and the rest even
+// (--decoder-first/last-pipeline-num-layers). Throws naming the flags when
+// the layers do not split.
+StageSpan stage_span(int num_layers, int stage, int stages, int first_stage_layers, int last_stage_layers);
+
 // The tensors of one model as tensor-parallel rank tp_rank of tp_size and
 // pipeline stage `stage` hold them (docs/design.md section 4), in checkpoint order.
 std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1,

@@ -31,4 +31,10 @@ void set_thread_count(int threads) {
   openblas_set_num_threads(threads);
 }
 
+int apply_thread_count(int requested, MPI_Comm world) {
+  const int threads = requested > 0 ? requested : default_thread_count(world);
+  set_thread_count(threads);
+  return threads;
+}
+
 }  // namespace mt

@@ -14,4 +14,8 @@ int default_thread_count(MPI_Comm world);
 // Sets the OpenMP and OpenBLAS thread counts.
 void set_thread_count(int threads);
 
+// Sets `requested` threads, or (0) this rank's share of its cores; returns
+// the count set.
+int apply_thread_count(int requested, MPI_Comm world);
+
 }  // namespace mt

@@ -1,0 +1,182 @@
+#include "launch/training_log.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+namespace mt {
+
+namespace {
+
+double epochs(const data::BlendedStream& s, int source, uint64_t consumed) {
+  return double(consumed) / double(s.source(source).samples.num_samples());
+}
+
+// Per layer, the tokens each expert received, the assignments the capacity
+// dropped and the routing hash, over the logging interval's global batches.
+nlohmann::json expert_load_json(const ExpertLoad& load, const ModelConfig& mc) {
+  nlohmann::json routed = nlohmann::json::array(), dropped = nlohmann::json::array();
+  for (int l = 0; l < mc.num_layers; ++l) {
+    const auto begin = size_t(l) * mc.num_experts, end = begin + mc.num_experts;
+    routed.push_back(std::vector<int64_t>(load.routed.begin() + begin, load.routed.begin() + end));
+    dropped.push_back(std::vector<int64_t>(load.dropped.begin() + begin, load.dropped.begin() + end));
+  }
+  return {{"routed", routed}, {"dropped", dropped}, {"hash", load.hash}};
+}
+
+}  // namespace
+
+void SourceProgress::count(const data::BlendedStream& s, int64_t begin, int64_t end) {
+  for (int64_t n = begin; n < end; ++n) consumed[s.pick(uint64_t(n)).source] += 1;
+}
+
+std::string SourceProgress::line(const data::BlendedStream& s) const {
+  std::string out;
+  for (int i = 0; i < s.num_sources(); ++i)
+    out += fmt::format("{}{} {:.2f} ep", i ? ", " : "", s.source(i).spec.name, epochs(s, i, consumed[i]));
+  return out;
+}
+
+nlohmann::json SourceProgress::json(const data::BlendedStream& s) const {
+  nlohmann::json j = nlohmann::json::object();
+  for (int i = 0; i < s.num_sources(); ++i)
+    j[s.source(i).spec.name] = {{"samples", consumed[i]}, {"epoch", epochs(s, i, consumed[i])}};
+  return j;
+}
+
+std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& params,
+                                      const AdamW<float>& optim) {
+  const Coords c = topo.coords();
+  const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
+  std::vector<RankMemory> all(topo.world_size());
+  all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), 4 * padded,
+                            4 * padded + (topo.dp_size() > 1 ? 4 * shard : 0), 8 * shard};
+  topo.world().all_gather(all.data(), sizeof(RankMemory), DType::U8);
+  return all;
+}
+
+void print_start_up(const StartUpSummary& s) {
+  const TrainOptions& o = s.options;
+  const ModelConfig& mc = o.model;
+  fmt::print("{}", s.topo.table());
+  fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
+             mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
+             mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
+  fmt::print("parameters: {} total, {} active per token; rank 0 holds {} ({:.3f} of one rank's)\n",
+             mc.num_parameters(), mc.num_active_parameters(), s.params.size(),
+             double(s.params.size()) / double(mc.num_parameters()));
+  for (const RankMemory& m : s.memory)
+    fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
+               "optimizer {} B\n",
+               m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes);
+  for (int i = 0; i < s.stream.num_sources(); ++i) {
+    const auto& src = s.stream.source(i);
+    fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
+               src.spec.prefix, src.store.num_tokens(), src.samples.num_samples(), mc.seq_length,
+               src.total == data::BlendedStream::kUnbounded
+                   ? std::string("repeated as needed")
+                   : fmt::format("{} epochs = {} samples", src.spec.epochs, src.total));
+  }
+  fmt::print("data: stream of {} samples built in {:.3f} s; this run takes {} samples\n",
+             s.stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
+                                                                : std::to_string(s.stream.size()),
+             s.stream_seconds, s.run_samples);
+  fmt::print("backend: {} ({})\n", s.backend.name(), s.backend.library());
+  fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
+             s.run_samples, o.global_batch_size,
+             o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
+                                          o.rampup.start, o.rampup.increment, o.rampup.samples)
+                            : "",
+             o.micro_batch_size, s.threads, s.backend.name());
+  std::fflush(stdout);
+}
+
+IntervalLog::IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync,
+                         Transformer<float>& model, const data::BlendedStream& stream, int64_t run_samples,
+                         const std::string& metrics_path)
+    : o_(o), topo_(topo), grad_sync_(grad_sync), model_(model), stream_(stream), run_samples_(run_samples),
+      metrics_(topo.world_rank() == 0 ? metrics_path : "") {
+  run_start_ = Clock::now();
+  restart(run_start_);
+}
+
+void IntervalLog::add(const StepOutcome& step) {
+  steps_ += 1;
+  samples_ += step.samples;
+  tokens_ += step.tokens;
+  loss_sum_ += step.loss;
+  aux_sum_ += step.aux;
+  wait_seconds_ += step.wait_seconds;
+  last_ = step;
+}
+
+void IntervalLog::report(const TrainState& state, const SourceProgress& progress, bool last) {
+  if (state.iteration % o_.log_interval != 0 && !last) return;
+  const auto now = Clock::now();
+  const StepMetrics m = metrics(state, now);
+  const std::vector<double> idle = stage_idle_shares(m.interval_s);
+  if (topo_.world_rank() == 0) {
+    std::string idle_line;
+    for (size_t i = 0; idle.size() > 1 && i < idle.size(); ++i)
+      idle_line += fmt::format("{}{:.0f}%", i ? " " : " | idle per stage ", 100.0 * idle[i]);
+    fmt::print("{} | {}{}\n", progress_line(m), progress.line(stream_), idle_line);
+    std::fflush(stdout);
+  }
+  nlohmann::json record = to_json(m);
+  record["sources"] = progress.json(stream_);
+  if (o_.model.is_moe())
+    record["experts"] = expert_load_json(model_.model_expert_load(&topo_.world()), o_.model);
+  model_.expert_load().clear();
+  if (idle.size() > 1) record["pipeline_idle"] = idle;
+  metrics_.write(record);
+  grad_sync_.stats = {};
+  restart(now);
+}
+
+StepMetrics IntervalLog::metrics(const TrainState& state, Clock::time_point now) const {
+  const double interval_s = std::chrono::duration<double>(now - start_).count();
+  const GradSyncStats& dp = grad_sync_.stats;
+  StepMetrics m;
+  m.step = state.iteration;
+  m.total_steps = o_.train_iters;
+  m.loss = loss_sum_ / double(steps_);
+  m.aux_loss = aux_sum_ / double(steps_);
+  m.lr = last_.lr;
+  m.grad_norm = last_.grad_norm;
+  m.global_batch = last_.samples;
+  m.global_batch_tokens = last_.tokens;
+  m.consumed_samples = state.consumed_samples;
+  m.total_samples = run_samples_;
+  m.tokens_per_s = double(tokens_) / interval_s;
+  m.gflops_per_s = m.tokens_per_s * o_.model.train_flops_per_token() / 1e9;
+  m.elapsed_s = std::chrono::duration<double>(now - run_start_).count();
+  m.eta_s = double(run_samples_ - state.consumed_samples) * interval_s / double(samples_);
+  m.interval_s = interval_s;
+  m.tp_allreduce_s = topo_.tp().all_reduce_seconds - tp_seconds_at_start_;
+  m.tp_allreduce_bytes = double(topo_.tp().all_reduce_bytes - tp_bytes_at_start_);
+  m.dp_exposed_s = dp.exposed_seconds;
+  m.dp_allgather_s = dp.all_gather_seconds;
+  m.dp_reduce_scatter_bytes = double(dp.reduce_scatter_bytes);
+  m.dp_allgather_bytes = double(dp.all_gather_bytes);
+  m.dp_hidden_bytes = double(dp.reduce_scatter_hidden_bytes);
+  return m;
+}
+
+// Each stage's idle share of the interval (the pipeline bubble), on every
+// rank; one entry without pipeline parallelism.
+std::vector<double> IntervalLog::stage_idle_shares(double interval_s) {
+  std::vector<double> idle(topo_.pp_size(), 0.0);
+  idle[topo_.coords().pp] = wait_seconds_ / interval_s;
+  if (idle.size() > 1) topo_.pp().all_reduce_sum(idle.data(), idle.size());
+  return idle;
+}
+
+void IntervalLog::restart(Clock::time_point now) {
+  start_ = now;
+  steps_ = samples_ = tokens_ = 0;
+  loss_sum_ = aux_sum_ = wait_seconds_ = 0;
+  tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;
+  tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;
+}
+
+}  // namespace mt

@@ -1,0 +1,101 @@
+// What `train` reports: the start-up summary rank 0 prints before the first
+// step, and each log interval's progress line and metrics record, from an
+// IntervalLog that owns the interval's counters.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "data/blended_stream.h"
+#include "launch/checkpoint.h"
+#include "launch/options.h"
+#include "launch/progress.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "parallel/grad_sync.h"
+#include "runtime/backend.h"
+#include "runtime/topology.h"
+
+namespace mt {
+
+// Samples consumed from each source of the blend, for the logs and the
+// checkpoint's data attribute.
+struct SourceProgress {
+  std::vector<uint64_t> consumed;  // [sources]
+  // Counts the stream positions [begin, end): every replica's slice.
+  void count(const data::BlendedStream& s, int64_t begin, int64_t end);
+  std::string line(const data::BlendedStream& s) const;  // "text 0.52 ep, code 1.04 ep"
+  nlohmann::json json(const data::BlendedStream& s) const;
+};
+
+// Bytes one rank holds for training (what `moetrain plan` predicts): the
+// weights and the gradient accumulation buffer, padded for ZeRO-1; the
+// reduce-scattered gradient shard; the AdamW moments of the shard.
+struct RankMemory {
+  int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes;
+};
+
+// Collective over the world: every rank's RankMemory.
+std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& params,
+                                      const AdamW<float>& optim);
+
+// What rank 0 prints before the first step: layout, model, memory, data.
+struct StartUpSummary {
+  const TrainOptions& options;
+  const Topology& topo;
+  const Parameters<float>& params;
+  std::vector<RankMemory> memory;
+  const data::BlendedStream& stream;
+  double stream_seconds;  // to build the blended stream
+  int64_t run_samples;
+  int threads;
+  const Backend<float>& backend;
+};
+void print_start_up(const StartUpSummary& s);
+
+// What one optimizer step produced, for the interval's averages.
+struct StepOutcome {
+  double loss = 0, aux = 0, lr = 0, grad_norm = 0;
+  int64_t samples = 0, tokens = 0;
+  double wait_seconds = 0;  // this stage blocked on its pipeline neighbours
+};
+
+// The counters of one log interval: steps, samples, tokens, summed losses,
+// pipeline waits, and the communication counters at its start.
+class IntervalLog {
+ public:
+  IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync, Transformer<float>& model,
+              const data::BlendedStream& stream, int64_t run_samples, const std::string& metrics_path);
+
+  void add(const StepOutcome& step);
+  // A line (rank 0) and a metrics record after every --log-interval-th
+  // step and the last. Collective: the stages share their idle times and
+  // the ranks their expert loads.
+  void report(const TrainState& state, const SourceProgress& progress, bool last);
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  StepMetrics metrics(const TrainState& state, Clock::time_point now) const;
+  std::vector<double> stage_idle_shares(double interval_s);
+  void restart(Clock::time_point now);
+
+  const TrainOptions& o_;
+  Topology& topo_;
+  GradSync<float>& grad_sync_;
+  Transformer<float>& model_;
+  const data::BlendedStream& stream_;
+  int64_t run_samples_;
+  MetricsWriter metrics_;
+  Clock::time_point run_start_, start_;
+  int64_t steps_ = 0, samples_ = 0, tokens_ = 0;
+  double loss_sum_ = 0, aux_sum_ = 0, wait_seconds_ = 0;
+  StepOutcome last_;
+  double tp_seconds_at_start_ = 0;
+  uint64_t tp_bytes_at_start_ = 0;
+};
+
+}  // namespace mt
