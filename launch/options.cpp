@@ -19,16 +19,27 @@ int64_t requested_samples(const TrainOptions& o) {
   return schedule.samples_after(o.train_iters);
 }
 
-void resolve_and_validate(TrainOptions& o) {
+void resolve_model_and_batch(TrainOptions& o) {
+  o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
+  o.model.validate();
   if (!o.rampup_batch_size.empty()) {
     MT_CHECK(o.rampup_batch_size.size() == 3, "--rampup-batch-size takes START INCR SAMPLES");
     o.rampup = {o.rampup_batch_size[0], o.rampup_batch_size[1], o.rampup_batch_size[2]};
   }
-  o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
-  o.model.validate();
-  validate(o.adam);
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", o.global_batch_size);
+  o.schedule = parse_pipeline_schedule(o.pipeline_schedule);
+}
+
+void check_layout(const TrainOptions& o, int data_parallel) {
+  stage_layers(o.model.num_layers, o.topology.pipeline_parallel, o.decoder_first_pipeline_num_layers,
+               o.decoder_last_pipeline_num_layers);
+  data::BatchSchedule(o.global_batch_size, o.micro_batch_size, data_parallel, o.rampup);  // throws if sizes don't divide
+}
+
+void resolve_and_validate(TrainOptions& o) {
+  resolve_model_and_batch(o);
+  validate(o.adam);
   MT_CHECK(!o.data_path.empty(), "--data-path is required: PREFIX, or NAME=PREFIX for each source");
   MT_CHECK(o.train_iters > 0 || o.train_samples > 0,
            "give the length of the run: --train-iters or --train-samples");
@@ -43,11 +54,8 @@ void resolve_and_validate(TrainOptions& o) {
   MT_CHECK(o.keep_last >= 0, "--keep-last must be >= 0, got {}", o.keep_last);
   MT_CHECK(o.keep_last == 0 || !o.save.empty(), "--keep-last {} needs --save DIR", o.keep_last);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
-  data::BatchSchedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);  // throws if sizes don't divide
-  parse_pipeline_schedule(o.pipeline_schedule);
   MT_CHECK(o.ddp_bucket_size > 0, "--ddp-bucket-size must be positive, got {}", o.ddp_bucket_size);
-  stage_layers(o.model.num_layers, o.topology.pipeline_parallel, o.decoder_first_pipeline_num_layers,
-               o.decoder_last_pipeline_num_layers);
+  check_layout(o, 1);
   if (o.lr.decay_samples == 0) o.lr.decay_samples = requested_samples(o);
   validate(o.lr);
 }

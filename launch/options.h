@@ -11,6 +11,7 @@
 #include "model/config.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "parallel/pipeline_schedule.h"
 #include "runtime/topology.h"
 
 namespace mt {
@@ -23,6 +24,7 @@ struct TrainOptions {
   int decoder_first_pipeline_num_layers = 0;  // 0: an even split
   int decoder_last_pipeline_num_layers = 0;
   std::string pipeline_schedule = "1f1b";     // or "gpipe"
+  PipelineSchedule schedule = PipelineSchedule::OneFOneB;  // resolved from pipeline_schedule
   // Elements per ZeRO-1 gradient bucket (Megatron's --ddp-bucket-size):
   // smaller buckets start their reduce-scatter earlier in the backward pass.
   int64_t ddp_bucket_size = 1000000;
@@ -74,9 +76,18 @@ int resolve_vocab_size(int vocab_size_flag, int divisible_by);
 // consume under the batch schedule (ramp-up included).
 int64_t requested_samples(const TrainOptions& o);
 
-// Fills what other flags imply (the vocabulary, the end of LR decay: the
-// whole run by default), then checks every flag and their combinations;
-// each error names the flags.
+// The model, batch, ramp-up and pipeline-schedule flags that train and plan
+// share: fills what they imply (the vocabulary, rampup, schedule) and checks
+// them; each error names the flags.
+void resolve_model_and_batch(TrainOptions& o);
+
+// Checks that the layers split over the pipeline stages and the global
+// batch over data_parallel replicas' micro-batches (ramp-up included).
+void check_layout(const TrainOptions& o, int data_parallel);
+
+// For train: resolve_model_and_batch, check_layout at one replica (the
+// world size is known at start-up), the end of LR decay (the whole run by
+// default), and every other flag; each error names the flags.
 void resolve_and_validate(TrainOptions& o);
 
 }  // namespace mt

@@ -378,17 +378,11 @@ BytesPerParameter bytes_per_parameter(Precision p) {
 }
 
 PlanInputs resolve_plan_inputs(const PlanOptions& o) {
-  const TrainOptions& t = o.train;
+  TrainOptions t = o.train;
+  resolve_model_and_batch(t);
   PlanInputs in;
   in.model = t.model;
-  in.model.vocab_size = resolve_vocab_size(t.vocab_size_flag, t.make_vocab_size_divisible_by);
-  in.model.validate();
-  if (!t.rampup_batch_size.empty()) {
-    MT_CHECK(t.rampup_batch_size.size() == 3, "--rampup-batch-size takes START INCR SAMPLES");
-    in.rampup = {t.rampup_batch_size[0], t.rampup_batch_size[1], t.rampup_batch_size[2]};
-  }
-  MT_CHECK(t.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", t.micro_batch_size);
-  MT_CHECK(t.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", t.global_batch_size);
+  in.rampup = t.rampup;
   in.global_batch = t.global_batch_size;
 
   Layout& l = in.layout;
@@ -397,7 +391,7 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   l.first_stage_layers = t.decoder_first_pipeline_num_layers;
   l.last_stage_layers = t.decoder_last_pipeline_num_layers;
   l.micro_batch = t.micro_batch_size;
-  l.schedule = parse_pipeline_schedule(t.pipeline_schedule);
+  l.schedule = t.schedule;
   l.recompute = parse_recompute(o.recompute_granularity);
   MT_CHECK(o.num_gpus >= 0, "--num-gpus must be >= 0, got {}", o.num_gpus);
   if (o.search) {
@@ -418,8 +412,7 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
              gpus, l.tp, l.pp);
     l.dp = gpus / replica;
     tp_shape(in.model, 0, l.tp);
-    stage_layers(in.model.num_layers, l.pp, l.first_stage_layers, l.last_stage_layers);
-    data::BatchSchedule(in.global_batch, l.micro_batch, l.dp, in.rampup);
+    check_layout(t, l.dp);
   }
 
   if (!o.gpu.empty()) in.gpu = find_gpu(o.gpu);

@@ -34,26 +34,11 @@ std::string progress_line(const StepMetrics& m) {
 }
 
 nlohmann::json to_json(const StepMetrics& m) {
-  return {{"step", m.step},
-          {"loss", m.loss},
-          {"aux_loss", m.aux_loss},
-          {"lr", m.lr},
-          {"grad_norm", m.grad_norm},
-          {"global_batch", m.global_batch},
-          {"global_batch_tokens", m.global_batch_tokens},
-          {"consumed_samples", m.consumed_samples},
-          {"total_samples", m.total_samples},
-          {"tokens_per_s", m.tokens_per_s},
-          {"gflops_per_s", m.gflops_per_s},
-          {"elapsed_s", m.elapsed_s},
-          {"interval_s", m.interval_s},
-          {"tp_allreduce_s", m.tp_allreduce_s},
-          {"tp_allreduce_bytes", m.tp_allreduce_bytes},
-          {"dp_exposed_s", m.dp_exposed_s},
-          {"dp_allgather_s", m.dp_allgather_s},
-          {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
-          {"dp_allgather_bytes", m.dp_allgather_bytes},
-          {"dp_hidden_bytes", m.dp_hidden_bytes}};
+  nlohmann::json j = nlohmann::json::object();
+#define MT_METRIC_JSON(type, name, meaning) j[#name] = m.name;
+  MT_STEP_METRICS(MT_METRIC_JSON)
+#undef MT_METRIC_JSON
+  return j;
 }
 
 MetricsWriter::MetricsWriter(const std::string& path) {

@@ -9,19 +9,36 @@
 
 namespace mt {
 
+// One row a metric of a log interval: type, name (the member, and the key
+// in the metrics file), meaning. The struct and its JSON come from these rows.
+#define MT_STEP_METRICS(X)                                                                               \
+  X(int64_t, step, "optimizer steps done")                                                               \
+  X(int64_t, total_steps, "--train-iters; 0: the run is counted in samples")                             \
+  X(double, loss, "mean CE over the interval's steps")                                                   \
+  X(double, aux_loss, "mean load-balancing loss over the interval's steps")                              \
+  X(double, lr, "learning rate of the last step")                                                        \
+  X(double, grad_norm, "gradient norm of the last step, before clipping")                                \
+  X(int64_t, global_batch, "samples of the last step")                                                   \
+  X(int64_t, global_batch_tokens, "tokens of the last step")                                             \
+  X(int64_t, consumed_samples, "samples consumed by the run so far")                                     \
+  X(int64_t, total_samples, "samples the run takes")                                                     \
+  X(double, tokens_per_s, "over the interval")                                                           \
+  X(double, gflops_per_s, "model FLOPs (ModelConfig::train_flops_per_token) over the interval")          \
+  X(double, elapsed_s, "since the first step")                                                           \
+  X(double, eta_s, "to total_samples at the interval's rate")                                            \
+  X(double, interval_s, "length of the interval")                                                        \
+  X(double, tp_allreduce_s, "tensor-parallel all-reduces (0 on one rank)")                               \
+  X(double, tp_allreduce_bytes, "their bytes")                                                           \
+  X(double, dp_exposed_s, "ZeRO-1: waiting for the reduce-scatter after the backward pass (not hidden)") \
+  X(double, dp_allgather_s, "ZeRO-1: the parameter all-gather")                                          \
+  X(double, dp_reduce_scatter_bytes, "ZeRO-1 gradient bytes reduce-scattered")                           \
+  X(double, dp_allgather_bytes, "ZeRO-1 parameter bytes all-gathered")                                   \
+  X(double, dp_hidden_bytes, "reduce-scattered before the backward pass ended")
+
 struct StepMetrics {
-  int64_t step = 0, total_steps = 0;  // total_steps 0: the run is counted in samples
-  double loss = 0, aux_loss = 0, lr = 0, grad_norm = 0;
-  int64_t global_batch = 0, global_batch_tokens = 0, consumed_samples = 0, total_samples = 0;
-  double tokens_per_s = 0, gflops_per_s = 0;  // over the log interval
-  double elapsed_s = 0, eta_s = 0;
-  // Tensor-parallel all-reduces over the interval (0 on one rank).
-  double tp_allreduce_s = 0, tp_allreduce_bytes = 0, interval_s = 0;
-  // ZeRO-1 over the interval (0 on one replica): time waiting for the
-  // gradient reduce-scatter after the backward pass (what overlap did not
-  // hide), time in the parameter all-gather, and their bytes.
-  double dp_exposed_s = 0, dp_allgather_s = 0, dp_reduce_scatter_bytes = 0, dp_allgather_bytes = 0;
-  double dp_hidden_bytes = 0;  // reduce-scattered before the backward pass ended
+#define MT_METRIC_MEMBER(type, name, meaning) type name = 0;
+  MT_STEP_METRICS(MT_METRIC_MEMBER)
+#undef MT_METRIC_MEMBER
 };
 
 // Formats seconds as H:MM:SS.

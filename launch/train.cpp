@@ -14,6 +14,7 @@
 #include "data/data_sources.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
+#include "launch/option_tables.h"
 #include "launch/training_log.h"
 #include "launch/stop_signals.h"
 #include "model/pipeline_step.h"
@@ -31,26 +32,13 @@ namespace mt {
 
 namespace {
 
+// What decides the trained model: its shape and the recorded flags.
 nlohmann::json run_config_json(const TrainOptions& o) {
-  return {{"model", model_config_to_json(o.model)},
-          {"micro_batch_size", o.micro_batch_size},
-          {"global_batch_size", o.global_batch_size},
-          {"rampup_batch_size", o.rampup_batch_size},
-          {"data_path", o.data_path},
-          {"data_epochs", o.data_epochs},
-          {"train_iters", o.train_iters},
-          {"train_samples", o.train_samples},
-          {"lr", o.lr.lr},
-          {"min_lr", o.lr.min_lr},
-          {"lr_warmup_samples", o.lr.warmup_samples},
-          {"lr_decay_samples", o.lr.decay_samples},
-          {"lr_decay_style", o.lr.decay_style},
-          {"adam_beta1", o.adam.beta1},
-          {"adam_beta2", o.adam.beta2},
-          {"adam_eps", o.adam.eps},
-          {"weight_decay", o.adam.weight_decay},
-          {"clip_grad", o.adam.clip_grad},
-          {"seed", o.seed}};
+  nlohmann::json config = {{"model", model_config_to_json(o.model)}};
+  visit_train_flags(o, [&](const Flag& f, const auto& member) {
+    if (f.recorded) config[flag_key(f)] = member;
+  });
+  return config;
 }
 
 // A checkpoint of another model shape cannot be resumed: name every field
@@ -142,7 +130,7 @@ Training::Training(const TrainOptions& options)
             {tp.size > 1 ? &topo.tp() : nullptr, topo.pp_size() > 1 ? &topo.pp() : nullptr,
              topo.dp_size() > 1 ? &topo.dp() : nullptr}),
       pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
-               parse_pipeline_schedule(o.pipeline_schedule)),
+               o.schedule),
       config(run_config_json(o)) {
   params.initialise(*be, o.seed);
 }

@@ -44,14 +44,14 @@ nlohmann::json SourceProgress::json(const data::BlendedStream& s) const {
   return j;
 }
 
-std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& params,
+std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<float>& params,
                                       const AdamW<float>& optim) {
   const Coords c = topo.coords();
   const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
-  std::vector<RankMemory> all(topo.world_size());
+  std::vector<RankAllocation> all(topo.world_size());
   all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), 4 * padded,
                             4 * padded + (topo.dp_size() > 1 ? 4 * shard : 0), 8 * shard};
-  topo.world().all_gather(all.data(), sizeof(RankMemory), DType::U8);
+  topo.world().all_gather(all.data(), sizeof(RankAllocation), DType::U8);
   return all;
 }
 
@@ -65,7 +65,7 @@ void print_start_up(const StartUpSummary& s) {
   fmt::print("parameters: {} total, {} active per token; rank 0 holds {} ({:.3f} of one rank's)\n",
              mc.num_parameters(), mc.num_active_parameters(), s.params.size(),
              double(s.params.size()) / double(mc.num_parameters()));
-  for (const RankMemory& m : s.memory)
+  for (const RankAllocation& m : s.memory)
     fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
                "optimizer {} B\n",
                m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes);

@@ -35,12 +35,12 @@ struct SourceProgress {
 // Bytes one rank holds for training (what `moetrain plan` predicts): the
 // weights and the gradient accumulation buffer, padded for ZeRO-1; the
 // reduce-scattered gradient shard; the AdamW moments of the shard.
-struct RankMemory {
+struct RankAllocation {
   int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes;
 };
 
-// Collective over the world: every rank's RankMemory.
-std::vector<RankMemory> gather_memory(Topology& topo, const Parameters<float>& params,
+// Collective over the world: every rank's RankAllocation.
+std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<float>& params,
                                       const AdamW<float>& optim);
 
 // What rank 0 prints before the first step: layout, model, memory, data.
@@ -48,7 +48,7 @@ struct StartUpSummary {
   const TrainOptions& options;
   const Topology& topo;
   const Parameters<float>& params;
-  std::vector<RankMemory> memory;
+  std::vector<RankAllocation> memory;
   const data::BlendedStream& stream;
   double stream_seconds;  // to build the blended stream
   int64_t run_samples;

@@ -1,0 +1,184 @@
+// The flags of each command, one table a command. A row names the flag,
+// says what it does and binds the member it fills. From these rows
+// launch/cli.cpp builds the command line and the --config file keys (the
+// long flag names without dashes), and launch/train.cpp the run
+// configuration each checkpoint records. Flag names follow Megatron-LM.
+#pragma once
+
+#include <algorithm>
+#include <string>
+
+#include "launch/options.h"
+#include "launch/plan.h"
+
+namespace mt {
+
+struct Flag {
+  const char* names;      // "--tensor-model-parallel-size,--tp"
+  const char* help;
+  bool recorded = false;  // in the run configuration: it decides what is trained
+  int values = 1;         // per use: 1, a fixed count, or -1 (one or more)
+};
+constexpr bool kRecorded = true;
+
+// "--data-epochs" -> "data_epochs": the flag's key in the run configuration.
+inline std::string flag_key(const Flag& f) {
+  std::string key(f.names);
+  key = key.substr(2, key.find(',') == std::string::npos ? std::string::npos : key.find(',') - 2);
+  std::replace(key.begin(), key.end(), '-', '_');
+  return key;
+}
+
+// The model's shape. The checkpoint records the resolved ModelConfig
+// (model_config_to_json), so these rows are not `recorded` themselves.
+template <typename Options, typename Visit>
+void visit_model_flags(Options& o, Visit&& visit) {
+  auto& m = o.model;
+  visit(Flag{"--num-layers", "Transformer layers L"}, m.num_layers);
+  visit(Flag{"--hidden-size", "Model width d"}, m.hidden_size);
+  visit(Flag{"--num-attention-heads", "Query heads H (must divide the width)"}, m.num_heads);
+  visit(Flag{"--num-query-groups", "Key/value heads G (1 = multi-query attention; must divide H)"},
+        m.num_query_groups);
+  visit(Flag{"--ffn-hidden-size", "Hidden size F of each expert's MLP"}, m.ffn_hidden_size);
+  visit(Flag{"--num-experts", "Experts E per layer (1 = dense MLP)"}, m.num_experts);
+  visit(Flag{"--moe-router-topk", "Experts K each token is routed to"}, m.router_topk);
+  visit(Flag{"--moe-aux-loss-coeff", "Load-balancing loss coefficient alpha"}, m.aux_loss_coeff);
+  visit(Flag{"--moe-expert-capacity-factor",
+             "Expert capacity factor c: an expert takes at most ceil(c*K*T/E) of a micro-batch's T tokens "
+             "(0 = no limit)"},
+        m.capacity_factor);
+  visit(Flag{"--seq-length", "Sequence length S"}, m.seq_length);
+  visit(Flag{"--vocab-size", "Vocabulary size before rounding (0: the byte tokenizer's 257)"}, o.vocab_size_flag);
+  visit(Flag{"--make-vocab-size-divisible-by", "Round the vocabulary up to a multiple of this"},
+        o.make_vocab_size_divisible_by);
+}
+
+// The layout: TP x PP, the rest of the ranks data-parallel replicas.
+template <typename Options, typename Visit>
+void visit_layout_flags(Options& o, Visit&& visit) {
+  visit(Flag{"--tensor-model-parallel-size,--tp", "Tensor-parallel ranks"}, o.topology.tensor_parallel);
+  visit(Flag{"--pipeline-model-parallel-size,--pp", "Pipeline-parallel stages"}, o.topology.pipeline_parallel);
+  visit(Flag{"--decoder-first-pipeline-num-layers",
+             "Layers of the first pipeline stage (it also holds the embedding); the rest split evenly (0: an "
+             "even split)"},
+        o.decoder_first_pipeline_num_layers);
+  visit(Flag{"--decoder-last-pipeline-num-layers", "Layers of the last pipeline stage (0: an even split)"},
+        o.decoder_last_pipeline_num_layers);
+}
+
+template <typename Options, typename Visit>
+void visit_train_flags(Options& o, Visit&& visit) {
+  visit_model_flags(o, visit);
+  visit_layout_flags(o, visit);
+  visit(Flag{"--pipeline-schedule",
+             "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then all backwards)"},
+        o.pipeline_schedule);
+  visit(Flag{"--ddp-bucket-size",
+             "Parameters per data-parallel gradient bucket: each bucket's reduce-scatter starts as soon as the "
+             "backward pass has finished its gradients"},
+        o.ddp_bucket_size);
+  visit(Flag{"--micro-batch-size", "Samples per micro-batch", kRecorded}, o.micro_batch_size);
+  visit(Flag{"--global-batch-size", "Samples per optimizer step (gradients accumulate over micro-batches)",
+             kRecorded},
+        o.global_batch_size);
+  visit(Flag{"--rampup-batch-size",
+             "Batch ramp-up START INCR SAMPLES: the global batch starts at START and grows by INCR at even steps "
+             "until --global-batch-size after SAMPLES samples",
+             kRecorded, 3},
+        o.rampup_batch_size);
+  visit(Flag{"--data-path",
+             "Token stores (PREFIX.bin + PREFIX.idx): PREFIX, or NAME=PREFIX for each source of a blend, e.g. "
+             "text=data/text code=data/code",
+             kRecorded, -1},
+        o.data_path);
+  visit(Flag{"--data-epochs",
+             "Epochs of each named source, NAME=EPOCHS (fractions allowed), e.g. text=2 code=4; sources are "
+             "interleaved in proportion to epochs x size. A single source without one repeats as often as the "
+             "run needs",
+             kRecorded, -1},
+        o.data_epochs);
+  visit(Flag{"--train-iters", "Optimizer steps to train for", kRecorded}, o.train_iters);
+  visit(Flag{"--train-samples", "Samples to train for (instead of --train-iters)", kRecorded}, o.train_samples);
+  visit(Flag{"--lr", "Peak learning rate", kRecorded}, o.lr.lr);
+  visit(Flag{"--min-lr", "Learning rate at the end of decay", kRecorded}, o.lr.min_lr);
+  visit(Flag{"--lr-warmup-samples", "Samples of linear warm-up", kRecorded}, o.lr.warmup_samples);
+  visit(Flag{"--lr-decay-samples", "Samples at which decay ends (0: the whole run)", kRecorded},
+        o.lr.decay_samples);
+  visit(Flag{"--lr-decay-style", "cosine, linear or constant", kRecorded}, o.lr.decay_style);
+  visit(Flag{"--adam-beta1", "Adam beta1", kRecorded}, o.adam.beta1);
+  visit(Flag{"--adam-beta2", "Adam beta2", kRecorded}, o.adam.beta2);
+  visit(Flag{"--adam-eps", "Adam epsilon", kRecorded}, o.adam.eps);
+  visit(Flag{"--weight-decay", "Decoupled weight decay (tensors of 2+ dimensions only)", kRecorded},
+        o.adam.weight_decay);
+  visit(Flag{"--clip-grad", "Global gradient-norm clip (0 = off)", kRecorded}, o.adam.clip_grad);
+  visit(Flag{"--seed", "Seed of the initial weights and the data order", kRecorded}, o.seed);
+  visit(Flag{"--save", "Checkpoint directory (SAVE/iter_NNNNNNN/checkpoint.h5)"}, o.save);
+  visit(Flag{"--save-interval", "Save every N steps (and always at the end when --save is given)"},
+        o.save_interval);
+  visit(Flag{"--keep-last",
+             "Keep only the newest K checkpoints in --save (0 = keep all); older ones are removed only after a "
+             "newer one is complete"},
+        o.keep_last);
+  visit(Flag{"--load", "Resume from a checkpoint directory (its 'latest') or an iter_NNNNNNN directory"}, o.load);
+  visit(Flag{"--log-interval", "Steps between progress lines"}, o.log_interval);
+  visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
+        o.metrics_file);
+  visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit(Flag{"--debug-fail-at-iteration",
+             "Testing: make one rank fail at the start of this iteration, to check the job aborts (0: never)"},
+        o.debug_fail_at_iteration);
+  visit(Flag{"--debug-fail-rank", "Testing: the rank --debug-fail-at-iteration fails on"}, o.debug_fail_rank);
+  visit(Flag{"--debug-perturb-weights",
+             "Testing: multiply every weight by 1 +- this at the start and after every update, to measure how "
+             "far rounding differences carry through a run"},
+        o.debug_perturb_weights);
+  visit(Flag{"--debug-corrupt-gemm-check",
+             "Testing: corrupt the matrix product checked at start-up, to check the run is refused"},
+        o.debug_corrupt_gemm_check);
+}
+
+template <typename Options, typename Visit>
+void visit_eval_flags(Options& o, Visit&& visit) {
+  visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
+  visit(Flag{"--data-path", "Token store prefix (required)"}, o.data_path);
+  visit(Flag{"--eval-samples", "Samples to evaluate (0 = all)"}, o.eval_samples);
+  visit(Flag{"--micro-batch-size", "Samples per forward pass"}, o.micro_batch_size);
+  visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit_layout_flags(o, visit);
+}
+
+// plan takes train's flags too, so that a train config works as it is.
+template <typename Options, typename Visit>
+void visit_plan_flags(Options& o, Visit&& visit) {
+  visit_train_flags(o.train, visit);
+  visit(Flag{"--num-gpus", "GPUs (the world size TP x PP x DP; 0: TP x PP)"}, o.num_gpus);
+  visit(Flag{"--gpu", "GPU of the cluster: a100-40gb, a100-80gb, h100-80gb or h200 (without it: counts and bytes "
+                      "only)"},
+        o.gpu);
+  visit(Flag{"--precision",
+             "fp32 (as the CPU build trains) or bf16 (Megatron mixed precision: bf16 weights, fp32 gradients and "
+             "optimizer); default bf16 with --gpu, else fp32"},
+        o.precision);
+  visit(Flag{"--recompute-granularity",
+             "Activation recomputation: none, selective (attention scores) or full (each layer from its input)"},
+        o.recompute_granularity);
+  visit(Flag{"--compute-efficiency", "Share of the GPU's peak the matrix products reach, for the estimated step time"},
+        o.compute_efficiency);
+  visit(Flag{"--mfu", "Assumed model FLOPs utilisation for the time and cost (0: estimated)"}, o.mfu);
+  visit(Flag{"--gpu-hour-cost", "Price of one GPU-hour, for the cost of the run"}, o.gpu_hour_cost);
+  visit(Flag{"--train-tokens", "Tokens to train on, for the days and cost of the run"}, o.train_tokens);
+  visit(Flag{"--serve",
+             "Serving figures for the layout: weights per GPU at fp16/fp8, KV cache per sequence, memory-bandwidth "
+             "bound on tokens/s"},
+        o.serve);
+  visit(Flag{"--search",
+             "Every (TP, PP, DP, micro-batch, recompute) of --num-gpus that fits --gpu's memory, ranked by "
+             "estimated throughput, and why the others were dropped"},
+        o.search);
+  visit(Flag{"--search-max-tp", "Largest TP the search tries (0: the GPUs of a node, 8)"}, o.search_max_tp);
+  visit(Flag{"--search-max-micro-batch-size", "Largest micro-batch the search tries"},
+        o.search_max_micro_batch_size);
+  visit(Flag{"--json", "Print one JSON object instead of the table"}, o.json);
+}
+
+}  // namespace mt
