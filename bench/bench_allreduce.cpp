@@ -1,5 +1,5 @@
 // bench_allreduce: the plain MPI_Allreduce baseline of the tensor-parallel
-// benchmark (issue 4, scripts/bench_tensor_parallel.sh, docs/benchmarks.md).
+// benchmark (scripts/bench_tensor_parallel.sh, docs/benchmarks.md).
 //
 //   mpirun -np N bench_allreduce [--reps R] [--warmup W] [--flush-mib M] COUNT...
 //

@@ -1,5 +1,5 @@
 // bench_grad_sync: ZeRO-1's collectives as training runs them, against plain
-// MPI calls of the same sizes (issue 6, scripts/bench_data_parallel.sh,
+// MPI calls of the same sizes (scripts/bench_data_parallel.sh,
 // docs/benchmarks.md).
 //
 //   mpirun -np DP bench_grad_sync [--reps R] [--warmup W] COUNT BUCKET

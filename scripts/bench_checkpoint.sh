@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checkpoint bandwidth (issue 7): save and load of an HDF5 checkpoint of the
+# Checkpoint bandwidth: save and load of an HDF5 checkpoint of the
 # workstation MoE (configs/workstation-moe.toml: 9.2 M parameters, a 110 MB
 # file of weights and both Adam moments) against a plain sequential write and
 # read of the same bytes, at 1 rank and at 8 ranks (TP2 x PP2 x DP2), and the

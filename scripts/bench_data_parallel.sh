@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ZeRO-1 data-parallel benchmark of issue 6, all in one run on configs/bench.toml:
+# ZeRO-1 data-parallel benchmark, all in one run on configs/bench.toml:
 #   - step time at DP=1 and DP=2 (1 thread a rank), against the ideal DP=2
 #     step (half the DP=1 step: each replica does half the micro-batches);
 #   - how much of the gradient reduce-scatter the bucketed overlap hides: the

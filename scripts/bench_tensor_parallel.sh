@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Tensor-parallel benchmark of issue 4: tokens/s of configs/bench.toml at TP=1
+# Tensor-parallel benchmark: tokens/s of configs/bench.toml at TP=1
 # and TP=2, and the time the TP=2 run spends in its all-reduces against plain
 # MPI_Allreduce calls of the same sizes, all in one run.
 #

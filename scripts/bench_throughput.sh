@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Training-throughput benchmark of issue 2: moetrain on configs/bench.toml
+# Training-throughput benchmark: moetrain on configs/bench.toml
 # against the machine's sgemm peak and against PyTorch eager, in one run.
 #
 #   scripts/bench_throughput.sh [THREADS]        THREADS defaults to nproc

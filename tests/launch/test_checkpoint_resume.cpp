@@ -1,4 +1,4 @@
-// Checkpoints as users meet them (issue 7), through the real binary: exact
+// Checkpoints as users meet them, through the real binary: exact
 // resume on the same layout (1 rank and TP2 x PP2 x DP2), moving between
 // TP2 x PP2 x DP2 and other layouts in both directions, --load falling back past unfinished, truncated and corrupted
 // checkpoints, --keep-last, the root attributes, and SIGTERM / SIGUSR1

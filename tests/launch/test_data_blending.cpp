@@ -1,4 +1,4 @@
-// Issue 3 through the real binary: blended sources with epochs, per-source
+// Data blending through the real binary: blended sources with epochs, per-source
 // accounting in the logs, the run ending when the data is used up, batch
 // ramp-up, and bad data flags caught before any step.
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// ZeRO-1 data parallelism through the real binary under mpirun (issue 6):
+// ZeRO-1 data parallelism through the real binary under mpirun:
 // DP = 2 and 4 and the 3D layouts TP2 x PP2 x DP2 and TP2 x PP1 x DP4 train
 // the same model as one rank for 20 steps, with gradient accumulation and
 // batch ramp-up, step by step (loss and global gradient norm) and in the
