@@ -172,6 +172,13 @@ void H5File::require_open(const char* what) const {
 
 namespace {
 
+// The dataset `name` of the file at `path`, or an error naming both.
+Handle open_dataset(hid_t file, const std::string& path, const std::string& name, bool exists) {
+  MT_CHECK(exists, "no dataset '{}' in HDF5 file '{}'", name, path);
+  return Handle(H5_CHECK(H5Dopen2(file, name.c_str(), H5P_DEFAULT), "'{}' in '{}' is not a dataset", name, path),
+                H5Dclose);
+}
+
 // File access through MPI-IO over comm. HDF5 duplicates comm, so the caller
 // may free it while the file is open.
 Handle mpio_access(const std::string& path, MPI_Comm comm) {
@@ -304,10 +311,7 @@ void H5File::write_impl(const std::string& name, const std::vector<uint64_t>& sh
 void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& offset,
                        const std::vector<uint64_t>& count, H5Type type, void* data) const {
   require_open("read");
-  MT_CHECK(exists(name), "no dataset '{}' in HDF5 file '{}'", name, path_);
-  Handle dset(H5_CHECK(H5Dopen2(file_, name.c_str(), H5P_DEFAULT),
-                       "'{}' in '{}' is not a dataset", name, path_),
-              H5Dclose);
+  Handle dset = open_dataset(file_, path_, name, exists(name));
   const std::vector<uint64_t> dims = shape(name);
   check_block("read", name, path_, dims, offset, count);
   {
@@ -336,10 +340,7 @@ void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& off
 
 std::vector<uint64_t> H5File::shape(const std::string& name) const {
   require_open("shape");
-  MT_CHECK(exists(name), "no dataset '{}' in HDF5 file '{}'", name, path_);
-  Handle dset(H5_CHECK(H5Dopen2(file_, name.c_str(), H5P_DEFAULT),
-                       "'{}' in '{}' is not a dataset", name, path_),
-              H5Dclose);
+  Handle dset = open_dataset(file_, path_, name, exists(name));
   Handle space(H5_CHECK(H5Dget_space(dset), "dataspace of '{}' in '{}'", name, path_), H5Sclose);
   int rank = H5_CHECK(H5Sget_simple_extent_ndims(space), "rank of '{}' in '{}'", name, path_);
   std::vector<hsize_t> dims(size_t(rank), 0);
@@ -404,10 +405,7 @@ std::vector<std::string> H5File::list(const std::string& group) const {
 
 std::string H5File::dtype_name(const std::string& name) const {
   require_open("dtype_name");
-  MT_CHECK(exists(name), "no dataset '{}' in HDF5 file '{}'", name, path_);
-  Handle dset(H5_CHECK(H5Dopen2(file_, name.c_str(), H5P_DEFAULT),
-                       "'{}' in '{}' is not a dataset", name, path_),
-              H5Dclose);
+  Handle dset = open_dataset(file_, path_, name, exists(name));
   Handle type(H5_CHECK(H5Dget_type(dset), "type of dataset '{}' in '{}'", name, path_), H5Tclose);
   return describe_type(type);
 }

@@ -30,12 +30,7 @@ void expect_table(const LrScheduleConfig& cfg, const std::vector<Point>& table) 
 double cosine(double ratio) { return 0.5 * (std::cos(M_PI * ratio) + 1.0); }
 
 TEST(LrSchedule, WarmupThenCosineToMinLr) {
-  LrScheduleConfig cfg;
-  cfg.lr = 1e-3;
-  cfg.min_lr = 1e-4;
-  cfg.warmup_samples = 100;
-  cfg.decay_samples = 1100;
-  cfg.decay_style = "cosine";
+  LrScheduleConfig cfg{.lr = 1e-3, .min_lr = 1e-4, .warmup_samples = 100, .decay_samples = 1100, .decay_style = "cosine"};
   expect_table(cfg, {
                         {0, 0.0},
                         {1, 1e-5},
@@ -53,22 +48,12 @@ TEST(LrSchedule, WarmupThenCosineToMinLr) {
 }
 
 TEST(LrSchedule, CosineWithoutWarmupStartsAtLr) {
-  LrScheduleConfig cfg;
-  cfg.lr = 2e-3;
-  cfg.min_lr = 0.0;
-  cfg.warmup_samples = 0;
-  cfg.decay_samples = 200;
-  cfg.decay_style = "cosine";
+  LrScheduleConfig cfg{.lr = 2e-3, .min_lr = 0.0, .warmup_samples = 0, .decay_samples = 200, .decay_style = "cosine"};
   expect_table(cfg, {{0, 2e-3}, {100, 1e-3}, {200, 0.0}, {300, 0.0}});
 }
 
 TEST(LrSchedule, WarmupThenLinear) {
-  LrScheduleConfig cfg;
-  cfg.lr = 1e-3;
-  cfg.min_lr = 1e-4;
-  cfg.warmup_samples = 10;
-  cfg.decay_samples = 110;
-  cfg.decay_style = "linear";
+  LrScheduleConfig cfg{.lr = 1e-3, .min_lr = 1e-4, .warmup_samples = 10, .decay_samples = 110, .decay_style = "linear"};
   expect_table(cfg, {
                         {0, 0.0},
                         {5, 5e-4},
@@ -82,10 +67,7 @@ TEST(LrSchedule, WarmupThenLinear) {
 }
 
 TEST(LrSchedule, Constant) {
-  LrScheduleConfig cfg;
-  cfg.lr = 2e-4;
-  cfg.min_lr = 0.0;
-  cfg.warmup_samples = 4;
+  LrScheduleConfig cfg{.lr = 2e-4, .min_lr = 0.0, .warmup_samples = 4};
   cfg.decay_samples = 0;  // not needed for constant
   cfg.decay_style = "constant";
   expect_table(cfg, {{0, 0.0}, {1, 5e-5}, {2, 1e-4}, {4, 2e-4}, {5, 2e-4}, {1000000, 2e-4}});
