@@ -1,8 +1,10 @@
-// CPU backend: memory, BLAS wrappers and the optimizer update.
+// CPU backend: memory, matrix products and the optimizer update.
 #include "runtime/cpu_backend.h"
 
 #include <cblas.h>
 #include <fmt/format.h>
+#include <oneapi/dnnl/dnnl.h>
+#include <oneapi/dnnl/dnnl_debug.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -26,13 +28,40 @@ void* aligned_zeroed(size_t bytes) {
 
 CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::N ? CblasNoTrans : CblasTrans; }
 
+std::string env_setting(const char* name) {
+  const char* value = std::getenv(name);
+  return fmt::format("{} {}", name, value ? fmt::format("= {}", value) : "unset");
+}
+
+const char* onednn_isa_name(dnnl_cpu_isa_t isa) {
+  switch (isa) {
+    case dnnl_cpu_isa_sse41: return "SSE41";
+    case dnnl_cpu_isa_avx: return "AVX";
+    case dnnl_cpu_isa_avx2: return "AVX2";
+    case dnnl_cpu_isa_avx2_vnni: return "AVX2_VNNI";
+    case dnnl_cpu_isa_avx512_core: return "AVX512_CORE";
+    case dnnl_cpu_isa_avx512_core_vnni: return "AVX512_CORE_VNNI";
+    case dnnl_cpu_isa_avx512_core_bf16: return "AVX512_CORE_BF16";
+    case dnnl_cpu_isa_avx512_core_amx: return "AVX512_CORE_AMX";
+    default: return "other";
+  }
+}
+
 }  // namespace
 
+// float32 products go to oneDNN, whose kernels run the model's shapes at
+// 5-7x Debian's OpenBLAS here (bench_matmul_libraries, docs/benchmarks.md);
+// float64 (the gradient checks) stays on OpenBLAS, which oneDNN lacks.
 template <typename T>
 std::string CpuBackend<T>::library() const {
-  const char* coretype = std::getenv("OPENBLAS_CORETYPE");
-  return fmt::format("{} with the {} kernels (OPENBLAS_CORETYPE {})", openblas_get_config(),
-                     openblas_get_corename(), coretype ? fmt::format("= {}", coretype) : "unset");
+  if constexpr (std::is_same_v<T, float>) {
+    const dnnl_version_t* v = dnnl_version();
+    return fmt::format("oneDNN {}.{}.{} sgemm with the {} kernels ({})", v->major, v->minor, v->patch,
+                       onednn_isa_name(dnnl_get_effective_cpu_isa()), env_setting("ONEDNN_MAX_CPU_ISA"));
+  } else {
+    return fmt::format("{} with the {} kernels ({})", openblas_get_config(), openblas_get_corename(),
+                       env_setting("OPENBLAS_CORETYPE"));
+  }
 }
 
 template <typename T>
@@ -81,8 +110,9 @@ void CpuBackend<T>::gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const
                          const T* B, int ldb, T beta, T* C, int ldc) {
   if (m == 0 || n == 0) return;
   if constexpr (std::is_same_v<T, float>) {
-    cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), m, n, k, alpha, A, lda, B, ldb,
-                beta, C, ldc);
+    const dnnl_status_t status = dnnl_sgemm(ta == Trans::N ? 'N' : 'T', tb == Trans::N ? 'N' : 'T', m, n, k,
+                                            alpha, A, lda, B, ldb, beta, C, ldc);
+    MT_CHECK(status == dnnl_success, "oneDNN sgemm of {} x {} x {} failed: {}", m, n, k, dnnl_status2str(status));
   } else {
     cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), m, n, k, alpha, A, lda, B, ldb,
                 beta, C, ldc);

@@ -1,5 +1,6 @@
-// The CPU backend: OpenBLAS (OpenMP build) for matrix products and OpenMP
-// loops for everything else, so that one thread pool serves both.
+// The CPU backend: oneDNN for float32 matrix products, OpenBLAS for float64
+// ones, and OpenMP loops for everything else; all three on the one OpenMP
+// runtime (libgomp), so that one thread pool serves them.
 #pragma once
 
 #include "runtime/backend.h"

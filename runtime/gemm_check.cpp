@@ -97,9 +97,9 @@ void check_gemm_on_every_rank(Backend<T>& be, Communicator& world, bool corrupt)
     }
   if (first < 0) return;
   world.broadcast(problem, first);  // every rank reports the same words
-  MT_FAIL("the start-up check of the matrix product failed on rank(s) {}: {}. Set OPENBLAS_CORETYPE to "
-          "choose other kernels (for example OPENBLAS_CORETYPE=Haswell, or Sandybridge on any x86-64 CPU "
-          "with AVX), or install a newer OpenBLAS",
+  MT_FAIL("the start-up check of the matrix product failed on rank(s) {}: {}. Choose other kernels: for "
+          "float32 set ONEDNN_MAX_CPU_ISA (for example AVX2, or AVX on any x86-64 CPU with AVX), for float64 "
+          "OPENBLAS_CORETYPE (Haswell, or Sandybridge), or install newer libraries",
           ranks, problem);
 }
 

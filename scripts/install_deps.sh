@@ -24,7 +24,7 @@ packages=(
     build-essential cmake pkg-config git
     libopenmpi-dev openmpi-bin
     libhdf5-openmpi-dev hdf5-tools
-    libcli11-dev libopenblas-openmp-dev
+    libcli11-dev libopenblas-openmp-dev libdnnl-dev
     libgtest-dev libbenchmark-dev
     libfmt-dev nlohmann-json3-dev
     python3 python3-numpy python3-matplotlib python3-h5py

@@ -34,17 +34,17 @@ class BadInput : public ::testing::Test {
   test_util::TempDir dir;
 };
 
-// A BLAS that computes wrong products (old OpenBLAS kernels on a CPU newer
-// than they know) is refused on every rank before the first step, naming
-// the library, its kernels and OPENBLAS_CORETYPE.
+// A library that computes wrong products (old kernels on a CPU newer than
+// they know) is refused on every rank before the first step, naming the
+// library, its kernels and how to choose others.
 TEST_F(BadInput, AWrongMatrixProductStopsEveryRank) {
   expect_train_error("--debug-corrupt-gemm-check", "the start-up check of the matrix product failed on rank(s) 0");
   auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " +
                             (dir / "store") + " --train-iters 1 --debug-corrupt-gemm-check",
                         2);
   EXPECT_NE(r.status, 0) << r.output;
-  for (const char* part : {"failed on rank(s) 0, 1", "matrix product is wrong", "OpenBLAS", "kernels",
-                           "Set OPENBLAS_CORETYPE"})
+  for (const char* part : {"failed on rank(s) 0, 1", "matrix product is wrong", "oneDNN", "kernels",
+                           "set ONEDNN_MAX_CPU_ISA"})
     EXPECT_NE(r.output.find(part), std::string::npos) << "output lacks \"" << part << "\":\n" << r.output;
   EXPECT_EQ(r.output.find("step "), std::string::npos) << "a step ran:\n" << r.output;
 }
