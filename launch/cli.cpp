@@ -5,7 +5,7 @@
 #include <filesystem>
 
 #include "launch/option_tables.h"
-#include "launch/version.h"
+#include "runtime/version.h"
 #include "runtime/check.h"
 
 namespace mt {

@@ -87,4 +87,42 @@ double ModelConfig::train_flops_per_token() const {
   return 3.0 * (matmul + attention);
 }
 
+namespace {
+
+// The model config's fields under their checkpoint keys, one table for both
+// directions. C is ModelConfig or const ModelConfig.
+template <typename C, typename F>
+void for_each_model_field(C& c, F&& f) {
+  f("vocab_size", c.vocab_size);
+  f("hidden_size", c.hidden_size);
+  f("num_layers", c.num_layers);
+  f("num_attention_heads", c.num_heads);
+  f("num_query_groups", c.num_query_groups);
+  f("ffn_hidden_size", c.ffn_hidden_size);
+  f("num_experts", c.num_experts);
+  f("moe_router_topk", c.router_topk);
+  f("seq_length", c.seq_length);
+  f("moe_expert_capacity_factor", c.capacity_factor);
+  f("moe_aux_loss_coeff", c.aux_loss_coeff);
+  f("rope_theta", c.rope_theta);
+  f("norm_eps", c.norm_eps);
+}
+
+}  // namespace
+
+nlohmann::json model_config_to_json(const ModelConfig& c) {
+  nlohmann::json j = nlohmann::json::object();
+  for_each_model_field(c, [&](const char* key, const auto& field) { j[key] = field; });
+  return j;
+}
+
+ModelConfig model_config_from_json(const nlohmann::json& j) {
+  ModelConfig c;
+  for_each_model_field(c, [&](const char* key, auto& field) {
+    MT_CHECK(j.contains(key), "checkpoint config has no '{}'", key);
+    field = j.at(key).get<std::decay_t<decltype(field)>>();
+  });
+  return c;
+}
+
 }  // namespace mt

@@ -1,6 +1,8 @@
 // The model's shape (docs/design.md section 3). Filled by launch/ from flags.
 #pragma once
 
+#include <nlohmann/json.hpp>
+
 #include <string>
 
 namespace mt {
@@ -45,5 +47,10 @@ struct TpShape {
 
 // Throws naming the size that TP does not divide.
 TpShape tp_shape(const ModelConfig& cfg, int tp_rank, int tp_size);
+
+// The config as JSON, keyed by the flag names (what checkpoints record), and
+// back; the reverse throws naming a missing key.
+nlohmann::json model_config_to_json(const ModelConfig& cfg);
+ModelConfig model_config_from_json(const nlohmann::json& j);
 
 }  // namespace mt

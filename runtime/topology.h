@@ -39,6 +39,9 @@ class Topology {
   Coords coords() const { return coords_; }
 
   Communicator& world() { return world_comm_; }
+  // The world as an MPI communicator, for MPI-IO (parallel HDF5), which
+  // takes the communicator itself.
+  MPI_Comm world_mpi() const { return world_comm_.comm(); }
   Communicator& tp() { return tp_comm_; }
   Communicator& pp() { return pp_comm_; }
   Communicator& dp() { return dp_comm_; }

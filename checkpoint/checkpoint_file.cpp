@@ -1,0 +1,140 @@
+#include "checkpoint/checkpoint_file.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <array>
+#include <vector>
+
+#include "runtime/version.h"
+#include "runtime/check.h"
+#include "runtime/hdf5_file.h"
+
+namespace mt {
+
+namespace {
+
+std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v.end()}; }
+
+// One flat float buffer (weights or a moment) as its named tensors. Writes
+// are collective, so every rank takes part in every tensor of the model:
+// where it holds the tensor, with its share of the block's leading rows
+// (the data-parallel replicas hold the same block and split it; a tensor
+// every TP rank holds whole is written by TP rank 0's replicas); with
+// nothing where another stage does.
+void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
+                   const Parameters<float>& p, const float* flat, const Coords& at, const Topology& topo) {
+  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size())) {
+    const ParamTensor* t = p.find_or_null(logical.name);
+    std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
+    const float* data = flat;
+    if (!t || (t->replicated() && at.tp != 0)) {
+      std::fill(count.begin(), count.end(), 0);
+    } else {
+      const uint64_t rows = count[0], row_elems = t->numel / rows;
+      const uint64_t first = rows * at.dp / topo.dp_size(), end = rows * (at.dp + 1) / topo.dp_size();
+      offset[0] += first;
+      count[0] = end - first;
+      data = flat + t->offset + first * row_elems;
+    }
+    f.write(group + "/" + logical.name, dims(logical.shape), offset, count, data);
+  }
+}
+
+void read_tensors(const H5File& f, const std::string& group, const Parameters<float>& p,
+                  float* flat) {
+  for (const ParamTensor& t : p.tensors) {
+    const std::string name = group + "/" + t.name;
+    MT_CHECK(f.exists(name), "checkpoint {} has no tensor '{}'", f.path(), name);
+    const std::vector<uint64_t> stored = f.shape(name), expected = dims(t.shape);
+    MT_CHECK(stored == expected, "checkpoint {}: tensor '{}' has shape [{}], the model expects [{}]",
+             f.path(), name, fmt::join(stored, ", "), fmt::join(expected, ", "));
+    f.read(name, dims(t.block.offset), dims(t.block.count), flat + t.offset);
+  }
+}
+
+// The AdamW moments (shard-packed) under their checkpoint groups.
+std::array<std::pair<const char*, DeviceBuffer<float>*>, 2> moments(AdamW<float>& optim) {
+  return {{{"optim/exp_avg", &optim.exp_avg()}, {"optim/exp_avg_sq", &optim.exp_avg_sq()}}};
+}
+
+}  // namespace
+
+void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
+                           Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                           const CheckpointAttributes& a) {
+  H5File f = H5File::create(file, topo.world_mpi());
+  write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
+  // Each moment, gathered from the replicas' shards into the flat layout.
+  std::vector<float> moment(params.padded_size());
+  for (auto [name, shard] : moments(optim)) {
+    grad_sync.shard_to_flat(shard->data(), moment.data());
+    grad_sync.all_gather(moment.data());
+    write_tensors(f, name, model, params, moment.data(), topo.coords(), topo);
+  }
+  f.set_attr("format_version", kCheckpointFormatVersion);
+  f.set_attr("iteration", a.state.iteration);
+  f.set_attr("consumed_samples", a.state.consumed_samples);
+  f.set_attr("consumed_tokens", a.state.consumed_tokens);
+  f.set_attr("adam_step", optim.step_count());
+  f.set_attr("seed", int64_t(a.seed));
+  f.set_attr("config", a.config.dump());
+  f.set_attr("layout", nlohmann::json{{"tp", topo.tp_size()},
+                                      {"pp", topo.pp_size()},
+                                      {"dp", topo.dp_size()},
+                                      {"world", topo.world_size()}}
+                           .dump());
+  for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());
+  f.set_attr("moetrain_version", kMoetrainVersion);
+  f.set_attr("saved_at", a.saved_at);
+  f.close();
+}
+
+std::string checkpoint_problem(const std::string& path) {
+  try {
+    H5File f = H5File::open(path, MPI_COMM_SELF);
+    for (const char* attr : {"format_version", "iteration", "consumed_samples", "adam_step", "config"})
+      if (!f.has_attr(attr)) return fmt::format("it has no '{}' attribute", attr);
+    if (!f.exists("model/embed") || !f.exists("optim/exp_avg_sq/lm_head"))
+      return "it lacks the model or optimizer tensors";
+    if (!nlohmann::json::accept(f.attr_string("config"))) return "its 'config' attribute is not JSON";
+    return "";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
+  H5File f = H5File::open(path, comm);
+  const int64_t version = f.attr_int("format_version");
+  MT_CHECK(version == kCheckpointFormatVersion,
+           "checkpoint {} has format version {}, this build reads version {}", path, version,
+           kCheckpointFormatVersion);
+  CheckpointInfo info;
+  info.path = path;
+  info.state.iteration = f.attr_int("iteration");
+  info.state.consumed_samples = f.attr_int("consumed_samples");
+  info.state.consumed_tokens = f.attr_int("consumed_tokens");
+  info.adam_step = f.attr_int("adam_step");
+  info.seed = uint64_t(f.attr_int("seed"));
+  info.config = nlohmann::json::parse(f.attr_string("config"));
+  return info;
+}
+
+void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
+                     AdamW<float>* optim, const GradSync<float>* grad_sync) {
+  H5File f = H5File::open(path, comm);
+  read_tensors(f, "model", params, params.values.data());
+  if (optim) {
+    MT_CHECK(grad_sync != nullptr, "loading optimizer state needs its shard layout");
+    std::vector<float> moment(params.padded_size(), 0.0f);
+    for (auto [name, shard] : moments(*optim)) {
+      read_tensors(f, name, params, moment.data());
+      grad_sync->flat_to_shard(moment.data(), shard->data());
+    }
+    optim->set_step_count(f.attr_int("adam_step"));
+  }
+}
+
+}  // namespace mt

@@ -1,0 +1,70 @@
+// The checkpoint file (docs/design.md section 6, docs/checkpoint-format.md):
+// one HDF5 file holding every tensor whole, in its logical shape, as float32,
+// the AdamW moments under /optim, and the root attributes. Every rank of the
+// world writes its share of its block in one collective MPI-IO write, so the
+// file is the same whatever the layout that wrote it, and any layout reads it.
+// Where checkpoints live and which one to load is launch/checkpoint.h's.
+#pragma once
+
+#include <mpi.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "model/config.h"
+#include "model/parameters.h"
+#include "optim/adamw.h"
+#include "parallel/grad_sync.h"
+#include "runtime/topology.h"
+
+namespace mt {
+
+constexpr int64_t kCheckpointFormatVersion = 1;
+
+// Where training stands; saved as root attributes.
+struct TrainState {
+  int64_t iteration = 0;
+  int64_t consumed_samples = 0;
+  int64_t consumed_tokens = 0;
+};
+
+// The root attributes a save writes beyond the tensors.
+struct CheckpointAttributes {
+  TrainState state;
+  uint64_t seed = 0;
+  nlohmann::json config;  // the run configuration
+  nlohmann::json resume;  // each entry (schedule, ramp-up, data, RNG) becomes an attribute holding its JSON
+  std::string saved_at;   // the same on every rank (rank 0's clock)
+};
+
+// Collective over topo's world: writes `file`. The AdamW moments are ZeRO-1
+// shards (grad_sync's layout): each replica gathers them, and every rank
+// writes its share of its TP block's rows.
+void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
+                           Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                           const CheckpointAttributes& attributes);
+
+// Why `path` cannot be a checkpoint to resume from (it does not open as
+// HDF5, lacks the root attributes or the model tensors), or "" if it can.
+// Reads on the calling rank alone.
+std::string checkpoint_problem(const std::string& path);
+
+struct CheckpointInfo {
+  std::string path;
+  TrainState state;
+  int64_t adam_step = 0;
+  uint64_t seed = 0;
+  nlohmann::json config;  // the full run configuration it was saved with
+};
+
+// Reads the attributes only (e.g. to build the model before loading).
+CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
+
+// Loads weights (and, when optim is not null, the AdamW moments of the
+// shard grad_sync assigns this rank). Every tensor must have the shape the
+// model expects: a mismatch names the tensor and both shapes.
+void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
+                     AdamW<float>* optim = nullptr, const GradSync<float>* grad_sync = nullptr);
+
+}  // namespace mt
