@@ -117,239 +117,286 @@ std::string error_text(const Error& e) {
   return colon == std::string::npos ? what : what.substr(colon + 2);
 }
 
-PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
-                            const std::vector<RankCounts>& counts, const std::vector<StageSpan>& spans) {
+FlopCounts count_flops(const ModelConfig& c, const ParameterCounts& params, Recompute recompute) {
+  FlopCounts f;
+  f.forward_2n = 2.0 * double(params.active);
+  f.dense_forward_2n = 2.0 * double(params.total);
+  f.train = c.train_flops_per_token();
+  f.forward = f.train / 3.0;
+  const double attention_flops = 4.0 * c.seq_length * c.hidden_size * c.num_layers;  // QK^T and PV
+  f.train_with_recompute = f.train + (recompute == Recompute::Full        ? f.forward
+                                      : recompute == Recompute::Selective ? attention_flops
+                                                                          : 0.0);
+  return f;
+}
+
+// What the parts below share about one micro-batch.
+struct MicroBatch {
+  double tokens;            // T = micro-batch x S
+  double activation_bytes;  // T d activations: a layer's output, a stage's input
+};
+MicroBatch micro_batch_of(const PlanInputs& in, const BytesPerParameter& bytes) {
+  const double tokens = double(in.layout.micro_batch) * double(in.model.seq_length);
+  return {tokens, tokens * in.model.hidden_size * bytes.activation};
+}
+
+// Ring all-reduce, reduce-scatter or all-gather: what each GPU sends, as a
+// share of the payload.
+double ring_share(int group) { return group > 1 ? 2.0 * (group - 1) / group : 0.0; }
+
+// The bytes one (TP rank, stage) holds: weights, gradients, optimizer state
+// of its parameters, and the activations of its live micro-batches.
+RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, const RankCounts& rc,
+                       const StageSpan& span, int tp_rank, int stage, int live_micro_batches) {
   const ModelConfig& c = in.model;
   const Layout& l = in.layout;
-  PlanResult r;
-  r.inputs = in;
-  r.bytes = bytes_per_parameter(in.precision);
-  r.params = params;
-  const BytesPerParameter& B = r.bytes;
-
-  r.flops.forward_2n = 2.0 * double(params.active);
-  r.flops.dense_forward_2n = 2.0 * double(params.total);
-  r.flops.train = c.train_flops_per_token();
-  r.flops.forward = r.flops.train / 3.0;
-  const double attention_flops = 4.0 * c.seq_length * c.hidden_size * c.num_layers;  // QK^T and PV
-  r.flops.train_with_recompute =
-      r.flops.train + (l.recompute == Recompute::Full        ? r.flops.forward
-                       : l.recompute == Recompute::Selective ? attention_flops
-                                                             : 0.0);
-
-  const int64_t S = c.seq_length;
-  const double T = double(l.micro_batch) * double(S);  // tokens a micro-batch
-  const double d = c.hidden_size, e = B.activation;
-  r.micro_batches = in.global_batch / (int64_t(l.micro_batch) * l.dp);
-  r.batch_tokens = in.global_batch * S;
-  r.tokens_per_expert = double(r.batch_tokens) * c.router_topk / c.num_experts;
-
-  const PipelineSchedule schedule = l.schedule;
-  const double ring = l.tp > 1 ? 2.0 * (l.tp - 1) / l.tp : 0.0;
-  std::vector<double> per_step_tp_bytes(l.pp, 0.0);  // once a step, not per micro-batch
-  for (int s = 0; s < l.pp; ++s) {
-    const StageSpan& span = spans[s];
-    const int layers = span.end_of(c) - span.begin;
-    const int live = peak_live_activations(pipeline_steps(schedule, s, l.pp, int(r.micro_batches)));
-    StageCost cost;
-    cost.stage = s;
-    cost.layers = layers;
-    for (int t = 0; t < l.tp; ++t) {
-      const RankCounts& rc = counts[size_t(s) * l.tp + t];
-      const TpShape sh = tp_shape(c, t, l.tp);
-      RankMemory m;
-      m.tp = t;
-      m.pp = s;
-      m.layer_begin = span.begin;
-      m.layer_end = span.end_of(c);
-      m.parameters = rc.parameters;
-      m.padded_parameters = (rc.parameters + l.dp - 1) / l.dp * l.dp;
-      const double n_pad = double(m.padded_parameters);
-      m.weights = B.weights * n_pad;
-      // The whole accumulation buffer, and the shard the reduce-scatter fills.
-      m.gradients = B.gradients * n_pad + (l.dp > 1 ? B.gradient_shard * n_pad / l.dp : 0.0);
-      m.optimizer = B.optimizer * n_pad / l.dp;
-      if (l.dp > 1) {
-        m.dp_reduce_scatter_bytes = B.gradients * n_pad;
-        m.dp_all_gather_bytes = B.weights * n_pad;
-      }
-      // The last stage also keeps the final norm's input and output and the
-      // fp32 logits of its vocabulary shard for the cross-entropy.
-      const double head = span.last ? 2 * T * d * e + T * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
-      const double full_layer = layer_activation_elements(c, sh, l.micro_batch, true) * e;
-      const double selective_layer = layer_activation_elements(c, sh, l.micro_batch, false) * e;
-      m.live_micro_batches = live;
-      m.activations_none = live * (layers * full_layer + head);
-      m.activations_selective = live * (layers * selective_layer + head);
-      // Full recompute keeps each layer's input, and rebuilds one layer's
-      // activations at a time during the backward.
-      m.activations_full = live * (layers * T * d * e + head) + (layers > 0 ? full_layer : 0.0);
-      m.activations = l.recompute == Recompute::Full        ? m.activations_full
-                      : l.recompute == Recompute::Selective ? m.activations_selective
-                                                            : m.activations_none;
-      r.ranks.push_back(m);
-
-      // FLOPs of one micro-batch on this GPU: its weights' products and
-      // its heads' attention scores; the backward is twice the forward.
-      const double scores = double(layers) * 4.0 * double(S) * c.head_dim() * sh.heads;
-      const double forward = T * (2.0 * rc.active_weights + scores);
-      const double extra = l.recompute == Recompute::Full        ? forward
-                           : l.recompute == Recompute::Selective ? T * scores
-                                                                 : 0.0;
-      cost.forward_flops = std::max(cost.forward_flops, forward);
-      cost.compute_flops = std::max(cost.compute_flops, 3.0 * forward + extra);
-      if (t == 0 && l.tp > 1) per_step_tp_bytes[s] = double(rc.partial_grad) * B.gradients + 8.0;  // + grad norm
-    }
-    // TP all-reduces of one micro-batch (every TP rank takes part in each):
-    // per layer the attention and FFN outputs forward and the gradients of
-    // their inputs backward (and the forward's again under full recompute),
-    // T d activations each; the routing weights' gradients (T K, fp32);
-    // the embedding's output; the LM head's input gradient and the
-    // vocab-parallel cross-entropy's row max and sums (3 T, fp32).
-    if (l.tp > 1) {
-      const double per_layer = (l.recompute == Recompute::Full ? 6.0 : 4.0) * T * d * e +
-                               (c.is_moe() ? T * c.router_topk * 4.0 : 0.0);
-      cost.tp_bytes = layers * per_layer + (span.first ? T * d * e : 0.0) +
-                      (span.last ? T * d * e + 3.0 * T * 4.0 : 0.0);
-      cost.tp_sent_bytes = cost.tp_bytes * ring;
-    }
-    cost.pp_sent_bytes = (s < l.pp - 1 ? T * d * e : 0.0) + (s > 0 ? T * d * e : 0.0);
-    r.stages.push_back(cost);
+  const MicroBatch mb = micro_batch_of(in, bytes);
+  const int layers = span.end_of(c) - span.begin;
+  RankMemory m;
+  m.tp = tp_rank;
+  m.pp = stage;
+  m.layer_begin = span.begin;
+  m.layer_end = span.end_of(c);
+  m.parameters = rc.parameters;
+  m.padded_parameters = (rc.parameters + l.dp - 1) / l.dp * l.dp;
+  const double padded = double(m.padded_parameters);
+  m.weights = bytes.weights * padded;
+  // The whole accumulation buffer, and the shard the reduce-scatter fills.
+  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * padded / l.dp : 0.0);
+  m.optimizer = bytes.optimizer * padded / l.dp;
+  if (l.dp > 1) {
+    m.dp_reduce_scatter_bytes = bytes.gradients * padded;
+    m.dp_all_gather_bytes = bytes.weights * padded;
   }
+  // The last stage also keeps the final norm's input and output and the
+  // fp32 logits of its vocabulary shard for the cross-entropy.
+  const double head =
+      span.last ? 2 * mb.activation_bytes + mb.tokens * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
+  const TpShape shape = tp_shape(c, tp_rank, l.tp);
+  const double full_layer = layer_activation_elements(c, shape, l.micro_batch, true) * bytes.activation;
+  const double selective_layer = layer_activation_elements(c, shape, l.micro_batch, false) * bytes.activation;
+  const int live = live_micro_batches;
+  m.live_micro_batches = live;
+  m.activations_none = live * (layers * full_layer + head);
+  m.activations_selective = live * (layers * selective_layer + head);
+  // Full recompute keeps each layer's input, and rebuilds one layer's
+  // activations at a time during the backward.
+  m.activations_full = live * (layers * mb.activation_bytes + head) + (layers > 0 ? full_layer : 0.0);
+  m.activations = l.recompute == Recompute::Full        ? m.activations_full
+                  : l.recompute == Recompute::Selective ? m.activations_selective
+                                                        : m.activations_none;
+  return m;
+}
 
+// One stage's work for one micro-batch on its busiest TP rank, and its
+// communication.
+StageCost stage_cost(const PlanInputs& in, const BytesPerParameter& bytes, const std::vector<RankCounts>& counts,
+                     const StageSpan& span, int stage) {
+  const ModelConfig& c = in.model;
+  const Layout& l = in.layout;
+  const MicroBatch mb = micro_batch_of(in, bytes);
+  StageCost cost;
+  cost.stage = stage;
+  cost.layers = span.end_of(c) - span.begin;
+  for (int t = 0; t < l.tp; ++t) {
+    const RankCounts& rc = counts[size_t(stage) * l.tp + t];
+    // FLOPs of one micro-batch on this GPU: its weights' products and its
+    // heads' attention scores; the backward is twice the forward.
+    const double scores = double(cost.layers) * 4.0 * double(c.seq_length) * c.head_dim() * tp_shape(c, t, l.tp).heads;
+    const double forward = mb.tokens * (2.0 * rc.active_weights + scores);
+    const double recomputed = l.recompute == Recompute::Full        ? forward
+                              : l.recompute == Recompute::Selective ? mb.tokens * scores
+                                                                    : 0.0;
+    cost.forward_flops = std::max(cost.forward_flops, forward);
+    cost.compute_flops = std::max(cost.compute_flops, 3.0 * forward + recomputed);
+  }
+  // TP all-reduces of one micro-batch (every TP rank takes part in each):
+  // per layer the attention and FFN outputs forward and the gradients of
+  // their inputs backward (and the forward's again under full recompute),
+  // T d activations each; the routing weights' gradients (T K, fp32); the
+  // embedding's output; the LM head's input gradient and the vocab-parallel
+  // cross-entropy's row max and sums (3 T, fp32). Once a step: the
+  // gradients TP ranks hold partial sums of, and the gradient norm.
+  if (l.tp > 1) {
+    const double per_layer = (l.recompute == Recompute::Full ? 6.0 : 4.0) * mb.activation_bytes +
+                             (c.is_moe() ? mb.tokens * c.router_topk * 4.0 : 0.0);
+    cost.tp_bytes = cost.layers * per_layer + (span.first ? mb.activation_bytes : 0.0) +
+                    (span.last ? mb.activation_bytes + 3.0 * mb.tokens * 4.0 : 0.0);
+    cost.tp_sent_bytes = cost.tp_bytes * ring_share(l.tp);
+    cost.tp_once_bytes = double(counts[size_t(stage) * l.tp].partial_grad) * bytes.gradients + 8.0;
+  }
+  cost.pp_sent_bytes = (stage < l.pp - 1 ? mb.activation_bytes : 0.0) + (stage > 0 ? mb.activation_bytes : 0.0);
+  return cost;
+}
+
+// Every (TP rank, stage)'s memory and every stage's work.
+void plan_ranks_and_stages(PlanResult& r, const std::vector<RankCounts>& counts,
+                           const std::vector<StageSpan>& spans) {
+  const Layout& l = r.inputs.layout;
+  for (int s = 0; s < l.pp; ++s) {
+    const int live = peak_live_activations(pipeline_steps(l.schedule, s, l.pp, int(r.micro_batches)));
+    for (int t = 0; t < l.tp; ++t)
+      r.ranks.push_back(rank_memory(r.inputs, r.bytes, counts[size_t(s) * l.tp + t], spans[s], t, s, live));
+    r.stages.push_back(stage_cost(r.inputs, r.bytes, counts, spans[s], s));
+  }
   for (size_t i = 0; i < r.ranks.size(); ++i)
     if (r.ranks[i].total() > r.ranks[size_t(r.largest_rank)].total()) r.largest_rank = int(i);
+}
 
-  // Communication of a step, the busiest GPU.
-  const double m = double(r.micro_batches);
-  for (int s = 0; s < l.pp; ++s) {
-    StageCost& sc = r.stages[s];
-    sc.tp_step_bytes = m * sc.tp_bytes + per_step_tp_bytes[s];
+// The bytes of a step, the busiest GPU of each kind of group.
+void plan_communication(PlanResult& r) {
+  const Layout& l = r.inputs.layout;
+  const double micro_batches = double(r.micro_batches);
+  for (StageCost& sc : r.stages) {
+    sc.tp_step_bytes = micro_batches * sc.tp_bytes + sc.tp_once_bytes;
     r.comm.tp_bytes = std::max(r.comm.tp_bytes, sc.tp_step_bytes);
-    r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, sc.tp_step_bytes * ring);
-    r.comm.pp_sent_bytes = std::max(r.comm.pp_sent_bytes, m * sc.pp_sent_bytes);
+    r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, sc.tp_step_bytes * ring_share(l.tp));
+    r.comm.pp_sent_bytes = std::max(r.comm.pp_sent_bytes, micro_batches * sc.pp_sent_bytes);
   }
   // Ring reduce-scatter and all-gather: each GPU sends (DP - 1) / DP of the payload.
   for (const RankMemory& rm : r.ranks)
     r.comm.dp_sent_bytes = std::max(r.comm.dp_sent_bytes, double(l.dp - 1) / l.dp *
                                                               (rm.dp_reduce_scatter_bytes + rm.dp_all_gather_bytes));
+}
 
-  // Serving: weights at fp16/fp8, the KV cache at fp16.
-  const double hd = c.head_dim(), kv_token_layer = 2.0 * hd * 2.0;  // K and V, 2 bytes each
-  r.serving.kv_per_sequence = kv_token_layer * c.num_query_groups * double(S) * c.num_layers;
-  r.serving.kv_per_sequence_mha = kv_token_layer * c.num_heads * double(S) * c.num_layers;
+// K and V of one token in one layer, per kv head, at fp16.
+constexpr double kv_bytes_per_token_head(double head_dim) { return 2.0 * head_dim * 2.0; }
+
+// Serving memory: weights at fp16/fp8, the KV cache at fp16.
+void plan_serving_memory(PlanResult& r) {
+  const ModelConfig& c = r.inputs.model;
+  const int tp = r.inputs.layout.tp;
+  const double S = c.seq_length, kv_head = kv_bytes_per_token_head(c.head_dim());
+  r.serving.kv_per_sequence = kv_head * c.num_query_groups * S * c.num_layers;
+  r.serving.kv_per_sequence_mha = kv_head * c.num_heads * S * c.num_layers;
   for (const RankMemory& rm : r.ranks) {
-    const TpShape sh = tp_shape(c, rm.tp, l.tp);
     const int layers = rm.layer_end - rm.layer_begin;
     r.serving.weights_fp16 = std::max(r.serving.weights_fp16, 2.0 * double(rm.parameters));
     r.serving.weights_fp8 = std::max(r.serving.weights_fp8, 1.0 * double(rm.parameters));
-    r.serving.kv_per_sequence_per_gpu =
-        std::max(r.serving.kv_per_sequence_per_gpu, kv_token_layer * sh.kv_heads * double(S) * layers);
-    r.serving.kv_per_sequence_per_gpu_mha = std::max(
-        r.serving.kv_per_sequence_per_gpu_mha, kv_token_layer * (double(c.num_heads) / l.tp) * double(S) * layers);
+    r.serving.kv_per_sequence_per_gpu = std::max(r.serving.kv_per_sequence_per_gpu,
+                                                 kv_head * tp_shape(c, rm.tp, tp).kv_heads * S * layers);
+    r.serving.kv_per_sequence_per_gpu_mha =
+        std::max(r.serving.kv_per_sequence_per_gpu_mha, kv_head * (double(c.num_heads) / tp) * S * layers);
   }
+}
 
-  if (!in.gpu) {
-    // No GPU: the bubble from the stages' FLOPs alone.
-    std::vector<double> slot;
-    for (const StageCost& sc : r.stages) slot.push_back(sc.compute_flops);
-    r.bubble_fraction = pipeline_bubble(slot, r.micro_batches);
-    const std::vector<double> idle = pipeline_idle(slot, r.micro_batches);
-    for (int s = 0; s < l.pp; ++s) r.stages[s].idle = idle[s];
-    return r;
+void set_pipeline_idle(PlanResult& r, const std::vector<double>& slot) {
+  r.bubble_fraction = pipeline_bubble(slot, r.micro_batches);
+  const std::vector<double> idle = pipeline_idle(slot, r.micro_batches);
+  for (size_t s = 0; s < idle.size(); ++s) r.stages[s].idle = idle[s];
+}
+
+// A step's time on the cluster: a micro-batch slot of a stage is its
+// products at the assumed share of the peak, its TP all-reduces (on the
+// critical path: each waits for the product before it), and receiving its
+// input and its output's gradient; the pipeline runs m slots with its
+// bubble; ZeRO-1 follows once the pipeline drains (not overlapped).
+struct StepTimeModel {
+  double slot_max = 0, slot_sum = 0, compute_max = 0;
+  double tp_once_s = 0;  // the once-a-step TP reductions
+  double dp_s = 0;
+  // Estimated seconds of a step of `micro_batches` per replica.
+  double step_s(int64_t micro_batches) const {
+    return double(micro_batches - 1) * slot_max + slot_sum + dp_s + tp_once_s;
   }
+};
 
-  const GpuSpec& g = *in.gpu;
-  r.memory_capacity = g.memory_bytes;
-  r.fits = r.ranks[size_t(r.largest_rank)].total() <= g.memory_bytes;
+StepTimeModel plan_step_time(PlanResult& r, const GpuSpec& g) {
+  const PlanInputs& in = r.inputs;
+  const Layout& l = in.layout;
   const double peak = peak_flops(g, in.precision);
-  const double tp_bw = link_bandwidth(g, l.tp), pp_bw = link_bandwidth(g, l.tp * l.dp * l.pp),
-               dp_bw = link_bandwidth(g, l.tp * l.dp);
+  const double tp_bandwidth = link_bandwidth(g, l.tp), pp_bandwidth = link_bandwidth(g, l.tp * l.dp * l.pp),
+               dp_bandwidth = link_bandwidth(g, l.tp * l.dp);
+  const MicroBatch mb = micro_batch_of(in, r.bytes);
   r.comm.tp_link = link_name(g, l.tp);
   r.comm.pp_link = link_name(g, l.tp * l.dp * l.pp);
   r.comm.dp_link = link_name(g, l.tp * l.dp);
-  // A micro-batch slot of a stage: its products at the assumed share of the
-  // peak, its TP all-reduces (on the critical path: each waits for the
-  // product before it), and receiving its input and its output's gradient.
+  StepTimeModel model;
   std::vector<double> slot;
-  double compute_max = 0, tp_step_s = 0;
-  for (int s = 0; s < l.pp; ++s) {
-    StageCost& sc = r.stages[s];
+  for (StageCost& sc : r.stages) {
     const double compute = sc.compute_flops / (peak * in.compute_efficiency);
-    const double tp_s = sc.tp_sent_bytes / tp_bw;
-    const double pp_s = l.pp > 1 ? 2.0 * T * d * e / pp_bw : 0.0;
+    const double tp_s = sc.tp_sent_bytes / tp_bandwidth;
+    const double pp_s = l.pp > 1 ? 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
     sc.slot_s = compute + tp_s + pp_s;
     slot.push_back(sc.slot_s);
-    compute_max = std::max(compute_max, compute);
-    tp_step_s = std::max(tp_step_s, per_step_tp_bytes[s] * ring / tp_bw);
+    model.compute_max = std::max(model.compute_max, compute);
+    model.tp_once_s = std::max(model.tp_once_s, sc.tp_once_bytes * ring_share(l.tp) / tp_bandwidth);
   }
-  r.bubble_fraction = pipeline_bubble(slot, r.micro_batches);
-  const std::vector<double> idle = pipeline_idle(slot, r.micro_batches);
-  for (int s = 0; s < l.pp; ++s) r.stages[s].idle = idle[s];
-  const double slot_max = *std::max_element(slot.begin(), slot.end());
-  double slot_sum = 0;
-  for (double x : slot) slot_sum += x;
-  r.comm.dp_s = r.comm.dp_sent_bytes / dp_bw;  // after the pipeline drains: not overlapped
-  auto estimated_step = [&](int64_t micro_batches) {
-    return double(micro_batches - 1) * slot_max + slot_sum + r.comm.dp_s + tp_step_s;
-  };
+  set_pipeline_idle(r, slot);
+  model.slot_max = *std::max_element(slot.begin(), slot.end());
+  for (double x : slot) model.slot_sum += x;
+  model.dp_s = r.comm.dp_s = r.comm.dp_sent_bytes / dp_bandwidth;
+  const double micro_batches = double(r.micro_batches);
+  for (const StageCost& sc : r.stages)
+    r.comm.tp_s = std::max(r.comm.tp_s, micro_batches * sc.tp_sent_bytes / tp_bandwidth + model.tp_once_s);
+  r.comm.pp_s = l.pp > 1 ? micro_batches * 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
+  return model;
+}
+
+Timing plan_timing(const PlanResult& r, const StepTimeModel& model, const GpuSpec& g) {
+  const PlanInputs& in = r.inputs;
+  const double peak = peak_flops(g, in.precision);
   const double step_flops = r.flops.train * double(r.batch_tokens);
   const double gpus = in.num_gpus();
   Timing tm;
-  tm.pipeline_s = double(r.micro_batches - 1) * slot_max + slot_sum;
-  tm.compute_s = m * compute_max;
-  tm.dp_s = r.comm.dp_s;
-  tm.estimated_step_s = estimated_step(r.micro_batches);
+  tm.pipeline_s = double(r.micro_batches - 1) * model.slot_max + model.slot_sum;
+  tm.compute_s = double(r.micro_batches) * model.compute_max;
+  tm.dp_s = model.dp_s;
+  tm.estimated_step_s = model.step_s(r.micro_batches);
   tm.estimated_mfu = step_flops / (tm.estimated_step_s * gpus * peak);
   tm.mfu_assumed = in.mfu > 0;
   tm.mfu = tm.mfu_assumed ? in.mfu : tm.estimated_mfu;
   tm.step_s = tm.mfu_assumed ? step_flops / (in.mfu * gpus * peak) : tm.estimated_step_s;
   tm.tokens_per_s = double(r.batch_tokens) / tm.step_s;
-  for (const StageCost& sc : r.stages) r.comm.tp_s = std::max(r.comm.tp_s, m * sc.tp_sent_bytes / tp_bw + tp_step_s);
-  r.comm.pp_s = l.pp > 1 ? m * 2.0 * T * d * e / pp_bw : 0.0;
+  return tm;
+}
 
-  if (in.train_tokens > 0) {
-    // The ramp-up's smaller batches step by step (more bubble under the
-    // cost model; the same tokens/s under an assumed MFU), then the rest at
-    // the full batch.
-    const data::BatchSchedule batches(in.global_batch, l.micro_batch, l.dp, in.rampup);
-    double seconds = 0, tokens = 0;
-    int64_t consumed = 0;
-    while (in.rampup.start > 0 && tokens < in.train_tokens) {
-      const int64_t global = batches.global_batch(consumed);
-      if (global == in.global_batch) break;  // ramped up
-      // The steps at this size: the most k whose last step still takes
-      // `global` (doubling, then halving), at most what the run needs.
-      const double step_tokens = double(global) * double(S);
-      const int64_t needed = int64_t(std::ceil((in.train_tokens - tokens) / step_tokens));
-      auto same_size = [&](int64_t k) {
-        return k <= needed && batches.global_batch(consumed + (k - 1) * global) == global;
-      };
-      int64_t k = 1;
-      while (same_size(2 * k)) k *= 2;
-      for (int64_t step = k / 2; step >= 1; step /= 2)
-        if (same_size(k + step)) k += step;
-      seconds += double(k) * (tm.mfu_assumed ? r.flops.train * step_tokens / (in.mfu * gpus * peak)
-                                             : estimated_step(global / (int64_t(l.micro_batch) * l.dp)));
-      consumed += k * global;
-      tokens += double(k) * step_tokens;
-    }
-    if (tokens < in.train_tokens) seconds += (in.train_tokens - tokens) / tm.tokens_per_s;
-    tm.train_s = seconds;
-    tm.gpu_hours = seconds / 3600.0 * gpus;
-    tm.cost = tm.gpu_hours * in.gpu_hour_cost;
+// Seconds to train on --train-tokens: the ramp-up's smaller batches step by
+// step (more bubble under the cost model; the same tokens/s under an
+// assumed MFU), then the rest at the full batch.
+double training_seconds(const PlanResult& r, const StepTimeModel& model, const Timing& tm, const GpuSpec& g) {
+  const PlanInputs& in = r.inputs;
+  const Layout& l = in.layout;
+  const double seq_length = in.model.seq_length, gpus = in.num_gpus(), peak = peak_flops(g, in.precision);
+  const data::BatchSchedule batches(in.global_batch, l.micro_batch, l.dp, in.rampup);
+  double seconds = 0, tokens = 0;
+  int64_t consumed = 0;
+  while (in.rampup.start > 0 && tokens < in.train_tokens) {
+    const int64_t global = batches.global_batch(consumed);
+    if (global == in.global_batch) break;  // ramped up
+    // The steps at this size: the most k whose last step still takes
+    // `global` (doubling, then halving), at most what the run needs.
+    const double step_tokens = double(global) * seq_length;
+    const int64_t needed = int64_t(std::ceil((in.train_tokens - tokens) / step_tokens));
+    auto same_size = [&](int64_t k) {
+      return k <= needed && batches.global_batch(consumed + (k - 1) * global) == global;
+    };
+    int64_t k = 1;
+    while (same_size(2 * k)) k *= 2;
+    for (int64_t step = k / 2; step >= 1; step /= 2)
+      if (same_size(k + step)) k += step;
+    seconds += double(k) * (tm.mfu_assumed ? r.flops.train * step_tokens / (in.mfu * gpus * peak)
+                                           : model.step_s(global / (int64_t(l.micro_batch) * l.dp)));
+    consumed += k * global;
+    tokens += double(k) * step_tokens;
   }
-  r.timing = tm;
+  if (tokens < in.train_tokens) seconds += (in.train_tokens - tokens) / tm.tokens_per_s;
+  return seconds;
+}
 
-  // Serving at batch 1: each token reads every stage's active weights and
-  // its KV cache once, stage after stage; TP ranks read their shards at once.
+// Serving at batch 1: each token reads every stage's active weights and its
+// KV cache once, stage after stage; TP ranks read their shards at once.
+// Sequences a GPU holds: fp16 weights, the rest of its memory for KV.
+void plan_serving_speed(PlanResult& r, const std::vector<RankCounts>& counts, const GpuSpec& g) {
+  const ModelConfig& c = r.inputs.model;
+  const Layout& l = r.inputs.layout;
+  const double S = c.seq_length, kv_head = kv_bytes_per_token_head(c.head_dim());
   double token_s_fp16 = 0, token_s_fp8 = 0;
   for (int s = 0; s < l.pp; ++s) {
     double fp16 = 0, fp8 = 0;
     for (int t = 0; t < l.tp; ++t) {
       const RankCounts& rc = counts[size_t(s) * l.tp + t];
-      const TpShape sh = tp_shape(c, t, l.tp);
-      const double kv = kv_token_layer * sh.kv_heads * double(S) * r.stages[s].layers;
+      const double kv = kv_head * tp_shape(c, t, l.tp).kv_heads * S * r.stages[s].layers;
       fp16 = std::max(fp16, 2.0 * rc.active_weights + kv);
       fp8 = std::max(fp8, 1.0 * rc.active_weights + kv);
     }
@@ -360,13 +407,47 @@ PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
   r.serving.tokens_per_s_fp8 = 1.0 / token_s_fp8;
   int64_t sequences = -1;
   for (const RankMemory& rm : r.ranks) {
-    const TpShape sh = tp_shape(c, rm.tp, l.tp);
-    const double kv = kv_token_layer * sh.kv_heads * double(S) * (rm.layer_end - rm.layer_begin);
+    const double kv = kv_head * tp_shape(c, rm.tp, l.tp).kv_heads * S * (rm.layer_end - rm.layer_begin);
     const double room = std::max(0.0, g.memory_bytes - 2.0 * double(rm.parameters));
     const int64_t fit = kv > 0 ? int64_t(room / kv) : 0;
     sequences = sequences < 0 ? fit : std::min(sequences, fit);
   }
   r.serving.sequences_per_gpu = std::max<int64_t>(sequences, 0);
+}
+
+PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
+                            const std::vector<RankCounts>& counts, const std::vector<StageSpan>& spans) {
+  const ModelConfig& c = in.model;
+  const Layout& l = in.layout;
+  PlanResult r;
+  r.inputs = in;
+  r.bytes = bytes_per_parameter(in.precision);
+  r.params = params;
+  r.flops = count_flops(c, params, l.recompute);
+  r.micro_batches = in.global_batch / (int64_t(l.micro_batch) * l.dp);
+  r.batch_tokens = in.global_batch * c.seq_length;
+  r.tokens_per_expert = double(r.batch_tokens) * c.router_topk / c.num_experts;
+  plan_ranks_and_stages(r, counts, spans);
+  plan_communication(r);
+  plan_serving_memory(r);
+  if (!in.gpu) {  // the bubble from the stages' FLOPs alone
+    std::vector<double> slot;
+    for (const StageCost& sc : r.stages) slot.push_back(sc.compute_flops);
+    set_pipeline_idle(r, slot);
+    return r;
+  }
+  const GpuSpec& g = *in.gpu;
+  r.memory_capacity = g.memory_bytes;
+  r.fits = r.ranks[size_t(r.largest_rank)].total() <= g.memory_bytes;
+  const StepTimeModel step_time = plan_step_time(r, g);
+  Timing tm = plan_timing(r, step_time, g);
+  if (in.train_tokens > 0) {
+    tm.train_s = training_seconds(r, step_time, tm, g);
+    tm.gpu_hours = tm.train_s / 3600.0 * in.num_gpus();
+    tm.cost = tm.gpu_hours * in.gpu_hour_cost;
+  }
+  r.timing = tm;
+  plan_serving_speed(r, counts, g);
   return r;
 }
 
@@ -475,17 +556,75 @@ PlanResult make_plan(const PlanInputs& in) {
   return plan_with_counts(in, count_parameters(in.model), rank_counts(in.model, in.layout.tp, spans), spans);
 }
 
+namespace {
+
+// Where PP does not divide the layers: middle stages of ceil(L / PP) layers,
+// the first and last sharing the rest. Sets the layout's first and last
+// stage sizes; returns why the layers do not split, or "".
+std::string uneven_stage_split(const ModelConfig& c, Layout& l) {
+  l.first_stage_layers = l.last_stage_layers = 0;
+  if (c.num_layers % l.pp == 0 || l.pp < 2) return "";
+  const int middle = (c.num_layers + l.pp - 1) / l.pp;
+  const int ends = c.num_layers - (l.pp - 2) * middle;
+  if (ends < 2)
+    return fmt::format("--num-layers {} does not split over {} stages ({} middle stages of {} layers leave {} "
+                       "for the first and last)",
+                       c.num_layers, l.pp, l.pp - 2, middle, ends);
+  l.first_stage_layers = ends / 2;
+  l.last_stage_layers = ends - ends / 2;
+  return "";
+}
+
+// One layout under the cost model (never an assumed MFU), kept or dropped
+// for memory.
+SearchCandidate evaluate_layout(const PlanInputs& base, const Layout& l, const ParameterCounts& params,
+                                const std::vector<RankCounts>& counts, const std::vector<StageSpan>& spans) {
+  PlanInputs in = base;
+  in.layout = l;
+  in.mfu = 0;
+  in.train_tokens = 0;  // no run length needed
+  const PlanResult p = plan_with_counts(in, params, counts, spans);
+  const RankMemory& big = p.ranks[size_t(p.largest_rank)];
+  SearchCandidate cand;
+  cand.layout = l;
+  cand.memory = big.total();
+  cand.step_s = p.timing->step_s;
+  cand.tokens_per_s = p.timing->tokens_per_s;
+  cand.mfu = p.timing->mfu;
+  cand.bubble = p.bubble_fraction;
+  if (!p.fits) {
+    cand.drop = Drop::Memory;
+    cand.dropped = fmt::format("needs {:.1f} GB on TP rank {} of stage {} (weights {:.1f}, gradients {:.1f}, "
+                               "optimizer {:.1f}, activations {:.1f}), the GPU has {:.1f} GB",
+                               big.total() / 1e9, big.tp, big.pp, big.weights / 1e9, big.gradients / 1e9,
+                               big.optimizer / 1e9, big.activations / 1e9, p.memory_capacity / 1e9);
+  }
+  return cand;
+}
+
+// The message of the error fn throws, or "" when it passes.
+template <typename F>
+std::string problem_of(F&& fn) {
+  try {
+    fn();
+    return "";
+  } catch (const Error& e) {
+    return error_text(e);
+  }
+}
+
+}  // namespace
+
 SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_batch) {
   const ModelConfig& c = base.model;
   const int gpus = base.num_gpus();
   const ParameterCounts params = count_parameters(c);
   SearchResult out;
-  auto drop = [&](Layout l, Drop kind, std::string why) {
-    SearchCandidate cand;
-    cand.layout = l;
-    cand.drop = kind;
-    cand.dropped = std::move(why);
-    out.dropped.push_back(std::move(cand));
+  auto keep_or_drop = [&](SearchCandidate cand) {
+    (cand.drop == Drop::Kept ? out.kept : out.dropped).push_back(std::move(cand));
+  };
+  auto drop = [&](const Layout& l, Drop kind, std::string why) {
+    keep_or_drop(SearchCandidate{.layout = l, .drop = kind, .dropped = std::move(why)});
   };
   for (int tp = 1; tp <= std::min(max_tp, gpus); ++tp) {
     if (gpus % tp != 0) continue;
@@ -493,10 +632,8 @@ SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_ba
     l.tp = tp;
     l.pp = 1;
     l.dp = gpus / tp;
-    try {
-      for (int r = 0; r < tp; ++r) tp_shape(c, r, tp);
-    } catch (const Error& e) {
-      drop(l, Drop::TensorParallel, error_text(e));
+    if (std::string why = problem_of([&] { for (int r = 0; r < tp; ++r) tp_shape(c, r, tp); }); !why.empty()) {
+      drop(l, Drop::TensorParallel, why);
       continue;
     }
     for (int pp = 1; pp <= std::min(c.num_layers, gpus / tp); ++pp) {
@@ -505,31 +642,15 @@ SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_ba
       l.dp = gpus / (tp * pp);
       l.micro_batch = 1;
       l.recompute = Recompute::None;
-      l.first_stage_layers = l.last_stage_layers = 0;
-      if (c.num_layers % pp != 0 && pp >= 2) {
-        // Middle stages of ceil(L / PP) layers; the first and last share the rest.
-        const int middle = (c.num_layers + pp - 1) / pp;
-        const int ends = c.num_layers - (pp - 2) * middle;
-        if (ends < 2) {
-          drop(l, Drop::StageSplit,
-               fmt::format("--num-layers {} does not split over {} stages ({} middle stages of {} layers leave {} "
-                           "for the first and last)",
-                           c.num_layers, pp, pp - 2, middle, ends));
-          continue;
-        }
-        l.first_stage_layers = ends / 2;
-        l.last_stage_layers = ends - ends / 2;
-      }
       std::vector<StageSpan> spans;
-      try {
-        spans = stage_spans(c, l);
-      } catch (const Error& e) {
-        drop(l, Drop::StageSplit, error_text(e));
+      std::string why = uneven_stage_split(c, l);
+      if (why.empty()) why = problem_of([&] { spans = stage_spans(c, l); });
+      if (!why.empty()) {
+        drop(l, Drop::StageSplit, why);
         continue;
       }
       if (base.global_batch % l.dp != 0) {
-        drop(l, Drop::BatchSplit,
-             fmt::format("--global-batch-size {} is not divisible by DP", base.global_batch));
+        drop(l, Drop::BatchSplit, fmt::format("--global-batch-size {} is not divisible by DP", base.global_batch));
         continue;
       }
       const std::vector<RankCounts> counts = rank_counts(c, tp, spans);
@@ -537,37 +658,14 @@ SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_ba
       for (int b = 1; b <= std::min<int64_t>(max_micro_batch, per_replica); ++b) {
         if (per_replica % b != 0) continue;
         l.micro_batch = b;
-        try {
-          data::BatchSchedule(base.global_batch, b, l.dp, base.rampup);
-        } catch (const Error& e) {
-          drop(l, Drop::BatchSplit, error_text(e));
+        if (std::string batch_why = problem_of([&] { data::BatchSchedule(base.global_batch, b, l.dp, base.rampup); });
+            !batch_why.empty()) {
+          drop(l, Drop::BatchSplit, batch_why);
           continue;
         }
         for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
           l.recompute = rc;
-          PlanInputs in = base;
-          in.layout = l;
-          in.mfu = 0;           // rank by the cost model, not an assumed MFU
-          in.train_tokens = 0;  // no run length needed
-          const PlanResult p = plan_with_counts(in, params, counts, spans);
-          SearchCandidate cand;
-          cand.layout = l;
-          const RankMemory& big = p.ranks[size_t(p.largest_rank)];
-          cand.memory = big.total();
-          cand.step_s = p.timing->step_s;
-          cand.tokens_per_s = p.timing->tokens_per_s;
-          cand.mfu = p.timing->mfu;
-          cand.bubble = p.bubble_fraction;
-          if (!p.fits) {
-            cand.drop = Drop::Memory;
-            cand.dropped = fmt::format("needs {:.1f} GB on TP rank {} of stage {} (weights {:.1f}, gradients "
-                                       "{:.1f}, optimizer {:.1f}, activations {:.1f}), the GPU has {:.1f} GB",
-                                       big.total() / 1e9, big.tp, big.pp, big.weights / 1e9, big.gradients / 1e9,
-                                       big.optimizer / 1e9, big.activations / 1e9, p.memory_capacity / 1e9);
-            out.dropped.push_back(cand);
-          } else {
-            out.kept.push_back(cand);
-          }
+          keep_or_drop(evaluate_layout(base, l, params, counts, spans));
         }
       }
     }

@@ -124,6 +124,7 @@ struct StageCost {
   double forward_flops = 0;  // the busiest TP rank's forward
   double compute_flops = 0;  // forward + backward (+ recompute)
   double tp_bytes = 0;       // all-reduce payload (sum of message sizes)
+  double tp_once_bytes = 0;  // once a step: the gradients TP ranks hold partial sums of, and the norm
   double tp_step_bytes = 0;  // a step's payload: every micro-batch's, and the once-a-step reductions
   double tp_sent_bytes = 0;  // sent by one GPU: ring all-reduce, 2 (t-1)/t of the payload
   double pp_sent_bytes = 0;  // activations forward and gradients backward

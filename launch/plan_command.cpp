@@ -75,9 +75,7 @@ json gpu_json(const PlanInputs& in) {
           {"gpus_per_node", g.gpus_per_node}};
 }
 
-json plan_json(const PlanResult& r, bool serve) {
-  const PlanInputs& in = r.inputs;
-  const Layout& l = in.layout;
+json stages_json(const PlanResult& r) {
   json stages = json::array();
   for (const StageCost& s : r.stages)
     stages.push_back({{"stage", s.stage},
@@ -89,93 +87,105 @@ json plan_json(const PlanResult& r, bool serve) {
                       {"pp_sent_bytes_per_micro_batch", s.pp_sent_bytes},
                       {"slot_s", s.slot_s},
                       {"idle_fraction", s.idle}});
+  return stages;
+}
+
+json layout_json(const PlanResult& r) {
+  const Layout& l = r.inputs.layout;
+  return {{"tp", l.tp},
+          {"pp", l.pp},
+          {"dp", l.dp},
+          {"micro_batch_size", l.micro_batch},
+          {"micro_batches", r.micro_batches},
+          {"global_batch_size", r.inputs.global_batch},
+          {"batch_tokens", r.batch_tokens},
+          {"pipeline_schedule", l.schedule == PipelineSchedule::GPipe ? "gpipe" : "1f1b"},
+          {"recompute_granularity", to_string(l.recompute)}};
+}
+
+json parameters_json(const ParameterCounts& p) {
+  return {{"total", p.total},           {"active", p.active},     {"shared", p.shared},
+          {"attention", p.attention},   {"embedding", p.embedding}, {"router", p.router},
+          {"norms", p.norms},           {"experts", p.experts},   {"per_expert", p.per_expert}};
+}
+
+json flops_json(const FlopCounts& f) {
+  return {{"forward_2n", f.forward_2n},
+          {"dense_forward_2n", f.dense_forward_2n},
+          {"forward", f.forward},
+          {"train", f.train},
+          {"train_with_recompute", f.train_with_recompute}};
+}
+
+json bytes_json(const BytesPerParameter& b) {
+  return {{"weights", b.weights},
+          {"gradients", b.gradients},
+          {"gradient_shard", b.gradient_shard},
+          {"optimizer", b.optimizer},
+          {"activation", b.activation}};
+}
+
+json memory_json(const PlanResult& r) {
   json ranks = json::array();
   for (const RankMemory& m : r.ranks) ranks.push_back(rank_json(m));
-  json j = {
-      {"model", model_config_to_json(in.model)},
-      {"cluster",
-       {{"num_gpus", in.num_gpus()}, {"gpu", gpu_json(in)}, {"precision", to_string(in.precision)}}},
-      {"layout",
-       {{"tp", l.tp},
-        {"pp", l.pp},
-        {"dp", l.dp},
-        {"micro_batch_size", l.micro_batch},
-        {"micro_batches", r.micro_batches},
-        {"global_batch_size", in.global_batch},
-        {"batch_tokens", r.batch_tokens},
-        {"pipeline_schedule", l.schedule == PipelineSchedule::GPipe ? "gpipe" : "1f1b"},
-        {"recompute_granularity", to_string(l.recompute)}}},
-      {"parameters",
-       {{"total", r.params.total},
-        {"active", r.params.active},
-        {"shared", r.params.shared},
-        {"attention", r.params.attention},
-        {"embedding", r.params.embedding},
-        {"router", r.params.router},
-        {"norms", r.params.norms},
-        {"experts", r.params.experts},
-        {"per_expert", r.params.per_expert}}},
-      {"flops_per_token",
-       {{"forward_2n", r.flops.forward_2n},
-        {"dense_forward_2n", r.flops.dense_forward_2n},
-        {"forward", r.flops.forward},
-        {"train", r.flops.train},
-        {"train_with_recompute", r.flops.train_with_recompute}}},
-      {"tokens_per_expert_per_step", r.tokens_per_expert},
-      {"bytes_per_parameter",
-       {{"weights", r.bytes.weights},
-        {"gradients", r.bytes.gradients},
-        {"gradient_shard", r.bytes.gradient_shard},
-        {"optimizer", r.bytes.optimizer},
-        {"activation", r.bytes.activation}}},
-      {"memory",
-       {{"capacity_bytes", r.memory_capacity},
-        {"fits", in.gpu ? json(r.fits) : json(nullptr)},
-        {"largest", rank_json(r.ranks[size_t(r.largest_rank)])},
-        {"ranks", ranks}}},
-      {"pipeline", {{"bubble_fraction", r.bubble_fraction}, {"stages", stages}}},
-      {"communication",
-       {{"tp_bytes", r.comm.tp_bytes},
-        {"tp_sent_bytes", r.comm.tp_sent_bytes},
-        {"pp_sent_bytes", r.comm.pp_sent_bytes},
-        {"dp_sent_bytes", r.comm.dp_sent_bytes},
-        {"tp_link", r.comm.tp_link},
-        {"pp_link", r.comm.pp_link},
-        {"dp_link", r.comm.dp_link},
-        {"tp_s", r.comm.tp_s},
-        {"pp_s", r.comm.pp_s},
-        {"dp_s", r.comm.dp_s}}},
-  };
-  if (r.timing) {
-    const Timing& t = *r.timing;
-    j["time"] = {{"step_s", t.step_s},
-                 {"pipeline_s", t.pipeline_s},
-                 {"compute_s", t.compute_s},
-                 {"dp_s", t.dp_s},
-                 {"estimated_step_s", t.estimated_step_s},
-                 {"estimated_mfu", t.estimated_mfu},
-                 {"mfu", t.mfu},
-                 {"mfu_assumed", t.mfu_assumed},
-                 {"tokens_per_s", t.tokens_per_s},
-                 {"train_tokens", in.train_tokens},
-                 {"train_days", t.train_s / 86400.0},
-                 {"gpu_hours", t.gpu_hours},
-                 {"cost", t.cost}};
-  } else {
-    j["time"] = nullptr;
-  }
-  if (serve) {
-    const Serving& s = r.serving;
-    j["serve"] = {{"weights_bytes_fp16", s.weights_fp16},
-                  {"weights_bytes_fp8", s.weights_fp8},
-                  {"kv_bytes_per_sequence", s.kv_per_sequence},
-                  {"kv_bytes_per_sequence_mha", s.kv_per_sequence_mha},
-                  {"kv_bytes_per_sequence_per_gpu", s.kv_per_sequence_per_gpu},
-                  {"kv_bytes_per_sequence_per_gpu_mha", s.kv_per_sequence_per_gpu_mha},
-                  {"sequences_per_gpu", in.gpu ? json(s.sequences_per_gpu) : json(nullptr)},
-                  {"tokens_per_s_fp16", in.gpu ? json(s.tokens_per_s_fp16) : json(nullptr)},
-                  {"tokens_per_s_fp8", in.gpu ? json(s.tokens_per_s_fp8) : json(nullptr)}};
-  }
+  return {{"capacity_bytes", r.memory_capacity},
+          {"fits", r.inputs.gpu ? json(r.fits) : json(nullptr)},
+          {"largest", rank_json(r.ranks[size_t(r.largest_rank)])},
+          {"ranks", ranks}};
+}
+
+json communication_json(const Communication& c) {
+  return {{"tp_bytes", c.tp_bytes}, {"tp_sent_bytes", c.tp_sent_bytes}, {"pp_sent_bytes", c.pp_sent_bytes},
+          {"dp_sent_bytes", c.dp_sent_bytes}, {"tp_link", c.tp_link}, {"pp_link", c.pp_link},
+          {"dp_link", c.dp_link}, {"tp_s", c.tp_s}, {"pp_s", c.pp_s}, {"dp_s", c.dp_s}};
+}
+
+json time_json(const PlanResult& r) {
+  if (!r.timing) return nullptr;
+  const Timing& t = *r.timing;
+  return {{"step_s", t.step_s},
+          {"pipeline_s", t.pipeline_s},
+          {"compute_s", t.compute_s},
+          {"dp_s", t.dp_s},
+          {"estimated_step_s", t.estimated_step_s},
+          {"estimated_mfu", t.estimated_mfu},
+          {"mfu", t.mfu},
+          {"mfu_assumed", t.mfu_assumed},
+          {"tokens_per_s", t.tokens_per_s},
+          {"train_tokens", r.inputs.train_tokens},
+          {"train_days", t.train_s / 86400.0},
+          {"gpu_hours", t.gpu_hours},
+          {"cost", t.cost}};
+}
+
+json serve_json(const PlanResult& r) {
+  const Serving& s = r.serving;
+  const bool gpu = r.inputs.gpu.has_value();
+  return {{"weights_bytes_fp16", s.weights_fp16},
+          {"weights_bytes_fp8", s.weights_fp8},
+          {"kv_bytes_per_sequence", s.kv_per_sequence},
+          {"kv_bytes_per_sequence_mha", s.kv_per_sequence_mha},
+          {"kv_bytes_per_sequence_per_gpu", s.kv_per_sequence_per_gpu},
+          {"kv_bytes_per_sequence_per_gpu_mha", s.kv_per_sequence_per_gpu_mha},
+          {"sequences_per_gpu", gpu ? json(s.sequences_per_gpu) : json(nullptr)},
+          {"tokens_per_s_fp16", gpu ? json(s.tokens_per_s_fp16) : json(nullptr)},
+          {"tokens_per_s_fp8", gpu ? json(s.tokens_per_s_fp8) : json(nullptr)}};
+}
+
+json plan_json(const PlanResult& r, bool serve) {
+  const PlanInputs& in = r.inputs;
+  json j = {{"model", model_config_to_json(in.model)},
+            {"cluster", {{"num_gpus", in.num_gpus()}, {"gpu", gpu_json(in)}, {"precision", to_string(in.precision)}}},
+            {"layout", layout_json(r)},
+            {"parameters", parameters_json(r.params)},
+            {"flops_per_token", flops_json(r.flops)},
+            {"tokens_per_expert_per_step", r.tokens_per_expert},
+            {"bytes_per_parameter", bytes_json(r.bytes)},
+            {"memory", memory_json(r)},
+            {"pipeline", {{"bubble_fraction", r.bubble_fraction}, {"stages", stages_json(r)}}},
+            {"communication", communication_json(r.comm)},
+            {"time", time_json(r)}};
+  if (serve) j["serve"] = serve_json(r);
   return j;
 }
 
@@ -230,7 +240,7 @@ void print_header(const PlanResult& r) {
              si(r.flops.train_with_recompute));
 }
 
-void print_training(const PlanResult& r) {
+void print_memory(const PlanResult& r) {
   const PlanInputs& in = r.inputs;
   const Layout& l = in.layout;
   const RankMemory& big = r.ranks[size_t(r.largest_rank)];
@@ -275,6 +285,11 @@ void print_training(const PlanResult& r) {
   if (in.gpu)
     fmt::print("  {} in {} of {}\n", r.fits ? "fits" : "DOES NOT FIT", bytes_text(r.memory_capacity), in.gpu->name);
 
+}
+
+void print_pipeline_and_communication(const PlanResult& r) {
+  const PlanInputs& in = r.inputs;
+  const Layout& l = in.layout;
   const double ideal = double(l.pp - 1) / double(r.micro_batches + l.pp - 1);
   fmt::print("\npipeline bubble  {} of the step (equal stages: (PP-1)/(m+PP-1) = {})\n", percent(r.bubble_fraction),
              percent(ideal));
@@ -286,6 +301,10 @@ void print_training(const PlanResult& r) {
              in.gpu && l.pp > 1 ? fmt::format(" over {}, {}", r.comm.pp_link, seconds(r.comm.pp_s)) : "");
   fmt::print("  DP ZeRO-1        {} sent (reduce-scatter + all-gather){}\n", bytes_text(r.comm.dp_sent_bytes),
              in.gpu && l.dp > 1 ? fmt::format(" over {}, {}", r.comm.dp_link, seconds(r.comm.dp_s)) : "");
+}
+
+void print_time(const PlanResult& r) {
+  const PlanInputs& in = r.inputs;
   if (!r.timing) return;
   const Timing& t = *r.timing;
   fmt::print("\ntime (products at {} of peak)\n", percent(in.compute_efficiency));
@@ -301,6 +320,12 @@ void print_training(const PlanResult& r) {
     fmt::print("  {:<17}{:.1f} days, {} GPU-hours{}\n", si(in.train_tokens) + " tokens", t.train_s / 86400.0,
                si(t.gpu_hours),
                in.gpu_hour_cost > 0 ? fmt::format(", cost {} at {:g} a GPU-hour", si(t.cost), in.gpu_hour_cost) : "");
+}
+
+void print_training(const PlanResult& r) {
+  print_memory(r);
+  print_pipeline_and_communication(r);
+  print_time(r);
 }
 
 void print_serving(const PlanResult& r) {
