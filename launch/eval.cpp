@@ -10,7 +10,7 @@
 #include "data/sample_stream.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
-#include "model/pipeline_step.h"
+#include "parallel/pipeline_runner.h"
 #include "model/transformer.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"

@@ -17,7 +17,7 @@
 #include "launch/option_tables.h"
 #include "launch/training_log.h"
 #include "launch/stop_signals.h"
-#include "model/pipeline_step.h"
+#include "parallel/pipeline_runner.h"
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"

@@ -36,7 +36,8 @@ FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens) {
 
 template <typename T>
 double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
-                   const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out, int tokens) {
+                   ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out,
+                   int tokens) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
     // out = gelu(m w1^T) w2^T, this rank's slice of F, summed over TP
@@ -68,8 +69,8 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
   // Each expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its packed rows. The
   // router and routing are the same on every TP rank (replicated router,
   // replicated input); each rank's y is its slice of F's share.
-  be.fill(out, T(0), size_t(tokens) * d);
-  be.gather_rows(a.x.data(), m, a.packed_token.data(), kept, d);
+  const PackedRows<T> rows{a.packed_token.data(), a.packed_weight.data(), &r.expert_offset};
+  dispatch.dispatch(rows, m, a.x.data(), d);
   for (int e = 0; e < E; ++e) {
     const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
     if (n == 0) continue;
@@ -82,16 +83,16 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
     be.gemm(Trans::N, Trans::T, n, F, d, T(1), x, d, w1, d, T(0), u, F);
     be.gelu_forward(g, u, size_t(n) * F);
     be.gemm(Trans::N, Trans::T, n, d, F, T(1), g, F, w2, F, T(0), y, d);
-    // out[token] += weight * y; a token appears once per expert, so no races.
-    be.scatter_add_rows(out, y, a.packed_token.data() + row0, a.packed_weight.data() + row0, n, d);
   }
+  be.fill(out, T(0), size_t(tokens) * d);
+  dispatch.combine(rows, a.y.data(), out, d);
   tp.all_reduce_sum(out, size_t(tokens) * d);
   return r.aux_loss;
 }
 
 template <typename T>
 void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
-                  const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& a, FfnScratch<T>& s,
+                  ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& a, FfnScratch<T>& s,
                   const T* m, const T* dout, T* dm, int tokens, double aux_scale) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
@@ -111,11 +112,9 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   const int kept = int(r.packed_slot.size());
   // Packed rows: dweight = dot(dout[token], y), y summed over TP;
   // dy = weight * dout[token].
-  be.gather_rows(s.dy.data(), dout, a.packed_token.data(), kept, d);
-  be.row_dot(s.dw.data(), s.dy.data(), a.y.data(), kept, d);
+  const PackedRows<T> rows{a.packed_token.data(), a.packed_weight.data(), &r.expert_offset};
+  dispatch.combine_backward(rows, dout, a.y.data(), s.dy.data(), s.dw.data(), d);
   tp.all_reduce_sum(s.dw.data(), size_t(kept));
-  be.scale_rows(s.dy.data(), a.packed_weight.data(), kept, d);
-  be.fill(dm, T(0), size_t(tokens) * d);
   for (int e = 0; e < E; ++e) {
     const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
     if (n == 0) continue;
@@ -137,8 +136,9 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
     be.gelu_backward(du, dg, u, size_t(n) * F);
     be.gemm(Trans::T, Trans::N, F, d, n, T(1), du, F, x, d, T(1), dw1, d);
     be.gemm(Trans::N, Trans::N, n, d, F, T(1), du, F, w1, d, T(0), dx, d);
-    be.scatter_add_rows(dm, dx, a.packed_token.data() + row0, nullptr, n, d);
   }
+  be.fill(dm, T(0), size_t(tokens) * d);
+  dispatch.dispatch_backward(rows, s.dx.data(), dm, d);
   tp.all_reduce_sum(dm, size_t(tokens) * d);  // the experts' part; the router's is whole below
 
   // Router. w_k = p_k / s with s the top-K sum, so for a top-K expert
@@ -170,9 +170,11 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   template struct FfnActs<T>;                                                                      \
   template struct FfnScratch<T>;                                                                   \
   template double ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
-                                 const FfnWeights<T>&, FfnActs<T>&, const T*, T*, int);            \
+                                 ExpertDispatch<T>&, const FfnWeights<T>&, FfnActs<T>&, const T*, T*, \
+                                 int);                                                             \
   template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \
-                                const FfnWeights<T>&, const FfnWeights<T>&, FfnActs<T>&,           \
+                                ExpertDispatch<T>&, const FfnWeights<T>&, const FfnWeights<T>&,    \
+                                FfnActs<T>&,                                                       \
                                 FfnScratch<T>&, const T*, const T*, T*, int, double);
 MT_INSTANTIATE_FFN(float)
 MT_INSTANTIATE_FFN(double)

@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "model/routing.h"
+#include "parallel/expert_dispatch.h"
 #include "parallel/tensor_parallel.h"
 #include "runtime/backend.h"
 
@@ -53,16 +54,17 @@ struct FfnScratch {
 };
 
 // out[T, d] = ffn(m[T, d]) (overwrites; summed over TP). Returns the layer's
-// load-balancing loss (0 for dense).
+// load-balancing loss (0 for dense). dispatch moves the MoE rows to their
+// experts and back.
 template <typename T>
-double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                    const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens);
 
 // Given dout = d loss / d out, accumulates weight gradients into dw and
 // writes the input gradient to dm (overwrites; summed over TP). aux_scale
 // multiplies the load-balancing loss.
 template <typename T>
-void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                   const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& acts,
                   FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale);
 

@@ -62,7 +62,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
                             const TensorParallel& tp, const StageSpan& stage, int data_parallel)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
-      params_(be, cfg_, tp, stage, data_parallel) {
+      params_(be, cfg_, tp, stage, data_parallel), expert_dispatch_(be) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
   ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
@@ -165,7 +165,7 @@ double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
 
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
-  const double aux = ffn_forward(be_, tp_, ffn_cfg_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
+  const double aux = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
   if (c.is_moe()) count_expert_load(a.ffn.routing, slot.host_inputs, l);
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
@@ -198,7 +198,7 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
 
   // FFN block: dh = dout + mlp_norm'(ffn'(dout)); ffn' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
-  ffn_backward(be_, tp_, ffn_cfg_, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
+  ffn_backward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
   be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).

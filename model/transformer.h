@@ -13,6 +13,7 @@
 #include "model/config.h"
 #include "model/feed_forward.h"
 #include "model/parameters.h"
+#include "parallel/pipeline_stage.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -66,11 +67,6 @@ struct Activations {
   DeviceBuffer<T> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
 };
 
-// Called during a backward pass with `from`: every gradient at flat offsets
-// [from, end) is final for the step (the step's last backward pass), so its
-// reduction can start while the rest of the pass runs.
-using GradsReady = std::function<void(size_t from)>;
-
 // Tokens each expert of this stage's MoE layers received, and assignments
 // the capacity dropped, since the last clear(): [stage layer][expert]; and,
 // per layer, a hash of which tokens went where: the sum over kept
@@ -94,14 +90,8 @@ struct ExpertLoad {
   }
 };
 
-struct MicroBatchLoss {
-  double ce_sum = 0.0;  // summed over the micro-batch's tokens
-  double aux = 0.0;     // summed over layers
-  int64_t tokens = 0;
-};
-
 template <typename T>
-class Transformer {
+class Transformer final : public PipelineStage<T> {
  public:
   // micro_batch: the largest batch a micro-batch may have. tp: this rank's
   // tensor-parallel group; stage: its pipeline stage (default: one rank
@@ -113,7 +103,7 @@ class Transformer {
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
   Parameters<T>& params() { return params_; }
-  Backend<T>& backend() { return be_; }
+  Backend<T>& backend() override { return be_; }
 
   // --- one stage of a pipeline --------------------------------------------
   // tokens: host [B, S+1]; inputs are the first S of each row, targets the
@@ -121,19 +111,20 @@ class Transformer {
   // The first stage embeds the tokens; a later stage reads its input from
   // stage_input(slot), filled by the caller. The last stage computes the
   // cross-entropy (ce_sum is 0 elsewhere); aux is that of the stage's layers.
-  MicroBatchLoss forward_stage(int slot, const int32_t* tokens, int B);
+  MicroBatchLoss forward_stage(int slot, const int32_t* tokens, int B) override;
   // Backward of  ce_scale * sum(CE) + aux_scale * sum(aux)  for the micro-
   // batch in `slot`: the last stage starts from the loss, a former stage from
   // grad_output = d loss / d stage output. Leaves d loss / d stage input in
   // stage_input_grad() (until the next backward). ready, when given, is told
   // as each layer's gradients are done: the step's last backward pass.
   void backward_stage(int slot, const T* grad_output, double ce_scale, double aux_scale,
-                      const GradsReady* ready = nullptr);
-  T* stage_input(int slot);        // [T, d]
-  const T* stage_output(int slot);  // [T, d]
-  const T* stage_input_grad() const { return dres_.data(); }
+                      const GradsReady* ready = nullptr) override;
+  T* stage_input(int slot) override;        // [T, d]
+  const T* stage_output(int slot) override;  // [T, d]
+  const T* stage_input_grad() const override { return dres_.data(); }
+  size_t boundary_elements(int B) const override { return size_t(B) * cfg_.seq_length * cfg_.hidden_size; }
   int slots() const { return int(slots_.size()); }
-  int max_batch() const { return max_batch_; }
+  int max_batch() const override { return max_batch_; }
   // Summed over every forward pass since expert_load().clear().
   ExpertLoad& expert_load() { return expert_load_; }
   // The whole model's load, [num_layers * E], summed over `group` (nullptr:
@@ -177,6 +168,7 @@ class Transformer {
   std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
   std::vector<std::unique_ptr<Activations<T>>> slots_;
   ExpertLoad expert_load_;
+  LocalExpertDispatch<T> expert_dispatch_;  // every expert on this rank
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]

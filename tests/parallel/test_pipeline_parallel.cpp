@@ -9,7 +9,7 @@
 #include <cmath>
 #include <random>
 
-#include "model/pipeline_step.h"
+#include "parallel/pipeline_runner.h"
 #include "optim/adamw.h"
 #include "run_trace.h"
 #include "runtime/topology.h"

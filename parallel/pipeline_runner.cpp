@@ -1,4 +1,4 @@
-#include "model/pipeline_step.h"
+#include "parallel/pipeline_runner.h"
 
 #include <mpi.h>
 
@@ -9,17 +9,16 @@
 namespace mt {
 
 template <typename T>
-PipelineRunner<T>::PipelineRunner(Transformer<T>& model, const PipelineGroup& pp, PipelineSchedule schedule)
+PipelineRunner<T>::PipelineRunner(PipelineStage<T>& model, const PipelineGroup& pp, PipelineSchedule schedule)
     : model_(model), pp_(pp), schedule_(schedule) {
   MT_CHECK(pp.stages == 1 || pp.group != nullptr, "a pipeline of {} stages needs its group", pp.stages);
 }
 
 template <typename T>
 DeviceBuffer<T>& PipelineRunner<T>::grad_send(int slot) {
-  const ModelConfig& c = model_.config();
   while (int(grad_send_.size()) <= slot) {
     // Sized for the largest micro-batch the model takes.
-    grad_send_.emplace_back(model_.backend(), size_t(model_.max_batch()) * c.seq_length * c.hidden_size);
+    grad_send_.emplace_back(model_.backend(), model_.boundary_elements(model_.max_batch()));
     out_send_.emplace_back();
     grad_send_req_.emplace_back();
   }
@@ -30,9 +29,8 @@ template <typename T>
 MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens, int B,
                                        double ce_scale, double aux_scale, PipelineStats* stats,
                                        const GradsReady* ready) {
-  const ModelConfig& c = model_.config();
   const int m = int(tokens.size());
-  const size_t n = size_t(B) * c.seq_length * c.hidden_size;  // floats a transfer
+  const size_t n = model_.boundary_elements(B);  // elements a transfer
   const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
   if (!last && grad_recv_.size() < n) grad_recv_ = DeviceBuffer<T>(model_.backend(), n);
 
@@ -103,8 +101,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
 
 template <typename T>
 MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
-  const ModelConfig& c = model_.config();
-  const size_t n = size_t(B) * c.seq_length * c.hidden_size;
+  const size_t n = model_.boundary_elements(B);
   const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
   if (!first) {
     Request r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);

@@ -1,14 +1,14 @@
 // One optimizer step's forward and backward passes on one pipeline stage:
-// the micro-batches run in the order of the schedule (parallel/
-// pipeline_schedule.h), activations go to the next stage and gradients to
-// the previous one by non-blocking point-to-point transfers.
+// the micro-batches run in the order of the schedule (pipeline_schedule.h),
+// activations go to the next stage and gradients to the previous one by
+// non-blocking point-to-point transfers over the communicator interface.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "model/transformer.h"
 #include "parallel/pipeline_schedule.h"
+#include "parallel/pipeline_stage.h"
 #include "runtime/communicator.h"
 
 namespace mt {
@@ -28,11 +28,11 @@ struct PipelineStats {
 template <typename T>
 class PipelineRunner {
  public:
-  PipelineRunner(Transformer<T>& model, const PipelineGroup& pp, PipelineSchedule schedule);
+  PipelineRunner(PipelineStage<T>& model, const PipelineGroup& pp, PipelineSchedule schedule);
 
   // tokens[i]: host [B, S+1] of micro-batch i. Returns this stage's summed
   // loss: CE on the last stage, the aux losses of its layers. ready, when
-  // given, follows the step's last backward pass (Transformer::backward_stage).
+  // given, follows the step's last backward pass (PipelineStage::backward_stage).
   MicroBatchLoss step(const std::vector<const int32_t*>& tokens, int B, double ce_scale,
                       double aux_scale, PipelineStats* stats = nullptr,
                       const GradsReady* ready = nullptr);
@@ -43,7 +43,7 @@ class PipelineRunner {
  private:
   DeviceBuffer<T>& grad_send(int slot);
 
-  Transformer<T>& model_;
+  PipelineStage<T>& model_;
   PipelineGroup pp_;
   PipelineSchedule schedule_;
   DeviceBuffer<T> grad_recv_;                  // [T, d]
