@@ -105,16 +105,8 @@ inline std::string tiny_model_flags() {
 
 // The ModelConfig tiny_model_flags() makes (the vocabulary rounded to 384).
 inline ModelConfig tiny_model_config() {
-  ModelConfig c;
-  c.vocab_size = 384;
-  c.hidden_size = 64;
-  c.num_layers = 2;
-  c.num_heads = 4;
-  c.num_query_groups = 1;
-  c.ffn_hidden_size = 128;
-  c.num_experts = 4;
-  c.router_topk = 2;
-  c.seq_length = 64;
+  ModelConfig c{.vocab_size = 384, .hidden_size = 64, .num_layers = 2, .num_heads = 4, .num_query_groups = 1,
+                .ffn_hidden_size = 128, .num_experts = 4, .router_topk = 2, .seq_length = 64};
   return c;
 }
 

@@ -237,16 +237,8 @@ TEST(Plan, ParameterCountsSplitTheModel) {
 // which takes 2 sbh (two dropout masks) + 3 a s^2 b / t (the attention
 // dropout's mask and output) off.
 TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
-  ModelConfig c;
-  c.vocab_size = 512;
-  c.hidden_size = 256;
-  c.num_heads = 8;
-  c.num_query_groups = 8;
-  c.ffn_hidden_size = 1024;
-  c.num_experts = 1;
-  c.router_topk = 1;
-  c.num_layers = 8;
-  c.seq_length = 128;
+  ModelConfig c{.vocab_size = 512, .hidden_size = 256, .num_layers = 8, .num_heads = 8, .num_query_groups = 8,
+                .ffn_hidden_size = 1024, .num_experts = 1, .router_topk = 1, .seq_length = 128};
   for (int tp : {1, 2, 4}) {
     SCOPED_TRACE(tp);
     PlanInputs in = inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
@@ -332,16 +324,9 @@ TEST(Plan, StepTimeTokensAndMfuAgree) {
 }
 
 TEST(Plan, SearchKeepsWhatFitsFastestFirstAndSaysWhyOthersWent) {
-  ModelConfig c;
-  c.vocab_size = 32000;
-  c.hidden_size = 4096;
-  c.num_layers = 32;
-  c.num_heads = 32;
-  c.num_query_groups = 8;
-  c.ffn_hidden_size = 14336;
-  c.num_experts = 8;
-  c.router_topk = 2;
-  c.seq_length = 4096;
+  ModelConfig c{.vocab_size = 32000, .hidden_size = 4096, .num_layers = 32, .num_heads = 32,
+                .num_query_groups = 8, .ffn_hidden_size = 14336, .num_experts = 8, .router_topk = 2,
+                .seq_length = 4096};
   PlanInputs base = inputs(c, 1, 1, 48, 1, 512);  // 48 GPUs: TP 3 and 6, DP 3 cannot be
   base.gpu = find_gpu("h100-80gb");
   base.precision = Precision::BF16;

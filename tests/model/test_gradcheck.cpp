@@ -17,18 +17,9 @@ struct GradCase {
 };
 
 ModelConfig tiny(const GradCase& c) {
-  ModelConfig cfg;
-  cfg.vocab_size = 32;
-  cfg.hidden_size = 16;
-  cfg.num_layers = 2;
-  cfg.num_heads = 4;
-  cfg.num_query_groups = c.G;
-  cfg.ffn_hidden_size = 24;
-  cfg.num_experts = c.E;
-  cfg.router_topk = c.K;
-  cfg.seq_length = 6;
-  cfg.capacity_factor = c.capacity;
-  cfg.aux_loss_coeff = 0.05;
+  ModelConfig cfg{.vocab_size = 32, .hidden_size = 16, .num_layers = 2, .num_heads = 4, .num_query_groups = c.G,
+                  .ffn_hidden_size = 24, .num_experts = c.E, .router_topk = c.K, .seq_length = 6,
+                  .capacity_factor = c.capacity, .aux_loss_coeff = 0.05};
   return cfg;
 }
 

@@ -16,18 +16,11 @@ const std::string kReference = std::string(MT_TEST_DATA_DIR) + "/torch_reference
 
 ModelConfig case_config(const H5File& f, const std::string& c) {
   auto i = [&](const char* name) { return int(f.attr_int(name, c)); };
-  ModelConfig cfg;
-  cfg.vocab_size = i("V");
-  cfg.hidden_size = i("d");
-  cfg.num_layers = i("L");
-  cfg.num_heads = i("H");
-  cfg.num_query_groups = i("G");
-  cfg.ffn_hidden_size = i("F");
-  cfg.num_experts = i("E");
-  cfg.router_topk = i("K");
-  cfg.seq_length = i("S");
-  cfg.capacity_factor = f.attr_double("capacity_factor", c);
-  cfg.aux_loss_coeff = f.attr_double("aux_coeff", c);
+  ModelConfig cfg{.vocab_size = i("V"), .hidden_size = i("d"), .num_layers = i("L"), .num_heads = i("H"),
+                  .num_query_groups = i("G"), .ffn_hidden_size = i("F"), .num_experts = i("E"),
+                  .router_topk = i("K"), .seq_length = i("S"),
+                  .capacity_factor = f.attr_double("capacity_factor", c),
+                  .aux_loss_coeff = f.attr_double("aux_coeff", c)};
   return cfg;
 }
 

@@ -18,16 +18,8 @@ namespace mt {
 namespace {
 
 ModelConfig tiny() {
-  ModelConfig cfg;
-  cfg.vocab_size = 8;
-  cfg.hidden_size = 4;
-  cfg.num_layers = 1;
-  cfg.num_heads = 2;
-  cfg.num_query_groups = 1;
-  cfg.ffn_hidden_size = 6;
-  cfg.num_experts = 2;
-  cfg.router_topk = 1;
-  cfg.seq_length = 4;
+  ModelConfig cfg{.vocab_size = 8, .hidden_size = 4, .num_layers = 1, .num_heads = 2, .num_query_groups = 1,
+                  .ffn_hidden_size = 6, .num_experts = 2, .router_topk = 1, .seq_length = 4};
   return cfg;
 }
 

@@ -54,13 +54,8 @@ TEST(GradBuckets, CoverThePaddedBufferFromItsEndInMultiplesOfDp) {
 }
 
 TEST(ShardSegments, SplitAtTensorsSkipPaddingAndCountReplicatedTensorsOnTpRankZero) {
-  ModelConfig cfg;
-  cfg.vocab_size = 64;
-  cfg.hidden_size = 16;
-  cfg.num_layers = 1;
-  cfg.num_heads = 2;
-  cfg.ffn_hidden_size = 8;
-  cfg.num_experts = 2;
+  ModelConfig cfg{.vocab_size = 64, .hidden_size = 16, .num_layers = 1, .num_heads = 2, .ffn_hidden_size = 8,
+                  .num_experts = 2};
   for (int tp_rank : {0, 1}) {
     const auto tensors = param_table(cfg, tp_rank, 2);
     const size_t n = tensors.back().offset + tensors.back().numel;
@@ -86,16 +81,9 @@ TEST(ShardSegments, SplitAtTensorsSkipPaddingAndCountReplicatedTensorsOnTpRankZe
 // Heads, F and V divisible by 2; the width makes parameter counts that 4
 // and 8 do not divide, so the shards are padded.
 ModelConfig tiny(int layers) {
-  ModelConfig m;
-  m.vocab_size = 62;
-  m.hidden_size = 20;
-  m.num_layers = layers;
-  m.num_heads = 2;
-  m.num_query_groups = 1;
-  m.ffn_hidden_size = 18;
-  m.num_experts = 4;
-  m.router_topk = 2;
-  m.seq_length = 8;
+  ModelConfig m{.vocab_size = 62, .hidden_size = 20, .num_layers = layers, .num_heads = 2,
+                .num_query_groups = 1, .ffn_hidden_size = 18, .num_experts = 4, .router_topk = 2,
+                .seq_length = 8};
   return m;
 }
 

@@ -18,16 +18,9 @@ namespace mt {
 namespace {
 
 ModelConfig tiny(int layers, int experts) {
-  ModelConfig m;
-  m.vocab_size = 64;
-  m.hidden_size = 32;
-  m.num_layers = layers;
-  m.num_heads = 4;
-  m.num_query_groups = 1;
-  m.ffn_hidden_size = 32;
-  m.num_experts = experts;
-  m.router_topk = experts > 1 ? 2 : 1;
-  m.seq_length = 8;
+  ModelConfig m{.vocab_size = 64, .hidden_size = 32, .num_layers = layers, .num_heads = 4,
+                .num_query_groups = 1, .ffn_hidden_size = 32, .num_experts = experts,
+                .router_topk = experts > 1 ? 2 : 1, .seq_length = 8};
   return m;
 }
 

@@ -25,18 +25,9 @@ struct TpCase {
 
 // Heads, F and V divisible by 8; two layers.
 ModelConfig tiny(const TpCase& c) {
-  ModelConfig m;
-  m.vocab_size = 64;
-  m.hidden_size = 32;
-  m.num_layers = 2;
-  m.num_heads = 8;
-  m.num_query_groups = c.G;
-  m.ffn_hidden_size = 32;
-  m.num_experts = c.E;
-  m.router_topk = c.K;
-  m.seq_length = 16;
-  m.capacity_factor = c.capacity;
-  m.aux_loss_coeff = 0.01;
+  ModelConfig m{.vocab_size = 64, .hidden_size = 32, .num_layers = 2, .num_heads = 8, .num_query_groups = c.G,
+                .ffn_hidden_size = 32, .num_experts = c.E, .router_topk = c.K, .seq_length = 16,
+                .capacity_factor = c.capacity, .aux_loss_coeff = 0.01};
   return m;
 }
 
