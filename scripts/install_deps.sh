@@ -25,6 +25,7 @@ packages=(
     libopenmpi-dev openmpi-bin
     libhdf5-openmpi-dev hdf5-tools
     libcli11-dev libopenblas-openmp-dev libdnnl-dev
+    ocl-icd-opencl-dev  # oneDNN's CMake package looks for OpenCL (Debian builds it with the GPU runtime)
     libgtest-dev libbenchmark-dev
     libfmt-dev nlohmann-json3-dev
     python3 python3-numpy python3-matplotlib python3-h5py

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The numerically sensitive tests (MT_NUMERICAL_TESTS in scripts/test_env.sh)
-# under each OpenBLAS kernel set this CPU can run, at 1 and 2 threads a
-# rank, and a table of pass/fail per cell. A bound tuned to one machine's
-# rounding fails here (docs/testing.md).
+# under each kernel set this CPU can run, at 1 and 2 threads a rank, and a
+# table of pass/fail per cell. A kernel set names an OpenBLAS core
+# (OPENBLAS_CORETYPE, float64 products) and caps oneDNN at that core's
+# instructions (ONEDNN_MAX_CPU_ISA, float32 products). A bound tuned to one
+# machine's rounding fails here (docs/testing.md).
 #
 #   scripts/test_blas_kernels.sh [--kernels LIST] [--threads LIST]
 #
-#   --kernels  comma-separated OPENBLAS_CORETYPE values; "default" leaves it
-#              unset (the library's own choice); "second" is one set other
+#   --kernels  comma-separated OPENBLAS_CORETYPE values; "default" leaves both
+#              unset (the libraries' own choice); "second" is one set other
 #              than the default that this CPU runs (what CI adds). Default:
 #              default and every one of Sandybridge, Haswell, Zen, SkylakeX,
 #              Cooperlake that the CPU runs.
@@ -45,6 +47,10 @@ has avx && runnable+=(Sandybridge)
 has avx2 fma && runnable+=(Haswell Zen)
 has avx512f avx512bw avx512dq avx512vl && runnable+=(SkylakeX)
 has avx512f avx512bw avx512dq avx512vl avx512_bf16 && runnable+=(Cooperlake)
+
+# The oneDNN instruction set of each OpenBLAS core.
+declare -A onednn_isa=([Sandybridge]=AVX [Haswell]=AVX2 [Zen]=AVX2 [SkylakeX]=AVX512_CORE
+                       [Cooperlake]=AVX512_CORE_BF16)
 
 # The kernels OpenBLAS picks here when left alone.
 default_core=$(python3 - <<'PY' 2>/dev/null || echo unknown
@@ -90,7 +96,7 @@ for k in "${kernels[@]}"; do
     for t in "${thread_counts[@]}"; do
         log="$log_dir/${k}_${t}threads.log"
         coretype=()
-        [[ "$k" != default ]] && coretype=(OPENBLAS_CORETYPE="$k")
+        [[ "$k" != default ]] && coretype=(OPENBLAS_CORETYPE="$k" ONEDNN_MAX_CPU_ISA="${onednn_isa[$k]:-ALL}")
         echo "test_blas_kernels: kernels $k, $t thread(s) a rank -> $log"
         start=$SECONDS
         # Passive OpenMP waits: several ranks of several threads share 2 cores.
@@ -109,13 +115,14 @@ for k in "${kernels[@]}"; do
 done
 
 echo
-echo "| OPENBLAS_CORETYPE | threads a rank | result |"
-echo "|---|---:|---|"
+echo "| OPENBLAS_CORETYPE | ONEDNN_MAX_CPU_ISA | threads a rank | result |"
+echo "|---|---|---:|---|"
 for k in "${kernels[@]}"; do
     for t in "${thread_counts[@]}"; do
         name="$k"
-        [[ "$k" == default ]] && name="unset ($default_core)"
-        echo "| $name | $t | ${result["$k,$t"]} |"
+        isa="${onednn_isa[$k]:-}"
+        [[ "$k" == default ]] && name="unset ($default_core)" && isa="unset"
+        echo "| $name | $isa | $t | ${result["$k,$t"]} |"
     done
 done
 exit "$failed"

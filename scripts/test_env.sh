@@ -14,5 +14,5 @@ export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_cop
 # equivalence of a layout with one rank (in-process and through the binary),
 # the resume tests, the gradient check and the PyTorch-reference tests.
 # A ctest -R pattern.
-MT_NUMERICAL_TESTS='mpi[0-9]+\.(parallel|pipeline|data_parallel)|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.(Stopping|CheckpointsMove)|EvalLayouts|TorchReference|GradCheck|Inspect\.TorchModel|EndToEnd'
+MT_NUMERICAL_TESTS='BackendOps|mpi[0-9]+\.(parallel|pipeline|data_parallel)|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.(Stopping|CheckpointsMove)|EvalLayouts|TorchReference|GradCheck|Inspect\.TorchModel|EndToEnd'
 export MT_NUMERICAL_TESTS
