@@ -23,8 +23,9 @@ std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v
 // (the data-parallel replicas hold the same block and split it; a tensor
 // every TP rank holds whole is written by TP rank 0's replicas); with
 // nothing where another stage does.
+template <typename T>
 void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
-                   const Parameters<float>& p, const float* flat, const Coords& at, const Topology& topo) {
+                   const Parameters<T>& p, const float* flat, const Coords& at, const Topology& topo) {
   for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size())) {
     const ParamTensor* t = p.find_or_null(logical.name);
     std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
@@ -42,7 +43,8 @@ void write_tensors(H5File& f, const std::string& group, const ModelConfig& model
   }
 }
 
-void read_tensors(const H5File& f, const std::string& group, const Parameters<float>& p,
+template <typename T>
+void read_tensors(const H5File& f, const std::string& group, const Parameters<T>& p,
                   float* flat) {
   for (const ParamTensor& t : p.tensors) {
     const std::string name = group + "/" + t.name;
@@ -61,11 +63,19 @@ std::array<std::pair<const char*, DeviceBuffer<float>*>, 2> moments(AdamW<float>
 
 }  // namespace
 
+template <typename T>
 void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
-                           Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                           const CheckpointAttributes& a) {
+                           Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                           const CheckpointAttributes& a, MasterWeights<T>* master) {
   H5File f = H5File::create(file, topo.world_mpi());
-  write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
+  if constexpr (std::is_same_v<T, float>) {
+    write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
+  } else {
+    MT_CHECK(master != nullptr, "a {}-byte model saves its float32 master weights: none given", sizeof(T));
+    std::vector<float> weights(params.padded_size());
+    master->gather(weights.data());
+    write_tensors(f, "model", model, params, weights.data(), topo.coords(), topo);
+  }
   // Each moment, gathered from the replicas' shards into the flat layout.
   std::vector<float> moment(params.padded_size());
   for (auto [name, shard] : moments(optim)) {
@@ -122,10 +132,21 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
   return info;
 }
 
-void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
-                     AdamW<float>* optim, const GradSync<float>* grad_sync) {
+template <typename T>
+void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& params, AdamW<float>* optim,
+                     const GradSync<float>* grad_sync, MasterWeights<T>* master) {
   H5File f = H5File::open(path, comm);
-  read_tensors(f, "model", params, params.values.data());
+  if constexpr (std::is_same_v<T, float>) {
+    read_tensors(f, "model", params, params.values.data());
+  } else {
+    std::vector<float> weights(params.padded_size(), 0.0f);
+    read_tensors(f, "model", params, weights.data());
+    if (master) {
+      master->set(weights.data());
+    } else {
+      for (size_t i = 0; i < weights.size(); ++i) params.values.data()[i] = T(weights[i]);
+    }
+  }
   if (optim) {
     MT_CHECK(grad_sync != nullptr, "loading optimizer state needs its shard layout");
     std::vector<float> moment(params.padded_size(), 0.0f);
@@ -136,5 +157,16 @@ void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& 
     optim->set_step_count(f.attr_int("adam_step"));
   }
 }
+
+template void write_checkpoint_file<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,
+                                           AdamW<float>&, GradSync<float>&, const CheckpointAttributes&,
+                                           MasterWeights<float>*);
+template void write_checkpoint_file<bf16>(const std::string&, Topology&, const ModelConfig&, Parameters<bf16>&,
+                                          AdamW<float>&, GradSync<float>&, const CheckpointAttributes&,
+                                          MasterWeights<bf16>*);
+template void load_checkpoint<float>(const std::string&, MPI_Comm, Parameters<float>&, AdamW<float>*,
+                                     const GradSync<float>*, MasterWeights<float>*);
+template void load_checkpoint<bf16>(const std::string&, MPI_Comm, Parameters<bf16>&, AdamW<float>*,
+                                    const GradSync<float>*, MasterWeights<bf16>*);
 
 }  // namespace mt

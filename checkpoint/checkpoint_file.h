@@ -15,6 +15,7 @@
 #include "model/config.h"
 #include "model/parameters.h"
 #include "optim/adamw.h"
+#include "optim/master_weights.h"
 #include "parallel/grad_sync.h"
 #include "runtime/topology.h"
 
@@ -40,10 +41,12 @@ struct CheckpointAttributes {
 
 // Collective over topo's world: writes `file`. The AdamW moments are ZeRO-1
 // shards (grad_sync's layout): each replica gathers them, and every rank
-// writes its share of its TP block's rows.
+// writes its share of its TP block's rows. The weights written are float32:
+// the model's own, or under bf16 the master weights (master, required then).
+template <typename T>
 void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
-                           Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                           const CheckpointAttributes& attributes);
+                           Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                           const CheckpointAttributes& attributes, MasterWeights<T>* master = nullptr);
 
 // Why `path` cannot be a checkpoint to resume from (it does not open as
 // HDF5, lacks the root attributes or the model tensors), or "" if it can.
@@ -63,8 +66,12 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
 
 // Loads weights (and, when optim is not null, the AdamW moments of the
 // shard grad_sync assigns this rank). Every tensor must have the shape the
-// model expects: a mismatch names the tensor and both shapes.
-void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<float>& params,
-                     AdamW<float>* optim = nullptr, const GradSync<float>* grad_sync = nullptr);
+// model expects: a mismatch names the tensor and both shapes. The float32
+// weights go to master when given (the optimizer's, under bf16 a float32
+// copy of the shard), and to the model's weights, rounded to T.
+template <typename T>
+void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& params,
+                     AdamW<float>* optim = nullptr, const GradSync<float>* grad_sync = nullptr,
+                     MasterWeights<T>* master = nullptr);
 
 }  // namespace mt

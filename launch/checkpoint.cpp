@@ -78,10 +78,11 @@ std::string now_iso8601() {
 
 }  // namespace
 
+template <typename T>
 SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                          Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                          Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
                           const TrainState& state, uint64_t seed, const nlohmann::json& config,
-                          const nlohmann::json& resume, int keep_last) {
+                          const nlohmann::json& resume, int keep_last, MasterWeights<T>* master) {
   const double start = MPI_Wtime();
   const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
   const fs::path tmp_dir = final_dir.string() + ".tmp";
@@ -101,7 +102,7 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
   topo.world().broadcast(saved_at, 0);
 
   write_checkpoint_file((tmp_dir / "checkpoint.h5").string(), topo, model, params, optim, grad_sync,
-                        {state, seed, config, resume, saved_at});
+                        {state, seed, config, resume, saved_at}, master);
   topo.world().barrier();
 
   // Only a complete file on disk gets the real name, and only then does
@@ -123,6 +124,13 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
   stats.seconds = MPI_Wtime() - start;
   return stats;
 }
+
+template SaveStats save_checkpoint<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,
+                                          AdamW<float>&, GradSync<float>&, const TrainState&, uint64_t,
+                                          const nlohmann::json&, const nlohmann::json&, int, MasterWeights<float>*);
+template SaveStats save_checkpoint<bf16>(const std::string&, Topology&, const ModelConfig&, Parameters<bf16>&,
+                                         AdamW<float>&, GradSync<float>&, const TrainState&, uint64_t,
+                                         const nlohmann::json&, const nlohmann::json&, int, MasterWeights<bf16>*);
 
 std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings) {
   const fs::path p(load);

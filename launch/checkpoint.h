@@ -27,10 +27,12 @@ struct SaveStats {
 // entry of `resume` (the schedule, ramp-up, data and RNG positions) becomes
 // a root attribute holding its JSON. keep_last > 0: afterwards, only the
 // newest keep_last checkpoints are kept.
+// master: the optimizer's weights (required under bf16, write_checkpoint_file).
+template <typename T>
 SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                          Parameters<float>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                          Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
                           const TrainState& state, uint64_t seed, const nlohmann::json& config,
-                          const nlohmann::json& resume, int keep_last = 0);
+                          const nlohmann::json& resume, int keep_last = 0, MasterWeights<T>* master = nullptr);
 
 // The checkpoint file a --load argument means: a checkpoint.h5, an
 // iter_NNNNNNN directory, or a save directory. In a save directory, the

@@ -20,6 +20,37 @@
 
 namespace mt {
 
+namespace {
+
+// This rank's summed cross-entropy and tokens over samples [begin, end) in
+// precision T: counted once, on the last stage's first TP rank.
+template <typename T>
+std::pair<double, double> evaluate(const std::string& path, const ModelConfig& mc,
+                                   Topology& topo, const StageSpan& span, data::SampleStream& stream, int64_t begin,
+                                   int64_t end, int micro) {
+  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  auto be = make_cpu_backend<T>();
+  check_gemm_on_every_rank(*be, topo.world());
+  Transformer<T> model(*be, mc, micro, tp, span);
+  load_checkpoint(path, MPI_COMM_WORLD, model.params());
+  PipelineRunner<T> pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
+                             PipelineSchedule::OneFOneB);
+  double ce_sum = 0, tokens = 0;
+  std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
+  for (int64_t first = begin; first < end; first += micro) {
+    const int n = int(std::min<int64_t>(micro, end - first));
+    for (int i = 0; i < n; ++i) stream.read_sample(uint64_t(first + i), batch.data() + i * (mc.seq_length + 1));
+    const MicroBatchLoss l = pipeline.forward(batch.data(), n);
+    if (span.last && tp.rank == 0) {
+      ce_sum += l.ce_sum;
+      tokens += double(l.tokens);
+    }
+  }
+  return {ce_sum, tokens};
+}
+
+}  // namespace
+
 EvalResult run_eval(const EvalOptions& o) {
   MT_CHECK(!o.load.empty(), "eval needs --load CHECKPOINT_DIR");
   MT_CHECK(!o.data_path.empty(), "eval needs --data-path PREFIX");
@@ -40,32 +71,17 @@ EvalResult run_eval(const EvalOptions& o) {
            samples, o.data_path, available, mc.seq_length);
 
   // This rank's part of the model and its replica's share of the samples.
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   const int stage = topo.coords().pp, stages = topo.pp_size();
   const StageSpan span = stage_span(mc.num_layers, stage, stages, o.decoder_first_pipeline_num_layers,
                                     o.decoder_last_pipeline_num_layers);
   const int64_t share = (samples + topo.dp_size() - 1) / topo.dp_size();
   const int64_t begin = std::min(samples, topo.coords().dp * share), end = std::min(samples, begin + share);
 
-  auto be = make_cpu_backend<float>();
-  check_gemm_on_every_rank(*be, topo.world());
   const int micro = int(std::max<int64_t>(1, std::min<int64_t>(o.micro_batch_size, share)));
-  Transformer<float> model(*be, mc, micro, tp, span);
-  load_checkpoint(path, MPI_COMM_WORLD, model.params(), nullptr);
-  PipelineRunner<float> pipeline(model, PipelineGroup{&topo.pp(), stage, stages}, PipelineSchedule::OneFOneB);
-
-  // CE and tokens are counted once: on the last stage's first TP rank.
-  double sums[2] = {0, 0};
-  std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
-  for (int64_t first = begin; first < end; first += micro) {
-    const int n = int(std::min<int64_t>(micro, end - first));
-    for (int i = 0; i < n; ++i) stream.read_sample(uint64_t(first + i), batch.data() + i * (mc.seq_length + 1));
-    const MicroBatchLoss l = pipeline.forward(batch.data(), n);
-    if (span.last && tp.rank == 0) {
-      sums[0] += l.ce_sum;
-      sums[1] += double(l.tokens);
-    }
-  }
+  const auto [ce_sum, tokens] =
+      o.bf16 ? evaluate<bf16>(path, mc, topo, span, stream, begin, end, micro)
+             : evaluate<float>(path, mc, topo, span, stream, begin, end, micro);
+  double sums[2] = {ce_sum, tokens};
   topo.world().all_reduce_sum(sums, 2);
   EvalResult r;
   r.samples = samples;

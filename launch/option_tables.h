@@ -77,6 +77,12 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "Parameters per data-parallel gradient bucket: each bucket's reduce-scatter starts as soon as the "
              "backward pass has finished its gradients"},
         o.ddp_bucket_size);
+  visit(Flag{"--bf16",
+             "Mixed precision: bf16 weights, activations and products (accumulated in fp32); fp32 statistics, "
+             "softmaxes, routing and losses, gradients, master weights and Adam moments. Checkpoints hold fp32 "
+             "weights either way",
+             kRecorded},
+        o.bf16);
   visit(Flag{"--micro-batch-size", "Samples per micro-batch", kRecorded}, o.micro_batch_size);
   visit(Flag{"--global-batch-size", "Samples per optimizer step (gradients accumulate over micro-batches)",
              kRecorded},
@@ -143,6 +149,7 @@ void visit_eval_flags(Options& o, Visit&& visit) {
   visit(Flag{"--data-path", "Token store prefix (required)"}, o.data_path);
   visit(Flag{"--eval-samples", "Samples to evaluate (0 = all)"}, o.eval_samples);
   visit(Flag{"--micro-batch-size", "Samples per forward pass"}, o.micro_batch_size);
+  visit(Flag{"--bf16", "Evaluate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
   visit_layout_flags(o, visit);
 }
@@ -156,8 +163,8 @@ void visit_plan_flags(Options& o, Visit&& visit) {
                       "only)"},
         o.gpu);
   visit(Flag{"--precision",
-             "fp32 (as the CPU build trains) or bf16 (Megatron mixed precision: bf16 weights, fp32 gradients and "
-             "optimizer); default bf16 with --gpu, else fp32"},
+             "fp32 or bf16 (mixed precision: bf16 weights, fp32 gradients and optimizer, as --bf16 trains); "
+             "default bf16 with --gpu or --bf16, else fp32"},
         o.precision);
   visit(Flag{"--recompute-granularity",
              "Activation recomputation: none, selective (attention scores) or full (each layer from its input)"},

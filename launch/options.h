@@ -28,6 +28,7 @@ struct TrainOptions {
   // Elements per ZeRO-1 gradient bucket (Megatron's --ddp-bucket-size):
   // smaller buckets start their reduce-scatter earlier in the backward pass.
   int64_t ddp_bucket_size = 1000000;
+  bool bf16 = false;  // mixed precision (docs/design.md, "Mixed precision")
   int micro_batch_size = 4;
   int global_batch_size = 16;
   std::vector<int64_t> rampup_batch_size;  // START INCR SAMPLES, or empty
@@ -65,6 +66,7 @@ struct EvalOptions {
   std::string data_path;
   int64_t eval_samples = 0;  // 0: every sample of the store
   int micro_batch_size = 4;
+  bool bf16 = false;
   int threads = 0;
 };
 

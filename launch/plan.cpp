@@ -497,8 +497,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   }
 
   if (!o.gpu.empty()) in.gpu = find_gpu(o.gpu);
-  const std::string precision = o.precision.empty() ? (in.gpu ? "bf16" : "fp32") : o.precision;
+  const std::string precision = o.precision.empty() ? (in.gpu || o.train.bf16 ? "bf16" : "fp32") : o.precision;
   MT_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
+  MT_CHECK(!o.train.bf16 || precision == "bf16", "--bf16 trains in bf16, but --precision is {}", precision);
   in.precision = precision == "bf16" ? Precision::BF16 : Precision::FP32;
   MT_CHECK(o.compute_efficiency > 0 && o.compute_efficiency <= 1,
            "--compute-efficiency must be in (0, 1], got {}", o.compute_efficiency);

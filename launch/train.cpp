@@ -21,6 +21,7 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
+#include "optim/master_weights.h"
 #include "parallel/grad_sync.h"
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
@@ -68,14 +69,16 @@ data::BlendedStream open_stream(const TrainOptions& o, double* seconds) {
   return stream;
 }
 
-std::unique_ptr<Backend<float>> checked_backend(Communicator& world, bool corrupt_gemm_check) {
-  auto be = make_cpu_backend<float>();
+template <typename T>
+std::unique_ptr<Backend<T>> checked_backend(Communicator& world, bool corrupt_gemm_check) {
+  auto be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, world, corrupt_gemm_check);
   return be;
 }
 
 // Flat ranges of the tensors whose gradients are partial sums over TP.
-std::vector<FlatRange> tp_partial_ranges(const Parameters<float>& params) {
+template <typename T>
+std::vector<FlatRange> tp_partial_ranges(const Parameters<T>& params) {
   std::vector<FlatRange> ranges;
   for (const ParamTensor& t : params.tensors)
     if (t.partial_grad) ranges.push_back({t.offset, t.offset + t.numel});
@@ -83,7 +86,9 @@ std::vector<FlatRange> tp_partial_ranges(const Parameters<float>& params) {
 }
 
 // One rank's share of a training run: what the set-up builds and each step
-// uses. Members are built in declaration order.
+// uses. Members are built in declaration order. T: the model's precision
+// (float, or bf16 with --bf16); gradients and the optimizer are float32.
+template <typename T>
 struct Training {
   explicit Training(const TrainOptions& options);
 
@@ -95,12 +100,13 @@ struct Training {
   const data::BatchSchedule schedule;
   double stream_seconds = 0;  // to build the blended stream
   data::BlendedStream stream;
-  std::unique_ptr<Backend<float>> be;
-  Transformer<float> model;
-  Parameters<float>& params;
+  std::unique_ptr<Backend<T>> be;
+  Transformer<T> model;
+  Parameters<T>& params;
   GradSync<float> grad_sync;
   AdamW<float> optim;
-  PipelineRunner<float> pipeline;
+  MasterWeights<T> master;
+  PipelineRunner<T> pipeline;
   const nlohmann::json config;  // the run configuration each checkpoint records
   TrainState state;
   SourceProgress progress;
@@ -109,7 +115,8 @@ struct Training {
   std::vector<int32_t> batch;  // the step's micro-batches, [micro-batches][micro][S+1]
 };
 
-Training::Training(const TrainOptions& options)
+template <typename T>
+Training<T>::Training(const TrainOptions& options)
     : o(options),
       topo(MPI_COMM_WORLD, o.topology),
       root(topo.world_rank() == 0),
@@ -117,30 +124,32 @@ Training::Training(const TrainOptions& options)
       tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
       schedule(o.global_batch_size, o.micro_batch_size, topo.dp_size(), o.rampup),
       stream(open_stream(o, &stream_seconds)),
-      be(checked_backend(topo.world(), o.debug_corrupt_gemm_check)),
+      be(checked_backend<T>(topo.world(), o.debug_corrupt_gemm_check)),
       model(*be, o.model, o.micro_batch_size, tp,
             stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
                        o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers),
             topo.dp_size()),
       params(model.params()),
-      grad_sync(*be, params.padded_size(), tp_partial_ranges(params), tp, &topo.dp(),
+      grad_sync(be->acc(), params.padded_size(), tp_partial_ranges(params), tp, &topo.dp(),
                 size_t(o.ddp_bucket_size)),
       // The gradient norm sums over every group that holds other elements.
-      optim(*be, o.adam, shard_segments(params.tensors, grad_sync.shard(), tp.rank), grad_sync.shard_size(),
+      optim(be->acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), tp.rank), grad_sync.shard_size(),
             {tp.size > 1 ? &topo.tp() : nullptr, topo.pp_size() > 1 ? &topo.pp() : nullptr,
              topo.dp_size() > 1 ? &topo.dp() : nullptr}),
+      master(*be, params, grad_sync),
       pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
                o.schedule),
       config(run_config_json(o)) {
-  params.initialise(*be, o.seed);
+  master.set(params.template initial_values<float>(o.seed).data());
 }
 
 // --load: the weights, moments and position of the checkpoint it names.
-void resume_from_checkpoint(Training& t) {
+template <typename T>
+void resume_from_checkpoint(Training<T>& t) {
   const std::string path = resolve_checkpoint(t.o.load, t.topo.world());
   CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
   check_same_model(t.o.model, info.config, path);
-  load_checkpoint(path, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync);
+  load_checkpoint(path, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync, &t.master);
   t.state = info.state;
   if (!t.root) return;
   fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, t.state.iteration,
@@ -161,14 +170,16 @@ std::string metrics_path(const TrainOptions& o) {
   return (std::filesystem::path(o.save) / "metrics.jsonl").string();
 }
 
-bool run_continues(const Training& t) {
+template <typename T>
+bool run_continues(const Training<T>& t) {
   if (t.o.train_iters > 0 && t.state.iteration >= t.o.train_iters) return false;
   return t.state.consumed_samples < t.run_samples;
 }
 
 // False (and rank 0 says so) when the stream holds too few samples for the
 // next global batch.
-bool data_left_for(const Training& t, int64_t global) {
+template <typename T>
+bool data_left_for(const Training<T>& t, int64_t global) {
   if (uint64_t(t.state.consumed_samples + global) <= t.stream.size()) return true;
   if (t.root)
     fmt::print("the data is used up: {} of {} samples consumed, too few for a batch of {} ({}); stopping\n",
@@ -179,7 +190,8 @@ bool data_left_for(const Training& t, int64_t global) {
 // This replica's micro-batches of the global batch at the stream position:
 // host [micro-batches][micro][S+1]. Every stage reads them: the first embeds
 // them, the last needs the targets.
-std::vector<const int32_t*> read_global_batch(Training& t, int64_t global) {
+template <typename T>
+std::vector<const int32_t*> read_global_batch(Training<T>& t, int64_t global) {
   const int64_t micro = t.o.micro_batch_size, sample_tokens = t.o.model.seq_length + 1;
   const int64_t num_micro = t.schedule.micro_batches(t.state.consumed_samples);
   t.batch.resize(size_t(num_micro * micro * sample_tokens));
@@ -198,17 +210,28 @@ std::vector<const int32_t*> read_global_batch(Training& t, int64_t global) {
   return micro_batches;
 }
 
+// --debug-perturb-weights: the optimizer's weights moved (the float32
+// master weights under bf16), and the model's from them.
+template <typename T>
+void perturb_weights(Training<T>& t) {
+  std::vector<float> weights(t.params.padded_size());
+  t.master.gather(weights.data());
+  t.params.perturb(weights.data(), t.o.debug_perturb_weights, uint64_t(t.state.iteration));
+  t.master.set(weights.data());
+}
+
 // One optimizer step: forward and backward of every micro-batch through the
 // pipeline, gradients reduce-scattered over the replicas, the AdamW update
 // of this rank's shard and the all-gather of the new weights. The loss is
 // the mean CE over the global batch's tokens plus the mean over
 // micro-batches of their summed aux losses.
-StepOutcome train_step(Training& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
+template <typename T>
+StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
   const int64_t tokens = global * t.o.model.seq_length;
   const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp_size();
   const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
   float* grads = t.params.grads.data();
-  t.be->fill(grads, 0.0f, t.params.padded_size());
+  t.be->acc().fill(grads, 0.0f, t.params.padded_size());
   PipelineStats pipeline_stats;
   t.grad_sync.start_step();
   const GradsReady ready = [&](size_t from) { t.grad_sync.ready_from(grads, from); };
@@ -220,20 +243,20 @@ StepOutcome train_step(Training& t, const std::vector<const int32_t*>& micro_bat
   if (t.topo.dp_size() > 1) t.topo.dp().all_reduce_sum(sums, 2);
   const double loss = sums[0] / double(tokens);
   MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, t.state.iteration + 1);
-  const double grad_norm = t.optim.step(t.params.values.data(), t.grad_sync.shard_grads(grads), lr);
-  t.grad_sync.all_gather(t.params.values.data());
+  const double grad_norm = t.optim.step(t.master.updated(), t.grad_sync.shard_grads(grads), lr, t.master.packed());
+  t.master.publish();
   t.state.iteration += 1;
   t.state.consumed_samples += global;
   t.state.consumed_tokens += tokens;
-  if (t.o.debug_perturb_weights != 0.0)
-    t.params.perturb(*t.be, t.o.debug_perturb_weights, uint64_t(t.state.iteration));
+  if (t.o.debug_perturb_weights != 0.0) perturb_weights(t);
   return {loss, sums[1] / micro_batches_all_replicas, lr, grad_norm, global, tokens,
           pipeline_stats.wait_seconds};
 }
 
 // Where the run stands beyond the iteration counters, for the checkpoint's
 // attributes: what the next step would use.
-nlohmann::json resume_attributes(const Training& t) {
+template <typename T>
+nlohmann::json resume_attributes(const Training<T>& t) {
   const TrainOptions& o = t.o;
   const int64_t consumed = t.state.consumed_samples;
   return nlohmann::json{
@@ -250,10 +273,11 @@ nlohmann::json resume_attributes(const Training& t) {
 }
 
 // Saves unless there is no --save or this iteration is already saved.
-void save_checkpoint_and_time(Training& t) {
+template <typename T>
+void save_checkpoint_and_time(Training<T>& t) {
   if (t.o.save.empty() || t.saved_iteration == t.state.iteration) return;
-  const SaveStats saved = save_checkpoint(t.o.save, t.topo, t.o.model, t.params, t.optim, t.grad_sync,
-                                          t.state, t.o.seed, t.config, resume_attributes(t), t.o.keep_last);
+  const SaveStats saved = save_checkpoint(t.o.save, t.topo, t.o.model, t.params, t.optim, t.grad_sync, t.state,
+                                          t.o.seed, t.config, resume_attributes(t), t.o.keep_last, &t.master);
   t.saved_iteration = t.state.iteration;
   if (!t.root) return;
   fmt::print("saved checkpoint {}/{} in {:.3f} s ({:.2f} GB/s)\n", t.o.save,
@@ -263,7 +287,8 @@ void save_checkpoint_and_time(Training& t) {
 
 // Saves at each --save-interval; true when a stop signal (a preemption
 // notice) reached any rank, so that every rank stops at this boundary.
-bool save_and_decide_to_stop(Training& t) {
+template <typename T>
+bool save_and_decide_to_stop(Training<T>& t) {
   if (t.o.save_interval > 0 && t.state.iteration % t.o.save_interval == 0) save_checkpoint_and_time(t);
   int sig = stop_signal();
   t.topo.world().all_reduce_max(&sig, 1);
@@ -272,27 +297,26 @@ bool save_and_decide_to_stop(Training& t) {
   return sig != 0;
 }
 
-void fail_if_injected(const Training& t) {
+template <typename T>
+void fail_if_injected(const Training<T>& t) {
   if (t.o.debug_fail_at_iteration == t.state.iteration + 1 && t.topo.world_rank() == t.o.debug_fail_rank)
     MT_FAIL("injected failure at iteration {} on rank {} (--debug-fail-at-iteration)", t.state.iteration + 1,
             t.o.debug_fail_rank);
 }
 
-}  // namespace
-
-TrainResult run_train(TrainOptions o) {
-  resolve_and_validate(o);
-  install_stop_signal_handlers();
-  Training t(o);
+// The run in precision T, from set-up to the last save.
+template <typename T>
+TrainResult train(const TrainOptions& o) {
+  Training<T> t(o);
   if (!o.load.empty()) resume_from_checkpoint(t);
-  if (o.debug_perturb_weights != 0.0) t.params.perturb(*t.be, o.debug_perturb_weights, uint64_t(t.state.iteration));
+  if (o.debug_perturb_weights != 0.0) perturb_weights(t);
   t.run_samples = std::min<uint64_t>(requested_samples(o), t.stream.size());
   t.progress = {t.stream.counts_before(uint64_t(t.state.consumed_samples))};
-  StartUpSummary summary{o, t.topo, t.params, gather_memory(t.topo, t.params, t.optim), t.stream,
-                         t.stream_seconds, t.run_samples, t.threads, *t.be};
+  StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
+                         t.stream_seconds, t.run_samples, t.threads, t.be->name(), t.be->library()};
   if (t.root) print_start_up(summary);
 
-  IntervalLog log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o));
+  IntervalLog<T> log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o));
   TrainResult result;
   while (run_continues(t)) {
     const int64_t global = t.schedule.global_batch(t.state.consumed_samples);
@@ -311,6 +335,14 @@ TrainResult run_train(TrainOptions o) {
   }
   save_checkpoint_and_time(t);
   return result;
+}
+
+}  // namespace
+
+TrainResult run_train(TrainOptions o) {
+  resolve_and_validate(o);
+  install_stop_signal_handlers();
+  return o.bf16 ? train<bf16>(o) : train<float>(o);
 }
 
 }  // namespace mt

@@ -44,13 +44,14 @@ nlohmann::json SourceProgress::json(const data::BlendedStream& s) const {
   return j;
 }
 
-std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<float>& params,
-                                      const AdamW<float>& optim) {
+template <typename T>
+std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<T>& params, const AdamW<float>& optim) {
   const Coords c = topo.coords();
   const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
+  const int64_t weight = sizeof(T), acc = sizeof(acc_t<T>), master = MasterWeights<T>::kSeparate ? 1 : 0;
   std::vector<RankAllocation> all(topo.world_size());
-  all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), 4 * padded,
-                            4 * padded + (topo.dp_size() > 1 ? 4 * shard : 0), 8 * shard};
+  all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), weight * padded,
+                            acc * padded + (topo.dp_size() > 1 ? acc * shard : 0), (2 + master) * acc * shard};
   topo.world().all_gather(all.data(), sizeof(RankAllocation), DType::U8);
   return all;
 }
@@ -63,8 +64,8 @@ void print_start_up(const StartUpSummary& s) {
              mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
              mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
   fmt::print("parameters: {} total, {} active per token; rank 0 holds {} ({:.3f} of one rank's)\n",
-             mc.num_parameters(), mc.num_active_parameters(), s.params.size(),
-             double(s.params.size()) / double(mc.num_parameters()));
+             mc.num_parameters(), mc.num_active_parameters(), s.parameters,
+             double(s.parameters) / double(mc.num_parameters()));
   for (const RankAllocation& m : s.memory)
     fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
                "optimizer {} B\n",
@@ -81,18 +82,19 @@ void print_start_up(const StartUpSummary& s) {
              s.stream.size() == data::BlendedStream::kUnbounded ? std::string("unbounded")
                                                                 : std::to_string(s.stream.size()),
              s.stream_seconds, s.run_samples);
-  fmt::print("backend: {} ({})\n", s.backend.name(), s.backend.library());
+  fmt::print("backend: {} ({})\n", s.backend_name, s.backend_library);
   fmt::print("training to {} samples: global batch {}{}, micro-batch {}, {} threads, {} backend\n",
              s.run_samples, o.global_batch_size,
              o.rampup.start ? fmt::format(" (ramped up from {} by {} over {} samples)",
                                           o.rampup.start, o.rampup.increment, o.rampup.samples)
                             : "",
-             o.micro_batch_size, s.threads, s.backend.name());
+             o.micro_batch_size, s.threads, s.backend_name);
   std::fflush(stdout);
 }
 
-IntervalLog::IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync,
-                         Transformer<float>& model, const data::BlendedStream& stream, int64_t run_samples,
+template <typename T>
+IntervalLog<T>::IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync,
+                         Transformer<T>& model, const data::BlendedStream& stream, int64_t run_samples,
                          const std::string& metrics_path)
     : o_(o), topo_(topo), grad_sync_(grad_sync), model_(model), stream_(stream), run_samples_(run_samples),
       metrics_(topo.world_rank() == 0 ? metrics_path : "") {
@@ -100,7 +102,8 @@ IntervalLog::IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>&
   restart(run_start_);
 }
 
-void IntervalLog::add(const StepOutcome& step) {
+template <typename T>
+void IntervalLog<T>::add(const StepOutcome& step) {
   steps_ += 1;
   samples_ += step.samples;
   tokens_ += step.tokens;
@@ -110,7 +113,8 @@ void IntervalLog::add(const StepOutcome& step) {
   last_ = step;
 }
 
-void IntervalLog::report(const TrainState& state, const SourceProgress& progress, bool last) {
+template <typename T>
+void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progress, bool last) {
   if (state.iteration % o_.log_interval != 0 && !last) return;
   const auto now = Clock::now();
   const StepMetrics m = metrics(state, now);
@@ -133,7 +137,8 @@ void IntervalLog::report(const TrainState& state, const SourceProgress& progress
   restart(now);
 }
 
-StepMetrics IntervalLog::metrics(const TrainState& state, Clock::time_point now) const {
+template <typename T>
+StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point now) const {
   const double interval_s = std::chrono::duration<double>(now - start_).count();
   const GradSyncStats& dp = grad_sync_.stats;
   StepMetrics m;
@@ -164,19 +169,26 @@ StepMetrics IntervalLog::metrics(const TrainState& state, Clock::time_point now)
 
 // Each stage's idle share of the interval (the pipeline bubble), on every
 // rank; one entry without pipeline parallelism.
-std::vector<double> IntervalLog::stage_idle_shares(double interval_s) {
+template <typename T>
+std::vector<double> IntervalLog<T>::stage_idle_shares(double interval_s) {
   std::vector<double> idle(topo_.pp_size(), 0.0);
   idle[topo_.coords().pp] = wait_seconds_ / interval_s;
   if (idle.size() > 1) topo_.pp().all_reduce_sum(idle.data(), idle.size());
   return idle;
 }
 
-void IntervalLog::restart(Clock::time_point now) {
+template <typename T>
+void IntervalLog<T>::restart(Clock::time_point now) {
   start_ = now;
   steps_ = samples_ = tokens_ = 0;
   loss_sum_ = aux_sum_ = wait_seconds_ = 0;
   tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;
   tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;
 }
+
+template std::vector<RankAllocation> gather_memory<float>(Topology&, const Parameters<float>&, const AdamW<float>&);
+template std::vector<RankAllocation> gather_memory<bf16>(Topology&, const Parameters<bf16>&, const AdamW<float>&);
+template class IntervalLog<float>;
+template class IntervalLog<bf16>;
 
 }  // namespace mt

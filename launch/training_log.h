@@ -39,21 +39,22 @@ struct RankAllocation {
   int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes;
 };
 
-// Collective over the world: every rank's RankAllocation.
-std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<float>& params,
-                                      const AdamW<float>& optim);
+// Collective over the world: every rank's RankAllocation. The optimizer
+// bytes hold the two moments, and under bf16 the float32 master weights.
+template <typename T>
+std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<T>& params, const AdamW<float>& optim);
 
 // What rank 0 prints before the first step: layout, model, memory, data.
 struct StartUpSummary {
   const TrainOptions& options;
   const Topology& topo;
-  const Parameters<float>& params;
+  size_t parameters;  // this rank's
   std::vector<RankAllocation> memory;
   const data::BlendedStream& stream;
   double stream_seconds;  // to build the blended stream
   int64_t run_samples;
   int threads;
-  const Backend<float>& backend;
+  std::string backend_name, backend_library;
 };
 void print_start_up(const StartUpSummary& s);
 
@@ -66,9 +67,10 @@ struct StepOutcome {
 
 // The counters of one log interval: steps, samples, tokens, summed losses,
 // pipeline waits, and the communication counters at its start.
+template <typename T>
 class IntervalLog {
  public:
-  IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync, Transformer<float>& model,
+  IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync, Transformer<T>& model,
               const data::BlendedStream& stream, int64_t run_samples, const std::string& metrics_path);
 
   void add(const StepOutcome& step);
@@ -86,7 +88,7 @@ class IntervalLog {
   const TrainOptions& o_;
   Topology& topo_;
   GradSync<float>& grad_sync_;
-  Transformer<float>& model_;
+  Transformer<T>& model_;
   const data::BlendedStream& stream_;
   int64_t run_samples_;
   MetricsWriter metrics_;
@@ -97,5 +99,8 @@ class IntervalLog {
   double tp_seconds_at_start_ = 0;
   uint64_t tp_bytes_at_start_ = 0;
 };
+
+extern template class IntervalLog<float>;
+extern template class IntervalLog<bf16>;
 
 }  // namespace mt

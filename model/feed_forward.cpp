@@ -9,9 +9,9 @@ FfnActs<T>::FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens) {
   const size_t d = cfg.hidden_size, F = cfg.ffn_hidden_size;
   if (cfg.is_moe()) {
     const size_t rows = size_t(tokens) * cfg.router_topk;
-    probs = DeviceBuffer<T>(be, size_t(tokens) * cfg.num_experts);
+    probs = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
     packed_token = DeviceBuffer<T, int32_t>(be, rows);
-    packed_weight = DeviceBuffer<T>(be, rows);
+    packed_weight = DeviceBuffer<Acc>(be.acc(), rows);
     x = DeviceBuffer<T>(be, rows * d);
     u = DeviceBuffer<T>(be, rows * F);
     g = DeviceBuffer<T>(be, rows * F);
@@ -29,9 +29,10 @@ FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens) {
   dg = DeviceBuffer<T>(be, rows * cfg.ffn_hidden_size);
   du = DeviceBuffer<T>(be, rows * cfg.ffn_hidden_size);
   dx = DeviceBuffer<T>(be, rows * cfg.hidden_size);
-  dw = DeviceBuffer<T>(be, rows);
-  dprobs = DeviceBuffer<T>(be, size_t(tokens) * cfg.num_experts);
-  dlogits = DeviceBuffer<T>(be, size_t(tokens) * cfg.num_experts);
+  dw = DeviceBuffer<Acc>(be.acc(), rows);
+  dprobs = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
+  dlogits = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
+  if constexpr (!std::is_same_v<T, Acc>) dlogits_t = DeviceBuffer<T>(be, size_t(tokens) * cfg.num_experts);
 }
 
 template <typename T>
@@ -48,23 +49,25 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
     return 0.0;
   }
 
-  // Router: p = softmax(m router^T), then top-K and capacity on the host.
-  be.gemm(Trans::N, Trans::T, tokens, E, d, T(1), m, d, w.router, d, T(0), a.probs.data(), E);
-  be.softmax_forward(a.probs.data(), a.probs.data(), tokens, E);
-  std::vector<T> probs(size_t(tokens) * E);
-  be.to_host(probs.data(), a.probs.data(), probs.size());
+  // Router, in Acc: p = softmax(m router^T), then top-K and capacity on the host.
+  using Acc = acc_t<T>;
+  Backend<Acc>& acc = be.acc();
+  be.gemm_acc(Trans::N, Trans::T, tokens, E, d, Acc(1), m, d, w.router, d, Acc(0), a.probs.data(), E);
+  acc.softmax_forward(a.probs.data(), a.probs.data(), tokens, E);
+  std::vector<Acc> probs(size_t(tokens) * E);
+  acc.to_host(probs.data(), a.probs.data(), probs.size());
   a.routing = route_tokens(probs.data(), tokens, E, K, cfg.capacity_factor, cfg.aux_loss_coeff);
   const Routing& r = a.routing;
 
   const int kept = int(r.packed_slot.size());
   std::vector<int32_t> token(kept);
-  std::vector<T> weight(kept);
+  std::vector<Acc> weight(kept);
   for (int i = 0; i < kept; ++i) {
     token[i] = r.packed_slot[i] / K;
-    weight[i] = T(r.weight[r.packed_slot[i]]);
+    weight[i] = Acc(r.weight[r.packed_slot[i]]);
   }
   be.int_from_host(a.packed_token.data(), token.data(), kept);
-  be.from_host(a.packed_weight.data(), weight.data(), kept);
+  acc.from_host(a.packed_weight.data(), weight.data(), kept);
 
   // Each expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its packed rows. The
   // router and routing are the same on every TP rank (replicated router,
@@ -92,17 +95,18 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
 
 template <typename T>
 void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
-                  ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& a, FfnScratch<T>& s,
-                  const T* m, const T* dout, T* dm, int tokens, double aux_scale) {
+                  ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, const FfnWeights<acc_t<T>>& dw, FfnActs<T>& a,
+                  FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale) {
+  using Acc = acc_t<T>;
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
     // dg = dout w2;  dw2 += dout^T g;  du = dg * gelu'(u);  dw1 += du^T m;  dm = du w1
     const size_t n = size_t(tokens) * F;
     be.gemm(Trans::N, Trans::N, tokens, F, d, T(1), dout, d, w.w2, F, T(0), s.dg.data(), F);
-    be.gemm(Trans::T, Trans::N, d, F, tokens, T(1), dout, d, a.g.data(), F, T(1), dw.w2, F);
+    be.gemm_acc(Trans::T, Trans::N, d, F, tokens, Acc(1), dout, d, a.g.data(), F, Acc(1), dw.w2, F);
     be.fill(s.du.data(), T(0), n);
     be.gelu_backward(s.du.data(), s.dg.data(), a.u.data(), n);
-    be.gemm(Trans::T, Trans::N, F, d, tokens, T(1), s.du.data(), F, m, d, T(1), dw.w1, d);
+    be.gemm_acc(Trans::T, Trans::N, F, d, tokens, Acc(1), s.du.data(), F, m, d, Acc(1), dw.w1, d);
     be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), s.du.data(), F, w.w1, d, T(0), dm, d);
     tp.all_reduce_sum(dm, size_t(tokens) * d);
     return;
@@ -120,8 +124,8 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
     if (n == 0) continue;
     const T* w1 = w.w1 + size_t(e) * F * d;
     const T* w2 = w.w2 + size_t(e) * d * F;
-    T* dw1 = dw.w1 + size_t(e) * F * d;
-    T* dw2 = dw.w2 + size_t(e) * d * F;
+    Acc* dw1 = dw.w1 + size_t(e) * F * d;
+    Acc* dw2 = dw.w2 + size_t(e) * d * F;
     const T* x = a.x.data() + size_t(row0) * d;
     const T* u = a.u.data() + size_t(row0) * F;
     const T* g = a.g.data() + size_t(row0) * F;
@@ -130,11 +134,11 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
     T* du = s.du.data() + size_t(row0) * F;
     T* dx = s.dx.data() + size_t(row0) * d;
     // dw2 += dy^T g;  dg = dy w2;  du = dg * gelu'(u);  dw1 += du^T x;  dx = du w1
-    be.gemm(Trans::T, Trans::N, d, F, n, T(1), dy, d, g, F, T(1), dw2, F);
+    be.gemm_acc(Trans::T, Trans::N, d, F, n, Acc(1), dy, d, g, F, Acc(1), dw2, F);
     be.gemm(Trans::N, Trans::N, n, F, d, T(1), dy, d, w2, F, T(0), dg, F);
     be.fill(du, T(0), size_t(n) * F);
     be.gelu_backward(du, dg, u, size_t(n) * F);
-    be.gemm(Trans::T, Trans::N, F, d, n, T(1), du, F, x, d, T(1), dw1, d);
+    be.gemm_acc(Trans::T, Trans::N, F, d, n, Acc(1), du, F, x, d, Acc(1), dw1, d);
     be.gemm(Trans::N, Trans::N, n, d, F, T(1), du, F, w1, d, T(0), dx, d);
   }
   be.fill(dm, T(0), size_t(tokens) * d);
@@ -144,26 +148,35 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   // Router. w_k = p_k / s with s the top-K sum, so for a top-K expert
   // dp_k = (dw_k - sum_j dw_j w_j) / s; the aux loss adds
   // alpha * E * f_e / T to every dp_e (f_e carries no gradient).
-  std::vector<T> dweight_packed(kept);
-  be.to_host(dweight_packed.data(), s.dw.data(), kept);
+  Backend<Acc>& acc = be.acc();
+  std::vector<Acc> dweight_packed(kept);
+  acc.to_host(dweight_packed.data(), s.dw.data(), kept);
   std::vector<double> dweight(size_t(tokens) * K, 0.0);  // dropped slots stay 0
   for (int i = 0; i < kept; ++i) dweight[r.packed_slot[i]] = double(dweight_packed[i]);
-  std::vector<T> dprobs(size_t(tokens) * E);
+  std::vector<Acc> dprobs(size_t(tokens) * E);
   const double aux_coeff = aux_scale * cfg.aux_loss_coeff * E / tokens;
   for (int t = 0; t < tokens; ++t) {
     double dot = 0.0;
     for (int k = 0; k < K; ++k) dot += dweight[size_t(t) * K + k] * r.weight[size_t(t) * K + k];
-    for (int e = 0; e < E; ++e) dprobs[size_t(t) * E + e] = T(aux_coeff * r.choice_share[e]);
+    for (int e = 0; e < E; ++e) dprobs[size_t(t) * E + e] = Acc(aux_coeff * r.choice_share[e]);
     for (int k = 0; k < K; ++k) {
       size_t slot = size_t(t) * K + k;
-      dprobs[size_t(t) * E + r.expert[slot]] += T((dweight[slot] - dot) / r.topk_sum[t]);
+      dprobs[size_t(t) * E + r.expert[slot]] += Acc((dweight[slot] - dot) / r.topk_sum[t]);
     }
   }
-  be.from_host(s.dprobs.data(), dprobs.data(), dprobs.size());
-  be.fill(s.dlogits.data(), T(0), dprobs.size());
-  be.softmax_backward(s.dlogits.data(), s.dprobs.data(), a.probs.data(), tokens, E);
-  be.gemm(Trans::T, Trans::N, E, d, tokens, T(1), s.dlogits.data(), E, m, d, T(1), dw.router, d);
-  be.gemm(Trans::N, Trans::N, tokens, d, E, T(1), s.dlogits.data(), E, w.router, d, T(1), dm, d);
+  acc.from_host(s.dprobs.data(), dprobs.data(), dprobs.size());
+  acc.fill(s.dlogits.data(), Acc(0), dprobs.size());
+  acc.softmax_backward(s.dlogits.data(), s.dprobs.data(), a.probs.data(), tokens, E);
+  // The router's products read dlogits in T.
+  const T* dlogits = nullptr;
+  if constexpr (std::is_same_v<T, Acc>) {
+    dlogits = s.dlogits.data();
+  } else {
+    be.round_from_acc(s.dlogits_t.data(), s.dlogits.data(), dprobs.size());
+    dlogits = s.dlogits_t.data();
+  }
+  be.gemm_acc(Trans::T, Trans::N, E, d, tokens, Acc(1), dlogits, E, m, d, Acc(1), dw.router, d);
+  be.gemm(Trans::N, Trans::N, tokens, d, E, T(1), dlogits, E, w.router, d, T(1), dm, d);
 }
 
 #define MT_INSTANTIATE_FFN(T)                                                                      \
@@ -173,10 +186,10 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
                                  ExpertDispatch<T>&, const FfnWeights<T>&, FfnActs<T>&, const T*, T*, \
                                  int);                                                             \
   template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \
-                                ExpertDispatch<T>&, const FfnWeights<T>&, const FfnWeights<T>&,    \
-                                FfnActs<T>&,                                                       \
-                                FfnScratch<T>&, const T*, const T*, T*, int, double);
+                                ExpertDispatch<T>&, const FfnWeights<T>&, const FfnWeights<acc_t<T>>&, \
+                                FfnActs<T>&, FfnScratch<T>&, const T*, const T*, T*, int, double);
 MT_INSTANTIATE_FFN(float)
 MT_INSTANTIATE_FFN(double)
+MT_INSTANTIATE_FFN(bf16)
 
 }  // namespace mt

@@ -13,26 +13,28 @@
 
 namespace mt {
 
-// Weights of one layer's FFN inside the flat parameter buffer (or its
-// gradient buffer). Dense: w1 [F, d], w2 [d, F]. MoE: router [E, d],
-// w1 [E, F, d], w2 [E, d, F].
-template <typename T>
+// Tensors of one layer's FFN inside the flat parameter buffer (W = T) or
+// its gradient buffer (W = acc_t<T>). Dense: w1 [F, d], w2 [d, F]. MoE:
+// router [E, d], w1 [E, F, d], w2 [E, d, F].
+template <typename W>
 struct FfnWeights {
-  T* router = nullptr;
-  T* w1 = nullptr;
-  T* w2 = nullptr;
+  W* router = nullptr;
+  W* w1 = nullptr;
+  W* w2 = nullptr;
 };
 
 // What the forward pass keeps for the backward pass. Rows: T tokens for the
 // dense MLP; up to T*K packed (token, slot) assignments for the experts.
+// Routing is float32 under bf16 (Acc).
 template <typename T>
 struct FfnActs {
+  using Acc = acc_t<T>;
   FfnActs() = default;
   FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens);
-  DeviceBuffer<T> probs;                  // [T, E] router softmax
+  DeviceBuffer<Acc> probs;                // [T, E] router softmax
   Routing routing;                        // host-side routing decisions
   DeviceBuffer<T, int32_t> packed_token;  // [T*K] token of each packed row
-  DeviceBuffer<T> packed_weight;          // [T*K] routing weight of each packed row
+  DeviceBuffer<Acc> packed_weight;        // [T*K] routing weight of each packed row
   DeviceBuffer<T> x;                      // [T*K, d] expert inputs (MoE only)
   DeviceBuffer<T> u;                      // [rows, F] before GELU
   DeviceBuffer<T> g;                      // [rows, F] after GELU
@@ -42,15 +44,17 @@ struct FfnActs {
 // Scratch for the backward pass, shared by all layers.
 template <typename T>
 struct FfnScratch {
+  using Acc = acc_t<T>;
   FfnScratch() = default;
   FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens);
-  DeviceBuffer<T> dy;        // [T*K, d]
-  DeviceBuffer<T> dg;        // [T*K, F] gradient after GELU
-  DeviceBuffer<T> du;        // [T*K, F] gradient before GELU
-  DeviceBuffer<T> dx;        // [T*K, d]
-  DeviceBuffer<T> dw;        // [T*K] gradient of each packed row's weight
-  DeviceBuffer<T> dprobs;    // [T, E]
-  DeviceBuffer<T> dlogits;   // [T, E]
+  DeviceBuffer<T> dy;          // [T*K, d]
+  DeviceBuffer<T> dg;          // [T*K, F] gradient after GELU
+  DeviceBuffer<T> du;          // [T*K, F] gradient before GELU
+  DeviceBuffer<T> dx;          // [T*K, d]
+  DeviceBuffer<Acc> dw;        // [T*K] gradient of each packed row's weight
+  DeviceBuffer<Acc> dprobs;    // [T, E]
+  DeviceBuffer<Acc> dlogits;   // [T, E]
+  DeviceBuffer<T> dlogits_t;   // [T, E] dlogits rounded to T for the products (bf16 only)
 };
 
 // out[T, d] = ffn(m[T, d]) (overwrites; summed over TP). Returns the layer's
@@ -65,7 +69,7 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
 // multiplies the load-balancing loss.
 template <typename T>
 void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
-                  const FfnWeights<T>& w, const FfnWeights<T>& dw, FfnActs<T>& acts,
+                  const FfnWeights<T>& w, const FfnWeights<acc_t<T>>& dw, FfnActs<T>& acts,
                   FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale);
 
 }  // namespace mt

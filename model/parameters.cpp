@@ -94,7 +94,7 @@ Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorPa
     : tensors(param_table(cfg, tp.rank, tp.size, stage)) {
   const size_t n = mt::padded_size(size(), data_parallel);
   values = DeviceBuffer<T>(be, n);
-  grads = DeviceBuffer<T>(be, n);
+  grads = DeviceBuffer<Acc>(be.acc(), n);
 }
 
 template <typename T>
@@ -112,29 +112,50 @@ const ParamTensor& Parameters<T>::find(const std::string& name) const {
 }
 
 template <typename T>
-void Parameters<T>::initialise(Backend<T>& be, uint64_t seed) {
-  std::vector<T> host(values.size());
+template <typename E>
+std::vector<E> Parameters<T>::initial_values(uint64_t seed) const {
+  std::vector<E> host(values.size());
   for (const auto& t : tensors) {
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < t.numel; ++i) host[t.offset + i] = T(initial_value(seed, t, t.logical_index(i)));
+    for (size_t i = 0; i < t.numel; ++i) host[t.offset + i] = E(initial_value(seed, t, t.logical_index(i)));
   }
+  return host;
+}
+
+// Under bf16 the weights are rounded from the float32 master weights, at
+// the start as after every update.
+template <typename T>
+void Parameters<T>::initialise(Backend<T>& be, uint64_t seed) {
+  const std::vector<Acc> master = initial_values<Acc>(seed);
+  std::vector<T> host(master.begin(), master.end());
   be.from_host(values.data(), host.data(), host.size());
-  be.fill(grads.data(), T(0), grads.size());
+  be.acc().fill(grads.data(), Acc(0), grads.size());
 }
 
 template <typename T>
 void Parameters<T>::perturb(Backend<T>& be, double relative, uint64_t round) {
   std::vector<T> host(values.size());
   be.to_host(host.data(), values.data(), host.size());
+  perturb(host.data(), relative, round);
+  be.from_host(values.data(), host.data(), host.size());
+}
+
+template <typename T>
+template <typename E>
+void Parameters<T>::perturb(E* flat, double relative, uint64_t round) const {
   for (const auto& t : tensors)
     for (size_t i = 0; i < t.numel; ++i) {
       const bool up = philox_words(round, stream_id(t.name), t.logical_index(i))[0] & 1;
-      host[t.offset + i] = T(double(host[t.offset + i]) * (up ? 1.0 + relative : 1.0 - relative));
+      flat[t.offset + i] = E(double(flat[t.offset + i]) * (up ? 1.0 + relative : 1.0 - relative));
     }
-  be.from_host(values.data(), host.data(), host.size());
 }
 
 template struct Parameters<float>;
 template struct Parameters<double>;
+template struct Parameters<bf16>;
+template std::vector<float> Parameters<float>::initial_values<float>(uint64_t) const;
+template std::vector<float> Parameters<bf16>::initial_values<float>(uint64_t) const;
+template void Parameters<float>::perturb<float>(float*, double, uint64_t) const;
+template void Parameters<bf16>::perturb<float>(float*, double, uint64_t) const;
 
 }  // namespace mt

@@ -57,30 +57,42 @@ std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, in
 // starts from the same weights.
 double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 
+// The weights in T (what the products read) and their gradients in
+// acc_t<T> (float32 under bf16: gradients accumulate over micro-batches and
+// are reduced without rounding to bf16).
 template <typename T>
 struct Parameters {
+  using Acc = acc_t<T>;
   // data_parallel: the flat buffers are padded with zeros to a multiple of
   // it, for ZeRO-1's equal shards (parallel/grad_sync.h).
   Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {},
              const StageSpan& stage = {}, int data_parallel = 1);
 
   std::vector<ParamTensor> tensors;
-  DeviceBuffer<T> values;  // all weights, back to back, then the padding
-  DeviceBuffer<T> grads;   // same layout
+  DeviceBuffer<T> values;    // all weights, back to back, then the padding
+  DeviceBuffer<Acc> grads;   // same layout
 
   const ParamTensor& find(const std::string& name) const;  // throws naming the tensor
   const ParamTensor* find_or_null(const std::string& name) const;
   T* value(const std::string& name) { return values.data() + find(name).offset; }
-  T* grad(const std::string& name) { return grads.data() + find(name).offset; }
+  Acc* grad(const std::string& name) { return grads.data() + find(name).offset; }
   size_t size() const { return tensors.back().offset + tensors.back().numel; }  // elements held
   size_t padded_size() const { return values.size(); }
 
   void initialise(Backend<T>& be, uint64_t seed);
+  // The initial weights in E (T, or the optimizer's float32 master weights),
+  // flat and padded as values.
+  template <typename E>
+  std::vector<E> initial_values(uint64_t seed) const;
   // Multiplies every weight by 1 + relative or 1 - relative, the sign a
   // function of `round`, the tensor and the logical index (so alike on any
   // layout). The float32 tests measure with it how far rounding differences
   // carry through a run.
   void perturb(Backend<T>& be, double relative, uint64_t round);
+  // The same on a flat padded host array of the weights (E: T, or the
+  // optimizer's float32 master weights).
+  template <typename E>
+  void perturb(E* flat, double relative, uint64_t round) const;
 };
 
 }  // namespace mt

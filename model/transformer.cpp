@@ -28,7 +28,7 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   ffn_cfg.ffn_hidden_size = tp.ffn;
   x = DeviceBuffer<T>(be, n * d);
   a = DeviceBuffer<T>(be, n * d);
-  rstd_attn = DeviceBuffer<T>(be, n);
+  rstd_attn = DeviceBuffer<Acc>(be.acc(), n);
   q = DeviceBuffer<T>(be, n * tp.heads * hd);
   k = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
   v = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
@@ -36,7 +36,7 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   o = DeviceBuffer<T>(be, n * tp.heads * hd);
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
-  rstd_mlp = DeviceBuffer<T>(be, n);
+  rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
   ffn = FfnActs<T>(be, ffn_cfg, int(n));
 }
 
@@ -51,10 +51,10 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
   hf = DeviceBuffer<T>(be, n * d);
-  rstd_final = DeviceBuffer<T>(be, n);
-  logits = DeviceBuffer<T>(be, n * tp.vocab);
-  losses = DeviceBuffer<T>(be, n);
-  ce_stats = DeviceBuffer<T>(be, 3 * n);
+  rstd_final = DeviceBuffer<Acc>(be.acc(), n);
+  logits = DeviceBuffer<Acc>(be.acc(), n * tp.vocab);
+  losses = DeviceBuffer<Acc>(be.acc(), n);
+  ce_stats = DeviceBuffer<Acc>(be.acc(), 3 * n);
 }
 
 template <typename T>
@@ -68,8 +68,8 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
-    weights_.push_back(layer_tensors(l, false));
-    grads_.push_back(layer_tensors(l, true));
+    weights_.push_back(layer_tensors(l, params_.values.data()));
+    grads_.push_back(layer_tensors(l, params_.grads.data()));
     layer_offset_.push_back(params_.find(fmt::format("layers/{}/attn_norm", l)).offset);
   }
   ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
@@ -89,12 +89,10 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
 }
 
 template <typename T>
-LayerWeights<T> Transformer<T>::layer_tensors(int l, bool grad) {
-  auto get = [&](const char* t) {
-    std::string name = layer_name(l, t);
-    return grad ? params_.grad(name) : params_.value(name);
-  };
-  LayerWeights<T> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}};
+template <typename W>
+LayerWeights<W> Transformer<T>::layer_tensors(int l, W* flat) const {
+  auto get = [&](const char* t) { return flat + params_.find(layer_name(l, t)).offset; };
+  LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}};
   if (cfg_.is_moe())
     w.ffn = {get("router"), get("experts/w1"), get("experts/w2")};
   else
@@ -146,7 +144,7 @@ double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
   // H, G: this rank's query and kv heads (all of them on one rank).
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
-  const T eps = T(c.norm_eps), theta = T(c.rope_theta);
+  const double eps = c.norm_eps, theta = c.rope_theta;
 
   const T* x = a.x.data();
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
@@ -191,10 +189,10 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
   const ModelConfig& c = cfg_;
   LayerActs<T>& a = slot.layers[l];
   const LayerWeights<T>& w = weights_[l];
-  const LayerWeights<T>& g = grads_[l];
+  const LayerWeights<Acc>& g = grads_[l];
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
-  const T theta = T(c.rope_theta);
+  const double theta = c.rope_theta;
 
   // FFN block: dh = dout + mlp_norm'(ffn'(dout)); ffn' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
@@ -203,7 +201,7 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).
   // The input gradient of the column-parallel q, k, v is summed over TP.
-  be_.gemm(Trans::T, Trans::N, d, H * hd, n, T(1), dh_.data(), d, a.o.data(), H * hd, T(1), g.wo, H * hd);
+  be_.gemm_acc(Trans::T, Trans::N, d, H * hd, n, Acc(1), dh_.data(), d, a.o.data(), H * hd, Acc(1), g.wo, H * hd);
   be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w.wo, H * hd, T(0), do_.data(), H * hd);
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
@@ -211,9 +209,9 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
   be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
   be_.rope_backward(dq_.data(), B, S, H, hd, theta);
   be_.rope_backward(dk_.data(), B, S, G, hd, theta);
-  be_.gemm(Trans::T, Trans::N, H * hd, d, n, T(1), dq_.data(), H * hd, a.a.data(), d, T(1), g.wq, d);
-  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dk_.data(), G * hd, a.a.data(), d, T(1), g.wk, d);
-  be_.gemm(Trans::T, Trans::N, G * hd, d, n, T(1), dv_.data(), G * hd, a.a.data(), d, T(1), g.wv, d);
+  be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq_.data(), H * hd, a.a.data(), d, Acc(1), g.wq, d);
+  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk_.data(), G * hd, a.a.data(), d, Acc(1), g.wk, d);
+  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dv_.data(), G * hd, a.a.data(), d, Acc(1), g.wv, d);
   be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w.wq, d, T(0), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w.wk, d, T(1), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
@@ -282,12 +280,12 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   if (!stage_.last) return loss;
 
   // Vocab-parallel LM head and cross-entropy: logits stay split over TP.
-  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, T(c.norm_eps));
-  be_.gemm(Trans::N, Trans::T, n, V, d, T(1), a.hf.data(), d, params_.value("lm_head"), d, T(0), a.logits.data(), V);
+  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, c.norm_eps);
+  be_.gemm_acc(Trans::N, Trans::T, n, V, d, Acc(1), a.hf.data(), d, params_.value("lm_head"), d, Acc(0), a.logits.data(), V);
   vocab_parallel_cross_entropy(be_, tp_, a.losses.data(), a.logits.data(), a.targets.data(), n, V,
                                tps_.vocab_start, a.ce_stats.data());
-  std::vector<T> losses(n);
-  be_.to_host(losses.data(), a.losses.data(), n);
+  std::vector<Acc> losses(n);
+  be_.acc().to_host(losses.data(), a.losses.data(), n);
   loss.ce_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
   return loss;
 }
@@ -300,8 +298,8 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
   const int n = a.batch * c.seq_length, d = c.hidden_size, V = tps_.vocab;
   if (stage_.last) {
     vocab_parallel_cross_entropy_grad(be_, dlogits_.data(), a.logits.data(), a.targets.data(), n, V,
-                                      tps_.vocab_start, T(ce_scale), a.ce_stats.data());
-    be_.gemm(Trans::T, Trans::N, V, d, n, T(1), dlogits_.data(), V, a.hf.data(), d, T(1), params_.grad("lm_head"), d);
+                                      tps_.vocab_start, ce_scale, a.ce_stats.data());
+    be_.gemm_acc(Trans::T, Trans::N, V, d, n, Acc(1), dlogits_.data(), V, a.hf.data(), d, Acc(1), params_.grad("lm_head"), d);
     be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
     tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
     be_.fill(dres_.data(), T(0), size_t(n) * d);
@@ -337,5 +335,6 @@ MicroBatchLoss Transformer<T>::forward_backward(const int32_t* tokens, int B, do
 
 template class Transformer<float>;
 template class Transformer<double>;
+template class Transformer<bf16>;
 
 }  // namespace mt

@@ -18,40 +18,43 @@
 
 namespace mt {
 
-// One layer's tensors inside the flat weight (or gradient) buffer.
-template <typename T>
+// One layer's tensors inside the flat weight buffer (W = T) or gradient
+// buffer (W = acc_t<T>).
+template <typename W>
 struct LayerWeights {
-  T* attn_norm;  // [d]
-  T* wq;         // [H*hd, d]
-  T* wk;         // [G*hd, d]
-  T* wv;         // [G*hd, d]
-  T* wo;         // [d, H*hd]
-  T* mlp_norm;   // [d]
-  FfnWeights<T> ffn;
+  W* attn_norm;  // [d]
+  W* wq;         // [H*hd, d]
+  W* wk;         // [G*hd, d]
+  W* wv;         // [G*hd, d]
+  W* wo;         // [d, H*hd]
+  W* mlp_norm;   // [d]
+  FfnWeights<W> ffn;
 };
 
 // What one layer keeps from the forward pass; tokens T = B * S; heads, kv
-// heads and F are this tensor-parallel rank's share.
+// heads and F are this tensor-parallel rank's share. Statistics are Acc.
 template <typename T>
 struct LayerActs {
+  using Acc = acc_t<T>;
   LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch);
-  DeviceBuffer<T> x;          // [T, d] residual stream entering the layer
-  DeviceBuffer<T> a;          // [T, d] attn_norm(x)
-  DeviceBuffer<T> rstd_attn;  // [T]
+  DeviceBuffer<T> x;            // [T, d] residual stream entering the layer
+  DeviceBuffer<T> a;            // [T, d] attn_norm(x)
+  DeviceBuffer<Acc> rstd_attn;  // [T]
   DeviceBuffer<T> q;          // [T, Hl*hd] after RoPE
   DeviceBuffer<T> k, v;       // [T, Gl*hd] (k after RoPE)
   DeviceBuffer<T> probs;      // [B, Hl, S, S]
   DeviceBuffer<T> o;          // [T, Hl*hd] attention output, before wo
   DeviceBuffer<T> h;          // [T, d] x + o wo^T
   DeviceBuffer<T> m;          // [T, d] mlp_norm(h)
-  DeviceBuffer<T> rstd_mlp;   // [T]
+  DeviceBuffer<Acc> rstd_mlp; // [T]
   FfnActs<T> ffn;
 };
 
 // Everything one micro-batch keeps between its forward and backward pass on
-// one stage.
+// one stage. Logits, losses and statistics are Acc (float32 under bf16).
 template <typename T>
 struct Activations {
+  using Acc = acc_t<T>;
   Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, const StageSpan& stage,
               int batch);
   int batch;
@@ -60,11 +63,11 @@ struct Activations {
   std::vector<LayerActs<T>> layers;          // the stage's layers
   DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
   // The last stage only:
-  DeviceBuffer<T> hf;          // [T, d] final_norm(out)
-  DeviceBuffer<T> rstd_final;  // [T]
-  DeviceBuffer<T> logits;      // [T, V/TP] this rank's vocabulary slice
-  DeviceBuffer<T> losses;      // [T] per-token cross-entropy
-  DeviceBuffer<T> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
+  DeviceBuffer<T> hf;            // [T, d] final_norm(out)
+  DeviceBuffer<Acc> rstd_final;  // [T]
+  DeviceBuffer<Acc> logits;      // [T, V/TP] this rank's vocabulary slice
+  DeviceBuffer<Acc> losses;      // [T] per-token cross-entropy
+  DeviceBuffer<Acc> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
 };
 
 // Tokens each expert of this stage's MoE layers received, and assignments
@@ -93,6 +96,7 @@ struct ExpertLoad {
 template <typename T>
 class Transformer final : public PipelineStage<T> {
  public:
+  using Acc = acc_t<T>;
   // micro_batch: the largest batch a micro-batch may have. tp: this rank's
   // tensor-parallel group; stage: its pipeline stage (default: one rank
   // holding everything).
@@ -152,8 +156,9 @@ class Transformer final : public PipelineStage<T> {
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(Activations<T>& a, int l, T* dx, double aux_scale);
   AttentionShape attention_shape(int B) const;
-  // Pointers into the flat buffers of the tensors named `layers/{l}/...`.
-  LayerWeights<T> layer_tensors(int l, bool grad);
+  // Pointers into the flat buffer of the tensors named `layers/{l}/...`.
+  template <typename W>
+  LayerWeights<W> layer_tensors(int l, W* flat) const;
 
   Backend<T>& be_;
   ModelConfig cfg_;
@@ -164,7 +169,8 @@ class Transformer final : public PipelineStage<T> {
   ModelConfig ffn_cfg_;  // the FFN block's view: this rank's share of F
   int max_batch_;
   Parameters<T> params_;
-  std::vector<LayerWeights<T>> weights_, grads_;  // [stage layers], resolved once
+  std::vector<LayerWeights<T>> weights_;   // [stage layers], resolved once
+  std::vector<LayerWeights<Acc>> grads_;
   std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
   std::vector<std::unique_ptr<Activations<T>>> slots_;
   ExpertLoad expert_load_;
@@ -177,5 +183,6 @@ class Transformer final : public PipelineStage<T> {
 
 extern template class Transformer<float>;
 extern template class Transformer<double>;
+extern template class Transformer<bf16>;
 
 }  // namespace mt

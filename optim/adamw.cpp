@@ -57,7 +57,7 @@ double AdamW<T>::grad_norm(const T* grads) {
 }
 
 template <typename T>
-double AdamW<T>::step(T* values, T* grads, double lr) {
+double AdamW<T>::step(T* values, T* grads, double lr, bool packed) {
   const double norm = grad_norm(grads);
   MT_CHECK(std::isfinite(norm), "gradient norm is {} at Adam step {}: the loss diverged", norm,
            step_ + 1);
@@ -70,7 +70,7 @@ double AdamW<T>::step(T* values, T* grads, double lr) {
   const double bc2 = 1.0 - std::pow(cfg_.beta2, double(step_));
   for (const ShardSegment& s : segments_) {
     const double wd = s.weight_decay ? cfg_.weight_decay : 0.0;
-    be_.adamw(values + s.flat, grads + s.shard, exp_avg_.data() + s.shard,
+    be_.adamw(values + (packed ? s.shard : s.flat), grads + s.shard, exp_avg_.data() + s.shard,
               exp_avg_sq_.data() + s.shard, s.count, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2);
   }
   return norm;

@@ -2,8 +2,9 @@
 // updates (all of it, or its ZeRO-1 shard), with global gradient-norm
 // clipping. Decoupled weight decay applies to tensors of two or more
 // dimensions only (docs/design.md section 4). Adam's step count starts at 1.
-// The weights are float32 and are themselves the master weights, so the
-// optimizer state is the two moments of the shard.
+// T is the optimizer's type (float32; float64 in the gradient checks): the
+// weights it updates are the model's own in float32 runs, or the float32
+// master weights of the shard under bf16 (optim/master_weights.h).
 #pragma once
 
 #include <cstdint>
@@ -58,8 +59,10 @@ class AdamW {
   // grads: [shard_size], shard-packed.
   double grad_norm(const T* grads);
   // Clips (scale = clip / (norm + 1e-6) when below 1), then updates the
-  // shard's segments of the flat `values`. Returns the pre-clip norm.
-  double step(T* values, T* grads, double lr);
+  // shard's segments of `values`: flat (the model's padded buffer) or, when
+  // packed, shard-packed like the grads (master weights). Returns the
+  // pre-clip norm.
+  double step(T* values, T* grads, double lr, bool packed = false);
   double step(Parameters<T>& p, double lr) { return step(p.values.data(), p.grads.data(), lr); }
 
   int64_t step_count() const { return step_; }

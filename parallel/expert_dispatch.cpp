@@ -20,7 +20,7 @@ void LocalExpertDispatch<T>::combine(const PackedRows<T>& p, const T* y, T* out,
 
 template <typename T>
 void LocalExpertDispatch<T>::combine_backward(const PackedRows<T>& p, const T* dout, const T* y, T* dy,
-                                              T* dweight, int d) {
+                                              acc_t<T>* dweight, int d) {
   be_.gather_rows(dy, dout, p.token, p.rows(), d);
   be_.row_dot(dweight, dy, y, p.rows(), d);
   be_.scale_rows(dy, p.weight, p.rows(), d);
@@ -37,5 +37,6 @@ void LocalExpertDispatch<T>::dispatch_backward(const PackedRows<T>& p, const T* 
 
 template class LocalExpertDispatch<float>;
 template class LocalExpertDispatch<double>;
+template class LocalExpertDispatch<bf16>;
 
 }  // namespace mt

@@ -18,7 +18,7 @@ namespace mt {
 template <typename T>
 struct PackedRows {
   const int32_t* token = nullptr;             // [rows] device: the token of each row
-  const T* weight = nullptr;                  // [rows] device: its routing weight
+  const acc_t<T>* weight = nullptr;           // [rows] device: its routing weight (float32 under bf16)
   const std::vector<int32_t>* expert_offset;  // [E+1] host: expert e's rows [offset[e], offset[e+1])
   int rows() const { return expert_offset->back(); }
 };
@@ -33,7 +33,8 @@ class ExpertDispatch {
   virtual void combine(const PackedRows<T>& p, const T* y, T* out, int d) = 0;
   // Backward of combine: dweight[row] = dout[token[row]] . y[row] and
   // dy[row] = weight[row] * dout[token[row]].
-  virtual void combine_backward(const PackedRows<T>& p, const T* dout, const T* y, T* dy, T* dweight, int d) = 0;
+  virtual void combine_backward(const PackedRows<T>& p, const T* dout, const T* y, T* dy, acc_t<T>* dweight,
+                                int d) = 0;
   // Backward of dispatch: dm[token[row]] += dx[row].
   virtual void dispatch_backward(const PackedRows<T>& p, const T* dx, T* dm, int d) = 0;
 };
@@ -44,7 +45,8 @@ class LocalExpertDispatch final : public ExpertDispatch<T> {
   explicit LocalExpertDispatch(Backend<T>& be) : be_(be) {}
   void dispatch(const PackedRows<T>& p, const T* m, T* x, int d) override;
   void combine(const PackedRows<T>& p, const T* y, T* out, int d) override;
-  void combine_backward(const PackedRows<T>& p, const T* dout, const T* y, T* dy, T* dweight, int d) override;
+  void combine_backward(const PackedRows<T>& p, const T* dout, const T* y, T* dy, acc_t<T>* dweight,
+                        int d) override;
   void dispatch_backward(const PackedRows<T>& p, const T* dx, T* dm, int d) override;
 
  private:
@@ -53,5 +55,6 @@ class LocalExpertDispatch final : public ExpertDispatch<T> {
 
 extern template class LocalExpertDispatch<float>;
 extern template class LocalExpertDispatch<double>;
+extern template class LocalExpertDispatch<bf16>;
 
 }  // namespace mt

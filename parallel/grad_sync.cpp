@@ -98,14 +98,15 @@ void GradSync<T>::finish(T* grads) {
 }
 
 template <typename T>
-void GradSync<T>::all_gather(T* flat) {
+template <typename E>
+void GradSync<T>::all_gather(E* flat) {
   if (!dp_) return;
   // Blocking calls: nothing is left to overlap with once the step is done,
   // and MPI's blocking all-gather is faster than its non-blocking one.
   const double start = MPI_Wtime();
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    dp_->all_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<T>());
-    stats.all_gather_bytes += buckets_[i].size() * sizeof(T);
+    dp_->all_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<E>());
+    stats.all_gather_bytes += buckets_[i].size() * sizeof(E);
   }
   stats.all_gather_seconds += MPI_Wtime() - start;
 }
@@ -128,5 +129,8 @@ void GradSync<T>::shard_to_flat(const T* shard, T* flat) const {
 
 template class GradSync<float>;
 template class GradSync<double>;
+template void GradSync<float>::all_gather<float>(float*);
+template void GradSync<float>::all_gather<bf16>(bf16*);
+template void GradSync<double>::all_gather<double>(double*);
 
 }  // namespace mt

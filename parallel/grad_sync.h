@@ -73,9 +73,10 @@ class GradSync {
   const std::vector<FlatRange>& buckets() const { return buckets_; }
 
   // flat: a padded buffer where this rank's shard ranges are up to date;
-  // afterwards every rank's are (the updated parameters, or optimizer state
-  // being saved). Blocking.
-  void all_gather(T* flat);
+  // afterwards every rank's are (the updated parameters, in T or bf16, or
+  // optimizer state being saved). Blocking.
+  template <typename E>
+  void all_gather(E* flat);
   // Between shard-packed [shard_size()] and flat [padded] layouts.
   void flat_to_shard(const T* flat, T* shard) const;
   void shard_to_flat(const T* shard, T* flat) const;
@@ -106,5 +107,8 @@ class GradSync {
 
 extern template class GradSync<float>;
 extern template class GradSync<double>;
+extern template void GradSync<float>::all_gather<float>(float*);
+extern template void GradSync<float>::all_gather<bf16>(bf16*);
+extern template void GradSync<double>::all_gather<double>(double*);
 
 }  // namespace mt

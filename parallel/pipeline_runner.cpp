@@ -117,5 +117,6 @@ MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
 
 template class PipelineRunner<float>;
 template class PipelineRunner<double>;
+template class PipelineRunner<bf16>;
 
 }  // namespace mt

@@ -53,5 +53,6 @@ class PipelineRunner {
 
 extern template class PipelineRunner<float>;
 extern template class PipelineRunner<double>;
+extern template class PipelineRunner<bf16>;
 
 }  // namespace mt

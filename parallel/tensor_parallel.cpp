@@ -16,31 +16,33 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard) {
 }
 
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses,
-                                  const T* logits, const int32_t* targets, int n, int v,
-                                  int vocab_start, T* stats) {
-  T* row_max = stats;      // [n]
-  T* partials = stats + n;  // [n, 2]: sum of exp(logit - max), target logit
-  be.row_max(row_max, logits, n, v);
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, acc_t<T>* losses,
+                                  const acc_t<T>* logits, const int32_t* targets, int n, int v,
+                                  int vocab_start, acc_t<T>* stats) {
+  acc_t<T>* row_max = stats;       // [n]
+  acc_t<T>* partials = stats + n;  // [n, 2]: sum of exp(logit - max), target logit
+  be.acc().row_max(row_max, logits, n, v);
   tp.all_reduce_max(row_max, size_t(n));
-  be.ce_partials(partials, logits, row_max, targets, n, v, vocab_start);
+  be.acc().ce_partials(partials, logits, row_max, targets, n, v, vocab_start);
   tp.all_reduce_sum(partials, size_t(2) * n);
-  be.ce_finish(losses, nullptr, logits, row_max, partials, targets, n, v, vocab_start, T(0));
+  be.ce_finish(losses, nullptr, logits, row_max, partials, targets, n, v, vocab_start, 0.0);
 }
 
 template <typename T>
-void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const T* logits,
+void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const acc_t<T>* logits,
                                        const int32_t* targets, int n, int v, int vocab_start,
-                                       T dscale, const T* stats) {
+                                       double dscale, const acc_t<T>* stats) {
   be.ce_finish(nullptr, dlogits, logits, stats, stats + n, targets, n, v, vocab_start, dscale);
 }
 
-#define MT_INSTANTIATE_VOCAB_PARALLEL_CE(T)                                                         \
-  template void vocab_parallel_cross_entropy<T>(Backend<T>&, const TensorParallel&, T*, const T*,  \
-                                                const int32_t*, int, int, int, T*);                \
-  template void vocab_parallel_cross_entropy_grad<T>(Backend<T>&, T*, const T*, const int32_t*,    \
-                                                     int, int, int, T, const T*);
+#define MT_INSTANTIATE_VOCAB_PARALLEL_CE(T)                                                           \
+  template void vocab_parallel_cross_entropy<T>(Backend<T>&, const TensorParallel&, acc_t<T>*,       \
+                                                const acc_t<T>*, const int32_t*, int, int, int,      \
+                                                acc_t<T>*);                                          \
+  template void vocab_parallel_cross_entropy_grad<T>(Backend<T>&, T*, const acc_t<T>*, const int32_t*, \
+                                                     int, int, int, double, const acc_t<T>*);
 MT_INSTANTIATE_VOCAB_PARALLEL_CE(float)
 MT_INSTANTIATE_VOCAB_PARALLEL_CE(double)
+MT_INSTANTIATE_VOCAB_PARALLEL_CE(bf16)
 
 }  // namespace mt

@@ -48,16 +48,16 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard);
 // are this rank's slice [vocab_start, vocab_start + v). Writes every token's
 // full-vocabulary loss to losses[n] on every rank, keeping in stats [3 n]
 // the row maxima and sums that the gradient needs. The only traffic is 3
-// numbers a token.
+// numbers a token. Logits, losses and stats are acc_t<T> (float32 under bf16).
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, T* losses,
-                                  const T* logits, const int32_t* targets, int n, int v,
-                                  int vocab_start, T* stats);
-// dlogits = (softmax - onehot) * dscale for the slice, from the stats of the
-// forward call; no traffic.
+void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, acc_t<T>* losses,
+                                  const acc_t<T>* logits, const int32_t* targets, int n, int v,
+                                  int vocab_start, acc_t<T>* stats);
+// dlogits = (softmax - onehot) * dscale for the slice, in T, from the stats
+// of the forward call; no traffic.
 template <typename T>
-void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const T* logits,
+void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const acc_t<T>* logits,
                                        const int32_t* targets, int n, int v, int vocab_start,
-                                       T dscale, const T* stats);
+                                       double dscale, const acc_t<T>* stats);
 
 }  // namespace mt

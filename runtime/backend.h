@@ -1,7 +1,12 @@
 // The kernel interface. The model and optimizer touch memory only through a
-// Backend<T>: the CPU backend fills it with BLAS and OpenMP loops, a CUDA
-// backend fills it with cuBLAS and kernels. T is float for training and double
-// for the gradient checks, which run the same model code.
+// Backend<T>: the CPU backend fills it with oneDNN, BLAS and OpenMP loops, a
+// CUDA backend fills it with cuBLAS and kernels. T is the type weights and
+// activations are stored in: float for training, bf16 for mixed precision
+// (--bf16), double for the gradient checks, which run the same model code.
+// Acc = acc_t<T> (float for bf16, T otherwise) is the type of what must not
+// be rounded to T: statistics, router and cross-entropy values, losses,
+// parameter gradients and the optimizer's weights and moments. Kernels over
+// Acc buffers alone run on acc(), the backend of type Acc on the same device.
 //
 // Conventions: matrices are row-major; a pointer returned by alloc() lives on
 // the backend's device; "host" pointers are ordinary CPU memory. Kernels that
@@ -15,6 +20,8 @@
 #include <memory>
 #include <type_traits>
 #include <utility>
+
+#include "runtime/bfloat16.h"
 
 namespace mt {
 
@@ -38,11 +45,14 @@ struct AttentionShape {
 template <typename T>
 class Backend {
  public:
+  using Acc = acc_t<T>;
   virtual ~Backend() = default;
   virtual const char* name() const = 0;
   // The library behind the products and how it chose its kernels, for
   // errors and the start-up lines.
   virtual std::string library() const = 0;
+  // The backend of type Acc on the same device: *this when Acc is T.
+  virtual Backend<Acc>& acc() = 0;
 
   // --- memory ---------------------------------------------------------------
   virtual T* alloc(size_t n) = 0;  // zero-filled
@@ -53,11 +63,17 @@ class Backend {
   virtual void int_from_host(int32_t* dev, const int32_t* host, size_t n) = 0;
   virtual void copy(T* dst, const T* src, size_t n) = 0;
   virtual void fill(T* x, T value, size_t n) = 0;
+  // dst = src rounded to T (the master weights into the model's weights).
+  virtual void round_from_acc(T* dst, const Acc* src, size_t n) = 0;
 
   // --- BLAS -------------------------------------------------------------------
   // C[m,n] = alpha * op(A) op(B) + beta * C, op(A) is [m,k], op(B) is [k,n].
+  // Products of T accumulate in Acc; gemm rounds C to T, gemm_acc keeps it
+  // in Acc (weight gradients, router and vocabulary logits).
   virtual void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda,
                     const T* B, int ldb, T beta, T* C, int ldc) = 0;
+  virtual void gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const T* A, int lda,
+                        const T* B, int ldb, Acc beta, Acc* C, int ldc) = 0;
   virtual void axpy(size_t n, T alpha, const T* x, T* y) = 0;  // y += alpha x
   virtual void scale(size_t n, T alpha, T* x) = 0;             // x *= alpha
   virtual double sum_squares(size_t n, const T* x) = 0;        // in double for any T
@@ -68,18 +84,18 @@ class Backend {
   // dtable[tokens[t] - vocab_start] += dout[t] for tokens inside. Width d.
   virtual void embedding_forward(T* out, const T* table, const int32_t* tokens, int n, int d,
                                  int vocab_start, int rows) = 0;
-  virtual void embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n, int d,
+  virtual void embedding_backward(Acc* dtable, const T* dout, const int32_t* tokens, int n, int d,
                                   int vocab_start, int rows) = 0;
 
   // out = x / sqrt(mean(x^2) + eps) * g, row-wise over [n, d]; keeps rstd[n].
-  virtual void rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) = 0;
-  virtual void rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g,
-                                const T* rstd, int n, int d) = 0;
+  virtual void rmsnorm_forward(T* out, Acc* rstd, const T* x, const T* g, int n, int d, double eps) = 0;
+  virtual void rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, const T* g,
+                                const Acc* rstd, int n, int d) = 0;
 
   // Rotate-half RoPE in place on x [batch*seq, heads, hd]; position = row % seq.
   // backward applies the inverse rotation to the gradient in place.
-  virtual void rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) = 0;
-  virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) = 0;
+  virtual void rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) = 0;
+  virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) = 0;
 
   // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd]
   // (H = a.heads, G = a.kv_heads); probs [B, H, S, S] keeps the softmax for
@@ -94,6 +110,7 @@ class Backend {
   virtual void gelu_backward(T* din, const T* dout, const T* in, size_t n) = 0;
 
   // Row-wise softmax of x [n, c] into p; backward: dx += p * (dp - sum(dp * p)).
+  // (The router's, on acc().)
   virtual void softmax_forward(T* p, const T* x, int n, int c) = 0;
   virtual void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) = 0;
 
@@ -107,32 +124,35 @@ class Backend {
   //   ce_finish:  losses[i] = log(p[i].0) + m[i] - p[i].1 when losses is not
   //               null, and dlogits = (softmax - onehot) * dscale when dlogits
   //               is not null (both overwrite).
+  // Logits, statistics and losses are Acc (row_max and ce_partials run on
+  // acc()); dlogits, which feeds products, is T.
   virtual void row_max(T* m, const T* logits, int n, int v) = 0;
   virtual void ce_partials(T* p, const T* logits, const T* m, const int32_t* targets, int n, int v,
                            int vocab_start) = 0;
-  virtual void ce_finish(T* losses, T* dlogits, const T* logits, const T* m, const T* p,
-                         const int32_t* targets, int n, int v, int vocab_start, T dscale) = 0;
+  virtual void ce_finish(Acc* losses, T* dlogits, const Acc* logits, const Acc* m, const Acc* p,
+                         const int32_t* targets, int n, int v, int vocab_start, double dscale) = 0;
 
   // Rows for the MoE dispatch: dst[i] = src[idx[i]] over rows of width d;
   // dst[idx[i]] += weight[i] * src[i] (weight null: 1). idx must not repeat
-  // in one call, so rows never race.
+  // in one call, so rows never race. Routing weights are Acc.
   virtual void gather_rows(T* dst, const T* src, const int32_t* idx, int m, int d) = 0;
-  virtual void scatter_add_rows(T* dst, const T* src, const int32_t* idx, const T* weight, int m,
+  virtual void scatter_add_rows(T* dst, const T* src, const int32_t* idx, const Acc* weight, int m,
                                 int d) = 0;
   // x[i] *= w[i] for rows of width d.
-  virtual void scale_rows(T* x, const T* w, int m, int d) = 0;
+  virtual void scale_rows(T* x, const Acc* w, int m, int d) = 0;
   // out[i] = dot(a[i], b[i]) for rows of width d.
-  virtual void row_dot(T* out, const T* a, const T* b, int m, int d) = 0;
+  virtual void row_dot(Acc* out, const T* a, const T* b, int m, int d) = 0;
 
   // --- optimizer ----------------------------------------------------------------
   // One AdamW step (PyTorch's AdamW): decoupled decay p -= lr*wd*p, then
   // p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), with bc = 1 - beta^step.
+  // (On acc(): the optimizer's weights, gradients and moments.)
   virtual void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
                      double beta1, double beta2, double eps, double weight_decay, double bc1,
                      double bc2) = 0;
 };
 
-// The CPU backend: OpenBLAS for products, OpenMP for loops.
+// The CPU backend: oneDNN and OpenBLAS for products, OpenMP for loops.
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend();
 

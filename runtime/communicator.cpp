@@ -12,6 +12,7 @@ MPI_Datatype mpi_type(DType t) {
   switch (t) {
     case DType::F32: return MPI_FLOAT;
     case DType::F64: return MPI_DOUBLE;
+    case DType::BF16: return MPI_UINT16_T;  // moved as bits; reduced by bf16_op
     case DType::I32: return MPI_INT32_T;
     case DType::I64: return MPI_INT64_T;
     case DType::U8: return MPI_UINT8_T;
@@ -22,10 +23,35 @@ MPI_Datatype mpi_type(DType t) {
 size_t dtype_size(DType t) {
   switch (t) {
     case DType::U8: return 1;
+    case DType::BF16: return 2;
     case DType::F32:
     case DType::I32: return 4;
     default: return 8;
   }
+}
+
+// MPI has no bf16: sums and maxima of pairs in float32, each rounded to
+// bf16 once, as NCCL reduces bf16.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = bf16(float(a[i]) + float(b[i]));
+}
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const bf16* a = static_cast<const bf16*>(in);
+  bf16* b = static_cast<bf16*>(inout);
+  for (int i = 0; i < *len; ++i)
+    if (float(a[i]) > float(b[i])) b[i] = a[i];
+}
+
+MPI_Op mpi_op(DType type, ReduceOp op) {
+  if (type != DType::BF16) return op == ReduceOp::Sum ? MPI_SUM : MPI_MAX;
+  static MPI_Op sum = MPI_OP_NULL, max = MPI_OP_NULL;  // created once, after MPI_Init
+  if (sum == MPI_OP_NULL) {
+    MPI_CHECK(MPI_Op_create(bf16_sum, 1, &sum));
+    MPI_CHECK(MPI_Op_create(bf16_max, 1, &max));
+  }
+  return op == ReduceOp::Sum ? sum : max;
 }
 
 int mpi_count(size_t n) {
@@ -49,8 +75,7 @@ int MpiCommunicator::size() const {
 
 void MpiCommunicator::all_reduce(void* buf, size_t n, DType type, ReduceOp op) {
   const double start = MPI_Wtime();
-  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type),
-                          op == ReduceOp::Sum ? MPI_SUM : MPI_MAX, comm_));
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type), mpi_op(type, op), comm_));
   all_reduce_seconds += MPI_Wtime() - start;
   all_reduce_bytes += n * dtype_size(type);
   all_reduce_calls += 1;
@@ -81,7 +106,8 @@ void MpiCommunicator::wait(Request& request) {
 
 Request MpiCommunicator::ireduce_scatter(const void* send, void* recv, size_t count, DType type) {
   Request r;
-  MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, mpi_count(count), mpi_type(type), MPI_SUM, comm_, &r.mpi));
+  MPI_CHECK(MPI_Ireduce_scatter_block(send, recv, mpi_count(count), mpi_type(type), mpi_op(type, ReduceOp::Sum),
+                                      comm_, &r.mpi));
   return r;
 }
 

@@ -10,9 +10,11 @@
 #include <memory>
 #include <string>
 
+#include "runtime/bfloat16.h"
+
 namespace mt {
 
-enum class DType { F32, F64, I32, I64, U8 };
+enum class DType { F32, F64, BF16, I32, I64, U8 };
 enum class ReduceOp { Sum, Max };
 
 template <typename T>
@@ -21,6 +23,8 @@ template <>
 constexpr DType dtype_of<float>() { return DType::F32; }
 template <>
 constexpr DType dtype_of<double>() { return DType::F64; }
+template <>
+constexpr DType dtype_of<bf16>() { return DType::BF16; }
 template <>
 constexpr DType dtype_of<int32_t>() { return DType::I32; }
 template <>

@@ -12,6 +12,7 @@
 #include <new>
 
 #include "runtime/check.h"
+#include "runtime/cpu_bf16_matmul.h"
 
 namespace mt {
 
@@ -49,15 +50,41 @@ const char* onednn_isa_name(dnnl_cpu_isa_t isa) {
 
 }  // namespace
 
-// float32 products go to oneDNN, whose kernels run the model's shapes at
-// 5-7x Debian's OpenBLAS here (bench_matmul_libraries, docs/benchmarks.md);
-// float64 (the gradient checks) stays on OpenBLAS, which oneDNN lacks.
+template <typename T>
+CpuBackend<T>::CpuBackend() {
+  if constexpr (kMixed) {
+    acc_ = std::make_unique<CpuBackend<Acc>>();
+    matmul_ = std::make_unique<Bf16Matmul>();
+  }
+}
+
+template <typename T>
+CpuBackend<T>::~CpuBackend() = default;
+
+template <typename T>
+Backend<acc_t<T>>& CpuBackend<T>::acc() {
+  if constexpr (kMixed) {
+    return *acc_;
+  } else {
+    return *this;
+  }
+}
+
+// float32 and bf16 products go to oneDNN, whose kernels run the model's
+// shapes at 5-7x Debian's OpenBLAS here (bench_matmul_libraries,
+// docs/benchmarks.md); float64 (the gradient checks) stays on OpenBLAS,
+// which oneDNN lacks.
 template <typename T>
 std::string CpuBackend<T>::library() const {
-  if constexpr (std::is_same_v<T, float>) {
-    const dnnl_version_t* v = dnnl_version();
-    return fmt::format("oneDNN {}.{}.{} sgemm with the {} kernels ({})", v->major, v->minor, v->patch,
-                       onednn_isa_name(dnnl_get_effective_cpu_isa()), env_setting("ONEDNN_MAX_CPU_ISA"));
+  const dnnl_version_t* v = dnnl_version();
+  const std::string isa = fmt::format("with the {} kernels ({})", onednn_isa_name(dnnl_get_effective_cpu_isa()),
+                                      env_setting("ONEDNN_MAX_CPU_ISA"));
+  if constexpr (std::is_same_v<T, bf16>) {
+    return fmt::format("oneDNN {}.{}.{} {} {}", v->major, v->minor, v->patch,
+                       matmul_->native() ? "bf16 matmul" : "sgemm on bf16 widened to float32 (no bf16 matmul on this CPU: slow)",
+                       isa);
+  } else if constexpr (std::is_same_v<T, float>) {
+    return fmt::format("oneDNN {}.{}.{} sgemm {}", v->major, v->minor, v->patch, isa);
   } else {
     return fmt::format("{} with the {} kernels ({})", openblas_get_config(), openblas_get_corename(),
                        env_setting("OPENBLAS_CORETYPE"));
@@ -106,16 +133,34 @@ void CpuBackend<T>::fill(T* x, T value, size_t n) {
 }
 
 template <typename T>
+void CpuBackend<T>::round_from_acc(T* dst, const Acc* src, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) dst[i] = T(src[i]);
+}
+
+template <typename T>
 void CpuBackend<T>::gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda,
                          const T* B, int ldb, T beta, T* C, int ldc) {
   if (m == 0 || n == 0) return;
-  if constexpr (std::is_same_v<T, float>) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    matmul_->run(ta, tb, m, n, k, float(alpha), A, lda, B, ldb, float(beta), C, ldc);
+  } else if constexpr (std::is_same_v<T, float>) {
     const dnnl_status_t status = dnnl_sgemm(ta == Trans::N ? 'N' : 'T', tb == Trans::N ? 'N' : 'T', m, n, k,
                                             alpha, A, lda, B, ldb, beta, C, ldc);
     MT_CHECK(status == dnnl_success, "oneDNN sgemm of {} x {} x {} failed: {}", m, n, k, dnnl_status2str(status));
   } else {
     cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), m, n, k, alpha, A, lda, B, ldb,
                 beta, C, ldc);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const T* A, int lda,
+                             const T* B, int ldb, Acc beta, Acc* C, int ldc) {
+  if constexpr (kMixed) {
+    if (m > 0 && n > 0) matmul_->run(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   }
 }
 
@@ -143,14 +188,18 @@ template <typename T>
 void CpuBackend<T>::adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
                           double beta1, double beta2, double eps, double weight_decay, double bc1,
                           double bc2) {
-  const T b1 = T(beta1), b2 = T(beta2), decay = T(1.0 - lr * weight_decay);
-  const T step_size = T(lr / bc1), inv_sqrt_bc2 = T(1.0 / std::sqrt(bc2)), e = T(eps);
+  // In Acc: bf16 storage (never the optimizer's own, which runs on acc())
+  // is rounded once a step.
+  const Acc b1 = Acc(beta1), b2 = Acc(beta2), decay = Acc(1.0 - lr * weight_decay);
+  const Acc step_size = Acc(lr / bc1), inv_sqrt_bc2 = Acc(1.0 / std::sqrt(bc2)), e = Acc(eps);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    T g = grad[i];
-    T m = exp_avg[i] = b1 * exp_avg[i] + (T(1) - b1) * g;
-    T v = exp_avg_sq[i] = b2 * exp_avg_sq[i] + (T(1) - b2) * g * g;
-    param[i] = param[i] * decay - step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + e);
+    const Acc g = grad[i];
+    const Acc m = b1 * Acc(exp_avg[i]) + (Acc(1) - b1) * g;
+    const Acc v = b2 * Acc(exp_avg_sq[i]) + (Acc(1) - b2) * g * g;
+    exp_avg[i] = T(m);
+    exp_avg_sq[i] = T(v);
+    param[i] = T(Acc(param[i]) * decay - step_size * m / (std::sqrt(v) * inv_sqrt_bc2 + e));
   }
 }
 
@@ -161,7 +210,9 @@ std::unique_ptr<Backend<T>> make_cpu_backend() {
 
 template class CpuBackend<float>;
 template class CpuBackend<double>;
+template class CpuBackend<bf16>;
 template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
 template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
+template std::unique_ptr<Backend<bf16>> make_cpu_backend<bf16>();
 
 }  // namespace mt

@@ -1,6 +1,7 @@
 // CPU backend: the per-layer kernels (embedding, norm, RoPE, GELU, softmax,
-// cross-entropy, MoE row dispatch). Sums run in double so that float and
-// double builds differ only by rounding of the stored values.
+// cross-entropy, MoE row dispatch). Sums run in double so that the
+// precisions differ only by rounding of the stored values; a bf16 value is
+// read into float and the result rounded once.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -26,7 +27,7 @@ void CpuBackend<T>::embedding_forward(T* out, const T* table, const int32_t* tok
 }
 
 template <typename T>
-void CpuBackend<T>::embedding_backward(T* dtable, const T* dout, const int32_t* tokens, int n,
+void CpuBackend<T>::embedding_backward(Acc* dtable, const T* dout, const int32_t* tokens, int n,
                                        int d, int vocab_start, int rows) {
   // Tokens repeat, so rows are accumulated serially over t; columns in parallel.
 #pragma omp parallel for schedule(static)
@@ -38,21 +39,21 @@ void CpuBackend<T>::embedding_backward(T* dtable, const T* dout, const int32_t* 
 }
 
 template <typename T>
-void CpuBackend<T>::rmsnorm_forward(T* out, T* rstd, const T* x, const T* g, int n, int d, T eps) {
+void CpuBackend<T>::rmsnorm_forward(T* out, Acc* rstd, const T* x, const T* g, int n, int d, double eps) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     const T* xi = x + size_t(i) * d;
     double ss = 0.0;
-    for (int j = 0; j < d; ++j) ss += double(xi[j]) * xi[j];
-    T r = T(1.0 / std::sqrt(ss / d + double(eps)));
+    for (int j = 0; j < d; ++j) ss += double(xi[j]) * double(xi[j]);
+    const Acc r = Acc(1.0 / std::sqrt(ss / d + double(Acc(eps))));
     rstd[i] = r;
-    for (int j = 0; j < d; ++j) out[size_t(i) * d + j] = xi[j] * r * g[j];
+    for (int j = 0; j < d; ++j) out[size_t(i) * d + j] = T(Acc(xi[j]) * r * Acc(g[j]));
   }
 }
 
 template <typename T>
-void CpuBackend<T>::rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, const T* g,
-                                     const T* rstd, int n, int d) {
+void CpuBackend<T>::rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, const T* g,
+                                     const Acc* rstd, int n, int d) {
   // y = x r g with r = (mean(x^2) + eps)^-1/2:
   // dx = r (dy g) - x r^3 / d * sum(dy g x);  dg = sum_rows dy x r.
 #pragma omp parallel for schedule(static)
@@ -60,52 +61,53 @@ void CpuBackend<T>::rmsnorm_backward(T* dx, T* dg, const T* dout, const T* x, co
     const T* xi = x + size_t(i) * d;
     const T* dyi = dout + size_t(i) * d;
     double dot = 0.0;
-    for (int j = 0; j < d; ++j) dot += double(dyi[j]) * g[j] * xi[j];
+    for (int j = 0; j < d; ++j) dot += double(dyi[j]) * double(g[j]) * double(xi[j]);
     double r = rstd[i];
     double c = dot * r * r * r / d;
-    for (int j = 0; j < d; ++j) dx[size_t(i) * d + j] += T(r * dyi[j] * g[j] - c * xi[j]);
+    for (int j = 0; j < d; ++j)
+      dx[size_t(i) * d + j] = T(double(dx[size_t(i) * d + j]) + r * double(dyi[j]) * double(g[j]) - c * double(xi[j]));
   }
 #pragma omp parallel for schedule(static)
   for (int j = 0; j < d; ++j) {
     double sum = 0.0;
-    for (int i = 0; i < n; ++i) sum += double(dout[size_t(i) * d + j]) * x[size_t(i) * d + j] * rstd[i];
-    dg[j] += T(sum);
+    for (int i = 0; i < n; ++i) sum += double(dout[size_t(i) * d + j]) * double(x[size_t(i) * d + j]) * double(rstd[i]);
+    dg[j] += Acc(sum);
   }
 }
 
 template <typename T>
-void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, T theta, T direction) {
+void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, double theta, double direction) {
   // direction +1 rotates by +p*theta_i (forward); -1 by the inverse angle,
   // which is the transpose of the rotation and so the backward pass.
   const int half = hd / 2;
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < batch * seq; ++r) {
     const int pos = r % seq;
-    std::vector<T> cs(half), sn(half);
+    std::vector<Acc> cs(half), sn(half);
     for (int i = 0; i < half; ++i) {
-      double angle = pos * std::pow(double(theta), -2.0 * i / hd);
-      cs[i] = T(std::cos(angle));
-      sn[i] = T(direction * std::sin(angle));
+      double angle = pos * std::pow(double(Acc(theta)), -2.0 * i / hd);
+      cs[i] = Acc(std::cos(angle));
+      sn[i] = Acc(direction * std::sin(angle));
     }
     for (int h = 0; h < heads; ++h) {
       T* xh = x + (size_t(r) * heads + h) * hd;
       for (int i = 0; i < half; ++i) {
-        T a = xh[i], b = xh[i + half];
-        xh[i] = a * cs[i] - b * sn[i];
-        xh[i + half] = a * sn[i] + b * cs[i];
+        const Acc a = xh[i], b = xh[i + half];
+        xh[i] = T(a * cs[i] - b * sn[i]);
+        xh[i + half] = T(a * sn[i] + b * cs[i]);
       }
     }
   }
 }
 
 template <typename T>
-void CpuBackend<T>::rope_forward(T* x, int batch, int seq, int heads, int hd, T theta) {
-  rope_rotate(x, batch, seq, heads, hd, theta, T(1));
+void CpuBackend<T>::rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) {
+  rope_rotate(x, batch, seq, heads, hd, theta, 1.0);
 }
 
 template <typename T>
-void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, T theta) {
-  rope_rotate(dx, batch, seq, heads, hd, theta, T(-1));
+void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) {
+  rope_rotate(dx, batch, seq, heads, hd, theta, -1.0);
 }
 
 namespace {
@@ -117,8 +119,8 @@ template <typename T>
 void CpuBackend<T>::gelu_forward(T* out, const T* in, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    T x = in[i];
-    out[i] = T(0.5) * x * (T(1) + std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x)));
+    const Acc x = in[i];
+    out[i] = T(Acc(0.5) * x * (Acc(1) + std::tanh(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x))));
   }
 }
 
@@ -126,10 +128,10 @@ template <typename T>
 void CpuBackend<T>::gelu_backward(T* din, const T* dout, const T* in, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    T x = in[i];
-    T t = std::tanh(T(kGeluC) * (x + T(kGeluA) * x * x * x));
-    T dt = T(kGeluC) * (T(1) + T(3 * kGeluA) * x * x);
-    din[i] += dout[i] * (T(0.5) * (T(1) + t) + T(0.5) * x * (T(1) - t * t) * dt);
+    const Acc x = in[i];
+    const Acc t = std::tanh(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x));
+    const Acc dt = Acc(kGeluC) * (Acc(1) + Acc(3 * kGeluA) * x * x);
+    din[i] = T(Acc(din[i]) + Acc(dout[i]) * (Acc(0.5) * (Acc(1) + t) + Acc(0.5) * x * (Acc(1) - t * t) * dt));
   }
 }
 
@@ -139,12 +141,12 @@ void CpuBackend<T>::softmax_forward(T* p, const T* x, int n, int c) {
   for (int i = 0; i < n; ++i) {
     const T* xi = x + size_t(i) * c;
     T* pi = p + size_t(i) * c;
-    T mx = xi[0];
-    for (int j = 1; j < c; ++j) mx = std::max(mx, xi[j]);
+    Acc mx = xi[0];
+    for (int j = 1; j < c; ++j) mx = std::max(mx, Acc(xi[j]));
     double sum = 0.0;
-    for (int j = 0; j < c; ++j) sum += double(pi[j] = std::exp(xi[j] - mx));
-    T inv = T(1.0 / sum);
-    for (int j = 0; j < c; ++j) pi[j] *= inv;
+    for (int j = 0; j < c; ++j) sum += double(std::exp(Acc(xi[j]) - mx));
+    const Acc inv = Acc(1.0 / sum);
+    for (int j = 0; j < c; ++j) pi[j] = T(std::exp(Acc(xi[j]) - mx) * inv);
   }
 }
 
@@ -155,8 +157,8 @@ void CpuBackend<T>::softmax_backward(T* dx, const T* dp, const T* p, int n, int 
     const T* dpi = dp + size_t(i) * c;
     const T* pi = p + size_t(i) * c;
     double dot = 0.0;
-    for (int j = 0; j < c; ++j) dot += double(dpi[j]) * pi[j];
-    for (int j = 0; j < c; ++j) dx[size_t(i) * c + j] += T(pi[j] * (dpi[j] - dot));
+    for (int j = 0; j < c; ++j) dot += double(dpi[j]) * double(pi[j]);
+    for (int j = 0; j < c; ++j) dx[size_t(i) * c + j] += T(double(pi[j]) * (double(dpi[j]) - dot));
   }
 }
 
@@ -181,18 +183,18 @@ void CpuBackend<T>::ce_partials(T* p, const T* logits, const T* m, const int32_t
 }
 
 template <typename T>
-void CpuBackend<T>::ce_finish(T* losses, T* dlogits, const T* logits, const T* m, const T* p,
-                              const int32_t* targets, int n, int v, int vocab_start, T dscale) {
+void CpuBackend<T>::ce_finish(Acc* losses, T* dlogits, const Acc* logits, const Acc* m, const Acc* p,
+                              const int32_t* targets, int n, int v, int vocab_start, double dscale) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < n; ++i) {
     const double lse = double(m[i]) + std::log(double(p[2 * i]));
-    if (losses) losses[i] = T(lse - double(p[2 * i + 1]));
+    if (losses) losses[i] = Acc(lse - double(p[2 * i + 1]));
     if (!dlogits) continue;
-    const T* li = logits + size_t(i) * v;
+    const Acc* li = logits + size_t(i) * v;
     T* di = dlogits + size_t(i) * v;
-    for (int j = 0; j < v; ++j) di[j] = T(std::exp(double(li[j]) - lse)) * dscale;
+    const Acc scale = Acc(dscale);
     const int t = targets[i] - vocab_start;
-    if (t >= 0 && t < v) di[t] -= dscale;
+    for (int j = 0; j < v; ++j) di[j] = T((Acc(std::exp(double(li[j]) - lse)) - Acc(j == t ? 1 : 0)) * scale);
   }
 }
 
@@ -206,34 +208,35 @@ void CpuBackend<T>::gather_rows(T* dst, const T* src, const int32_t* idx, int m,
 }
 
 template <typename T>
-void CpuBackend<T>::scatter_add_rows(T* dst, const T* src, const int32_t* idx, const T* weight,
+void CpuBackend<T>::scatter_add_rows(T* dst, const T* src, const int32_t* idx, const Acc* weight,
                                      int m, int d) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i) {
-    T w = weight ? weight[i] : T(1);
+    const Acc w = weight ? weight[i] : Acc(1);
     T* o = dst + size_t(idx[i]) * d;
-    for (int j = 0; j < d; ++j) o[j] += w * src[size_t(i) * d + j];
+    for (int j = 0; j < d; ++j) o[j] = T(Acc(o[j]) + w * Acc(src[size_t(i) * d + j]));
   }
 }
 
 template <typename T>
-void CpuBackend<T>::scale_rows(T* x, const T* w, int m, int d) {
+void CpuBackend<T>::scale_rows(T* x, const Acc* w, int m, int d) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i)
-    for (int j = 0; j < d; ++j) x[size_t(i) * d + j] *= w[i];
+    for (int j = 0; j < d; ++j) x[size_t(i) * d + j] = T(Acc(x[size_t(i) * d + j]) * w[i]);
 }
 
 template <typename T>
-void CpuBackend<T>::row_dot(T* out, const T* a, const T* b, int m, int d) {
+void CpuBackend<T>::row_dot(Acc* out, const T* a, const T* b, int m, int d) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i) {
     double s = 0.0;
-    for (int j = 0; j < d; ++j) s += double(a[size_t(i) * d + j]) * b[size_t(i) * d + j];
-    out[i] = T(s);
+    for (int j = 0; j < d; ++j) s += double(a[size_t(i) * d + j]) * double(b[size_t(i) * d + j]);
+    out[i] = Acc(s);
   }
 }
 
 template class CpuBackend<float>;
 template class CpuBackend<double>;
+template class CpuBackend<bf16>;
 
 }  // namespace mt

@@ -48,7 +48,8 @@ std::string case_problem(Backend<T>& be, const GemmCase& c, bool corrupt) {
   be.to_host(got.data(), dc.data(), got.size());
   if (corrupt) got[got.size() / 2] += T(0.5);
 
-  const double eps = std::numeric_limits<T>::epsilon();
+  // Accumulated in acc_t<T>, then rounded to T once.
+  const double eps = epsilon_of<acc_t<T>>(), out_eps = epsilon_of<T>();
   for (int i = 0; i < c.m; ++i)
     for (int j = 0; j < c.n; ++j) {
       double want = c.beta * double(out[size_t(i) * c.n + j]), magnitude = std::abs(want);
@@ -59,7 +60,7 @@ std::string case_problem(Backend<T>& be, const GemmCase& c, bool corrupt) {
         magnitude += std::abs(x * y);
       }
       const double error = std::abs(double(got[size_t(i) * c.n + j]) - want);
-      const double bound = 2.0 * (c.k + 1) * eps * magnitude;
+      const double bound = 2.0 * (c.k + 1) * eps * magnitude + out_eps * std::abs(want);
       if (!(error <= bound))
         return fmt::format("{}x{}x{} product ({}{}, beta {}) is {} at [{}, {}] where a plain loop gives {} "
                            "(bound {:.3g})",
@@ -98,7 +99,7 @@ void check_gemm_on_every_rank(Backend<T>& be, Communicator& world, bool corrupt)
   if (first < 0) return;
   world.broadcast(problem, first);  // every rank reports the same words
   MT_FAIL("the start-up check of the matrix product failed on rank(s) {}: {}. Choose other kernels: for "
-          "float32 set ONEDNN_MAX_CPU_ISA (for example AVX2, or AVX on any x86-64 CPU with AVX), for float64 "
+          "float32 and bf16 set ONEDNN_MAX_CPU_ISA (for example AVX2, or AVX on any x86-64 CPU with AVX), for float64 "
           "OPENBLAS_CORETYPE (Haswell, or Sandybridge), or install newer libraries",
           ranks, problem);
 }
@@ -107,5 +108,7 @@ template std::string gemm_check_problem(Backend<float>&, bool);
 template std::string gemm_check_problem(Backend<double>&, bool);
 template void check_gemm_on_every_rank(Backend<float>&, Communicator&, bool);
 template void check_gemm_on_every_rank(Backend<double>&, Communicator&, bool);
+template std::string gemm_check_problem(Backend<bf16>&, bool);
+template void check_gemm_on_every_rank(Backend<bf16>&, Communicator&, bool);
 
 }  // namespace mt

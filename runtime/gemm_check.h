@@ -13,8 +13,9 @@
 
 namespace mt {
 
-// "" when every element is within the rounding bound of a k-term product,
-// |error| <= 2 k eps(T) sum_k |a||b|; else what differs, naming the
+// "" when every element is within the rounding bound of a k-term product
+// accumulated in acc_t<T> and rounded to T, |error| <= 2 (k + 1)
+// eps(acc) sum_k |a||b| + eps(T) |result|; else what differs, naming the
 // library. corrupt: perturb one product element first (tests of the refusal).
 template <typename T>
 std::string gemm_check_problem(Backend<T>& be, bool corrupt = false);
