@@ -23,8 +23,13 @@
 
 namespace mt::test_util {
 
-// The flags that make a run the perturbed twin of the same run without them.
-inline std::string perturbed_flags() { return fmt::format(" --debug-perturb-weights {:.17g}", kPerturbation); }
+// The flags that make a run the perturbed twin of the same run without them:
+// every weight moved by one ulp of the precision the run trains in (float32,
+// or bf16's 2^-7 with --bf16, moving the float32 master weights by as much as
+// a rounding of the bf16 weights does).
+inline std::string perturbed_flags(double relative = kPerturbation) {
+  return fmt::format(" --debug-perturb-weights {:.17g}", relative);
+}
 
 // A finished run: its metrics file and its last checkpoint.
 struct BinaryRun {

@@ -59,7 +59,10 @@ TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
     std::string name, flags;
     int ranks;
   };
-  for (const Layout& l : {Layout{"one", "", 0}, Layout{"tp2pp2dp2", "--tp 2 --pp 2", 8}}) {
+  // bf16 too: the checkpoint's float32 master weights give back the bf16
+  // weights they were rounded into.
+  for (const Layout& l : {Layout{"one", "", 0}, Layout{"tp2pp2dp2", "--tp 2 --pp 2", 8}, Layout{"one_bf16", "--bf16", 0},
+                          Layout{"tp2pp2dp2_bf16", "--tp 2 --pp 2 --bf16", 8}}) {
     SCOPED_TRACE(l.name);
     const std::string straight = l.name + "_straight", first = l.name + "_first", second = l.name + "_second";
     auto s = run_moetrain(train(straight) + " --train-iters 8 --save " + (dir / straight) + " " + l.flags, l.ranks);
@@ -77,6 +80,23 @@ TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
     ASSERT_EQ(stopped.size(), 8u);
     for (size_t i = 0; i < 8; ++i) EXPECT_EQ(stopped[i], expected[i]) << "step " << i + 1;
     expect_identical_checkpoints(ckpt(straight, 8), ckpt(first, 8));
+  }
+}
+
+// Checkpoints hold float32 weights in both precisions: a bf16 run resumes
+// in float32 and the reverse, from the step where the other stopped.
+TEST_F(CheckpointResume, Bf16AndFloat32ResumeEachOther) {
+  for (const auto& [from, to] : {std::pair{"--bf16", ""}, std::pair{"", "--bf16"}}) {
+    SCOPED_TRACE(std::string("from '") + from + "' to '" + to + "'");
+    const std::string first = std::string("first") + from, second = std::string("second") + from;
+    auto a = run_moetrain(train(first) + " --train-iters 4 --save " + (dir / first) + " " + from);
+    ASSERT_EQ(a.status, 0) << a.output;
+    auto b = run_moetrain(train(second) + " --train-iters 8 --load " + (dir / first) + " " + to);
+    ASSERT_EQ(b.status, 0) << b.output;
+    const auto records = test_util::read_metrics(dir / (second + ".jsonl"));
+    ASSERT_EQ(records.size(), 4u);
+    EXPECT_EQ(records.front()["step"], 5);
+    EXPECT_LT(records.back()["loss"].get<double>(), losses(first).front());
   }
 }
 

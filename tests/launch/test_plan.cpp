@@ -169,6 +169,9 @@ TEST_F(PlanAgainstTrain, TensorAndUnevenPipelineRanks) {
 
 TEST_F(PlanAgainstTrain, DataParallelRanksWithZeroOneShards) { compare("--pp 2", 4); }
 
+// bf16 weights and activations, float32 gradients, master weights and moments.
+TEST_F(PlanAgainstTrain, Bf16RanksWithMasterWeightShards) { compare("--tp 2 --bf16", 4); }
+
 // The tiny model's exact per-rank counts, and ZeRO-1's padding to DP.
 ModelConfig tiny_config() {
   ModelConfig c = test_util::tiny_model_config();

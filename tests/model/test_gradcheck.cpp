@@ -1,7 +1,9 @@
 // Finite-difference check of every parameter kind, in double precision,
-// through the same model code that trains in float.
+// through the same model code that trains in float; and the bf16 model's
+// gradients against the float64 ones within the rounding of bf16.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -77,6 +79,70 @@ TEST_P(GradCheck, EveryParameterMatchesFiniteDifferences) {
     for (size_t i = 0; i < t.numel; ++i) norm += std::abs(p.grads.data()[t.offset + i]);
     EXPECT_GT(norm, 1e-8) << t.name << " has no gradient at all";
   }
+}
+
+// The bf16 model (bf16 weights and activations, float32 statistics and
+// gradients) against the float64 model at the same weights (the bf16 ones,
+// exactly), on the same tokens. Every stored bf16 tensor rounds its values
+// by up to u = 2^-8 relative; a gradient passes through about R of them on
+// its way (12 a layer forward, 12 backward, and 6 outside the layers), so
+// each element may be off by R u of its tensor's largest gradient, and the
+// median element, as roundings add up like a random walk, by 2 sqrt(R) u.
+TEST_P(GradCheck, Bf16GradientsMatchFloat64WithinBf16Rounding) {
+  const GradCase c = GetParam();
+  const ModelConfig cfg = tiny(c);
+  const int B = 2;
+  auto be64 = make_cpu_backend<double>();
+  auto be16 = make_cpu_backend<bf16>();
+  Transformer<double> m64(*be64, cfg, B);
+  Transformer<bf16> m16(*be16, cfg, B);
+  Parameters<double>& p64 = m64.params();
+  Parameters<bf16>& p16 = m16.params();
+  std::mt19937 rng(7);
+  std::normal_distribution<double> normal(0.0, 0.3);
+  for (const auto& t : p64.tensors)
+    for (size_t i = 0; i < t.numel; ++i) {
+      const bf16 w = bf16((t.is_norm ? 1.0 : 0.0) + normal(rng));
+      p16.values.data()[t.offset + i] = w;
+      p64.values.data()[t.offset + i] = double(float(w));
+    }
+  std::vector<int32_t> tokens(B * (cfg.seq_length + 1));
+  for (auto& t : tokens) t = int32_t(rng() % cfg.vocab_size);
+  const double ce_scale = 1.0 / (B * cfg.seq_length), aux_scale = 1.0;
+  be64->fill(p64.grads.data(), 0.0, p64.size());
+  be16->acc().fill(p16.grads.data(), 0.0f, p16.size());
+  const MicroBatchLoss l64 = m64.forward_backward(tokens.data(), B, ce_scale, aux_scale);
+  const MicroBatchLoss l16 = m16.forward_backward(tokens.data(), B, ce_scale, aux_scale);
+  // A near-tie of the router resolved the other way is no rounding error.
+  ASSERT_EQ(m16.expert_load().hash, m64.expert_load().hash) << "the precisions route differently";
+
+  const double u = 0x1p-8, R = 24.0 * cfg.num_layers + 6;
+  EXPECT_NEAR(l16.ce_sum, l64.ce_sum, R * u * std::abs(l64.ce_sum));
+  for (const auto& t : p64.tensors) {
+    std::vector<double> errors;
+    double largest = 0.0;
+    for (size_t i = 0; i < t.numel; ++i) {
+      const double g64 = p64.grads.data()[t.offset + i], g16 = p16.grads.data()[t.offset + i];
+      errors.push_back(std::abs(g16 - g64));
+      largest = std::max(largest, std::abs(g64));
+    }
+    ASSERT_GT(largest, 0.0) << t.name;
+    std::sort(errors.begin(), errors.end());
+    EXPECT_LE(errors.back(), R * u * largest) << t.name << " (largest error)";
+    EXPECT_LE(errors[errors.size() / 2], 2 * std::sqrt(R) * u * largest) << t.name << " (median error)";
+  }
+
+  // Gradients accumulate in float32: 15 more passes over the same tokens
+  // give 16 times the first pass's gradients within float32 rounding of the
+  // sum (bf16 accumulation would be off by 2^-8 of them).
+  const std::vector<float> once(p16.grads.data(), p16.grads.data() + p16.size());
+  for (int pass = 1; pass < 16; ++pass) m16.forward_backward(tokens.data(), B, ce_scale, aux_scale);
+  for (const auto& t : p16.tensors)
+    for (size_t i = 0; i < t.numel; ++i) {
+      const double g = once[t.offset + i];
+      ASSERT_NEAR(p16.grads.data()[t.offset + i], 16 * g, 16 * 16 * epsilon_of<float>() * std::abs(g))
+          << t.name << "[" << i << "] after 16 passes";
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(
