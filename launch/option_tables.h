@@ -130,6 +130,10 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
         o.metrics_file);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit(Flag{"--profile",
+             "At the end, print where rank 0's steps went: each kind of kernel (products, attention, norms, RoPE, "
+             "GELU, MoE dispatch, cross-entropy, optimizer, ...), communication, pipeline waits and the rest"},
+        o.profile);
   visit(Flag{"--debug-fail-at-iteration",
              "Testing: make one rank fail at the start of this iteration, to check the job aborts (0: never)"},
         o.debug_fail_at_iteration);

@@ -29,6 +29,7 @@ struct TrainOptions {
   // smaller buckets start their reduce-scatter earlier in the backward pass.
   int64_t ddp_bucket_size = 1000000;
   bool bf16 = false;  // mixed precision (docs/design.md, "Mixed precision")
+  bool profile = false;  // print where the steps' time goes
   int micro_batch_size = 4;
   int global_batch_size = 16;
   std::vector<int64_t> rampup_batch_size;  // START INCR SAMPLES, or empty

@@ -69,10 +69,13 @@ data::BlendedStream open_stream(const TrainOptions& o, double* seconds) {
   return stream;
 }
 
+// The CPU backend in precision T, its products checked on every rank;
+// timed into `profile` when given (--profile).
 template <typename T>
-std::unique_ptr<Backend<T>> checked_backend(Communicator& world, bool corrupt_gemm_check) {
-  auto be = make_cpu_backend<T>();
+std::unique_ptr<Backend<T>> checked_backend(Communicator& world, bool corrupt_gemm_check, OpTimes* profile) {
+  std::unique_ptr<Backend<T>> be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, world, corrupt_gemm_check);
+  if (profile) be = make_profiling_backend(std::move(be), *profile);
   return be;
 }
 
@@ -100,6 +103,7 @@ struct Training {
   const data::BatchSchedule schedule;
   double stream_seconds = 0;  // to build the blended stream
   data::BlendedStream stream;
+  StepProfile profile;  // --profile
   std::unique_ptr<Backend<T>> be;
   Transformer<T> model;
   Parameters<T>& params;
@@ -124,7 +128,7 @@ Training<T>::Training(const TrainOptions& options)
       tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
       schedule(o.global_batch_size, o.micro_batch_size, topo.dp_size(), o.rampup),
       stream(open_stream(o, &stream_seconds)),
-      be(checked_backend<T>(topo.world(), o.debug_corrupt_gemm_check)),
+      be(checked_backend<T>(topo.world(), o.debug_corrupt_gemm_check, o.profile ? &profile.ops : nullptr)),
       model(*be, o.model, o.micro_batch_size, tp,
             stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
                        o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers),
@@ -227,6 +231,9 @@ void perturb_weights(Training<T>& t) {
 // micro-batches of their summed aux losses.
 template <typename T>
 StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
+  const auto start = std::chrono::steady_clock::now();
+  const double tp_seconds = t.topo.tp().all_reduce_seconds;
+  const GradSyncStats dp_before = t.grad_sync.stats;
   const int64_t tokens = global * t.o.model.seq_length;
   const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp_size();
   const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
@@ -249,8 +256,17 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   t.state.consumed_samples += global;
   t.state.consumed_tokens += tokens;
   if (t.o.debug_perturb_weights != 0.0) perturb_weights(t);
-  return {loss, sums[1] / micro_batches_all_replicas, lr, grad_norm, global, tokens,
-          pipeline_stats.wait_seconds};
+  const GradSyncStats& dp = t.grad_sync.stats;
+  return {loss,
+          sums[1] / micro_batches_all_replicas,
+          lr,
+          grad_norm,
+          global,
+          tokens,
+          pipeline_stats.wait_seconds,
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
+          t.topo.tp().all_reduce_seconds - tp_seconds,
+          dp.exposed_seconds - dp_before.exposed_seconds + dp.all_gather_seconds - dp_before.all_gather_seconds};
 }
 
 // Where the run stands beyond the iteration counters, for the checkpoint's
@@ -318,6 +334,7 @@ TrainResult train(const TrainOptions& o) {
 
   IntervalLog<T> log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o));
   TrainResult result;
+  bool first_step_done = false;
   while (run_continues(t)) {
     const int64_t global = t.schedule.global_batch(t.state.consumed_samples);
     if (!data_left_for(t, global)) break;
@@ -328,12 +345,16 @@ TrainResult train(const TrainOptions& o) {
     result.last_loss = step.loss;
     log.add(step);
     log.report(t.state, t.progress, !run_continues(t));
+    // The first step creates the products' kernels: the profile starts after it.
+    if (o.profile) first_step_done ? t.profile.add(step) : t.profile.clear();
+    first_step_done = true;
     if (save_and_decide_to_stop(t)) {
       result.stopped_by_signal = true;
       break;
     }
   }
   save_checkpoint_and_time(t);
+  if (o.profile && t.root) print_profile(t.profile, 0);
   return result;
 }
 

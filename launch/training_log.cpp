@@ -186,6 +186,30 @@ void IntervalLog<T>::restart(Clock::time_point now) {
   tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;
 }
 
+void StepProfile::add(const StepOutcome& step) {
+  steps += 1;
+  seconds += step.seconds;
+  tp_seconds += step.tp_seconds;
+  dp_seconds += step.dp_seconds;
+  wait_seconds += step.wait_seconds;
+}
+
+void print_profile(const StepProfile& p, int rank) {
+  if (p.steps == 0 || p.seconds <= 0) return;
+  fmt::print("profile of rank {} over {} steps ({:.3f} s a step):\n", rank, p.steps, p.seconds / double(p.steps));
+  const auto row = [&](const std::string& what, double seconds, int64_t calls) {
+    fmt::print("  {:<52} {:8.3f} s {:6.1f}%{}\n", what, seconds, 100.0 * seconds / p.seconds,
+               calls > 0 ? fmt::format("  {} calls", calls) : "");
+  };
+  for (int k = 0; k < kOpKinds; ++k) row(op_kind_text(OpKind(k)), p.ops.seconds[k], p.ops.calls[k]);
+  row("tensor-parallel all-reduces", p.tp_seconds, 0);
+  row("data-parallel reduce-scatter wait and all-gather", p.dp_seconds, 0);
+  row("pipeline waits", p.wait_seconds, 0);
+  const double rest = p.seconds - p.ops.total() - p.tp_seconds - p.dp_seconds - p.wait_seconds;
+  row("the rest (host routing, data, bookkeeping)", rest, 0);
+  std::fflush(stdout);
+}
+
 template std::vector<RankAllocation> gather_memory<float>(Topology&, const Parameters<float>&, const AdamW<float>&);
 template std::vector<RankAllocation> gather_memory<bf16>(Topology&, const Parameters<bf16>&, const AdamW<float>&);
 template class IntervalLog<float>;

@@ -18,6 +18,7 @@
 #include "optim/adamw.h"
 #include "parallel/grad_sync.h"
 #include "runtime/backend.h"
+#include "runtime/profiling_backend.h"
 #include "runtime/topology.h"
 
 namespace mt {
@@ -63,7 +64,23 @@ struct StepOutcome {
   double loss = 0, aux = 0, lr = 0, grad_norm = 0;
   int64_t samples = 0, tokens = 0;
   double wait_seconds = 0;  // this stage blocked on its pipeline neighbours
+  double seconds = 0;       // the whole step
+  double tp_seconds = 0;    // in tensor-parallel all-reduces
+  double dp_seconds = 0;    // waiting for the ZeRO-1 reduce-scatters, and the all-gather
 };
+
+// --profile: where this rank's steps went, from the second step on (the
+// first creates the products' kernels): each operation kind's kernels,
+// communication, pipeline waits, and the rest (host-side routing, data,
+// bookkeeping).
+struct StepProfile {
+  OpTimes ops;  // filled by the profiling backend
+  int64_t steps = 0;
+  double seconds = 0, tp_seconds = 0, dp_seconds = 0, wait_seconds = 0;
+  void add(const StepOutcome& step);
+  void clear() { *this = {}; }
+};
+void print_profile(const StepProfile& p, int rank);
 
 // The counters of one log interval: steps, samples, tokens, summed losses,
 // pipeline waits, and the communication counters at its start.

@@ -19,7 +19,8 @@ struct bf16 {
   // Implicit both ways, so that kernels written for float compile for bf16
   // with every sum still formed in float (or double).
   template <typename F, std::enable_if_t<std::is_arithmetic_v<F>, int> = 0>
-  bf16(F value) : bits(round_bits(double(value))) {}  // NOLINT(google-explicit-constructor)
+  bf16(F value)  // NOLINT(google-explicit-constructor)
+      : bits(std::is_same_v<F, float> ? round_bits(float(value)) : round_bits(double(value))) {}
   operator float() const {  // NOLINT(google-explicit-constructor)
     const uint32_t u = uint32_t(bits) << 16;
     float f;

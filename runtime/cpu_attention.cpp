@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/cpu_backend.h"
+#include "runtime/cpu_math.h"
 
 namespace mt {
 
@@ -38,14 +39,16 @@ void CpuBackend<T>::attention_forward(T* out, T* probs, const T* q, const T* k, 
         }
         gemm_acc(Trans::N, Trans::T, S, S, hd, scale, qb, qs, kb, ks, Acc(0), scores, S);
         for (int i = 0; i < S; ++i) {
-          const Acc* s = scores + size_t(i) * S;
+          Acc* s = scores + size_t(i) * S;
           T* row = p + size_t(i) * S;
           Acc mx = s[0];
+#pragma omp simd reduction(max : mx)
           for (int j = 1; j <= i; ++j) mx = std::max(mx, s[j]);
-          double sum = 0.0;
-          for (int j = 0; j <= i; ++j) sum += double(std::exp(s[j] - mx));
-          const Acc inv = Acc(1.0 / sum);
-          for (int j = 0; j <= i; ++j) row[j] = T(std::exp(s[j] - mx) * inv);
+          Acc sum = 0;  // at most S terms in (0, 1]
+#pragma omp simd reduction(+ : sum)
+          for (int j = 0; j <= i; ++j) sum += (s[j] = exp_of(s[j] - mx));
+          const Acc inv = Acc(1) / sum;
+          for (int j = 0; j <= i; ++j) row[j] = T(s[j] * inv);
           for (int j = i + 1; j < S; ++j) row[j] = T(0);
         }
         gemm(Trans::N, Trans::N, S, hd, S, T(1), p, S, vb, ks, T(0), out + size_t(b) * S * qs + h * hd, qs);
@@ -95,6 +98,7 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
             T* row = ds + size_t(i) * S;
             const T* prow = p + size_t(i) * S;
             double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
             for (int j = 0; j <= i; ++j) dot += double(dprow[j]) * double(prow[j]);
             for (int j = 0; j <= i; ++j) row[j] = T(scale * double(prow[j]) * (double(dprow[j]) - dot));
             for (int j = i + 1; j < S; ++j) row[j] = T(0);

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <type_traits>
 #include <variant>
+#include <vector>
 
 #include "runtime/backend.h"
 
@@ -81,6 +82,12 @@ class CpuBackend final : public Backend<T> {
   void rope_rotate(T* x, int batch, int seq, int heads, int hd, double theta, double direction);
 
   static constexpr bool kMixed = !std::is_same_v<T, Acc>;
+  // RoPE's angles of the last shape (rope_rotate).
+  struct RopeTable {
+    int seq = 0, hd = 0;
+    double theta = 0;
+    std::vector<Acc> cos, sin;  // [seq, hd / 2]
+  } rope_;
   // bf16: the float32 backend beside it, and the oneDNN products.
   std::conditional_t<kMixed, std::unique_ptr<CpuBackend<Acc>>, std::monostate> acc_;
   std::conditional_t<kMixed, std::unique_ptr<Bf16Matmul>, std::monostate> matmul_;

@@ -4,9 +4,11 @@
 // read into float and the result rounded once.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <vector>
 
 #include "runtime/cpu_backend.h"
+#include "runtime/cpu_math.h"
 
 namespace mt {
 
@@ -44,6 +46,7 @@ void CpuBackend<T>::rmsnorm_forward(T* out, Acc* rstd, const T* x, const T* g, i
   for (int i = 0; i < n; ++i) {
     const T* xi = x + size_t(i) * d;
     double ss = 0.0;
+#pragma omp simd reduction(+ : ss)
     for (int j = 0; j < d; ++j) ss += double(xi[j]) * double(xi[j]);
     const Acc r = Acc(1.0 / std::sqrt(ss / d + double(Acc(eps))));
     rstd[i] = r;
@@ -61,6 +64,7 @@ void CpuBackend<T>::rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, 
     const T* xi = x + size_t(i) * d;
     const T* dyi = dout + size_t(i) * d;
     double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
     for (int j = 0; j < d; ++j) dot += double(dyi[j]) * double(g[j]) * double(xi[j]);
     double r = rstd[i];
     double c = dot * r * r * r / d;
@@ -80,21 +84,28 @@ void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, dou
   // direction +1 rotates by +p*theta_i (forward); -1 by the inverse angle,
   // which is the transpose of the rotation and so the backward pass.
   const int half = hd / 2;
+  // cos and sin of position * theta^(-2i/hd), [seq, half], kept while the
+  // shape stays.
+  if (rope_.seq != seq || rope_.hd != hd || rope_.theta != theta) {
+    rope_ = {seq, hd, theta, std::vector<Acc>(size_t(seq) * half), std::vector<Acc>(size_t(seq) * half)};
+    for (int pos = 0; pos < seq; ++pos)
+      for (int i = 0; i < half; ++i) {
+        const double angle = pos * std::pow(double(Acc(theta)), -2.0 * i / hd);
+        rope_.cos[size_t(pos) * half + i] = Acc(std::cos(angle));
+        rope_.sin[size_t(pos) * half + i] = Acc(std::sin(angle));
+      }
+  }
+  const Acc sign = Acc(direction);
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < batch * seq; ++r) {
-    const int pos = r % seq;
-    std::vector<Acc> cs(half), sn(half);
-    for (int i = 0; i < half; ++i) {
-      double angle = pos * std::pow(double(Acc(theta)), -2.0 * i / hd);
-      cs[i] = Acc(std::cos(angle));
-      sn[i] = Acc(direction * std::sin(angle));
-    }
+    const Acc* cs = rope_.cos.data() + size_t(r % seq) * half;
+    const Acc* sn = rope_.sin.data() + size_t(r % seq) * half;
     for (int h = 0; h < heads; ++h) {
       T* xh = x + (size_t(r) * heads + h) * hd;
       for (int i = 0; i < half; ++i) {
-        const Acc a = xh[i], b = xh[i + half];
-        xh[i] = T(a * cs[i] - b * sn[i]);
-        xh[i + half] = T(a * sn[i] + b * cs[i]);
+        const Acc a = xh[i], b = xh[i + half], s = sign * sn[i];
+        xh[i] = T(a * cs[i] - b * s);
+        xh[i + half] = T(a * s + b * cs[i]);
       }
     }
   }
@@ -113,6 +124,7 @@ void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, 
 namespace {
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
+
 }  // namespace
 
 template <typename T>
@@ -120,7 +132,7 @@ void CpuBackend<T>::gelu_forward(T* out, const T* in, size_t n) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const Acc x = in[i];
-    out[i] = T(Acc(0.5) * x * (Acc(1) + std::tanh(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x))));
+    out[i] = T(Acc(0.5) * x * (Acc(1) + tanh_of(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x))));
   }
 }
 
@@ -129,7 +141,7 @@ void CpuBackend<T>::gelu_backward(T* din, const T* dout, const T* in, size_t n) 
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
     const Acc x = in[i];
-    const Acc t = std::tanh(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x));
+    const Acc t = tanh_of(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x));
     const Acc dt = Acc(kGeluC) * (Acc(1) + Acc(3 * kGeluA) * x * x);
     din[i] = T(Acc(din[i]) + Acc(dout[i]) * (Acc(0.5) * (Acc(1) + t) + Acc(0.5) * x * (Acc(1) - t * t) * dt));
   }
