@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
-# Training-throughput benchmark: moetrain on configs/bench.toml
-# against the machine's sgemm peak and against PyTorch eager, in one run.
+# Training-throughput benchmark: moetrain in float32 and bf16 on
+# configs/bench.toml against the machine's matrix-product peak in each
+# precision and against PyTorch eager, all in one run.
 #
 #   scripts/bench_throughput.sh [THREADS]        THREADS defaults to nproc
 #
 # Steps, all with the same thread count:
-#   1. build moetrain and bench_sgemm (scripts/build.sh, build dir MT_BUILD_DIR=build);
+#   1. build moetrain and bench_matmul_libraries (scripts/build.sh, build dir MT_BUILD_DIR=build);
 #   2. make a token store from /usr/share/common-licenses + /usr/include/*.h;
-#   3. bench_sgemm: sgemm GFLOP/s of a 1024^3 product (the peak) and the model's shapes;
-#   4. MT_BENCH_ROUNDS (2) interleaved rounds of moetrain train then
-#      scripts/bench_torch.py; each moetrain run skips its first log interval as
-#      warm-up, bench_torch.py runs the same number of measured steps after
-#      --warmup 1; the median over rounds is reported.
+#   3. bench_matmul_libraries: GFLOP/s of OpenBLAS and oneDNN on every product
+#      of the bench step and a 2048^3 square, in float32 and bf16; the best in
+#      each precision is that precision's peak;
+#   4. MT_BENCH_ROUNDS (2) interleaved rounds of the five training runs:
+#        moetrain float32, moetrain --bf16,
+#        PyTorch float32 as installed,
+#        PyTorch float32 tuned (OPENBLAS_NUM_THREADS=1: OpenBLAS does not
+#          start its own threads beside PyTorch's),
+#        PyTorch bf16 (torch.autocast, tuned likewise);
+#      each moetrain run skips its first log interval as warm-up,
+#      bench_torch.py runs as many measured steps after --warmup 1; the
+#      median over rounds is reported.
 # Prints a table and writes bench_out/summary.json (everything lands in bench_out/).
 #
 # Env: MT_BUILD_DIR (build), MT_BENCH_ROUNDS (2), MT_BENCH_STEPS (20, train
@@ -47,17 +55,17 @@ if ! "$py" -c 'import torch' >/dev/null 2>&1; then
     bash scripts/install_deps.sh --torch
 fi
 if [[ "${MT_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    MT_BUILD_TARGETS="moetrain bench_sgemm" bash scripts/build.sh "$build_dir" -DMOETRAIN_BUILD_BENCH=ON
+    MT_BUILD_TARGETS="moetrain bench_matmul_libraries" bash scripts/build.sh "$build_dir" -DMOETRAIN_BUILD_BENCH=ON
 fi
 bin="$build_dir/moetrain"
-bench_sgemm="$build_dir/bench/bench_sgemm"
+bench_matmul="$build_dir/bench/bench_matmul_libraries"
 [[ -x "$bin" ]] || die "no moetrain binary in $build_dir"
-[[ -x "$bench_sgemm" ]] || die "no $bench_sgemm (configure with -DMOETRAIN_BUILD_BENCH=ON)"
+[[ -x "$bench_matmul" ]] || die "no $bench_matmul (configure with -DMOETRAIN_BUILD_BENCH=ON)"
 
 # --- token store ----------------------------------------------------------------
 mkdir -p "$out"
 rm -f "$out"/metrics_*.jsonl "$out"/train_*.log "$out"/torch_*.json "$out"/torch_*.log \
-      "$out"/sgemm.json "$out"/summary.json
+      "$out"/matmul.json "$out"/summary.json
 bench_headers
 echo "bench: token store from /usr/share/common-licenses + ${#headers[@]} headers of /usr/include"
 "$bin" prepare-data --input /usr/share/common-licenses "${headers[@]}" --output-prefix "$out/corpus"
@@ -66,30 +74,39 @@ echo "bench: token store from /usr/share/common-licenses + ${#headers[@]} header
 # the load, our own build's included, to settle, then record it.
 bench_wait_for_quiet_machine 300
 
-# --- (a) sgemm peak -----------------------------------------------------------------
-echo "bench: sgemm ($bench_sgemm --threads=$threads)"
-# 3 repetitions each; the console shows the medians, sgemm.json keeps every repetition.
-"$bench_sgemm" --threads="$threads" --benchmark_repetitions=3 \
-    --benchmark_display_aggregates_only=true \
-    --benchmark_out="$out/sgemm.json" --benchmark_out_format=json \
-    | grep -v -E '_(mean|stddev|cv) '
+# --- (a) matrix-product peaks ------------------------------------------------------
+echo "bench: matrix products ($bench_matmul --threads $threads --reps 10)"
+"$bench_matmul" --threads "$threads" --reps 10 --json "$out/matmul.json" | sed 's/^/    /'
 
-# --- (b) + (c) interleaved training runs -------------------------------------------
+# --- (b) interleaved training runs ---------------------------------------------------
 train_cmd=("$bin" train --config "$config" --data-path "$out/corpus" --threads "$threads"
     --train-iters "$steps" --log-interval "$log_interval")
 torch_cmd=("$py" scripts/bench_torch.py --threads "$threads" --steps "$torch_steps" --warmup 1)
-echo "bench: moetrain: ${train_cmd[*]} --metrics-file $out/metrics_R.jsonl"
-echo "bench: torch:    ${torch_cmd[*]}"
+# name, environment, command
+runs=(
+    "moetrain_fp32||${train_cmd[*]}"
+    "moetrain_bf16||${train_cmd[*]} --bf16"
+    "torch_fp32||${torch_cmd[*]}"
+    "torch_fp32_tuned|OPENBLAS_NUM_THREADS=1|${torch_cmd[*]}"
+    "torch_bf16_tuned|OPENBLAS_NUM_THREADS=1|${torch_cmd[*]} --bf16"
+)
 for (( r = 1; r <= rounds; r++ )); do
-    echo "bench: round $r/$rounds: moetrain"
-    "${train_cmd[@]}" --metrics-file "$out/metrics_$r.jsonl" > "$out/train_$r.log" 2>&1 \
-        || { tail -20 "$out/train_$r.log" >&2; die "moetrain run $r failed (log: $out/train_$r.log)"; }
-    grep '^step' "$out/train_$r.log" | sed 's/^/    /'
-    echo "bench: round $r/$rounds: torch"
-    "${torch_cmd[@]}" > "$out/torch_$r.log" 2>&1 \
-        || { tail -20 "$out/torch_$r.log" >&2; die "bench_torch.py run $r failed (log: $out/torch_$r.log)"; }
-    tail -n 1 "$out/torch_$r.log" > "$out/torch_$r.json"
-    sed 's/^/    /' "$out/torch_$r.json"
+    for run in "${runs[@]}"; do
+        IFS='|' read -r name env_vars cmd <<< "$run"
+        log="$out/${name}_$r.log"
+        echo "bench: round $r/$rounds: $name: ${env_vars:+$env_vars }$cmd"
+        if [[ "$name" == moetrain_* ]]; then
+            # shellcheck disable=SC2086  # cmd is a word list built above
+            env $env_vars $cmd --metrics-file "$out/metrics_${name}_$r.jsonl" > "$log" 2>&1 \
+                || { tail -20 "$log" >&2; die "$name run $r failed (log: $log)"; }
+            grep '^step' "$log" | sed 's/^/    /'
+        else
+            # shellcheck disable=SC2086
+            env $env_vars $cmd > "$log" 2>&1 || { tail -20 "$log" >&2; die "$name run $r failed (log: $log)"; }
+            tail -n 1 "$log" > "$out/${name}_$r.json"
+            sed 's/^/    /' "$out/${name}_$r.json"
+        fi
+    done
 done
 
 load_after=$(uptime)
@@ -106,38 +123,44 @@ import json, statistics, sys
  train_cmd, torch_cmd) = sys.argv[1:]
 rounds, threads, log_interval = int(rounds), int(threads), int(log_interval)
 
-# (a) sgemm: median over repetitions, per benchmark (GFLOP/s); the peak is Square (1024^3).
-with open(f"{out}/sgemm.json") as f:
-    sg = json.load(f)
-sgemm = {}
-for b in sg["benchmarks"]:
-    if b.get("aggregate_name") == "median":
-        sgemm[b["run_name"]] = b["GFLOP/s"]
-peak_name = next(n for n in sgemm if n.startswith("Square/"))
-peak = sgemm[peak_name]
+# (a) the best product of each precision, over shapes and libraries.
+matmul = json.load(open(f"{out}/matmul.json"))
+peak = {}
+for precision in ("fp32", "bf16"):
+    best = max((row for row in matmul if row["precision"] == precision), key=lambda row: row["gflops"])
+    peak[precision] = {"gflops": best["gflops"], "shape": best["shape"], "library": best["library"]}
 
 # (b) moetrain: per run, throughput over the intervals after the first
 # (total tokens / total time of those intervals), then the median over runs.
-runs = []
-flops_per_token = 0.0  # GFLOP a token, from moetrain's own count (ModelConfig::train_flops_per_token)
-for r in range(1, rounds + 1):
-    recs = [json.loads(l) for l in open(f"{out}/metrics_{r}.jsonl") if l.strip()]
-    later = [m for m in recs if m["step"] > log_interval]
-    if not later:
-        sys.exit(f"metrics_{r}.jsonl has no interval after the warm-up")
-    toks = sum(m["global_batch_tokens"] * log_interval for m in later)
-    secs = sum(m["global_batch_tokens"] * log_interval / m["tokens_per_s"] for m in later)
-    tps = toks / secs
-    flops_per_token = later[0]["gflops_per_s"] / later[0]["tokens_per_s"]
-    runs.append({"tokens_per_s": tps, "gflops_per_s": tps * flops_per_token,
-                 "interval_tokens_per_s": [m["tokens_per_s"] for m in recs],
-                 "warmup_interval_skipped": True})
-mt_tps = statistics.median(r["tokens_per_s"] for r in runs)
-mt_gf = statistics.median(r["gflops_per_s"] for r in runs)
+def moetrain(name):
+    runs, flops_per_token = [], 0.0
+    for r in range(1, rounds + 1):
+        recs = [json.loads(l) for l in open(f"{out}/metrics_{name}_{r}.jsonl") if l.strip()]
+        later = [m for m in recs if m["step"] > log_interval]
+        if not later:
+            sys.exit(f"metrics_{name}_{r}.jsonl has no interval after the warm-up")
+        toks = sum(m["global_batch_tokens"] * log_interval for m in later)
+        secs = sum(m["global_batch_tokens"] * log_interval / m["tokens_per_s"] for m in later)
+        flops_per_token = later[0]["gflops_per_s"] / later[0]["tokens_per_s"]
+        runs.append({"tokens_per_s": toks / secs, "interval_tokens_per_s": [m["tokens_per_s"] for m in recs]})
+    tps = statistics.median(r["tokens_per_s"] for r in runs)
+    return {"tokens_per_s": tps, "gflops_per_s": tps * flops_per_token, "train_gflop_per_token": flops_per_token,
+            "runs": runs}
 
-# (c) torch
-torch_runs = [json.load(open(f"{out}/torch_{r}.json")) for r in range(1, rounds + 1)]
-th_tps = statistics.median(t["tokens_per_s"] for t in torch_runs)
+def torch_run(name):
+    runs = [json.load(open(f"{out}/{name}_{r}.json")) for r in range(1, rounds + 1)]
+    return {"tokens_per_s": statistics.median(t["tokens_per_s"] for t in runs), "runs": runs}
+
+results = {"moetrain_fp32": moetrain("moetrain_fp32"), "moetrain_bf16": moetrain("moetrain_bf16")}
+for name in ("torch_fp32", "torch_fp32_tuned", "torch_bf16_tuned"):
+    results[name] = torch_run(name)
+fastest_torch = max(("torch_fp32", "torch_fp32_tuned", "torch_bf16_tuned"), key=lambda n: results[n]["tokens_per_s"])
+torch_best = results[fastest_torch]["tokens_per_s"]
+ratios = {}
+for precision in ("fp32", "bf16"):
+    m = results[f"moetrain_{precision}"]
+    ratios[f"moetrain_{precision}_over_fastest_torch"] = m["tokens_per_s"] / torch_best
+    ratios[f"moetrain_{precision}_gflops_over_{precision}_peak"] = m["gflops_per_s"] / peak[precision]["gflops"]
 
 summary = {
     "machine": {"cpu": cpu_model, "nproc": int(nproc)},
@@ -147,14 +170,11 @@ summary = {
     "load_after": load_after.strip(),
     "load_wait_s": int(waited),
     "commands": {"moetrain": train_cmd, "torch": torch_cmd},
-    "sgemm_gflops": sgemm,
-    "sgemm_peak_gflops": peak,
-    "moetrain": {"tokens_per_s": mt_tps, "gflops_per_s": mt_gf,
-                 "train_gflop_per_token": flops_per_token, "runs": runs},
-    "torch": {"tokens_per_s": th_tps, "version": torch_runs[0].get("torch"),
-              "package": torch_pkg, "runs": torch_runs},
-    "ratios": {"moetrain_gflops_over_sgemm_peak": mt_gf / peak,
-               "moetrain_over_torch_tokens_per_s": mt_tps / th_tps},
+    "matmul_peak_gflops": peak,
+    "results": results,
+    "fastest_torch": fastest_torch,
+    "torch": {"version": results["torch_fp32"]["runs"][0].get("torch"), "package": torch_pkg},
+    "ratios": ratios,
 }
 with open(f"{out}/summary.json", "w") as f:
     json.dump(summary, f, indent=2)
@@ -162,13 +182,15 @@ with open(f"{out}/summary.json", "w") as f:
 
 print()
 print(f"Training throughput, configs/bench.toml, {threads} threads, median of {rounds} runs each")
-print(f"  {'moetrain tokens/s':34s} {mt_tps:10.0f}   (runs: " +
-      ", ".join(f"{r['tokens_per_s']:.0f}" for r in runs) + ")")
-print(f"  {'moetrain achieved GFLOP/s':34s} {mt_gf:10.1f}")
-print(f"  {'sgemm peak GFLOP/s (1024^3)':34s} {peak:10.1f}")
-print(f"  {'fraction of sgemm peak':34s} {mt_gf / peak:10.3f}")
-print(f"  {'torch tokens/s':34s} {th_tps:10.0f}   (runs: " +
-      ", ".join(f"{t['tokens_per_s']:.0f}" for t in torch_runs) + f"; torch {torch_runs[0].get('torch')})")
-print(f"  {'ratio moetrain/torch':34s} {mt_tps / th_tps:10.2f}")
+print(f"  {'run':28s} {'tokens/s':>9s} {'GFLOP/s':>8s} {'of peak':>8s} {'x fastest torch':>16s}")
+for name, r in results.items():
+    precision = "bf16" if "bf16" in name else "fp32"
+    gf = r.get("gflops_per_s")
+    print(f"  {name:28s} {r['tokens_per_s']:9.0f} {gf if gf else float('nan'):8.1f} "
+          f"{(gf / peak[precision]['gflops']) if gf else float('nan'):8.2f} {r['tokens_per_s'] / torch_best:16.2f}")
+for precision in ("fp32", "bf16"):
+    p = peak[precision]
+    print(f"  matrix-product peak, {precision}: {p['gflops']:.1f} GFLOP/s ({p['library']}, {p['shape']})")
+print(f"  fastest PyTorch variant: {fastest_torch} (torch {summary['torch']['version']})")
 print(f"summary: {out}/summary.json")
 EOF

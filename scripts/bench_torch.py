@@ -4,9 +4,10 @@
 Runs full float32 training steps of the model of docs/design.md section 3
 (scripts/torch_model.py) on random tokens: forward + backward over
 global/micro micro-batches with gradient accumulation, gradient clipping at
-1.0, AdamW. Prints one JSON line at the end:
+1.0, AdamW; with --bf16, under torch.autocast("cpu", bfloat16) (bf16
+products, float32 weights and optimizer). Prints one JSON line at the end:
 
-    {"tokens_per_s": ..., "step_s": ..., "threads": ..., "torch": "..."}
+    {"tokens_per_s": ..., "step_s": ..., "threads": ..., "torch": "...", "bf16": ...}
 
 Example:
     /usr/bin/python3 scripts/bench_torch.py --steps 5 --warmup 1 --threads 4
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-4)
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--verbose", action="store_true", help="print per-step loss and time to stderr")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()
 
     if args.global_batch % args.micro_batch:
@@ -67,8 +69,12 @@ def main():
         toks = torch.randint(0, cfg.V, (args.global_batch, cfg.S + 1), generator=gen)
         return list(toks.split(args.micro_batch))
 
+    def step(mbs):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            return train_step(model, opt, mbs, clip=1.0)
+
     for i in range(args.warmup):
-        ce, aux, norm = train_step(model, opt, batch(), clip=1.0)
+        ce, aux, norm = step(batch())
         if args.verbose:
             print(f"warmup {i}: ce {ce:.4f} aux {aux:.4f} norm {norm:.3f}", file=sys.stderr)
 
@@ -76,7 +82,7 @@ def main():
     times = []
     for i, mbs in enumerate(batches):
         t0 = time.perf_counter()
-        ce, aux, norm = train_step(model, opt, mbs, clip=1.0)
+        ce, aux, norm = step(mbs)
         times.append(time.perf_counter() - t0)
         if args.verbose:
             print(f"step {i}: ce {ce:.4f} aux {aux:.4f} norm {norm:.3f} {times[-1]:.3f}s",
@@ -86,7 +92,7 @@ def main():
     step_s = total / max(len(times), 1)
     tokens_per_s = args.global_batch * cfg.S * len(times) / total if total > 0 else 0.0
     print(json.dumps({"tokens_per_s": round(tokens_per_s, 1), "step_s": round(step_s, 5),
-                      "threads": threads, "torch": str(torch.__version__)}))
+                      "threads": threads, "torch": str(torch.__version__), "bf16": args.bf16}))
 
 
 if __name__ == "__main__":

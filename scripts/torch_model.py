@@ -250,7 +250,8 @@ class MoETransformer(nn.Module):
             tok = torch.div(idx, K, rounding_mode="floor")
             x = m.index_select(0, tok)                                 # [n_e, d]
             y = gelu(x @ w1[e].t()) @ w2[e].t()                        # [n_e, d]
-            out.index_add_(0, tok, y * flat_w.index_select(0, idx).unsqueeze(1))
+            # (under autocast y is bf16: added in out's dtype)
+            out.index_add_(0, tok, (y * flat_w.index_select(0, idx).unsqueeze(1)).to(out.dtype))
 
         # load-balancing loss: f_e (detached, before drops), P_e (with grad)
         f = counts.to(p.dtype) / (T * K)

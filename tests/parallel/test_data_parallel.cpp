@@ -216,8 +216,10 @@ TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) {
 // fp32: the derived bound of tests/rounding_bound.h, up to the first routing flip.
 TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) {
   check_every_layout([](int tp, int pp, const ModelConfig& cfg, int dp) {
-    test_util::expect_same_run_float32(train_layout<float>(tp, pp, cfg), train_reference<float>(cfg, dp),
-                                           train_reference<float>(cfg, dp, test_util::kPerturbation), std::max(tp, dp));
+    const auto ref = train_reference<float>(cfg, dp);
+    const auto twins = test_util::farther_of(ref, train_reference<float>(cfg, dp, test_util::kPerturbation),
+                                             train_reference<float>(cfg, dp, -test_util::kPerturbation));
+    test_util::expect_same_run_float32(train_layout<float>(tp, pp, cfg), ref, twins, std::max(tp, dp));
   });
 }
 

@@ -159,9 +159,10 @@ TEST(PipelineParallel, DenseTrainsTheSameModelAsOneRankInDouble) { check_double(
 // fp32: the derived bound of tests/rounding_bound.h, up to the first routing flip.
 TEST(PipelineParallel, MoeTrainsTheSameModelAsOneRankInFloat) {
   check_every_layout(4, [](const Layout& layout, const ModelConfig& cfg) {
-    test_util::expect_same_run_float32(
-        train_layout<float>(layout, cfg), train_reference<float>(cfg),
-        train_reference<float>(cfg, test_util::kPerturbation), layout.tp_size);
+    const auto ref = train_reference<float>(cfg);
+    const auto twins = test_util::farther_of(ref, train_reference<float>(cfg, test_util::kPerturbation),
+                                             train_reference<float>(cfg, -test_util::kPerturbation));
+    test_util::expect_same_run_float32(train_layout<float>(layout, cfg), ref, twins, layout.tp_size);
   });
 }
 

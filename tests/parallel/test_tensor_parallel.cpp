@@ -127,8 +127,10 @@ TEST_P(TensorParallelFloat, TrainsTheSameModelAsOneRank) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const ModelConfig cfg = case_config(GetParam(), world);
-  test_util::expect_same_run_float32(
-      train_split<float>(cfg), train_one_rank<float>(cfg), train_one_rank<float>(cfg, test_util::kPerturbation), world);
+  const auto ref = train_one_rank<float>(cfg);
+  const auto twins = test_util::farther_of(ref, train_one_rank<float>(cfg, test_util::kPerturbation),
+                                           train_one_rank<float>(cfg, -test_util::kPerturbation));
+  test_util::expect_same_run_float32(train_split<float>(cfg), ref, twins, world);
 }
 
 const TpCase kMoeMqa{"moe_mqa", 1, 4, 2, 0.0}, kMoeGEqualsTp{"moe_g_equals_tp", -1, 4, 2, 0.0},
