@@ -2,6 +2,8 @@
 // cross-entropy, MoE row dispatch). Sums run in double so that the
 // precisions differ only by rounding of the stored values; a bf16 value is
 // read into float and the result rounded once.
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -71,10 +73,26 @@ void CpuBackend<T>::rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, 
     for (int j = 0; j < d; ++j)
       dx[size_t(i) * d + j] = T(double(dx[size_t(i) * d + j]) + r * double(dyi[j]) * double(g[j]) - c * double(xi[j]));
   }
-#pragma omp parallel for schedule(static)
+  // dg: each thread sums its rows into its own row of partials (contiguous,
+  // so the loop vectorizes), then the partials are added in thread order.
+  std::vector<double> partial;
+#pragma omp parallel
+  {
+#pragma omp single
+    partial.assign(size_t(omp_get_num_threads()) * d, 0.0);
+    double* mine = partial.data() + size_t(omp_get_thread_num()) * d;
+#pragma omp for schedule(static)
+    for (int i = 0; i < n; ++i) {
+      const double r = rstd[i];
+      const T* dyi = dout + size_t(i) * d;
+      const T* xi = x + size_t(i) * d;
+      for (int j = 0; j < d; ++j) mine[j] += double(dyi[j]) * double(xi[j]) * r;
+    }
+  }
+  const size_t threads = partial.size() / size_t(d);
   for (int j = 0; j < d; ++j) {
     double sum = 0.0;
-    for (int i = 0; i < n; ++i) sum += double(dout[size_t(i) * d + j]) * double(x[size_t(i) * d + j]) * double(rstd[i]);
+    for (size_t t = 0; t < threads; ++t) sum += partial[t * d + j];
     dg[j] += Acc(sum);
   }
 }

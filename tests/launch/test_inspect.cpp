@@ -302,6 +302,26 @@ TEST_F(Inspect, TorchModelLoadsTheCheckpointAndMatchesEval) {
   EXPECT_NEAR(torch.at("loss").get<double>(), ours.at("loss").get<double>(), 1e-5) << py.output << eval.output;
 }
 
+// A bf16 run's checkpoint holds its float32 master weights: evaluated in
+// float32 by moetrain and by the PyTorch model, they give the same loss.
+TEST_F(Inspect, TorchModelMatchesEvalOfABf16RunsCheckpoint) {
+  if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
+  const std::string bf16_dir = *dir_ / "ckpt_bf16";
+  const auto train = run_moetrain("train " + test_util::tiny_model_flags() + " --bf16 --data-path " + store() +
+                                  " --lr-warmup-samples 8 --train-iters 2 --save " + bf16_dir);
+  ASSERT_EQ(train.status, 0) << train.output;
+  const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
+  const auto py = run_command("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + bf16_dir + " --data-path " +
+                              store() + " --eval-samples 8");
+  ASSERT_EQ(py.status, 0) << py.output;
+  const auto eval = run_moetrain("eval --load " + bf16_dir + " --data-path " + store() + " --eval-samples 8");
+  ASSERT_EQ(eval.status, 0) << eval.output;
+  const nlohmann::json torch = last_json(py.output), ours = last_json(eval.output);
+  EXPECT_EQ(torch.at("tokens"), ours.at("tokens"));
+  EXPECT_NEAR(torch.at("loss").get<double>(), ours.at("loss").get<double>(), 1e-5) << py.output << eval.output;
+}
+
 TEST_F(Inspect, UnderMpirunOneRankPrints) {
   const auto r = run_moetrain("inspect " + save_dir(), 2);
   ASSERT_EQ(r.status, 0) << r.output;

@@ -3,6 +3,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -85,6 +86,19 @@ TEST_F(EndToEnd, Bf16TracksFloat32On200StepsOfRealText) {
   EXPECT_NEAR(l16, l32, 0.03 * l32);
   RecordProperty("eval_fp32", std::to_string(l32));
   RecordProperty("eval_bf16", std::to_string(l16));
+}
+
+// Where oneDNN has no bf16 product (a CPU without AVX-512, here simulated by
+// capping its instructions at AVX2), --bf16 still trains, on widened
+// inputs, and the start-up line says it is slow.
+TEST_F(EndToEnd, Bf16WithoutBf16InstructionsRunsAndSaysItIsSlow) {
+  setenv("ONEDNN_MAX_CPU_ISA", "AVX2", 1);
+  auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --bf16 --data-path " + (dir / "store") +
+                        " --train-iters 3 --lr-warmup-samples 8 --log-interval 1");
+  unsetenv("ONEDNN_MAX_CPU_ISA");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("widened to float32 (no bf16 matmul on this CPU: slow)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step      3/3"), std::string::npos) << r.output;
 }
 
 TEST_F(EndToEnd, SaveEvalAndResumeContinueTheSameRun) {
