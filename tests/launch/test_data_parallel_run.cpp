@@ -38,6 +38,20 @@ std::vector<RankMemory> memory_lines(const std::string& output) {
   return out;
 }
 
+// Every rank's bytes an element of its padded flat buffers: weights,
+// gradients (and with DP the reduced shard, 1/DP of them), and the optimizer
+// state of its 1/DP shard.
+void expect_bytes_per_element(const std::vector<RankMemory>& memory, int dp, int weight, int gradient,
+                              int optimizer) {
+  for (size_t rank = 0; rank < memory.size(); ++rank) {
+    const RankMemory& m = memory[rank];
+    const int64_t padded = (m.parameters + dp - 1) / dp * dp;
+    EXPECT_EQ(m.weights, weight * padded) << "rank " << rank;
+    EXPECT_EQ(m.gradients, gradient * padded + (dp > 1 ? gradient * padded / dp : 0)) << "rank " << rank;
+    EXPECT_EQ(m.optimizer * dp, optimizer * padded) << "rank " << rank;
+  }
+}
+
 class DataParallelRun : public ::testing::Test {
  protected:
   void SetUp() override { test_util::make_store(dir, "store", test_util::synthetic_text(200000, 8)); }
@@ -96,13 +110,7 @@ TEST_F(DataParallelRun, EveryLayoutTrainsAndSavesWhatOneRankDoes) {
     // (plus what TP ranks each hold whole: norms, routers, wk and wv).
     const auto memory = memory_lines(r.output);
     ASSERT_EQ(memory.size(), size_t(l.ranks)) << r.output;
-    for (size_t rank = 0; rank < memory.size(); ++rank) {
-      const RankMemory& m = memory[rank];
-      const int64_t padded = (m.parameters + l.dp - 1) / l.dp * l.dp;
-      EXPECT_EQ(m.optimizer * l.dp, 8 * padded) << "rank " << rank;
-      EXPECT_EQ(m.weights, 4 * padded) << "rank " << rank;
-      EXPECT_EQ(m.gradients, 4 * padded + 4 * padded / l.dp) << "rank " << rank;
-    }
+    expect_bytes_per_element(memory, l.dp, 4, 4, 8);
     // Ranks of DP rank 0 (rank = tp + TP * (dp + DP * pp)) form one replica.
     int64_t replica_optimizer = 0;
     for (size_t rank = 0; rank < memory.size(); ++rank)
@@ -145,13 +153,7 @@ TEST_F(DataParallelRun, EveryLayoutTrainsInBf16WhatOneRankDoes) {
     test_util::expect_same_training(run(l.name), run("one"), run("perturbed"), std::max(l.tp, l.dp), tensors);
     const auto memory = memory_lines(r.output);
     ASSERT_EQ(memory.size(), size_t(l.ranks)) << r.output;
-    for (size_t rank = 0; rank < memory.size(); ++rank) {
-      const RankMemory& m = memory[rank];
-      const int64_t padded = (m.parameters + l.dp - 1) / l.dp * l.dp;
-      EXPECT_EQ(m.weights, 2 * padded) << "rank " << rank;
-      EXPECT_EQ(m.gradients, 4 * padded + (l.dp > 1 ? 4 * padded / l.dp : 0)) << "rank " << rank;
-      EXPECT_EQ(m.optimizer * l.dp, 12 * padded) << "rank " << rank;
-    }
+    expect_bytes_per_element(memory, l.dp, 2, 4, 12);
   }
 }
 
