@@ -345,8 +345,14 @@ TrainResult train(const TrainOptions& o) {
     result.last_loss = step.loss;
     log.add(step);
     log.report(t.state, t.progress, !run_continues(t));
-    // The first step creates the products' kernels: the profile starts after it.
-    if (o.profile) first_step_done ? t.profile.add(step) : t.profile.clear();
+    // The profile starts after the first step, which creates the products'
+    // kernels (and after the set-up's copies and fills).
+    if (o.profile) {
+      if (first_step_done)
+        t.profile.add(step);
+      else
+        t.profile.clear();
+    }
     first_step_done = true;
     if (save_and_decide_to_stop(t)) {
       result.stopped_by_signal = true;

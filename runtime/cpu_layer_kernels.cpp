@@ -142,7 +142,6 @@ void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, 
 namespace {
 constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
 constexpr double kGeluA = 0.044715;
-
 }  // namespace
 
 template <typename T>

@@ -242,6 +242,15 @@ class BackendOps : public ::testing::Test {
       return b.data();
     }
   }
+  // Attention's inputs, q [B*S, H*hd] and k, v [B*S, G*hd]: q and k in
+  // [-2, 2], so that scores reach a few units and the softmax is uneven.
+  struct Qkv {
+    std::vector<T> q, k, v;
+  };
+  Qkv attention_inputs(int batch, int seq, int heads, int kv_heads, int hd) {
+    const size_t rows = size_t(batch) * seq;
+    return {rnd(rows * heads * hd, -2, 2), rnd(rows * kv_heads * hd, -2, 2), rnd(rows * kv_heads * hd)};
+  }
   template <typename E>
   std::vector<E> host(const E* device, size_t n) {
     std::vector<E> h(n);
@@ -374,7 +383,6 @@ TYPED_TEST(BackendOps, GemmAllTransposesWithStridesAndBeta) {
 
 TYPED_TEST(BackendOps, GemmBetaZeroOverwrites) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int m = 3, n = 5, k = 7;
   std::vector<T> A = this->rnd(m * k), B = this->rnd(k * n);
   std::vector<T> C(m * n, T(std::numeric_limits<float>::quiet_NaN()));  // beta = 0 must not read C
@@ -389,7 +397,6 @@ TYPED_TEST(BackendOps, GemmBetaZeroOverwrites) {
 
 TYPED_TEST(BackendOps, AxpyScaleSumSquares) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const size_t n = 11;
   std::vector<T> x = this->rnd(n), y = this->rnd(n);
   Vec expected(n);
@@ -498,7 +505,6 @@ TYPED_TEST(BackendOps, RmsnormBackwardMatchesFiniteDifferencesAndAccumulates) {
 
 TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int batch = 2, seq = 5, heads = 3, hd = 8;
   for (double theta : {10000.0, 7.0}) {
     std::vector<T> x = this->rnd(size_t(batch) * seq * heads * hd);
@@ -518,7 +524,6 @@ TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
 
 TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int batch = 2, seq = 5, heads = 3, hd = 6;
   const double theta = 10000;
   const size_t N = size_t(batch) * seq * heads * hd;
@@ -537,12 +542,10 @@ TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
 
 TYPED_TEST(BackendOps, AttentionForwardMatchesNaive) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 6;
   for (int G : {1, 2, 4}) {
     SCOPED_TRACE("G=" + std::to_string(G));
-    std::vector<T> q = this->rnd(size_t(B) * S * H * hd, -2, 2), k = this->rnd(size_t(B) * S * G * hd, -2, 2),
-                   v = this->rnd(size_t(B) * S * G * hd);
+    const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
     T* out = this->dev(std::vector<T>(q.size(), T(-7)));                // garbage in
     T* probs = this->dev(std::vector<T>(size_t(B) * H * S * S, T(0.5)));
     Vec ref_probs;
@@ -560,12 +563,11 @@ TYPED_TEST(BackendOps, AttentionForwardMatchesNaive) {
 
 TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 6;
   for (int G : {1, 2, 4}) {
     SCOPED_TRACE("G=" + std::to_string(G));
-    std::vector<T> q = this->rnd(size_t(B) * S * H * hd, -2, 2), k = this->rnd(size_t(B) * S * G * hd, -2, 2),
-                   v = this->rnd(size_t(B) * S * G * hd), dout = this->rnd(q.size());
+    const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+    const std::vector<T> dout = this->rnd(q.size());
     T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
     T *out = this->dev(std::vector<T>(q.size())), *probs = this->dev(std::vector<T>(size_t(B) * H * S * S));
     this->be->attention_forward(out, probs, qd, kd, vd, whole_heads(B, S, H, G, hd));
@@ -591,14 +593,13 @@ TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) 
 // gradients summed over the ranks), within the rounding of the whole.
 TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 2, tp = 2;
   // Two roundings of the same values, each as far from the exact one as the forward test allows.
   const double tol = 2 * ulps<T>(4.0 * std::sqrt(double(hd)) * hd + 4.0 * S + 8.0, 4);
   for (int G : {1, 2, 4}) {
     SCOPED_TRACE("G=" + std::to_string(G));
-    const std::vector<T> q = this->rnd(size_t(B) * S * H * hd, -2, 2), k = this->rnd(size_t(B) * S * G * hd, -2, 2),
-                         v = this->rnd(size_t(B) * S * G * hd), dout = this->rnd(q.size());
+    const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+    const std::vector<T> dout = this->rnd(q.size());
     T *out = this->dev(std::vector<T>(q.size())), *probs = this->dev(std::vector<T>(size_t(B) * H * S * S));
     T *dq = this->dev(std::vector<T>(q.size())), *dk = this->dev(std::vector<T>(k.size())),
       *dv = this->dev(std::vector<T>(v.size()));
@@ -644,7 +645,6 @@ TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
 
 TYPED_TEST(BackendOps, GeluForwardAndBackward) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const size_t n = 13;
   std::vector<T> x(n);
   for (size_t i = 0; i < n; ++i) x[i] = T(-4.0 + 8.0 * double(i) / double(n - 1) + 0.01);
@@ -669,7 +669,6 @@ TYPED_TEST(BackendOps, GeluForwardAndBackward) {
 
 TYPED_TEST(BackendOps, SoftmaxForwardAndBackward) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int n = 5, c = 7;
   std::vector<T> x = this->rnd(n * c, -3, 3);
   for (int j = 0; j < c; ++j) x[4 * c + j] += T(300);  // a shifted row: needs the max subtracted
@@ -813,7 +812,6 @@ TYPED_TEST(BackendOps, GatherScatterScaleRowDot) {
 
 TYPED_TEST(BackendOps, AdamwMatchesPytorchFormulaOverThreeSteps) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const size_t n = 9;
   const double lr = 1e-2, b1 = 0.9, b2 = 0.95;
   // eps tiny (the usual case) and eps large next to sqrt(v), so that where eps
