@@ -83,6 +83,17 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "weights either way",
              kRecorded},
         o.bf16);
+  visit(Flag{"--recompute-granularity",
+             "Activation recompute, which trades compute for memory and never changes a result: none; selective "
+             "(the attention core is recomputed from q, k, v); full (recomputed layers keep only their input)"},
+        o.recompute_granularity);
+  visit(Flag{"--recompute-method",
+             "Full recompute: uniform (each group of --recompute-num-layers consecutive layers keeps the input of "
+             "its first and is recomputed as a whole) or block (only each stage's first --recompute-num-layers "
+             "layers are recomputed, each from its own input)"},
+        o.recompute_method);
+  visit(Flag{"--recompute-num-layers", "Layers a uniform group holds, or layers a stage recomputes under block"},
+        o.recompute_num_layers);
   visit(Flag{"--micro-batch-size", "Samples per micro-batch", kRecorded}, o.micro_batch_size);
   visit(Flag{"--global-batch-size", "Samples per optimizer step (gradients accumulate over micro-batches)",
              kRecorded},
@@ -170,9 +181,6 @@ void visit_plan_flags(Options& o, Visit&& visit) {
              "fp32 or bf16 (mixed precision: bf16 weights, fp32 gradients and optimizer, as --bf16 trains); "
              "default bf16 with --gpu or --bf16, else fp32"},
         o.precision);
-  visit(Flag{"--recompute-granularity",
-             "Activation recomputation: none, selective (attention scores) or full (each layer from its input)"},
-        o.recompute_granularity);
   visit(Flag{"--compute-efficiency", "Share of the GPU's peak the matrix products reach, for the estimated step time"},
         o.compute_efficiency);
   visit(Flag{"--mfu", "Assumed model FLOPs utilisation for the time and cost (0: estimated)"}, o.mfu);

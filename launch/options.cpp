@@ -29,6 +29,7 @@ void resolve_model_and_batch(TrainOptions& o) {
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.global_batch_size >= 1, "--global-batch-size must be >= 1, got {}", o.global_batch_size);
   o.schedule = parse_pipeline_schedule(o.pipeline_schedule);
+  o.recompute = parse_recompute(o.recompute_granularity, o.recompute_method, o.recompute_num_layers);
 }
 
 void check_layout(const TrainOptions& o, int data_parallel) {

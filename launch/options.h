@@ -9,6 +9,7 @@
 #include "data/batch_schedule.h"
 #include "data/prepare_data.h"
 #include "model/config.h"
+#include "model/recompute.h"
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/pipeline_schedule.h"
@@ -29,6 +30,10 @@ struct TrainOptions {
   // smaller buckets start their reduce-scatter earlier in the backward pass.
   int64_t ddp_bucket_size = 1000000;
   bool bf16 = false;  // mixed precision (docs/design.md, "Mixed precision")
+  std::string recompute_granularity = "none";  // none, selective or full
+  std::string recompute_method = "uniform";    // uniform or block
+  int recompute_num_layers = 1;
+  RecomputeConfig recompute;  // resolved from the three above
   bool profile = false;  // print where the steps' time goes
   int micro_batch_size = 4;
   int global_batch_size = 16;

@@ -12,22 +12,9 @@ namespace mt {
 
 std::string to_string(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 
-std::string to_string(Recompute r) {
-  switch (r) {
-    case Recompute::Selective: return "selective";
-    case Recompute::Full: return "full";
-    default: return "none";
-  }
-}
 
 namespace {
 
-Recompute parse_recompute(const std::string& name) {
-  if (name == "none") return Recompute::None;
-  if (name == "selective") return Recompute::Selective;
-  if (name == "full") return Recompute::Full;
-  MT_FAIL("--recompute-granularity must be none, selective or full, got '{}'", name);
-}
 
 // The stage spans of a layout, as `train` makes them.
 std::vector<StageSpan> stage_spans(const ModelConfig& c, const Layout& l) {
@@ -74,27 +61,52 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
   return counts;
 }
 
-// Activation elements one TP rank keeps for one layer and one micro-batch
-// of b samples (T = b S tokens) between its forward and its backward: the
-// tensors of Korthikanti et al. (2022), section 4, for this model (no dropout,
-// RMSNorm, G kv heads, K of E experts), without sequence parallelism (the
-// residual stream is whole on every TP rank). keep_scores: the H/TP x S x S
-// softmax probabilities (not kept under selective recompute).
-double layer_activation_elements(const ModelConfig& c, const TpShape& sh, int64_t b, bool keep_scores) {
-  const double S = c.seq_length, T = double(b) * S, d = c.hidden_size, hd = c.head_dim();
+// Bytes one TP rank keeps for one layer and one micro-batch of b samples
+// (T = b S tokens) between its forward and its backward, as LayerActs
+// (model/transformer.h) allocates them: the tensors of Korthikanti et al.
+// (2022), section 4, for this model (no dropout, RMSNorm, G kv heads, K of E
+// experts, tiled attention that keeps each row's log-sum-exp instead of the
+// S x S scores), without sequence parallelism (the residual stream is whole
+// on every TP rank). Activations take `activation` bytes; statistics,
+// routing weights and token indices 4. keep_attention_core: the attention
+// output and log-sum-exp (selective recompute rebuilds them).
+double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation,
+                              bool keep_attention_core) {
+  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
   const double K = c.router_topk, F = sh.ffn;  // F / TP
-  double attention = 2 * T * d                // attn_norm input (the residual) and output (wq, wk, wv input)
-                     + T * hd * sh.heads      // q
-                     + 2 * T * hd * sh.kv_heads  // k, v
-                     + T * hd * sh.heads;     // attention output (wo input)
-  if (keep_scores) attention += double(sh.heads) * S * S * double(b);
-  double ffn = 2 * T * d        // mlp_norm input and output
-               + 2 * K * T * F;  // GELU input and output of each routed copy
-  if (c.is_moe())
-    ffn += K * T * d             // each token's copy in its experts' inputs
-           + K * T * d           // expert outputs (the routing weights' gradient needs them)
-           + T * c.num_experts;  // router probabilities
-  return attention + ffn;
+  double values = 2 * T * d                  // the layer's input (the residual) and attn_norm's output
+                  + T * hd * sh.heads         // q
+                  + 2 * T * hd * sh.kv_heads  // k, v
+                  + 2 * T * d;                // the residual after attention, and mlp_norm's output
+  double fp32 = 2 * T;                        // the two norms' 1/rms
+  if (keep_attention_core) {
+    values += T * hd * sh.heads;  // attention output (wo input)
+    fp32 += T * sh.heads;         // its rows' log-sum-exp
+  }
+  if (c.is_moe()) {
+    values += 2 * K * T * d        // each token's copy in its experts' inputs, and their outputs
+              + 2 * K * T * F;     // GELU input and output of each routed copy
+    fp32 += T * c.num_experts      // router probabilities
+            + 2 * K * T;           // each routed copy's token and weight
+  } else {
+    values += 2 * T * F;
+  }
+  return values * activation + fp32 * 4.0;
+}
+
+// Bytes of one micro-batch's gradients the backward pass works in, held
+// once whatever the recompute (model/transformer.cpp and FfnScratch).
+double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last) {
+  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  const double rows = T * c.router_topk, F = sh.ffn, E = c.num_experts;
+  double values = 7 * T * d                           // the FFN's output, and six gradients of the residual width
+                  + 2 * T * hd * sh.heads             // of q and of the attention output
+                  + 2 * T * hd * sh.kv_heads          // of k and v
+                  + 2 * rows * d + 2 * rows * F       // of the experts' outputs and inputs, GELU's output and input
+                  + (activation < 4.0 ? T * E : 0.0)  // the router logits' gradient rounded for the products
+                  + (last ? T * sh.vocab : 0.0);      // the logits' gradient
+  const double fp32 = rows + 2 * T * E;               // of the routing weights, probabilities and logits
+  return values * activation + fp32 * 4.0;
 }
 
 // Bytes/s of the link a group of `span` consecutive ranks talks over.
@@ -173,15 +185,26 @@ RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, con
   const double head =
       span.last ? 2 * mb.activation_bytes + mb.tokens * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
   const TpShape shape = tp_shape(c, tp_rank, l.tp);
-  const double full_layer = layer_activation_elements(c, shape, l.micro_batch, true) * bytes.activation;
-  const double selective_layer = layer_activation_elements(c, shape, l.micro_batch, false) * bytes.activation;
+  const double full_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, true);
+  const double selective_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, false);
   const int live = live_micro_batches;
   m.live_micro_batches = live;
+  m.workspace = backward_workspace_bytes(c, shape, l.micro_batch, bytes.activation, span.last);
   m.activations_none = live * (layers * full_layer + head);
-  m.activations_selective = live * (layers * selective_layer + head);
-  // Full recompute keeps each layer's input, and rebuilds one layer's
-  // activations at a time during the backward.
-  m.activations_full = live * (layers * mb.activation_bytes + head) + (layers > 0 ? full_layer : 0.0);
+  // Selective: one layer's attention core at a time, rebuilt in the backward.
+  m.activations_selective = live * (layers * selective_layer + head) + (full_layer - selective_layer);
+  // Full: a recomputed group keeps its first layer's input, and the
+  // backward rebuilds one group at a time (and its output).
+  const std::vector<RecomputeGroup> groups =
+      recompute_groups({Recompute::Full, l.recompute_method, l.recompute_num_layers}, layers);
+  double kept = 0.0;
+  int rebuilt = 0;
+  for (int i = 0; i < layers; ++i) {
+    const RecomputeGroup& g = groups[size_t(i)];
+    kept += !g.recomputed ? full_layer : i == g.begin ? mb.activation_bytes : 0.0;
+    if (g.recomputed) rebuilt = std::max(rebuilt, g.size());
+  }
+  m.activations_full = live * (kept + head) + (rebuilt > 0 ? rebuilt * full_layer + mb.activation_bytes : 0.0);
   m.activations = l.recompute == Recompute::Full        ? m.activations_full
                   : l.recompute == Recompute::Selective ? m.activations_selective
                                                         : m.activations_none;
@@ -473,7 +496,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   l.last_stage_layers = t.decoder_last_pipeline_num_layers;
   l.micro_batch = t.micro_batch_size;
   l.schedule = t.schedule;
-  l.recompute = parse_recompute(o.recompute_granularity);
+  l.recompute = t.recompute.granularity;
+  l.recompute_method = t.recompute.method;
+  l.recompute_num_layers = t.recompute.num_layers;
   MT_CHECK(o.num_gpus >= 0, "--num-gpus must be >= 0, got {}", o.num_gpus);
   if (o.search) {
     MT_CHECK(o.num_gpus > 0, "--search needs --num-gpus (the GPUs to lay the model out on)");
@@ -481,7 +506,7 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
     MT_CHECK(o.search_max_tp >= 0, "--search-max-tp must be >= 0, got {}", o.search_max_tp);
     MT_CHECK(o.search_max_micro_batch_size >= 1, "--search-max-micro-batch-size must be >= 1, got {}",
              o.search_max_micro_batch_size);
-    l = Layout{1, 1, o.num_gpus, 0, 0, 1, Recompute::None, l.schedule};
+    l = Layout{1, 1, o.num_gpus, 0, 0, 1, Recompute::None, RecomputeMethod::Uniform, 1, l.schedule};
   } else {
     MT_CHECK(l.tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", l.tp);
     MT_CHECK(l.pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", l.pp);

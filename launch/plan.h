@@ -25,7 +25,6 @@ struct PlanOptions {
   int num_gpus = 0;          // --num-gpus: the world size TP x PP x DP; 0: TP x PP (one replica)
   std::string gpu;           // --gpu; empty: counts and bytes only, no times
   std::string precision;     // --precision fp32|bf16; empty: bf16 with --gpu, fp32 (the CPU build's) without
-  std::string recompute_granularity = "none";  // --recompute-granularity none|selective|full
   double compute_efficiency = 0.6;  // --compute-efficiency: share of the peak the products reach
   double mfu = 0.0;          // --mfu: assumed model FLOPs utilisation; 0: estimated
   double gpu_hour_cost = 0.0;  // --gpu-hour-cost, per GPU-hour
@@ -38,16 +37,17 @@ struct PlanOptions {
 };
 
 enum class Precision { FP32, BF16 };
-enum class Recompute { None, Selective, Full };
+using Recompute = RecomputeGranularity;
 
 std::string to_string(Precision p);
-std::string to_string(Recompute r);
 
 struct Layout {
   int tp = 1, pp = 1, dp = 1;
   int first_stage_layers = 0, last_stage_layers = 0;  // 0: an even split
   int micro_batch = 1;
   Recompute recompute = Recompute::None;
+  RecomputeMethod recompute_method = RecomputeMethod::Uniform;  // of full recompute
+  int recompute_num_layers = 1;
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
 };
 
@@ -112,10 +112,11 @@ struct RankMemory {
   int live_micro_batches = 0;     // at the schedule's peak
   double activations_none = 0, activations_selective = 0, activations_full = 0;
   double activations = 0;         // at the layout's recompute
+  double workspace = 0;           // the backward pass's gradients of one micro-batch
   // ZeRO-1's payload each step (0 at DP 1): the gradient buffer
   // reduce-scattered, the updated weights all-gathered.
   double dp_reduce_scatter_bytes = 0, dp_all_gather_bytes = 0;
-  double total() const { return weights + gradients + optimizer + activations; }
+  double total() const { return weights + gradients + optimizer + activations + workspace; }
 };
 
 // One pipeline stage's work for one micro-batch, on one GPU.

@@ -55,6 +55,7 @@ json rank_json(const RankMemory& m) {
           {"activations_bytes", m.activations},
           {"activations_bytes_by_recompute",
            {{"none", m.activations_none}, {"selective", m.activations_selective}, {"full", m.activations_full}}},
+          {"workspace_bytes", m.workspace},
           {"total_bytes", m.total()},
           {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
           {"dp_all_gather_bytes", m.dp_all_gather_bytes}};
@@ -247,8 +248,8 @@ void print_memory(const PlanResult& r) {
   fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard), optimizer {} / DP; "
              "activations {} B an element\n",
              r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard, r.bytes.optimizer, r.bytes.activation);
-  fmt::print("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}\n", "stage (layers)", "params", "weights",
-             "gradients", "optimizer", "activations", "total");
+  fmt::print("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}{:>12}\n", "stage (layers)", "params", "weights",
+             "gradients", "optimizer", "activations", "workspace", "total");
   // One row per run of stages with the same figures (their largest TP rank).
   std::vector<RankMemory> per_stage;
   for (const RankMemory& m : r.ranks) {
@@ -266,9 +267,10 @@ void print_memory(const PlanResult& r) {
     const RankMemory& m = per_stage[i];
     const std::string stages = i == j ? fmt::format("{}", m.pp) : fmt::format("{}-{}", m.pp, per_stage[j].pp);
     const std::string name = fmt::format("{} ({})", stages, m.layer_end - m.layer_begin);
-    rows.push_back(fmt::format("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}\n", name, si(double(m.parameters)),
-                               bytes_text(m.weights), bytes_text(m.gradients), bytes_text(m.optimizer),
-                               bytes_text(m.activations), bytes_text(m.total())));
+    rows.push_back(fmt::format("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}{:>12}\n", name,
+                               si(double(m.parameters)), bytes_text(m.weights), bytes_text(m.gradients),
+                               bytes_text(m.optimizer), bytes_text(m.activations), bytes_text(m.workspace),
+                               bytes_text(m.total())));
     i = j + 1;
   }
   // Long pipelines: the first stages (the most micro-batches alive) and the last.

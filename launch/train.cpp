@@ -132,7 +132,7 @@ Training<T>::Training(const TrainOptions& options)
       model(*be, o.model, o.micro_batch_size, tp,
             stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
                        o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers),
-            topo.dp_size()),
+            topo.dp_size(), o.recompute),
       params(model.params()),
       grad_sync(be->acc(), params.padded_size(), tp_partial_ranges(params), tp, &topo.dp(),
                 size_t(o.ddp_bucket_size)),

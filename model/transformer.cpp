@@ -22,18 +22,22 @@ const ModelConfig& validated(const ModelConfig& cfg) {
 }  // namespace
 
 template <typename T>
-LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B) {
+LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerKeep keep) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  if (keep == LayerKeep::Nothing) return;
+  x = DeviceBuffer<T>(be, n * d);
+  if (keep == LayerKeep::Input) return;
   ModelConfig ffn_cfg = c;
   ffn_cfg.ffn_hidden_size = tp.ffn;
-  x = DeviceBuffer<T>(be, n * d);
   a = DeviceBuffer<T>(be, n * d);
   rstd_attn = DeviceBuffer<Acc>(be.acc(), n);
   q = DeviceBuffer<T>(be, n * tp.heads * hd);
   k = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
   v = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
-  probs = DeviceBuffer<T>(be, size_t(B) * tp.heads * c.seq_length * c.seq_length);
-  o = DeviceBuffer<T>(be, n * tp.heads * hd);
+  if (keep == LayerKeep::Everything) {
+    lse = DeviceBuffer<Acc>(be.acc(), n * tp.heads);
+    o = DeviceBuffer<T>(be, n * tp.heads * hd);
+  }
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
   rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
@@ -42,12 +46,12 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
 
 template <typename T>
 Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
-                            const StageSpan& stage, int B)
+                            const StageSpan& stage, int B, const std::vector<LayerKeep>& keep)
     : batch(B) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
-  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B);
+  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin));
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
   hf = DeviceBuffer<T>(be, n * d);
@@ -59,7 +63,8 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
 
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
-                            const TensorParallel& tp, const StageSpan& stage, int data_parallel)
+                            const TensorParallel& tp, const StageSpan& stage, int data_parallel,
+                            const RecomputeConfig& recompute)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
       params_(be, cfg_, tp, stage, data_parallel), expert_dispatch_(be) {
@@ -74,6 +79,21 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   }
   ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
   expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
+  recompute_groups_ = recompute_groups(recompute, num_layers_);
+  int rebuilt_layers = 0;
+  for (const RecomputeGroup& g : recompute_groups_) {
+    if (g.recomputed) rebuilt_layers = std::max(rebuilt_layers, g.size());
+    const int l = int(slot_keep_.size());
+    slot_keep_.push_back(g.recomputed ? (l == g.begin ? LayerKeep::Input : LayerKeep::Nothing)
+                         : recompute.granularity == RecomputeGranularity::Selective ? LayerKeep::AllButAttentionCore
+                                                                                    : LayerKeep::Everything);
+  }
+  for (int l = 0; l < rebuilt_layers; ++l) rebuilt_.emplace_back(be, cfg_, tps_, micro_batch);
+  if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n * d);
+  if (recompute.granularity == RecomputeGranularity::Selective) {
+    core_o_ = DeviceBuffer<T>(be, n * qd);
+    core_lse_ = DeviceBuffer<Acc>(be.acc(), n * tps_.heads);
+  }
   slot(0, micro_batch);
   ffn_out_ = DeviceBuffer<T>(be, n * d);
   dres_ = DeviceBuffer<T>(be, n * d);
@@ -137,16 +157,15 @@ ExpertLoad Transformer<T>::model_expert_load(Communicator* group) const {
 }
 
 template <typename T>
-double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
+double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a, const T* x, int l, T* out,
+                                     bool rebuilding) {
   const ModelConfig& c = cfg_;
-  LayerActs<T>& a = slot.layers[l];
   const LayerWeights<T>& w = weights_[l];
   // H, G: this rank's query and kv heads (all of them on one rank).
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
   const double eps = c.norm_eps, theta = c.rope_theta;
 
-  const T* x = a.x.data();
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
   // wk, wv when G >= TP) are column-parallel, wo row-parallel: one
   // all-reduce of the projection.
@@ -156,15 +175,18 @@ double Transformer<T>::layer_forward(Activations<T>& slot, int l, T* out) {
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
   be_.rope_forward(a.q.data(), B, S, H, hd, theta);
   be_.rope_forward(a.k.data(), B, S, G, hd, theta);
-  be_.attention_forward(a.o.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
-  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), a.o.data(), H * hd, w.wo, H * hd, T(0), a.h.data(), d);
+  // Selective recompute keeps the attention core's output only until wo has used it.
+  T* o = a.o.size() ? a.o.data() : core_o_.data();
+  Acc* lse = a.lse.size() ? a.lse.data() : core_lse_.data();
+  be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
+  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), o, H * hd, w.wo, H * hd, T(0), a.h.data(), d);
   tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), x, a.h.data());
 
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
   const double aux = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
-  if (c.is_moe()) count_expert_load(a.ffn.routing, slot.host_inputs, l);
+  if (c.is_moe() && !rebuilding) count_expert_load(a.ffn.routing, slot.host_inputs, l);
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
   return aux;
@@ -185,9 +207,9 @@ AttentionShape Transformer<T>::attention_shape(int B) const {
 }
 
 template <typename T>
-void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double aux_scale) {
+void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a, const T* x, int l, T* dx,
+                                    double aux_scale) {
   const ModelConfig& c = cfg_;
-  LayerActs<T>& a = slot.layers[l];
   const LayerWeights<T>& w = weights_[l];
   const LayerWeights<Acc>& g = grads_[l];
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
@@ -201,12 +223,20 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).
   // The input gradient of the column-parallel q, k, v is summed over TP.
-  be_.gemm_acc(Trans::T, Trans::N, d, H * hd, n, Acc(1), dh_.data(), d, a.o.data(), H * hd, Acc(1), g.wo, H * hd);
+  // Selective recompute: the attention core again, from the kept q, k, v.
+  const T* o = a.o.data();
+  const Acc* lse = a.lse.data();
+  if (!a.o.size()) {
+    be_.attention_forward(core_o_.data(), core_lse_.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
+    o = core_o_.data();
+    lse = core_lse_.data();
+  }
+  be_.gemm_acc(Trans::T, Trans::N, d, H * hd, n, Acc(1), dh_.data(), d, o, H * hd, Acc(1), g.wo, H * hd);
   be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w.wo, H * hd, T(0), do_.data(), H * hd);
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
-  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), a.probs.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
+  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
   be_.rope_backward(dq_.data(), B, S, H, hd, theta);
   be_.rope_backward(dk_.data(), B, S, G, hd, theta);
   be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq_.data(), H * hd, a.a.data(), d, Acc(1), g.wq, d);
@@ -217,7 +247,7 @@ void Transformer<T>::layer_backward(Activations<T>& slot, int l, T* dx, double a
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
   tp_.all_reduce_sum(da_.data(), size_t(n) * d);
   be_.copy(dx, dh_.data(), size_t(n) * d);
-  be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), a.x.data(), w.attn_norm, a.rstd_attn.data(), n, d);
+  be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), x, w.attn_norm, a.rstd_attn.data(), n, d);
 }
 
 template <typename T>
@@ -232,9 +262,29 @@ Activations<T>& Transformer<T>::slot(int s, int B) {
            B, max_batch_);
   MT_CHECK(s >= 0 && s <= int(slots_.size()), "activation slot {} requested with {} in use", s, slots_.size());
   if (s == int(slots_.size()))
-    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_));
+    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_));
   slots_[s]->batch = B;
   return *slots_[s];
+}
+
+template <typename T>
+T* Transformer<T>::layer_input(Activations<T>& slot, int l) {
+  const RecomputeGroup& g = recompute_groups_[l];
+  return g.recomputed && l != g.begin ? rebuilt_[l - g.begin].x.data() : slot.layers[l].x.data();
+}
+
+template <typename T>
+LayerActs<T>& Transformer<T>::layer_acts(Activations<T>& slot, int l) {
+  const RecomputeGroup& g = recompute_groups_[l];
+  return g.recomputed ? rebuilt_[l - g.begin] : slot.layers[l];
+}
+
+template <typename T>
+void Transformer<T>::rebuild(Activations<T>& slot, const RecomputeGroup& g) {
+  for (int l = g.begin; l < g.end; ++l) {
+    T* out = l + 1 < g.end ? layer_input(slot, l + 1) : rebuilt_out_.data();
+    layer_forward(slot, layer_acts(slot, l), layer_input(slot, l), l, out, true);
+  }
 }
 
 template <typename T>
@@ -274,8 +324,8 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
     tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
   }
   for (int l = 0; l < num_layers_; ++l) {
-    T* out = l + 1 < num_layers_ ? a.layers[l + 1].x.data() : a.out.data();
-    loss.aux += layer_forward(a, l, out);
+    T* out = l + 1 < num_layers_ ? layer_input(a, l + 1) : a.out.data();
+    loss.aux += layer_forward(a, layer_acts(a, l), layer_input(a, l), l, out, false);
   }
   if (!stage_.last) return loss;
 
@@ -310,7 +360,9 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
     be_.copy(dres_.data(), grad_output, size_t(n) * d);
   }
   for (int l = num_layers_ - 1; l >= 0; --l) {
-    layer_backward(a, l, dres_.data(), aux_scale);
+    const RecomputeGroup& group = recompute_groups_[l];
+    if (group.recomputed && l == group.end - 1) rebuild(a, group);
+    layer_backward(a, layer_acts(a, l), layer_input(a, l), l, dres_.data(), aux_scale);
     if (ready) (*ready)(layer_offset_[l]);
   }
   if (stage_.first) {

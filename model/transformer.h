@@ -13,6 +13,7 @@
 #include "model/config.h"
 #include "model/feed_forward.h"
 #include "model/parameters.h"
+#include "model/recompute.h"
 #include "parallel/pipeline_stage.h"
 #include "runtime/backend.h"
 
@@ -31,18 +32,26 @@ struct LayerWeights {
   FfnWeights<W> ffn;
 };
 
+// What a layer's activations hold under activation recompute: everything;
+// all but the attention core's output and log-sum-exp (selective); only the
+// layer's input (the first layer of a group rebuilt by full recompute);
+// nothing (the others of such a group).
+enum class LayerKeep { Everything, AllButAttentionCore, Input, Nothing };
+
 // What one layer keeps from the forward pass; tokens T = B * S; heads, kv
 // heads and F are this tensor-parallel rank's share. Statistics are Acc.
+// Buffers a LayerKeep leaves out are empty.
 template <typename T>
 struct LayerActs {
   using Acc = acc_t<T>;
-  LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch);
+  LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch,
+            LayerKeep keep = LayerKeep::Everything);
   DeviceBuffer<T> x;            // [T, d] residual stream entering the layer
   DeviceBuffer<T> a;            // [T, d] attn_norm(x)
   DeviceBuffer<Acc> rstd_attn;  // [T]
   DeviceBuffer<T> q;          // [T, Hl*hd] after RoPE
   DeviceBuffer<T> k, v;       // [T, Gl*hd] (k after RoPE)
-  DeviceBuffer<T> probs;      // [B, Hl, S, S]
+  DeviceBuffer<Acc> lse;      // [B, Hl, S] log-sum-exp of each attention row
   DeviceBuffer<T> o;          // [T, Hl*hd] attention output, before wo
   DeviceBuffer<T> h;          // [T, d] x + o wo^T
   DeviceBuffer<T> m;          // [T, d] mlp_norm(h)
@@ -55,8 +64,9 @@ struct LayerActs {
 template <typename T>
 struct Activations {
   using Acc = acc_t<T>;
+  // keep: what each of the stage's layers holds.
   Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, const StageSpan& stage,
-              int batch);
+              int batch, const std::vector<LayerKeep>& keep);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
@@ -101,8 +111,9 @@ class Transformer final : public PipelineStage<T> {
   // tensor-parallel group; stage: its pipeline stage (default: one rank
   // holding everything).
   // data_parallel: pads the flat buffers for ZeRO-1 (Parameters).
+  // recompute: what the backward pass rebuilds instead of keeping.
   Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {},
-              const StageSpan& stage = {}, int data_parallel = 1);
+              const StageSpan& stage = {}, int data_parallel = 1, const RecomputeConfig& recompute = {});
 
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
@@ -149,12 +160,20 @@ class Transformer final : public PipelineStage<T> {
 
  private:
   Activations<T>& slot(int s, int B);  // created on first use
-  // Reads a.layers[l].x, writes the layer's output; returns its aux loss.
-  // l counts the stage's layers from 0.
-  double layer_forward(Activations<T>& a, int l, T* out);
+  // Layer l (counted from 0 on the stage) of micro-batch `slot`: reads x,
+  // fills acts and writes the layer's output; returns its aux loss.
+  // rebuilding: full recompute's second forward pass, which leaves the
+  // expert load alone.
+  double layer_forward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* out, bool rebuilding);
   void count_expert_load(const Routing& r, const std::vector<int32_t>& inputs, int l);
   // dx: in d loss / d output of layer l, out d loss / d input.
-  void layer_backward(Activations<T>& a, int l, T* dx, double aux_scale);
+  void layer_backward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* dx, double aux_scale);
+  // Where layer l of a micro-batch keeps its input and its activations: in
+  // the micro-batch's slot, or in rebuilt_ for a layer full recompute rebuilds.
+  T* layer_input(Activations<T>& slot, int l);
+  LayerActs<T>& layer_acts(Activations<T>& slot, int l);
+  // Full recompute: the forward pass of a group again, into rebuilt_.
+  void rebuild(Activations<T>& slot, const RecomputeGroup& g);
   AttentionShape attention_shape(int B) const;
   // Pointers into the flat buffer of the tensors named `layers/{l}/...`.
   template <typename W>
@@ -173,6 +192,12 @@ class Transformer final : public PipelineStage<T> {
   std::vector<LayerWeights<Acc>> grads_;
   std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
   std::vector<std::unique_ptr<Activations<T>>> slots_;
+  std::vector<RecomputeGroup> recompute_groups_;  // [stage layers]
+  std::vector<LayerKeep> slot_keep_;              // [stage layers] what a slot holds of each
+  std::vector<LayerActs<T>> rebuilt_;             // [largest recomputed group] full recompute's layers
+  DeviceBuffer<T> rebuilt_out_;                   // [T, d] output of a rebuilt group's last layer
+  DeviceBuffer<T> core_o_;                        // [T, Hl*hd] selective recompute's attention output
+  DeviceBuffer<Acc> core_lse_;                    // [B, Hl, S] and its log-sum-exp
   ExpertLoad expert_load_;
   LocalExpertDispatch<T> expert_dispatch_;  // every expert on this rank
   FfnScratch<T> ffn_scratch_;

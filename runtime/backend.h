@@ -39,6 +39,10 @@ struct AttentionShape {
   int first_head = 0;    // model index of q's first head
   int first_kv_head = 0; // model index of k's first head
   int heads_per_kv = 1;  // the model's H / G
+  // --reset-attention-mask: doc_start[b * seq + i] is the position in sample
+  // b where token i's document begins, and i attends to keys [doc_start, i]
+  // only (non-decreasing along a sample). Null: every earlier key.
+  const int32_t* doc_start = nullptr;  // [batch * seq], on the device
   int kv_of(int j) const { return (first_head + j) / heads_per_kv - first_kv_head; }
 };
 
@@ -98,12 +102,14 @@ class Backend {
   virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) = 0;
 
   // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd]
-  // (H = a.heads, G = a.kv_heads); probs [B, H, S, S] keeps the softmax for
-  // the backward pass. Scores are scaled by 1/sqrt(hd).
-  virtual void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+  // (H = a.heads, G = a.kv_heads). Scores are scaled by 1/sqrt(hd). Memory
+  // is linear in S: the forward keeps lse [B, H, S], each row's log-sum-exp
+  // of its scores, and the backward recomputes the probabilities from it
+  // and from out.
+  virtual void attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                                  const AttentionShape& a) = 0;
-  virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q,
-                                  const T* k, const T* v, const AttentionShape& a) = 0;
+  virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
+                                  const T* q, const T* k, const T* v, const AttentionShape& a) = 0;
 
   // GELU, tanh approximation. backward: din += dout * gelu'(in).
   virtual void gelu_forward(T* out, const T* in, size_t n) = 0;

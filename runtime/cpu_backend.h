@@ -55,10 +55,10 @@ class CpuBackend final : public Backend<T> {
                         int d) override;
   void rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) override;
   void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) override;
-  void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v,
+  void attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                          const AttentionShape& a) override;
-  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q,
-                          const T* k, const T* v, const AttentionShape& a) override;
+  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
+                          const T* q, const T* k, const T* v, const AttentionShape& a) override;
   void gelu_forward(T* out, const T* in, size_t n) override;
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override;
   void softmax_forward(T* p, const T* x, int n, int c) override;

@@ -102,12 +102,12 @@ class ProfilingBackend final : public Backend<T> {
   void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) override {
     MT_TIMED(Rope, rope_backward(dx, batch, seq, heads, hd, theta));
   }
-  void attention_forward(T* out, T* probs, const T* q, const T* k, const T* v, const AttentionShape& a) override {
-    MT_TIMED(Attention, attention_forward(out, probs, q, k, v, a));
+  void attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v, const AttentionShape& a) override {
+    MT_TIMED(Attention, attention_forward(out, lse, q, k, v, a));
   }
-  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* probs, const T* q, const T* k, const T* v,
-                          const AttentionShape& a) override {
-    MT_TIMED(Attention, attention_backward(dq, dk, dv, dout, probs, q, k, v, a));
+  void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse, const T* q, const T* k,
+                          const T* v, const AttentionShape& a) override {
+    MT_TIMED(Attention, attention_backward(dq, dk, dv, dout, out, lse, q, k, v, a));
   }
   void gelu_forward(T* out, const T* in, size_t n) override { MT_TIMED(Gelu, gelu_forward(out, in, n)); }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override {

@@ -23,6 +23,17 @@
 
 namespace mt::test_util {
 
+// Every weight and Adam moment of two checkpoints, bit for bit.
+inline void expect_identical_checkpoints(const std::string& a, const std::string& b) {
+  H5File fa = H5File::open(a, MPI_COMM_SELF), fb = H5File::open(b, MPI_COMM_SELF);
+  EXPECT_EQ(fa.attr_int("adam_step"), fb.attr_int("adam_step"));
+  EXPECT_EQ(fa.attr_int("consumed_samples"), fb.attr_int("consumed_samples"));
+  const ModelConfig cfg = model_config_from_json(nlohmann::json::parse(fa.attr_string("config")).at("model"));
+  for (const ParamTensor& t : param_table(cfg))
+    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"})
+      EXPECT_TRUE(fa.read_all<float>(group + t.name) == fb.read_all<float>(group + t.name)) << group + t.name;
+}
+
 // The flags that make a run the perturbed twin of the same run without them:
 // every weight moved by one ulp of the precision the run trains in (float32,
 // or bf16's 2^-7 with --bf16, moving the float32 master weights by as much as

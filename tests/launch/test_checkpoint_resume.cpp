@@ -43,17 +43,6 @@ class CheckpointResume : public ::testing::Test {
   test_util::TempDir dir;
 };
 
-// Every weight and Adam moment of two checkpoints, bit for bit.
-void expect_identical_checkpoints(const std::string& a, const std::string& b) {
-  H5File fa = H5File::open(a, MPI_COMM_SELF), fb = H5File::open(b, MPI_COMM_SELF);
-  EXPECT_EQ(fa.attr_int("adam_step"), fb.attr_int("adam_step"));
-  EXPECT_EQ(fa.attr_int("consumed_samples"), fb.attr_int("consumed_samples"));
-  const ModelConfig cfg = model_config_from_json(nlohmann::json::parse(fa.attr_string("config")).at("model"));
-  for (const ParamTensor& t : param_table(cfg))
-    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"})
-      EXPECT_TRUE(fa.read_all<float>(group + t.name) == fb.read_all<float>(group + t.name)) << group + t.name;
-}
-
 TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
   struct Layout {
     std::string name, flags;
@@ -79,7 +68,7 @@ TEST_F(CheckpointResume, StoppingAndResumingIsBitIdenticalToNotStopping) {
     const std::vector<double> expected = losses(straight);
     ASSERT_EQ(stopped.size(), 8u);
     for (size_t i = 0; i < 8; ++i) EXPECT_EQ(stopped[i], expected[i]) << "step " << i + 1;
-    expect_identical_checkpoints(ckpt(straight, 8), ckpt(first, 8));
+    test_util::expect_identical_checkpoints(ckpt(straight, 8), ckpt(first, 8));
   }
 }
 

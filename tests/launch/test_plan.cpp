@@ -238,7 +238,9 @@ TEST(Plan, ParameterCountsSplitTheModel) {
 // parallelism, sbh (10 + 24/t + 5 a s / (h t)) with t-way TP, 16-bit
 // activations, F = 4h, full multi-head attention. This model has no dropout,
 // which takes 2 sbh (two dropout masks) + 3 a s^2 b / t (the attention
-// dropout's mask and output) off.
+// dropout's mask and output) off, and tiled attention, which keeps each
+// row's log-sum-exp (4 a s b / t bytes) instead of the 2 a s^2 b / t bytes of
+// scores; the two norms' statistics add 8 sb bytes.
 TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
   ModelConfig c{.vocab_size = 512, .hidden_size = 256, .num_layers = 8, .num_heads = 8, .num_query_groups = 8,
                 .ffn_hidden_size = 1024, .num_experts = 1, .router_topk = 1, .seq_length = 128};
@@ -249,15 +251,17 @@ TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
     const PlanResult r = make_plan(in);
     const double s = 128, b = 2, h = 256, a = 8, t = tp;
     const double korthikanti = s * b * h * (10 + 24 / t + 5 * a * s / (h * t));
-    const double per_layer = korthikanti - 2 * s * b * h - 3 * a * s * s * b / t;
+    const double per_layer = korthikanti - 2 * s * b * h - 5 * a * s * s * b / t + 4 * a * s * b / t + 8 * s * b;
+    // Selective recompute rebuilds the attention output (2 sbh / t) and its log-sum-exp.
+    const double core = 2 * s * b * h / t + 4 * a * s * b / t;
     for (const RankMemory& m : r.ranks) {
       if (m.pp == 3) continue;  // the last stage also keeps the logits
       const int live = std::min(4 - m.pp, 8);
       EXPECT_EQ(m.live_micro_batches, live) << "stage " << m.pp;
       EXPECT_NEAR(m.activations_none, live * 2 * per_layer, 1e-6 * m.activations_none);
-      EXPECT_NEAR(m.activations_selective, live * 2 * (per_layer - 2 * a * s * s * b / t), 1e-6 * m.activations_none);
-      // Full recompute: each layer's input (2 sbh), and one layer rebuilt.
-      EXPECT_NEAR(m.activations_full, live * 2 * (2 * s * b * h) + per_layer, 1e-6 * m.activations_none);
+      EXPECT_NEAR(m.activations_selective, live * 2 * (per_layer - core) + core, 1e-6 * m.activations_none);
+      // Full recompute: each layer's input (2 sbh), and one layer rebuilt with its output (2 sbh).
+      EXPECT_NEAR(m.activations_full, live * 2 * (2 * s * b * h) + per_layer + 2 * s * b * h, 1e-6 * m.activations_none);
     }
   }
 }
@@ -376,9 +380,16 @@ TEST(Plan, FlagErrorsNameTheFlag) {
   o.precision = "fp8";
   test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--precision must be fp32 or bf16"});
   o.precision.clear();
-  o.recompute_granularity = "some";
-  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--recompute-granularity"});
-  o.recompute_granularity = "none";
+  o.train.recompute_granularity = "some";
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--recompute-granularity must be none, selective or full, got 'some'"});
+  o.train.recompute_granularity = "full";
+  o.train.recompute_method = "every";
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--recompute-method must be uniform or block, got 'every'"});
+  o.train.recompute_method = "block";
+  o.train.recompute_num_layers = 0;
+  test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--recompute-num-layers must be >= 1, got 0"});
+  o.train.recompute_num_layers = 1;
+  o.train.recompute_granularity = "none";
   o.search = true;
   test_util::expect_error([&] { resolve_plan_inputs(o); }, {"--search needs --num-gpus"});
   // Defaults: bf16 with a GPU, fp32 (the CPU build's) without.

@@ -162,18 +162,25 @@ AttentionShape whole_heads(int B, int S, int H, int G, int hd) {
   return a;
 }
 
-Vec ref_attention(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H, int G, int hd,
-                  Vec* probs = nullptr) {
+// Causal attention, with the S x S probabilities written out. doc_start
+// (--reset-attention-mask): query i of sample b sees keys [doc_start[b S + i], i].
+struct RefAttention {
+  Vec out;    // [B*S, H*hd]
+  Vec lse;    // [B, H, S]
+  Vec probs;  // [B, H, S, S], 0 where a key is not visible
+};
+RefAttention ref_attention_of(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H, int G, int hd,
+                              const std::vector<int32_t>* doc_start = nullptr) {
   const int qs = H * hd, ks = G * hd;
-  Vec out(size_t(B) * S * qs, 0.0);
-  if (probs) probs->assign(size_t(B) * H * S * S, 0.0);
+  RefAttention r{Vec(size_t(B) * S * qs, 0.0), Vec(size_t(B) * H * S), Vec(size_t(B) * H * S * S, 0.0)};
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < H; ++h) {
       const int g = h / (H / G);
       for (int i = 0; i < S; ++i) {
+        const int first = doc_start ? (*doc_start)[size_t(b) * S + i] : 0;
         Vec s(i + 1);
         double mx = -std::numeric_limits<double>::infinity();
-        for (int j = 0; j <= i; ++j) {
+        for (int j = first; j <= i; ++j) {
           double acc = 0.0;
           for (int c = 0; c < hd; ++c)
             acc += q[(size_t(b) * S + i) * qs + h * hd + c] * k[(size_t(b) * S + j) * ks + g * hd + c];
@@ -181,16 +188,81 @@ Vec ref_attention(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H,
           mx = std::max(mx, s[j]);
         }
         double sum = 0.0;
-        for (int j = 0; j <= i; ++j) sum += (s[j] = std::exp(s[j] - mx));
-        for (int j = 0; j <= i; ++j) {
+        for (int j = first; j <= i; ++j) sum += (s[j] = std::exp(s[j] - mx));
+        r.lse[(size_t(b) * H + h) * S + i] = mx + std::log(sum);
+        for (int j = first; j <= i; ++j) {
           s[j] /= sum;
-          if (probs) (*probs)[((size_t(b) * H + h) * S + i) * S + j] = s[j];
+          r.probs[((size_t(b) * H + h) * S + i) * S + j] = s[j];
           for (int c = 0; c < hd; ++c)
-            out[(size_t(b) * S + i) * qs + h * hd + c] += s[j] * v[(size_t(b) * S + j) * ks + g * hd + c];
+            r.out[(size_t(b) * S + i) * qs + h * hd + c] += s[j] * v[(size_t(b) * S + j) * ks + g * hd + c];
         }
       }
     }
-  return out;
+  return r;
+}
+Vec ref_attention(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H, int G, int hd,
+                  const std::vector<int32_t>* doc_start = nullptr) {
+  return ref_attention_of(q, k, v, B, S, H, G, hd, doc_start).out;
+}
+
+// The gradients of attention from its probabilities, and for each element
+// the size of what its rounding errors scale with: the sum over its terms
+// of |P| times the sizes of the factors (dS = P (dP - D) is a difference,
+// so its error scales with P (|dP| + |D|), not with dS).
+struct RefAttentionGrads {
+  Vec dq, dk, dv;
+  Vec dq_size, dk_size, dv_size;
+};
+RefAttentionGrads ref_attention_backward(const RefAttention& f, const Vec& q, const Vec& k, const Vec& v,
+                                         const Vec& dout, int B, int S, int H, int G, int hd) {
+  const int qs = H * hd, ks = G * hd;
+  const double scale = 1.0 / std::sqrt(double(hd));
+  RefAttentionGrads r{Vec(q.size(), 0.0), Vec(k.size(), 0.0), Vec(v.size(), 0.0),
+                      Vec(q.size(), 0.0), Vec(k.size(), 0.0), Vec(v.size(), 0.0)};
+  for (int b = 0; b < B; ++b)
+    for (int h = 0; h < H; ++h) {
+      const int g = h / (H / G);
+      for (int i = 0; i < S; ++i) {
+        const double* p = f.probs.data() + ((size_t(b) * H + h) * S + i) * S;
+        const size_t qi = (size_t(b) * S + i) * qs + h * hd;
+        Vec dp(S, 0.0);
+        double D = 0.0;
+        for (int j = 0; j <= i; ++j) {
+          for (int c = 0; c < hd; ++c) dp[j] += dout[qi + c] * v[(size_t(b) * S + j) * ks + g * hd + c];
+          D += p[j] * dp[j];
+        }
+        for (int j = 0; j <= i; ++j) {
+          const size_t kj = (size_t(b) * S + j) * ks + g * hd;
+          const double ds = scale * p[j] * (dp[j] - D), size = scale * p[j] * (std::abs(dp[j]) + std::abs(D));
+          for (int c = 0; c < hd; ++c) {
+            r.dq[qi + c] += ds * k[kj + c];
+            r.dk[kj + c] += ds * q[qi + c];
+            r.dv[kj + c] += p[j] * dout[qi + c];
+            r.dq_size[qi + c] += size * std::abs(k[kj + c]);
+            r.dk_size[kj + c] += size * std::abs(q[qi + c]);
+            r.dv_size[kj + c] += p[j] * std::abs(dout[qi + c]);
+          }
+        }
+      }
+    }
+  return r;
+}
+
+// Documents of every length from 1 up, some across the kernel's tiles:
+// doc_start [B*S] for --reset-attention-mask.
+std::vector<int32_t> document_starts(int B, int S) {
+  std::vector<int32_t> starts(size_t(B) * S);
+  for (int b = 0; b < B; ++b) {
+    int first = 0, length = 1 + b;
+    for (int i = 0; i < S; ++i) {
+      if (i - first == length) {
+        first = i;
+        length = length * 3 + 1;  // 1, 4, 13, 40, 121, ...
+      }
+      starts[size_t(b) * S + i] = first;
+    }
+  }
+  return starts;
 }
 
 double ref_gelu(double x) {
@@ -540,51 +612,106 @@ TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
   expect_close(this->host(rx, N), to_double(x), ulps<T>(32, 2), "R^T R x");
 }
 
+// S = 5 fits in one tile; S = 200 spans several query blocks and key
+// tiles, with a partial last one; with and without documents.
 TYPED_TEST(BackendOps, AttentionForwardMatchesNaive) {
   using T = typename TestFixture::T;
-  const int B = 2, S = 5, H = 4, hd = 6;
-  for (int G : {1, 2, 4}) {
-    SCOPED_TRACE("G=" + std::to_string(G));
-    const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
-    T* out = this->dev(std::vector<T>(q.size(), T(-7)));                // garbage in
-    T* probs = this->dev(std::vector<T>(size_t(B) * H * S * S, T(0.5)));
-    Vec ref_probs;
-    const Vec expected = ref_attention(to_double(q), to_double(k), to_double(v), B, S, H, G, hd, &ref_probs);
-    this->be->attention_forward(out, probs, this->dev(q), this->dev(k), this->dev(v), whole_heads(B, S, H, G, hd));
-    // Scores are sums of hd products, exponentiated (an error in a score of
-    // size up to 4 * hd / sqrt(hd) is amplified by that size), normalised over
-    // S and summed over S again.
-    // The output is a sum of stored probabilities times v, rounded itself.
-    const double ops = 4.0 * std::sqrt(double(hd)) * hd + 2.0 * S + 8.0;
-    expect_close(this->host(out, q.size()), expected, ulps<T>(ops, 2), "attention out");
-    expect_close(this->host(probs, ref_probs.size()), ref_probs, ulps<T>(ops, 1), "attention probs (0 above the diagonal)");
-  }
+  using Acc = typename TestFixture::Acc;
+  const int B = 2, H = 4, hd = 6;
+  for (int S : {5, 200})
+    for (bool documents : {false, true})
+      for (int G : {1, 2, 4}) {
+        SCOPED_TRACE(::testing::Message() << "S=" << S << " G=" << G << (documents ? " documents" : ""));
+        const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+        const std::vector<int32_t> starts = document_starts(B, S);
+        AttentionShape shape = whole_heads(B, S, H, G, hd);
+        if (documents) shape.doc_start = this->dev(starts);
+        T* out = this->dev(std::vector<T>(q.size(), T(-7)));  // garbage in
+        Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S, Acc(-7)));
+        const RefAttention expected =
+            ref_attention_of(to_double(q), to_double(k), to_double(v), B, S, H, G, hd, documents ? &starts : nullptr);
+        this->be->attention_forward(out, lse, this->dev(q), this->dev(k), this->dev(v), shape);
+        // Scores are sums of hd products, exponentiated (an error in a score
+        // of size up to 4 * hd / sqrt(hd) is amplified by that size),
+        // summed over S and summed over S again with v; the output is
+        // rounded, and so are the probabilities multiplying v.
+        const double ops = 4.0 * std::sqrt(double(hd)) * hd + 2.0 * S + 8.0;
+        expect_close(this->host(out, q.size()), expected.out, ulps<T>(ops, 2), "attention out");
+        expect_close(this->host(lse, expected.lse.size()), expected.lse, ulps<T>(ops, 0), "attention log-sum-exp");
+      }
 }
 
 TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) {
   using T = typename TestFixture::T;
+  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 6;
-  for (int G : {1, 2, 4}) {
-    SCOPED_TRACE("G=" + std::to_string(G));
-    const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
-    const std::vector<T> dout = this->rnd(q.size());
-    T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
-    T *out = this->dev(std::vector<T>(q.size())), *probs = this->dev(std::vector<T>(size_t(B) * H * S * S));
-    this->be->attention_forward(out, probs, qd, kd, vd, whole_heads(B, S, H, G, hd));
-    std::vector<T> dq = this->rnd(q.size()), dk = this->rnd(k.size()), dv = this->rnd(v.size());
-    T *dqd = this->dev(dq), *dkd = this->dev(dk), *dvd = this->dev(dv);
-    this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), probs, qd, kd, vd, whole_heads(B, S, H, G, hd));
-    const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v), w = to_double(dout);
-    auto f = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
-      return dot(ref_attention(qq, kk, vv, B, S, H, G, hd), w);
-    };
-    expect_close(this->host(dqd, q.size()), add(to_double(dq), fd_grad([&](const Vec& x) { return f(x, k64, v64); }, q64)),
-                 fd_tol<T>(), "dq");
-    expect_close(this->host(dkd, k.size()), add(to_double(dk), fd_grad([&](const Vec& x) { return f(q64, x, v64); }, k64)),
-                 fd_tol<T>(), "dk");
-    expect_close(this->host(dvd, v.size()), add(to_double(dv), fd_grad([&](const Vec& x) { return f(q64, k64, x); }, v64)),
-                 fd_tol<T>(), "dv");
-  }
+  for (bool documents : {false, true})
+    for (int G : {1, 2, 4}) {
+      SCOPED_TRACE(::testing::Message() << "G=" << G << (documents ? " documents" : ""));
+      const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+      const std::vector<int32_t> starts = document_starts(B, S);
+      AttentionShape shape = whole_heads(B, S, H, G, hd);
+      if (documents) shape.doc_start = this->dev(starts);
+      const std::vector<T> dout = this->rnd(q.size());
+      T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
+      T* out = this->dev(std::vector<T>(q.size()));
+      Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S));
+      this->be->attention_forward(out, lse, qd, kd, vd, shape);
+      std::vector<T> dq = this->rnd(q.size()), dk = this->rnd(k.size()), dv = this->rnd(v.size());
+      T *dqd = this->dev(dq), *dkd = this->dev(dk), *dvd = this->dev(dv);
+      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), out, lse, qd, kd, vd, shape);
+      const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v), w = to_double(dout);
+      auto f = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
+        return dot(ref_attention(qq, kk, vv, B, S, H, G, hd, documents ? &starts : nullptr), w);
+      };
+      expect_close(this->host(dqd, q.size()), add(to_double(dq), fd_grad([&](const Vec& x) { return f(x, k64, v64); }, q64)),
+                   fd_tol<T>(), "dq");
+      expect_close(this->host(dkd, k.size()), add(to_double(dk), fd_grad([&](const Vec& x) { return f(q64, x, v64); }, k64)),
+                   fd_tol<T>(), "dk");
+      expect_close(this->host(dvd, v.size()), add(to_double(dv), fd_grad([&](const Vec& x) { return f(q64, k64, x); }, v64)),
+                   fd_tol<T>(), "dv");
+    }
+}
+
+// Across several query blocks and key tiles, against the gradients of the
+// reference's own probabilities: each element within the rounding of its
+// terms (RefAttentionGrads).
+TYPED_TEST(BackendOps, AttentionBackwardOfManyTilesMatchesTheReference) {
+  using T = typename TestFixture::T;
+  using Acc = typename TestFixture::Acc;
+  const int B = 2, S = 200, H = 4, hd = 6;
+  for (bool documents : {false, true})
+    for (int G : {1, 4}) {
+      SCOPED_TRACE(::testing::Message() << "G=" << G << (documents ? " documents" : ""));
+      const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+      const std::vector<int32_t> starts = document_starts(B, S);
+      AttentionShape shape = whole_heads(B, S, H, G, hd);
+      if (documents) shape.doc_start = this->dev(starts);
+      const std::vector<T> dout = this->rnd(q.size());
+      T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
+      T* out = this->dev(std::vector<T>(q.size()));
+      Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S));
+      this->be->attention_forward(out, lse, qd, kd, vd, shape);
+      T *dqd = this->dev(std::vector<T>(q.size())), *dkd = this->dev(std::vector<T>(k.size())),
+        *dvd = this->dev(std::vector<T>(v.size()));
+      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), out, lse, qd, kd, vd, shape);
+      const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v);
+      const RefAttention f = ref_attention_of(q64, k64, v64, B, S, H, G, hd, documents ? &starts : nullptr);
+      const RefAttentionGrads r = ref_attention_backward(f, q64, k64, v64, to_double(dout), B, S, H, G, hd);
+      // A probability (the forward's score error, amplified) and the stored
+      // output under D, dP and D (hd terms each), dS and its sum over S keys
+      // or H queries per key; P and dS are stored in T, and so is the result.
+      const double tol = ulps<T>(4.0 * std::sqrt(double(hd)) * hd + 2.0 * hd + H * S + 8.0, 4);
+      auto check = [&](const T* dev_grad, const Vec& expected, const Vec& size, const char* what) {
+        const std::vector<T> got = this->host(dev_grad, expected.size());
+        for (size_t i = 0; i < expected.size(); ++i)
+          EXPECT_NEAR(double(got[i]), expected[i], tol * std::max({1.0, std::abs(expected[i]), size[i]}))
+              << what << " [" << i << "]";
+      };
+      check(dqd, r.dq, r.dq_size, "dq");
+      check(dkd, r.dk, r.dk_size, "dk");
+      check(dvd, r.dv, r.dv_size, "dv");
+    }
 }
 
 // A tensor-parallel rank's heads: query heads [first_head, first_head + Hl)
@@ -593,6 +720,7 @@ TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) 
 // gradients summed over the ranks), within the rounding of the whole.
 TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
   using T = typename TestFixture::T;
+  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 2, tp = 2;
   // Two roundings of the same values, each as far from the exact one as the forward test allows.
   const double tol = 2 * ulps<T>(4.0 * std::sqrt(double(hd)) * hd + 4.0 * S + 8.0, 4);
@@ -600,12 +728,13 @@ TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
     SCOPED_TRACE("G=" + std::to_string(G));
     const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
     const std::vector<T> dout = this->rnd(q.size());
-    T *out = this->dev(std::vector<T>(q.size())), *probs = this->dev(std::vector<T>(size_t(B) * H * S * S));
+    T* out = this->dev(std::vector<T>(q.size()));
+    Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S));
     T *dq = this->dev(std::vector<T>(q.size())), *dk = this->dev(std::vector<T>(k.size())),
       *dv = this->dev(std::vector<T>(v.size()));
     T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
-    this->be->attention_forward(out, probs, qd, kd, vd, whole_heads(B, S, H, G, hd));
-    this->be->attention_backward(dq, dk, dv, this->dev(dout), probs, qd, kd, vd, whole_heads(B, S, H, G, hd));
+    this->be->attention_forward(out, lse, qd, kd, vd, whole_heads(B, S, H, G, hd));
+    this->be->attention_backward(dq, dk, dv, this->dev(dout), out, lse, qd, kd, vd, whole_heads(B, S, H, G, hd));
     const Vec whole_out = to_double(this->host(out, q.size())), whole_dq = to_double(this->host(dq, q.size()));
     const Vec whole_dk = to_double(this->host(dk, k.size())), whole_dv = to_double(this->host(dv, v.size()));
     const int Hl = H / tp, Gl = G >= tp ? G / tp : G;
@@ -624,11 +753,12 @@ TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
       const int kv0 = a.first_kv_head * hd;
       const std::vector<T> ql = cols(q, H * hd, r * Hl * hd, Hl * hd);
       T *qld = this->dev(ql), *kld = this->dev(cols(k, G * hd, kv0, Gl * hd)), *vld = this->dev(cols(v, G * hd, kv0, Gl * hd));
-      T *ol = this->dev(std::vector<T>(ql.size())), *pl = this->dev(std::vector<T>(size_t(B) * Hl * S * S));
+      T* ol = this->dev(std::vector<T>(ql.size()));
+      Acc* lsel = this->dev(std::vector<Acc>(size_t(B) * Hl * S));
       T *dql = this->dev(std::vector<T>(ql.size())), *dkl = this->dev(std::vector<T>(size_t(B) * S * Gl * hd)),
         *dvl = this->dev(std::vector<T>(size_t(B) * S * Gl * hd));
-      this->be->attention_forward(ol, pl, qld, kld, vld, a);
-      this->be->attention_backward(dql, dkl, dvl, this->dev(cols(dout, H * hd, r * Hl * hd, Hl * hd)), pl, qld, kld, vld, a);
+      this->be->attention_forward(ol, lsel, qld, kld, vld, a);
+      this->be->attention_backward(dql, dkl, dvl, this->dev(cols(dout, H * hd, r * Hl * hd, Hl * hd)), ol, lsel, qld, kld, vld, a);
       expect_close(this->host(ol, ql.size()), cols(whole_out, H * hd, r * Hl * hd, Hl * hd), tol, "slice out");
       expect_close(this->host(dql, ql.size()), cols(whole_dq, H * hd, r * Hl * hd, Hl * hd), tol, "slice dq");
       const std::vector<T> dk_part = this->host(dkl, size_t(B) * S * Gl * hd), dv_part = this->host(dvl, size_t(B) * S * Gl * hd);
