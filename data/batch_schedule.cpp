@@ -37,8 +37,7 @@ int64_t BatchSchedule::global_batch(int64_t consumed) const {
   return std::min(global_, rampup_.start + steps * rampup_.increment);
 }
 
-int64_t BatchSchedule::samples_after(int64_t steps) const {
-  int64_t consumed = 0;
+int64_t BatchSchedule::samples_after(int64_t steps, int64_t consumed) const {
   for (int64_t i = 0; i < steps; ++i) {
     if (rampup_.start == 0 || consumed > rampup_.samples) return consumed + (steps - i) * global_;
     consumed += global_batch(consumed);

@@ -31,8 +31,8 @@ class BatchSchedule {
   int64_t micro_batches(int64_t consumed_samples) const {  // per data-parallel rank
     return global_batch(consumed_samples) / (micro_batch_ * data_parallel_);
   }
-  // Samples consumed after `steps` optimizer steps from the start.
-  int64_t samples_after(int64_t steps) const;
+  // Samples consumed after `steps` more optimizer steps from `consumed`.
+  int64_t samples_after(int64_t steps, int64_t consumed = 0) const;
   int64_t micro_batch() const { return micro_batch_; }
   int64_t final_global_batch() const { return global_; }
 

@@ -61,7 +61,14 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
-  const ModelConfig mc = model_config_from_json(info.config.at("model"));
+  ModelConfig mc = model_config_from_json(info.config.at("model"));
+  MT_CHECK(o.seq_length >= 0 && o.rotary_base >= 0 && o.rotary_interpolation >= 0,
+           "--seq-length, --rotary-base and --rotary-seq-len-interpolation-factor must be >= 0 (0: the "
+           "checkpoint's), got {}, {}, {}",
+           o.seq_length, o.rotary_base, o.rotary_interpolation);
+  if (o.seq_length > 0) mc.seq_length = o.seq_length;
+  if (o.rotary_base > 0) mc.rope_theta = o.rotary_base;
+  if (o.rotary_interpolation > 0) mc.rope_interpolation = o.rotary_interpolation;
   data::IndexedDataset store(o.data_path);
   store.check_token_range(mc.vocab_size);
   data::SampleStream stream(store, mc.seq_length, 0);

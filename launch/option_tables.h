@@ -47,7 +47,16 @@ void visit_model_flags(Options& o, Visit&& visit) {
              "Expert capacity factor c: an expert takes at most ceil(c*K*T/E) of a micro-batch's T tokens "
              "(0 = no limit)"},
         m.capacity_factor);
-  visit(Flag{"--seq-length", "Sequence length S"}, m.seq_length);
+  visit(Flag{"--seq-length", "Sequence length S (a resumed run may change it: context extension)"}, m.seq_length);
+  visit(Flag{"--rotary-base", "RoPE's base theta"}, m.rope_theta);
+  visit(Flag{"--rotary-seq-len-interpolation-factor",
+             "Linear position interpolation: RoPE positions are divided by this (e.g. 4 to extend a model "
+             "trained at S to 4 S)"},
+        m.rope_interpolation);
+  visit(Flag{"--reset-position-ids", "RoPE positions restart at 0 after every end-of-document token"},
+        m.reset_position_ids);
+  visit(Flag{"--reset-attention-mask", "A token attends only to earlier tokens of its own document"},
+        m.reset_attention_mask);
   visit(Flag{"--vocab-size", "Vocabulary size before rounding (0: the byte tokenizer's 257)"}, o.vocab_size_flag);
   visit(Flag{"--make-vocab-size-divisible-by", "Round the vocabulary up to a multiple of this"},
         o.make_vocab_size_divisible_by);
@@ -163,6 +172,10 @@ void visit_eval_flags(Options& o, Visit&& visit) {
   visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
   visit(Flag{"--data-path", "Token store prefix (required)"}, o.data_path);
   visit(Flag{"--eval-samples", "Samples to evaluate (0 = all)"}, o.eval_samples);
+  visit(Flag{"--seq-length", "Evaluate at this sequence length (0: the checkpoint's)"}, o.seq_length);
+  visit(Flag{"--rotary-base", "RoPE's base (0: the checkpoint's)"}, o.rotary_base);
+  visit(Flag{"--rotary-seq-len-interpolation-factor", "RoPE's position interpolation (0: the checkpoint's)"},
+        o.rotary_interpolation);
   visit(Flag{"--micro-batch-size", "Samples per forward pass"}, o.micro_batch_size);
   visit(Flag{"--bf16", "Evaluate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);

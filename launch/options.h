@@ -71,6 +71,10 @@ struct EvalOptions {
   std::string load;
   std::string data_path;
   int64_t eval_samples = 0;  // 0: every sample of the store
+  // The context to evaluate at; 0: the checkpoint's.
+  int seq_length = 0;
+  double rotary_base = 0.0;
+  double rotary_interpolation = 0.0;
   int micro_batch_size = 4;
   bool bf16 = false;
   int threads = 0;
@@ -80,9 +84,11 @@ struct EvalOptions {
 // multiple of --make-vocab-size-divisible-by (docs/design.md section 7).
 int resolve_vocab_size(int vocab_size_flag, int divisible_by);
 
-// Samples the run asks for: --train-samples, or what --train-iters steps
-// consume under the batch schedule (ramp-up included).
-int64_t requested_samples(const TrainOptions& o);
+// Samples the run asks for: --train-samples, or what the steps up to
+// --train-iters consume under the batch schedule (ramp-up included), going on
+// from `iteration` and `consumed` samples (a resumed run's batch size may
+// differ from its checkpoint's).
+int64_t requested_samples(const TrainOptions& o, int64_t iteration = 0, int64_t consumed = 0);
 
 // The model, batch, ramp-up and pipeline-schedule flags that train and plan
 // share: fills what they imply (the vocabulary, rampup, schedule) and checks

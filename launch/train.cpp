@@ -43,16 +43,19 @@ nlohmann::json run_config_json(const TrainOptions& o) {
 }
 
 // A checkpoint of another model shape cannot be resumed: name every field
-// that differs.
-void check_same_model(const ModelConfig& ours, const nlohmann::json& saved, const std::string& path) {
+// that differs. The context (sequence length, RoPE, document resets) may
+// change: its changes are returned, "seq_length 1024 -> 4096; ...".
+std::string check_same_model(const ModelConfig& ours, const nlohmann::json& saved, const std::string& path) {
   const nlohmann::json mine = model_config_to_json(ours);
-  const nlohmann::json& theirs = saved.at("model");
-  std::string diffs;
-  for (const auto& [key, value] : mine.items())
-    if (!theirs.contains(key) || theirs.at(key) != value)
-      diffs += fmt::format(" {}: checkpoint {} vs run {};", key,
-                           theirs.contains(key) ? theirs.at(key).dump() : "missing", value.dump());
+  const nlohmann::json theirs = model_config_to_json(model_config_from_json(saved.at("model")));
+  std::string diffs, context;
+  for (const auto& [key, value] : mine.items()) {
+    if (theirs.at(key) == value) continue;
+    std::string& list = is_context_key(key) ? context : diffs;
+    list += fmt::format(" {}: checkpoint {} vs run {};", key, theirs.at(key).dump(), value.dump());
+  }
   MT_CHECK(diffs.empty(), "checkpoint {} is of a different model:{}", path, diffs);
+  return context;
 }
 
 // "data_epochs" -> "data-epochs"
@@ -152,12 +155,14 @@ template <typename T>
 void resume_from_checkpoint(Training<T>& t) {
   const std::string path = resolve_checkpoint(t.o.load, t.topo.world());
   CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
-  check_same_model(t.o.model, info.config, path);
+  const std::string context_change = check_same_model(t.o.model, info.config, path);
   load_checkpoint(path, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync, &t.master);
   t.state = info.state;
   if (!t.root) return;
   fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, t.state.iteration,
              t.state.consumed_samples);
+  if (!context_change.empty())
+    fmt::print("context change (the samples from here on are of the new length):{}\n", context_change);
   // The stream position means the same samples only with the same data and
   // seed; a change may be deliberate, so it is reported, not refused.
   for (const char* key : {"data_path", "data_epochs", "seed", "rampup_batch_size"})
@@ -326,7 +331,8 @@ TrainResult train(const TrainOptions& o) {
   Training<T> t(o);
   if (!o.load.empty()) resume_from_checkpoint(t);
   if (o.debug_perturb_weights != 0.0) perturb_weights(t);
-  t.run_samples = std::min<uint64_t>(requested_samples(o), t.stream.size());
+  t.run_samples =
+      std::min<uint64_t>(requested_samples(o, t.state.iteration, t.state.consumed_samples), t.stream.size());
   t.progress = {t.stream.counts_before(uint64_t(t.state.consumed_samples))};
   StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
                          t.stream_seconds, t.run_samples, t.threads, t.be->name(), t.be->library()};

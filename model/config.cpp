@@ -26,6 +26,12 @@ void ModelConfig::validate() const {
            "a dense model (--num-experts 1) routes nothing: --moe-router-topk must be 1, got {}",
            router_topk);
   MT_CHECK(seq_length > 0, "--seq-length must be positive, got {}", seq_length);
+  MT_CHECK(!has_documents() || (eod_token >= 0 && eod_token < vocab_size),
+           "--reset-position-ids/--reset-attention-mask need the end-of-document token {} inside the vocabulary "
+           "of {}", eod_token, vocab_size);
+  MT_CHECK(rope_theta > 0, "--rotary-base must be positive, got {}", rope_theta);
+  MT_CHECK(rope_interpolation > 0, "--rotary-seq-len-interpolation-factor must be positive, got {}",
+           rope_interpolation);
   MT_CHECK(capacity_factor >= 0, "--moe-expert-capacity-factor must be >= 0, got {}",
            capacity_factor);
   MT_CHECK(aux_loss_coeff >= 0, "--moe-aux-loss-coeff must be >= 0, got {}", aux_loss_coeff);
@@ -106,6 +112,15 @@ void for_each_model_field(C& c, F&& f) {
   f("moe_aux_loss_coeff", c.aux_loss_coeff);
   f("rope_theta", c.rope_theta);
   f("norm_eps", c.norm_eps);
+  f("rotary_seq_len_interpolation_factor", c.rope_interpolation);
+  f("reset_position_ids", c.reset_position_ids);
+  f("reset_attention_mask", c.reset_attention_mask);
+}
+
+// Recorded since the context could change on resume; absent: the default.
+bool is_optional_key(const std::string& key) {
+  return key == "rotary_seq_len_interpolation_factor" || key == "reset_position_ids" ||
+         key == "reset_attention_mask";
 }
 
 }  // namespace
@@ -119,10 +134,16 @@ nlohmann::json model_config_to_json(const ModelConfig& c) {
 ModelConfig model_config_from_json(const nlohmann::json& j) {
   ModelConfig c;
   for_each_model_field(c, [&](const char* key, auto& field) {
+    if (!j.contains(key) && is_optional_key(key)) return;
     MT_CHECK(j.contains(key), "checkpoint config has no '{}'", key);
     field = j.at(key).get<std::decay_t<decltype(field)>>();
   });
   return c;
+}
+
+bool is_context_key(const std::string& key) {
+  return key == "seq_length" || key == "rope_theta" || key == "rotary_seq_len_interpolation_factor" ||
+         key == "reset_position_ids" || key == "reset_attention_mask";
 }
 
 }  // namespace mt

@@ -19,11 +19,19 @@ struct ModelConfig {
   int seq_length = 256;       // S
   double capacity_factor = 0.0;  // c (0 = no drops)
   double aux_loss_coeff = 0.01;  // alpha
-  double rope_theta = 10000.0;
+  double rope_theta = 10000.0;      // --rotary-base
+  double rope_interpolation = 1.0;  // --rotary-seq-len-interpolation-factor: positions divided by it
   double norm_eps = 1e-5;
+  // Documents inside a sample (docs/design.md section 8): RoPE positions
+  // restart after each end-of-document token, and a token attends only to
+  // its own document. eod_token is the tokenizer's (not recorded).
+  bool reset_position_ids = false;
+  bool reset_attention_mask = false;
+  int eod_token = 256;
 
   int head_dim() const { return hidden_size / num_heads; }
   bool is_moe() const { return num_experts > 1; }
+  bool has_documents() const { return reset_position_ids || reset_attention_mask; }
   // Throws mt::Error naming the flag at fault.
   void validate() const;
   // Parameters of the whole model, and those one token passes through.
@@ -49,8 +57,13 @@ struct TpShape {
 TpShape tp_shape(const ModelConfig& cfg, int tp_rank, int tp_size);
 
 // The config as JSON, keyed by the flag names (what checkpoints record), and
-// back; the reverse throws naming a missing key.
+// back; the reverse throws naming a missing key (the context's keys, which
+// older checkpoints lack, default).
 nlohmann::json model_config_to_json(const ModelConfig& cfg);
 ModelConfig model_config_from_json(const nlohmann::json& j);
+// The keys of the context a model is trained at, which a resumed run or an
+// evaluation may change (no weight depends on them): the sequence length,
+// RoPE's base and interpolation, and the document resets.
+bool is_context_key(const std::string& key);
 
 }  // namespace mt

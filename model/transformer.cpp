@@ -51,6 +51,10 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
+  if (c.has_documents()) {
+    positions = DeviceBuffer<T, int32_t>(be, n);
+    doc_start = DeviceBuffer<T, int32_t>(be, n);
+  }
   for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin));
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
@@ -164,7 +168,7 @@ double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a
   // H, G: this rank's query and kv heads (all of them on one rank).
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
-  const double eps = c.norm_eps, theta = c.rope_theta;
+  const double eps = c.norm_eps;
 
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
   // wk, wv when G >= TP) are column-parallel, wo row-parallel: one
@@ -173,12 +177,12 @@ double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a
   be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), a.q.data(), H * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), a.k.data(), G * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
-  be_.rope_forward(a.q.data(), B, S, H, hd, theta);
-  be_.rope_forward(a.k.data(), B, S, G, hd, theta);
+  be_.rope_forward(a.q.data(), rope_shape(slot, H));
+  be_.rope_forward(a.k.data(), rope_shape(slot, G));
   // Selective recompute keeps the attention core's output only until wo has used it.
   T* o = a.o.size() ? a.o.data() : core_o_.data();
   Acc* lse = a.lse.size() ? a.lse.data() : core_lse_.data();
-  be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
+  be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
   be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), o, H * hd, w.wo, H * hd, T(0), a.h.data(), d);
   tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), x, a.h.data());
@@ -193,9 +197,9 @@ double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a
 }
 
 template <typename T>
-AttentionShape Transformer<T>::attention_shape(int B) const {
+AttentionShape Transformer<T>::attention_shape(const Activations<T>& slot) const {
   AttentionShape s;
-  s.batch = B;
+  s.batch = slot.batch;
   s.seq = cfg_.seq_length;
   s.heads = tps_.heads;
   s.kv_heads = tps_.kv_heads;
@@ -203,7 +207,14 @@ AttentionShape Transformer<T>::attention_shape(int B) const {
   s.first_head = tps_.first_head;
   s.first_kv_head = tps_.first_kv_head;
   s.heads_per_kv = cfg_.num_heads / cfg_.num_query_groups;
+  if (cfg_.reset_attention_mask) s.doc_start = slot.doc_start.data();
   return s;
+}
+
+template <typename T>
+RopeShape Transformer<T>::rope_shape(const Activations<T>& slot, int heads) const {
+  return {slot.batch, cfg_.seq_length, heads, cfg_.head_dim(), cfg_.rope_theta, cfg_.rope_interpolation,
+          cfg_.reset_position_ids ? slot.positions.data() : nullptr};
 }
 
 template <typename T>
@@ -214,7 +225,6 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const LayerWeights<Acc>& g = grads_[l];
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
-  const double theta = c.rope_theta;
 
   // FFN block: dh = dout + mlp_norm'(ffn'(dout)); ffn' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
@@ -227,7 +237,7 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const T* o = a.o.data();
   const Acc* lse = a.lse.data();
   if (!a.o.size()) {
-    be_.attention_forward(core_o_.data(), core_lse_.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
+    be_.attention_forward(core_o_.data(), core_lse_.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
     o = core_o_.data();
     lse = core_lse_.data();
   }
@@ -236,9 +246,9 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
-  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(B));
-  be_.rope_backward(dq_.data(), B, S, H, hd, theta);
-  be_.rope_backward(dk_.data(), B, S, G, hd, theta);
+  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+  be_.rope_backward(dq_.data(), rope_shape(slot, H));
+  be_.rope_backward(dk_.data(), rope_shape(slot, G));
   be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq_.data(), H * hd, a.a.data(), d, Acc(1), g.wq, d);
   be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk_.data(), G * hd, a.a.data(), d, Acc(1), g.wk, d);
   be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dv_.data(), G * hd, a.a.data(), d, Acc(1), g.wv, d);
@@ -312,6 +322,18 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
       targets[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t + 1];
     }
   be_.int_from_host(a.inputs.data(), inputs.data(), n);
+  if (c.has_documents()) {
+    // A document ends with its end-of-document token; the next begins after it.
+    std::vector<int32_t> positions(n), doc_start(n);
+    for (int b = 0; b < B; ++b)
+      for (int t = 0, first = 0; t < S; ++t) {
+        if (t > 0 && inputs[size_t(b) * S + t - 1] == c.eod_token) first = t;
+        positions[size_t(b) * S + t] = t - first;
+        doc_start[size_t(b) * S + t] = first;
+      }
+    be_.int_from_host(a.positions.data(), positions.data(), n);
+    be_.int_from_host(a.doc_start.data(), doc_start.data(), n);
+  }
   a.host_inputs = inputs;
   be_.int_from_host(a.targets.data(), targets.data(), n);
 

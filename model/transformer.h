@@ -70,6 +70,9 @@ struct Activations {
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
+  // With document resets (ModelConfig::has_documents): each token's RoPE
+  // position, and the position in its sample where its document begins.
+  DeviceBuffer<T, int32_t> positions, doc_start;  // [T]
   std::vector<LayerActs<T>> layers;          // the stage's layers
   DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
   // The last stage only:
@@ -137,6 +140,9 @@ class Transformer final : public PipelineStage<T> {
   T* stage_input(int slot) override;        // [T, d]
   const T* stage_output(int slot) override;  // [T, d]
   const T* stage_input_grad() const override { return dres_.data(); }
+  // The last stage: each token's cross-entropy of the micro-batch in `slot`
+  // [T] (on acc()), until its next forward pass.
+  const Acc* token_losses(int slot) const { return slots_.at(slot)->losses.data(); }
   size_t boundary_elements(int B) const override { return size_t(B) * cfg_.seq_length * cfg_.hidden_size; }
   int slots() const { return int(slots_.size()); }
   int max_batch() const override { return max_batch_; }
@@ -174,7 +180,8 @@ class Transformer final : public PipelineStage<T> {
   LayerActs<T>& layer_acts(Activations<T>& slot, int l);
   // Full recompute: the forward pass of a group again, into rebuilt_.
   void rebuild(Activations<T>& slot, const RecomputeGroup& g);
-  AttentionShape attention_shape(int B) const;
+  AttentionShape attention_shape(const Activations<T>& slot) const;
+  RopeShape rope_shape(const Activations<T>& slot, int heads) const;
   // Pointers into the flat buffer of the tensors named `layers/{l}/...`.
   template <typename W>
   LayerWeights<W> layer_tensors(int l, W* flat) const;

@@ -46,6 +46,17 @@ struct AttentionShape {
   int kv_of(int j) const { return (first_head + j) / heads_per_kv - first_kv_head; }
 };
 
+// Rotate-half RoPE over x [batch*seq, heads, head_dim]: row r's pair i is
+// turned by position(r) / interpolation * theta^(-2i/head_dim), with
+// position(r) = positions[r] (--reset-position-ids: restarting at each
+// document; each below seq), or r % seq without them.
+struct RopeShape {
+  int batch = 1, seq = 1, heads = 1, head_dim = 2;
+  double theta = 10000.0;
+  double interpolation = 1.0;           // --rotary-seq-len-interpolation-factor
+  const int32_t* positions = nullptr;  // [batch * seq], on the device
+};
+
 template <typename T>
 class Backend {
  public:
@@ -96,10 +107,10 @@ class Backend {
   virtual void rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, const T* g,
                                 const Acc* rstd, int n, int d) = 0;
 
-  // Rotate-half RoPE in place on x [batch*seq, heads, hd]; position = row % seq.
-  // backward applies the inverse rotation to the gradient in place.
-  virtual void rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) = 0;
-  virtual void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) = 0;
+  // RoPE in place (RopeShape); backward applies the inverse rotation to the
+  // gradient in place.
+  virtual void rope_forward(T* x, const RopeShape& r) = 0;
+  virtual void rope_backward(T* dx, const RopeShape& r) = 0;
 
   // Causal attention. q [B*S, H*hd], k and v [B*S, G*hd], out [B*S, H*hd]
   // (H = a.heads, G = a.kv_heads). Scores are scaled by 1/sqrt(hd). Memory

@@ -53,8 +53,8 @@ class CpuBackend final : public Backend<T> {
   void rmsnorm_forward(T* out, Acc* rstd, const T* x, const T* g, int n, int d, double eps) override;
   void rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, const T* g, const Acc* rstd, int n,
                         int d) override;
-  void rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) override;
-  void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) override;
+  void rope_forward(T* x, const RopeShape& r) override;
+  void rope_backward(T* dx, const RopeShape& r) override;
   void attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                          const AttentionShape& a) override;
   void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
@@ -79,13 +79,13 @@ class CpuBackend final : public Backend<T> {
              double bc2) override;
 
  private:
-  void rope_rotate(T* x, int batch, int seq, int heads, int hd, double theta, double direction);
+  void rope_rotate(T* x, const RopeShape& r, double direction);
 
   static constexpr bool kMixed = !std::is_same_v<T, Acc>;
   // RoPE's angles of the last shape (rope_rotate).
   struct RopeTable {
     int seq = 0, hd = 0;
-    double theta = 0;
+    double theta = 0, interpolation = 0;
     std::vector<Acc> cos, sin;  // [seq, hd / 2]
   } rope_;
   // bf16: the float32 backend beside it, and the oneDNN products.

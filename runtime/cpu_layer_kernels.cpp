@@ -98,26 +98,28 @@ void CpuBackend<T>::rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, 
 }
 
 template <typename T>
-void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, double theta, double direction) {
-  // direction +1 rotates by +p*theta_i (forward); -1 by the inverse angle,
+void CpuBackend<T>::rope_rotate(T* x, const RopeShape& rs, double direction) {
+  // direction +1 rotates by +angle (forward); -1 by the inverse angle,
   // which is the transpose of the rotation and so the backward pass.
-  const int half = hd / 2;
-  // cos and sin of position * theta^(-2i/hd), [seq, half], kept while the
-  // shape stays.
-  if (rope_.seq != seq || rope_.hd != hd || rope_.theta != theta) {
-    rope_ = {seq, hd, theta, std::vector<Acc>(size_t(seq) * half), std::vector<Acc>(size_t(seq) * half)};
+  const int seq = rs.seq, hd = rs.head_dim, half = hd / 2, heads = rs.heads;
+  // cos and sin of position / interpolation * theta^(-2i/hd), [seq, half],
+  // kept while the shape stays.
+  if (rope_.seq != seq || rope_.hd != hd || rope_.theta != rs.theta || rope_.interpolation != rs.interpolation) {
+    rope_ = {seq, hd, rs.theta, rs.interpolation, std::vector<Acc>(size_t(seq) * half),
+             std::vector<Acc>(size_t(seq) * half)};
     for (int pos = 0; pos < seq; ++pos)
       for (int i = 0; i < half; ++i) {
-        const double angle = pos * std::pow(double(Acc(theta)), -2.0 * i / hd);
+        const double angle = pos / rs.interpolation * std::pow(double(Acc(rs.theta)), -2.0 * i / hd);
         rope_.cos[size_t(pos) * half + i] = Acc(std::cos(angle));
         rope_.sin[size_t(pos) * half + i] = Acc(std::sin(angle));
       }
   }
   const Acc sign = Acc(direction);
 #pragma omp parallel for schedule(static)
-  for (int r = 0; r < batch * seq; ++r) {
-    const Acc* cs = rope_.cos.data() + size_t(r % seq) * half;
-    const Acc* sn = rope_.sin.data() + size_t(r % seq) * half;
+  for (int r = 0; r < rs.batch * seq; ++r) {
+    const int pos = rs.positions ? rs.positions[r] : r % seq;
+    const Acc* cs = rope_.cos.data() + size_t(pos) * half;
+    const Acc* sn = rope_.sin.data() + size_t(pos) * half;
     for (int h = 0; h < heads; ++h) {
       T* xh = x + (size_t(r) * heads + h) * hd;
       for (int i = 0; i < half; ++i) {
@@ -130,13 +132,13 @@ void CpuBackend<T>::rope_rotate(T* x, int batch, int seq, int heads, int hd, dou
 }
 
 template <typename T>
-void CpuBackend<T>::rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) {
-  rope_rotate(x, batch, seq, heads, hd, theta, 1.0);
+void CpuBackend<T>::rope_forward(T* x, const RopeShape& r) {
+  rope_rotate(x, r, 1.0);
 }
 
 template <typename T>
-void CpuBackend<T>::rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) {
-  rope_rotate(dx, batch, seq, heads, hd, theta, -1.0);
+void CpuBackend<T>::rope_backward(T* dx, const RopeShape& r) {
+  rope_rotate(dx, r, -1.0);
 }
 
 namespace {

@@ -96,12 +96,8 @@ class ProfilingBackend final : public Backend<T> {
                         int d) override {
     MT_TIMED(Norms, rmsnorm_backward(dx, dg, dout, x, g, rstd, n, d));
   }
-  void rope_forward(T* x, int batch, int seq, int heads, int hd, double theta) override {
-    MT_TIMED(Rope, rope_forward(x, batch, seq, heads, hd, theta));
-  }
-  void rope_backward(T* dx, int batch, int seq, int heads, int hd, double theta) override {
-    MT_TIMED(Rope, rope_backward(dx, batch, seq, heads, hd, theta));
-  }
+  void rope_forward(T* x, const RopeShape& r) override { MT_TIMED(Rope, rope_forward(x, r)); }
+  void rope_backward(T* dx, const RopeShape& r) override { MT_TIMED(Rope, rope_backward(dx, r)); }
   void attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v, const AttentionShape& a) override {
     MT_TIMED(Attention, attention_forward(out, lse, q, k, v, a));
   }

@@ -4,11 +4,12 @@
 # installs nothing and takes well under a second.
 #
 #   scripts/install_deps.sh            build, test and demo dependencies
-#   scripts/install_deps.sh --torch    also python3-torch (the benchmark and scripts/make_torch_reference.py need it; tests do not)
+#   scripts/install_deps.sh --torch    also python3-torch (the benchmarks, scripts/make_torch_reference.py and
+#                                      the tests of scripts/checkpoint_to_torch.py use it; scripts/test.sh installs it)
 set -euo pipefail
 
 usage() {
-    sed -n '2,7s/^# \{0,1\}//p' "$0"
+    sed -n '2,8s/^# \{0,1\}//p' "$0"
 }
 
 want_torch=0

@@ -16,7 +16,8 @@ build_dir="${MT_BUILD_DIR:-build}"
 start=$SECONDS
 
 echo "==== [1/4] Dependencies (apt packages) ===="
-bash scripts/install_deps.sh
+# PyTorch too: the Inspect.Torch* tests load checkpoints with it.
+bash scripts/install_deps.sh --torch
 
 echo
 echo "==== [2/4] Build all targets ($build_dir, Release) ===="

@@ -1,11 +1,11 @@
-// The float32 bound of the equivalence tests (docs/testing.md, "Float32
-// bounds"). A layout's float32 run and the one-rank float32 run are two
-// roundings of the same arithmetic, and they drift apart as training
+// The bound of the equivalence tests (docs/testing.md, "Rounding bounds"),
+// in float32 and, with DBL_EPSILON for FLT_EPSILON, in float64. A layout's
+// run and the one-rank run are two roundings of the same arithmetic, and they drift apart as training
 // amplifies rounding (Adam turns noise in near-zero gradients into whole
 // updates; a step's update moves the next step's activations). How far is
 // measured in the same test, with the same data and dynamics: a second
-// one-rank run whose weights are moved by one float32 ulp each
-// (kPerturbation) at the start and after every update, as if every weight
+// one-rank run whose weights are moved by one ulp each
+// (kPerturbation in float32) at the start and after every update, as if every weight
 // had been rounded the other way once a step. The layout may deviate a
 // small multiple of that (rounding_multiple),
 // plus a floor for the first step, before anything has been amplified.
@@ -52,16 +52,19 @@ constexpr double kFloorUlps = 64.0;
 // what no measured scale covers: a badly conditioned step (a sum of
 // partials that nearly cancel) is rounded differently by a reordered sum
 // than by moved weights.
+// `ulp`: the unit roundoff of the precision compared (FLT_EPSILON, or
+// DBL_EPSILON for float64 runs).
 class RoundingScale {
  public:
-  explicit RoundingScale(double multiple = rounding_multiple(1)) : multiple_(multiple) {}
+  explicit RoundingScale(double multiple = rounding_multiple(1), double ulp = double(FLT_EPSILON))
+      : multiple_(multiple), ulp_(ulp) {}
   double bound(double reference_deviation, double magnitude, double terms = 0.0) {
     worst_ = std::max(worst_, reference_deviation);
-    return multiple_ * worst_ + std::max(kFloorUlps, std::sqrt(terms)) * double(FLT_EPSILON) * magnitude;
+    return multiple_ * worst_ + std::max(kFloorUlps, std::sqrt(terms)) * ulp_ * magnitude;
   }
 
  private:
-  double multiple_;
+  double multiple_, ulp_;
   double worst_ = 0.0;
 };
 
@@ -97,7 +100,8 @@ struct TensorValues {
 // 0.02 count alike) one in more than 1% of them, a ZeRO-1 bucket say.
 class WeightBound {
  public:
-  explicit WeightBound(double multiple) : multiple_(multiple), q99_(multiple) {}
+  explicit WeightBound(double multiple, double ulp = double(FLT_EPSILON))
+      : multiple_(multiple), ulp_(ulp), q99_(multiple, ulp) {}
 
   void expect_within(const std::vector<TensorValues>& tensors, const std::string& when) {
     std::vector<double> all_mine, all_moved;
@@ -110,7 +114,7 @@ class WeightBound {
         magnitude = std::max(magnitude, std::abs(t.reference[i]));
       }
       const double median = quantile(devs, 0.5), moved_median = quantile(moved_devs, 0.5);
-      EXPECT_LE(median, median_.try_emplace(t.name, multiple_).first->second.bound(moved_median, magnitude))
+      EXPECT_LE(median, median_.try_emplace(t.name, multiple_, ulp_).first->second.bound(moved_median, magnitude))
           << t.name << when << " (median |deviation|; the perturbed run's is " << moved_median << ")";
       for (size_t i = 0; i < devs.size(); ++i) {
         all_mine.push_back(devs[i] / std::max(magnitude, 1e-30));
@@ -124,7 +128,7 @@ class WeightBound {
   }
 
  private:
-  double multiple_;
+  double multiple_, ulp_;
   std::map<std::string, RoundingScale> median_;
   RoundingScale q99_;
 };

@@ -38,6 +38,8 @@ TEST(BatchSchedule, RampupTableMatchesMegatron) {
   EXPECT_EQ(std::count(sizes.begin(), sizes.end(), 32), 6);
   EXPECT_EQ(std::count(sizes.begin(), sizes.end(), 48), 5);
   EXPECT_EQ(s.samples_after(26), consumed);
+  // Going on from step 13 (208 samples) lands where the whole run does.
+  EXPECT_EQ(s.samples_after(13, 208), consumed);
 }
 
 TEST(BatchSchedule, UnevenIncrementSpacing) {

@@ -1,14 +1,16 @@
-// A training run recorded step by step, and the comparisons at the heart of
+// A training run recorded step by step, and the comparison at the heart of
 // the layout tests: a layout's run against the one-rank run of the same
-// model. In float64 every step agrees to 1e-11; in float32 within the bound
-// of tests/rounding_bound.h, up to the first routing flip.
+// model, in float32 and float64 within the bound of tests/rounding_bound.h,
+// up to the first routing flip.
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "model/transformer.h"
@@ -53,24 +55,6 @@ inline std::vector<size_t> reference_offsets(const RunTrace& ref, const ParamTen
   return at;
 }
 
-// Float64: every step's loss and gradient norm within `tol` relative, every
-// weight after every step within `tol`.
-inline void expect_same_run(const RunTrace& layout, const RunTrace& ref, double tol) {
-  ASSERT_EQ(layout.steps.size(), ref.steps.size());
-  for (size_t s = 0; s < ref.steps.size(); ++s) {
-    const StepTrace &mine = layout.steps[s], &want = ref.steps[s];
-    EXPECT_LE(std::abs(mine.loss - want.loss), tol * std::abs(want.loss)) << "loss at step " << s + 1;
-    EXPECT_LE(std::abs(mine.grad_norm - want.grad_norm), tol * want.grad_norm) << "grad norm at step " << s + 1;
-    for (const ParamTensor& t : layout.tensors) {
-      const std::vector<size_t> at = reference_offsets(ref, t);
-      double worst = 0;
-      for (size_t i = 0; i < t.numel; ++i)
-        worst = std::max(worst, std::abs(mine.weights[t.offset + i] - want.weights[at[i]]));
-      EXPECT_LE(worst, tol) << t.name << " after step " << s + 1;
-    }
-  }
-}
-
 // The one-rank run's two twins, its weights moved by +1 ulp and by -1 ulp
 // (opposite signs element by element), as one trace of whichever lies
 // farther from the reference at each step and element: one draw of rounding
@@ -90,22 +74,22 @@ inline RunTrace farther_of(const RunTrace& ref, const RunTrace& a, const RunTrac
   return out;
 }
 
-// Float32 (docs/testing.md): the layout's deviation from the one-rank run
-// stays within rounding_multiple(largest_group) times that of the one-rank
-// run whose weights were moved by one ulp at the start and after every
-// update, plus a floor, for the loss, the gradient norm and the weights,
-// step by step until the first step any of the three runs routes
-// differently. largest_group: the most ranks a sum is split over (TP or DP).
-// Returns the number of steps compared.
-inline int expect_same_run_float32(const RunTrace& layout, const RunTrace& ref, const RunTrace& perturbed,
-                                   int largest_group) {
+// Docs/testing.md: the layout's deviation from the one-rank run stays within
+// rounding_multiple(largest_group) times that of the one-rank run whose
+// weights were moved by one ulp at the start and after every update, plus a
+// floor of `ulp`s, for the loss, the gradient norm and the weights, step by
+// step until the first step any of the three runs routes differently.
+// largest_group: the most ranks a sum is split over (TP or DP). Returns the
+// number of steps compared.
+inline int expect_same_run_to_rounding(const RunTrace& layout, const RunTrace& ref, const RunTrace& perturbed,
+                                       int largest_group, double ulp = double(FLT_EPSILON)) {
   EXPECT_EQ(layout.steps.size(), ref.steps.size());
   EXPECT_EQ(perturbed.steps.size(), ref.steps.size());
   const double multiple = rounding_multiple(largest_group);
-  RoundingScale loss_scale(multiple), norm_scale(multiple);
+  RoundingScale loss_scale(multiple, ulp), norm_scale(multiple, ulp);
   double parameters = 0;  // the gradient norm sums over all of them
   for (const ParamTensor& t : ref.tensors) parameters += double(t.numel);
-  WeightBound weights(multiple);
+  WeightBound weights(multiple, ulp);
   size_t s = 0;
   for (; s < std::min(layout.steps.size(), ref.steps.size()); ++s) {
     const StepTrace &mine = layout.steps[s], &want = ref.steps[s], &moved = perturbed.steps[s];
@@ -134,6 +118,22 @@ inline int expect_same_run_float32(const RunTrace& layout, const RunTrace& ref, 
   EXPECT_GE(s, 1u) << "routing flipped at the first step";
   ::testing::Test::RecordProperty("steps_compared", int(s));
   return int(s);
+}
+
+// The layout's run against the one-rank run in precision T, with the scale
+// of rounding measured by the one-rank run's twins moved by +-1 ulp of T:
+// `reference(perturbation)` trains the one-rank run. Float32 compares up to
+// the first routing flip; float64 rounding is too small to flip a route, so
+// there every step must compare.
+template <typename T, class Reference>
+void expect_trains_like_one_rank(const RunTrace& layout, Reference reference, int largest_group) {
+  const double ulp = double(std::numeric_limits<T>::epsilon());
+  const RunTrace ref = reference(0.0);
+  const RunTrace twins = farther_of(ref, reference(ulp), reference(-ulp));
+  const int compared = expect_same_run_to_rounding(layout, ref, twins, largest_group, ulp);
+  if constexpr (std::is_same_v<T, double>) {
+    EXPECT_EQ(size_t(compared), ref.steps.size()) << "a float64 routing flip";
+  }
 }
 
 }  // namespace mt::test_util

@@ -208,20 +208,18 @@ void check_every_layout(Compare compare) {
   EXPECT_GT(layouts, 0) << "no data-parallel layout of " << world << " ranks";
 }
 
-TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) {
+// Within the derived bound of tests/rounding_bound.h in precision T.
+template <typename T>
+void check_trains_like_one_rank() {
   check_every_layout([](int tp, int pp, const ModelConfig& cfg, int dp) {
-    test_util::expect_same_run(train_layout<double>(tp, pp, cfg), train_reference<double>(cfg, dp), 1e-11);
+    test_util::expect_trains_like_one_rank<T>(
+        train_layout<T>(tp, pp, cfg), [&](double perturbation) { return train_reference<T>(cfg, dp, perturbation); },
+        std::max(tp, dp));
   });
 }
-// fp32: the derived bound of tests/rounding_bound.h, up to the first routing flip.
-TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) {
-  check_every_layout([](int tp, int pp, const ModelConfig& cfg, int dp) {
-    const auto ref = train_reference<float>(cfg, dp);
-    const auto twins = test_util::farther_of(ref, train_reference<float>(cfg, dp, test_util::kPerturbation),
-                                             train_reference<float>(cfg, dp, -test_util::kPerturbation));
-    test_util::expect_same_run_float32(train_layout<float>(tp, pp, cfg), ref, twins, std::max(tp, dp));
-  });
-}
+
+TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>(); }
+TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>(); }
 
 }  // namespace
 }  // namespace mt

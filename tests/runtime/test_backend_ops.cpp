@@ -129,12 +129,14 @@ Vec ref_rmsnorm(const Vec& x, const Vec& g, int n, int d, double eps, Vec* rstd 
   return out;
 }
 
-// docs/design.md section 3: rotate-half, theta_i = theta^(-2i/hd), position = row % seq.
-Vec ref_rope(const Vec& x, int batch, int seq, int heads, int hd, double theta) {
+// docs/design.md section 3: rotate-half, theta_i = theta^(-2i/hd), position
+// = row % seq or positions[row], divided by the interpolation factor.
+Vec ref_rope(const Vec& x, int batch, int seq, int heads, int hd, double theta, double interpolation = 1.0,
+             const std::vector<int32_t>* positions = nullptr) {
   Vec out = x;
   const int half = hd / 2;
   for (int r = 0; r < batch * seq; ++r) {
-    const int p = r % seq;
+    const double p = (positions ? (*positions)[r] : r % seq) / interpolation;
     for (int h = 0; h < heads; ++h) {
       const size_t base = (size_t(r) * heads + h) * hd;
       for (int i = 0; i < half; ++i) {
@@ -575,40 +577,51 @@ TYPED_TEST(BackendOps, RmsnormBackwardMatchesFiniteDifferencesAndAccumulates) {
   expect_close(this->host(dgd, dg.size()), add(to_double(dg), fdg), fd_tol<T>(), "rmsnorm dg");
 }
 
+// Base, interpolation and reset positions (documents restarting at 0 at
+// rows 3 and 7 of the two samples).
 TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
   using T = typename TestFixture::T;
   const int batch = 2, seq = 5, heads = 3, hd = 8;
-  for (double theta : {10000.0, 7.0}) {
-    std::vector<T> x = this->rnd(size_t(batch) * seq * heads * hd);
-    const Vec expected = ref_rope(to_double(x), batch, seq, heads, hd, theta);
-    T* xd = this->dev(x);
-    this->be->rope_forward(xd, batch, seq, heads, hd, theta);
-    const std::vector<T> y = this->host(xd, x.size());
-    // The angle position * theta^(-2i/hd) (a power, a product) and its
-    // cosine and sine, then two products and a sum.
-    expect_close(y, expected, ulps<T>(16, 1), "rope theta=" + std::to_string(theta));
-    // Position restarts at 0 in every sample: rows 0 and seq are left as they are.
-    for (int r : {0, seq})
-      for (int c = 0; c < heads * hd; ++c)
-        EXPECT_EQ(y[size_t(r) * heads * hd + c], x[size_t(r) * heads * hd + c]) << "row " << r;
-  }
+  const std::vector<int32_t> positions = {0, 1, 2, 0, 1, 0, 1, 0, 1, 2};
+  for (double theta : {10000.0, 7.0})
+    for (double interpolation : {1.0, 4.0})
+      for (bool reset : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "theta " << theta << " interpolation " << interpolation
+                                          << (reset ? " reset positions" : ""));
+        std::vector<T> x = this->rnd(size_t(batch) * seq * heads * hd);
+        const Vec expected =
+            ref_rope(to_double(x), batch, seq, heads, hd, theta, interpolation, reset ? &positions : nullptr);
+        T* xd = this->dev(x);
+        const RopeShape shape{batch, seq, heads, hd, theta, interpolation, reset ? this->dev(positions) : nullptr};
+        this->be->rope_forward(xd, shape);
+        const std::vector<T> y = this->host(xd, x.size());
+        // The angle position / f * theta^(-2i/hd) (a power, a quotient, a
+        // product) and its cosine and sine, then two products and a sum.
+        expect_close(y, expected, ulps<T>(16, 1), "rope");
+        // Position 0 is left as it is: rows 0 and seq (and 3, 7 with resets).
+        for (int r = 0; r < batch * seq; ++r) {
+          if ((reset ? positions[r] : r % seq) != 0) continue;
+          for (int c = 0; c < heads * hd; ++c)
+            EXPECT_EQ(y[size_t(r) * heads * hd + c], x[size_t(r) * heads * hd + c]) << "row " << r;
+        }
+      }
 }
 
 TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
   using T = typename TestFixture::T;
   const int batch = 2, seq = 5, heads = 3, hd = 6;
-  const double theta = 10000;
+  const RopeShape shape{batch, seq, heads, hd, 10000.0, 2.0};
   const size_t N = size_t(batch) * seq * heads * hd;
   std::vector<T> x = this->rnd(N), y = this->rnd(N);
   T *rx = this->dev(x), *rty = this->dev(y);
-  this->be->rope_forward(rx, batch, seq, heads, hd, theta);
-  this->be->rope_backward(rty, batch, seq, heads, hd, theta);
+  this->be->rope_forward(rx, shape);
+  this->be->rope_backward(rty, shape);
   // dot(R x, y) == dot(x, R^T y), sums of N terms of 16-ulp values.
   const Vec Rx = to_double(this->host(rx, N)), RTy = to_double(this->host(rty, N));
   const double lhs = dot(Rx, to_double(y)), rhs = dot(to_double(x), RTy);
   EXPECT_NEAR(lhs, rhs, ulps<T>(16, 1) * std::sqrt(double(N)) * (1 + std::abs(lhs)));
   // R is orthogonal, so backward(forward(x)) == x.
-  this->be->rope_backward(rx, batch, seq, heads, hd, theta);
+  this->be->rope_backward(rx, shape);
   expect_close(this->host(rx, N), to_double(x), ulps<T>(32, 2), "R^T R x");
 }
 

@@ -70,7 +70,9 @@ TEST(Bfloat16, SpecialValues) {
   // Every bf16 is a float exactly: the round trip is the identity.
   for (uint32_t b = 0; b < 0x10000; ++b) {
     const bf16 x = bf16::from_bits(uint16_t(b));
-    if (!std::isnan(float(x))) ASSERT_EQ(bf16(float(x)).bits, b);
+    if (!std::isnan(float(x))) {
+      ASSERT_EQ(bf16(float(x)).bits, b);
+    }
   }
 }
 
