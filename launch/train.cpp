@@ -44,7 +44,8 @@ nlohmann::json run_config_json(const TrainOptions& o) {
 
 // A checkpoint of another model shape cannot be resumed: name every field
 // that differs. The context (sequence length, RoPE, document resets) may
-// change: its changes are returned, "seq_length 1024 -> 4096; ...".
+// change: its changes are returned, " seq_length: checkpoint 1024 vs run
+// 4096; ...".
 std::string check_same_model(const ModelConfig& ours, const nlohmann::json& saved, const std::string& path) {
   const nlohmann::json mine = model_config_to_json(ours);
   const nlohmann::json theirs = model_config_to_json(model_config_from_json(saved.at("model")));

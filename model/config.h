@@ -22,7 +22,7 @@ struct ModelConfig {
   double rope_theta = 10000.0;      // --rotary-base
   double rope_interpolation = 1.0;  // --rotary-seq-len-interpolation-factor: positions divided by it
   double norm_eps = 1e-5;
-  // Documents inside a sample (docs/design.md section 8): RoPE positions
+  // Documents inside a sample (docs/design.md section 9): RoPE positions
   // restart after each end-of-document token, and a token attends only to
   // its own document. eod_token is the tokenizer's (not recorded).
   bool reset_position_ids = false;

@@ -60,5 +60,20 @@ TEST(LongContext, ExtendingFrom1024To4096BeatsTheUnextendedModelOn4096TokenSampl
   EXPECT_LT(extended, unextended) << before.output << after.output;
 }
 
+// The recipe's 32k stage (configs/long-context-32k.toml) is what the docs
+// say: 32k tokens, positions interpolated by 4, documents masked, full
+// recompute, planned under 4 GiB (1.7 GiB when written; a 24 GiB machine
+// keeps the rest for the process and the system).
+TEST(LongContext, TheRecipeConfigPlansA32kRunThatFitsAWorkstation) {
+  auto plan = run_moetrain("plan --json --config " + std::string(MT_SOURCE_DIR) + "/configs/long-context-32k.toml");
+  ASSERT_EQ(plan.status, 0) << plan.output;
+  const nlohmann::json j = nlohmann::json::parse(plan.output);
+  EXPECT_EQ(j["model"]["seq_length"], 32768);
+  EXPECT_EQ(j["model"]["rotary_seq_len_interpolation_factor"], 4.0);
+  EXPECT_TRUE(j["model"]["reset_attention_mask"].get<bool>());
+  EXPECT_EQ(j["layout"]["recompute_granularity"], "full");
+  EXPECT_LT(j["memory"]["largest"]["total_bytes"].get<double>(), 4.0 * (1 << 30));
+}
+
 }  // namespace
 }  // namespace mt

@@ -5,9 +5,11 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <mpi.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <type_traits>
@@ -120,16 +122,105 @@ inline int expect_same_run_to_rounding(const RunTrace& layout, const RunTrace& r
   return int(s);
 }
 
+// A trace as bytes and back: what a reference needs (tensor names and
+// offsets, every step), for broadcast_run.
+class TraceBytes {
+ public:
+  std::vector<char> bytes;
+  size_t at = 0;
+  template <typename V>
+  void put(const V& v) {
+    const char* p = reinterpret_cast<const char*>(&v);
+    bytes.insert(bytes.end(), p, p + sizeof(V));
+  }
+  template <typename V>
+  void put(const std::vector<V>& v) {
+    put(v.size());
+    const char* p = reinterpret_cast<const char*>(v.data());
+    bytes.insert(bytes.end(), p, p + v.size() * sizeof(V));
+  }
+  template <typename V>
+  void get(V& v) {
+    std::memcpy(&v, bytes.data() + at, sizeof(V));
+    at += sizeof(V);
+  }
+  template <typename V>
+  void get(std::vector<V>& v) {
+    size_t n = 0;
+    get(n);
+    v.resize(n);
+    std::memcpy(v.data(), bytes.data() + at, n * sizeof(V));
+    at += n * sizeof(V);
+  }
+};
+
+// Rank `root`'s run to every rank of `comm`.
+inline void broadcast_run(RunTrace& run, int root, MPI_Comm comm) {
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  TraceBytes b;
+  if (rank == root) {
+    b.put(run.tensors.size());
+    for (const ParamTensor& t : run.tensors) {
+      b.put(std::vector<char>(t.name.begin(), t.name.end()));
+      b.put(t.offset);
+    }
+    b.put(run.steps.size());
+    for (const StepTrace& st : run.steps) {
+      b.put(st.loss);
+      b.put(st.grad_norm);
+      b.put(st.routing.routed);
+      b.put(st.routing.dropped);
+      b.put(st.routing.hash);
+      b.put(st.weights);
+    }
+  }
+  size_t size = b.bytes.size();
+  MPI_Bcast(&size, sizeof(size), MPI_BYTE, root, comm);
+  b.bytes.resize(size);
+  MPI_Bcast(b.bytes.data(), int(size), MPI_BYTE, root, comm);
+  if (rank == root) return;
+  size_t tensors = 0, steps = 0;
+  b.get(tensors);
+  run.tensors.resize(tensors);
+  for (ParamTensor& t : run.tensors) {
+    std::vector<char> name;
+    b.get(name);
+    t.name.assign(name.begin(), name.end());
+    b.get(t.offset);
+  }
+  b.get(steps);
+  run.steps.resize(steps);
+  for (StepTrace& st : run.steps) {
+    b.get(st.loss);
+    b.get(st.grad_norm);
+    b.get(st.routing.routed);
+    b.get(st.routing.dropped);
+    b.get(st.routing.hash);
+    b.get(st.weights);
+  }
+}
+
 // The layout's run against the one-rank run in precision T, with the scale
 // of rounding measured by the one-rank run's twins moved by +-1 ulp of T:
-// `reference(perturbation)` trains the one-rank run. Float32 compares up to
-// the first routing flip; float64 rounding is too small to flip a route, so
-// there every step must compare.
+// `reference(perturbation)` trains the one-rank run. Ranks 0, 1 and 2 of
+// the world train the three one-rank runs and broadcast them, where every
+// rank would train the same (at 15 ranks on 2 cores that was most of the
+// time). Float32 compares up to the first routing flip; float64 rounding
+// is too small to flip a route, so there every step must compare.
 template <typename T, class Reference>
 void expect_trains_like_one_rank(const RunTrace& layout, Reference reference, int largest_group) {
   const double ulp = double(std::numeric_limits<T>::epsilon());
-  const RunTrace ref = reference(0.0);
-  const RunTrace twins = farther_of(ref, reference(ulp), reference(-ulp));
+  int world = 1, rank = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const double perturbations[3] = {0.0, ulp, -ulp};
+  RunTrace runs[3];
+  for (int i = 0; i < 3; ++i)
+    if (i % world == rank) runs[i] = reference(perturbations[i]);
+  for (int i = 0; i < 3; ++i) broadcast_run(runs[i], i % world, MPI_COMM_WORLD);
+  const RunTrace& ref = runs[0];
+  const RunTrace twins = farther_of(ref, runs[1], runs[2]);
   const int compared = expect_same_run_to_rounding(layout, ref, twins, largest_group, ulp);
   if constexpr (std::is_same_v<T, double>) {
     EXPECT_EQ(size_t(compared), ref.steps.size()) << "a float64 routing flip";

@@ -325,6 +325,25 @@ class BackendOps : public ::testing::Test {
     const size_t rows = size_t(batch) * seq;
     return {rnd(rows * heads * hd, -2, 2), rnd(rows * kv_heads * hd, -2, 2), rnd(rows * kv_heads * hd)};
   }
+  // The backward tests' start: random inputs of whole heads (with the
+  // documents of document_starts when asked), the forward pass run.
+  struct AttentionRun {
+    Qkv inputs;
+    std::vector<int32_t> starts;
+    AttentionShape shape;
+    T *q, *k, *v, *out;
+    Acc* lse;
+  };
+  AttentionRun attention_run(int batch, int seq, int heads, int kv_heads, int hd, bool documents) {
+    Qkv in = attention_inputs(batch, seq, heads, kv_heads, hd);
+    T *q = dev(in.q), *k = dev(in.k), *v = dev(in.v), *out = dev(std::vector<T>(in.q.size()));
+    Acc* lse = dev(std::vector<Acc>(size_t(batch) * heads * seq));
+    AttentionRun a{std::move(in), document_starts(batch, seq), whole_heads(batch, seq, heads, kv_heads, hd),
+                   q, k, v, out, lse};
+    if (documents) a.shape.doc_start = dev(a.starts);
+    be->attention_forward(a.out, a.lse, a.q, a.k, a.v, a.shape);
+    return a;
+  }
   template <typename E>
   std::vector<E> host(const E* device, size_t n) {
     std::vector<E> h(n);
@@ -656,23 +675,17 @@ TYPED_TEST(BackendOps, AttentionForwardMatchesNaive) {
 
 TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 5, H = 4, hd = 6;
   for (bool documents : {false, true})
     for (int G : {1, 2, 4}) {
       SCOPED_TRACE(::testing::Message() << "G=" << G << (documents ? " documents" : ""));
-      const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
-      const std::vector<int32_t> starts = document_starts(B, S);
-      AttentionShape shape = whole_heads(B, S, H, G, hd);
-      if (documents) shape.doc_start = this->dev(starts);
+      const auto a = this->attention_run(B, S, H, G, hd, documents);
+      const auto& [q, k, v] = a.inputs;
+      const std::vector<int32_t>& starts = a.starts;
       const std::vector<T> dout = this->rnd(q.size());
-      T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
-      T* out = this->dev(std::vector<T>(q.size()));
-      Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S));
-      this->be->attention_forward(out, lse, qd, kd, vd, shape);
       std::vector<T> dq = this->rnd(q.size()), dk = this->rnd(k.size()), dv = this->rnd(v.size());
       T *dqd = this->dev(dq), *dkd = this->dev(dk), *dvd = this->dev(dv);
-      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), out, lse, qd, kd, vd, shape);
+      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), a.out, a.lse, a.q, a.k, a.v, a.shape);
       const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v), w = to_double(dout);
       auto f = [&](const Vec& qq, const Vec& kk, const Vec& vv) {
         return dot(ref_attention(qq, kk, vv, B, S, H, G, hd, documents ? &starts : nullptr), w);
@@ -691,23 +704,17 @@ TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) 
 // terms (RefAttentionGrads).
 TYPED_TEST(BackendOps, AttentionBackwardOfManyTilesMatchesTheReference) {
   using T = typename TestFixture::T;
-  using Acc = typename TestFixture::Acc;
   const int B = 2, S = 200, H = 4, hd = 6;
   for (bool documents : {false, true})
     for (int G : {1, 4}) {
       SCOPED_TRACE(::testing::Message() << "G=" << G << (documents ? " documents" : ""));
-      const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
-      const std::vector<int32_t> starts = document_starts(B, S);
-      AttentionShape shape = whole_heads(B, S, H, G, hd);
-      if (documents) shape.doc_start = this->dev(starts);
+      const auto a = this->attention_run(B, S, H, G, hd, documents);
+      const auto& [q, k, v] = a.inputs;
+      const std::vector<int32_t>& starts = a.starts;
       const std::vector<T> dout = this->rnd(q.size());
-      T *qd = this->dev(q), *kd = this->dev(k), *vd = this->dev(v);
-      T* out = this->dev(std::vector<T>(q.size()));
-      Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S));
-      this->be->attention_forward(out, lse, qd, kd, vd, shape);
       T *dqd = this->dev(std::vector<T>(q.size())), *dkd = this->dev(std::vector<T>(k.size())),
         *dvd = this->dev(std::vector<T>(v.size()));
-      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), out, lse, qd, kd, vd, shape);
+      this->be->attention_backward(dqd, dkd, dvd, this->dev(dout), a.out, a.lse, a.q, a.k, a.v, a.shape);
       const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v);
       const RefAttention f = ref_attention_of(q64, k64, v64, B, S, H, G, hd, documents ? &starts : nullptr);
       const RefAttentionGrads r = ref_attention_backward(f, q64, k64, v64, to_double(dout), B, S, H, G, hd);
