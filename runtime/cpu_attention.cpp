@@ -3,9 +3,13 @@
 // The forward pass keeps the output and each row's log-sum-exp; the
 // backward pass recomputes the probabilities of each tile from them. Tiles
 // above the diagonal (and before a row block's document, under
-// --reset-attention-mask) are skipped. Scores, softmax statistics and the
-// output's running sums are Acc (float32 under bf16); the probabilities and
-// score gradients that feed products are rounded to T.
+// --reset-attention-mask) are skipped. Scores, probabilities, their
+// gradients, softmax statistics and the output's running sums are Acc
+// (float32 under bf16). Under bf16 each block and tile of q, k, v and dO is
+// widened to float32 and the tile products run in float32: a product of two
+// bf16 values is exact in float32, so this is a bf16 product with float32
+// accumulation, and at these tile sizes oneDNN's bf16 matmul costs more to
+// start than to run.
 //
 // Work is split over (sample, head, query block), cyclically so that the
 // short blocks near the start and the long ones near the end share out
@@ -18,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "runtime/cpu_backend.h"
@@ -49,6 +54,24 @@ int first_key(const AttentionShape& a, int b, int i) {
 
 int query_blocks(int S) { return (S + kQueryBlock - 1) / kQueryBlock; }
 
+// `rows` rows of `cols` elements of x (row stride `stride`) as Acc: x itself
+// when T is Acc, else a widened copy in `wide`.
+template <typename Acc>
+struct AccRows {
+  const Acc* data;
+  int stride;
+};
+template <typename T, typename Acc>
+AccRows<Acc> acc_rows(const T* x, int stride, int rows, int cols, std::vector<Acc>& wide) {
+  if constexpr (std::is_same_v<T, Acc>) {
+    return {x, stride};
+  } else {
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c) wide[size_t(r) * cols + c] = Acc(x[size_t(r) * stride + c]);
+    return {wide.data(), cols};
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -59,9 +82,11 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
 #pragma omp parallel
   {
-    std::vector<Acc> scores(size_t(kQueryBlock) * kKeyTile);  // [rows, cols], stride kKeyTile
-    std::vector<T> probs_stored(kMixed ? scores.size() : 0);  // the same, rounded, when T is not Acc
-    std::vector<Acc> o_sum(size_t(kQueryBlock) * hd);         // [rows, hd] running sum of p v
+    // [rows, cols], stride kKeyTile; the probabilities overwrite their scores
+    std::vector<Acc> scores(size_t(kQueryBlock) * kKeyTile);
+    std::vector<Acc> o_sum(size_t(kQueryBlock) * hd);  // [rows, hd] running sum of p v
+    std::vector<Acc> q_wide(kMixed ? size_t(kQueryBlock) * hd : 0);  // widened blocks, under bf16
+    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());
     std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock);
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {
@@ -71,25 +96,21 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
           const T* qi = q + (size_t(b) * S + i0) * qs + h * hd;  // [rows, hd], stride qs
           const T* kb = k + size_t(b) * S * ks + g * hd;         // [S, hd], stride ks
           const T* vb = v + size_t(b) * S * ks + g * hd;
-          T* p;
-          if constexpr (kMixed) {
-            p = probs_stored.data();
-          } else {
-            p = scores.data();  // probabilities overwrite their scores
-          }
+          const AccRows<Acc> qa = acc_rows(qi, qs, rows, hd, q_wide);
           std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
           std::fill(row_sum.begin(), row_sum.end(), Acc(0));
           std::fill(o_sum.begin(), o_sum.end(), Acc(0));
           for (int j0 = first_key(a, b, i0); j0 < i0 + rows; j0 += kKeyTile) {
             const int cols = std::min(kKeyTile, i0 + rows - j0);
-            gemm_acc(Trans::N, Trans::T, rows, cols, hd, scale, qi, qs, kb + size_t(j0) * ks, ks, Acc(0),
+            const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
+            const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, qa.data, qa.stride, ka.data, ka.stride, Acc(0),
                      scores.data(), kKeyTile);
             for (int r = 0; r < rows; ++r) {
-              Acc* s = scores.data() + size_t(r) * kKeyTile;
-              T* prow = p + size_t(r) * kKeyTile;
+              Acc* s = scores.data() + size_t(r) * kKeyTile;  // becomes the row's probabilities
               const Visible vis(first_key(a, b, i0 + r), i0 + r, j0, cols);
               if (vis.empty()) {
-                std::fill(prow, prow + cols, T(0));
+                std::fill(s, s + cols, Acc(0));
                 continue;
               }
               Acc mx = row_max[r];
@@ -103,17 +124,17 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
               for (int c = vis.lo; c < vis.hi; ++c) {
                 const Acc e = exp_of(s[c] - mx);
                 sum += e;
-                prow[c] = T(e);
+                s[c] = e;
               }
-              std::fill(prow, prow + vis.lo, T(0));
-              std::fill(prow + vis.hi, prow + cols, T(0));
+              std::fill(s, s + vis.lo, Acc(0));
+              std::fill(s + vis.hi, s + cols, Acc(0));
               row_max[r] = mx;
               row_sum[r] = row_sum[r] * rescale + sum;
               if (rescale != Acc(1))
                 for (int c = 0; c < hd; ++c) o_sum[size_t(r) * hd + c] *= rescale;
             }
-            gemm_acc(Trans::N, Trans::N, rows, hd, cols, Acc(1), p, kKeyTile, vb + size_t(j0) * ks, ks, Acc(1),
-                     o_sum.data(), hd);
+            acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), scores.data(), kKeyTile, va.data, va.stride,
+                     Acc(1), o_sum.data(), hd);
           }
           for (int r = 0; r < rows; ++r) {
             const Acc inv = Acc(1) / row_sum[r];
@@ -141,12 +162,12 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc>& dv_sum = dv_of_thread[omp_get_thread_num()];
     dk_sum.assign(kv_size, Acc(0));
     dv_sum.assign(kv_size, Acc(0));
-    std::vector<Acc> probs(size_t(kQueryBlock) * kKeyTile);     // [rows, cols], stride kKeyTile
-    std::vector<Acc> dprobs(probs.size());                      // their gradient
-    std::vector<T> probs_stored(kMixed ? probs.size() : 0);     // rounded, when T is not Acc
-    std::vector<T> dscores_stored(kMixed ? probs.size() : 0);
-    std::vector<Acc> dq_sum(size_t(kQueryBlock) * hd);          // [rows, hd]
-    std::vector<Acc> row_dot(kQueryBlock);                      // D = rowsum(dO * O)
+    std::vector<Acc> probs(size_t(kQueryBlock) * kKeyTile);  // [rows, cols], stride kKeyTile
+    std::vector<Acc> dprobs(probs.size());                   // their gradient, then dS over it
+    std::vector<Acc> dq_sum(size_t(kQueryBlock) * hd);       // [rows, hd]
+    std::vector<Acc> row_dot(kQueryBlock);                   // D = rowsum(dO * O)
+    std::vector<Acc> q_wide(kMixed ? size_t(kQueryBlock) * hd : 0), dout_wide(q_wide.size());  // under bf16
+    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {
       for (int h = 0; h < H; ++h) {
@@ -159,14 +180,7 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
           Acc* dkb = dk_sum.data() + size_t(b) * S * ks + g * hd;
           Acc* dvb = dv_sum.data() + size_t(b) * S * ks + g * hd;
           const Acc* lse_i = lse + (size_t(b) * H + h) * S + i0;
-          T *p, *ds;
-          if constexpr (kMixed) {
-            p = probs_stored.data();
-            ds = dscores_stored.data();
-          } else {
-            p = probs.data();
-            ds = dprobs.data();  // dS overwrites dP
-          }
+          const AccRows<Acc> qa = acc_rows(qi, qs, rows, hd, q_wide), doa = acc_rows(doi, qs, rows, hd, dout_wide);
           for (int r = 0; r < rows; ++r) {
             double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
@@ -176,35 +190,35 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
           std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
           for (int j0 = first_key(a, b, i0); j0 < i0 + rows; j0 += kKeyTile) {
             const int cols = std::min(kKeyTile, i0 + rows - j0);
-            const T* kj = kb + size_t(j0) * ks;
-            const T* vj = vb + size_t(j0) * ks;
+            const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
+            const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
             // P = exp(scale Q K^T - lse), 0 where not visible
-            gemm_acc(Trans::N, Trans::T, rows, cols, hd, scale, qi, qs, kj, ks, Acc(0), probs.data(), kKeyTile);
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, qa.data, qa.stride, ka.data, ka.stride, Acc(0),
+                     probs.data(), kKeyTile);
             for (int r = 0; r < rows; ++r) {
               Acc* prow = probs.data() + size_t(r) * kKeyTile;
               const Visible vis(first_key(a, b, i0 + r), i0 + r, j0, cols);
               std::fill(prow, prow + vis.lo, Acc(0));
               for (int c = vis.lo; c < vis.hi; ++c) prow[c] = exp_of(prow[c] - lse_i[r]);
               std::fill(prow + vis.hi, prow + cols, Acc(0));
-              if constexpr (kMixed)
-                for (int c = 0; c < cols; ++c) p[size_t(r) * kKeyTile + c] = T(prow[c]);
             }
             // dV += P^T dO;  dP = dO V^T
-            gemm_acc(Trans::T, Trans::N, cols, hd, rows, Acc(1), p, kKeyTile, doi, qs, Acc(1),
+            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), probs.data(), kKeyTile, doa.data, doa.stride, Acc(1),
                      dvb + size_t(j0) * ks, ks);
-            gemm_acc(Trans::N, Trans::T, rows, cols, hd, Acc(1), doi, qs, vj, ks, Acc(0), dprobs.data(), kKeyTile);
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, Acc(1), doa.data, doa.stride, va.data, va.stride, Acc(0),
+                     dprobs.data(), kKeyTile);
             // softmax backward, scaled: dS = scale P (dP - D); 0 where P is
             for (int r = 0; r < rows; ++r) {
               const Acc* prow = probs.data() + size_t(r) * kKeyTile;
-              const Acc* dprow = dprobs.data() + size_t(r) * kKeyTile;
-              T* dsrow = ds + size_t(r) * kKeyTile;
+              Acc* dsrow = dprobs.data() + size_t(r) * kKeyTile;  // dS overwrites dP
 #pragma omp simd
-              for (int c = 0; c < cols; ++c) dsrow[c] = T(scale * prow[c] * (dprow[c] - row_dot[r]));
+              for (int c = 0; c < cols; ++c) dsrow[c] = scale * prow[c] * (dsrow[c] - row_dot[r]);
             }
             // scores = scale Q K^T:  dQ += dS K;  dK += dS^T Q
-            gemm_acc(Trans::N, Trans::N, rows, hd, cols, Acc(1), ds, kKeyTile, kj, ks, Acc(1), dq_sum.data(), hd);
-            gemm_acc(Trans::T, Trans::N, cols, hd, rows, Acc(1), ds, kKeyTile, qi, qs, Acc(1), dkb + size_t(j0) * ks,
-                     ks);
+            acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), dprobs.data(), kKeyTile, ka.data, ka.stride, Acc(1),
+                     dq_sum.data(), hd);
+            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), dprobs.data(), kKeyTile, qa.data, qa.stride, Acc(1),
+                     dkb + size_t(j0) * ks, ks);
           }
           for (int r = 0; r < rows; ++r) {
             T* dqrow = dq + row0 + size_t(r) * qs;

@@ -165,6 +165,16 @@ void CpuBackend<T>::gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha,
 }
 
 template <typename T>
+void CpuBackend<T>::acc_gemm(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const Acc* A, int lda,
+                             const Acc* B, int ldb, Acc beta, Acc* C, int ldc) {
+  if constexpr (kMixed) {
+    acc_->gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  } else {
+    gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+  }
+}
+
+template <typename T>
 void CpuBackend<T>::axpy(size_t n, T alpha, const T* x, T* y) {
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) y[i] += alpha * x[i];

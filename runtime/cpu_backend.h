@@ -80,6 +80,9 @@ class CpuBackend final : public Backend<T> {
 
  private:
   void rope_rotate(T* x, const RopeShape& r, double direction);
+  // A product of Acc matrices: gemm, or the float32 backend's under bf16.
+  void acc_gemm(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const Acc* A, int lda, const Acc* B, int ldb,
+                Acc beta, Acc* C, int ldc);
 
   static constexpr bool kMixed = !std::is_same_v<T, Acc>;
   // RoPE's angles of the last shape (rope_rotate).
