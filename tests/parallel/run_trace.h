@@ -204,8 +204,8 @@ inline void broadcast_run(RunTrace& run, int root, MPI_Comm comm) {
 // The layout's run against the one-rank run in precision T, with the scale
 // of rounding measured by the one-rank run's twins moved by +-1 ulp of T:
 // `reference(perturbation)` trains the one-rank run. Ranks 0, 1 and 2 of
-// the world train the three one-rank runs and broadcast them, where every
-// rank would train the same (at 15 ranks on 2 cores that was most of the
+// the world train one of the three runs each and broadcast it, rather than
+// every rank training all three (at 15 ranks on 2 cores, most of a test's
 // time). Float32 compares up to the first routing flip; float64 rounding
 // is too small to flip a route, so there every step must compare.
 template <typename T, class Reference>
