@@ -51,10 +51,7 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
-  if (c.has_documents()) {
-    positions = DeviceBuffer<T, int32_t>(be, n);
-    doc_start = DeviceBuffer<T, int32_t>(be, n);
-  }
+  if (c.has_documents()) doc_start = DeviceBuffer<T, int32_t>(be, n);
   for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin));
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
@@ -214,7 +211,7 @@ AttentionShape Transformer<T>::attention_shape(const Activations<T>& slot) const
 template <typename T>
 RopeShape Transformer<T>::rope_shape(const Activations<T>& slot, int heads) const {
   return {slot.batch, cfg_.seq_length, heads, cfg_.head_dim(), cfg_.rope_theta, cfg_.rope_interpolation,
-          cfg_.reset_position_ids ? slot.positions.data() : nullptr};
+          cfg_.reset_position_ids ? slot.doc_start.data() : nullptr};
 }
 
 template <typename T>
@@ -324,14 +321,12 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   be_.int_from_host(a.inputs.data(), inputs.data(), n);
   if (c.has_documents()) {
     // A document ends with its end-of-document token; the next begins after it.
-    std::vector<int32_t> positions(n), doc_start(n);
+    std::vector<int32_t> doc_start(n);
     for (int b = 0; b < B; ++b)
       for (int t = 0, first = 0; t < S; ++t) {
         if (t > 0 && inputs[size_t(b) * S + t - 1] == c.eod_token) first = t;
-        positions[size_t(b) * S + t] = t - first;
         doc_start[size_t(b) * S + t] = first;
       }
-    be_.int_from_host(a.positions.data(), positions.data(), n);
     be_.int_from_host(a.doc_start.data(), doc_start.data(), n);
   }
   a.host_inputs = inputs;

@@ -70,9 +70,9 @@ struct Activations {
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
-  // With document resets (ModelConfig::has_documents): each token's RoPE
-  // position, and the position in its sample where its document begins.
-  DeviceBuffer<T, int32_t> positions, doc_start;  // [T]
+  // With document resets (ModelConfig::has_documents): the position in its
+  // sample where each token's document begins (for RoPE and attention).
+  DeviceBuffer<T, int32_t> doc_start;  // [T]
   std::vector<LayerActs<T>> layers;          // the stage's layers
   DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
   // The last stage only:

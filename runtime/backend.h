@@ -48,13 +48,13 @@ struct AttentionShape {
 
 // Rotate-half RoPE over x [batch*seq, heads, head_dim]: row r's pair i is
 // turned by position(r) / interpolation * theta^(-2i/head_dim), with
-// position(r) = positions[r] (--reset-position-ids: restarting at each
-// document; each below seq), or r % seq without them.
+// position(r) = r % seq, less doc_start[r] when given (--reset-position-ids:
+// positions restart at each document; AttentionShape::doc_start's array).
 struct RopeShape {
   int batch = 1, seq = 1, heads = 1, head_dim = 2;
   double theta = 10000.0;
-  double interpolation = 1.0;           // --rotary-seq-len-interpolation-factor
-  const int32_t* positions = nullptr;  // [batch * seq], on the device
+  double interpolation = 1.0;          // --rotary-seq-len-interpolation-factor
+  const int32_t* doc_start = nullptr;  // [batch * seq], on the device
 };
 
 template <typename T>

@@ -117,7 +117,7 @@ void CpuBackend<T>::rope_rotate(T* x, const RopeShape& rs, double direction) {
   const Acc sign = Acc(direction);
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rs.batch * seq; ++r) {
-    const int pos = rs.positions ? rs.positions[r] : r % seq;
+    const int pos = r % seq - (rs.doc_start ? rs.doc_start[r] : 0);
     const Acc* cs = rope_.cos.data() + size_t(pos) * half;
     const Acc* sn = rope_.sin.data() + size_t(pos) * half;
     for (int h = 0; h < heads; ++h) {

@@ -130,13 +130,14 @@ Vec ref_rmsnorm(const Vec& x, const Vec& g, int n, int d, double eps, Vec* rstd 
 }
 
 // docs/design.md section 3: rotate-half, theta_i = theta^(-2i/hd), position
-// = row % seq or positions[row], divided by the interpolation factor.
+// = row % seq, less doc_start[row] when given, divided by the interpolation
+// factor.
 Vec ref_rope(const Vec& x, int batch, int seq, int heads, int hd, double theta, double interpolation = 1.0,
-             const std::vector<int32_t>* positions = nullptr) {
+             const std::vector<int32_t>* doc_start = nullptr) {
   Vec out = x;
   const int half = hd / 2;
   for (int r = 0; r < batch * seq; ++r) {
-    const double p = (positions ? (*positions)[r] : r % seq) / interpolation;
+    const double p = (r % seq - (doc_start ? (*doc_start)[r] : 0)) / interpolation;
     for (int h = 0; h < heads; ++h) {
       const size_t base = (size_t(r) * heads + h) * hd;
       for (int i = 0; i < half; ++i) {
@@ -601,7 +602,7 @@ TYPED_TEST(BackendOps, RmsnormBackwardMatchesFiniteDifferencesAndAccumulates) {
 TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
   using T = typename TestFixture::T;
   const int batch = 2, seq = 5, heads = 3, hd = 8;
-  const std::vector<int32_t> positions = {0, 1, 2, 0, 1, 0, 1, 0, 1, 2};
+  const std::vector<int32_t> starts = {0, 0, 0, 3, 3, 0, 0, 2, 2, 2};  // positions 0 1 2 0 1, 0 1 0 1 2
   for (double theta : {10000.0, 7.0})
     for (double interpolation : {1.0, 4.0})
       for (bool reset : {false, true}) {
@@ -609,9 +610,9 @@ TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
                                           << (reset ? " reset positions" : ""));
         std::vector<T> x = this->rnd(size_t(batch) * seq * heads * hd);
         const Vec expected =
-            ref_rope(to_double(x), batch, seq, heads, hd, theta, interpolation, reset ? &positions : nullptr);
+            ref_rope(to_double(x), batch, seq, heads, hd, theta, interpolation, reset ? &starts : nullptr);
         T* xd = this->dev(x);
-        const RopeShape shape{batch, seq, heads, hd, theta, interpolation, reset ? this->dev(positions) : nullptr};
+        const RopeShape shape{batch, seq, heads, hd, theta, interpolation, reset ? this->dev(starts) : nullptr};
         this->be->rope_forward(xd, shape);
         const std::vector<T> y = this->host(xd, x.size());
         // The angle position / f * theta^(-2i/hd) (a power, a quotient, a
@@ -619,7 +620,7 @@ TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
         expect_close(y, expected, ulps<T>(16, 1), "rope");
         // Position 0 is left as it is: rows 0 and seq (and 3, 7 with resets).
         for (int r = 0; r < batch * seq; ++r) {
-          if ((reset ? positions[r] : r % seq) != 0) continue;
+          if (r % seq - (reset ? starts[r] : 0) != 0) continue;
           for (int c = 0; c < heads * hd; ++c)
             EXPECT_EQ(y[size_t(r) * heads * hd + c], x[size_t(r) * heads * hd + c]) << "row " << r;
         }
