@@ -154,6 +154,17 @@ class TraceBytes {
   }
 };
 
+// What a step trace holds, field by field, for TraceBytes to put or get.
+template <class Step, class F>
+void for_each_field(Step& st, F&& f) {
+  f(st.loss);
+  f(st.grad_norm);
+  f(st.routing.routed);
+  f(st.routing.dropped);
+  f(st.routing.hash);
+  f(st.weights);
+}
+
 // Rank `root`'s run to every rank of `comm`.
 inline void broadcast_run(RunTrace& run, int root, MPI_Comm comm) {
   int rank = 0;
@@ -166,14 +177,7 @@ inline void broadcast_run(RunTrace& run, int root, MPI_Comm comm) {
       b.put(t.offset);
     }
     b.put(run.steps.size());
-    for (const StepTrace& st : run.steps) {
-      b.put(st.loss);
-      b.put(st.grad_norm);
-      b.put(st.routing.routed);
-      b.put(st.routing.dropped);
-      b.put(st.routing.hash);
-      b.put(st.weights);
-    }
+    for (const StepTrace& st : run.steps) for_each_field(st, [&](const auto& v) { b.put(v); });
   }
   size_t size = b.bytes.size();
   MPI_Bcast(&size, sizeof(size), MPI_BYTE, root, comm);
@@ -191,14 +195,7 @@ inline void broadcast_run(RunTrace& run, int root, MPI_Comm comm) {
   }
   b.get(steps);
   run.steps.resize(steps);
-  for (StepTrace& st : run.steps) {
-    b.get(st.loss);
-    b.get(st.grad_norm);
-    b.get(st.routing.routed);
-    b.get(st.routing.dropped);
-    b.get(st.routing.hash);
-    b.get(st.weights);
-  }
+  for (StepTrace& st : run.steps) for_each_field(st, [&](auto& v) { b.get(v); });
 }
 
 // The layout's run against the one-rank run in precision T, with the scale
