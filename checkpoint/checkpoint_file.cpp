@@ -20,21 +20,26 @@ std::vector<uint64_t> dims(const std::vector<int64_t>& v) { return {v.begin(), v
 // One flat float buffer (weights or a moment) as its named tensors. Writes
 // are collective, so every rank takes part in every tensor of the model:
 // where it holds the tensor, with its share of the block's leading rows
-// (the data-parallel replicas hold the same block and split it; a tensor
-// every TP rank holds whole is written by TP rank 0's replicas); with
-// nothing where another stage does.
+// (the replicas holding the same block split it: the data-parallel ones,
+// or for an expert the expert-DP ones; a tensor every TP rank holds whole
+// is written by TP rank 0's replicas); with nothing where another stage
+// does.
 template <typename T>
 void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
-                   const Parameters<T>& p, const float* flat, const Coords& at, const Topology& topo) {
-  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size())) {
+                   const Parameters<T>& p, const float* flat, const Topology& topo) {
+  const Coords at = topo.coords();
+  const ExpertCoords ex = topo.expert();
+  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size(), {}, ex.ep, topo.ep_size())) {
     const ParamTensor* t = p.find_or_null(logical.name);
     std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
     const float* data = flat;
     if (!t || (t->replicated() && at.tp != 0)) {
       std::fill(count.begin(), count.end(), 0);
     } else {
+      const uint64_t replicas = uint64_t(t->is_expert ? topo.edp_size() : topo.dp_size());
+      const uint64_t replica = uint64_t(t->is_expert ? ex.edp : at.dp);
       const uint64_t rows = count[0], row_elems = t->numel / rows;
-      const uint64_t first = rows * at.dp / topo.dp_size(), end = rows * (at.dp + 1) / topo.dp_size();
+      const uint64_t first = rows * replica / replicas, end = rows * (replica + 1) / replicas;
       offset[0] += first;
       count[0] = end - first;
       data = flat + t->offset + first * row_elems;
@@ -69,19 +74,19 @@ void write_checkpoint_file(const std::string& file, Topology& topo, const ModelC
                            const CheckpointAttributes& a, MasterWeights<T>* master) {
   H5File f = H5File::create(file, topo.world_mpi());
   if constexpr (std::is_same_v<T, float>) {
-    write_tensors(f, "model", model, params, params.values.data(), topo.coords(), topo);
+    write_tensors(f, "model", model, params, params.values.data(), topo);
   } else {
     MT_CHECK(master != nullptr, "a {}-byte model saves its float32 master weights: none given", sizeof(T));
     std::vector<float> weights(params.padded_size());
     master->gather(weights.data());
-    write_tensors(f, "model", model, params, weights.data(), topo.coords(), topo);
+    write_tensors(f, "model", model, params, weights.data(), topo);
   }
   // Each moment, gathered from the replicas' shards into the flat layout.
   std::vector<float> moment(params.padded_size());
   for (auto [name, shard] : moments(optim)) {
     grad_sync.shard_to_flat(shard->data(), moment.data());
     grad_sync.all_gather(moment.data());
-    write_tensors(f, name, model, params, moment.data(), topo.coords(), topo);
+    write_tensors(f, name, model, params, moment.data(), topo);
   }
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("iteration", a.state.iteration);
@@ -93,6 +98,7 @@ void write_checkpoint_file(const std::string& file, Topology& topo, const ModelC
   f.set_attr("layout", nlohmann::json{{"tp", topo.tp_size()},
                                       {"pp", topo.pp_size()},
                                       {"dp", topo.dp_size()},
+                                      {"ep", topo.ep_size()},
                                       {"world", topo.world_size()}}
                            .dump());
   for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());

@@ -22,26 +22,35 @@ namespace mt {
 
 namespace {
 
-// This rank's summed cross-entropy and tokens over samples [begin, end) in
-// precision T: counted once, on the last stage's first TP rank.
+// This rank's summed cross-entropy and tokens over samples [begin, end) (of
+// a replica's share of at most `share`) in precision T: counted once, on the
+// last stage's first TP rank.
 template <typename T>
 std::pair<double, double> evaluate(const std::string& path, const ModelConfig& mc,
                                    Topology& topo, const StageSpan& span, data::SampleStream& stream, int64_t begin,
-                                   int64_t end, int micro) {
+                                   int64_t end, int64_t share, int micro) {
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   auto be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, topo.world());
-  Transformer<T> model(*be, mc, micro, tp, span);
+  Transformer<T> model(*be, mc, micro, tp, span, topo.dp_size(), {},
+                       ExpertParallel{&topo.ep(), topo.expert().ep, topo.ep_size()});
   load_checkpoint(path, MPI_COMM_WORLD, model.params());
   PipelineRunner<T> pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
                              PipelineSchedule::OneFOneB);
   double ce_sum = 0, tokens = 0;
   std::vector<int32_t> batch(size_t(micro) * (mc.seq_length + 1));
-  for (int64_t first = begin; first < end; first += micro) {
-    const int n = int(std::min<int64_t>(micro, end - first));
-    for (int i = 0; i < n; ++i) stream.read_sample(uint64_t(first + i), batch.data() + i * (mc.seq_length + 1));
+  // Under expert parallelism every rank of an EP group takes part in each
+  // micro-batch's all-to-all: a replica with fewer samples left runs its
+  // first sample again (uncounted) until the longest share is done.
+  const int64_t rounds = topo.ep_size() > 1 ? (share + micro - 1) / micro : (end - begin + micro - 1) / micro;
+  for (int64_t round = 0; round < rounds; ++round) {
+    const int64_t first = begin + round * micro;
+    const bool counted = first < end;
+    const int n = counted ? int(std::min<int64_t>(micro, end - first)) : 1;
+    for (int i = 0; i < n; ++i)
+      stream.read_sample(uint64_t(counted ? first + i : 0), batch.data() + i * (mc.seq_length + 1));
     const MicroBatchLoss l = pipeline.forward(batch.data(), n);
-    if (span.last && tp.rank == 0) {
+    if (counted && span.last && tp.rank == 0) {
       ce_sum += l.ce_sum;
       tokens += double(l.tokens);
     }
@@ -86,8 +95,8 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const int micro = int(std::max<int64_t>(1, std::min<int64_t>(o.micro_batch_size, share)));
   const auto [ce_sum, tokens] =
-      o.bf16 ? evaluate<bf16>(path, mc, topo, span, stream, begin, end, micro)
-             : evaluate<float>(path, mc, topo, span, stream, begin, end, micro);
+      o.bf16 ? evaluate<bf16>(path, mc, topo, span, stream, begin, end, share, micro)
+             : evaluate<float>(path, mc, topo, span, stream, begin, end, share, micro);
   double sums[2] = {ce_sum, tokens};
   topo.world().all_reduce_sum(sums, 2);
   EvalResult r;

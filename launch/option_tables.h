@@ -43,6 +43,8 @@ void visit_model_flags(Options& o, Visit&& visit) {
   visit(Flag{"--num-experts", "Experts E per layer (1 = dense MLP)"}, m.num_experts);
   visit(Flag{"--moe-router-topk", "Experts K each token is routed to"}, m.router_topk);
   visit(Flag{"--moe-aux-loss-coeff", "Load-balancing loss coefficient alpha"}, m.aux_loss_coeff);
+  visit(Flag{"--moe-z-loss-coeff", "Router z-loss coefficient: c * mean over tokens of logsumexp(router logits)^2"},
+        m.z_loss_coeff);
   visit(Flag{"--moe-expert-capacity-factor",
              "Expert capacity factor c: an expert takes at most ceil(c*K*T/E) of a micro-batch's T tokens "
              "(0 = no limit)"},
@@ -62,11 +64,16 @@ void visit_model_flags(Options& o, Visit&& visit) {
         o.make_vocab_size_divisible_by);
 }
 
-// The layout: TP x PP, the rest of the ranks data-parallel replicas.
+// The layout: TP x PP, the rest of the ranks data-parallel replicas, split
+// EP x expert-DP for the experts.
 template <typename Options, typename Visit>
 void visit_layout_flags(Options& o, Visit&& visit) {
   visit(Flag{"--tensor-model-parallel-size,--tp", "Tensor-parallel ranks"}, o.topology.tensor_parallel);
   visit(Flag{"--pipeline-model-parallel-size,--pp", "Pipeline-parallel stages"}, o.topology.pipeline_parallel);
+  visit(Flag{"--expert-model-parallel-size,--ep",
+             "Expert-parallel ranks: each holds E/EP experts of every MoE layer and tokens reach them by "
+             "all-to-all; divides the data-parallel size and the expert count"},
+        o.topology.expert_parallel);
   visit(Flag{"--decoder-first-pipeline-num-layers",
              "Layers of the first pipeline stage (it also holds the embedding); the rest split evenly (0: an "
              "even split)"},

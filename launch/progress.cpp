@@ -18,9 +18,9 @@ std::string progress_line(const StepMetrics& m) {
                                              : fmt::format("step {:>6} ({}/{} samples)", m.step,
                                                            m.consumed_samples, m.total_samples);
   return fmt::format(
-      "{} | loss {:.4f} | aux {:.4f} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
+      "{} | loss {:.4f} | aux {:.4f}{} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
       "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s | elapsed {} | eta {}",
-      step, m.loss, m.aux_loss, m.lr, m.grad_norm, m.global_batch,
+      step, m.loss, m.aux_loss, m.z_loss > 0 ? fmt::format(" | z {:.4f}", m.z_loss) : std::string(), m.lr, m.grad_norm, m.global_batch,
       m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
       format_duration(m.eta_s)) +
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
@@ -30,6 +30,9 @@ std::string progress_line(const StepMetrics& m) {
                             100.0 * m.dp_exposed_s / m.interval_s,
                             100.0 * m.dp_hidden_bytes / m.dp_reduce_scatter_bytes,
                             100.0 * m.dp_allgather_s / m.interval_s)
+              : std::string()) +
+         (m.ep_alltoall_bytes > 0
+              ? fmt::format(" | EP all-to-all {:.0f}% of time", 100.0 * m.ep_alltoall_s / m.interval_s)
               : std::string());
 }
 

@@ -16,6 +16,7 @@ namespace mt {
   X(int64_t, total_steps, "--train-iters; 0: the run is counted in samples")                             \
   X(double, loss, "mean CE over the interval's steps")                                                   \
   X(double, aux_loss, "mean load-balancing loss over the interval's steps")                              \
+  X(double, z_loss, "mean router z-loss over the interval's steps (0 without --moe-z-loss-coeff)")       \
   X(double, lr, "learning rate of the last step")                                                        \
   X(double, grad_norm, "gradient norm of the last step, before clipping")                                \
   X(int64_t, global_batch, "samples of the last step")                                                   \
@@ -33,7 +34,9 @@ namespace mt {
   X(double, dp_allgather_s, "ZeRO-1: the parameter all-gather")                                          \
   X(double, dp_reduce_scatter_bytes, "ZeRO-1 gradient bytes reduce-scattered")                           \
   X(double, dp_allgather_bytes, "ZeRO-1 parameter bytes all-gathered")                                   \
-  X(double, dp_hidden_bytes, "reduce-scattered before the backward pass ended")
+  X(double, dp_hidden_bytes, "reduce-scattered before the backward pass ended")                          \
+  X(double, ep_alltoall_s, "expert parallelism: this rank's token all-to-alls (0 without EP)")            \
+  X(double, ep_alltoall_bytes, "row bytes this rank sent to the other ranks of its EP group")
 
 struct StepMetrics {
 #define MT_METRIC_MEMBER(type, name, meaning) type name = 0;

@@ -1,8 +1,8 @@
 // `moetrain train`: the training loop. A step consumes the next global batch
 // of stream positions (its size from the batch schedule), cut into
 // micro-batches whose gradients accumulate; the loss is the mean CE over all
-// the batch's tokens plus the mean over micro-batches of their summed aux
-// losses (docs/design.md section 3).
+// the batch's tokens plus the mean over micro-batches of their summed router
+// losses, aux and z (docs/design.md sections 3 and 8).
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -92,6 +92,16 @@ std::vector<FlatRange> tp_partial_ranges(const Parameters<T>& params) {
   return ranges;
 }
 
+// The flat buffers' regions with the group each is summed and sharded
+// over: DP, or expert-DP for the experts under expert parallelism.
+template <typename T>
+std::vector<ShardRegion> shard_regions(const Parameters<T>& params, Topology& topo) {
+  std::vector<ShardRegion> regions;
+  for (const FlatRegion& r : params.regions)
+    regions.push_back({{r.begin, r.end}, r.experts ? &topo.edp() : &topo.dp()});
+  return regions;
+}
+
 // One rank's share of a training run: what the set-up builds and each step
 // uses. Members are built in declaration order. T: the model's precision
 // (float, or bf16 with --bf16); gradients and the optimizer are float32.
@@ -136,10 +146,9 @@ Training<T>::Training(const TrainOptions& options)
       model(*be, o.model, o.micro_batch_size, tp,
             stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
                        o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers),
-            topo.dp_size(), o.recompute),
+            topo.dp_size(), o.recompute, ExpertParallel{&topo.ep(), topo.expert().ep, topo.ep_size()}),
       params(model.params()),
-      grad_sync(be->acc(), params.padded_size(), tp_partial_ranges(params), tp, &topo.dp(),
-                size_t(o.ddp_bucket_size)),
+      grad_sync(be->acc(), shard_regions(params, topo), tp_partial_ranges(params), tp, size_t(o.ddp_bucket_size)),
       // The gradient norm sums over every group that holds other elements.
       optim(be->acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), tp.rank), grad_sync.shard_size(),
             {tp.size > 1 ? &topo.tp() : nullptr, topo.pp_size() > 1 ? &topo.pp() : nullptr,
@@ -234,7 +243,7 @@ void perturb_weights(Training<T>& t) {
 // pipeline, gradients reduce-scattered over the replicas, the AdamW update
 // of this rank's shard and the all-gather of the new weights. The loss is
 // the mean CE over the global batch's tokens plus the mean over
-// micro-batches of their summed aux losses.
+// micro-batches of their summed router losses (aux, z).
 template <typename T>
 StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
   const auto start = std::chrono::steady_clock::now();
@@ -251,9 +260,9 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   const MicroBatchLoss l = t.pipeline.step(micro_batches, t.o.micro_batch_size, 1.0 / double(tokens),
                                            1.0 / micro_batches_all_replicas, &pipeline_stats, &ready);
   t.grad_sync.finish(grads);
-  double sums[2] = {l.ce_sum, l.aux};  // CE from the last stage, aux from every stage's layers
-  if (t.topo.pp_size() > 1) t.topo.pp().all_reduce_sum(sums, 2);
-  if (t.topo.dp_size() > 1) t.topo.dp().all_reduce_sum(sums, 2);
+  double sums[3] = {l.ce_sum, l.aux, l.z};  // CE from the last stage, the router losses from every stage's layers
+  if (t.topo.pp_size() > 1) t.topo.pp().all_reduce_sum(sums, 3);
+  if (t.topo.dp_size() > 1) t.topo.dp().all_reduce_sum(sums, 3);
   const double loss = sums[0] / double(tokens);
   MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, t.state.iteration + 1);
   const double grad_norm = t.optim.step(t.master.updated(), t.grad_sync.shard_grads(grads), lr, t.master.packed());
@@ -265,6 +274,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   const GradSyncStats& dp = t.grad_sync.stats;
   return {loss,
           sums[1] / micro_batches_all_replicas,
+          sums[2] / micro_batches_all_replicas,
           lr,
           grad_norm,
           global,

@@ -1,8 +1,11 @@
 #include "launch/training_log.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <numeric>
 
 namespace mt {
 
@@ -22,6 +25,30 @@ nlohmann::json expert_load_json(const ExpertLoad& load, const ModelConfig& mc) {
     dropped.push_back(std::vector<int64_t>(load.dropped.begin() + begin, load.dropped.begin() + end));
   }
   return {{"routed", routed}, {"dropped", dropped}, {"hash", load.hash}};
+}
+
+// The progress line's MoE part: the layer whose busiest expert is furthest
+// above the mean load, and every expert that received no token in the
+// interval (layer.expert).
+std::string expert_load_line(const ExpertLoad& load, const ModelConfig& mc) {
+  if (load.routed.empty()) return "";
+  double worst = 0.0;
+  int worst_layer = 0;
+  std::vector<std::string> idle;
+  for (int l = 0; l < mc.num_layers; ++l) {
+    const int64_t* routed = load.routed.data() + size_t(l) * mc.num_experts;
+    const int64_t total = std::accumulate(routed, routed + mc.num_experts, int64_t(0));
+    const double ratio = total > 0 ? double(*std::max_element(routed, routed + mc.num_experts)) * mc.num_experts / double(total) : 0.0;
+    if (ratio > worst) {
+      worst = ratio;
+      worst_layer = l;
+    }
+    for (int e = 0; e < mc.num_experts; ++e)
+      if (routed[e] == 0) idle.push_back(fmt::format("{}.{}", l, e));
+  }
+  std::string line = fmt::format(" | experts max/mean {:.2f} (layer {})", worst, worst_layer);
+  if (!idle.empty()) line += fmt::format(", no tokens: {}", fmt::join(idle, " "));
+  return line;
 }
 
 }  // namespace
@@ -109,6 +136,7 @@ void IntervalLog<T>::add(const StepOutcome& step) {
   tokens_ += step.tokens;
   loss_sum_ += step.loss;
   aux_sum_ += step.aux;
+  z_sum_ += step.z;
   wait_seconds_ += step.wait_seconds;
   last_ = step;
 }
@@ -119,17 +147,17 @@ void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progr
   const auto now = Clock::now();
   const StepMetrics m = metrics(state, now);
   const std::vector<double> idle = stage_idle_shares(m.interval_s);
+  const ExpertLoad load = o_.model.is_moe() ? model_.model_expert_load(&topo_.world()) : ExpertLoad{};
   if (topo_.world_rank() == 0) {
     std::string idle_line;
     for (size_t i = 0; idle.size() > 1 && i < idle.size(); ++i)
       idle_line += fmt::format("{}{:.0f}%", i ? " " : " | idle per stage ", 100.0 * idle[i]);
-    fmt::print("{} | {}{}\n", progress_line(m), progress.line(stream_), idle_line);
+    fmt::print("{} | {}{}{}\n", progress_line(m), progress.line(stream_), idle_line, expert_load_line(load, o_.model));
     std::fflush(stdout);
   }
   nlohmann::json record = to_json(m);
   record["sources"] = progress.json(stream_);
-  if (o_.model.is_moe())
-    record["experts"] = expert_load_json(model_.model_expert_load(&topo_.world()), o_.model);
+  if (o_.model.is_moe()) record["experts"] = expert_load_json(load, o_.model);
   model_.expert_load().clear();
   if (idle.size() > 1) record["pipeline_idle"] = idle;
   metrics_.write(record);
@@ -146,6 +174,7 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   m.total_steps = o_.train_iters;
   m.loss = loss_sum_ / double(steps_);
   m.aux_loss = aux_sum_ / double(steps_);
+  m.z_loss = z_sum_ / double(steps_);
   m.lr = last_.lr;
   m.grad_norm = last_.grad_norm;
   m.global_batch = last_.samples;
@@ -164,6 +193,8 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   m.dp_reduce_scatter_bytes = double(dp.reduce_scatter_bytes);
   m.dp_allgather_bytes = double(dp.all_gather_bytes);
   m.dp_hidden_bytes = double(dp.reduce_scatter_hidden_bytes);
+  m.ep_alltoall_s = model_.dispatch_stats().seconds;
+  m.ep_alltoall_bytes = double(model_.dispatch_stats().bytes_sent);
   return m;
 }
 
@@ -181,7 +212,8 @@ template <typename T>
 void IntervalLog<T>::restart(Clock::time_point now) {
   start_ = now;
   steps_ = samples_ = tokens_ = 0;
-  loss_sum_ = aux_sum_ = wait_seconds_ = 0;
+  loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = 0;
+  model_.dispatch_stats() = {};
   tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;
   tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;
 }

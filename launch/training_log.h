@@ -61,7 +61,7 @@ void print_start_up(const StartUpSummary& s);
 
 // What one optimizer step produced, for the interval's averages.
 struct StepOutcome {
-  double loss = 0, aux = 0, lr = 0, grad_norm = 0;
+  double loss = 0, aux = 0, z = 0, lr = 0, grad_norm = 0;
   int64_t samples = 0, tokens = 0;
   double wait_seconds = 0;  // this stage blocked on its pipeline neighbours
   double seconds = 0;       // the whole step
@@ -111,7 +111,7 @@ class IntervalLog {
   MetricsWriter metrics_;
   Clock::time_point run_start_, start_;
   int64_t steps_ = 0, samples_ = 0, tokens_ = 0;
-  double loss_sum_ = 0, aux_sum_ = 0, wait_seconds_ = 0;
+  double loss_sum_ = 0, aux_sum_ = 0, z_sum_ = 0, wait_seconds_ = 0;
   StepOutcome last_;
   double tp_seconds_at_start_ = 0;
   uint64_t tp_bytes_at_start_ = 0;

@@ -35,6 +35,7 @@ void ModelConfig::validate() const {
   MT_CHECK(capacity_factor >= 0, "--moe-expert-capacity-factor must be >= 0, got {}",
            capacity_factor);
   MT_CHECK(aux_loss_coeff >= 0, "--moe-aux-loss-coeff must be >= 0, got {}", aux_loss_coeff);
+  MT_CHECK(z_loss_coeff >= 0, "--moe-z-loss-coeff must be >= 0, got {}", z_loss_coeff);
 }
 
 TpShape tp_shape(const ModelConfig& c, int r, int tp) {
@@ -110,6 +111,7 @@ void for_each_model_field(C& c, F&& f) {
   f("seq_length", c.seq_length);
   f("moe_expert_capacity_factor", c.capacity_factor);
   f("moe_aux_loss_coeff", c.aux_loss_coeff);
+  f("moe_z_loss_coeff", c.z_loss_coeff);
   f("rope_theta", c.rope_theta);
   f("norm_eps", c.norm_eps);
   f("rotary_seq_len_interpolation_factor", c.rope_interpolation);
@@ -120,7 +122,7 @@ void for_each_model_field(C& c, F&& f) {
 // Recorded since the context could change on resume; absent: the default.
 bool is_optional_key(const std::string& key) {
   return key == "rotary_seq_len_interpolation_factor" || key == "reset_position_ids" ||
-         key == "reset_attention_mask";
+         key == "reset_attention_mask" || key == "moe_z_loss_coeff";
 }
 
 }  // namespace

@@ -19,6 +19,7 @@ struct ModelConfig {
   int seq_length = 256;       // S
   double capacity_factor = 0.0;  // c (0 = no drops)
   double aux_loss_coeff = 0.01;  // alpha
+  double z_loss_coeff = 0.0;     // router z-loss c (docs/design.md section 8); 0: off
   double rope_theta = 10000.0;      // --rotary-base
   double rope_interpolation = 1.0;  // --rotary-seq-len-interpolation-factor: positions divided by it
   double norm_eps = 1e-5;

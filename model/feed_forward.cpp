@@ -1,21 +1,31 @@
 #include "model/feed_forward.h"
 
+#include <algorithm>
+#include <cmath>
 #include <vector>
 
 namespace mt {
 
+namespace {
+// R: the rows this rank's experts can receive.
+size_t expert_rows(const ModelConfig& cfg, int tokens, int ep) {
+  return size_t(expert_rows_bound(cfg.capacity_factor, tokens, cfg.num_experts, cfg.router_topk, ep));
+}
+}  // namespace
+
 template <typename T>
-FfnActs<T>::FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens) {
+FfnActs<T>::FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens, int ep) {
   const size_t d = cfg.hidden_size, F = cfg.ffn_hidden_size;
   if (cfg.is_moe()) {
-    const size_t rows = size_t(tokens) * cfg.router_topk;
+    const size_t packed = size_t(tokens) * cfg.router_topk, rows = expert_rows(cfg, tokens, ep);
     probs = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
-    packed_token = DeviceBuffer<T, int32_t>(be, rows);
-    packed_weight = DeviceBuffer<Acc>(be.acc(), rows);
+    packed_token = DeviceBuffer<T, int32_t>(be, packed);
+    packed_weight = DeviceBuffer<Acc>(be.acc(), packed);
     x = DeviceBuffer<T>(be, rows * d);
     u = DeviceBuffer<T>(be, rows * F);
     g = DeviceBuffer<T>(be, rows * F);
     y = DeviceBuffer<T>(be, rows * d);
+    if (ep > 1) y_returned = DeviceBuffer<T>(be, packed * d);
   } else {
     u = DeviceBuffer<T>(be, size_t(tokens) * F);
     g = DeviceBuffer<T>(be, size_t(tokens) * F);
@@ -23,20 +33,21 @@ FfnActs<T>::FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens) {
 }
 
 template <typename T>
-FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens) {
-  const size_t rows = size_t(tokens) * cfg.router_topk;
+FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens, int ep) {
+  // The dense MLP's rows are its T tokens (K = 1).
+  const size_t packed = size_t(tokens) * cfg.router_topk, rows = cfg.is_moe() ? expert_rows(cfg, tokens, ep) : packed;
   dy = DeviceBuffer<T>(be, rows * cfg.hidden_size);
   dg = DeviceBuffer<T>(be, rows * cfg.ffn_hidden_size);
   du = DeviceBuffer<T>(be, rows * cfg.ffn_hidden_size);
   dx = DeviceBuffer<T>(be, rows * cfg.hidden_size);
-  dw = DeviceBuffer<Acc>(be.acc(), rows);
+  dw = DeviceBuffer<Acc>(be.acc(), packed);
   dprobs = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
   dlogits = DeviceBuffer<Acc>(be.acc(), size_t(tokens) * cfg.num_experts);
   if constexpr (!std::is_same_v<T, Acc>) dlogits_t = DeviceBuffer<T>(be, size_t(tokens) * cfg.num_experts);
 }
 
 template <typename T>
-double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
                    ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out,
                    int tokens) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
@@ -46,15 +57,29 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
     be.gelu_forward(a.g.data(), a.u.data(), size_t(tokens) * F);
     be.gemm(Trans::N, Trans::T, tokens, d, F, T(1), a.g.data(), F, w.w2, F, T(0), out, d);
     tp.all_reduce_sum(out, size_t(tokens) * d);
-    return 0.0;
+    return {};
   }
 
   // Router, in Acc: p = softmax(m router^T), then top-K and capacity on the host.
   using Acc = acc_t<T>;
   Backend<Acc>& acc = be.acc();
   be.gemm_acc(Trans::N, Trans::T, tokens, E, d, Acc(1), m, d, w.router, d, Acc(0), a.probs.data(), E);
-  acc.softmax_forward(a.probs.data(), a.probs.data(), tokens, E);
   std::vector<Acc> probs(size_t(tokens) * E);
+  double z = 0.0;
+  if (cfg.z_loss_coeff > 0) {  // z = c mean_t lse_t^2, from the logits before the softmax replaces them
+    acc.to_host(probs.data(), a.probs.data(), probs.size());
+    a.router_lse.resize(tokens);
+    for (int t = 0; t < tokens; ++t) {
+      const Acc* r = probs.data() + size_t(t) * E;
+      const double top = *std::max_element(r, r + E);
+      double sum = 0.0;
+      for (int e = 0; e < E; ++e) sum += std::exp(double(r[e]) - top);
+      a.router_lse[t] = top + std::log(sum);
+      z += a.router_lse[t] * a.router_lse[t];
+    }
+    z *= cfg.z_loss_coeff / tokens;
+  }
+  acc.softmax_forward(a.probs.data(), a.probs.data(), tokens, E);
   acc.to_host(probs.data(), a.probs.data(), probs.size());
   a.routing = route_tokens(probs.data(), tokens, E, K, cfg.capacity_factor, cfg.aux_loss_coeff);
   const Routing& r = a.routing;
@@ -69,13 +94,15 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
   be.int_from_host(a.packed_token.data(), token.data(), kept);
   acc.from_host(a.packed_weight.data(), weight.data(), kept);
 
-  // Each expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its packed rows. The
+  // Each local expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its rows. The
   // router and routing are the same on every TP rank (replicated router,
   // replicated input); each rank's y is its slice of F's share.
   const PackedRows<T> rows{a.packed_token.data(), a.packed_weight.data(), &r.expert_offset};
-  dispatch.dispatch(rows, m, a.x.data(), d);
-  for (int e = 0; e < E; ++e) {
-    const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
+  a.exchange = dispatch.exchange(rows);
+  const ExpertExchange& ex = a.exchange;
+  dispatch.dispatch(rows, ex, m, a.x.data());
+  for (int e = 0; e < dispatch.local_experts(); ++e) {
+    const int row0 = ex.expert_offset[e], n = ex.expert_offset[e + 1] - row0;
     if (n == 0) continue;
     const T* w1 = w.w1 + size_t(e) * F * d;
     const T* w2 = w.w2 + size_t(e) * d * F;
@@ -88,9 +115,9 @@ double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& 
     be.gemm(Trans::N, Trans::T, n, d, F, T(1), g, F, w2, F, T(0), y, d);
   }
   be.fill(out, T(0), size_t(tokens) * d);
-  dispatch.combine(rows, a.y.data(), out, d);
+  dispatch.combine(rows, ex, a.y.data(), a.returned(), out);
   tp.all_reduce_sum(out, size_t(tokens) * d);
-  return r.aux_loss;
+  return {r.aux_loss, z};
 }
 
 template <typename T>
@@ -117,10 +144,11 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   // Packed rows: dweight = dot(dout[token], y), y summed over TP;
   // dy = weight * dout[token].
   const PackedRows<T> rows{a.packed_token.data(), a.packed_weight.data(), &r.expert_offset};
-  dispatch.combine_backward(rows, dout, a.y.data(), s.dy.data(), s.dw.data(), d);
+  const ExpertExchange& ex = a.exchange;
+  dispatch.combine_backward(rows, ex, dout, a.returned(), s.dy.data(), s.dw.data());
   tp.all_reduce_sum(s.dw.data(), size_t(kept));
-  for (int e = 0; e < E; ++e) {
-    const int row0 = r.expert_offset[e], n = r.expert_offset[e + 1] - row0;
+  for (int e = 0; e < dispatch.local_experts(); ++e) {
+    const int row0 = ex.expert_offset[e], n = ex.expert_offset[e + 1] - row0;
     if (n == 0) continue;
     const T* w1 = w.w1 + size_t(e) * F * d;
     const T* w2 = w.w2 + size_t(e) * d * F;
@@ -142,7 +170,7 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
     be.gemm(Trans::N, Trans::N, n, d, F, T(1), du, F, w1, d, T(0), dx, d);
   }
   be.fill(dm, T(0), size_t(tokens) * d);
-  dispatch.dispatch_backward(rows, s.dx.data(), dm, d);
+  dispatch.dispatch_backward(rows, ex, s.dx.data(), dm);
   tp.all_reduce_sum(dm, size_t(tokens) * d);  // the experts' part; the router's is whole below
 
   // Router. w_k = p_k / s with s the top-K sum, so for a top-K expert
@@ -167,6 +195,20 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   acc.from_host(s.dprobs.data(), dprobs.data(), dprobs.size());
   acc.fill(s.dlogits.data(), Acc(0), dprobs.size());
   acc.softmax_backward(s.dlogits.data(), s.dprobs.data(), a.probs.data(), tokens, E);
+  if (cfg.z_loss_coeff > 0) {
+    // d z / d r[t, e] = c 2 lse_t p[t, e] / T: the logits' own gradient,
+    // past the softmax (dprobs is free again to carry it).
+    std::vector<Acc> probs(dprobs.size());
+    acc.to_host(probs.data(), a.probs.data(), probs.size());
+    const double z_coeff = aux_scale * cfg.z_loss_coeff * 2.0 / tokens;
+    for (int t = 0; t < tokens; ++t)
+      for (int e = 0; e < E; ++e) {
+        const size_t i = size_t(t) * E + e;
+        dprobs[i] = Acc(z_coeff * a.router_lse[t] * double(probs[i]));
+      }
+    acc.from_host(s.dprobs.data(), dprobs.data(), dprobs.size());
+    acc.axpy(dprobs.size(), Acc(1), s.dprobs.data(), s.dlogits.data());
+  }
   // The router's products read dlogits in T.
   const T* dlogits = nullptr;
   if constexpr (std::is_same_v<T, Acc>) {
@@ -182,7 +224,7 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
 #define MT_INSTANTIATE_FFN(T)                                                                      \
   template struct FfnActs<T>;                                                                      \
   template struct FfnScratch<T>;                                                                   \
-  template double ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
+  template RouterLosses ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
                                  ExpertDispatch<T>&, const FfnWeights<T>&, FfnActs<T>&, const T*, T*, \
                                  int);                                                             \
   template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \

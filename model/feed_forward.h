@@ -24,21 +24,29 @@ struct FfnWeights {
 };
 
 // What the forward pass keeps for the backward pass. Rows: T tokens for the
-// dense MLP; up to T*K packed (token, slot) assignments for the experts.
-// Routing is float32 under bf16 (Acc).
+// dense MLP; for the experts, up to T*K packed (token, slot) assignments
+// of this micro-batch, and R expert rows this rank's experts process (the
+// packed rows themselves without EP; up to expert_rows_bound with EP, from
+// every rank of the EP group). Routing is float32 under bf16 (Acc).
 template <typename T>
 struct FfnActs {
   using Acc = acc_t<T>;
   FfnActs() = default;
-  FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens);
+  // ep: the expert-parallel size the rows are sized for.
+  FfnActs(Backend<T>& be, const ModelConfig& cfg, int tokens, int ep = 1);
   DeviceBuffer<Acc> probs;                // [T, E] router softmax
   Routing routing;                        // host-side routing decisions
+  ExpertExchange exchange;                // who sent this rank's experts which rows
+  std::vector<double> router_lse;         // [T] logsumexp of each token's router logits (z-loss only)
   DeviceBuffer<T, int32_t> packed_token;  // [T*K] token of each packed row
   DeviceBuffer<Acc> packed_weight;        // [T*K] routing weight of each packed row
-  DeviceBuffer<T> x;                      // [T*K, d] expert inputs (MoE only)
-  DeviceBuffer<T> u;                      // [rows, F] before GELU
-  DeviceBuffer<T> g;                      // [rows, F] after GELU
-  DeviceBuffer<T> y;                      // [T*K, d] expert outputs (MoE only)
+  DeviceBuffer<T> x;                      // [R, d] expert inputs (MoE only)
+  DeviceBuffer<T> u;                      // [R, F] before GELU (rows: T for the dense MLP)
+  DeviceBuffer<T> g;                      // [R, F] after GELU
+  DeviceBuffer<T> y;                      // [R, d] expert outputs (MoE only)
+  DeviceBuffer<T> y_returned;             // [T*K, d] outputs of the packed rows, back from EP
+  // The outputs of this micro-batch's packed rows: y itself without EP.
+  T* returned() { return y_returned.size() == 0 ? y.data() : y_returned.data(); }
 };
 
 // Scratch for the backward pass, shared by all layers.
@@ -46,27 +54,33 @@ template <typename T>
 struct FfnScratch {
   using Acc = acc_t<T>;
   FfnScratch() = default;
-  FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens);
-  DeviceBuffer<T> dy;          // [T*K, d]
-  DeviceBuffer<T> dg;          // [T*K, F] gradient after GELU
-  DeviceBuffer<T> du;          // [T*K, F] gradient before GELU
-  DeviceBuffer<T> dx;          // [T*K, d]
+  FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens, int ep = 1);
+  DeviceBuffer<T> dy;          // [R, d]
+  DeviceBuffer<T> dg;          // [R, F] gradient after GELU
+  DeviceBuffer<T> du;          // [R, F] gradient before GELU
+  DeviceBuffer<T> dx;          // [R, d]
   DeviceBuffer<Acc> dw;        // [T*K] gradient of each packed row's weight
   DeviceBuffer<Acc> dprobs;    // [T, E]
   DeviceBuffer<Acc> dlogits;   // [T, E]
   DeviceBuffer<T> dlogits_t;   // [T, E] dlogits rounded to T for the products (bf16 only)
 };
 
+// The router's losses of one layer and micro-batch (0 for dense).
+struct RouterLosses {
+  double aux = 0.0;  // load balancing
+  double z = 0.0;    // z-loss
+};
+
 // out[T, d] = ffn(m[T, d]) (overwrites; summed over TP). Returns the layer's
-// load-balancing loss (0 for dense). dispatch moves the MoE rows to their
-// experts and back.
+// router losses. dispatch moves the MoE rows to their
+// experts and back; w holds the experts dispatch says are local.
 template <typename T>
-double ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
+RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                    const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens);
 
 // Given dout = d loss / d out, accumulates weight gradients into dw and
 // writes the input gradient to dm (overwrites; summed over TP). aux_scale
-// multiplies the load-balancing loss.
+// multiplies the router losses.
 template <typename T>
 void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                   const FfnWeights<T>& w, const FfnWeights<acc_t<T>>& dw, FfnActs<T>& acts,

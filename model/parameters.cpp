@@ -24,19 +24,27 @@ bool StageSpan::holds(const std::string& name, const ModelConfig& cfg) const {
 }
 
 std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_size,
-                                     const StageSpan& stage) {
+                                     const StageSpan& stage, int ep_rank, int ep_size) {
   const int64_t d = c.hidden_size, hd = c.head_dim(), F = c.ffn_hidden_size, E = c.num_experts;
   const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * c.num_layers);
   const bool kv_split = !tp_shape(c, tp_rank, tp_size).kv_replicated;
-  // split_dim -1: whole on every TP rank.
+  MT_CHECK(ep_size >= 1 && E % ep_size == 0, "--expert-model-parallel-size {} does not divide --num-experts {}",
+           ep_size, E);
+  // split_dim -1: whole on every TP rank. Experts (dimension 0 of an
+  // expert tensor) split over EP as well.
   std::vector<ParamTensor> t;
-  auto add = [&](std::string name, std::vector<int64_t> shape, double init_std, int split_dim) {
+  auto add = [&](std::string name, std::vector<int64_t> shape, double init_std, int split_dim, bool expert = false) {
     if (!stage.holds(name, c)) return;
     ParamTensor p;
     p.name = std::move(name);
     p.shape = std::move(shape);
+    p.is_expert = expert;
     if (split_dim >= 0 && tp_size > 1) p.shard = {split_dim, tp_size, tp_rank};
     p.block = shard_block(p.shape, p.shard);
+    if (expert) {
+      p.block.count[0] = E / ep_size;
+      p.block.offset[0] = ep_rank * (E / ep_size);
+    }
     p.numel = 1;
     for (int64_t s : p.block.count) p.numel *= size_t(s);
     p.offset = t.empty() ? 0 : t.back().offset + t.back().numel;
@@ -58,8 +66,8 @@ std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_s
     add(L + "mlp_norm", {d}, 0.0, -1);
     if (c.is_moe()) {
       add(L + "router", {E, d}, std, -1);
-      add(L + "experts/w1", {E, F, d}, std, 1);   // column-parallel in F
-      add(L + "experts/w2", {E, d, F}, out_std, 2);  // row-parallel in F
+      add(L + "experts/w1", {E, F, d}, std, 1, true);      // column-parallel in F
+      add(L + "experts/w2", {E, d, F}, out_std, 2, true);  // row-parallel in F
     } else {
       add(L + "mlp/w1", {F, d}, std, 0);
       add(L + "mlp/w2", {d, F}, out_std, 1);
@@ -68,6 +76,23 @@ std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_s
   add("final_norm", {d}, 0.0, -1);
   add("lm_head", {c.vocab_size, d}, std, 0);  // vocab-parallel
   return t;
+}
+
+std::vector<FlatRegion> lay_out_regions(std::vector<ParamTensor>& tensors, int data_parallel, int expert_parallel) {
+  const bool split = expert_parallel > 1;
+  std::vector<FlatRegion> regions;
+  size_t at = 0;
+  for (const bool experts : split ? std::vector<bool>{false, true} : std::vector<bool>{false}) {
+    const size_t begin = at;
+    for (ParamTensor& t : tensors)
+      if (!split || t.is_expert == experts) {
+        t.offset = at;
+        at += t.numel;
+      }
+    at = begin + padded_size(at - begin, experts ? data_parallel / expert_parallel : data_parallel);
+    regions.push_back({begin, at, experts});
+  }
+  return regions;
 }
 
 uint64_t ParamTensor::logical_index(uint64_t i) const {
@@ -90,11 +115,19 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 
 template <typename T>
 Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp,
-                          const StageSpan& stage, int data_parallel)
-    : tensors(param_table(cfg, tp.rank, tp.size, stage)) {
-  const size_t n = mt::padded_size(size(), data_parallel);
+                          const StageSpan& stage, int data_parallel, int ep_rank, int expert_parallel)
+    : tensors(param_table(cfg, tp.rank, tp.size, stage, ep_rank, expert_parallel)),
+      regions(lay_out_regions(tensors, data_parallel, expert_parallel)) {
+  const size_t n = regions.back().end;
   values = DeviceBuffer<T>(be, n);
   grads = DeviceBuffer<Acc>(be.acc(), n);
+}
+
+template <typename T>
+size_t Parameters<T>::size() const {
+  size_t n = 0;
+  for (const ParamTensor& t : tensors) n += t.numel;
+  return n;
 }
 
 template <typename T>

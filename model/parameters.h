@@ -24,6 +24,7 @@ struct ParamTensor {
   bool weight_decay = false;   // only tensors of two or more dimensions decay
   bool is_norm = false;        // initialised to 1
   bool partial_grad = false;   // whole on every TP rank, gradient summed over TP
+  bool is_expert = false;      // an expert's weight: split over EP, replicated over expert-DP
   double init_std = 0.0;
 
   bool replicated() const { return !shard.split(); }
@@ -47,10 +48,23 @@ struct StageSpan {
 // the layers do not split.
 StageSpan stage_span(int num_layers, int stage, int stages, int first_stage_layers, int last_stage_layers);
 
-// The tensors of one model as tensor-parallel rank tp_rank of tp_size and
-// pipeline stage `stage` hold them (docs/design.md section 4), in checkpoint order.
+// The tensors of one model as tensor-parallel rank tp_rank of tp_size,
+// pipeline stage `stage` and expert-parallel rank ep_rank of ep_size hold
+// them (docs/design.md section 4; EP rank j holds experts [jE/EP, (j+1)E/EP)),
+// in checkpoint order, with offsets back to back in that order.
 std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1,
-                                     const StageSpan& stage = {});
+                                     const StageSpan& stage = {}, int ep_rank = 0, int ep_size = 1);
+
+// Where each group of ranks shards its part of the flat buffers: one region
+// of every tensor, padded to a multiple of DP; or, with expert parallelism,
+// the tensors the whole DP group holds (padded to DP) followed by this EP
+// rank's experts (padded to expert-DP), since ZeRO-1 shards each over the
+// group that holds it. Sets the tensors' offsets.
+struct FlatRegion {
+  size_t begin = 0, end = 0;  // padded
+  bool experts = false;       // sharded over expert-DP rather than DP
+};
+std::vector<FlatRegion> lay_out_regions(std::vector<ParamTensor>& tensors, int data_parallel, int expert_parallel);
 
 // Initial value of logical element `index` of tensor `t`: a pure function of
 // (seed, name, index) through Philox (docs/design.md section 3), so every layout
@@ -63,12 +77,14 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 template <typename T>
 struct Parameters {
   using Acc = acc_t<T>;
-  // data_parallel: the flat buffers are padded with zeros to a multiple of
-  // it, for ZeRO-1's equal shards (parallel/grad_sync.h).
+  // data_parallel, expert_parallel: the flat buffers are laid out in
+  // regions padded with zeros for ZeRO-1's equal shards (lay_out_regions,
+  // parallel/grad_sync.h); ep_rank: which experts this rank holds.
   Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {},
-             const StageSpan& stage = {}, int data_parallel = 1);
+             const StageSpan& stage = {}, int data_parallel = 1, int ep_rank = 0, int expert_parallel = 1);
 
   std::vector<ParamTensor> tensors;
+  std::vector<FlatRegion> regions;
   DeviceBuffer<T> values;    // all weights, back to back, then the padding
   DeviceBuffer<Acc> grads;   // same layout
 
@@ -76,7 +92,7 @@ struct Parameters {
   const ParamTensor* find_or_null(const std::string& name) const;
   T* value(const std::string& name) { return values.data() + find(name).offset; }
   Acc* grad(const std::string& name) { return grads.data() + find(name).offset; }
-  size_t size() const { return tensors.back().offset + tensors.back().numel; }  // elements held
+  size_t size() const;  // elements held, padding excluded
   size_t padded_size() const { return values.size(); }
 
   void initialise(Backend<T>& be, uint64_t seed);

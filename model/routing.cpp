@@ -1,5 +1,6 @@
 #include "model/routing.h"
 
+#include <algorithm>
 #include <cmath>
 
 namespace mt {
@@ -7,6 +8,13 @@ namespace mt {
 int expert_capacity(double capacity_factor, int tokens, int experts, int topk) {
   if (capacity_factor <= 0.0) return tokens * topk;
   return int(std::ceil(capacity_factor * double(topk) * double(tokens) / double(experts)));
+}
+
+int64_t expert_rows_bound(double capacity_factor, int tokens, int experts, int topk, int ep) {
+  const int64_t all = int64_t(ep) * tokens * topk;
+  if (ep == 1) return all;
+  const int64_t per_source = std::min(expert_capacity(capacity_factor, tokens, experts, topk), tokens);
+  return std::min(all, int64_t(experts) * per_source);
 }
 
 template <typename T>

@@ -33,4 +33,11 @@ Routing route_tokens(const T* probs, int tokens, int experts, int topk, double c
 // no limit.
 int expert_capacity(double capacity_factor, int tokens, int experts, int topk);
 
+// The most rows the local experts of one rank can receive from a micro-batch
+// of `tokens` tokens on each of the ep ranks of its EP group: every kept
+// assignment (tokens * topk) without EP; with EP, each of the E/EP local
+// experts takes from each rank at most min(capacity, tokens) rows (a token
+// visits an expert once), and no more than all ep * tokens * topk rows.
+int64_t expert_rows_bound(double capacity_factor, int tokens, int experts, int topk, int ep);
+
 }  // namespace mt

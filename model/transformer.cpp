@@ -22,7 +22,7 @@ const ModelConfig& validated(const ModelConfig& cfg) {
 }  // namespace
 
 template <typename T>
-LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerKeep keep) {
+LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerKeep keep, int ep) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
   if (keep == LayerKeep::Nothing) return;
   x = DeviceBuffer<T>(be, n * d);
@@ -41,18 +41,18 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
   rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
-  ffn = FfnActs<T>(be, ffn_cfg, int(n));
+  ffn = FfnActs<T>(be, ffn_cfg, int(n), ep);
 }
 
 template <typename T>
 Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
-                            const StageSpan& stage, int B, const std::vector<LayerKeep>& keep)
+                            const StageSpan& stage, int B, const std::vector<LayerKeep>& keep, int ep)
     : batch(B) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
   if (c.has_documents()) doc_start = DeviceBuffer<T, int32_t>(be, n);
-  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin));
+  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin), ep);
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
   hf = DeviceBuffer<T>(be, n * d);
@@ -65,10 +65,14 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
                             const TensorParallel& tp, const StageSpan& stage, int data_parallel,
-                            const RecomputeConfig& recompute)
+                            const RecomputeConfig& recompute, const ExpertParallel& ep)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
-      params_(be, cfg_, tp, stage, data_parallel), expert_dispatch_(be) {
+      params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size), ep_(ep),
+      expert_dispatch_(be, cfg_.num_experts, size_t(micro_batch) * cfg_.seq_length * cfg_.router_topk,
+                       size_t(expert_rows_bound(cfg_.capacity_factor, micro_batch * cfg_.seq_length,
+                                                cfg_.num_experts, cfg_.router_topk, ep.size)),
+                       cfg_.hidden_size, ep) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
   ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
@@ -76,9 +80,17 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
     weights_.push_back(layer_tensors(l, params_.values.data()));
     grads_.push_back(layer_tensors(l, params_.grads.data()));
-    layer_offset_.push_back(params_.find(fmt::format("layers/{}/attn_norm", l)).offset);
+    // The layer's tensors are consecutive in each region.
+    std::vector<size_t> first(params_.regions.size(), SIZE_MAX);
+    for (const ParamTensor& t : params_.tensors)
+      if (t.name.rfind(fmt::format("layers/{}/", l), 0) == 0)
+        for (size_t r = 0; r < first.size(); ++r)
+          if (t.offset >= params_.regions[r].begin && t.offset < params_.regions[r].end)
+            first[r] = std::min(first[r], t.offset);
+    std::erase(first, SIZE_MAX);
+    layer_offsets_.push_back(first);
   }
-  ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n));
+  ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n), ep.size);
   expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
   recompute_groups_ = recompute_groups(recompute, num_layers_);
   int rebuilt_layers = 0;
@@ -89,7 +101,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
                          : recompute.granularity == RecomputeGranularity::Selective ? LayerKeep::AllButAttentionCore
                                                                                     : LayerKeep::Everything);
   }
-  for (int l = 0; l < rebuilt_layers; ++l) rebuilt_.emplace_back(be, cfg_, tps_, micro_batch);
+  for (int l = 0; l < rebuilt_layers; ++l) rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, LayerKeep::Everything, ep.size);
   if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n * d);
   if (recompute.granularity == RecomputeGranularity::Selective) {
     core_o_ = DeviceBuffer<T>(be, n * qd);
@@ -158,7 +170,7 @@ ExpertLoad Transformer<T>::model_expert_load(Communicator* group) const {
 }
 
 template <typename T>
-double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a, const T* x, int l, T* out,
+RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a, const T* x, int l, T* out,
                                      bool rebuilding) {
   const ModelConfig& c = cfg_;
   const LayerWeights<T>& w = weights_[l];
@@ -186,11 +198,11 @@ double Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a
 
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
-  const double aux = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
+  const RouterLosses router = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
   if (c.is_moe() && !rebuilding) count_expert_load(a.ffn.routing, slot.host_inputs, l);
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
-  return aux;
+  return router;
 }
 
 template <typename T>
@@ -269,7 +281,7 @@ Activations<T>& Transformer<T>::slot(int s, int B) {
            B, max_batch_);
   MT_CHECK(s >= 0 && s <= int(slots_.size()), "activation slot {} requested with {} in use", s, slots_.size());
   if (s == int(slots_.size()))
-    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_));
+    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_, ep_.size));
   slots_[s]->batch = B;
   return *slots_[s];
 }
@@ -342,7 +354,9 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   }
   for (int l = 0; l < num_layers_; ++l) {
     T* out = l + 1 < num_layers_ ? layer_input(a, l + 1) : a.out.data();
-    loss.aux += layer_forward(a, layer_acts(a, l), layer_input(a, l), l, out, false);
+    const RouterLosses router = layer_forward(a, layer_acts(a, l), layer_input(a, l), l, out, false);
+    loss.aux += router.aux;
+    loss.z += router.z;
   }
   if (!stage_.last) return loss;
 
@@ -380,7 +394,8 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
     const RecomputeGroup& group = recompute_groups_[l];
     if (group.recomputed && l == group.end - 1) rebuild(a, group);
     layer_backward(a, layer_acts(a, l), layer_input(a, l), l, dres_.data(), aux_scale);
-    if (ready) (*ready)(layer_offset_[l]);
+    if (ready)
+      for (size_t from : layer_offsets_[l]) (*ready)(from);
   }
   if (stage_.first) {
     be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);

@@ -44,8 +44,9 @@ enum class LayerKeep { Everything, AllButAttentionCore, Input, Nothing };
 template <typename T>
 struct LayerActs {
   using Acc = acc_t<T>;
+  // ep: the expert-parallel size the expert rows are sized for.
   LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch,
-            LayerKeep keep = LayerKeep::Everything);
+            LayerKeep keep = LayerKeep::Everything, int ep = 1);
   DeviceBuffer<T> x;            // [T, d] residual stream entering the layer
   DeviceBuffer<T> a;            // [T, d] attn_norm(x)
   DeviceBuffer<Acc> rstd_attn;  // [T]
@@ -66,7 +67,7 @@ struct Activations {
   using Acc = acc_t<T>;
   // keep: what each of the stage's layers holds.
   Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, const StageSpan& stage,
-              int batch, const std::vector<LayerKeep>& keep);
+              int batch, const std::vector<LayerKeep>& keep, int ep = 1);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
@@ -115,8 +116,10 @@ class Transformer final : public PipelineStage<T> {
   // holding everything).
   // data_parallel: pads the flat buffers for ZeRO-1 (Parameters).
   // recompute: what the backward pass rebuilds instead of keeping.
+  // ep: this rank's expert-parallel group (it holds E/EP experts a layer).
   Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {},
-              const StageSpan& stage = {}, int data_parallel = 1, const RecomputeConfig& recompute = {});
+              const StageSpan& stage = {}, int data_parallel = 1, const RecomputeConfig& recompute = {},
+              const ExpertParallel& ep = {});
 
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
@@ -148,6 +151,8 @@ class Transformer final : public PipelineStage<T> {
   int max_batch() const override { return max_batch_; }
   // Summed over every forward pass since expert_load().clear().
   ExpertLoad& expert_load() { return expert_load_; }
+  // The expert all-to-alls' traffic (nothing without EP).
+  DispatchStats& dispatch_stats() { return expert_dispatch_.stats; }
   // The whole model's load, [num_layers * E], summed over `group` (nullptr:
   // this rank alone). Collective over group; a TP group counts once, as its
   // ranks route alike.
@@ -167,10 +172,11 @@ class Transformer final : public PipelineStage<T> {
  private:
   Activations<T>& slot(int s, int B);  // created on first use
   // Layer l (counted from 0 on the stage) of micro-batch `slot`: reads x,
-  // fills acts and writes the layer's output; returns its aux loss.
+  // fills acts and writes the layer's output; returns its router losses.
   // rebuilding: full recompute's second forward pass, which leaves the
   // expert load alone.
-  double layer_forward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* out, bool rebuilding);
+  RouterLosses layer_forward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* out,
+                             bool rebuilding);
   void count_expert_load(const Routing& r, const std::vector<int32_t>& inputs, int l);
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* dx, double aux_scale);
@@ -197,7 +203,9 @@ class Transformer final : public PipelineStage<T> {
   Parameters<T> params_;
   std::vector<LayerWeights<T>> weights_;   // [stage layers], resolved once
   std::vector<LayerWeights<Acc>> grads_;
-  std::vector<size_t> layer_offset_;               // [stage layers] flat offset of its first tensor
+  // [stage layers][region] flat offset of the layer's first tensor in each
+  // region of the flat buffers (Parameters::regions)
+  std::vector<std::vector<size_t>> layer_offsets_;
   std::vector<std::unique_ptr<Activations<T>>> slots_;
   std::vector<RecomputeGroup> recompute_groups_;  // [stage layers]
   std::vector<LayerKeep> slot_keep_;              // [stage layers] what a slot holds of each
@@ -206,7 +214,8 @@ class Transformer final : public PipelineStage<T> {
   DeviceBuffer<T> core_o_;                        // [T, Hl*hd] selective recompute's attention output
   DeviceBuffer<Acc> core_lse_;                    // [B, Hl, S] and its log-sum-exp
   ExpertLoad expert_load_;
-  LocalExpertDispatch<T> expert_dispatch_;  // every expert on this rank
+  ExpertParallel ep_;
+  ExpertDispatch<T> expert_dispatch_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]

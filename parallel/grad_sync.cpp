@@ -34,18 +34,30 @@ std::vector<FlatRange> shard_ranges(const std::vector<FlatRange>& buckets, int d
 }
 
 template <typename T>
-GradSync<T>::GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_partial,
-                      const TensorParallel& tp, Communicator* dp, size_t bucket_elems)
-    : be_(be), padded_(padded), tp_partial_(std::move(tp_partial)), tp_(tp),
-      dp_(dp && dp->size() > 1 ? dp : nullptr) {
-  const int dp_size = dp_ ? dp_->size() : 1;
-  buckets_ = grad_buckets(padded_, dp_size, dp_ ? bucket_elems : padded_ + 1);
-  shard_ = shard_ranges(buckets_, dp_size, dp_ ? dp_->rank() : 0);
-  for (const FlatRange& r : shard_) {
-    shard_offset_.push_back(shard_size_);
-    shard_size_ += r.size();
+GradSync<T>::GradSync(Backend<T>& be, std::vector<ShardRegion> regions, std::vector<FlatRange> tp_partial,
+                      const TensorParallel& tp, size_t bucket_elems)
+    : be_(be), tp_partial_(std::move(tp_partial)), tp_(tp) {
+  size_t at = 0;
+  for (const ShardRegion& r : regions) {
+    MT_CHECK(r.range.begin == at, "gradient regions must lie back to back from 0: one starts at {}, not {}",
+             r.range.begin, at);
+    at = r.range.end;
+    Communicator* group = r.group && r.group->size() > 1 ? r.group : nullptr;
+    const int size = group ? group->size() : 1;
+    Region region{r.range, group, int(buckets_.size())};
+    for (FlatRange b : grad_buckets(r.range.size(), size, group ? bucket_elems : r.range.size() + 1)) {
+      const FlatRange bucket{b.begin + r.range.begin, b.end + r.range.begin};
+      buckets_.push_back(bucket);
+      bucket_group_.push_back(group);
+      shard_.push_back(shard_ranges({bucket}, size, group ? group->rank() : 0)[0]);
+      shard_offset_.push_back(shard_size_);
+      shard_size_ += shard_.back().size();
+    }
+    region.end_bucket = int(buckets_.size());
+    sharded_ = sharded_ || group != nullptr;
+    regions_.push_back(region);
   }
-  if (dp_) shard_grads_ = DeviceBuffer<T>(be, shard_size_);
+  if (sharded_) shard_grads_ = DeviceBuffer<T>(be, shard_size_);
   std::sort(tp_partial_.begin(), tp_partial_.end(),
             [](const FlatRange& a, const FlatRange& b) { return a.begin < b.begin; });
   start_step();
@@ -54,45 +66,53 @@ GradSync<T>::GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_p
 template <typename T>
 void GradSync<T>::start_step() {
   MT_CHECK(in_flight_.empty(), "a step started with {} gradient buckets still in flight", in_flight_.size());
-  ready_ = padded_;
-  next_bucket_ = int(buckets_.size()) - 1;
+  for (Region& r : regions_) {
+    r.ready = r.range.end;
+    r.next_bucket = r.end_bucket - 1;
+  }
   in_backward_ = true;
 }
 
 template <typename T>
 void GradSync<T>::ready_from(T* grads, size_t from) {
-  if (from >= ready_) return;
-  // TP first: a bucket must carry the summed gradients.
-  for (const FlatRange& r : tp_partial_)
-    if (r.begin >= from && r.begin < ready_) tp_.all_reduce_sum(grads + r.begin, r.size());
-  ready_ = from;
-  launch_buckets_from(grads, from);
-  for (InFlight& f : in_flight_) dp_->test(f.request);  // let the earlier buckets progress
+  for (Region& r : regions_) {
+    if (from < r.range.begin || from >= r.range.end || from >= r.ready) continue;
+    // TP first: a bucket must carry the summed gradients.
+    for (const FlatRange& p : tp_partial_)
+      if (p.begin >= from && p.begin < r.ready) tp_.all_reduce_sum(grads + p.begin, p.size());
+    r.ready = from;
+    launch_buckets_from(r, grads, from);
+  }
+  for (InFlight& f : in_flight_) f.group->test(f.request);  // let the earlier buckets progress
 }
 
 template <typename T>
-void GradSync<T>::launch_buckets_from(T* grads, size_t from) {
-  if (!dp_) return;
-  for (; next_bucket_ >= 0 && buckets_[next_bucket_].begin >= from; --next_bucket_) {
-    const FlatRange& b = buckets_[next_bucket_];
-    const FlatRange& mine = shard_[next_bucket_];
-    in_flight_.push_back({dp_->ireduce_scatter(grads + b.begin, shard_grads_.data() + shard_offset_[next_bucket_],
-                                               mine.size(), dtype_of<T>()),
-                          b.size() * sizeof(T)});
+void GradSync<T>::launch_buckets_from(Region& r, T* grads, size_t from) {
+  if (!sharded_) return;
+  for (; r.next_bucket >= r.first_bucket && buckets_[r.next_bucket].begin >= from; --r.next_bucket) {
+    const int i = r.next_bucket;
+    const FlatRange& b = buckets_[i];
+    T* shard = shard_grads_.data() + shard_offset_[i];
+    if (!r.group) {  // nobody else holds it: the sum is the rank's own
+      be_.copy(shard, grads + b.begin, b.size());
+      continue;
+    }
+    in_flight_.push_back({r.group->ireduce_scatter(grads + b.begin, shard, shard_[i].size(), dtype_of<T>()),
+                          b.size() * sizeof(T), r.group});
     stats.reduce_scatter_bytes += b.size() * sizeof(T);
     stats.buckets += 1;
-    if (in_backward_ && from > 0) stats.buckets_overlapped += 1;
+    if (in_backward_ && from > r.range.begin) stats.buckets_overlapped += 1;
   }
 }
 
 template <typename T>
 void GradSync<T>::finish(T* grads) {
   in_backward_ = false;
-  ready_from(grads, 0);
+  for (const Region& r : regions_) ready_from(grads, r.range.begin);
   for (InFlight& f : in_flight_)
-    if (dp_->test(f.request)) stats.reduce_scatter_hidden_bytes += f.bytes;
+    if (f.group->test(f.request)) stats.reduce_scatter_hidden_bytes += f.bytes;
   const double start = MPI_Wtime();
-  for (InFlight& f : in_flight_) dp_->wait(f.request);
+  for (InFlight& f : in_flight_) f.group->wait(f.request);
   stats.exposed_seconds += MPI_Wtime() - start;
   in_flight_.clear();
 }
@@ -100,12 +120,12 @@ void GradSync<T>::finish(T* grads) {
 template <typename T>
 template <typename E>
 void GradSync<T>::all_gather(E* flat) {
-  if (!dp_) return;
   // Blocking calls: nothing is left to overlap with once the step is done,
   // and MPI's blocking all-gather is faster than its non-blocking one.
   const double start = MPI_Wtime();
   for (size_t i = 0; i < buckets_.size(); ++i) {
-    dp_->all_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<E>());
+    if (!bucket_group_[i]) continue;
+    bucket_group_[i]->all_gather(flat + buckets_[i].begin, shard_[i].size(), dtype_of<E>());
     stats.all_gather_bytes += buckets_[i].size() * sizeof(E);
   }
   stats.all_gather_seconds += MPI_Wtime() - start;

@@ -10,6 +10,9 @@
 // that DP divides it) is cut into buckets from its end, the order in which
 // the backward pass finishes gradients; DP rank r owns the r-th 1/DP of
 // every bucket. Shards ignore tensor boundaries, so any parameter count works.
+// With expert parallelism the buffer has two regions (model/parameters.h,
+// lay_out_regions), each cut into buckets and sharded over its own group:
+// the shared tensors over DP, this rank's experts over expert-DP.
 #pragma once
 
 #include <cstddef>
@@ -48,26 +51,40 @@ struct GradSyncStats {
   uint64_t buckets = 0;
 };
 
+// A range of the flat buffers, padded to a multiple of its group's size,
+// whose gradients are summed and whose state is sharded over `group` (null
+// or a group of one: nobody else holds it).
+struct ShardRegion {
+  FlatRange range;
+  Communicator* group = nullptr;
+};
+
 template <typename T>
 class GradSync {
  public:
-  // padded: the flat buffers' size (padded_size(n, DP)); tp_partial: flat
-  // ranges whose gradients are partial over TP; dp: null for one replica.
+  // regions: ascending and back to back from 0; tp_partial: flat ranges
+  // whose gradients are partial over TP.
+  GradSync(Backend<T>& be, std::vector<ShardRegion> regions, std::vector<FlatRange> tp_partial,
+           const TensorParallel& tp, size_t bucket_elems);
+  // One region of `padded` elements (padded_size(n, DP)) over dp (null for
+  // one replica).
   GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_partial, const TensorParallel& tp,
-           Communicator* dp, size_t bucket_elems);
+           Communicator* dp, size_t bucket_elems)
+      : GradSync(be, {{{0, padded}, dp}}, std::move(tp_partial), tp, bucket_elems) {}
 
   // Before a step's backward passes.
   void start_step();
-  // The gradients at [from, padded) are final for this step: reduce their
-  // TP-partial parts and launch every bucket lying wholly in that range.
+  // The gradients from `from` to the end of the region holding it are final
+  // for this step: reduce their TP-partial parts and launch every bucket of
+  // the region lying wholly in that range.
   void ready_from(T* grads, size_t from);
   // Every gradient is final: launch what is left and wait for all of it.
   // Afterwards shard_grads(grads) holds this rank's summed shard.
   void finish(T* grads);
 
-  // The step's gradients of the shard, [shard_size()]: grads itself with one
-  // replica (the shard is everything).
-  T* shard_grads(T* grads) { return dp_ ? shard_grads_.data() : grads; }
+  // The step's gradients of the shard, [shard_size()]: grads itself when no
+  // region is shared (the shard is everything).
+  T* shard_grads(T* grads) { return sharded_ ? shard_grads_.data() : grads; }
   const std::vector<FlatRange>& shard() const { return shard_; }
   size_t shard_size() const { return shard_size_; }
   const std::vector<FlatRange>& buckets() const { return buckets_; }
@@ -84,22 +101,31 @@ class GradSync {
   GradSyncStats stats;  // accumulated; the caller resets it
 
  private:
-  void launch_buckets_from(T* grads, size_t from);
+  // A region as GradSync works on it.
+  struct Region {
+    FlatRange range;
+    Communicator* group;    // null when nobody else holds it
+    int first_bucket = 0;   // its buckets: [first_bucket, end_bucket) of buckets_
+    int end_bucket = 0;
+    size_t ready = 0;       // gradients at [ready, range.end) are final
+    int next_bucket = -1;   // its highest bucket not launched yet
+  };
+  void launch_buckets_from(Region& region, T* grads, size_t from);
 
   Backend<T>& be_;
-  size_t padded_;
+  std::vector<Region> regions_;
   std::vector<FlatRange> tp_partial_;  // ascending
   TensorParallel tp_;
-  Communicator* dp_;
+  bool sharded_ = false;                 // some region is shared: the shard is packed apart
   std::vector<FlatRange> buckets_, shard_;
+  std::vector<Communicator*> bucket_group_;  // each bucket's region's group
   std::vector<size_t> shard_offset_;  // where each bucket's part starts in the shard
   size_t shard_size_ = 0;
-  DeviceBuffer<T> shard_grads_;  // [shard_size] with DP > 1
-  size_t ready_ = 0;             // gradients at [ready_, padded) are final
-  int next_bucket_ = -1;         // the highest bucket not launched yet
+  DeviceBuffer<T> shard_grads_;  // [shard_size] when sharded
   struct InFlight {
     Request request;
     uint64_t bytes;
+    Communicator* group;
   };
   std::vector<InFlight> in_flight_;
   bool in_backward_ = false;

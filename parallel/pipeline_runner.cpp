@@ -74,6 +74,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
       const MicroBatchLoss l = model_.forward_stage(slot, tokens[i], B);
       total.ce_sum += l.ce_sum;
       total.aux += l.aux;
+      total.z += l.z;
       total.tokens += l.tokens;
       if (!last) out_send_[slot] = pp_.group->isend(model_.stage_output(slot), n, dtype_of<T>(), pp_.stage + 1, i);
     } else {

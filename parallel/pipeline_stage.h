@@ -14,7 +14,8 @@ namespace mt {
 
 struct MicroBatchLoss {
   double ce_sum = 0.0;  // summed over the micro-batch's tokens
-  double aux = 0.0;     // summed over layers
+  double aux = 0.0;     // load-balancing loss, summed over layers
+  double z = 0.0;       // router z-loss, summed over layers
   int64_t tokens = 0;
 };
 

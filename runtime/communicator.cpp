@@ -1,6 +1,7 @@
 #include "runtime/communicator.h"
 
 #include <climits>
+#include <vector>
 
 #include "runtime/check.h"
 
@@ -120,6 +121,23 @@ Request MpiCommunicator::iall_gather(void* buf, size_t count, DType type) {
 
 void MpiCommunicator::all_gather(void* buf, size_t count, DType type) {
   MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, mpi_count(count), mpi_type(type), comm_));
+}
+
+void MpiCommunicator::all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows,
+                                      size_t row_elems, DType type) {
+  // Counts in rows of a contiguous type, so that a count stays an int for
+  // any row width.
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  MPI_CHECK(MPI_Type_contiguous(mpi_count(row_elems), mpi_type(type), &row));
+  MPI_CHECK(MPI_Type_commit(&row));
+  const int n = size();
+  std::vector<int> send_at(n, 0), recv_at(n, 0);
+  for (int q = 1; q < n; ++q) {
+    send_at[q] = send_at[q - 1] + send_rows[q - 1];
+    recv_at[q] = recv_at[q - 1] + recv_rows[q - 1];
+  }
+  MPI_CHECK(MPI_Alltoallv(send, send_rows, send_at.data(), row, recv, recv_rows, recv_at.data(), row, comm_));
+  MPI_CHECK(MPI_Type_free(&row));
 }
 
 bool MpiCommunicator::test(Request& request) {

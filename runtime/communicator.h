@@ -56,6 +56,12 @@ class Communicator {
   virtual Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) = 0;
   virtual Request iall_gather(void* buf, size_t count, DType type) = 0;
   virtual void all_gather(void* buf, size_t count, DType type) = 0;  // blocking, in place
+  // Variable-size all-to-all of rows of row_elems elements (expert
+  // parallelism's token dispatch): send_rows[q] rows go to rank q, taken
+  // back to back from `send` in rank order; recv_rows[p] rows arrive from
+  // rank p, back to back in `recv` in rank order. Blocking.
+  virtual void all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows,
+                               size_t row_elems, DType type) = 0;
   // Drives pending requests forward (MPI progresses non-blocking
   // collectives only inside MPI calls); true when `request` is complete.
   virtual bool test(Request& request) = 0;
@@ -96,6 +102,8 @@ class MpiCommunicator final : public Communicator {
   Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) override;
   Request iall_gather(void* buf, size_t count, DType type) override;
   void all_gather(void* buf, size_t count, DType type) override;
+  void all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows, size_t row_elems,
+                       DType type) override;
   bool test(Request& request) override;
   MPI_Comm comm() const { return comm_; }
 

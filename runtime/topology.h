@@ -1,5 +1,7 @@
 // The process topology: world = TP x PP x DP in Megatron's rank order
-// (TP fastest, then DP, then PP): rank = tp + TP * (dp + DP * pp).
+// (TP fastest, then DP, then PP): rank = tp + TP * (dp + DP * pp). Expert
+// parallelism splits each DP group further (docs/design.md, "Expert
+// parallelism"): DP rank dp is EP rank dp % EP of expert-DP rank dp / EP.
 #pragma once
 
 #include <mpi.h>
@@ -13,11 +15,18 @@ namespace mt {
 struct TopologyConfig {
   int tensor_parallel = 1;
   int pipeline_parallel = 1;
+  int expert_parallel = 1;
 };
 
 struct Coords {
   int tp = 0, dp = 0, pp = 0;
 };
+
+// Where DP rank dp sits in its EP group and its expert-DP group.
+struct ExpertCoords {
+  int ep = 0, edp = 0;
+};
+inline ExpertCoords expert_coords(int dp, int ep_size) { return {dp % ep_size, dp / ep_size}; }
 
 // Pure rank arithmetic, usable without MPI.
 Coords coords_of(int rank, int tp_size, int dp_size);
@@ -36,7 +45,10 @@ class Topology {
   int tp_size() const { return tp_size_; }
   int pp_size() const { return pp_size_; }
   int dp_size() const { return dp_size_; }
+  int ep_size() const { return ep_size_; }
+  int edp_size() const { return dp_size_ / ep_size_; }
   Coords coords() const { return coords_; }
+  ExpertCoords expert() const { return expert_coords(coords_.dp, ep_size_); }
 
   Communicator& world() { return world_comm_; }
   // The world as an MPI communicator, for MPI-IO (parallel HDF5), which
@@ -45,17 +57,23 @@ class Topology {
   Communicator& tp() { return tp_comm_; }
   Communicator& pp() { return pp_comm_; }
   Communicator& dp() { return dp_comm_; }
+  // The ranks of this DP group that hold the other experts (EP), and those
+  // that hold the same experts (expert-DP, where expert gradients are
+  // summed and ZeRO-1 shards expert state).
+  Communicator& ep() { return ep_comm_; }
+  Communicator& edp() { return edp_comm_; }
 
   // One line a rank: "rank  tp  pp  dp", for the start-up log.
   std::string table() const;
 
  private:
   int world_rank_ = 0, world_size_ = 1;
-  int tp_size_ = 1, pp_size_ = 1, dp_size_ = 1;
+  int tp_size_ = 1, pp_size_ = 1, dp_size_ = 1, ep_size_ = 1;
   Coords coords_;
-  MPI_Comm tp_raw_ = MPI_COMM_NULL, pp_raw_ = MPI_COMM_NULL, dp_raw_ = MPI_COMM_NULL;
+  MPI_Comm tp_raw_ = MPI_COMM_NULL, pp_raw_ = MPI_COMM_NULL, dp_raw_ = MPI_COMM_NULL, ep_raw_ = MPI_COMM_NULL,
+           edp_raw_ = MPI_COMM_NULL;
   MpiCommunicator world_comm_{MPI_COMM_NULL}, tp_comm_{MPI_COMM_NULL}, pp_comm_{MPI_COMM_NULL},
-      dp_comm_{MPI_COMM_NULL};
+      dp_comm_{MPI_COMM_NULL}, ep_comm_{MPI_COMM_NULL}, edp_comm_{MPI_COMM_NULL};
 };
 
 }  // namespace mt

@@ -51,7 +51,8 @@ def torch_config(m):
     return Config(V=m["vocab_size"], d=m["hidden_size"], L=m["num_layers"], H=m["num_attention_heads"],
                   G=m["num_query_groups"], F=m["ffn_hidden_size"], E=m["num_experts"], K=m["moe_router_topk"],
                   S=m["seq_length"], capacity_factor=m["moe_expert_capacity_factor"],
-                  aux_coeff=m["moe_aux_loss_coeff"], rope_theta=m["rope_theta"], norm_eps=m["norm_eps"])
+                  aux_coeff=m["moe_aux_loss_coeff"], z_coeff=m.get("moe_z_loss_coeff", 0.0),
+                  rope_theta=m["rope_theta"], norm_eps=m["norm_eps"])
 
 
 def main():

@@ -13,8 +13,8 @@ Before writing, the script checks that implementation:
   * float32 against float64.
 
 Layout of the file (one group per case):
-  /<case>  attrs  V d L H G F E K S B (int64), capacity_factor aux_coeff (float64),
-                  ce_loss aux_loss (float64; aux_loss = sum over MoE layers),
+  /<case>  attrs  V d L H G F E K S B (int64), capacity_factor aux_coeff z_coeff (float64),
+                  ce_loss aux_loss z_loss (float64; each a sum over MoE layers),
                   dropped (int64; assignments dropped, summed over layers),
                   plus extras: aux_per_layer [L] f64, dropped_per_layer [L] i64,
                   capacity (int64, 0 = unlimited), rope_theta norm_eps init_std (f64), seed,
@@ -22,7 +22,7 @@ Layout of the file (one group per case):
            tokens  int32 [B, S+1]
            logits  float64 [B*S, V]
            model/<name>  float64, logical shape (names of docs/design.md section 6 without /model/)
-           grads/<name>  float64, d(ce_loss + aux_loss)/d(param)
+           grads/<name>  float64, d(ce_loss + aux_loss + z_loss)/d(param)
 
 Run: /usr/bin/python3 scripts/make_torch_reference.py [--out PATH]
 """
@@ -49,6 +49,8 @@ CASES = [
                        capacity_factor=0.0, aux_coeff=0.01), 1001),
     ("moe_gqa_capacity", Config(V=64, d=16, L=2, H=4, G=2, F=24, E=4, K=2, S=8,
                                 capacity_factor=1.0, aux_coeff=0.01), 1002),
+    ("moe_mqa_zloss", Config(V=64, d=16, L=2, H=4, G=1, F=24, E=4, K=2, S=8,
+                             capacity_factor=0.0, aux_coeff=0.01, z_coeff=0.05), 1004),
     ("dense", Config(V=64, d=16, L=2, H=4, G=4, F=24, E=1, K=1, S=8,
                      capacity_factor=0.0, aux_coeff=0.01), 1003),
 ]
@@ -129,6 +131,7 @@ def naive_forward(cfg, P, tokens):
             used = [0] * E
             chosen_count = [0] * E
             psum = np.zeros(E)
+            zsum = 0.0
             dropped = 0
             out = np.zeros((Bn, S, d))
             for b in range(Bn):          # token order: row-major over (sample, position)
@@ -136,6 +139,7 @@ def naive_forward(cfg, P, tokens):
                     m = np_rmsnorm_vec(h[b, t], P[pre + "mlp_norm"], cfg.norm_eps)
                     z = P[pre + "router"] @ m
                     p = np.exp(z - z.max())
+                    zsum += (z.max() + math.log(p.sum())) ** 2
                     p /= p.sum()
                     psum += p
                     top = sorted(range(E), key=lambda e: (-p[e], e))[:K]
@@ -151,7 +155,7 @@ def naive_forward(cfg, P, tokens):
             h = h + out
             f = np.array(chosen_count) / (T * K)
             Pm = psum / T
-            aux_total += cfg.aux_coeff * E * float(np.sum(f * Pm))
+            aux_total += cfg.aux_coeff * E * float(np.sum(f * Pm)) + cfg.z_coeff * zsum / T
             dropped_layers.append(dropped)
     logits = np.zeros((T, cfg.V))
     ce = 0.0
@@ -239,6 +243,7 @@ def build_case(name, cfg, seed):
     (ce + aux).backward()
     grads = {n: p.grad.detach().clone() for n, p in model.params().items()}
     aux_layers = list(model.stats["aux_layers"]) if cfg.moe else [0.0] * cfg.L
+    z_total = sum(model.stats["z_layers"]) if cfg.moe else 0.0
     dropped_layers = list(model.stats["dropped_layers"]) if cfg.moe else [0] * cfg.L
     margin = min(model.stats["topk_margin_layers"]) if cfg.moe else float("inf")
     # routing must not hinge on rounding, so a float32 implementation routes the same
@@ -268,7 +273,7 @@ def build_case(name, cfg, seed):
     assert abs(float(ce32) - float(ce)) < 1e-4 * abs(float(ce)), (float(ce32), float(ce))
     assert abs(float(aux32) - float(aux)) < 1e-4 * max(abs(float(aux)), 1e-3)
 
-    return dict(model=model, tokens=tokens, ce=float(ce), aux=float(aux),
+    return dict(model=model, tokens=tokens, ce=float(ce), aux=float(aux) - z_total, z=z_total,
                 logits=logits.detach().numpy(), grads=grads, aux_layers=aux_layers,
                 dropped_layers=dropped_layers, n_fd=n_fd, worst_fd=worst, margin=margin)
 
@@ -306,8 +311,10 @@ def main():
             g.attrs["B"] = np.int64(B)
             g.attrs["capacity_factor"] = np.float64(cfg.capacity_factor)
             g.attrs["aux_coeff"] = np.float64(cfg.aux_coeff)
+            g.attrs["z_coeff"] = np.float64(cfg.z_coeff)
             g.attrs["ce_loss"] = np.float64(r["ce"])
             g.attrs["aux_loss"] = np.float64(r["aux"])
+            g.attrs["z_loss"] = np.float64(r["z"])
             g.attrs["dropped"] = np.int64(sum(r["dropped_layers"]))
             g.attrs["aux_per_layer"] = np.array(r["aux_layers"], dtype=np.float64)
             g.attrs["dropped_per_layer"] = np.array(r["dropped_layers"], dtype=np.int64)

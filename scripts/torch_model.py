@@ -36,6 +36,7 @@ class Config:
     S: int = 8                   # sequence length
     capacity_factor: float = 0.0  # c; 0 drops nothing
     aux_coeff: float = 0.01      # alpha
+    z_coeff: float = 0.0         # router z-loss c (docs/design.md section 8)
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
 
@@ -205,14 +206,16 @@ class MoETransformer(nn.Module):
     def moe_ffn(self, l, m):
         """m: [T, d] with tokens in order (row-major over sample, position).
 
-        Returns (out [T, d], aux scalar, number of dropped assignments)."""
+        Returns (out [T, d], aux scalar, z-loss scalar, number of dropped assignments)."""
         cfg = self.cfg
         T = m.shape[0]
         E, K = cfg.E, cfg.K
         pre = f"layers/{l}/"
         w1, w2 = self.p(pre + "experts/w1"), self.p(pre + "experts/w2")
 
-        p = torch.softmax(m @ self.p(pre + "router").t(), dim=-1)      # [T, E]
+        r = m @ self.p(pre + "router").t()                              # [T, E] router logits
+        p = torch.softmax(r, dim=-1)                                   # [T, E]
+        z = cfg.z_coeff * (torch.logsumexp(r, dim=-1) ** 2).mean()
         top = topk_lower_index_ties(p.detach(), K)                     # [T, K]
         if K < E:   # smallest gap between the K-th and (K+1)-th probability
             ps = torch.sort(p.detach(), dim=-1, descending=True).values
@@ -257,14 +260,15 @@ class MoETransformer(nn.Module):
         f = counts.to(p.dtype) / (T * K)
         P = p.mean(dim=0)
         aux = cfg.aux_coeff * E * (f * P).sum()
-        return out, aux, dropped
+        return out, aux, z, dropped
 
     # -- forward --------------------------------------------------------------
 
     def forward(self, tokens, return_logits=False):
-        """tokens [B, S+1] int64 -> (ce, aux_total); trained loss is ce + aux_total.
+        """tokens [B, S+1] int64 -> (ce, aux_total); trained loss is ce + aux_total,
+        aux_total the router losses (load balancing and z-loss) of every layer.
 
-        Per-layer aux and dropped counts land in self.stats."""
+        Per-layer aux, z and dropped counts land in self.stats."""
         cfg = self.cfg
         x, y = tokens[:, :-1], tokens[:, 1:]
         B, S = x.shape
@@ -273,17 +277,18 @@ class MoETransformer(nn.Module):
 
         h = self.p("embed")[x]                                         # [B, S, d]
         aux_total = torch.zeros((), dtype=dtype, device=tokens.device)
-        aux_layers, dropped_layers, margins = [], [], []
+        aux_layers, z_layers, dropped_layers, margins = [], [], [], []
         for l in range(cfg.L):
             pre = f"layers/{l}/"
             a = rmsnorm(h, self.p(pre + "attn_norm"), cfg.norm_eps)
             h = h + self.attention(l, a, cos, sin)
             m = rmsnorm(h, self.p(pre + "mlp_norm"), cfg.norm_eps)
             if cfg.moe:
-                out, aux, dropped = self.moe_ffn(l, m.reshape(B * S, cfg.d))
+                out, aux, z, dropped = self.moe_ffn(l, m.reshape(B * S, cfg.d))
                 h = h + out.view(B, S, cfg.d)
-                aux_total = aux_total + aux
+                aux_total = aux_total + aux + z
                 aux_layers.append(float(aux))
+                z_layers.append(float(z))
                 dropped_layers.append(dropped)
                 margins.append(self._margin)
             else:
@@ -291,7 +296,7 @@ class MoETransformer(nn.Module):
         n = rmsnorm(h, self.p("final_norm"), cfg.norm_eps)
         logits = (n @ self.p("lm_head").t()).reshape(B * S, cfg.V)
         ce = F.cross_entropy(logits, y.reshape(B * S))
-        self.stats = {"aux_layers": aux_layers, "dropped_layers": dropped_layers,
+        self.stats = {"aux_layers": aux_layers, "z_layers": z_layers, "dropped_layers": dropped_layers,
                       "topk_margin_layers": margins}
         if return_logits:
             return ce, aux_total, logits

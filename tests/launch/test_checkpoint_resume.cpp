@@ -1,6 +1,7 @@
 // Checkpoints as users meet them, through the real binary: exact
 // resume on the same layout (1 rank and TP2 x PP2 x DP2), moving between
-// TP2 x PP2 x DP2 and other layouts in both directions, --load falling back past unfinished, truncated and corrupted
+// TP2 x PP2 x DP2 and other layouts in both directions, and between
+// expert-parallel sizes, --load falling back past unfinished, truncated and corrupted
 // checkpoints, --keep-last, the root attributes, and SIGTERM / SIGUSR1
 // making the job save and stop cleanly.
 #include <gtest/gtest.h>
@@ -138,6 +139,48 @@ TEST_F(CheckpointResume, CheckpointsMoveBetweenTp2Pp2Dp2AndOtherLayouts) {
                           8);
     ASSERT_EQ(b.status, 0) << b.output;
     expect_continues(from, from, l.largest_group);
+  }
+}
+
+// Experts by global index: a run saved at EP = 2 (DP 4 = EP 2 x expert-DP 2)
+// resumes at EP = 1 and EP = 4, and runs saved there resume at EP = 2, each
+// continuing with the losses of an EP = 2 run that never stopped, with the
+// same experts' weights and both Adam moments at the end.
+TEST_F(CheckpointResume, CheckpointsMoveBetweenExpertParallelSizes) {
+  const std::string ep2 = "--ep 2";
+  for (const std::string run : {"straight", "first", "perturbed"}) {
+    auto r = run_moetrain(train(run) + " --train-iters " + (run == "first" ? "4" : "8") + " --save " + (dir / run) +
+                              " " + ep2 + (run == "perturbed" ? test_util::perturbed_flags() : ""),
+                          4);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("experts EP=2 x expert-DP=2"), std::string::npos) << r.output;
+  }
+  auto expect_continues = [&](const std::string& name) {
+    ASSERT_EQ(test_util::read_metrics(dir / (name + ".jsonl")).size(), 4u);
+    test_util::expect_same_training({dir / (name + ".jsonl"), ckpt(name, 8)},
+                                    {dir / "straight.jsonl", ckpt("straight", 8)},
+                                    {dir / "perturbed.jsonl", ckpt("perturbed", 8)}, 4,
+                                    {"model/layers/0/experts/w1", "model/layers/3/experts/w2", "model/layers/2/router",
+                                     "optim/exp_avg/layers/1/experts/w1", "optim/exp_avg_sq/layers/3/experts/w2",
+                                     "optim/exp_avg_sq/layers/0/experts/w2", "model/embed"},
+                                    4);
+  };
+  for (const std::string ep : {"1", "4"}) {
+    SCOPED_TRACE("EP " + ep);
+    const std::string to = "to_ep" + ep, from = "from_ep" + ep;
+    auto r = run_moetrain(train(to) + " --train-iters 8 --load " + (dir / "first") + " --save " + (dir / to) +
+                              " --ep " + ep,
+                          4);
+    ASSERT_EQ(r.status, 0) << r.output;
+    EXPECT_NE(r.output.find("resumed from"), std::string::npos) << r.output;
+    expect_continues(to);
+    auto f = run_moetrain(train(from + "_first") + " --train-iters 4 --save " + (dir / from) + " --ep " + ep, 4);
+    ASSERT_EQ(f.status, 0) << f.output;
+    auto b = run_moetrain(train(from) + " --train-iters 8 --load " + (dir / from) + " --save " + (dir / from) + " " +
+                              ep2,
+                          4);
+    ASSERT_EQ(b.status, 0) << b.output;
+    expect_continues(from);
   }
 }
 

@@ -16,12 +16,13 @@ struct GradCase {
   const char* name;
   int G, E, K;
   double capacity;
+  double z = 0.0;  // router z-loss coefficient
 };
 
 ModelConfig tiny(const GradCase& c) {
   ModelConfig cfg{.vocab_size = 32, .hidden_size = 16, .num_layers = 2, .num_heads = 4, .num_query_groups = c.G,
                   .ffn_hidden_size = 24, .num_experts = c.E, .router_topk = c.K, .seq_length = 6,
-                  .capacity_factor = c.capacity, .aux_loss_coeff = 0.05};
+                  .capacity_factor = c.capacity, .aux_loss_coeff = 0.05, .z_loss_coeff = c.z};
   return cfg;
 }
 
@@ -49,7 +50,8 @@ TEST_P(GradCheck, EveryParameterMatchesFiniteDifferences) {
   const double ce_scale = 1.0 / (B * cfg.seq_length), aux_scale = 1.0;
   auto loss = [&]() {
     MicroBatchLoss l = model.forward(tokens.data(), B);
-    return l.ce_sum * ce_scale + l.aux * aux_scale;
+    if (c.z > 0) EXPECT_GT(l.z, 0.0);
+    return l.ce_sum * ce_scale + (l.aux + l.z) * aux_scale;
   };
 
   be->fill(p.grads.data(), 0.0, p.size());
@@ -147,8 +149,8 @@ TEST_P(GradCheck, Bf16GradientsMatchFloat64WithinBf16Rounding) {
 
 INSTANTIATE_TEST_SUITE_P(
     Model, GradCheck,
-    ::testing::Values(GradCase{"moe_mqa_top2", 1, 4, 2, 0.0}, GradCase{"moe_gqa_top2", 2, 4, 2, 0.0},
-                      GradCase{"moe_mha_capacity", 4, 4, 2, 0.75},
+    ::testing::Values(GradCase{"moe_mqa_top2", 1, 4, 2, 0.0}, GradCase{"moe_gqa_top2_zloss", 2, 4, 2, 0.0, 0.1},
+                      GradCase{"moe_mha_capacity_zloss", 4, 4, 2, 0.75, 0.1},
                       GradCase{"moe_top1", 1, 3, 1, 0.0}, GradCase{"dense_mqa", 1, 1, 1, 0.0},
                       GradCase{"dense_gqa", 2, 1, 1, 0.0}),
     [](const auto& info) { return std::string(info.param.name); });

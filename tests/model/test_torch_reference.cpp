@@ -20,7 +20,8 @@ ModelConfig case_config(const H5File& f, const std::string& c) {
                   .num_query_groups = i("G"), .ffn_hidden_size = i("F"), .num_experts = i("E"),
                   .router_topk = i("K"), .seq_length = i("S"),
                   .capacity_factor = f.attr_double("capacity_factor", c),
-                  .aux_loss_coeff = f.attr_double("aux_coeff", c)};
+                  .aux_loss_coeff = f.attr_double("aux_coeff", c),
+                  .z_loss_coeff = f.attr_double("z_coeff", c)};
   return cfg;
 }
 
@@ -46,6 +47,7 @@ void check_case(const std::string& c, double loss_tol, double grad_tol) {
   MicroBatchLoss loss = model.forward_backward(tokens.data(), B, 1.0 / n, 1.0);
   EXPECT_NEAR(loss.ce_sum / n, f.attr_double("ce_loss", c), loss_tol) << c;
   EXPECT_NEAR(loss.aux, f.attr_double("aux_loss", c), loss_tol) << c;
+  EXPECT_NEAR(loss.z, f.attr_double("z_loss", c), loss_tol) << c;
 
   for (const ParamTensor& t : p.tensors) {
     std::vector<double> ref = f.read_all<double>(c + "/grads/" + t.name);
@@ -66,13 +68,19 @@ TEST_P(TorchReference, FloatMatchesWithinFloatTolerance) {
   check_case<float>(GetParam(), 2e-5, 2e-3);
 }
 
+TEST(TorchReference, ZLossCaseHasAZLoss) {
+  H5File f = H5File::open(kReference, MPI_COMM_WORLD);
+  EXPECT_GT(f.attr_double("z_loss", "moe_mqa_zloss"), 1e-3);
+  EXPECT_EQ(f.attr_double("z_loss", "moe_mqa"), 0.0);
+}
+
 TEST(TorchReference, CapacityCaseReallyDrops) {
   H5File f = H5File::open(kReference, MPI_COMM_WORLD);
   EXPECT_GT(f.attr_int("dropped", "moe_gqa_capacity"), 0);
 }
 
 INSTANTIATE_TEST_SUITE_P(Cases, TorchReference,
-                         ::testing::Values("moe_mqa", "moe_gqa_capacity", "dense"));
+                         ::testing::Values("moe_mqa", "moe_gqa_capacity", "moe_mqa_zloss", "dense"));
 
 }  // namespace
 }  // namespace mt

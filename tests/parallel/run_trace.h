@@ -23,7 +23,7 @@ namespace mt::test_util {
 struct StepTrace {
   double loss = 0.0, grad_norm = 0.0;
   RoutingRecord routing;                 // the whole model's expert load in the step
-  std::vector<double> weights;           // this rank's flat weights after the update
+  std::vector<double> weights;           // this rank's flat weights after the update, padding included
 };
 
 struct RunTrace {
@@ -40,7 +40,7 @@ struct RunTrace {
     model.expert_load().clear();
     StepTrace s{loss, grad_norm, {load.routed, load.dropped, load.hash}, {}};
     const Parameters<T>& p = model.params();
-    s.weights.assign(p.values.data(), p.values.data() + p.size());
+    s.weights.assign(p.values.data(), p.values.data() + p.padded_size());
     steps.push_back(std::move(s));
   }
 };

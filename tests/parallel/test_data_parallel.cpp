@@ -1,11 +1,16 @@
-// ZeRO-1 data parallelism (docs/design.md section 4). The bucket and shard
-// arithmetic on its own; then the core test: every TP x PP x DP layout of
-// the world (run under mpirun with 2, 4 and 8 ranks) trains the same model
-// as one rank, which every rank also trains itself and compares with, step
-// by step (loss and global gradient norm) and element by element.
+// ZeRO-1 data parallelism and expert parallelism (docs/design.md sections 4
+// and 8). The bucket and shard arithmetic on its own; then the core test:
+// every TP x PP x DP layout of the world (run under mpirun with 2, 4 and 8
+// ranks), and every EP that splits its DP, trains the same model as one
+// rank, step by step (loss and global gradient norm) and element by
+// element; and the expert-parallel bugs other frameworks have shipped
+// (expert gradients scaled by EP, no expert-DP reduction) fail that test.
+#include <fmt/format.h>
+#include <gtest/gtest-spi.h>
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cfloat>
 #include <cmath>
 #include <random>
 
@@ -105,15 +110,31 @@ AdamWConfig adam_config() {
   return adam;
 }
 
+// Errors planted in the expert-parallel gradient path, to show the
+// equivalence test catches them.
+enum class ExpertBug { None, GradientsScaledByEp, NoExpertDpReduction };
+
+// Router weights zeroed at the start: every token's probabilities tie and
+// top-K takes the lowest experts, so at EP = 2 every token goes to EP rank
+// 0's experts and EP rank 1's receive nothing (the first step's routing).
+template <typename T>
+void zero_router(Parameters<T>& p, const ModelConfig& cfg) {
+  for (int l = 0; l < cfg.num_layers; ++l)
+    if (const ParamTensor* t = p.find_or_null(fmt::format("layers/{}/router", l)))
+      std::fill(p.values.data() + t->offset, p.values.data() + t->offset + t->numel, T(0));
+}
+
 // The global batch of every step on one rank: dp replicas' micro-batches;
 // perturbation != 0: every weight moved by that much (relative) at the
 // start and after every update.
 template <typename T>
-test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double perturbation = 0.0) {
+test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double perturbation = 0.0,
+                                    bool router_zeroed = false) {
   auto be = make_cpu_backend<T>();
   Transformer<T> model(*be, cfg, kMicro);
   AdamW<T> optim(*be, adam_config(), model.params());
   model.params().initialise(*be, 3);
+  if (router_zeroed) zero_router(model.params(), cfg);
   if (perturbation != 0.0) model.params().perturb(*be, perturbation, 0);
   std::mt19937 rng(5);
   test_util::RunTrace run;
@@ -134,34 +155,53 @@ test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double pertu
   return run;
 }
 
-// TP x PP x DP = world: ZeRO-1 with small buckets that ignore tensor
-// boundaries (many in flight at once) and padded shards.
+// TP x PP x DP = world, the experts split EP ways: ZeRO-1 with small
+// buckets that ignore tensor boundaries (many in flight at once) and padded
+// shards, each region of the flat buffers over its group.
 template <typename T>
-test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cfg) {
+test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cfg, int ep_size = 1,
+                                 ExpertBug bug = ExpertBug::None, bool router_zeroed = false) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const int dp = world / (tp_size * pp_size);
   auto be = make_cpu_backend<T>();
-  Topology topo(MPI_COMM_WORLD, TopologyConfig{tp_size, pp_size});
+  Topology topo(MPI_COMM_WORLD, TopologyConfig{tp_size, pp_size, ep_size});
   EXPECT_EQ(topo.dp_size(), dp);
   const TensorParallel tp{&topo.tp(), topo.coords().tp, tp_size};
+  const ExpertParallel ep{&topo.ep(), topo.expert().ep, ep_size};
   const int stage = topo.coords().pp, r = topo.coords().dp;
   const auto split = stage_layers(cfg.num_layers, pp_size, 0, 0);
   const StageSpan span{split[stage].first, split[stage].second, stage == 0, stage == pp_size - 1};
-  Transformer<T> model(*be, cfg, kMicro, tp, span, dp);
+  Transformer<T> model(*be, cfg, kMicro, tp, span, dp, {}, ep);
   Parameters<T>& params = model.params();
   std::vector<FlatRange> partial;
   for (const ParamTensor& t : params.tensors)
     if (t.partial_grad) partial.push_back({t.offset, t.offset + t.numel});
-  GradSync<T> sync(*be, params.padded_size(), partial, tp, &topo.dp(), 301);
+  std::vector<ShardRegion> regions;
+  for (const FlatRegion& g : params.regions)
+    regions.push_back({{g.begin, g.end},
+                       !g.experts                                ? &topo.dp()
+                       : bug == ExpertBug::NoExpertDpReduction ? nullptr
+                                                                 : &topo.edp()});
+  GradSync<T> sync(*be, regions, partial, tp, 301);
   AdamW<T> optim(*be, adam_config(), shard_segments(params.tensors, sync.shard(), tp.rank), sync.shard_size(),
                  {tp_size > 1 ? &topo.tp() : nullptr, pp_size > 1 ? &topo.pp() : nullptr, &topo.dp()});
   params.initialise(*be, 3);
+  if (router_zeroed) zero_router(params, cfg);
   PipelineRunner<T> runner(model, PipelineGroup{&topo.pp(), stage, pp_size}, PipelineSchedule::OneFOneB);
 
-  // Memory: the optimizer state is this rank's 1/DP of the (padded) buffer.
-  EXPECT_EQ(optim.shard_size() * size_t(dp), params.padded_size());
-  EXPECT_LT(params.padded_size() - params.size(), size_t(dp));
+  // Memory: the optimizer state is this rank's 1/DP of the shared tensors
+  // and 1/(DP/EP) of its E/EP experts (padded).
+  size_t shard = 0;
+  for (const FlatRegion& g : params.regions) {
+    const size_t group = g.experts ? size_t(dp / ep_size) : size_t(dp);
+    EXPECT_EQ(g.end % group, g.begin % group);
+    if (bug == ExpertBug::None) shard += (g.end - g.begin) / group;
+  }
+  if (bug == ExpertBug::None) EXPECT_EQ(optim.shard_size(), shard);
+  EXPECT_LT(params.padded_size() - params.size(), params.regions.size() * size_t(dp));
+  for (const ParamTensor& t : params.tensors)
+    if (t.is_expert) EXPECT_EQ(t.block.count[0], cfg.num_experts / ep_size) << t.name;
 
   std::mt19937 rng(5);
   test_util::RunTrace run;
@@ -177,6 +217,11 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
     const GradsReady ready = [&](size_t from) { sync.ready_from(grads, from); };
     const MicroBatchLoss l = runner.step(mine, kMicro, ce_scale, aux_scale, nullptr, &ready);
     sync.finish(grads);
+    if (bug == ExpertBug::GradientsScaledByEp)
+      for (const ShardSegment& g : shard_segments(params.tensors, sync.shard(), tp.rank))
+        for (const ParamTensor& t : params.tensors)
+          if (t.is_expert && g.flat >= t.offset && g.flat < t.offset + t.numel)
+            be->scale(g.count, T(ep_size), sync.shard_grads(grads) + g.shard);
     double sums[2] = {l.ce_sum, l.aux};
     topo.pp().all_reduce_sum(sums, 2);
     topo.dp().all_reduce_sum(sums, 2);
@@ -188,6 +233,7 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   // Gradients went out while the backward pass still had layers to do.
   EXPECT_GT(sync.stats.buckets_overlapped, 0u);
   EXPECT_LT(sync.stats.buckets_overlapped, sync.stats.buckets);
+  if (ep_size > 1) EXPECT_GT(model.dispatch_stats().bytes_sent, 0u) << "no row went to another EP rank";
   return run;
 }
 
@@ -220,6 +266,84 @@ void check_trains_like_one_rank() {
 
 TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>(); }
 TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>(); }
+
+// Every layout of the world with TP and PP in {1, 2} and EP in {2, 4}
+// dividing DP (E = 4), half of them with a capacity factor that drops
+// assignments, in precision T.
+template <typename T>
+void check_expert_parallel_trains_like_one_rank() {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
+  int layouts = 0;
+  for (int tp : {1, 2})
+    for (int pp : {1, 2})
+      for (int ep : {2, 4}) {
+        const int dp = world / (tp * pp);
+        if (world % (tp * pp) != 0 || dp % ep != 0) continue;
+        ModelConfig cfg = tiny(2 * pp);
+        if (layouts % 2 == 1 || world == 2) cfg.capacity_factor = 1.0;
+        SCOPED_TRACE(::testing::Message() << "TP=" << tp << " PP=" << pp << " DP=" << dp << " EP=" << ep
+                                          << " capacity factor " << cfg.capacity_factor);
+        test_util::expect_trains_like_one_rank<T>(
+            train_layout<T>(tp, pp, cfg, ep),
+            [&](double perturbation) { return train_reference<T>(cfg, dp, perturbation); }, std::max(tp, dp));
+        ++layouts;
+      }
+  EXPECT_GT(layouts, 0) << "no expert-parallel layout of " << world << " ranks";
+}
+
+TEST(ExpertParallel, TrainsTheSameModelAsOneRankInDouble) { check_expert_parallel_trains_like_one_rank<double>(); }
+TEST(ExpertParallel, TrainsTheSameModelAsOneRankInFloat) { check_expert_parallel_trains_like_one_rank<float>(); }
+
+// The first step sends every token to EP rank 0's experts (the router
+// starts at zero, so the lowest experts win every tie): EP rank 1's
+// experts receive no row, nothing hangs, and the run trains the one-rank
+// model, with capacity dropping most assignments and without. Compared up
+// to the first routing flip: the router's first updates leave near-ties
+// that rounding can resolve either way, even in float64.
+TEST(ExpertParallel, TrainsLikeOneRankWhenEveryTokenGoesToOneRanksExperts) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world % 2 != 0) GTEST_SKIP() << "runs under mpirun on an even number of ranks";
+  for (double capacity : {0.0, 1.0}) {
+    ModelConfig cfg = tiny(2);
+    cfg.capacity_factor = capacity;
+    SCOPED_TRACE(::testing::Message() << "capacity factor " << capacity);
+    const test_util::RunTrace layout = train_layout<double>(1, 1, cfg, 2, ExpertBug::None, true);
+    ASSERT_FALSE(layout.steps.empty());
+    const std::vector<int64_t>& routed = layout.steps[0].routing.routed;  // [layer][expert]
+    for (size_t i = 0; i < routed.size(); ++i)
+      if (i % cfg.num_experts >= 2)
+        EXPECT_EQ(routed[i], 0) << "layer " << i / cfg.num_experts << " expert " << i % cfg.num_experts;
+    const double ulp = DBL_EPSILON;
+    const test_util::RunTrace ref = train_reference<double>(cfg, world, 0.0, true);
+    const test_util::RunTrace twins = test_util::farther_of(ref, train_reference<double>(cfg, world, ulp, true),
+                                                            train_reference<double>(cfg, world, -ulp, true));
+    test_util::expect_same_run_to_rounding(layout, ref, twins, world, ulp);
+  }
+}
+
+// The planted bugs fail the equivalence test (DP = 4 split EP = 2 x
+// expert-DP = 2, so that an expert-DP reduction exists to drop).
+TEST(ExpertParallel, ScaledOrUnreducedExpertGradientsFailTheEquivalenceTest) {
+  int world = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &world);
+  if (world != 4) GTEST_SKIP() << "runs under mpirun with 4 ranks";
+  const ModelConfig cfg = tiny(2);
+  for (ExpertBug bug : {ExpertBug::GradientsScaledByEp, ExpertBug::NoExpertDpReduction}) {
+    SCOPED_TRACE(::testing::Message() << "bug " << int(bug));
+    const test_util::RunTrace layout = train_layout<double>(1, 1, cfg, 2, bug);
+    ::testing::TestPartResultArray failures;
+    {
+      ::testing::ScopedFakeTestPartResultReporter intercept(
+          ::testing::ScopedFakeTestPartResultReporter::INTERCEPT_ONLY_CURRENT_THREAD, &failures);
+      test_util::expect_trains_like_one_rank<double>(
+          layout, [&](double perturbation) { return train_reference<double>(cfg, world, perturbation); }, world);
+    }
+    EXPECT_GT(failures.size(), 0) << "the equivalence test passed with the bug planted";
+  }
+}
 
 }  // namespace
 }  // namespace mt
