@@ -489,6 +489,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   in.rampup = t.rampup;
   in.global_batch = t.global_batch_size;
 
+  MT_CHECK(t.topology.expert_parallel == 1,
+           "moetrain plan does not model --expert-model-parallel-size yet (got {}): plan the layout without it",
+           t.topology.expert_parallel);
   Layout& l = in.layout;
   l.tp = t.topology.tensor_parallel;
   l.pp = t.topology.pipeline_parallel;

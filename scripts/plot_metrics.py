@@ -8,8 +8,11 @@ lines that do not parse are skipped with a warning. When a step appears more
 than once (a run resumed into the same file), its last record wins.
 
 Panels: loss with the auxiliary (load-balancing) loss on a second axis; the
-learning rate, with the global batch size on a second axis when logged; and,
-when logged, the gradient norm and throughput.
+learning rate, with the global batch size on a second axis when logged;
+when logged, the gradient norm and throughput; and for a mixture of experts
+(records with `experts`), a heat map of each layer's experts' load over the
+steps: tokens routed to the expert in the logging interval over the mean of
+its layer (1 = balanced; 0 = it received no token).
 
     scripts/plot_metrics.py METRICS.jsonl OUT.png [--title TITLE]
 """
@@ -101,6 +104,44 @@ def plot_pair(ax, records, left, right, left_label, right_label,
     return drawn
 
 
+def expert_load(records):
+    """(steps, rows, labels): per record with `experts`, each (layer, expert)'s
+    routed tokens over its layer's mean, rows[layer * E + expert][record]."""
+    steps, columns = [], []
+    for rec in records:
+        routed = rec.get("experts", {}).get("routed") if isinstance(rec.get("experts"), dict) else None
+        if not routed or not all(isinstance(layer, list) and layer for layer in routed):
+            continue
+        column = []
+        for layer in routed:
+            mean = sum(layer) / len(layer)
+            column += [(x / mean if mean > 0 else 0.0) for x in layer]
+        if columns and len(column) != len(columns[0]):
+            warn(f"step {rec['step']}: {len(column)} experts, not {len(columns[0])}; record skipped")
+            continue
+        steps.append(number(rec["step"]))
+        columns.append(column)
+    if not columns:
+        return [], [], []
+    experts = len(records[-1]["experts"]["routed"][0]) if isinstance(records[-1].get("experts"), dict) \
+        else len(columns[0])
+    labels = [f"L{i // experts} E{i % experts}" for i in range(len(columns[0]))]
+    rows = [[c[i] for c in columns] for i in range(len(columns[0]))]
+    return steps, rows, labels
+
+
+def plot_expert_load(fig, ax, steps, rows, labels):
+    """The load heat map: a row a (layer, expert), a column a logged step."""
+    edges = [steps[0] - 0.5] + [(a + b) / 2 for a, b in zip(steps, steps[1:])] + [steps[-1] + 0.5]
+    mesh = ax.pcolormesh(edges, range(len(rows) + 1), rows, cmap="viridis", vmin=0.0,
+                         vmax=max(2.0, max(max(r) for r in rows)), shading="flat")
+    ax.set_yticks([i + 0.5 for i in range(len(rows))])
+    ax.set_yticklabels(labels, fontsize="x-small" if len(rows) > 16 else "small")
+    ax.invert_yaxis()
+    ax.set_ylabel("layer, expert")
+    fig.colorbar(mesh, ax=ax, label="tokens / layer mean")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(
         description="Plot a moetrain metrics file (JSON lines) to a PNG.")
@@ -123,9 +164,11 @@ def main(argv=None):
 
     has_extra = any(number(r.get(k)) is not None
                     for r in records for k in ("grad_norm", "tokens_per_s"))
-    nrows = 3 if has_extra else 2
-    fig, axes = plt.subplots(nrows, 1, sharex=True, figsize=(9, 2.9 * nrows + 0.6),
-                             constrained_layout=True)
+    load_steps, load_rows, load_labels = expert_load(records)
+    nrows = (3 if has_extra else 2) + (1 if load_rows else 0)
+    heights = [1] * (nrows - 1) + ([max(1.0, len(load_rows) / 12)] if load_rows else [1])
+    fig, axes = plt.subplots(nrows, 1, sharex=True, figsize=(9, 2.9 * sum(heights) + 0.6),
+                             gridspec_kw={"height_ratios": heights}, constrained_layout=True)
 
     plot_pair(axes[0], records, "loss", "aux_loss", "loss (cross-entropy)",
               "aux loss (load balancing)")
@@ -136,6 +179,8 @@ def main(argv=None):
     if has_extra:
         plot_pair(axes[2], records, "grad_norm", "tokens_per_s", "grad norm",
                   "tokens / s", left_color="tab:red", right_color="tab:gray")
+    if load_rows:
+        plot_expert_load(fig, axes[-1], load_steps, load_rows, load_labels)
     axes[-1].set_xlabel("step")
     fig.suptitle(args.title if args.title is not None else args.metrics)
 
@@ -146,7 +191,8 @@ def main(argv=None):
         return 1
     plt.close(fig)
     print(f"plot_metrics: {len(records)} records, steps {loss_steps[0]:g}..{loss_steps[-1]:g}, "
-          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}; wrote {args.output}")
+          f"loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+          + (f", expert load of {len(load_rows)} experts" if load_rows else "") + f"; wrote {args.output}")
     return 0
 
 

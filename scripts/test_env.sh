@@ -15,5 +15,5 @@ export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_cop
 # the resume tests, the gradient check, the PyTorch-reference tests, document
 # masking (float64) and activation recompute (bitwise).
 # A ctest -R pattern.
-MT_NUMERICAL_TESTS='BackendOps|mpi[0-9]+\.(parallel|pipeline|data_parallel)|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.(Stopping|CheckpointsMove)|EvalLayouts|TorchReference|GradCheck|Documents|ActivationRecompute|Inspect\.TorchModel|EndToEnd'
+MT_NUMERICAL_TESTS='BackendOps|mpi[0-9]+\.(parallel|pipeline|data_parallel|expert_parallel)|ExpertParallel\.|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.(Stopping|CheckpointsMove)|EvalLayouts|TorchReference|GradCheck|Documents|ActivationRecompute|Inspect\.TorchModel|EndToEnd'
 export MT_NUMERICAL_TESTS
