@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "model/parameters.h"
+#include "model/routing.h"
 #include "runtime/check.h"
 
 namespace mt {
@@ -32,6 +33,7 @@ bool is_expert_tensor(const std::string& name) {
 // its buffers from.
 struct RankCounts {
   int64_t parameters = 0;
+  int64_t expert_parameters = 0;  // of its experts (every MoE layer's E/EP)
   // Weights one token's forward multiplies: expert tensors at K/E of their
   // size (a token visits K of the E experts), no embedding (a lookup).
   double active_weights = 0;
@@ -42,17 +44,20 @@ struct RankCounts {
 // each tensor counted on the stage whose span holds it: the same tensors as
 // param_table(cfg, tp_rank, tp, span) of each stage, without building a
 // table per stage (the search looks at thousands of layouts).
-std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vector<StageSpan>& spans) {
+// Under EP every EP rank holds as many experts: EP rank 0 stands for all.
+std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vector<StageSpan>& spans, int ep = 1) {
   const int pp = int(spans.size());
   std::vector<RankCounts> counts(size_t(pp) * tp);
-  const double routed_share = double(c.router_topk) / double(c.num_experts);
+  // A token's rows pass through K experts' weights; the rank holds E/EP.
+  const double routed_share = double(c.router_topk) * ep / double(c.num_experts);
   for (int t = 0; t < tp; ++t) {
-    for (const ParamTensor& p : param_table(c, t, tp)) {
+    for (const ParamTensor& p : param_table(c, t, tp, {}, 0, ep)) {
       int stage = 0;
       while (stage < pp && !spans[stage].holds(p.name, c)) ++stage;
       MT_CHECK(stage < pp, "no pipeline stage holds tensor {}", p.name);
       RankCounts& rc = counts[size_t(stage) * tp + t];
       rc.parameters += int64_t(p.numel);
+      if (p.is_expert) rc.expert_parameters += int64_t(p.numel);
       const double share = is_expert_tensor(p.name) && c.is_moe() ? routed_share : 1.0;
       if (p.name != "embed") rc.active_weights += double(p.numel) * share;
       if (p.partial_grad) rc.partial_grad += int64_t(p.numel);
@@ -70,10 +75,13 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
 // on every TP rank). Activations take `activation` bytes; statistics,
 // routing weights and token indices 4. keep_attention_core: the attention
 // output and log-sum-exp (selective recompute rebuilds them).
+// Expert rows R = expert_rows_bound (T K without EP); under EP also the
+// outputs of the rank's own T K rows, back from the all-to-all.
 double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation,
-                              bool keep_attention_core) {
+                              bool keep_attention_core, int ep = 1) {
   const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
   const double K = c.router_topk, F = sh.ffn;  // F / TP
+  const double R = double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep));
   double values = 2 * T * d                  // the layer's input (the residual) and attn_norm's output
                   + T * hd * sh.heads         // q
                   + 2 * T * hd * sh.kv_heads  // k, v
@@ -84,8 +92,9 @@ double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b
     fp32 += T * sh.heads;         // its rows' log-sum-exp
   }
   if (c.is_moe()) {
-    values += 2 * K * T * d        // each token's copy in its experts' inputs, and their outputs
-              + 2 * K * T * F;     // GELU input and output of each routed copy
+    values += 2 * R * d             // the expert rows' inputs and outputs
+              + 2 * R * F           // GELU input and output of each row
+              + (ep > 1 ? K * T * d : 0.0);  // the rank's own rows' outputs, returned
     fp32 += T * c.num_experts      // router probabilities
             + 2 * K * T;           // each routed copy's token and weight
   } else {
@@ -96,13 +105,19 @@ double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b
 
 // Bytes of one micro-batch's gradients the backward pass works in, held
 // once whatever the recompute (model/transformer.cpp and FfnScratch).
-double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last) {
+// Under EP also the dispatch's two row buffers (ExpertDispatch).
+double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last,
+                                int ep = 1) {
   const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
   const double rows = T * c.router_topk, F = sh.ffn, E = c.num_experts;
+  const double R = c.is_moe()
+                       ? double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep))
+                       : rows;
   double values = 7 * T * d                           // the FFN's output, and six gradients of the residual width
                   + 2 * T * hd * sh.heads             // of q and of the attention output
                   + 2 * T * hd * sh.kv_heads          // of k and v
-                  + 2 * rows * d + 2 * rows * F       // of the experts' outputs and inputs, GELU's output and input
+                  + 2 * R * d + 2 * R * F             // of the experts' outputs and inputs, GELU's output and input
+                  + (ep > 1 ? rows * d + R * d : 0.0)  // the rows on their way out and in
                   + (activation < 4.0 ? T * E : 0.0)  // the router logits' gradient rounded for the products
                   + (last ? T * sh.vocab : 0.0);      // the logits' gradient
   const double fp32 = rows + 2 * T * E;               // of the routing weights, probabilities and logits
@@ -170,26 +185,37 @@ RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, con
   m.layer_begin = span.begin;
   m.layer_end = span.end_of(c);
   m.parameters = rc.parameters;
-  m.padded_parameters = (rc.parameters + l.dp - 1) / l.dp * l.dp;
-  const double padded = double(m.padded_parameters);
+  m.expert_parameters = rc.expert_parameters;
+  // The regions of lay_out_regions, each padded to and sharded over its group.
+  const int edp = l.dp / l.ep;
+  const int64_t shared = l.ep > 1 ? rc.parameters - rc.expert_parameters : rc.parameters;
+  const int64_t experts = l.ep > 1 ? rc.expert_parameters : 0;
+  const int64_t shared_padded = (shared + l.dp - 1) / l.dp * l.dp, experts_padded = (experts + edp - 1) / edp * edp;
+  m.padded_parameters = shared_padded + experts_padded;
+  m.shard_parameters = shared_padded / l.dp + experts_padded / edp;
+  const double padded = double(m.padded_parameters), shard = double(m.shard_parameters);
   m.weights = bytes.weights * padded;
   // The whole accumulation buffer, and the shard the reduce-scatter fills.
-  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * padded / l.dp : 0.0);
-  m.optimizer = bytes.optimizer * padded / l.dp;
-  if (l.dp > 1) {
-    m.dp_reduce_scatter_bytes = bytes.gradients * padded;
-    m.dp_all_gather_bytes = bytes.weights * padded;
-  }
+  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * shard : 0.0);
+  m.optimizer = bytes.optimizer * shard;
+  // Ring reduce-scatter and all-gather over each region's group.
+  const double reduced = double(shared_padded) * (l.dp > 1) + double(experts_padded) * (edp > 1);
+  m.dp_reduce_scatter_bytes = bytes.gradients * reduced;
+  m.dp_all_gather_bytes = bytes.weights * reduced;
+  m.dp_sent_bytes = (bytes.gradients + bytes.weights) *
+                    (double(shared_padded) * (l.dp - 1) / l.dp + double(experts_padded) * (edp - 1) / edp);
+  m.expert_rows = c.is_moe() ? expert_rows_bound(c.capacity_factor, int(mb.tokens), c.num_experts, c.router_topk, l.ep)
+                             : 0;
   // The last stage also keeps the final norm's input and output and the
   // fp32 logits of its vocabulary shard for the cross-entropy.
   const double head =
       span.last ? 2 * mb.activation_bytes + mb.tokens * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
   const TpShape shape = tp_shape(c, tp_rank, l.tp);
-  const double full_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, true);
-  const double selective_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, false);
+  const double full_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, true, l.ep);
+  const double selective_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, false, l.ep);
   const int live = live_micro_batches;
   m.live_micro_batches = live;
-  m.workspace = backward_workspace_bytes(c, shape, l.micro_batch, bytes.activation, span.last);
+  m.workspace = backward_workspace_bytes(c, shape, l.micro_batch, bytes.activation, span.last, l.ep);
   m.activations_none = live * (layers * full_layer + head);
   // Selective: one layer's attention core at a time, rebuilt in the backward.
   m.activations_selective = live * (layers * selective_layer + head) + (full_layer - selective_layer);
@@ -249,6 +275,13 @@ StageCost stage_cost(const PlanInputs& in, const BytesPerParameter& bytes, const
     cost.tp_once_bytes = double(counts[size_t(stage) * l.tp].partial_grad) * bytes.gradients + 8.0;
   }
   cost.pp_sent_bytes = (stage < l.pp - 1 ? mb.activation_bytes : 0.0) + (stage > 0 ? mb.activation_bytes : 0.0);
+  if (l.ep > 1 && c.is_moe()) {
+    const double away = double(l.ep - 1) / l.ep;  // of the rows, to experts on other ranks
+    const double rows = away * mb.tokens * c.router_topk * c.hidden_size * bytes.activation;
+    const double counts = 2.0 * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;  // forward and recompute
+    const double passes = l.recompute == Recompute::Full ? 6.0 : 4.0;      // x, y forward; dy, dx backward
+    cost.ep_sent_bytes = cost.layers * (passes * rows + counts);
+  }
   return cost;
 }
 
@@ -276,10 +309,9 @@ void plan_communication(PlanResult& r) {
     r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, sc.tp_step_bytes * ring_share(l.tp));
     r.comm.pp_sent_bytes = std::max(r.comm.pp_sent_bytes, micro_batches * sc.pp_sent_bytes);
   }
-  // Ring reduce-scatter and all-gather: each GPU sends (DP - 1) / DP of the payload.
-  for (const RankMemory& rm : r.ranks)
-    r.comm.dp_sent_bytes = std::max(r.comm.dp_sent_bytes, double(l.dp - 1) / l.dp *
-                                                              (rm.dp_reduce_scatter_bytes + rm.dp_all_gather_bytes));
+  for (const StageCost& sc : r.stages)
+    r.comm.ep_sent_bytes = std::max(r.comm.ep_sent_bytes, micro_batches * sc.ep_sent_bytes);
+  for (const RankMemory& rm : r.ranks) r.comm.dp_sent_bytes = std::max(r.comm.dp_sent_bytes, rm.dp_sent_bytes);
 }
 
 // K and V of one token in one layer, per kv head, at fp16.
@@ -329,18 +361,20 @@ StepTimeModel plan_step_time(PlanResult& r, const GpuSpec& g) {
   const Layout& l = in.layout;
   const double peak = peak_flops(g, in.precision);
   const double tp_bandwidth = link_bandwidth(g, l.tp), pp_bandwidth = link_bandwidth(g, l.tp * l.dp * l.pp),
-               dp_bandwidth = link_bandwidth(g, l.tp * l.dp);
+               dp_bandwidth = link_bandwidth(g, l.tp * l.dp), ep_bandwidth = link_bandwidth(g, l.tp * l.ep);
   const MicroBatch mb = micro_batch_of(in, r.bytes);
   r.comm.tp_link = link_name(g, l.tp);
   r.comm.pp_link = link_name(g, l.tp * l.dp * l.pp);
   r.comm.dp_link = link_name(g, l.tp * l.dp);
+  r.comm.ep_link = link_name(g, l.tp * l.ep);
   StepTimeModel model;
   std::vector<double> slot;
   for (StageCost& sc : r.stages) {
     const double compute = sc.compute_flops / (peak * in.compute_efficiency);
     const double tp_s = sc.tp_sent_bytes / tp_bandwidth;
     const double pp_s = l.pp > 1 ? 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
-    sc.slot_s = compute + tp_s + pp_s;
+    const double ep_s = sc.ep_sent_bytes / ep_bandwidth;  // blocking: on the critical path
+    sc.slot_s = compute + tp_s + pp_s + ep_s;
     slot.push_back(sc.slot_s);
     model.compute_max = std::max(model.compute_max, compute);
     model.tp_once_s = std::max(model.tp_once_s, sc.tp_once_bytes * ring_share(l.tp) / tp_bandwidth);
@@ -353,6 +387,7 @@ StepTimeModel plan_step_time(PlanResult& r, const GpuSpec& g) {
   for (const StageCost& sc : r.stages)
     r.comm.tp_s = std::max(r.comm.tp_s, micro_batches * sc.tp_sent_bytes / tp_bandwidth + model.tp_once_s);
   r.comm.pp_s = l.pp > 1 ? micro_batches * 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
+  r.comm.ep_s = r.comm.ep_sent_bytes / ep_bandwidth;
   return model;
 }
 
@@ -489,11 +524,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   in.rampup = t.rampup;
   in.global_batch = t.global_batch_size;
 
-  MT_CHECK(t.topology.expert_parallel == 1,
-           "moetrain plan does not model --expert-model-parallel-size yet (got {}): plan the layout without it",
-           t.topology.expert_parallel);
   Layout& l = in.layout;
   l.tp = t.topology.tensor_parallel;
+  l.ep = t.topology.expert_parallel;
   l.pp = t.topology.pipeline_parallel;
   l.first_stage_layers = t.decoder_first_pipeline_num_layers;
   l.last_stage_layers = t.decoder_last_pipeline_num_layers;
@@ -509,7 +542,7 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
     MT_CHECK(o.search_max_tp >= 0, "--search-max-tp must be >= 0, got {}", o.search_max_tp);
     MT_CHECK(o.search_max_micro_batch_size >= 1, "--search-max-micro-batch-size must be >= 1, got {}",
              o.search_max_micro_batch_size);
-    l = Layout{1, 1, o.num_gpus, 0, 0, 1, Recompute::None, RecomputeMethod::Uniform, 1, l.schedule};
+    l = Layout{1, 1, o.num_gpus, 1, 0, 0, 1, Recompute::None, RecomputeMethod::Uniform, 1, l.schedule};
   } else {
     MT_CHECK(l.tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", l.tp);
     MT_CHECK(l.pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", l.pp);
@@ -520,6 +553,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
              "--pipeline-model-parallel-size {}",
              gpus, l.tp, l.pp);
     l.dp = gpus / replica;
+    MT_CHECK(l.ep >= 1 && l.dp % l.ep == 0 && in.model.num_experts % l.ep == 0,
+             "--expert-model-parallel-size {} must divide the data-parallel size {} and --num-experts {}", l.ep,
+             l.dp, in.model.num_experts);
     tp_shape(in.model, 0, l.tp);
     check_layout(t, l.dp);
   }
@@ -582,7 +618,8 @@ double pipeline_bubble(const std::vector<double>& slot, int64_t micro_batches) {
 
 PlanResult make_plan(const PlanInputs& in) {
   const std::vector<StageSpan> spans = stage_spans(in.model, in.layout);
-  return plan_with_counts(in, count_parameters(in.model), rank_counts(in.model, in.layout.tp, spans), spans);
+  return plan_with_counts(in, count_parameters(in.model), rank_counts(in.model, in.layout.tp, spans, in.layout.ep),
+                          spans);
 }
 
 namespace {
@@ -682,21 +719,27 @@ SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_ba
         drop(l, Drop::BatchSplit, fmt::format("--global-batch-size {} is not divisible by DP", base.global_batch));
         continue;
       }
-      const std::vector<RankCounts> counts = rank_counts(c, tp, spans);
       const int64_t per_replica = base.global_batch / l.dp;
-      for (int b = 1; b <= std::min<int64_t>(max_micro_batch, per_replica); ++b) {
-        if (per_replica % b != 0) continue;
-        l.micro_batch = b;
-        if (std::string batch_why = problem_of([&] { data::BatchSchedule(base.global_batch, b, l.dp, base.rampup); });
-            !batch_why.empty()) {
-          drop(l, Drop::BatchSplit, batch_why);
-          continue;
-        }
-        for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
-          l.recompute = rc;
-          keep_or_drop(evaluate_layout(base, l, params, counts, spans));
+      for (int ep = 1; ep <= (c.is_moe() ? l.dp : 1); ++ep) {
+        if (l.dp % ep != 0 || c.num_experts % ep != 0) continue;
+        l.ep = ep;
+        const std::vector<RankCounts> counts = rank_counts(c, tp, spans, ep);
+        for (int b = 1; b <= std::min<int64_t>(max_micro_batch, per_replica); ++b) {
+          if (per_replica % b != 0) continue;
+          l.micro_batch = b;
+          if (std::string batch_why =
+                  problem_of([&] { data::BatchSchedule(base.global_batch, b, l.dp, base.rampup); });
+              !batch_why.empty()) {
+            drop(l, Drop::BatchSplit, batch_why);
+            continue;
+          }
+          for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+            l.recompute = rc;
+            keep_or_drop(evaluate_layout(base, l, params, counts, spans));
+          }
         }
       }
+      l.ep = 1;
     }
   }
   std::stable_sort(out.kept.begin(), out.kept.end(), [](const SearchCandidate& a, const SearchCandidate& b) {

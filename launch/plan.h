@@ -43,6 +43,7 @@ std::string to_string(Precision p);
 
 struct Layout {
   int tp = 1, pp = 1, dp = 1;
+  int ep = 1;  // experts split over EP ranks of DP (docs/design.md section 10)
   int first_stage_layers = 0, last_stage_layers = 0;  // 0: an even split
   int micro_batch = 1;
   Recompute recompute = Recompute::None;
@@ -107,15 +108,22 @@ struct RankMemory {
   int tp = 0, pp = 0;
   int layer_begin = 0, layer_end = 0;
   int64_t parameters = 0;         // elements held (param_table of the rank)
-  int64_t padded_parameters = 0;  // rounded up to a multiple of DP (ZeRO-1's equal shards)
+  int64_t expert_parameters = 0;  // of which its experts' (E/EP of every MoE layer's)
+  // Rounded up for ZeRO-1's equal shards: to a multiple of DP, or under EP
+  // the shared tensors to DP and the experts to DP/EP (lay_out_regions).
+  int64_t padded_parameters = 0;
+  int64_t shard_parameters = 0;   // this rank's ZeRO-1 shard (all of it at DP 1)
   double weights = 0, gradients = 0, optimizer = 0;
   int live_micro_batches = 0;     // at the schedule's peak
   double activations_none = 0, activations_selective = 0, activations_full = 0;
   double activations = 0;         // at the layout's recompute
   double workspace = 0;           // the backward pass's gradients of one micro-batch
   // ZeRO-1's payload each step (0 at DP 1): the gradient buffer
-  // reduce-scattered, the updated weights all-gathered.
-  double dp_reduce_scatter_bytes = 0, dp_all_gather_bytes = 0;
+  // reduce-scattered, the updated weights all-gathered (the experts over
+  // expert-DP under EP); what this GPU sends of them in rings.
+  double dp_reduce_scatter_bytes = 0, dp_all_gather_bytes = 0, dp_sent_bytes = 0;
+  // The experts' row buffers hold expert_rows_bound rows (model/routing.h).
+  int64_t expert_rows = 0;
   double total() const { return weights + gradients + optimizer + activations + workspace; }
 };
 
@@ -129,14 +137,19 @@ struct StageCost {
   double tp_step_bytes = 0;  // a step's payload: every micro-batch's, and the once-a-step reductions
   double tp_sent_bytes = 0;  // sent by one GPU: ring all-reduce, 2 (t-1)/t of the payload
   double pp_sent_bytes = 0;  // activations forward and gradients backward
+  // EP all-to-alls of one micro-batch, sent by one GPU to the others of its
+  // EP group, with every expert receiving its mean share of the rows: per
+  // MoE layer the experts' inputs out and outputs back, forward, and their
+  // gradients backward (again under full recompute), plus the row counts.
+  double ep_sent_bytes = 0;
   double slot_s = 0;         // compute + TP + PP time (0 without --gpu)
   double idle = 0;           // share of the step this stage waits (pipeline_idle below)
 };
 
 struct Communication {  // per step, one GPU, the busiest rank
-  double tp_bytes = 0, tp_sent_bytes = 0, pp_sent_bytes = 0, dp_sent_bytes = 0;
-  std::string tp_link, pp_link, dp_link;  // "nvlink" or "network"
-  double tp_s = 0, pp_s = 0, dp_s = 0;    // with --gpu
+  double tp_bytes = 0, tp_sent_bytes = 0, pp_sent_bytes = 0, dp_sent_bytes = 0, ep_sent_bytes = 0;
+  std::string tp_link, pp_link, dp_link, ep_link;  // "nvlink" or "network"
+  double tp_s = 0, pp_s = 0, dp_s = 0, ep_s = 0;   // with --gpu
 };
 
 struct Timing {  // with --gpu
@@ -185,7 +198,8 @@ PlanResult make_plan(const PlanInputs& in);
 std::vector<double> pipeline_idle(const std::vector<double>& slot, int64_t micro_batches);
 double pipeline_bubble(const std::vector<double>& slot, int64_t micro_batches);
 
-// --search: every (TP, PP, DP, micro-batch, recompute) on base's GPU count.
+// --search: every (TP, PP, DP, EP, micro-batch, recompute) on base's GPU
+// count, EP over the divisors of DP that divide E (1 for a dense model).
 // PP takes an even split of the layers, or, where PP does not divide them,
 // equal middle stages and lighter first and last stages.
 enum class Drop {

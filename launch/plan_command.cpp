@@ -39,7 +39,7 @@ std::string seconds(double s) {
 }
 
 std::string layout_name(const Layout& l) {
-  return fmt::format("TP {} x PP {} x DP {}", l.tp, l.pp, l.dp);
+  return fmt::format("TP {} x PP {} x DP {}", l.tp, l.pp, l.dp) + (l.ep > 1 ? fmt::format(" (EP {})", l.ep) : "");
 }
 
 json rank_json(const RankMemory& m) {
@@ -47,7 +47,10 @@ json rank_json(const RankMemory& m) {
           {"pp", m.pp},
           {"layers", {m.layer_begin, m.layer_end}},
           {"parameters", m.parameters},
+          {"expert_parameters", m.expert_parameters},
           {"padded_parameters", m.padded_parameters},
+          {"shard_parameters", m.shard_parameters},
+          {"expert_rows", m.expert_rows},
           {"weights_bytes", m.weights},
           {"gradients_bytes", m.gradients},
           {"optimizer_bytes", m.optimizer},
@@ -58,7 +61,8 @@ json rank_json(const RankMemory& m) {
           {"workspace_bytes", m.workspace},
           {"total_bytes", m.total()},
           {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
-          {"dp_all_gather_bytes", m.dp_all_gather_bytes}};
+          {"dp_all_gather_bytes", m.dp_all_gather_bytes},
+          {"dp_sent_bytes", m.dp_sent_bytes}};
 }
 
 json gpu_json(const PlanInputs& in) {
@@ -96,6 +100,7 @@ json layout_json(const PlanResult& r) {
   return {{"tp", l.tp},
           {"pp", l.pp},
           {"dp", l.dp},
+          {"ep", l.ep},
           {"micro_batch_size", l.micro_batch},
           {"micro_batches", r.micro_batches},
           {"global_batch_size", r.inputs.global_batch},
@@ -137,8 +142,9 @@ json memory_json(const PlanResult& r) {
 
 json communication_json(const Communication& c) {
   return {{"tp_bytes", c.tp_bytes}, {"tp_sent_bytes", c.tp_sent_bytes}, {"pp_sent_bytes", c.pp_sent_bytes},
-          {"dp_sent_bytes", c.dp_sent_bytes}, {"tp_link", c.tp_link}, {"pp_link", c.pp_link},
-          {"dp_link", c.dp_link}, {"tp_s", c.tp_s}, {"pp_s", c.pp_s}, {"dp_s", c.dp_s}};
+          {"dp_sent_bytes", c.dp_sent_bytes}, {"ep_sent_bytes", c.ep_sent_bytes}, {"tp_link", c.tp_link},
+          {"pp_link", c.pp_link}, {"dp_link", c.dp_link}, {"ep_link", c.ep_link}, {"tp_s", c.tp_s},
+          {"pp_s", c.pp_s}, {"dp_s", c.dp_s}, {"ep_s", c.ep_s}};
 }
 
 json time_json(const PlanResult& r) {
@@ -245,9 +251,11 @@ void print_memory(const PlanResult& r) {
   const PlanInputs& in = r.inputs;
   const Layout& l = in.layout;
   const RankMemory& big = r.ranks[size_t(r.largest_rank)];
-  fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard), optimizer {} / DP; "
+  fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard), optimizer {} / DP{}; "
              "activations {} B an element\n",
-             r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard, r.bytes.optimizer, r.bytes.activation);
+             r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard, r.bytes.optimizer,
+             l.ep > 1 ? fmt::format(" (experts: E/{} of them a GPU, shards / {})", l.ep, l.dp / l.ep) : "",
+             r.bytes.activation);
   fmt::print("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}{:>12}\n", "stage (layers)", "params", "weights",
              "gradients", "optimizer", "activations", "workspace", "total");
   // One row per run of stages with the same figures (their largest TP rank).
@@ -301,8 +309,13 @@ void print_pipeline_and_communication(const PlanResult& r) {
              in.gpu && l.tp > 1 ? fmt::format(" over {}, {}", r.comm.tp_link, seconds(r.comm.tp_s)) : "");
   fmt::print("  PP send/receive  {} sent{}\n", bytes_text(r.comm.pp_sent_bytes),
              in.gpu && l.pp > 1 ? fmt::format(" over {}, {}", r.comm.pp_link, seconds(r.comm.pp_s)) : "");
-  fmt::print("  DP ZeRO-1        {} sent (reduce-scatter + all-gather){}\n", bytes_text(r.comm.dp_sent_bytes),
+  fmt::print("  DP ZeRO-1        {} sent (reduce-scatter + all-gather{}){}\n", bytes_text(r.comm.dp_sent_bytes),
+             l.ep > 1 ? "; the experts over expert-DP" : "",
              in.gpu && l.dp > 1 ? fmt::format(" over {}, {}", r.comm.dp_link, seconds(r.comm.dp_s)) : "");
+  if (l.ep > 1)
+    fmt::print("  EP all-to-all    {} sent (expert rows out and back, balanced routing){}\n",
+               bytes_text(r.comm.ep_sent_bytes),
+               in.gpu ? fmt::format(" over {}, {}", r.comm.ep_link, seconds(r.comm.ep_s)) : "");
 }
 
 void print_time(const PlanResult& r) {
@@ -352,15 +365,15 @@ void print_serving(const PlanResult& r) {
 void print_search(const PlanInputs& base, const SearchResult& s, int max_tp) {
   fmt::print("search: {} GPUs of {}, TP up to {}, {} precision; {} layouts fit, {} dropped\n", base.num_gpus(),
              base.gpu->name, max_tp, to_string(base.precision), s.kept.size(), s.dropped.size());
-  fmt::print("\n  {:>4}{:>5}{:>7}{:>6}  {:<10}{:>12}{:>12}{:>9}{:>8}{:>12}\n", "TP", "PP", "DP", "mbs", "recompute",
-             "memory", "tokens/s", "MFU", "bubble", "step");
+  fmt::print("\n  {:>4}{:>5}{:>7}{:>5}{:>6}  {:<10}{:>12}{:>12}{:>9}{:>8}{:>12}\n", "TP", "PP", "DP", "EP", "mbs",
+             "recompute", "memory", "tokens/s", "MFU", "bubble", "step");
   for (const SearchCandidate& c : s.kept)
-    fmt::print("  {:>4}{:>5}{:>7}{:>6}  {:<10}{:>12}{:>12}{:>9.3f}{:>8}{:>12}\n", c.layout.tp, c.layout.pp,
-               c.layout.dp, c.layout.micro_batch, to_string(c.layout.recompute), gb(c.memory), si(c.tokens_per_s),
-               c.mfu, percent(c.bubble), seconds(c.step_s));
+    fmt::print("  {:>4}{:>5}{:>7}{:>5}{:>6}  {:<10}{:>12}{:>12}{:>9.3f}{:>8}{:>12}\n", c.layout.tp, c.layout.pp,
+               c.layout.dp, c.layout.ep, c.layout.micro_batch, to_string(c.layout.recompute), gb(c.memory),
+               si(c.tokens_per_s), c.mfu, percent(c.bubble), seconds(c.step_s));
   fmt::print("\ndropped:\n");
   // Structural reasons once each, with the layouts they hit; memory per
-  // (TP, PP), with the smallest of its micro-batch and recompute choices.
+  // (TP, PP, EP), with the smallest of its micro-batch and recompute choices.
   std::vector<std::pair<std::string, std::string>> reasons;  // reason, layouts
   for (const SearchCandidate& c : s.dropped) {
     if (c.drop == Drop::Memory) continue;
@@ -382,7 +395,8 @@ void print_search(const PlanInputs& base, const SearchResult& s, int max_tp) {
     }
     const SearchCandidate* best = &c;
     while (j + 1 < s.dropped.size() && s.dropped[j + 1].drop == Drop::Memory &&
-           s.dropped[j + 1].layout.tp == c.layout.tp && s.dropped[j + 1].layout.pp == c.layout.pp) {
+           s.dropped[j + 1].layout.tp == c.layout.tp && s.dropped[j + 1].layout.pp == c.layout.pp &&
+           s.dropped[j + 1].layout.ep == c.layout.ep) {
       ++j;
       if (s.dropped[j].memory < best->memory) best = &s.dropped[j];
     }
@@ -398,6 +412,7 @@ json search_json(const PlanInputs& base, const SearchResult& s) {
     json j = {{"tp", c.layout.tp},
               {"pp", c.layout.pp},
               {"dp", c.layout.dp},
+              {"ep", c.layout.ep},
               {"micro_batch_size", c.layout.micro_batch},
               {"recompute_granularity", to_string(c.layout.recompute)}};
     if (c.memory > 0) {

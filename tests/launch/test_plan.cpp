@@ -172,6 +172,10 @@ TEST_F(PlanAgainstTrain, DataParallelRanksWithZeroOneShards) { compare("--pp 2",
 // bf16 weights and activations, float32 gradients, master weights and moments.
 TEST_F(PlanAgainstTrain, Bf16RanksWithMasterWeightShards) { compare("--tp 2 --bf16", 4); }
 
+// Expert parallelism: DP4 = EP2 x expert-DP2, the experts padded and
+// sharded over expert-DP, the rest over DP.
+TEST_F(PlanAgainstTrain, ExpertParallelRanksWithTwoShardRegions) { compare("--ep 2", 4); }
+
 // The tiny model's exact per-rank counts, and ZeRO-1's padding to DP.
 ModelConfig tiny_config() {
   ModelConfig c = test_util::tiny_model_config();
@@ -218,6 +222,38 @@ TEST(Plan, EveryRankHoldsItsParamTableAndZeroOneShards) {
   const double n_pad = double(b.ranks[0].padded_parameters);
   EXPECT_DOUBLE_EQ(b.ranks[0].weights, 2.0 * n_pad);
   EXPECT_DOUBLE_EQ(b.ranks[0].optimizer, 12.0 * n_pad / 3);
+}
+
+// EP 2: each rank holds half of every layer's experts; the shared tensors
+// are padded to and sharded over DP, the experts over DP / EP; the
+// all-to-alls send the (EP-1)/EP of each micro-batch's T K rows that go to
+// the other rank's experts, four times a MoE layer, plus the row counts.
+TEST(Plan, ExpertParallelSplitsTheExpertsAndCountsTheAllToAll) {
+  const ModelConfig c = tiny_config();
+  PlanInputs in = inputs(c, 1, 1, 6, 2, 12);
+  in.layout.ep = 2;
+  const PlanResult r = make_plan(in);
+  ASSERT_EQ(r.ranks.size(), 1u);
+  const RankMemory& m = r.ranks[0];
+  int64_t shared = 0, experts = 0;
+  for (const ParamTensor& t : param_table(c, 0, 1, {}, 1, 2)) (t.is_expert ? experts : shared) += int64_t(t.numel);
+  const ParameterCounts p = count_parameters(c);
+  EXPECT_EQ(experts, p.experts / 2);
+  EXPECT_EQ(m.parameters, shared + experts);
+  EXPECT_EQ(m.expert_parameters, experts);
+  const int64_t shared_pad = (shared + 5) / 6 * 6, experts_pad = (experts + 2) / 3 * 3;
+  EXPECT_EQ(m.padded_parameters, shared_pad + experts_pad);
+  EXPECT_EQ(m.shard_parameters, shared_pad / 6 + experts_pad / 3);
+  EXPECT_DOUBLE_EQ(m.optimizer, 8.0 * double(shared_pad / 6 + experts_pad / 3));
+  EXPECT_DOUBLE_EQ(m.dp_sent_bytes, 8.0 * (double(shared_pad) * 5 / 6 + double(experts_pad) * 2 / 3));
+  const double T = 2.0 * c.seq_length;
+  const double rows = 0.5 * T * c.router_topk * c.hidden_size * 4.0, counts = 2.0 * 1 * 2 * 4.0;
+  EXPECT_DOUBLE_EQ(r.stages[0].ep_sent_bytes, c.num_layers * (4.0 * rows + counts));
+  EXPECT_DOUBLE_EQ(r.comm.ep_sent_bytes, double(r.micro_batches) * r.stages[0].ep_sent_bytes);
+  // Without a capacity factor a rank's experts may receive every row of both ranks.
+  EXPECT_EQ(m.expert_rows, int64_t(2 * T * c.router_topk));
+  in.model.capacity_factor = 1.0;
+  EXPECT_EQ(make_plan(in).ranks[0].expert_rows, int64_t(c.num_experts) * int64_t(T * c.router_topk / c.num_experts));
 }
 
 TEST(Plan, ParameterCountsSplitTheModel) {
@@ -356,6 +392,23 @@ TEST(Plan, SearchKeepsWhatFitsFastestFirstAndSaysWhyOthersWent) {
   }
   EXPECT_TRUE(memory_drop);  // 47B parameters do not fit one 80 GB GPU with their optimizer
   EXPECT_TRUE(split_drop);
+  // EP is searched, over divisors of DP that divide E; an EP layout holds
+  // less model state (weights, gradients, optimizer) than the same layout
+  // without EP (its expert rows, sized for the worst case, may take more).
+  const SearchCandidate* with_ep = nullptr;
+  for (const SearchCandidate& k : s.kept)
+    if (k.layout.ep > 1 && !with_ep) with_ep = &k;
+  ASSERT_NE(with_ep, nullptr) << "no expert-parallel layout kept";
+  EXPECT_EQ(with_ep->layout.dp % with_ep->layout.ep, 0);
+  EXPECT_EQ(c.num_experts % with_ep->layout.ep, 0);
+  auto model_state = [&](int ep) {
+    PlanInputs in = base;
+    in.layout = with_ep->layout;
+    in.layout.ep = ep;
+    const RankMemory& m = make_plan(in).ranks[0];
+    return m.weights + m.gradients + m.optimizer;
+  };
+  EXPECT_LT(model_state(with_ep->layout.ep), 0.75 * model_state(1));
   // The best layout's figures are make_plan's for that layout.
   PlanInputs best = base;
   best.layout = s.kept[0].layout;
