@@ -278,8 +278,9 @@ StageCost stage_cost(const PlanInputs& in, const BytesPerParameter& bytes, const
   if (l.ep > 1 && c.is_moe()) {
     const double away = double(l.ep - 1) / l.ep;  // of the rows, to experts on other ranks
     const double rows = away * mb.tokens * c.router_topk * c.hidden_size * bytes.activation;
-    const double counts = 2.0 * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;  // forward and recompute
-    const double passes = l.recompute == Recompute::Full ? 6.0 : 4.0;      // x, y forward; dy, dx backward
+    const double forwards = l.recompute == Recompute::Full ? 2.0 : 1.0;  // each exchanges the row counts
+    const double counts = forwards * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;
+    const double passes = 2.0 * forwards + 2.0;  // x out, y back each forward; dy out, dx back
     cost.ep_sent_bytes = cost.layers * (passes * rows + counts);
   }
   return cost;

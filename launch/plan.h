@@ -140,7 +140,8 @@ struct StageCost {
   // EP all-to-alls of one micro-batch, sent by one GPU to the others of its
   // EP group, with every expert receiving its mean share of the rows: per
   // MoE layer the experts' inputs out and outputs back, forward, and their
-  // gradients backward (again under full recompute), plus the row counts.
+  // gradients backward (the forward's again under full recompute), plus
+  // the row counts each forward sends (ExpertDispatch::stats counts both).
   double ep_sent_bytes = 0;
   double slot_s = 0;         // compute + TP + PP time (0 without --gpu)
   double idle = 0;           // share of the step this stage waits (pipeline_idle below)

@@ -90,6 +90,7 @@ json stages_json(const PlanResult& r) {
                       {"tp_bytes_per_micro_batch", s.tp_bytes},
                       {"tp_bytes_per_step", s.tp_step_bytes},
                       {"pp_sent_bytes_per_micro_batch", s.pp_sent_bytes},
+                      {"ep_sent_bytes_per_micro_batch", s.ep_sent_bytes},
                       {"slot_s", s.slot_s},
                       {"idle_fraction", s.idle}});
   return stages;

@@ -36,7 +36,7 @@ namespace mt {
   X(double, dp_allgather_bytes, "ZeRO-1 parameter bytes all-gathered")                                   \
   X(double, dp_hidden_bytes, "reduce-scattered before the backward pass ended")                          \
   X(double, ep_alltoall_s, "expert parallelism: this rank's token all-to-alls (0 without EP)")            \
-  X(double, ep_alltoall_bytes, "row bytes this rank sent to the other ranks of its EP group")
+  X(double, ep_alltoall_bytes, "bytes (rows and row counts) this rank sent to the other ranks of its EP group")
 
 struct StepMetrics {
 #define MT_METRIC_MEMBER(type, name, meaning) type name = 0;

@@ -34,6 +34,7 @@ ExpertExchange ExpertDispatch<T>::exchange(const PackedRows<T>& p) {
     ex.recv_counts.resize(size_t(EP) * El);
     const std::vector<int> one(EP, 1);
     ep_.group->all_to_all_rows(counts.data(), one.data(), ex.recv_counts.data(), one.data(), size_t(El), DType::I32);
+    stats.bytes_sent += uint64_t(EP - 1) * El * sizeof(int32_t);
   } else {
     ex.recv_counts = counts;
   }

@@ -50,7 +50,7 @@ struct ExpertExchange {
 
 // Traffic of the all-to-alls, for the logs and the benchmark.
 struct DispatchStats {
-  uint64_t bytes_sent = 0;  // row bytes this rank sent to other ranks
+  uint64_t bytes_sent = 0;  // row and row-count bytes this rank sent to other ranks
   uint64_t calls = 0;
   double seconds = 0.0;
 };

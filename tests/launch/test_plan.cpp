@@ -247,7 +247,7 @@ TEST(Plan, ExpertParallelSplitsTheExpertsAndCountsTheAllToAll) {
   EXPECT_DOUBLE_EQ(m.optimizer, 8.0 * double(shared_pad / 6 + experts_pad / 3));
   EXPECT_DOUBLE_EQ(m.dp_sent_bytes, 8.0 * (double(shared_pad) * 5 / 6 + double(experts_pad) * 2 / 3));
   const double T = 2.0 * c.seq_length;
-  const double rows = 0.5 * T * c.router_topk * c.hidden_size * 4.0, counts = 2.0 * 1 * 2 * 4.0;
+  const double rows = 0.5 * T * c.router_topk * c.hidden_size * 4.0, counts = 1 * 2 * 4.0;
   EXPECT_DOUBLE_EQ(r.stages[0].ep_sent_bytes, c.num_layers * (4.0 * rows + counts));
   EXPECT_DOUBLE_EQ(r.comm.ep_sent_bytes, double(r.micro_batches) * r.stages[0].ep_sent_bytes);
   // Without a capacity factor a rank's experts may receive every row of both ranks.

@@ -1,0 +1,179 @@
+// bench_expert_dispatch: one MoE layer's expert-parallel token movement as
+// training runs it (ExpertDispatch), against plain MPI_Alltoallv calls of
+// the same bytes (scripts/bench_expert_parallel.sh, docs/benchmarks.md).
+//
+//   mpirun -np EP bench_expert_dispatch [--reps R] [--warmup W] TOKENS D E K
+//
+// Every rank of the world is one EP rank with a micro-batch of TOKENS
+// tokens of width D, routed to K of E experts in a fixed balanced pattern
+// (token t, slot k -> expert (t K + k) mod E), so that every expert gets
+// its mean share, as the planner assumes. Per repetition, after a barrier:
+//   dispatch: the layer's forward (exchange the row counts, rows out,
+//     outputs back and added to their tokens) and backward (dy out, dx back
+//     and added), the experts being the identity;
+//   plain: four MPI_Alltoallv of the same row counts (out, back, out,
+//     back), on buffers already in place, and one MPI_Alltoall of the counts.
+// A repetition's time is the slowest rank's; reported: the median, and the
+// bytes each rank sent to the others in one repetition (ExpertDispatch's
+// own count). Rank 0 prints one JSON object.
+#include <mpi.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "parallel/expert_dispatch.h"
+#include "runtime/communicator.h"
+#include "runtime/cpu_backend.h"
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The slowest rank's time of fn(), after a barrier.
+template <typename F>
+double timed(F&& fn) {
+  MPI_Barrier(MPI_COMM_WORLD);
+  const double start = MPI_Wtime();
+  fn();
+  double t = MPI_Wtime() - start;
+  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MPI_Init(&argc, &argv);
+  int rank = 0, ep = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &ep);
+  int reps = 20, warmup = 3;
+  std::vector<long long> positional;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
+    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
+    else positional.push_back(std::atoll(argv[i]));
+  }
+  const bool shape_ok = positional.size() == 4 && positional[0] > 0 && positional[1] > 0 && positional[2] > 1 &&
+                        positional[3] >= 1 && positional[3] <= positional[2] && positional[2] % ep == 0;
+  if (!shape_ok || reps < 1 || warmup < 0 || ep < 2) {
+    if (rank == 0)
+      std::fprintf(stderr,
+                   "usage: mpirun -np EP (>= 2, dividing E) bench_expert_dispatch [--reps R] [--warmup W] TOKENS D "
+                   "E K (1 <= K <= E)\n");
+    MPI_Finalize();
+    return 2;
+  }
+  const int T = int(positional[0]), d = int(positional[1]), E = int(positional[2]), K = int(positional[3]);
+
+  // The balanced routing, packed by expert then token as route_tokens packs it.
+  std::vector<std::vector<int32_t>> per_expert(E);
+  for (int t = 0; t < T; ++t)
+    for (int k = 0; k < K; ++k) per_expert[(t * K + k) % E].push_back(t);
+  std::vector<int32_t> token, offset{0};
+  for (const auto& rows : per_expert) {
+    token.insert(token.end(), rows.begin(), rows.end());
+    offset.push_back(int32_t(token.size()));
+  }
+  const int kept = int(token.size());
+  std::vector<float> weight(kept, 1.0f / float(K));
+  const mt::PackedRows<float> rows{token.data(), weight.data(), &offset};
+
+  auto be = mt::make_cpu_backend<float>();
+  mt::MpiCommunicator world(MPI_COMM_WORLD);
+  const size_t max_rows = size_t(ep) * size_t(kept);
+  mt::ExpertDispatch<float> dispatch(*be, E, size_t(kept), max_rows, d, mt::ExpertParallel{&world, rank, ep});
+  std::vector<float> m(size_t(T) * d), x(max_rows * d), returned(size_t(kept) * d), out(size_t(T) * d),
+      dm(size_t(T) * d), dy(max_rows * d), dweight(kept);
+  for (size_t i = 0; i < m.size(); ++i) m[i] = float(rank + 1) * 1e-3f * float(i % 89 + 1);
+
+  mt::ExpertExchange ex;
+  auto layer = [&] {
+    ex = dispatch.exchange(rows);
+    dispatch.dispatch(rows, ex, m.data(), x.data());
+    std::fill(out.begin(), out.end(), 0.0f);
+    dispatch.combine(rows, ex, x.data(), returned.data(), out.data());  // identity experts: y = x
+    dispatch.combine_backward(rows, ex, out.data(), returned.data(), dy.data(), dweight.data());
+    std::fill(dm.begin(), dm.end(), 0.0f);
+    dispatch.dispatch_backward(rows, ex, dy.data(), dm.data());
+  };
+
+  // The plain baseline: the same row counts, contiguous buffers.
+  std::vector<int> send_counts, recv_counts, send_at(ep, 0), recv_at(ep, 0);
+  layer();
+  for (int q = 0; q < ep; ++q) {
+    send_counts.push_back(ex.send_rows[q] * d);
+    recv_counts.push_back(ex.recv_rows[q] * d);
+    if (q > 0) {
+      send_at[q] = send_at[q - 1] + send_counts[q - 1];
+      recv_at[q] = recv_at[q - 1] + recv_counts[q - 1];
+    }
+  }
+  std::vector<float> plain_out(size_t(kept) * d, 1.0f), plain_in(max_rows * d);
+  std::vector<int> counts_out(E, 1), counts_in(E, 0);
+  auto plain = [&] {
+    MPI_Alltoall(counts_out.data(), E / ep, MPI_INT, counts_in.data(), E / ep, MPI_INT, MPI_COMM_WORLD);
+    for (int pass = 0; pass < 2; ++pass) {
+      MPI_Alltoallv(plain_out.data(), send_counts.data(), send_at.data(), MPI_FLOAT, plain_in.data(),
+                    recv_counts.data(), recv_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
+      MPI_Alltoallv(plain_in.data(), recv_counts.data(), recv_at.data(), MPI_FLOAT, plain_out.data(),
+                    send_counts.data(), send_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    }
+  };
+
+  // Identity experts and weights summing to 1: every token's output is its
+  // input, and with dout = out the gradient back is dout again.
+  bool ok = true;
+  for (size_t i = 0; i < m.size(); ++i) {
+    ok = ok && std::abs(out[i] - m[i]) <= 1e-6f * std::abs(m[i]) + 1e-9f;
+    ok = ok && std::abs(dm[i] - m[i]) <= 1e-6f * std::abs(m[i]) + 1e-9f;
+  }
+  int all_ok = ok;
+  MPI_Allreduce(MPI_IN_PLACE, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+
+  std::vector<double> dispatch_s, plain_s;
+  dispatch.stats = {};
+  for (int r = 0; r < warmup + reps; ++r) {
+    if (r == warmup) dispatch.stats = {};
+    const double a = timed(layer);
+    const double b = timed(plain);
+    if (r < warmup) continue;
+    dispatch_s.push_back(a);
+    plain_s.push_back(b);
+  }
+  double bytes = double(dispatch.stats.bytes_sent) / reps;
+  MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+
+  if (rank == 0) {
+    char version[MPI_MAX_LIBRARY_VERSION_STRING];
+    int len = 0;
+    MPI_Get_library_version(version, &len);
+    const double ds = median(dispatch_s), ps = median(plain_s);
+    const nlohmann::json j = {{"ep", ep},
+                              {"tokens", T},
+                              {"d", d},
+                              {"experts", E},
+                              {"topk", K},
+                              {"reps", reps},
+                              {"results_ok", all_ok == 1},
+                              {"bytes_sent_per_layer", bytes},
+                              {"dispatch_median_s", ds},
+                              {"plain_alltoallv_median_s", ps},
+                              {"dispatch_over_plain", ds / ps},
+                              {"mpi", std::string(version, version + std::min(len, 60))}};
+    std::printf("%s\n", j.dump().c_str());
+  }
+  MPI_Finalize();
+  return all_ok ? 0 : 1;
+}
