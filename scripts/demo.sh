@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build moetrain and train the workstation MoE on a small real corpus made from
-# files already on this machine, then plot the loss curve.
+# files already on this machine, then plot the loss curve and the experts'
+# load (a per-layer, per-expert heat map over the steps).
 #
 #   scripts/demo.sh [extra train flags...]     e.g. scripts/demo.sh --train-iters 50
 #
@@ -133,14 +134,14 @@ echo "+ ${train_cmd[*]}"
 "${train_cmd[@]}"
 
 # ---------------------------------------------------------------------------
-stage "Plot the loss curve"
+stage "Plot the loss curve and the experts' load"
 [[ -s "$out/metrics.jsonl" ]] || die "training wrote no metrics to $out/metrics.jsonl"
 /usr/bin/python3 scripts/plot_metrics.py "$out/metrics.jsonl" "$out/loss.png" \
     --title "moetrain demo: workstation MoE, $ranks rank(s)"
 
 echo
 echo "Demo finished in $((SECONDS - start)) s."
-echo "  loss plot:   $out/loss.png"
+echo "  loss plot:   $out/loss.png (the experts' load heat map at the bottom)"
 echo "  metrics:     $out/metrics.jsonl"
 echo "  checkpoints: $out/checkpoints"
 echo "  evaluate:    $bin eval --load $out/checkpoints --data-path $out/data/text --eval-samples 64"

@@ -157,6 +157,29 @@ TEST_F(DataParallelRun, EveryLayoutTrainsInBf16WhatOneRankDoes) {
   }
 }
 
+// Expert parallelism in bf16, on the MoE model: EP 2 (DP 2) against one
+// rank in bf16. EP moves each expert's rows to one rank and back; it changes
+// the grouping of the expert products' rows and the order of the float32
+// gradient sums, not the bf16 roundings of the model. So the scale of
+// rounding is that of float32 sums: a twin whose float32 master weights
+// move by one float32 ulp. A bf16 ulp, as the dense test above uses, flips
+// a router near-tie at the first step. Compared up to the first routing
+// flip, like every MoE comparison.
+TEST_F(DataParallelRun, ExpertParallelTrainsInBf16WhatOneRankDoes) {
+  auto one = run_moetrain(train("one") + " --bf16");
+  ASSERT_EQ(one.status, 0) << one.output;
+  auto perturbed = run_moetrain(train("perturbed") + " --bf16" + test_util::perturbed_flags());
+  ASSERT_EQ(perturbed.status, 0) << perturbed.output;
+  auto ep = run_moetrain(train("ep2") + " --bf16 --ep 2", 2);
+  ASSERT_EQ(ep.status, 0) << ep.output;
+  EXPECT_NE(ep.output.find("EP all-to-all"), std::string::npos) << ep.output;
+  std::vector<std::string> tensors;
+  for (const ParamTensor& t : param_table(test_util::tiny_model_config()))
+    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"}) tensors.push_back(group + t.name);
+  const size_t compared = test_util::expect_same_training(run("ep2"), run("one"), run("perturbed"), 2, tensors);
+  std::printf("EP 2 in bf16: %zu of 20 steps compared\n", compared);
+}
+
 TEST_F(DataParallelRun, AFailureOnOneReplicaAbortsTheWholeJob) {
   // Rank 1 (DP rank 1) fails; rank 0 would wait in the gradient reduce-scatter.
   auto r = run_moetrain(train("fail") + " --debug-fail-at-iteration 3 --debug-fail-rank 1", 2);
