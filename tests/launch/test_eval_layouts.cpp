@@ -1,5 +1,5 @@
 // `moetrain eval` on any layout (docs/design.md section 7): the same loss over the
-// same tokens whatever the TP, PP and data-parallel split.
+// same tokens whatever the TP, PP, data-parallel and expert-parallel split.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -32,9 +32,12 @@ TEST(EvalLayouts, EveryLayoutReportsOneRanksLoss) {
     const char* flags;
     int ranks;
   };
-  // DP splits 13 samples 7 + 6 (2 ranks) and 5 + 5 + 3 (3 ranks).
+  // DP splits 13 samples 7 + 6 (2 ranks), 5 + 5 + 3 (3 ranks) and 4 + 4 + 4
+  // + 1 (4 ranks): under EP the replicas with fewer samples run uncounted
+  // micro-batches so that every all-to-all has all its ranks.
   for (const Layout& l : {Layout{"--tp 2", 2}, Layout{"--pp 2", 2}, Layout{"", 2}, Layout{"", 3},
-                          Layout{"--tp 2 --pp 2", 4}, Layout{"--pp 2 --decoder-first-pipeline-num-layers 1", 2}}) {
+                          Layout{"--tp 2 --pp 2", 4}, Layout{"--pp 2 --decoder-first-pipeline-num-layers 1", 2},
+                          Layout{"--ep 2", 2}, Layout{"--ep 4", 4}, Layout{"--ep 2 --pp 2", 4}}) {
     SCOPED_TRACE(std::string(l.flags) + " on " + std::to_string(l.ranks) + " ranks");
     auto r = run_moetrain(eval + " " + l.flags, l.ranks);
     ASSERT_EQ(r.status, 0) << r.output;
