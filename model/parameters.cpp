@@ -28,6 +28,8 @@ std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_s
   const int64_t d = c.hidden_size, hd = c.head_dim(), F = c.ffn_hidden_size, E = c.num_experts;
   const double std = 0.02, out_std = 0.02 / std::sqrt(2.0 * c.num_layers);
   const bool kv_split = !tp_shape(c, tp_rank, tp_size).kv_replicated;
+  MT_CHECK(ep_size == 1 || c.is_moe(),
+           "--expert-model-parallel-size {} needs a mixture of experts; --num-experts is {} (a dense MLP)", ep_size, E);
   MT_CHECK(ep_size >= 1 && E % ep_size == 0, "--expert-model-parallel-size {} does not divide --num-experts {}",
            ep_size, E);
   // split_dim -1: whole on every TP rank. Experts (dimension 0 of an

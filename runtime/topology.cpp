@@ -25,7 +25,8 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
            "pipeline-model-parallel-size {}",
            world_size_, tp_size_, pp_size_);
   dp_size_ = world_size_ / (tp_size_ * pp_size_);
-  MT_CHECK(ep_size_ >= 1 && dp_size_ % ep_size_ == 0,
+  MT_CHECK(ep_size_ >= 1, "--expert-model-parallel-size must be >= 1, got {}", ep_size_);
+  MT_CHECK(dp_size_ % ep_size_ == 0,
            "--expert-model-parallel-size {} must divide the data-parallel size {} (world {} / (TP {} x PP {}))",
            ep_size_, dp_size_, world_size_, tp_size_, pp_size_);
   coords_ = coords_of(world_rank_, tp_size_, dp_size_);

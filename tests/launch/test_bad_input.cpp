@@ -117,6 +117,26 @@ TEST_F(BadInput, ParallelLayoutsNotYetAvailableAreRefused) {
   expect_train_error("--tp 2", "tensor-model-parallel-size");
 }
 
+// Expert parallelism: EP must be at least 1, divide the data-parallel size
+// and the expert count, and needs experts; every rank stops.
+TEST_F(BadInput, ExpertParallelSizesThatDoNotSplit) {
+  expect_train_error("--ep 0", "--expert-model-parallel-size must be >= 1, got 0");
+  expect_train_error("--ep 2", "--expert-model-parallel-size 2 must divide the data-parallel size 1");
+  auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " +
+                            (dir / "store") + " --train-iters 1 --micro-batch-size 2 --ep 2 --num-experts 1 "
+                            "--moe-router-topk 1",
+                        2);
+  EXPECT_NE(r.status, 0) << r.output;
+  for (const char* part : {"[rank 0]", "[rank 1]", "needs a mixture of experts; --num-experts is 1"})
+    EXPECT_NE(r.output.find(part), std::string::npos) << "output lacks \"" << part << "\":\n" << r.output;
+  auto odd = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " +
+                              (dir / "store") + " --train-iters 1 --micro-batch-size 2 --ep 2 --num-experts 3",
+                          2);
+  EXPECT_NE(odd.status, 0) << odd.output;
+  EXPECT_NE(odd.output.find("--expert-model-parallel-size 2 does not divide --num-experts 3"), std::string::npos)
+      << odd.output;
+}
+
 TEST_F(BadInput, EvalWithoutCheckpoint) {
   auto r = run_moetrain("eval --load " + (dir / "no_ckpt") + " --data-path " + (dir / "store"));
   EXPECT_NE(r.status, 0);
@@ -128,6 +148,7 @@ TEST(Cli, HelpDocumentsEveryDesignFlag) {
   EXPECT_EQ(r.status, 0);
   for (const char* flag :
        {"--tensor-model-parallel-size", "--tp", "--pipeline-model-parallel-size", "--pp",
+        "--expert-model-parallel-size", "--ep", "--moe-z-loss-coeff",
         "--micro-batch-size", "--global-batch-size", "--seq-length", "--num-layers", "--hidden-size",
         "--num-attention-heads", "--num-query-groups", "--ffn-hidden-size", "--num-experts",
         "--moe-router-topk", "--moe-aux-loss-coeff", "--moe-expert-capacity-factor", "--vocab-size",
