@@ -20,6 +20,11 @@ int error_rank();
 
 [[noreturn]] void throw_error(const char* file, int line, const std::string& msg);
 
+// What HDF5's error stack says about the last failure, as " (HDF5: the
+// innermost cause; in the outermost call)", or "" when it says nothing;
+// clears the stack.
+std::string hdf5_error_detail();
+
 }  // namespace mt
 
 #define MT_CHECK(cond, ...)                                                   \
@@ -48,6 +53,7 @@ int error_rank();
     auto mt_h5_rc_ = (call);                                                  \
     if (mt_h5_rc_ < 0)                                                        \
       ::mt::throw_error(__FILE__, __LINE__,                                   \
-                        fmt::format("{} failed: {}", #call, fmt::format(__VA_ARGS__))); \
+                        fmt::format("{} failed: {}{}", #call, fmt::format(__VA_ARGS__), \
+                                    ::mt::hdf5_error_detail()));              \
     return mt_h5_rc_;                                                         \
   }())
