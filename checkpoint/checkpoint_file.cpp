@@ -135,6 +135,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
   info.adam_step = f.attr_int("adam_step");
   info.seed = uint64_t(f.attr_int("seed"));
   info.config = nlohmann::json::parse(f.attr_string("config"));
+  if (f.has_attr("skip_guard")) info.skip_guard = nlohmann::json::parse(f.attr_string("skip_guard"));
   return info;
 }
 

@@ -59,6 +59,7 @@ struct CheckpointInfo {
   int64_t adam_step = 0;
   uint64_t seed = 0;
   nlohmann::json config;  // the full run configuration it was saved with
+  nlohmann::json skip_guard;  // which steps the run would skip (launch/step_guard.h); null in older checkpoints
 };
 
 // Reads the attributes only (e.g. to build the model before loading).

@@ -157,6 +157,18 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
         o.metrics_file);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit(Flag{"--skip-spike-zscore",
+             "Skip a step whose gradient norm is more than Z standard deviations above the mean of the last 100 "
+             "accepted steps (0: off; a non-finite loss or norm is always skipped)",
+             kRecorded},
+        o.skip.spike_zscore);
+  visit(Flag{"--max-consecutive-skips", "Stop the run after this many skipped steps in a row"},
+        o.skip.max_consecutive);
+  visit(Flag{"--skip-steps-file",
+             "JSON lines with \"consumed_samples\" (as SAVE/skipped_steps.jsonl): step over those batches "
+             "without training on them",
+             kRecorded},
+        o.skip.steps_file);
   visit(Flag{"--profile",
              "At the end, print where rank 0's steps went: each kind of kernel (products, attention, norms, RoPE, "
              "GELU, MoE dispatch, cross-entropy, optimizer, ...), communication, pipeline waits and the rest"},
@@ -165,6 +177,14 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "Testing: make one rank fail at the start of this iteration, to check the job aborts (0: never)"},
         o.debug_fail_at_iteration);
   visit(Flag{"--debug-fail-rank", "Testing: the rank --debug-fail-at-iteration fails on"}, o.debug_fail_rank);
+  visit(Flag{"--debug-nan-at-iteration",
+             "Testing: make --debug-fail-rank's gradients NaN from this iteration on (0: never)"},
+        o.debug_nan_at_iteration);
+  visit(Flag{"--debug-nan-iterations", "Testing: how many iterations --debug-nan-at-iteration poisons"},
+        o.debug_nan_iterations);
+  visit(Flag{"--debug-spike-at-iteration",
+             "Testing: multiply --debug-fail-rank's gradients by 1000 at this iteration (0: never)"},
+        o.debug_spike_at_iteration);
   visit(Flag{"--debug-perturb-weights",
              "Testing: multiply every weight by 1 +- this at the start and after every update, to measure how "
              "far rounding differences carry through a run"},

@@ -8,6 +8,7 @@
 
 #include "data/batch_schedule.h"
 #include "data/prepare_data.h"
+#include "launch/step_guard.h"
 #include "model/config.h"
 #include "model/recompute.h"
 #include "optim/adamw.h"
@@ -53,10 +54,17 @@ struct TrainOptions {
   int64_t log_interval = 10;
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given
   int threads = 0;           // 0: this rank's share of the cores
+  SkipConfig skip;           // which steps are skipped (launch/step_guard.h)
   // Fault injection for tests of the abort path: rank debug_fail_rank throws
   // at the start of iteration debug_fail_at_iteration (0: never).
   int64_t debug_fail_at_iteration = 0;
   int debug_fail_rank = 0;
+  // Tests of skipped steps: rank debug_fail_rank's gradients become NaN in
+  // debug_nan_iterations iterations from debug_nan_at_iteration, or 1000
+  // times larger at debug_spike_at_iteration (0: never).
+  int64_t debug_nan_at_iteration = 0;
+  int64_t debug_nan_iterations = 1;
+  int64_t debug_spike_at_iteration = 0;
   // Rounding tests: every weight times 1 +- this at the start and after
   // every update (0: never).
   double debug_perturb_weights = 0.0;

@@ -23,6 +23,7 @@ std::string progress_line(const StepMetrics& m) {
       step, m.loss, m.aux_loss, m.z_loss > 0 ? fmt::format(" | z {:.4f}", m.z_loss) : std::string(), m.lr, m.grad_norm, m.global_batch,
       m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
       format_duration(m.eta_s)) +
+         (m.skipped_steps > 0 ? fmt::format(" | {} skipped", m.skipped_steps) : std::string()) +
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
                                : std::string()) +
          (m.dp_reduce_scatter_bytes > 0

@@ -18,6 +18,7 @@ namespace mt {
   X(double, aux_loss, "mean load-balancing loss over the interval's steps")                              \
   X(double, z_loss, "mean router z-loss over the interval's steps (0 without --moe-z-loss-coeff)")       \
   X(double, lr, "learning rate of the last step")                                                        \
+  X(int64_t, skipped_steps, "steps of the interval skipped without an update (launch/step_guard.h)")      \
   X(double, grad_norm, "gradient norm of the last step, before clipping")                                \
   X(int64_t, global_batch, "samples of the last step")                                                   \
   X(int64_t, global_batch_tokens, "tokens of the last step")                                             \

@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <filesystem>
 
@@ -125,6 +126,7 @@ struct Training {
   AdamW<float> optim;
   MasterWeights<T> master;
   PipelineRunner<T> pipeline;
+  StepGuard guard;              // which steps may update the model
   const nlohmann::json config;  // the run configuration each checkpoint records
   TrainState state;
   SourceProgress progress;
@@ -156,6 +158,7 @@ Training<T>::Training(const TrainOptions& options)
       master(*be, params, grad_sync),
       pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
                o.schedule),
+      guard(o.skip, o.save, root),
       config(run_config_json(o)) {
   master.set(params.template initial_values<float>(o.seed).data());
 }
@@ -168,6 +171,7 @@ void resume_from_checkpoint(Training<T>& t) {
   const std::string context_change = check_same_model(t.o.model, info.config, path);
   load_checkpoint(path, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync, &t.master);
   t.state = info.state;
+  if (info.skip_guard.is_object()) t.guard.restore(info.skip_guard);
   if (!t.root) return;
   fmt::print("resumed from {} at iteration {} ({} samples consumed)\n", path, t.state.iteration,
              t.state.consumed_samples);
@@ -260,13 +264,22 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   const MicroBatchLoss l = t.pipeline.step(micro_batches, t.o.micro_batch_size, 1.0 / double(tokens),
                                            1.0 / micro_batches_all_replicas, &pipeline_stats, &ready);
   t.grad_sync.finish(grads);
+  float* shard = t.grad_sync.shard_grads(grads);
+  inject_bad_gradients(t, shard);
   double sums[3] = {l.ce_sum, l.aux, l.z};  // CE from the last stage, the router losses from every stage's layers
   if (t.topo.pp_size() > 1) t.topo.pp().all_reduce_sum(sums, 3);
   if (t.topo.dp_size() > 1) t.topo.dp().all_reduce_sum(sums, 3);
   const double loss = sums[0] / double(tokens);
-  MT_CHECK(std::isfinite(loss), "loss is {} at iteration {}", loss, t.state.iteration + 1);
-  const double grad_norm = t.optim.step(t.master.updated(), t.grad_sync.shard_grads(grads), lr, t.master.packed());
-  t.master.publish();
+  // The loss and the norm are the same on every rank, and so is the verdict.
+  const double grad_norm = t.optim.grad_norm(shard);
+  const std::string skip = t.guard.verdict(loss, grad_norm);
+  if (skip.empty()) {
+    t.optim.update(t.master.updated(), shard, lr, grad_norm, t.master.packed());
+    t.master.publish();
+    t.guard.accept(grad_norm);
+  } else {
+    t.guard.skip(t.state.iteration + 1, t.state.consumed_samples, global, loss, grad_norm, skip);
+  }
   t.state.iteration += 1;
   t.state.consumed_samples += global;
   t.state.consumed_tokens += tokens;
@@ -277,6 +290,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
           sums[2] / micro_batches_all_replicas,
           lr,
           grad_norm,
+          !skip.empty(),
           global,
           tokens,
           pipeline_stats.wait_seconds,
@@ -301,7 +315,8 @@ nlohmann::json resume_attributes(const Training<T>& t) {
       {"data", {{"consumed_samples", consumed}, {"sources", t.progress.json(t.stream)}}},
       // No layer draws random numbers while training: the weights' init
       // and the data order are pure functions of the seed and position.
-      {"rng", {{"generator", "philox4x32-10"}, {"seed", o.seed}}}};
+      {"rng", {{"generator", "philox4x32-10"}, {"seed", o.seed}}},
+      {"skip_guard", t.guard.state()}};
 }
 
 // Saves unless there is no --save or this iteration is already saved.
@@ -327,6 +342,38 @@ bool save_and_decide_to_stop(Training<T>& t) {
   if (sig != 0 && t.root)
     fmt::print("received {}: saving at iteration {} and stopping\n", signal_name(sig), t.state.iteration);
   return sig != 0;
+}
+
+// --debug-nan-at-iteration, --debug-spike-at-iteration: one rank's share
+// of the reduced gradients made NaN or 1000 times larger.
+template <typename T>
+void inject_bad_gradients(Training<T>& t, float* shard) {
+  const int64_t it = t.state.iteration + 1;
+  if (t.topo.world_rank() != t.o.debug_fail_rank || t.grad_sync.shard_size() == 0) return;
+  if (t.o.debug_nan_at_iteration > 0 && it >= t.o.debug_nan_at_iteration &&
+      it < t.o.debug_nan_at_iteration + t.o.debug_nan_iterations)
+    shard[0] = std::numeric_limits<float>::quiet_NaN();
+  if (t.o.debug_spike_at_iteration == it) t.be->acc().scale(t.grad_sync.shard_size(), 1000.0f, shard);
+}
+
+// A batch --skip-steps-file lists: consumed without a forward or backward
+// pass, logged as a skipped step.
+template <typename T>
+StepOutcome step_over(Training<T>& t, int64_t global) {
+  const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  t.guard.skip(t.state.iteration + 1, t.state.consumed_samples, global, nan, nan, "--skip-steps-file lists it");
+  t.progress.count(t.stream, t.state.consumed_samples, t.state.consumed_samples + global);
+  t.state.iteration += 1;
+  t.state.consumed_samples += global;
+  t.state.consumed_tokens += global * t.o.model.seq_length;
+  StepOutcome out;
+  out.lr = lr;
+  out.grad_norm = nan;
+  out.skipped = true;
+  out.samples = global;
+  out.tokens = global * t.o.model.seq_length;
+  return out;
 }
 
 template <typename T>
@@ -356,8 +403,13 @@ TrainResult train(const TrainOptions& o) {
     const int64_t global = t.schedule.global_batch(t.state.consumed_samples);
     if (!data_left_for(t, global)) break;
     fail_if_injected(t);
-    const std::vector<const int32_t*> micro_batches = read_global_batch(t, global);
-    const StepOutcome step = train_step(t, micro_batches, global);
+    StepOutcome step;
+    if (t.guard.listed(t.state.consumed_samples)) {
+      step = step_over(t, global);
+    } else {
+      const std::vector<const int32_t*> micro_batches = read_global_batch(t, global);
+      step = train_step(t, micro_batches, global);
+    }
     result.iterations = t.state.iteration;
     result.last_loss = step.loss;
     log.add(step);

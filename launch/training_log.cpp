@@ -134,9 +134,13 @@ void IntervalLog<T>::add(const StepOutcome& step) {
   steps_ += 1;
   samples_ += step.samples;
   tokens_ += step.tokens;
-  loss_sum_ += step.loss;
-  aux_sum_ += step.aux;
-  z_sum_ += step.z;
+  if (step.skipped) {
+    skipped_ += 1;
+  } else {
+    loss_sum_ += step.loss;
+    aux_sum_ += step.aux;
+    z_sum_ += step.z;
+  }
   wait_seconds_ += step.wait_seconds;
   last_ = step;
 }
@@ -172,9 +176,12 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   StepMetrics m;
   m.step = state.iteration;
   m.total_steps = o_.train_iters;
-  m.loss = loss_sum_ / double(steps_);
-  m.aux_loss = aux_sum_ / double(steps_);
-  m.z_loss = z_sum_ / double(steps_);
+  // Over the steps that updated (NaN, written as null, when none did).
+  const double updated = double(steps_ - skipped_);
+  m.loss = loss_sum_ / updated;
+  m.aux_loss = aux_sum_ / updated;
+  m.z_loss = z_sum_ / updated;
+  m.skipped_steps = skipped_;
   m.lr = last_.lr;
   m.grad_norm = last_.grad_norm;
   m.global_batch = last_.samples;
@@ -211,7 +218,7 @@ std::vector<double> IntervalLog<T>::stage_idle_shares(double interval_s) {
 template <typename T>
 void IntervalLog<T>::restart(Clock::time_point now) {
   start_ = now;
-  steps_ = samples_ = tokens_ = 0;
+  steps_ = samples_ = tokens_ = skipped_ = 0;
   loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = 0;
   model_.dispatch_stats() = {};
   tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;

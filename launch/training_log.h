@@ -62,6 +62,7 @@ void print_start_up(const StartUpSummary& s);
 // What one optimizer step produced, for the interval's averages.
 struct StepOutcome {
   double loss = 0, aux = 0, z = 0, lr = 0, grad_norm = 0;
+  bool skipped = false;     // no update (launch/step_guard.h); its losses are left out of the averages
   int64_t samples = 0, tokens = 0;
   double wait_seconds = 0;  // this stage blocked on its pipeline neighbours
   double seconds = 0;       // the whole step
@@ -110,7 +111,7 @@ class IntervalLog {
   int64_t run_samples_;
   MetricsWriter metrics_;
   Clock::time_point run_start_, start_;
-  int64_t steps_ = 0, samples_ = 0, tokens_ = 0;
+  int64_t steps_ = 0, samples_ = 0, tokens_ = 0, skipped_ = 0;
   double loss_sum_ = 0, aux_sum_ = 0, z_sum_ = 0, wait_seconds_ = 0;
   StepOutcome last_;
   double tp_seconds_at_start_ = 0;

@@ -61,6 +61,12 @@ double AdamW<T>::step(T* values, T* grads, double lr, bool packed) {
   const double norm = grad_norm(grads);
   MT_CHECK(std::isfinite(norm), "gradient norm is {} at Adam step {}: the loss diverged", norm,
            step_ + 1);
+  update(values, grads, lr, norm, packed);
+  return norm;
+}
+
+template <typename T>
+void AdamW<T>::update(T* values, T* grads, double lr, double norm, bool packed) {
   if (cfg_.clip_grad > 0) {
     const double scale = cfg_.clip_grad / (norm + 1e-6);
     if (scale < 1.0) be_.scale(shard_size(), T(scale), grads);
@@ -73,7 +79,6 @@ double AdamW<T>::step(T* values, T* grads, double lr, bool packed) {
     be_.adamw(values + (packed ? s.shard : s.flat), grads + s.shard, exp_avg_.data() + s.shard,
               exp_avg_sq_.data() + s.shard, s.count, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2);
   }
-  return norm;
 }
 
 template class AdamW<float>;

@@ -63,6 +63,9 @@ class AdamW {
   // packed, shard-packed like the grads (master weights). Returns the
   // pre-clip norm.
   double step(T* values, T* grads, double lr, bool packed = false);
+  // The same update with the norm already taken (grad_norm, collective),
+  // for a caller that first decides whether the step may update at all.
+  void update(T* values, T* grads, double lr, double norm, bool packed = false);
   double step(Parameters<T>& p, double lr) { return step(p.values.data(), p.grads.data(), lr); }
 
   int64_t step_count() const { return step_; }
