@@ -10,6 +10,7 @@
 #include "runtime/version.h"
 #include "runtime/check.h"
 #include "runtime/hdf5_file.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -30,6 +31,7 @@ void write_tensors(H5File& f, const std::string& group, const ModelConfig& model
   const Coords at = topo.coords();
   const ExpertCoords ex = topo.expert();
   for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size(), {}, ex.ep, topo.ep_size())) {
+    mark_progress();  // a long save is progress
     const ParamTensor* t = p.find_or_null(logical.name);
     std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
     const float* data = flat;
@@ -52,6 +54,7 @@ template <typename T>
 void read_tensors(const H5File& f, const std::string& group, const Parameters<T>& p,
                   float* flat) {
   for (const ParamTensor& t : p.tensors) {
+    mark_progress();
     const std::string name = group + "/" + t.name;
     MT_CHECK(f.exists(name), "checkpoint {} has no tensor '{}'", f.path(), name);
     const std::vector<uint64_t> stored = f.shape(name), expected = dims(t.shape);

@@ -157,6 +157,10 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
         o.metrics_file);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit(Flag{"--distributed-timeout-minutes",
+             "Stop the job when a rank has made no progress for this long (fractions allowed; 0: never), naming the "
+             "step and what the rank waits in"},
+        o.distributed_timeout_minutes);
   visit(Flag{"--skip-spike-zscore",
              "Skip a step whose gradient norm is more than Z standard deviations above the mean of the last 100 "
              "accepted steps (0: off; a non-finite loss or norm is always skipped)",

@@ -55,6 +55,9 @@ struct TrainOptions {
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given
   int threads = 0;           // 0: this rank's share of the cores
   SkipConfig skip;           // which steps are skipped (launch/step_guard.h)
+  // Minutes a rank may go without progress before its watchdog stops the
+  // job (runtime/watchdog.h); 0: no watchdog.
+  double distributed_timeout_minutes = 10.0;
   // Fault injection for tests of the abort path: rank debug_fail_rank throws
   // at the start of iteration debug_fail_at_iteration (0: never).
   int64_t debug_fail_at_iteration = 0;

@@ -29,6 +29,7 @@
 #include "runtime/gemm_check.h"
 #include "runtime/threads.h"
 #include "runtime/topology.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -112,6 +113,7 @@ struct Training {
 
   const TrainOptions& o;
   Topology topo;
+  Watchdog watchdog;  // stops the job when this rank makes no progress
   const bool root;
   const int threads;
   const TensorParallel tp;
@@ -139,6 +141,7 @@ template <typename T>
 Training<T>::Training(const TrainOptions& options)
     : o(options),
       topo(MPI_COMM_WORLD, o.topology),
+      watchdog(o.distributed_timeout_minutes * 60.0, topo.world_rank()),
       root(topo.world_rank() == 0),
       threads(apply_thread_count(o.threads, MPI_COMM_WORLD)),
       tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
@@ -402,6 +405,7 @@ TrainResult train(const TrainOptions& o) {
   while (run_continues(t)) {
     const int64_t global = t.schedule.global_batch(t.state.consumed_samples);
     if (!data_left_for(t, global)) break;
+    set_current_step(t.state.iteration + 1);
     fail_if_injected(t);
     StepOutcome step;
     if (t.guard.listed(t.state.consumed_samples)) {

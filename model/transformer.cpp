@@ -6,6 +6,7 @@
 
 #include "runtime/check.h"
 #include "runtime/philox.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -353,6 +354,7 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
     tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
   }
   for (int l = 0; l < num_layers_; ++l) {
+    mark_progress();
     T* out = l + 1 < num_layers_ ? layer_input(a, l + 1) : a.out.data();
     const RouterLosses router = layer_forward(a, layer_acts(a, l), layer_input(a, l), l, out, false);
     loss.aux += router.aux;
@@ -391,6 +393,7 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
     be_.copy(dres_.data(), grad_output, size_t(n) * d);
   }
   for (int l = num_layers_ - 1; l >= 0; --l) {
+    mark_progress();
     const RecomputeGroup& group = recompute_groups_[l];
     if (group.recomputed && l == group.end - 1) rebuild(a, group);
     layer_backward(a, layer_acts(a, l), layer_input(a, l), l, dres_.data(), aux_scale);

@@ -1,10 +1,12 @@
 #include "parallel/grad_sync.h"
 
+#include <fmt/format.h>
 #include <mpi.h>
 
 #include <algorithm>
 
 #include "runtime/check.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -112,7 +114,11 @@ void GradSync<T>::finish(T* grads) {
   for (InFlight& f : in_flight_)
     if (f.group->test(f.request)) stats.reduce_scatter_hidden_bytes += f.bytes;
   const double start = MPI_Wtime();
-  for (InFlight& f : in_flight_) f.group->wait(f.request);
+  for (size_t i = 0; i < in_flight_.size(); ++i) {
+    const WaitingFor waiting(fmt::format("the ZeRO-1 reduce-scatter of gradient bucket {} of {} in {}", i + 1,
+                                         in_flight_.size(), in_flight_[i].group->name()));
+    in_flight_[i].group->wait(in_flight_[i].request);
+  }
   stats.exposed_seconds += MPI_Wtime() - start;
   in_flight_.clear();
 }

@@ -1,10 +1,12 @@
 #include "parallel/pipeline_runner.h"
 
+#include <fmt/format.h>
 #include <mpi.h>
 
 #include <algorithm>
 
 #include "runtime/check.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -35,12 +37,16 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   if (!last && grad_recv_.size() < n) grad_recv_ = DeviceBuffer<T>(model_.backend(), n);
 
   PipelineStats local;
-  auto wait = [&](Request& r) {
+  // what: the transfer, peer_stage: the stage at its other end.
+  auto wait = [&](Request& r, const char* what, int micro_batch, int peer_stage) {
     if (!r.pending()) return;
+    const WaitingFor waiting(fmt::format("the pipeline {} of micro-batch {} with stage {} (world rank {})", what,
+                                         micro_batch, peer_stage, pp_.group->world_rank_of(peer_stage)));
     const double start = MPI_Wtime();
     pp_.group->wait(r);
     local.wait_seconds += MPI_Wtime() - start;
   };
+  std::vector<int> out_micro_batch, grad_micro_batch;  // of each slot's send in flight
 
   std::vector<int> slot_of(m, -1);
   std::vector<int> free_slots;  // slots whose micro-batch finished its backward
@@ -66,36 +72,45 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
       ++live;
       local.peak_live = std::max(local.peak_live, live);
       // The slot's previous output must have left before it is overwritten.
-      wait(out_send_[slot]);
+      out_micro_batch.resize(std::max(out_micro_batch.size(), size_t(slot) + 1), 0);
+      wait(out_send_[slot], "send of the activations", out_micro_batch[slot], pp_.stage + 1);
       if (!first) {
         Request r = pp_.group->irecv(model_.stage_input(slot), n, dtype_of<T>(), pp_.stage - 1, i);
-        wait(r);
+        wait(r, "receive of the activations", i, pp_.stage - 1);
       }
       const MicroBatchLoss l = model_.forward_stage(slot, tokens[i], B);
       total.ce_sum += l.ce_sum;
       total.aux += l.aux;
       total.z += l.z;
       total.tokens += l.tokens;
-      if (!last) out_send_[slot] = pp_.group->isend(model_.stage_output(slot), n, dtype_of<T>(), pp_.stage + 1, i);
+      if (!last) {
+        out_send_[slot] = pp_.group->isend(model_.stage_output(slot), n, dtype_of<T>(), pp_.stage + 1, i);
+        out_micro_batch[slot] = i;
+      }
     } else {
       const int slot = slot_of[i];
       if (!last) {
         Request r = pp_.group->irecv(grad_recv_.data(), n, dtype_of<T>(), pp_.stage + 1, i);
-        wait(r);
+        wait(r, "receive of the gradient", i, pp_.stage + 1);
       }
       model_.backward_stage(slot, last ? nullptr : grad_recv_.data(), ce_scale, aux_scale,
                             k == last_backward ? ready : nullptr);
       if (!first) {
-        wait(grad_send_req_[slot]);
+        grad_micro_batch.resize(std::max(grad_micro_batch.size(), size_t(slot) + 1), 0);
+        wait(grad_send_req_[slot], "send of the gradient", grad_micro_batch[slot], pp_.stage - 1);
         model_.backend().copy(grad_send_[slot].data(), model_.stage_input_grad(), n);
         grad_send_req_[slot] = pp_.group->isend(grad_send_[slot].data(), n, dtype_of<T>(), pp_.stage - 1, i);
+        grad_micro_batch[slot] = i;
       }
       free_slots.push_back(slot);
       --live;
     }
   }
-  for (auto& r : out_send_) wait(r);
-  for (auto& r : grad_send_req_) wait(r);
+  for (size_t s = 0; s < out_send_.size(); ++s)
+    wait(out_send_[s], "send of the activations", s < out_micro_batch.size() ? out_micro_batch[s] : 0, pp_.stage + 1);
+  for (size_t s = 0; s < grad_send_req_.size(); ++s)
+    wait(grad_send_req_[s], "send of the gradient", s < grad_micro_batch.size() ? grad_micro_batch[s] : 0,
+         pp_.stage - 1);
   if (stats) *stats = local;
   return total;
 }
@@ -106,11 +121,15 @@ MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
   const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
   if (!first) {
     Request r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
+    const WaitingFor waiting(fmt::format("the pipeline receive of the activations with stage {} (world rank {})",
+                                         pp_.stage - 1, pp_.group->world_rank_of(pp_.stage - 1)));
     pp_.group->wait(r);
   }
   const MicroBatchLoss loss = model_.forward_stage(0, tokens, B);
   if (!last) {
     Request r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
+    const WaitingFor waiting(fmt::format("the pipeline send of the activations with stage {} (world rank {})",
+                                         pp_.stage + 1, pp_.group->world_rank_of(pp_.stage + 1)));
     pp_.group->wait(r);
   }
   return loss;

@@ -1,9 +1,13 @@
 #include "runtime/communicator.h"
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
 #include <climits>
 #include <vector>
 
 #include "runtime/check.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -74,7 +78,26 @@ int MpiCommunicator::size() const {
   return s;
 }
 
+void MpiCommunicator::set_name(const std::string& kind) {
+  MPI_Group group = MPI_GROUP_NULL, world = MPI_GROUP_NULL;
+  MPI_CHECK(MPI_Comm_group(comm_, &group));
+  MPI_CHECK(MPI_Comm_group(MPI_COMM_WORLD, &world));
+  const int n = size();
+  std::vector<int> mine(n);
+  for (int r = 0; r < n; ++r) mine[r] = r;
+  world_ranks_.assign(n, 0);
+  MPI_CHECK(MPI_Group_translate_ranks(group, n, mine.data(), world, world_ranks_.data()));
+  MPI_Group_free(&group);
+  MPI_Group_free(&world);
+  name_ = fmt::format("{} (world ranks {})", kind, fmt::join(world_ranks_, ", "));
+}
+
+int MpiCommunicator::world_rank_of(int r) const {
+  return world_ranks_.empty() ? r : world_ranks_.at(size_t(r));
+}
+
 void MpiCommunicator::all_reduce(void* buf, size_t n, DType type, ReduceOp op) {
+  const WaitingFor waiting(fmt::format("an all-reduce of {} elements in {}", n, name_));
   const double start = MPI_Wtime();
   MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, mpi_count(n), mpi_type(type), mpi_op(type, op), comm_));
   all_reduce_seconds += MPI_Wtime() - start;
@@ -83,10 +106,14 @@ void MpiCommunicator::all_reduce(void* buf, size_t n, DType type, ReduceOp op) {
 }
 
 void MpiCommunicator::broadcast(void* buf, size_t n, DType type, int root) {
+  const WaitingFor waiting(fmt::format("a broadcast from group rank {} in {}", root, name_));
   MPI_CHECK(MPI_Bcast(buf, mpi_count(n), mpi_type(type), root, comm_));
 }
 
-void MpiCommunicator::barrier() { MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::barrier() {
+  const WaitingFor waiting(fmt::format("a barrier in {}", name_));
+  MPI_CHECK(MPI_Barrier(comm_));
+}
 
 Request MpiCommunicator::isend(const void* buf, size_t n, DType type, int peer, int tag) {
   Request r;
@@ -120,6 +147,7 @@ Request MpiCommunicator::iall_gather(void* buf, size_t count, DType type) {
 }
 
 void MpiCommunicator::all_gather(void* buf, size_t count, DType type) {
+  const WaitingFor waiting(fmt::format("an all-gather in {}", name_));
   MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, mpi_count(count), mpi_type(type), comm_));
 }
 
@@ -136,6 +164,7 @@ void MpiCommunicator::all_to_all_rows(const void* send, const int* send_rows, vo
     send_at[q] = send_at[q - 1] + send_rows[q - 1];
     recv_at[q] = recv_at[q - 1] + recv_rows[q - 1];
   }
+  const WaitingFor waiting(fmt::format("an all-to-all in {}", name_));
   MPI_CHECK(MPI_Alltoallv(send, send_rows, send_at.data(), row, recv, recv_rows, recv_at.data(), row, comm_));
   MPI_CHECK(MPI_Type_free(&row));
 }

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/bfloat16.h"
 
@@ -65,6 +66,10 @@ class Communicator {
   // Drives pending requests forward (MPI progresses non-blocking
   // collectives only inside MPI calls); true when `request` is complete.
   virtual bool test(Request& request) = 0;
+  // The group in words, for reports of a rank that waits in it, e.g. "TP
+  // group (world ranks 0, 1)"; and the world rank of group rank r.
+  virtual std::string name() const = 0;
+  virtual int world_rank_of(int r) const = 0;
 
   template <typename T>
   void all_reduce_sum(T* buf, size_t n) { all_reduce(buf, n, dtype_of<T>(), ReduceOp::Sum); }
@@ -105,10 +110,16 @@ class MpiCommunicator final : public Communicator {
   void all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows, size_t row_elems,
                        DType type) override;
   bool test(Request& request) override;
+  std::string name() const override { return name_; }
+  int world_rank_of(int r) const override;
+  // kind: "TP group" and the like; the name adds the group's world ranks.
+  void set_name(const std::string& kind);
   MPI_Comm comm() const { return comm_; }
 
  private:
   MPI_Comm comm_;
+  std::string name_ = "the world";
+  std::vector<int> world_ranks_;  // of each group rank, once named
 };
 
 }  // namespace mt

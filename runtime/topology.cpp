@@ -42,6 +42,12 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
   pp_comm_ = MpiCommunicator(pp_raw_);
   ep_comm_ = MpiCommunicator(ep_raw_);
   edp_comm_ = MpiCommunicator(edp_raw_);
+  world_comm_.set_name("the world");
+  tp_comm_.set_name("TP group");
+  dp_comm_.set_name("DP group");
+  pp_comm_.set_name("PP group");
+  ep_comm_.set_name("EP group");
+  edp_comm_.set_name("expert-DP group");
 }
 
 Topology::~Topology() {
