@@ -27,30 +27,13 @@
 #include <string>
 #include <vector>
 
+#include "mpi_timing.h"
 #include "parallel/expert_dispatch.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_backend.h"
 
-namespace {
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  const size_t n = v.size();
-  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-// The slowest rank's time of fn(), after a barrier.
-template <typename F>
-double timed(F&& fn) {
-  MPI_Barrier(MPI_COMM_WORLD);
-  const double start = MPI_Wtime();
-  fn();
-  double t = MPI_Wtime() - start;
-  MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  return t;
-}
-
-}  // namespace
+using mt::bench::median;
+using mt::bench::timed;
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
