@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <fcntl.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -20,6 +21,42 @@ namespace fs = std::filesystem;
 namespace mt {
 
 std::string checkpoint_dir_name(int64_t iteration) { return fmt::format("iter_{:07d}", iteration); }
+
+uint64_t checkpoint_size_estimate(const ModelConfig& model) {
+  return uint64_t(model.num_parameters()) * 3 * sizeof(float) + (uint64_t(1) << 20);
+}
+
+namespace {
+
+// Bytes free to this process on the file system holding path.
+uint64_t free_bytes(const fs::path& path) {
+  struct statvfs s {};
+  if (::statvfs(path.c_str(), &s) != 0) return UINT64_MAX;  // unknown: do not claim it is full
+  return uint64_t(s.f_bavail) * uint64_t(s.f_frsize);
+}
+
+std::string megabytes(uint64_t bytes) { return fmt::format("{:.1f} MB", double(bytes) / 1e6); }
+
+}  // namespace
+
+std::string save_dir_problem(const std::string& save_dir, uint64_t bytes) {
+  std::error_code ec;
+  fs::create_directories(save_dir, ec);
+  if (ec) return fmt::format("--save {}: cannot create it: {}", save_dir, ec.message());
+  const fs::path probe = fs::path(save_dir) / ".write_test";
+  {
+    std::ofstream out(probe);
+    out << "moetrain\n";
+    out.flush();
+    if (!out.good()) return fmt::format("--save {}: cannot write in it", save_dir);
+  }
+  fs::remove(probe, ec);
+  const uint64_t free = free_bytes(save_dir);
+  if (free < bytes)
+    return fmt::format("--save {}: {} free on its file system, a checkpoint of this model needs about {}", save_dir,
+                       megabytes(free), megabytes(bytes));
+  return "";
+}
 
 namespace {
 
@@ -101,8 +138,21 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
   std::string saved_at = root ? now_iso8601() : std::string();
   topo.world().broadcast(saved_at, 0);
 
-  write_checkpoint_file((tmp_dir / "checkpoint.h5").string(), topo, model, params, optim, grad_sync,
-                        {state, seed, config, resume, saved_at}, master);
+  try {
+    write_checkpoint_file((tmp_dir / "checkpoint.h5").string(), topo, model, params, optim, grad_sync,
+                          {state, seed, config, resume, saved_at}, master);
+  } catch (const Error& e) {
+    // Nothing half-written keeps a checkpoint's name; `latest` has not moved.
+    std::error_code ec;
+    const uint64_t free = free_bytes(save_dir), needed = checkpoint_size_estimate(model);
+    fs::remove_all(tmp_dir, ec);
+    if (free < needed)
+      MT_FAIL("no space left on device while writing {}: about {} needed, {} free; the unfinished checkpoint is "
+              "removed and {} still names the last complete one ({})",
+              (tmp_dir / "checkpoint.h5").string(), megabytes(needed), megabytes(free),
+              (fs::path(save_dir) / "latest").string(), e.what());
+    throw;
+  }
   topo.world().barrier();
 
   // Only a complete file on disk gets the real name, and only then does

@@ -17,13 +17,23 @@ namespace mt {
 
 std::string checkpoint_dir_name(int64_t iteration);  // "iter_0000042"
 
+// Bytes a checkpoint of this model takes: the float32 weights and both Adam
+// moments of every parameter, and a margin for HDF5's metadata.
+uint64_t checkpoint_size_estimate(const ModelConfig& model);
+
+// Why --save DIR cannot take a checkpoint of `bytes` (it cannot be created
+// or written, or its file system has too little room), or "". Creates DIR.
+std::string save_dir_problem(const std::string& save_dir, uint64_t bytes);
+
 struct SaveStats {
   double seconds = 0.0;  // from the first rank entering to `latest` replaced
   uint64_t bytes = 0;    // of the file
 };
 
 // Collective over topo.world(): writes SAVE/iter_NNNNNNN (write_checkpoint_file)
-// and moves `latest` to it. `config` is the full run configuration; each
+// and moves `latest` to it. A failed write removes the unfinished
+// iter_NNNNNNN.tmp and throws, saying so when the disk is full; `latest`
+// and the older checkpoints stay as they were. `config` is the full run configuration; each
 // entry of `resume` (the schedule, ramp-up, data and RNG positions) becomes
 // a root attribute holding its JSON. keep_last > 0: afterwards, only the
 // newest keep_last checkpoints are kept.

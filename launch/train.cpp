@@ -6,9 +6,9 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <limits>
 #include <chrono>
 #include <filesystem>
+#include <limits>
 
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
@@ -379,6 +379,17 @@ StepOutcome step_over(Training<T>& t, int64_t global) {
   return out;
 }
 
+// Before the first step: --save must be writable with room for one
+// checkpoint, so that a wrong path or a full disk fails in seconds rather
+// than at the first save. Rank 0 looks; every rank stops alike.
+template <typename T>
+void check_save_dir(Training<T>& t) {
+  if (t.o.save.empty()) return;
+  std::string problem = t.root ? save_dir_problem(t.o.save, checkpoint_size_estimate(t.o.model)) : "";
+  t.topo.world().broadcast(problem, 0);
+  MT_CHECK(problem.empty(), "{}", problem);
+}
+
 template <typename T>
 void fail_if_injected(const Training<T>& t) {
   if (t.o.debug_fail_at_iteration == t.state.iteration + 1 && t.topo.world_rank() == t.o.debug_fail_rank)
@@ -390,6 +401,7 @@ void fail_if_injected(const Training<T>& t) {
 template <typename T>
 TrainResult train(const TrainOptions& o) {
   Training<T> t(o);
+  check_save_dir(t);
   if (!o.load.empty()) resume_from_checkpoint(t);
   if (o.debug_perturb_weights != 0.0) perturb_weights(t);
   t.run_samples =
