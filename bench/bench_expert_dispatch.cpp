@@ -40,14 +40,9 @@ int main(int argc, char** argv) {
   int rank = 0, ep = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &ep);
-  int reps = 20, warmup = 3;
-  std::vector<long long> positional;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--reps" && i + 1 < argc) reps = std::atoi(argv[++i]);
-    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else positional.push_back(std::atoll(argv[i]));
-  }
+  const mt::bench::BenchArgs args = mt::bench::parse_bench_args(argc, argv);
+  const int reps = args.reps, warmup = args.warmup;
+  const std::vector<long long>& positional = args.positional;
   const bool shape_ok = positional.size() == 4 && positional[0] > 0 && positional[1] > 0 && positional[2] > 1 &&
                         positional[3] >= 1 && positional[3] <= positional[2] && positional[2] % ep == 0;
   if (!shape_ok || reps < 1 || warmup < 0 || ep < 2) {
