@@ -17,6 +17,7 @@
 #include "runtime/gemm_check.h"
 #include "runtime/threads.h"
 #include "runtime/topology.h"
+#include "runtime/watchdog.h"
 
 namespace mt {
 
@@ -66,6 +67,7 @@ EvalResult run_eval(const EvalOptions& o) {
   MT_CHECK(o.micro_batch_size >= 1, "--micro-batch-size must be >= 1, got {}", o.micro_batch_size);
   MT_CHECK(o.eval_samples >= 0, "--eval-samples must be >= 0, got {}", o.eval_samples);
   Topology topo(MPI_COMM_WORLD, o.topology);
+  const Watchdog watchdog(o.distributed_timeout_minutes * 60.0, topo.world_rank());
   apply_thread_count(o.threads, MPI_COMM_WORLD);
 
   const std::string path = resolve_checkpoint(o.load, topo.world());

@@ -82,6 +82,15 @@ void visit_layout_flags(Options& o, Visit&& visit) {
         o.decoder_last_pipeline_num_layers);
 }
 
+// The watchdog's timeout (runtime/watchdog.h), for train and eval.
+template <typename Options, typename Visit>
+void visit_timeout_flag(Options& o, Visit&& visit) {
+  visit(Flag{"--distributed-timeout-minutes",
+             "Stop the job when a rank has made no progress for this long (fractions allowed; 0: never), naming the "
+             "step and what the rank waits in"},
+        o.distributed_timeout_minutes);
+}
+
 template <typename Options, typename Visit>
 void visit_train_flags(Options& o, Visit&& visit) {
   visit_model_flags(o, visit);
@@ -157,10 +166,7 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
         o.metrics_file);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
-  visit(Flag{"--distributed-timeout-minutes",
-             "Stop the job when a rank has made no progress for this long (fractions allowed; 0: never), naming the "
-             "step and what the rank waits in"},
-        o.distributed_timeout_minutes);
+  visit_timeout_flag(o, visit);
   visit(Flag{"--skip-spike-zscore",
              "Skip a step whose gradient norm is more than Z standard deviations above the mean of the last 100 "
              "accepted steps (0: off; a non-finite loss or norm is always skipped)",
@@ -210,6 +216,7 @@ void visit_eval_flags(Options& o, Visit&& visit) {
   visit(Flag{"--micro-batch-size", "Samples per forward pass"}, o.micro_batch_size);
   visit(Flag{"--bf16", "Evaluate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit_timeout_flag(o, visit);
   visit_layout_flags(o, visit);
 }
 

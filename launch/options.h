@@ -89,6 +89,7 @@ struct EvalOptions {
   int micro_batch_size = 4;
   bool bf16 = false;
   int threads = 0;
+  double distributed_timeout_minutes = 10.0;  // the watchdog's (runtime/watchdog.h); 0: none
 };
 
 // The vocabulary: --vocab-size, or the byte tokenizer's 257, rounded up to a
