@@ -3,6 +3,7 @@
 #pragma once
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -10,7 +11,9 @@
 #include <array>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -50,6 +53,52 @@ inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
   return r;
 }
 
+// A directory that `fill` makes once for all the test processes of a build
+// (ctest runs every test in a process of its own), for a fixture as slow as
+// a multi-rank training run. It is filled under a name of its own and
+// renamed into place, so a test running beside it never sees half of it,
+// and named by the moetrain binary's modification time, so a rebuild makes
+// it anew (removing the earlier build's). Returns the path as the output,
+// or the failed fill's result.
+inline CommandResult shared_fixture_dir(const std::string& name,
+                                        const std::function<CommandResult(const std::string& dir)>& fill) {
+  namespace fs = std::filesystem;
+  const auto built = fs::last_write_time(MT_MOETRAIN_BIN).time_since_epoch().count();
+  const fs::path dir = fs::path(MT_TEST_CACHE_DIR) / (name + "-" + std::to_string(built));
+  if (fs::exists(dir)) return {0, dir};
+  fs::create_directories(dir.parent_path());
+  const fs::path filling = dir.string() + ".filling-" + std::to_string(::getpid());
+  fs::remove_all(filling);
+  fs::create_directories(filling);
+  CommandResult r = fill(filling);
+  if (r.status != 0) return r;
+  std::error_code ec;
+  fs::rename(filling, dir, ec);  // fails when another test got there first: theirs is as good
+  if (ec) fs::remove_all(filling, ec);
+  for (const auto& old : fs::directory_iterator(dir.parent_path(), ec))  // earlier builds'
+    if (old.path().filename().string().starts_with(name + "-") && old.path() != dir &&
+        old.path().string().find(".filling-") == std::string::npos)
+      fs::remove_all(old.path(), ec);
+  return {0, dir};
+}
+
+// The pid of the moetrain process of world rank `rank` whose command line
+// mentions `marker`, or -1.
+inline int find_rank_pid(const std::string& marker, int rank) {
+  namespace fs = std::filesystem;
+  for (const auto& entry : fs::directory_iterator("/proc")) {
+    const std::string pid = entry.path().filename();
+    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream cmd(entry.path() / "cmdline"), env(entry.path() / "environ");
+    std::string cmdline((std::istreambuf_iterator<char>(cmd)), {}), environ((std::istreambuf_iterator<char>(env)), {});
+    if (cmdline.find("moetrain") == std::string::npos || cmdline.find(marker) == std::string::npos) continue;
+    if (cmdline.find("mpirun") != std::string::npos) continue;
+    if (environ.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') != std::string::npos)
+      return std::stoi(pid);
+  }
+  return -1;
+}
+
 // The records of a --metrics-file, one JSON object a line.
 inline std::vector<nlohmann::json> read_metrics(const std::string& path) {
   std::vector<nlohmann::json> out;
@@ -87,12 +136,15 @@ inline std::vector<double> read_losses(const std::string& path) {
 
 // Writes `text` to DIR/NAME.txt and makes the store DIR/NAME from it with
 // `moetrain prepare-data`; returns the store's prefix.
-inline std::string make_store(const TempDir& dir, const std::string& name, const std::string& text) {
-  write_text(dir / (name + ".txt"), text);
-  const CommandResult r =
-      run_moetrain("prepare-data --input " + (dir / (name + ".txt")) + " --output-prefix " + (dir / name));
+inline std::string make_store(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string prefix = dir + "/" + name;
+  write_text(prefix + ".txt", text);
+  const CommandResult r = run_moetrain("prepare-data --input " + prefix + ".txt --output-prefix " + prefix);
   EXPECT_EQ(r.status, 0) << r.output;
-  return dir / name;
+  return prefix;
+}
+inline std::string make_store(const TempDir& dir, const std::string& name, const std::string& text) {
+  return make_store(dir.path(), name, text);
 }
 
 // The tiny config the launch tests train: a 2-layer MoE (E=4, top-2, MQA).

@@ -69,23 +69,27 @@ nlohmann::json last_json(const std::string& text) {
 
 class Inspect : public ::testing::Test {
  protected:
-  // One 2-step training run for the whole suite: it is the slow part.
+  // One 2-step training run for every test of the suite: it is the slow part.
   static void SetUpTestSuite() {
-    dir_ = new test_util::TempDir();
-    test_util::make_store(*dir_, "store", test_util::synthetic_text(20000, 5));
-    const auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --tp 2 --pp 2 --data-path " +
-                                    store() + " --lr-warmup-samples 8 --train-iters 2 --save " + save_dir(),
-                                8);
+    const auto r = test_util::shared_fixture_dir("inspect", [](const std::string& dir) {
+      test_util::make_store(dir, "store", test_util::synthetic_text(20000, 5));
+      return run_moetrain("train " + test_util::tiny_model_flags() + " --tp 2 --pp 2 --data-path " + dir +
+                              "/store --lr-warmup-samples 8 --train-iters 2 --save " + dir + "/ckpt",
+                          8);
+    });
     ASSERT_EQ(r.status, 0) << r.output;
+    shared_ = new std::string(r.output);
   }
   static void TearDownTestSuite() {
-    delete dir_;
-    dir_ = nullptr;
+    delete shared_;
+    shared_ = nullptr;
   }
-  void SetUp() override { ASSERT_TRUE(std::filesystem::exists(file())) << "the suite's training run saved nothing"; }
+  void SetUp() override {
+    ASSERT_TRUE(shared_ && std::filesystem::exists(file())) << "the suite's training run saved nothing";
+  }
 
-  static std::string store() { return *dir_ / "store"; }
-  static std::string save_dir() { return *dir_ / "ckpt"; }
+  static std::string store() { return *shared_ + "/store"; }
+  static std::string save_dir() { return *shared_ + "/ckpt"; }
   static std::string file() { return save_dir() + "/iter_0000002/checkpoint.h5"; }
 
   // Norm of every dataset through the project's reader.
@@ -96,10 +100,11 @@ class Inspect : public ::testing::Test {
     return out;
   }
 
-  static test_util::TempDir* dir_;
+  static std::string* shared_;  // the suite's store and checkpoint, read only
+  test_util::TempDir dir_;       // what a test writes
 };
 
-test_util::TempDir* Inspect::dir_ = nullptr;
+std::string* Inspect::shared_ = nullptr;
 
 TEST_F(Inspect, TablesListAttributesTensorsAndTheNormsTheFileHolds) {
   const auto r = run_moetrain("inspect " + save_dir());  // resolves through SAVE/latest
@@ -307,7 +312,7 @@ TEST_F(Inspect, TorchModelLoadsTheCheckpointAndMatchesEval) {
 TEST_F(Inspect, TorchModelMatchesEvalOfABf16RunsCheckpoint) {
   if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
-  const std::string bf16_dir = *dir_ / "ckpt_bf16";
+  const std::string bf16_dir = dir_ / "ckpt_bf16";
   const auto train = run_moetrain("train " + test_util::tiny_model_flags() + " --bf16 --data-path " + store() +
                                   " --lr-warmup-samples 8 --train-iters 2 --save " + bf16_dir);
   ASSERT_EQ(train.status, 0) << train.output;
@@ -332,12 +337,12 @@ TEST_F(Inspect, UnderMpirunOneRankPrints) {
 }
 
 TEST_F(Inspect, MissingPathAndNonHdf5FileFailNamingThePath) {
-  const std::string missing = *dir_ / "no_such_checkpoint";
+  const std::string missing = dir_ / "no_such_checkpoint";
   auto r = run_moetrain("inspect " + missing);
   EXPECT_NE(r.status, 0) << r.output;
   EXPECT_NE(r.output.find(missing + ": no such file or directory"), std::string::npos) << r.output;
 
-  const std::string text = *dir_ / "not_a_checkpoint.h5";
+  const std::string text = dir_ / "not_a_checkpoint.h5";
   test_util::write_text(text, "this is not HDF5\n");
   r = run_moetrain("inspect " + text);
   EXPECT_NE(r.status, 0) << r.output;
@@ -345,7 +350,7 @@ TEST_F(Inspect, MissingPathAndNonHdf5FileFailNamingThePath) {
   EXPECT_NE(r.output.find("not an HDF5 file"), std::string::npos) << r.output;
 
   // A save directory whose `latest` names a checkpoint that is gone.
-  const std::string broken = *dir_ / "broken";
+  const std::string broken = dir_ / "broken";
   std::filesystem::create_directories(broken);
   test_util::write_text(broken + "/latest", "5\n");
   r = run_moetrain("inspect " + broken);

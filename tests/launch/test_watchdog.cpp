@@ -9,7 +9,6 @@
 
 #include <chrono>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "run_moetrain.h"
@@ -18,23 +17,8 @@ namespace mt {
 namespace {
 
 namespace fs = std::filesystem;
+using test_util::find_rank_pid;
 using test_util::run_moetrain;
-
-// The pid of the moetrain process of world rank `rank` whose command line
-// mentions `marker`, or -1.
-int find_rank_pid(const std::string& marker, int rank) {
-  for (const auto& entry : fs::directory_iterator("/proc")) {
-    const std::string pid = entry.path().filename();
-    if (pid.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream cmd(entry.path() / "cmdline"), env(entry.path() / "environ");
-    std::string cmdline((std::istreambuf_iterator<char>(cmd)), {}), environ((std::istreambuf_iterator<char>(env)), {});
-    if (cmdline.find("moetrain") == std::string::npos || cmdline.find(marker) == std::string::npos) continue;
-    if (cmdline.find("mpirun") != std::string::npos) continue;
-    if (environ.find(std::string("OMPI_COMM_WORLD_RANK=") + std::to_string(rank) + '\0') != std::string::npos)
-      return std::stoi(pid);
-  }
-  return -1;
-}
 
 class Watchdog : public ::testing::Test {
  protected:
