@@ -30,6 +30,9 @@
 //    conv=fsync` does); the other ranks wait at a barrier.
 //  - SequentialRead: rank 0 fread()s that file back in 1 MiB blocks (page
 //    cache, as Load).
+//  - Checksum: rank 0 hashes as many bytes with XXH3-64, the checksum every
+//    saved block carries and every load checks (runtime/hdf5_file.h): the
+//    most the checksums can add to a save or a load.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
 #include <mpi.h>
@@ -50,6 +53,7 @@
 #include "optim/adamw.h"
 #include "parallel/grad_sync.h"
 #include "parallel/pipeline_schedule.h"
+#include "runtime/block_checksum.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/topology.h"
@@ -249,6 +253,20 @@ void BM_SequentialRead(benchmark::State& state) {
   set_counters(state, bytes);
 }
 
+// The checksums' share of a save: rank 0 hashes as many bytes as the file
+// holds (what all ranks' blocks add up to) with the hash the writer uses.
+void BM_Checksum(benchmark::State& state) {
+  g_run->ensure_saved();
+  const uint64_t bytes = checkpoint_bytes();
+  static std::vector<char> data;
+  data.assign(bytes, 1);
+  for (auto _ : state)
+    state.SetIterationTime(timed_on_all_ranks([&] {
+      if (g_rank == 0) benchmark::DoNotOptimize(mt::checksum_bytes(data.data(), data.size()));
+    }));
+  set_counters(state, bytes);
+}
+
 // Ranks other than 0 run every benchmark (they are collective) and print nothing.
 class NullReporter : public benchmark::BenchmarkReporter {
  public:
@@ -292,7 +310,7 @@ int main(int argc, char** argv) {
     g_run = std::make_unique<Setup>(g_flags);
     for (auto [name, fn] : {std::pair{"Save", &BM_Save}, std::pair{"Load", &BM_Load},
                             std::pair{"SequentialWrite", &BM_SequentialWrite},
-                            std::pair{"SequentialRead", &BM_SequentialRead}})
+                            std::pair{"SequentialRead", &BM_SequentialRead}, std::pair{"Checksum", &BM_Checksum}})
       benchmark::RegisterBenchmark(name, fn)->Iterations(g_flags.iters)->UseManualTime()->Unit(benchmark::kMillisecond);
     benchmark::Initialize(&argc, argv);
     if (g_rank == 0) {

@@ -126,19 +126,43 @@ std::string checkpoint_problem(const std::string& path) {
 
 CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
   H5File f = H5File::open(path, comm);
-  const int64_t version = f.attr_int("format_version");
+  auto integer = [&](const char* name) {
+    MT_CHECK(f.has_attr(name) && f.attr_kind(name) == H5File::AttrKind::Integer,
+             "checkpoint {}: no integer attribute '{}'", path, name);
+    const int64_t v = f.attr_int(name);
+    MT_CHECK(v >= 0, "checkpoint {}: attribute '{}' is {}, below 0", path, name, v);
+    return v;
+  };
+  auto json = [&](const char* name) {
+    MT_CHECK(f.has_attr(name) && f.attr_kind(name) == H5File::AttrKind::String,
+             "checkpoint {}: no string attribute '{}'", path, name);
+    const std::string text = f.attr_string(name);
+    nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+    MT_CHECK(!j.is_discarded(), "checkpoint {}: attribute '{}' is not JSON: {}", path, name, text.substr(0, 80));
+    return j;
+  };
+  const int64_t version = integer("format_version");
   MT_CHECK(version == kCheckpointFormatVersion,
            "checkpoint {} has format version {}, this build reads version {}", path, version,
            kCheckpointFormatVersion);
   CheckpointInfo info;
   info.path = path;
-  info.state.iteration = f.attr_int("iteration");
-  info.state.consumed_samples = f.attr_int("consumed_samples");
-  info.state.consumed_tokens = f.attr_int("consumed_tokens");
-  info.adam_step = f.attr_int("adam_step");
-  info.seed = uint64_t(f.attr_int("seed"));
-  info.config = nlohmann::json::parse(f.attr_string("config"));
-  if (f.has_attr("skip_guard")) info.skip_guard = nlohmann::json::parse(f.attr_string("skip_guard"));
+  info.state.iteration = integer("iteration");
+  info.state.consumed_samples = integer("consumed_samples");
+  info.state.consumed_tokens = integer("consumed_tokens");
+  info.adam_step = integer("adam_step");
+  MT_CHECK(f.has_attr("seed") && f.attr_kind("seed") == H5File::AttrKind::Integer,
+           "checkpoint {}: no integer attribute 'seed'", path);
+  info.seed = uint64_t(f.attr_int("seed"));  // any 64-bit pattern
+  info.config = json("config");
+  MT_CHECK(info.config.is_object() && info.config.contains("model"),
+           "checkpoint {}: attribute 'config' has no \"model\" object", path);
+  try {
+    info.model = model_config_from_json(info.config.at("model"));
+  } catch (const Error& e) {
+    MT_FAIL("checkpoint {}: attribute 'config': {}", path, e.what());
+  }
+  if (f.has_attr("skip_guard")) info.skip_guard = json("skip_guard");
   return info;
 }
 
@@ -166,6 +190,9 @@ void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& para
     }
     optim->set_step_count(f.attr_int("adam_step"));
   }
+  // What this load read was checked against its checksums as it came in;
+  // the blocks no rank read (or read whole) are checked now.
+  f.verify_unread_blocks(optim ? "" : "model/");
 }
 
 template void write_checkpoint_file<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,

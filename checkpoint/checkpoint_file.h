@@ -59,15 +59,21 @@ struct CheckpointInfo {
   int64_t adam_step = 0;
   uint64_t seed = 0;
   nlohmann::json config;  // the full run configuration it was saved with
+  ModelConfig model;      // config["model"], checked
   nlohmann::json skip_guard;  // which steps the run would skip (launch/step_guard.h); null in older checkpoints
 };
 
-// Reads the attributes only (e.g. to build the model before loading).
+// Reads the attributes only (e.g. to build the model before loading). Every
+// attribute is checked (present, of its type, JSON that parses, counts that
+// are not negative, a model config that validates): a bad one throws
+// mt::Error naming the file and the attribute.
 CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
 
 // Loads weights (and, when optim is not null, the AdamW moments of the
 // shard grad_sync assigns this rank). Every tensor must have the shape the
-// model expects: a mismatch names the tensor and both shapes. The float32
+// model expects: a mismatch names the tensor and both shapes. Every block
+// of the tensors loaded is checked against its checksum (runtime/hdf5_file.h):
+// damage throws DamagedFile on every rank, naming the blocks. The float32
 // weights go to master when given (the optimizer's, under bf16 a float32
 // copy of the shard), and to the model's weights, rounded to T.
 template <typename T>

@@ -12,9 +12,11 @@
 #include <algorithm>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <regex>
 
 #include "runtime/check.h"
+#include "runtime/hdf5_file.h"
 
 namespace fs = std::filesystem;
 
@@ -182,7 +184,8 @@ template SaveStats save_checkpoint<bf16>(const std::string&, Topology&, const Mo
                                          AdamW<float>&, GradSync<float>&, const TrainState&, uint64_t,
                                          const nlohmann::json&, const nlohmann::json&, int, MasterWeights<bf16>*);
 
-std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings) {
+std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings,
+                               const std::vector<std::string>& damaged) {
   const fs::path p(load);
   MT_CHECK(fs::exists(p), "checkpoint {}: no such file or directory", load);
   if (fs::is_regular_file(p)) return p.string();
@@ -202,6 +205,7 @@ std::string resolve_checkpoint(const std::string& load, std::vector<std::string>
       warn(fmt::format("{} is newer than 'latest' ({}): its save did not finish; not used", file.string(), newest));
       continue;
     }
+    if (std::find(damaged.begin(), damaged.end(), file.string()) != damaged.end()) continue;  // said already
     const std::string problem = fs::exists(file) ? checkpoint_problem(file.string()) : "it is missing";
     if (problem.empty()) return file.string();
     warn(fmt::format("{} cannot be resumed from ({}); trying the one before it", file.string(), problem));
@@ -209,16 +213,34 @@ std::string resolve_checkpoint(const std::string& load, std::vector<std::string>
   MT_FAIL("checkpoint {}: no complete checkpoint at or before iteration {} ('latest')", load, newest);
 }
 
-std::string resolve_checkpoint(const std::string& load, Communicator& world) {
+std::string resolve_checkpoint(const std::string& load, Communicator& world, const std::vector<std::string>& damaged) {
   std::string path;
   if (world.rank() == 0) {
     std::vector<std::string> warnings;
-    path = resolve_checkpoint(load, &warnings);
+    path = resolve_checkpoint(load, &warnings, damaged);
     for (const std::string& w : warnings) fmt::print("warning: {}\n", w);
     std::fflush(stdout);
   }
   world.broadcast(path, 0);
   return path;
+}
+
+std::string load_newest_intact(const std::string& load, Communicator& world,
+                               const std::function<void(const std::string& path)>& load_path) {
+  const bool save_dir = fs::is_directory(load) && !fs::exists(fs::path(load) / "checkpoint.h5");
+  std::vector<std::string> damaged;
+  for (;;) {
+    const std::string path = resolve_checkpoint(load, world, damaged);
+    try {
+      load_path(path);
+      return path;
+    } catch (const DamagedFile& e) {
+      // Thrown on every rank alike (H5File::verify_unread_blocks).
+      if (!save_dir) MT_FAIL("refusing checkpoint {}: {}", path, e.what());
+      if (world.rank() == 0) fmt::print("warning: {}; trying the one before it\n", e.what());
+      damaged.push_back(path);
+    }
+  }
 }
 
 }  // namespace mt

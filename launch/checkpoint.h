@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -50,11 +51,22 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
 // truncated or corrupted, the newest readable one before it; a checkpoint
 // newer than `latest` (its save did not finish) is skipped. Each skip is
 // described in *warnings. Throws naming what is missing. Reads files; call
-// it on one rank and share the answer.
-std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings = nullptr);
+// it on one rank and share the answer. The checkpoints in `damaged` (found
+// so while loading) are passed over too.
+std::string resolve_checkpoint(const std::string& load, std::vector<std::string>* warnings = nullptr,
+                               const std::vector<std::string>& damaged = {});
 
 // Collective: rank 0 of `world` resolves --load and prints a warning for
 // each checkpoint it skipped; every rank gets the path.
-std::string resolve_checkpoint(const std::string& load, Communicator& world);
+std::string resolve_checkpoint(const std::string& load, Communicator& world,
+                               const std::vector<std::string>& damaged = {});
+
+// Collective: calls load_path on every rank with the checkpoint --load
+// names and returns its path. When loading finds it damaged (DamagedFile: a
+// block that does not match its checksum), a checkpoint named directly is
+// refused with an error naming the damage; in a save directory the damage
+// is reported and the newest intact checkpoint before it loaded instead.
+std::string load_newest_intact(const std::string& load, Communicator& world,
+                               const std::function<void(const std::string& path)>& load_path);
 
 }  // namespace mt

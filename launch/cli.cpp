@@ -119,6 +119,9 @@ std::unique_ptr<Cli> make_cli() {
                            "A checkpoint.h5, an iter_NNNNNNN directory, or a --save directory (its 'latest')")
       ->required();
   cli->inspect->add_flag("--json", in.json, "Print one JSON object instead of the tables");
+  cli->inspect->add_flag("--verify", in.verify,
+                         "Read every dataset back against the checksums written with it; exit 1 naming any "
+                         "damaged block");
   return cli;
 }
 

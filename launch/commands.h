@@ -30,6 +30,7 @@ void run_prepare_data(const data::PrepareDataConfig& config);
 struct InspectOptions {
   std::string path;   // checkpoint.h5, iter_NNNNNNN directory, or a --save directory
   bool json = false;  // one JSON object instead of the tables
+  bool verify = false;  // read every dataset back against its checksums; damage is an error
 };
 void run_inspect(const InspectOptions& options);
 

@@ -72,7 +72,7 @@ EvalResult run_eval(const EvalOptions& o) {
 
   const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
-  ModelConfig mc = model_config_from_json(info.config.at("model"));
+  ModelConfig mc = info.model;
   MT_CHECK(o.seq_length >= 0 && o.rotary_base >= 0 && o.rotary_interpolation >= 0,
            "--seq-length, --rotary-base and --rotary-seq-len-interpolation-factor must be >= 0 (0: the "
            "checkpoint's), got {}, {}, {}",

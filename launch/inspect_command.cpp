@@ -89,6 +89,7 @@ void collect_tensors(const H5File& f, const std::string& group, std::vector<Tens
   std::sort(children.begin(), children.end(), natural_less);
   for (const std::string& child : children) {
     const std::string name = group == "/" ? child : group + "/" + child;
+    if (name == H5File::kChecksumTable) continue;  // the file's checksums (--verify), not a tensor
     if (!f.is_dataset(name)) {
       collect_tensors(f, name, out);
       continue;
@@ -141,6 +142,40 @@ void print_text(const std::string& path, const nlohmann::json& attributes,
              parameters, double(parameters) / 1e6);
 }
 
+// --verify: every dataset's blocks read back and hashed against the
+// checksums the writer recorded (runtime/hdf5_file.h).
+struct Verification {
+  size_t checked = 0;                  // datasets with checksums
+  std::vector<std::string> damaged;    // "model/layers/1/wq block [0:64, 0:64]"
+  std::vector<std::string> unchecked;  // datasets without checksums (another writer's)
+};
+
+Verification verify_datasets(const H5File& f) {
+  Verification v;
+  for (const std::string& name : f.datasets()) {
+    if (name == H5File::kChecksumTable) {  // damaged when it does not read as a table
+      for (const std::string& d : f.damaged_blocks(name)) v.damaged.push_back(d);
+      continue;
+    }
+    if (!f.has_checksums(name)) {
+      v.unchecked.push_back(name);
+      continue;
+    }
+    ++v.checked;
+    for (const std::string& d : f.damaged_blocks(name)) v.damaged.push_back(name + " " + d);
+  }
+  return v;
+}
+
+void print_verification(const Verification& v) {
+  fmt::print("\nverify: {} datasets read back against their checksums: {}\n", v.checked,
+             v.damaged.empty() ? "all intact"
+                                : fmt::format("{} damaged block{}", v.damaged.size(), v.damaged.size() == 1 ? "" : "s"));
+  for (const std::string& d : v.damaged) fmt::print("  DAMAGED {}\n", d);
+  if (!v.unchecked.empty())
+    fmt::print("  {} datasets have no checksums to check: {}\n", v.unchecked.size(), fmt::join(v.unchecked, ", "));
+}
+
 }  // namespace
 
 void run_inspect(const InspectOptions& o) {
@@ -162,8 +197,17 @@ void run_inspect(const InspectOptions& o) {
   std::vector<TensorSummary> tensors;
   collect_tensors(f, "/", tensors);
 
+  const Verification verification = o.verify ? verify_datasets(f) : Verification{};
+  // A damaged file is an error: named on stderr, exit status 1.
+  auto fail_if_damaged = [&] {
+    MT_CHECK(verification.damaged.empty(), "inspect --verify: {} is damaged: {}", path,
+             fmt::join(verification.damaged, "; "));
+  };
   if (!o.json) {
     print_text(path, attributes, tensors);
+    if (o.verify) print_verification(verification);
+    std::fflush(stdout);
+    fail_if_damaged();
     return;
   }
   nlohmann::json list = nlohmann::json::array();
@@ -172,11 +216,14 @@ void run_inspect(const InspectOptions& o) {
     list.push_back({{"name", t.name}, {"shape", t.shape}, {"dtype", t.dtype}, {"norm", t.norm}});
     if (t.name.rfind("model/", 0) == 0) parameters += H5File::num_elements(t.shape);
   }
-  fmt::print("{}\n", nlohmann::json{{"path", path},
-                                    {"attributes", attributes},
-                                    {"tensors", list},
-                                    {"parameters", parameters}}
-                         .dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  nlohmann::json out{{"path", path}, {"attributes", attributes}, {"tensors", list}, {"parameters", parameters}};
+  if (o.verify)
+    out["verify"] = {{"checked", verification.checked},
+                     {"damaged", verification.damaged},
+                     {"unchecked", verification.unchecked}};
+  fmt::print("{}\n", out.dump(2, ' ', false, nlohmann::json::error_handler_t::replace));
+  std::fflush(stdout);
+  fail_if_damaged();
 }
 
 }  // namespace mt

@@ -84,9 +84,14 @@ nlohmann::json StepGuard::state() const {
 }
 
 void StepGuard::restore(const nlohmann::json& state) {
-  const auto norms = state.at("recent_grad_norms").get<std::vector<double>>();
-  recent_norms_.assign(norms.begin(), norms.end());
-  consecutive_ = state.at("consecutive_skips").get<std::vector<int64_t>>();
+  try {
+    const auto norms = state.at("recent_grad_norms").get<std::vector<double>>();
+    recent_norms_.assign(norms.begin(), norms.end());
+    consecutive_ = state.at("consecutive_skips").get<std::vector<int64_t>>();
+  } catch (const nlohmann::json::exception& e) {
+    MT_FAIL("the checkpoint's 'skip_guard' attribute {} is not the skip statistics: {}", state.dump().substr(0, 80),
+            e.what());
+  }
 }
 
 }  // namespace mt

@@ -48,9 +48,8 @@ nlohmann::json run_config_json(const TrainOptions& o) {
 // that differs. The context (sequence length, RoPE, document resets) may
 // change: its changes are returned, " seq_length: checkpoint 1024 vs run
 // 4096; ...".
-std::string check_same_model(const ModelConfig& ours, const nlohmann::json& saved, const std::string& path) {
-  const nlohmann::json mine = model_config_to_json(ours);
-  const nlohmann::json theirs = model_config_to_json(model_config_from_json(saved.at("model")));
+std::string check_same_model(const ModelConfig& ours, const ModelConfig& saved, const std::string& path) {
+  const nlohmann::json mine = model_config_to_json(ours), theirs = model_config_to_json(saved);
   std::string diffs, context;
   for (const auto& [key, value] : mine.items()) {
     if (theirs.at(key) == value) continue;
@@ -169,10 +168,13 @@ Training<T>::Training(const TrainOptions& options)
 // --load: the weights, moments and position of the checkpoint it names.
 template <typename T>
 void resume_from_checkpoint(Training<T>& t) {
-  const std::string path = resolve_checkpoint(t.o.load, t.topo.world());
-  CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
-  const std::string context_change = check_same_model(t.o.model, info.config, path);
-  load_checkpoint(path, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync, &t.master);
+  CheckpointInfo info;
+  std::string context_change;
+  const std::string path = load_newest_intact(t.o.load, t.topo.world(), [&](const std::string& p) {
+    info = read_checkpoint_info(p, MPI_COMM_WORLD);
+    context_change = check_same_model(t.o.model, info.model, p);
+    load_checkpoint(p, MPI_COMM_WORLD, t.params, &t.optim, &t.grad_sync, &t.master);
+  });
   t.state = info.state;
   if (info.skip_guard.is_object()) t.guard.restore(info.skip_guard);
   if (!t.root) return;

@@ -1,5 +1,8 @@
 #include "model/config.h"
 
+#include <cmath>
+#include <utility>
+
 #include "runtime/check.h"
 
 namespace mt {
@@ -134,12 +137,25 @@ nlohmann::json model_config_to_json(const ModelConfig& c) {
 }
 
 ModelConfig model_config_from_json(const nlohmann::json& j) {
+  MT_CHECK(j.is_object(), "the model config is not a JSON object: {}", j.dump().substr(0, 80));
   ModelConfig c;
   for_each_model_field(c, [&](const char* key, auto& field) {
     if (!j.contains(key) && is_optional_key(key)) return;
-    MT_CHECK(j.contains(key), "checkpoint config has no '{}'", key);
-    field = j.at(key).get<std::decay_t<decltype(field)>>();
+    MT_CHECK(j.contains(key), "the model config has no '{}'", key);
+    using Field = std::decay_t<decltype(field)>;
+    const nlohmann::json& v = j.at(key);
+    // A number of the field's kind that fits it (JSON's integers are 64-bit).
+    bool fits = false;
+    if constexpr (std::is_same_v<Field, bool>) fits = v.is_boolean();
+    else if constexpr (std::is_integral_v<Field>)
+      fits = v.is_number_integer() && (v.is_number_unsigned() ? std::in_range<Field>(v.get<uint64_t>())
+                                                               : std::in_range<Field>(v.get<int64_t>()));
+    else fits = v.is_number() && std::isfinite(v.get<double>());
+    MT_CHECK(fits, "the model config's '{}' is {}, not a {}", key, v.dump().substr(0, 80),
+             std::is_same_v<Field, bool> ? "boolean" : std::is_integral_v<Field> ? "32-bit integer" : "finite number");
+    field = v.get<Field>();
   });
+  c.validate();
   return c;
 }
 

@@ -2,9 +2,14 @@
 
 #include <hdf5.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
+#include <numeric>
 #include <filesystem>
 #include <type_traits>
+
+#include "runtime/block_checksum.h"
 
 namespace mt {
 
@@ -124,19 +129,110 @@ uint64_t H5File::num_elements(const std::vector<uint64_t>& shape) {
 
 // --- life cycle ---------------------------------------------------------------
 
+// --- checksums: the state ------------------------------------------------------
+
+namespace {
+
+// One recorded block and its hash.
+struct BlockHash {
+  ArrayBlock block;
+  uint64_t hash = 0;
+};
+
+// The table's rows: dataset number, offset and count padded to kTableRank
+// dimensions, hash.
+constexpr size_t kTableRank = 4, kTableColumns = 2 + 2 * kTableRank;
+
+// The name a dataset's checksums go by: "/model/embed" and "model/embed"
+// are the same dataset.
+std::string dataset_key(const std::string& name) { return name.substr(std::min(name.find_first_not_of('/'), name.size())); }
+
+// Adds the row of block b of dataset number `dataset` to this rank's rows,
+// dropping the rows of its earlier blocks of that dataset that b overwrites.
+void record_block(std::vector<uint64_t>& rows, uint64_t dataset, const ArrayBlock& b, uint64_t hash) {
+  const size_t rank = b.offset.size();
+  MT_CHECK(rank <= kTableRank, "checksums cover datasets of at most {} dimensions, not {}", kTableRank, rank);
+  for (size_t r = rows.size(); r > 0;) {
+    r -= kTableColumns;
+    const auto row = rows.begin() + ptrdiff_t(r);
+    const ArrayBlock earlier{{row + 1, row + 1 + ptrdiff_t(rank)},
+                             {row + 1 + kTableRank, row + 1 + kTableRank + ptrdiff_t(rank)}};
+    if (rows[r] == dataset && block_contains(b, earlier)) rows.erase(row, row + kTableColumns);
+  }
+  rows.push_back(dataset);
+  for (const std::vector<uint64_t>* v : {&b.offset, &b.count}) {
+    rows.insert(rows.end(), v->begin(), v->end());
+    rows.insert(rows.end(), kTableRank - v->size(), 0);
+  }
+  rows.push_back(hash);
+}
+
+std::string block_str(const ArrayBlock& b) {
+  std::vector<std::string> ranges;
+  for (size_t d = 0; d < b.offset.size(); ++d)
+    ranges.push_back(fmt::format("{}:{}", b.offset[d], b.offset[d] + b.count[d]));
+  return fmt::format("[{}]", fmt::join(ranges, ", "));
+}
+
+size_t type_bytes(H5Type type) { return type == H5Type::kFloat32 || type == H5Type::kInt32 ? 4 : 8; }
+
+// The H5Type a stored dataset type reads as byte for byte, if any.
+bool exact_type(hid_t stored, H5Type* out) {
+  for (H5Type t : {H5Type::kFloat32, H5Type::kFloat64, H5Type::kInt32, H5Type::kInt64})
+    if (H5Tequal(stored, native_type(t)) > 0) {
+      *out = t;
+      return true;
+    }
+  return false;
+}
+
+herr_t collect_dataset(hid_t, const char* name, const H5O_info_t* info, void* out) {
+  if (info->type == H5O_TYPE_DATASET) static_cast<std::vector<std::string>*>(out)->emplace_back(name);
+  return 0;
+}
+
+}  // namespace
+
+struct H5File::Checksums {
+  // Writing: the datasets in the order first written (the same on every
+  // rank, writes being collective) and this rank's rows of the table.
+  std::vector<std::string> names;
+  std::map<std::string, uint64_t> number;
+  std::vector<uint64_t> rows;
+  // Reading: the file's table, per dataset (or what is wrong with it);
+  // which blocks reads have checked; the damage they found.
+  bool loaded = false;
+  std::map<std::string, std::vector<BlockHash>> recorded;
+  std::string table_problem;
+  std::map<std::string, std::vector<char>> checked;
+  std::vector<std::string> damaged;
+};
+
+// --- life cycle ---------------------------------------------------------------
+
+H5File::H5File(std::string path, int64_t file, MPI_Comm comm, bool writable)
+    : path_(std::move(path)), file_(file), writable_(writable), sums_(std::make_unique<Checksums>()) {
+  MPI_CHECK(MPI_Comm_dup(comm, &comm_));
+  MPI_CHECK(MPI_Comm_rank(comm_, &rank_));
+}
+
 H5File::H5File(H5File&& other) noexcept
     : path_(std::move(other.path_)),
       file_(std::exchange(other.file_, -1)),
+      comm_(std::exchange(other.comm_, MPI_COMM_NULL)),
       rank_(other.rank_),
-      writable_(std::exchange(other.writable_, false)) {}
+      writable_(std::exchange(other.writable_, false)),
+      sums_(std::move(other.sums_)) {}
 
 H5File& H5File::operator=(H5File&& other) noexcept {
   if (this != &other) {
     close_quietly();
     path_ = std::move(other.path_);
     file_ = std::exchange(other.file_, -1);
+    comm_ = std::exchange(other.comm_, MPI_COMM_NULL);
     rank_ = other.rank_;
     writable_ = std::exchange(other.writable_, false);
+    sums_ = std::move(other.sums_);
   }
   return *this;
 }
@@ -145,19 +241,23 @@ H5File::~H5File() { close_quietly(); }
 
 void H5File::close_quietly() noexcept {
   hid_t file = std::exchange(file_, -1);
+  MPI_Comm comm = std::exchange(comm_, MPI_COMM_NULL);
   writable_ = false;
-  if (file < 0) return;
   // HDF5 shuts itself down (closing every file) inside MPI_Finalize; a file
-  // object that outlives it must not touch the library again.
+  // object that outlives it must not touch the library (or MPI) again.
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (!finalized) H5Fclose(file);
+  if (finalized) return;
+  if (file >= 0) H5Fclose(file);
+  if (comm != MPI_COMM_NULL) MPI_Comm_free(&comm);
 }
 
 void H5File::close() {
   if (file_ < 0) return;
+  if (writable_) write_checksum_table();
   hid_t file = std::exchange(file_, -1);
   writable_ = false;
+  if (comm_ != MPI_COMM_NULL) MPI_CHECK(MPI_Comm_free(&comm_));
   H5_CHECK(H5Fclose(file), "closing HDF5 file '{}'", path_);
 }
 
@@ -200,7 +300,7 @@ H5File H5File::create(const std::string& path, MPI_Comm comm) {
   hid_t file = H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, fapl),
                         "cannot create HDF5 file '{}' (does its directory exist and is it writable?)",
                         path);
-  return H5File(path, file, rank, true);
+  return H5File(path, file, comm, true);
 }
 
 H5File H5File::open(const std::string& path, MPI_Comm comm) {
@@ -214,7 +314,7 @@ H5File H5File::open(const std::string& path, MPI_Comm comm) {
   Handle fapl = mpio_access(path, comm);
   hid_t file = H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, fapl),
                         "cannot open '{}': not an HDF5 file, or truncated or corrupt", path);
-  return H5File(path, file, rank, false);
+  return H5File(path, file, comm, false);
 }
 
 // --- datasets -------------------------------------------------------------------
@@ -306,6 +406,16 @@ void H5File::write_impl(const std::string& name, const std::vector<uint64_t>& sh
   H5_CHECK(H5Dwrite(dset, mem_type, mem_space, file_space, xfer, data),
            "writing block {} + {} of dataset '{}' in '{}'", shape_str(offset), shape_str(count), name,
            path_);
+  if (name != kChecksumTable) {
+    // Numbered on every rank, with data or not, so the numbers agree.
+    Checksums& c = *sums_;
+    const std::string key = dataset_key(name);
+    const auto [it, added] = c.number.try_emplace(key, c.names.size());
+    if (added) c.names.push_back(key);
+    if (has_data)
+      record_block(c.rows, it->second, ArrayBlock{offset, count},
+                   checksum_bytes(data, num_elements(count) * type_bytes(type)));
+  }
 }
 
 void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& offset,
@@ -314,13 +424,10 @@ void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& off
   Handle dset = open_dataset(file_, path_, name, exists(name));
   const std::vector<uint64_t> dims = shape(name);
   check_block("read", name, path_, dims, offset, count);
-  {
-    Handle stored(H5_CHECK(H5Dget_type(dset), "type of dataset '{}' in '{}'", name, path_), H5Tclose);
-    H5T_class_t cls = H5Tget_class(stored);
-    MT_CHECK(cls == H5T_INTEGER || cls == H5T_FLOAT,
-             "dataset '{}' in '{}' holds {}, which cannot be read as {}", name, path_,
-             describe_type(stored), type_name(type));
-  }
+  Handle stored(H5_CHECK(H5Dget_type(dset), "type of dataset '{}' in '{}'", name, path_), H5Tclose);
+  const H5T_class_t cls = H5Tget_class(stored);
+  MT_CHECK(cls == H5T_INTEGER || cls == H5T_FLOAT, "dataset '{}' in '{}' holds {}, which cannot be read as {}",
+           name, path_, describe_type(stored), type_name(type));
   if (!dims.empty() && num_elements(count) == 0) return;  // reads are independent: nothing to join
 
   Handle file_space(H5_CHECK(H5Dget_space(dset), "dataspace of '{}' in '{}'", name, path_), H5Sclose);
@@ -336,6 +443,9 @@ void H5File::read_impl(const std::string& name, const std::vector<uint64_t>& off
   H5_CHECK(H5Dread(dset, native_type(type), mem_space, file_space, H5P_DEFAULT, data),
            "reading block {} + {} of dataset '{}' in '{}' as {}", shape_str(offset),
            shape_str(count), name, path_, type_name(type));
+  // Checksums hash the stored bytes: a read converted to another type has other bytes.
+  if (H5Tequal(stored, native_type(type)) > 0)
+    check_read_block(name, ArrayBlock{offset, count}, H5Tget_size(stored), data);
 }
 
 std::vector<uint64_t> H5File::shape(const std::string& name) const {
@@ -584,6 +694,187 @@ std::vector<std::string> H5File::attr_names(const std::string& obj) const {
            "listing attributes of '{}' in '{}'", obj, path_);
   std::sort(names.begin(), names.end());
   return names;
+}
+
+// --- checksums ------------------------------------------------------------------
+
+std::vector<std::string> H5File::datasets() const {
+  require_open("datasets");
+  std::vector<std::string> names;
+  H5_CHECK(H5Ovisit2(file_, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names, H5O_INFO_BASIC),
+           "listing the datasets of '{}'", path_);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+void H5File::write_checksum_table() {
+  // Every rank's rows, on every rank, so that rank 0 writes the whole table.
+  Checksums& c = *sums_;
+  int size = 0;
+  MPI_CHECK(MPI_Comm_size(comm_, &size));
+  std::vector<int> lengths(size_t(size), 0), displs(size_t(size), 0);
+  const int length = int(c.rows.size());
+  MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm_));
+  std::exclusive_scan(lengths.begin(), lengths.end(), displs.begin(), 0);
+  std::vector<uint64_t> table(size_t(displs.back() + lengths.back()));
+  MPI_CHECK(MPI_Allgatherv(c.rows.data(), length, MPI_UINT64_T, table.data(), lengths.data(), displs.data(),
+                           MPI_UINT64_T, comm_));
+  if (table.empty()) return;  // nothing written, nothing to check
+  write_all<int64_t>(kChecksumTable, {table.size() / kTableColumns, kTableColumns},
+                     reinterpret_cast<const int64_t*>(table.data()));
+  set_attr("datasets", nlohmann::json(c.names).dump(), kChecksumTable);
+  set_attr("columns", "dataset (a number into 'datasets'), offset[4], count[4], XXH3-64 of the block's bytes "
+           "(uint64 stored as int64)", kChecksumTable);
+}
+
+H5File::Checksums& H5File::sums() const {
+  Checksums& c = *sums_;
+  if (c.loaded || writable_) return c;
+  c.loaded = true;
+  if (!is_dataset(kChecksumTable)) return c;  // another writer's file: nothing to check
+  // A table that does not read as one is damage, reported like a bad block.
+  try {
+    const std::vector<uint64_t> dims = shape(kChecksumTable);
+    if (dims.size() != 2 || dims[1] != kTableColumns) throw DamagedFile("its shape is not [blocks, 10]");
+    const std::vector<int64_t> table = read_all<int64_t>(kChecksumTable);
+    const auto names = nlohmann::json::parse(attr_string("datasets", kChecksumTable), nullptr, false);
+    if (!names.is_array()) throw DamagedFile("its 'datasets' attribute is not a JSON list");
+    std::vector<std::vector<uint64_t>> shapes(names.size());  // of the datasets named, looked up once
+    std::vector<char> looked_up(names.size(), 0);
+    for (size_t r = 0; r < dims[0]; ++r) {
+      const auto* row = reinterpret_cast<const uint64_t*>(table.data()) + r * kTableColumns;
+      const uint64_t n = row[0];
+      if (n >= names.size() || !names[n].is_string()) throw DamagedFile(fmt::format("row {} names no dataset", r));
+      const std::string name = names[n].get<std::string>();
+      if (!looked_up[n]) {
+        if (!is_dataset(name) || shape(name).size() > kTableRank)
+          throw DamagedFile(
+              fmt::format("row {} names '{}', not a dataset of at most {} dimensions", r, name, kTableRank));
+        shapes[n] = shape(name);
+        looked_up[n] = 1;
+      }
+      const size_t rank = shapes[n].size();
+      BlockHash b{{{row + 1, row + 1 + rank}, {row + 1 + kTableRank, row + 1 + kTableRank + rank}},
+                  row[kTableColumns - 1]};
+      if (!block_contains(ArrayBlock{std::vector<uint64_t>(rank, 0), shapes[n]}, b.block))
+        throw DamagedFile(fmt::format("row {}: block {} lies outside '{}' {}", r, block_str(b.block), name,
+                                      shape_str(shapes[n])));
+      c.recorded[name].push_back(std::move(b));
+    }
+  } catch (const Error& e) {
+    c.recorded.clear();
+    c.table_problem = fmt::format("the '{}' table: {}", kChecksumTable, e.what());
+    c.damaged.push_back(c.table_problem);
+  }
+  for (const auto& [name, blocks] : c.recorded) c.checked[name].assign(blocks.size(), 0);
+  return c;
+}
+
+bool H5File::has_checksums(const std::string& name) const {
+  require_open("has_checksums");
+  return sums().recorded.count(dataset_key(name)) > 0;
+}
+
+void H5File::check_read_block(const std::string& name, const ArrayBlock& read, size_t elem_bytes,
+                              const void* data) const {
+  Checksums& c = sums();
+  const auto it = c.recorded.find(dataset_key(name));
+  if (it == c.recorded.end()) return;
+  std::vector<char>& checked = c.checked[it->first];
+  for (size_t i = 0; i < it->second.size(); ++i) {
+    const BlockHash& b = it->second[i];
+    if (checked[i] || !block_contains(read, b.block)) continue;
+    checked[i] = 1;
+    if (checksum_inner_block(data, read, b.block, elem_bytes) != b.hash)
+      c.damaged.push_back(fmt::format("'{}' block {}", it->first, block_str(b.block)));
+  }
+}
+
+std::vector<std::string> H5File::damaged_blocks(const std::string& name) const {
+  require_open("damaged_blocks");
+  if (name != kChecksumTable) return damaged_among(name, nullptr);
+  if (sums().table_problem.empty()) return {};
+  return {sums().table_problem};
+}
+
+std::vector<std::string> H5File::damaged_among(const std::string& name, const std::vector<size_t>* which) const {
+  const auto it = sums().recorded.find(dataset_key(name));
+  if (it == sums().recorded.end()) return {};
+  const std::vector<BlockHash>& blocks = it->second;
+  std::vector<size_t> all(blocks.size());
+  std::iota(all.begin(), all.end(), size_t(0));
+  if (!which) which = &all;
+  Handle dset = open_dataset(file_, path_, name, true);
+  Handle stored(H5_CHECK(H5Dget_type(dset), "type of dataset '{}' in '{}'", name, path_), H5Tclose);
+  H5Type type = H5Type::kFloat32;
+  if (!exact_type(stored, &type))
+    return {fmt::format("checksummed, but stored as {}, which this reader does not hash", describe_type(stored))};
+  std::vector<std::string> damaged;
+  std::vector<char> buffer;
+  for (size_t i : *which) {
+    const ArrayBlock& b = blocks.at(i).block;
+    buffer.resize(num_elements(b.count) * type_bytes(type));
+    if (!buffer.empty()) {
+      Handle file_space(H5_CHECK(H5Dget_space(dset), "dataspace of '{}' in '{}'", name, path_), H5Sclose);
+      Handle mem_space(H5_CHECK(b.offset.empty() ? H5Screate(H5S_SCALAR)
+                                                 : select_block(file_space, b.offset, b.count, name, path_),
+                                "memory dataspace for '{}' in '{}'", name, path_),
+                       H5Sclose);
+      H5_CHECK(H5Dread(dset, native_type(type), mem_space, file_space, H5P_DEFAULT, buffer.data()),
+               "reading block {} of dataset '{}' in '{}'", block_str(b), name, path_);
+    }
+    if (checksum_bytes(buffer.data(), buffer.size()) != blocks[i].hash)
+      damaged.push_back("block " + block_str(b));
+  }
+  return damaged;
+}
+
+void H5File::verify_unread_blocks(const std::string& under) const {
+  require_open("verify_unread_blocks");
+  Checksums& c = sums();
+  // The flags of every recorded block, in the table's order (the same on
+  // every rank), merged over the ranks.
+  std::vector<const std::string*> names;
+  std::vector<char> checked;
+  for (const auto& [name, flags] : c.checked)
+    if (name.starts_with(under)) {
+      names.push_back(&name);
+      checked.insert(checked.end(), flags.begin(), flags.end());
+    }
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, checked.data(), int(checked.size()), MPI_SIGNED_CHAR, MPI_MAX, comm_));
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(comm_, &size));
+  // The blocks no read checked, dealt out to the ranks in turn.
+  size_t at = 0, unchecked = 0;
+  for (const std::string* name : names) {
+    std::vector<size_t> mine;
+    for (size_t i = 0; i < c.checked[*name].size(); ++i, ++at)
+      if (!checked[at] && unchecked++ % size_t(size) == size_t(rank_)) mine.push_back(i);
+    if (mine.empty()) continue;
+    for (const std::string& d : damaged_among(*name, &mine)) c.damaged.push_back(fmt::format("'{}' {}", *name, d));
+  }
+  // Every rank learns every rank's findings, so that all throw the same.
+  std::string mine;
+  for (const std::string& d : c.damaged) mine += d + '\n';
+  std::vector<int> lengths(size_t(size), 0), displs(size_t(size), 0);
+  const int length = int(mine.size());
+  MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm_));
+  std::exclusive_scan(lengths.begin(), lengths.end(), displs.begin(), 0);
+  std::string all(size_t(displs.back() + lengths.back()), '\0');
+  MPI_CHECK(MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, comm_));
+  std::vector<std::string> found;
+  for (size_t from = 0; from < all.size();) {
+    const size_t end = all.find('\n', from);
+    found.push_back(all.substr(from, end - from));
+    from = end + 1;
+  }
+  std::sort(found.begin(), found.end());
+  found.erase(std::unique(found.begin(), found.end()), found.end());
+  if (!found.empty())
+    throw DamagedFile(fmt::format("{} is damaged: {}: {}", path_,
+                                  found.size() == 1 ? "one block does not match its checksum"
+                                                    : fmt::format("{} blocks do not match their checksums", found.size()),
+                                  fmt::join(found, "; ")));
 }
 
 }  // namespace mt

@@ -16,19 +16,36 @@
 //
 // Data that other ranks wrote is safe to read after close() and a new open()
 // (or after flush()); MPI-IO does not promise it earlier.
+//
+// Checksums: every block a rank writes is hashed (XXH3-64 by 1 MiB chunks,
+// runtime/block_checksum.h), and close() stores every rank's hashes in the
+// dataset "checksums" (uint64 [blocks, 10], a row a block: the dataset's
+// number in its attribute "datasets", the offset and count padded to 4
+// dimensions, the hash; a block a rank writes again replaces its earlier
+// hash). A read checks, from memory, each recorded block
+// that lies inside what it read (when read as the stored type);
+// verify_unread_blocks() checks the rest and reports the damage. Files
+// without the table (other writers) read as before, unchecked.
 #pragma once
 
 #include <mpi.h>
 
 #include <concepts>
+#include <memory>
 #include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "runtime/block_checksum.h"
 #include "runtime/check.h"
 
 namespace mt {
+
+// A file whose stored bytes no longer match their checksums.
+struct DamagedFile : Error {
+  using Error::Error;
+};
 
 // The element types a dataset may hold in memory; each maps to the native
 // HDF5 type of the same width (the file type equals the memory type).
@@ -148,11 +165,27 @@ class H5File {
   enum class AttrKind { Integer, Float, String, Other };  // Other: arrays, compounds, ...
   AttrKind attr_kind(const std::string& name, const std::string& obj = "/") const;
 
+  // Every dataset in the file, by full name ("model/layers/0/wq"), sorted.
+  std::vector<std::string> datasets() const;
+
+  // --- checksums --------------------------------------------------------
+  static constexpr const char* kChecksumTable = "checksums";
+  bool has_checksums(const std::string& name) const;
+  // Independent: reads every recorded block of dataset `name` and describes
+  // each that does not match its checksum ("block [0:32, 0:64]"); empty
+  // when all match (or the dataset has no checksums). For kChecksumTable:
+  // what is wrong with the table, if it does not read as one.
+  std::vector<std::string> damaged_blocks(const std::string& name) const;
+  // Collective: checks every recorded block of every dataset (whose name
+  // starts with `under`) that no rank's reads have checked, the blocks split
+  // over the ranks; then, if a read or this check found damage, throws
+  // DamagedFile on every rank naming each damaged block.
+  void verify_unread_blocks(const std::string& under = "") const;
+
   static uint64_t num_elements(const std::vector<uint64_t>& shape);
 
  private:
-  H5File(std::string path, int64_t file, int rank, bool writable)
-      : path_(std::move(path)), file_(file), rank_(rank), writable_(writable) {}
+  H5File(std::string path, int64_t file, MPI_Comm comm, bool writable);
 
   void require_open(const char* what) const;
   void close_quietly() noexcept;
@@ -161,11 +194,20 @@ class H5File {
                   H5Type type, const void* data, bool whole_from_rank0);
   void read_impl(const std::string& name, const std::vector<uint64_t>& offset,
                  const std::vector<uint64_t>& count, H5Type type, void* data) const;
+  struct Checksums;  // what this rank wrote and what reads have checked (hdf5_file.cpp)
+  Checksums& sums() const;  // loading the file's table at the first use
+  void write_checksum_table();  // collective, from close()
+  // From read_impl: checks the recorded blocks inside the block `read`.
+  void check_read_block(const std::string& name, const ArrayBlock& read, size_t elem_bytes, const void* data) const;
+  // The damaged blocks among the recorded ones numbered `which` (nullptr: all).
+  std::vector<std::string> damaged_among(const std::string& name, const std::vector<size_t>* which) const;
 
   std::string path_;
   int64_t file_ = -1;  // the hid_t (int64_t in HDF5 >= 1.10); -1 when closed
-  int rank_ = 0;       // this process's rank in the file's communicator
+  MPI_Comm comm_ = MPI_COMM_NULL;  // a duplicate of the file's communicator
+  int rank_ = 0;       // this process's rank in it
   bool writable_ = false;
+  mutable std::unique_ptr<Checksums> sums_;
 };
 
 }  // namespace mt

@@ -28,8 +28,9 @@ packages=(
     libcli11-dev libopenblas-openmp-dev libdnnl-dev
     ocl-icd-opencl-dev  # oneDNN's CMake package looks for OpenCL (Debian builds it with the GPU runtime)
     libgtest-dev libbenchmark-dev
-    libfmt-dev nlohmann-json3-dev
-    python3 python3-numpy python3-matplotlib python3-h5py
+    libfmt-dev nlohmann-json3-dev libxxhash-dev
+    clang libclang-rt-14-dev  # libFuzzer and the sanitizers (scripts/fuzz.sh)
+    python3 python3-numpy python3-matplotlib python3-h5py python3-xxhash
 )
 if (( want_torch )); then
     packages+=(python3-torch)

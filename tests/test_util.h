@@ -3,6 +3,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <stdlib.h>
 
 #include <cstdint>
@@ -60,6 +61,29 @@ inline void write_bytes(const std::string& path, const std::vector<uint8_t>& byt
 inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
   f << text;
+}
+
+// Flips one bit of the byte at `fraction` of the way through dataset `name`'s
+// stored bytes in the HDF5 file `path` (contiguous layout, as H5File writes),
+// as a disk's silent error would; the file's structure stays readable.
+inline void flip_stored_byte(const std::string& path, const std::string& name, double fraction = 0.5) {
+  const hid_t file = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  ASSERT_GE(file, 0) << path;
+  const hid_t dset = H5Dopen2(file, name.c_str(), H5P_DEFAULT);
+  ASSERT_GE(dset, 0) << name << " in " << path;
+  const haddr_t offset = H5Dget_offset(dset);
+  const hsize_t bytes = H5Dget_storage_size(dset);
+  H5Dclose(dset);
+  H5Fclose(file);
+  ASSERT_NE(offset, HADDR_UNDEF) << name << " is not stored contiguously in " << path;
+  ASSERT_GT(bytes, 0u);
+  const auto at = std::streamoff(offset + hsize_t(fraction * double(bytes - 1)));
+  std::fstream f(path, std::ios::binary | std::ios::in | std::ios::out);
+  f.seekg(at);
+  const char c = char(f.get());
+  f.seekp(at);
+  f.put(char(c ^ 0x10));
+  ASSERT_TRUE(f.good()) << "flipping byte " << at << " of " << path;
 }
 
 // Runs fn, expecting an mt::Error whose message contains every one of `parts`.

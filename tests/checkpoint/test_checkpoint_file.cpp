@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "checkpoint/checkpoint_file.h"
+#include "model/config.h"
 #include "runtime/cpu_backend.h"
 #include "test_util.h"
 
@@ -86,8 +87,11 @@ struct RankModel {
   AdamW<float> optim;
 };
 
+// The run's config as `train` saves it: the model's section and a flag.
+nlohmann::json known_config() { return {{"lr", 0.001}, {"model", model_config_to_json(tiny_config())}}; }
+
 CheckpointAttributes known_attributes() {
-  return {TrainState{5, 80, 640}, 1234, {{"lr", 0.001}}, {{"rampup", {{"global_batch", 16}}}}, "2026-12-01T00:00:00Z"};
+  return {TrainState{5, 80, 640}, 1234, known_config(), {{"rampup", {{"global_batch", 16}}}}, "2026-12-01T00:00:00Z"};
 }
 
 // A file path every rank of the world agrees on, in the directory rank 0 owns.
@@ -112,7 +116,8 @@ TEST(CheckpointFile, RoundTripAtOneRankIsBitIdentical) {
   EXPECT_EQ(info.state.consumed_tokens, 640);
   EXPECT_EQ(info.adam_step, 7);
   EXPECT_EQ(info.seed, 1234u);
-  EXPECT_EQ(info.config, (nlohmann::json{{"lr", 0.001}}));
+  EXPECT_EQ(info.config, known_config());
+  EXPECT_EQ(model_config_to_json(info.model), model_config_to_json(tiny_config()));
   load_checkpoint(dir / "c.h5", MPI_COMM_SELF, m.params, &m.optim, &m.grad_sync);
   m.expect_known_values("one rank");
 }

@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -184,8 +185,9 @@ TEST_F(Inspect, JsonHasEveryTensorOfTheSchemaAndTheParsedAttributes) {
 }
 
 // A user's h5py script reads the file with no moetrain code: float32 arrays
-// in their logical shapes with the norms the project's reader sees, and the
-// attributes as plain numbers and JSON strings.
+// in their logical shapes with the norms the project's reader sees, the
+// attributes as plain numbers and JSON strings, and blocks that hash to
+// their recorded checksums.
 TEST_F(Inspect, H5pyReadsTheFileAsItIs) {
   if (std::system("/usr/bin/python3 -c 'import h5py' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no h5py for /usr/bin/python3 (apt-get install python3-h5py); the HDF5 C API test covers this";
@@ -209,6 +211,9 @@ TEST_F(Inspect, H5pyReadsTheFileAsItIs) {
     EXPECT_EQ(d.at("shape").get<std::vector<uint64_t>>(), shape) << name;
     expect_same_norm(d.at("norm"), norms.at(name), name);
   }
+  // Every block each rank wrote hashes, in h5py and python3-xxhash, to its
+  // checksum: at least one a tensor.
+  EXPECT_GE(j.at("checksums_verified").get<size_t>(), expected.size()) << output;
 }
 
 // The same through the HDF5 C API with the default (POSIX, not MPI-IO) file
@@ -240,7 +245,8 @@ TEST_F(Inspect, HdfCApiReadsTheFileWithoutTheProjectReader) {
   std::vector<std::string> names;
   ASSERT_GE(H5Lvisit(f.id, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &names), 0);
   const auto expected = expected_datasets(test_util::tiny_model_config());
-  EXPECT_EQ(names.size(), expected.size());
+  EXPECT_EQ(names.size(), expected.size() + 1);  // and the checksum table
+  EXPECT_NE(std::find(names.begin(), names.end(), H5File::kChecksumTable), names.end());
 
   for (const auto& [name, shape] : expected) {
     Hid d{H5Dopen2(f.id, name.c_str(), H5P_DEFAULT), H5Dclose};

@@ -1,8 +1,8 @@
 // Killed ranks (docs/reliability.md), through the binary: kill -9 of one
 // rank of a PP2 x DP2 run in the middle of a step and, separately, in the
 // middle of a save ends the job within 10 s, leaves `latest` at the newest
-// complete checkpoint, and a resume from the same --save continues bit for
-// bit as a run that was never killed.
+// complete checkpoint (intact: `inspect --verify`), and a resume from the
+// same --save continues bit for bit as a run that was never killed.
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -94,6 +94,8 @@ class KilledRanks : public ::testing::Test {
     const int from = latest(save);
     ASSERT_GE(from, 4) << "no checkpoint before the kill\n" << k.run.output;
     ASSERT_LT(from, 12) << "the job ran past step 12 before the kill\n" << k.run.output;
+    const auto verify = run_moetrain("inspect --verify " + (dir / (save + "/" + checkpoint_dir_name(from))));
+    EXPECT_EQ(verify.status, 0) << "the newest complete checkpoint is damaged\n" << verify.output;
     auto straight = run_moetrain(train("straight", 12) + " --save " + (dir / "straight"), kRanks);
     ASSERT_EQ(straight.status, 0) << straight.output;
     auto resumed = run_moetrain(train(save + "_resumed", 12) + " --load " + (dir / save) + " --save " + (dir / save),

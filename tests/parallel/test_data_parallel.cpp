@@ -198,10 +198,15 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
     EXPECT_EQ(g.end % group, g.begin % group);
     if (bug == ExpertBug::None) shard += (g.end - g.begin) / group;
   }
-  if (bug == ExpertBug::None) EXPECT_EQ(optim.shard_size(), shard);
+  if (bug == ExpertBug::None) {
+    EXPECT_EQ(optim.shard_size(), shard);
+  }
   EXPECT_LT(params.padded_size() - params.size(), params.regions.size() * size_t(dp));
-  for (const ParamTensor& t : params.tensors)
-    if (t.is_expert) EXPECT_EQ(t.block.count[0], cfg.num_experts / ep_size) << t.name;
+  for (const ParamTensor& t : params.tensors) {
+    if (t.is_expert) {
+      EXPECT_EQ(t.block.count[0], cfg.num_experts / ep_size) << t.name;
+    }
+  }
 
   std::mt19937 rng(5);
   test_util::RunTrace run;
@@ -233,7 +238,9 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   // Gradients went out while the backward pass still had layers to do.
   EXPECT_GT(sync.stats.buckets_overlapped, 0u);
   EXPECT_LT(sync.stats.buckets_overlapped, sync.stats.buckets);
-  if (ep_size > 1) EXPECT_GT(model.dispatch_stats().bytes_sent, 0u) << "no row went to another EP rank";
+  if (ep_size > 1) {
+    EXPECT_GT(model.dispatch_stats().bytes_sent, 0u) << "no row went to another EP rank";
+  }
   return run;
 }
 
@@ -293,9 +300,11 @@ TEST(ExpertParallel, TrainsLikeOneRankWhenEveryTokenGoesToOneRanksExperts) {
     const test_util::RunTrace layout = train_layout<double>(1, 1, cfg, 2, ExpertBug::None, true);
     ASSERT_FALSE(layout.steps.empty());
     const std::vector<int64_t>& routed = layout.steps[0].routing.routed;  // [layer][expert]
-    for (size_t i = 0; i < routed.size(); ++i)
-      if (i % cfg.num_experts >= 2)
+    for (size_t i = 0; i < routed.size(); ++i) {
+      if (i % cfg.num_experts >= 2) {
         EXPECT_EQ(routed[i], 0) << "layer " << i / cfg.num_experts << " expert " << i % cfg.num_experts;
+      }
+    }
     const double ulp = DBL_EPSILON;
     const test_util::RunTrace ref = train_reference<double>(cfg, world, 0.0, true);
     const test_util::RunTrace twins = test_util::farther_of(ref, train_reference<double>(cfg, world, ulp, true),

@@ -4,6 +4,7 @@
 #include "runtime/hdf5_file.h"
 
 #include <gtest/gtest.h>
+#include <hdf5.h>
 #include <mpi.h>
 
 #include <cstdint>
@@ -13,6 +14,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "test_util.h"
 
 namespace mt {
 namespace {
@@ -148,6 +151,104 @@ TYPED_TEST(H5RoundTrip, WriteAllFromEveryRank) {
   EXPECT_EQ(f.read_all<T>("scalar"), values<T>(1, 9));
 }
 
+// --- checksums ------------------------------------------------------------------
+
+using H5Checksums = H5TempDir;
+
+// Writes t: [rows, 5] float, each rank its rows, and whole/x: [3, 4] int64
+// from every rank; returns the values of t.
+std::vector<float> write_checksummed(const std::string& path, uint64_t rows) {
+  H5File f = H5File::create(path, MPI_COMM_WORLD);
+  const std::vector<float> t = values<float>(rows * 5, 4);
+  write_rows(f, "t", {rows, 5}, t);
+  f.write_all<int64_t>("whole/x", {3, 4}, values<int64_t>(12, 5));
+  f.close();
+  return t;
+}
+
+TEST_F(H5Checksums, EveryWrittenBlockIsRecordedAndAnIntactFileVerifies) {
+  const uint64_t rows = 9;
+  const std::vector<float> t = write_checksummed(file("ok.h5"), rows);
+  H5File f = H5File::open(file("ok.h5"), MPI_COMM_WORLD);
+  EXPECT_TRUE(f.has_checksums("t"));
+  EXPECT_TRUE(f.has_checksums("whole/x"));
+  EXPECT_EQ(f.datasets(), (std::vector<std::string>{H5File::kChecksumTable, "t", "whole/x"}));
+  // A row of the table for each rank that wrote rows of t, and one for x.
+  const uint64_t writers = std::min<uint64_t>(rows, uint64_t(world_size()));
+  EXPECT_EQ(f.shape(H5File::kChecksumTable), (std::vector<uint64_t>{writers + 1, 10}));
+  EXPECT_TRUE(f.damaged_blocks("t").empty());
+  EXPECT_EQ(f.read_all<float>("t"), t);
+  EXPECT_NO_THROW(f.verify_unread_blocks());
+}
+
+TEST_F(H5Checksums, AFlippedByteIsNamedWhetherReadOrNot) {
+  const uint64_t rows = 9;
+  const std::string path = file("bad.h5");
+  write_checksummed(path, rows);
+  // Damage the last rank's rows of t (its block, as write_rows splits them).
+  const uint64_t ranks = uint64_t(world_size()), begin = (ranks - 1) * rows / ranks, end = rows;
+  if (world_rank() == 0) test_util::flip_stored_byte(path, "t", 0.99);
+  MPI_Barrier(MPI_COMM_WORLD);
+  const std::string block = fmt::format("block [{}:{}, 0:5]", begin, end);
+
+  {  // found by verify_unread_blocks, on every rank, with nothing read
+    H5File f = H5File::open(path, MPI_COMM_WORLD);
+    EXPECT_EQ(f.damaged_blocks("t"), std::vector<std::string>{block});
+    EXPECT_TRUE(f.damaged_blocks("whole/x").empty());
+    EXPECT_TRUE(f.damaged_blocks(H5File::kChecksumTable).empty());
+    EXPECT_NO_THROW(f.verify_unread_blocks("whole/"));  // only what lies under "whole/"
+    test_util::expect_error([&] { f.verify_unread_blocks(); },
+                            {path + " is damaged: one block does not match its checksum: 't' " + block});
+  }
+  {  // found by a read of the whole tensor (rank 0 reads; the others read nothing)
+    H5File f = H5File::open(path, MPI_COMM_WORLD);
+    if (world_rank() == 0) {
+      std::vector<float> all = f.read_all<float>("t");
+      EXPECT_NE(all, values<float>(rows * 5, 4));  // HDF5 itself does not notice
+    }
+    test_util::expect_error([&] { f.verify_unread_blocks(); }, {block});
+  }
+  {  // a read of part of a block checks nothing; the verify still does
+    H5File f = H5File::open(path, MPI_COMM_WORLD);
+    std::vector<float> one(5);
+    f.read<float>("t", {rows - 1, 0}, {1, 5}, one.data());
+    test_util::expect_error([&] { f.verify_unread_blocks(); }, {block});
+  }
+}
+
+TEST_F(H5Checksums, ADamagedTableIsReportedAsDamage) {
+  const std::string path = file("table.h5");
+  write_checksummed(path, 4);
+  if (world_rank() == 0) test_util::flip_stored_byte(path, H5File::kChecksumTable, 0.0);  // row 0's dataset number
+  MPI_Barrier(MPI_COMM_WORLD);
+  H5File f = H5File::open(path, MPI_COMM_WORLD);
+  EXPECT_FALSE(f.has_checksums("t"));
+  ASSERT_EQ(f.damaged_blocks(H5File::kChecksumTable).size(), 1u);
+  EXPECT_NE(f.damaged_blocks(H5File::kChecksumTable)[0].find("row 0 names no dataset"), std::string::npos);
+  test_util::expect_error([&] { f.verify_unread_blocks(); }, {"the 'checksums' table", "row 0"});
+}
+
+TEST_F(H5Checksums, FilesWithoutATableReadUnchecked) {
+  // Written by another tool (the serial HDF5 C API): nothing to check.
+  const std::string path = file("plain.h5");
+  if (world_rank() == 0) {
+    const hid_t f = H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const hsize_t dims[1] = {3};
+    const hid_t space = H5Screate_simple(1, dims, nullptr);
+    const hid_t d = H5Dcreate2(f, "v", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    const float v[3] = {1, 2, 3};
+    H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, v);
+    H5Dclose(d);
+    H5Sclose(space);
+    H5Fclose(f);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  H5File f = H5File::open(path, MPI_COMM_WORLD);
+  EXPECT_FALSE(f.has_checksums("v"));
+  EXPECT_EQ(f.read_all<float>("v"), (std::vector<float>{1, 2, 3}));
+  EXPECT_NO_THROW(f.verify_unread_blocks());
+}
+
 // --- groups ---------------------------------------------------------------------
 
 using H5Groups = H5TempDir;
@@ -167,7 +268,8 @@ TEST_F(H5Groups, NestedCreationListAndExists) {
     f.close();
   }
   H5File f = H5File::open(path, MPI_COMM_WORLD);
-  EXPECT_EQ(f.list("/"), std::vector<std::string>{"model"});
+  EXPECT_EQ(f.list("/"), (std::vector<std::string>{H5File::kChecksumTable, "model"}));
+  EXPECT_NO_THROW(f.verify_unread_blocks());  // the rewritten embed: its last write's checksum
   EXPECT_EQ(f.list("model"), (std::vector<std::string>{"embed", "layers"}));
   EXPECT_EQ(f.list("/model/layers"), (std::vector<std::string>{"0", "1", "10"}));
   EXPECT_EQ(f.list("model/layers/0"), (std::vector<std::string>{"experts", "wq"}));

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Build the libFuzzer targets (fuzz/) with clang, AddressSanitizer and
+# UndefinedBehaviorSanitizer, and run each for a while on its seed corpus.
+#
+#   scripts/fuzz.sh [--seconds N] [--jobs J] [TARGET...]
+#
+#   --seconds N  how long each target runs (default 600; CI runs 20)
+#   --jobs J     parallel fuzzing processes a target (default 1)
+#   TARGET       fuzz_indexed_dataset, fuzz_checkpoint_reader, fuzz_config_file
+#                (default: all three)
+#
+# Env: MT_FUZZ_BUILD_DIR (default build-fuzz), MT_BUILD_SKIP=1 to use the
+# existing build.
+# The working corpus grows under BUILD/corpus/TARGET (besides the
+# committed seeds in fuzz/corpus/TARGET); a crash, hang or sanitizer report leaves its input in
+# BUILD/artifacts/ and makes the script exit non-zero, naming it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+seconds=600
+jobs=1
+targets=()
+while (( $# > 0 )); do
+    case "$1" in
+        --seconds) seconds="$2"; shift 2 ;;
+        --jobs) jobs="$2"; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        fuzz_*) targets+=("$1"); shift ;;
+        *) echo "fuzz.sh: unknown argument '$1'" >&2; exit 2 ;;
+    esac
+done
+(( ${#targets[@]} > 0 )) || targets=(fuzz_indexed_dataset fuzz_checkpoint_reader fuzz_config_file)
+
+build_dir="${MT_FUZZ_BUILD_DIR:-build-fuzz}"
+if ! command -v clang++ >/dev/null 2>&1; then
+    echo "fuzz.sh: clang++ not found (scripts/install_deps.sh installs clang)" >&2
+    exit 1
+fi
+if [[ "${MT_BUILD_SKIP:-0}" != 1 ]]; then
+    # -O1: the sanitizers' usual level; most of the time goes to instrumenting.
+    CC=clang CXX=clang++ cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=Fuzz \
+        -DCMAKE_C_FLAGS_FUZZ=-O1 -DCMAKE_CXX_FLAGS_FUZZ=-O1 \
+        -DMOETRAIN_BUILD_TESTS=OFF -DMOETRAIN_BUILD_BENCH=OFF -DMOETRAIN_BUILD_FUZZERS=ON >/dev/null
+    cmake --build "$build_dir" -j "$(nproc)" --target "${targets[@]}"
+fi
+
+# Open MPI's start-up allocations live as long as the process (fuzz/lsan.supp).
+export LSAN_OPTIONS="suppressions=$PWD/fuzz/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export UBSAN_OPTIONS="print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+mkdir -p "$build_dir/artifacts"
+status=0
+for t in "${targets[@]}"; do
+    corpus="$build_dir/corpus/$t"
+    mkdir -p "$corpus"  # new inputs go here; fuzz/corpus/TARGET, read too, stays as committed
+    log="$build_dir/$t.log"
+    echo "fuzz.sh: $t for ${seconds} s (corpus $corpus, log $log)"
+    # -timeout: an input taking 10 s is a hang; -rss_limit_mb: one using
+    # 2 GB is a runaway allocation.
+    parallel=()
+    (( jobs > 1 )) && parallel=(-jobs="$jobs" -workers="$jobs")
+    if "$build_dir/fuzz/$t" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+            "${parallel[@]}" -print_final_stats=1 \
+            -artifact_prefix="$build_dir/artifacts/$t-" "$corpus" fuzz/corpus/"$t" >"$log" 2>&1; then
+        grep -hE "^(stat::number_of_executed_units|stat::peak_rss_mb|Done)" "$log" fuzz-*.log 2>/dev/null | sed 's/^/    /' || true
+    else
+        status=1
+        echo "fuzz.sh: $t FOUND A PROBLEM:" >&2
+        grep -hE "ERROR|SUMMARY|Test unit written" "$log" fuzz-*.log 2>/dev/null | head -10 | sed 's/^/    /' >&2
+    fi
+    rm -f fuzz-*.log  # -jobs writes a log a worker in the current directory
+done
+exit "$status"
