@@ -87,6 +87,7 @@ void print_start_up(const StartUpSummary& s) {
   const TrainOptions& o = s.options;
   const ModelConfig& mc = o.model;
   fmt::print("{}", s.topo.table());
+  for (const std::string& w : s.topo.node_warnings()) fmt::print("warning: {}\n", w);
   fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
              mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
              mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);

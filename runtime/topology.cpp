@@ -1,6 +1,10 @@
 #include "runtime/topology.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <map>
 
 #include "runtime/check.h"
 
@@ -11,6 +15,64 @@ Coords coords_of(int rank, int tp_size, int dp_size) {
 }
 
 int rank_of(Coords c, int tp_size, int dp_size) { return c.tp + tp_size * (c.dp + dp_size * c.pp); }
+
+namespace {
+
+// Collective over world: the node of every rank, from MPI's shared-memory
+// split (ranks that can share memory run on one node), and the host names.
+NodeMap map_nodes(MPI_Comm world, int rank, int size) {
+  MPI_Comm local = MPI_COMM_NULL;
+  MPI_CHECK(MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &local));
+  int leader = rank;  // the lowest world rank of the node names it
+  MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &leader, 1, MPI_INT, MPI_MIN, local));
+  MPI_CHECK(MPI_Comm_free(&local));
+  std::vector<int> leaders(size_t(size), 0);
+  MPI_CHECK(MPI_Allgather(&leader, 1, MPI_INT, leaders.data(), 1, MPI_INT, world));
+  char name[MPI_MAX_PROCESSOR_NAME] = {0};
+  int length = 0;
+  MPI_CHECK(MPI_Get_processor_name(name, &length));
+  std::vector<char> names(size_t(size) * MPI_MAX_PROCESSOR_NAME, 0);
+  MPI_CHECK(MPI_Allgather(name, MPI_MAX_PROCESSOR_NAME, MPI_CHAR, names.data(), MPI_MAX_PROCESSOR_NAME, MPI_CHAR,
+                          world));
+  NodeMap m;
+  std::map<int, int> number;  // leader -> node number
+  for (int r = 0; r < size; ++r) {
+    m.node.push_back(number.try_emplace(leaders[size_t(r)], int(number.size())).first->second);
+    m.host.emplace_back(names.data() + size_t(r) * MPI_MAX_PROCESSOR_NAME);
+  }
+  return m;
+}
+
+}  // namespace
+
+std::vector<std::string> node_layout_warnings(const NodeMap& nodes, int tp_size, int dp_size) {
+  std::vector<std::string> out;
+  const int world = int(nodes.node.size());
+  std::map<int, std::vector<int>> ranks_of;  // node -> its world ranks
+  for (int r = 0; r < world; ++r) ranks_of[nodes.node[size_t(r)]].push_back(r);
+  for (const auto& [node, ranks] : ranks_of)
+    if (ranks.back() - ranks.front() + 1 != int(ranks.size()))
+      out.push_back(fmt::format("the ranks of node {} ({}) are not consecutive: world ranks {}; TP groups are "
+                                "neighbouring ranks, so launch a node's ranks together (mpirun --map-by "
+                                "ppr:N:node, srun --distribution=block)",
+                                node, nodes.host[size_t(ranks.front())], fmt::join(ranks, ", ")));
+  for (int first = 0; first < world; first += tp_size) {
+    std::vector<int> spanned;
+    for (int r = first; r < first + tp_size && r < world; ++r)
+      if (std::find(spanned.begin(), spanned.end(), nodes.node[size_t(r)]) == spanned.end())
+        spanned.push_back(nodes.node[size_t(r)]);
+    if (spanned.size() < 2) continue;
+    std::vector<std::string> hosts;
+    for (int n : spanned) hosts.push_back(nodes.host[size_t(ranks_of[n].front())]);
+    const Coords c = coords_of(first, tp_size, dp_size);
+    out.push_back(fmt::format("the TP group of pp {} dp {} (world ranks {} to {}) spans {} nodes ({}): its "
+                              "all-reduces, several a layer, cross the network; choose a TP size that divides "
+                              "the ranks of a node",
+                              c.pp, c.dp, first, std::min(first + tp_size, world) - 1, spanned.size(),
+                              fmt::join(hosts, ", ")));
+  }
+  return out;
+}
 
 Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
     : tp_size_(cfg.tensor_parallel), pp_size_(cfg.pipeline_parallel), ep_size_(cfg.expert_parallel),
@@ -30,6 +92,7 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
            "--expert-model-parallel-size {} must divide the data-parallel size {} (world {} / (TP {} x PP {}))",
            ep_size_, dp_size_, world_size_, tp_size_, pp_size_);
   coords_ = coords_of(world_rank_, tp_size_, dp_size_);
+  nodes_ = map_nodes(world, world_rank_, world_size_);
   // Colour = the coordinates that stay fixed inside the group; key = rank.
   MPI_CHECK(MPI_Comm_split(world, coords_.dp + dp_size_ * coords_.pp, world_rank_, &tp_raw_));
   MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp_size_ * coords_.pp, world_rank_, &dp_raw_));
@@ -55,10 +118,13 @@ Topology::~Topology() {
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
 }
 
+int Topology::num_nodes() const { return 1 + *std::max_element(nodes_.node.begin(), nodes_.node.end()); }
+
 std::string Topology::table() const {
-  std::string out = fmt::format("layout TP={} x PP={} x DP={} ({} ranks)", tp_size_, pp_size_, dp_size_, world_size_);
+  std::string out = fmt::format("layout TP={} x PP={} x DP={} ({} ranks on {} node{})", tp_size_, pp_size_, dp_size_,
+                                world_size_, num_nodes(), num_nodes() == 1 ? "" : "s");
   if (ep_size_ > 1) out += fmt::format(", experts EP={} x expert-DP={}", ep_size_, edp_size());
-  out += ep_size_ > 1 ? "\n  rank   tp   pp   dp   ep  edp\n" : "\n  rank   tp   pp   dp\n";
+  out += ep_size_ > 1 ? "\n  rank   tp   pp   dp   ep  edp  host\n" : "\n  rank   tp   pp   dp  host\n";
   for (int r = 0; r < world_size_; ++r) {
     const Coords c = coords_of(r, tp_size_, dp_size_);
     out += fmt::format("  {:4d} {:4d} {:4d} {:4d}", r, c.tp, c.pp, c.dp);
@@ -66,7 +132,7 @@ std::string Topology::table() const {
       const ExpertCoords e = expert_coords(c.dp, ep_size_);
       out += fmt::format(" {:4d} {:4d}", e.ep, e.edp);
     }
-    out += "\n";
+    out += fmt::format("  {}\n", nodes_.host[size_t(r)]);
   }
   return out;
 }

@@ -7,6 +7,7 @@
 #include <mpi.h>
 
 #include <string>
+#include <vector>
 
 #include "runtime/communicator.h"
 
@@ -31,6 +32,19 @@ inline ExpertCoords expert_coords(int dp, int ep_size) { return {dp % ep_size, d
 // Pure rank arithmetic, usable without MPI.
 Coords coords_of(int rank, int tp_size, int dp_size);
 int rank_of(Coords c, int tp_size, int dp_size);
+
+// Where each world rank runs: node[r] numbers rank r's node (its
+// shared-memory domain, in order of first appearance), host[r] its name.
+struct NodeMap {
+  std::vector<int> node;
+  std::vector<std::string> host;
+};
+
+// What is wrong with a layout across nodes, one sentence each: a TP group
+// that spans nodes (its all-reduces, several a layer, would cross the
+// network) and a node whose ranks are not consecutive (so TP groups, which
+// are neighbouring ranks, cannot sit inside nodes). Empty when all is well.
+std::vector<std::string> node_layout_warnings(const NodeMap& nodes, int tp_size, int dp_size);
 
 class Topology {
  public:
@@ -63,13 +77,19 @@ class Topology {
   Communicator& ep() { return ep_comm_; }
   Communicator& edp() { return edp_comm_; }
 
-  // One line a rank: "rank  tp  pp  dp", for the start-up log.
+  // Collective, from the constructor: which ranks share a node.
+  const NodeMap& nodes() const { return nodes_; }
+  int num_nodes() const;
+  std::vector<std::string> node_warnings() const { return node_layout_warnings(nodes_, tp_size_, dp_size_); }
+
+  // One line a rank: "rank  tp  pp  dp  host", for the start-up log.
   std::string table() const;
 
  private:
   int world_rank_ = 0, world_size_ = 1;
   int tp_size_ = 1, pp_size_ = 1, dp_size_ = 1, ep_size_ = 1;
   Coords coords_;
+  NodeMap nodes_;
   MPI_Comm tp_raw_ = MPI_COMM_NULL, pp_raw_ = MPI_COMM_NULL, dp_raw_ = MPI_COMM_NULL, ep_raw_ = MPI_COMM_NULL,
            edp_raw_ = MPI_COMM_NULL;
   MpiCommunicator world_comm_{MPI_COMM_NULL}, tp_comm_{MPI_COMM_NULL}, pp_comm_{MPI_COMM_NULL},

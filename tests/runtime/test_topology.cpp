@@ -85,6 +85,50 @@ TEST(Topology, OneByOneOnWorld) {
   EXPECT_NE(topo.table().find("TP=1"), std::string::npos) << topo.table();
 }
 
+// 8 ranks on two hosts: node[r] given, hosts "a" and "b".
+NodeMap two_nodes(const std::vector<int>& node) {
+  NodeMap m{node, {}};
+  for (int n : node) m.host.push_back(n == 0 ? "a" : "b");
+  return m;
+}
+
+TEST(Topology, NodeLayoutWarningsNameSpanningTpGroupsAndScatteredRanks) {
+  const NodeMap blocks = two_nodes({0, 0, 0, 0, 1, 1, 1, 1});
+  for (int tp : {1, 2, 4}) EXPECT_TRUE(node_layout_warnings(blocks, tp, 8 / tp).empty()) << "TP " << tp;
+  const std::vector<std::string> wide = node_layout_warnings(blocks, 8, 1);
+  ASSERT_EQ(wide.size(), 1u);
+  EXPECT_NE(wide[0].find("the TP group of pp 0 dp 0 (world ranks 0 to 7) spans 2 nodes (a, b)"), std::string::npos)
+      << wide[0];
+  // Uneven nodes (3 + 5 ranks): TP 4's group 0-3 crosses, and TP 2's group 2-3.
+  const NodeMap uneven = two_nodes({0, 0, 0, 1, 1, 1, 1, 1});
+  EXPECT_EQ(node_layout_warnings(uneven, 4, 2).size(), 1u);
+  EXPECT_EQ(node_layout_warnings(uneven, 2, 4).size(), 1u);
+
+  // Round robin (mpirun --map-by node): every node scattered, every TP
+  // group split.
+  const std::vector<std::string> scattered = node_layout_warnings(two_nodes({0, 1, 0, 1, 0, 1, 0, 1}), 2, 4);
+  ASSERT_EQ(scattered.size(), 2u + 4u);
+  EXPECT_NE(scattered[0].find("the ranks of node 0 (a) are not consecutive: world ranks 0, 2, 4, 6"),
+            std::string::npos)
+      << scattered[0];
+  EXPECT_NE(scattered[1].find("node 1 (b)"), std::string::npos) << scattered[1];
+  EXPECT_NE(scattered[5].find("the TP group of pp 0 dp 3 (world ranks 6 to 7) spans 2 nodes (a, b)"),
+            std::string::npos)
+      << scattered[5];
+}
+
+TEST(Topology, EveryRankOfThisMachineIsOnOneNode) {
+  char host[MPI_MAX_PROCESSOR_NAME] = {0};
+  int length = 0;
+  MPI_Get_processor_name(host, &length);
+  Topology topo(MPI_COMM_WORLD, TopologyConfig{1, 1});
+  EXPECT_EQ(topo.num_nodes(), 1);
+  EXPECT_TRUE(topo.node_warnings().empty());
+  for (const std::string& h : topo.nodes().host) EXPECT_EQ(h, host);
+  EXPECT_NE(topo.table().find("on 1 node)"), std::string::npos) << topo.table();
+  EXPECT_NE(topo.table().find(std::string("  ") + host + "\n"), std::string::npos) << topo.table();
+}
+
 TEST(Topology, WorldNotDivisibleByTpTimesPpThrows) {
   int size = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &size);
