@@ -139,6 +139,14 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "run needs",
              kRecorded, -1},
         o.data_epochs);
+  visit(Flag{"--valid-data-path",
+             "Token store (PREFIX) to validate on: the loss over its first --eval-iters x --global-batch-size "
+             "samples, in storage order, every --eval-interval steps and at the end",
+             kRecorded},
+        o.valid_data_path);
+  visit(Flag{"--eval-interval", "Steps between validations (with --valid-data-path)"}, o.eval_interval);
+  visit(Flag{"--eval-iters", "Global batches each validation evaluates (with --valid-data-path)", kRecorded},
+        o.eval_iters);
   visit(Flag{"--train-iters", "Optimizer steps to train for", kRecorded}, o.train_iters);
   visit(Flag{"--train-samples", "Samples to train for (instead of --train-iters)", kRecorded}, o.train_samples);
   visit(Flag{"--lr", "Peak learning rate", kRecorded}, o.lr.lr);

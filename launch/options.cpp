@@ -52,6 +52,8 @@ void resolve_and_validate(TrainOptions& o) {
            o.train_samples);
   MT_CHECK(o.train_iters >= 0 && o.train_samples >= 0, "--train-iters/--train-samples must be >= 0");
   MT_CHECK(o.log_interval >= 1, "--log-interval must be >= 1, got {}", o.log_interval);
+  MT_CHECK(o.eval_interval >= 1, "--eval-interval must be >= 1, got {}", o.eval_interval);
+  MT_CHECK(o.eval_iters >= 1, "--eval-iters must be >= 1, got {}", o.eval_iters);
   MT_CHECK(o.save_interval >= 0, "--save-interval must be >= 0, got {}", o.save_interval);
   MT_CHECK(o.save_interval == 0 || !o.save.empty(), "--save-interval {} needs --save DIR",
            o.save_interval);

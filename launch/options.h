@@ -42,6 +42,12 @@ struct TrainOptions {
   data::RampupConfig rampup;               // resolved from rampup_batch_size
   std::vector<std::string> data_path;    // PREFIX, or NAME=PREFIX for each source
   std::vector<std::string> data_epochs;  // NAME=EPOCHS for each source
+  // Validation (Megatron's flags): the loss over the first eval_iters x
+  // global_batch_size samples of this store, in storage order, every
+  // eval_interval steps and at the end; none without a path.
+  std::string valid_data_path;
+  int64_t eval_interval = 1000;
+  int64_t eval_iters = 100;
   int64_t train_iters = 0;
   int64_t train_samples = 0;
   LrScheduleConfig lr;

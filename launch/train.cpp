@@ -9,12 +9,17 @@
 #include <chrono>
 #include <filesystem>
 #include <limits>
+#include <memory>
+#include <optional>
 
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
 #include "data/data_sources.h"
+#include "data/indexed_dataset.h"
+#include "data/sample_stream.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
+#include "launch/loss_over_samples.h"
 #include "launch/option_tables.h"
 #include "launch/training_log.h"
 #include "launch/stop_signals.h"
@@ -74,6 +79,22 @@ data::BlendedStream open_stream(const TrainOptions& o, double* seconds) {
   return stream;
 }
 
+// --valid-data-path: the samples each validation evaluates, the first
+// --eval-iters x --global-batch-size of the store in storage order.
+struct ValidationSet {
+  explicit ValidationSet(const TrainOptions& o)
+      : store(o.valid_data_path), samples(store, o.model.seq_length, 0), count(o.eval_iters * o.global_batch_size) {
+    store.check_token_range(o.model.vocab_size);
+    MT_CHECK(uint64_t(count) <= samples.num_samples(),
+             "--valid-data-path {} holds {} samples of {}+1 tokens, too few for --eval-iters {} x "
+             "--global-batch-size {} = {}",
+             o.valid_data_path, samples.num_samples(), o.model.seq_length, o.eval_iters, o.global_batch_size, count);
+  }
+  data::IndexedDataset store;
+  data::SampleStream samples;
+  int64_t count;
+};
+
 // The CPU backend in precision T, its products checked on every rank;
 // timed into `profile` when given (--profile).
 template <typename T>
@@ -119,6 +140,7 @@ struct Training {
   const data::BatchSchedule schedule;
   double stream_seconds = 0;  // to build the blended stream
   data::BlendedStream stream;
+  std::unique_ptr<ValidationSet> validation;  // --valid-data-path, or none
   StepProfile profile;  // --profile
   std::unique_ptr<Backend<T>> be;
   Transformer<T> model;
@@ -146,6 +168,7 @@ Training<T>::Training(const TrainOptions& options)
       tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
       schedule(o.global_batch_size, o.micro_batch_size, topo.dp_size(), o.rampup),
       stream(open_stream(o, &stream_seconds)),
+      validation(o.valid_data_path.empty() ? nullptr : std::make_unique<ValidationSet>(o)),
       be(checked_backend<T>(topo.world(), o.debug_corrupt_gemm_check, o.profile ? &profile.ops : nullptr)),
       model(*be, o.model, o.micro_batch_size, tp,
             stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
@@ -304,6 +327,19 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
           dp.exposed_seconds - dp_before.exposed_seconds + dp.all_gather_seconds - dp_before.all_gather_seconds};
 }
 
+// --valid-data-path: every --eval-interval steps and at the end, the mean
+// loss over the validation samples on the training layout, outside the
+// interval's measurements.
+template <typename T>
+std::optional<double> validate_if_due(Training<T>& t, IntervalLog<T>& log) {
+  if (!t.validation || (t.state.iteration % t.o.eval_interval != 0 && run_continues(t))) return std::nullopt;
+  return log.outside_interval([&] {
+    return loss_over_samples(t.pipeline, t.topo, t.validation->samples, t.validation->count, t.o.model.seq_length,
+                             t.o.micro_batch_size)
+        .mean();
+  });
+}
+
 // Where the run stands beyond the iteration counters, for the checkpoint's
 // attributes: what the next step would use.
 template <typename T>
@@ -412,6 +448,9 @@ TrainResult train(const TrainOptions& o) {
   StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
                          t.stream_seconds, t.run_samples, t.threads, t.be->name(), t.be->library()};
   if (t.root) print_start_up(summary);
+  if (t.root && t.validation)
+    fmt::print("validation: the first {} samples of {} every {} steps and at the end\n", t.validation->count,
+               o.valid_data_path, o.eval_interval);
 
   IntervalLog<T> log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o));
   TrainResult result;
@@ -431,7 +470,7 @@ TrainResult train(const TrainOptions& o) {
     result.iterations = t.state.iteration;
     result.last_loss = step.loss;
     log.add(step);
-    log.report(t.state, t.progress, !run_continues(t));
+    log.report(t.state, t.progress, !run_continues(t), validate_if_due(t, log));
     // The profile starts after the first step, which creates the products'
     // kernels (and after the set-up's copies and fills).
     if (o.profile) {

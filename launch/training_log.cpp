@@ -4,6 +4,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <numeric>
 
@@ -147,8 +148,9 @@ void IntervalLog<T>::add(const StepOutcome& step) {
 }
 
 template <typename T>
-void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progress, bool last) {
-  if (state.iteration % o_.log_interval != 0 && !last) return;
+void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progress, bool last,
+                            std::optional<double> valid_loss) {
+  if (state.iteration % o_.log_interval != 0 && !last && !valid_loss) return;
   const auto now = Clock::now();
   const StepMetrics m = metrics(state, now);
   const std::vector<double> idle = stage_idle_shares(m.interval_s);
@@ -157,7 +159,10 @@ void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progr
     std::string idle_line;
     for (size_t i = 0; idle.size() > 1 && i < idle.size(); ++i)
       idle_line += fmt::format("{}{:.0f}%", i ? " " : " | idle per stage ", 100.0 * idle[i]);
-    fmt::print("{} | {}{}{}\n", progress_line(m), progress.line(stream_), idle_line, expert_load_line(load, o_.model));
+    const std::string valid_line =
+        valid_loss ? fmt::format(" | valid loss {:.4f} (ppl {:.2f})", *valid_loss, std::exp(*valid_loss)) : "";
+    fmt::print("{}{} | {}{}{}\n", progress_line(m), valid_line, progress.line(stream_), idle_line,
+               expert_load_line(load, o_.model));
     std::fflush(stdout);
   }
   nlohmann::json record = to_json(m);
@@ -165,6 +170,7 @@ void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progr
   if (o_.model.is_moe()) record["experts"] = expert_load_json(load, o_.model);
   model_.expert_load().clear();
   if (idle.size() > 1) record["pipeline_idle"] = idle;
+  if (valid_loss) record["valid_loss"] = *valid_loss;
   metrics_.write(record);
   grad_sync_.stats = {};
   restart(now);

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,9 +94,29 @@ class IntervalLog {
 
   void add(const StepOutcome& step);
   // A line (rank 0) and a metrics record after every --log-interval-th
-  // step and the last. Collective: the stages share their idle times and
-  // the ranks their expert loads.
-  void report(const TrainState& state, const SourceProgress& progress, bool last);
+  // step, the last, and a step with a validation loss (--valid-data-path),
+  // which both show. Collective: the stages share their idle times and the
+  // ranks their expert loads.
+  void report(const TrainState& state, const SourceProgress& progress, bool last,
+              std::optional<double> valid_loss = std::nullopt);
+
+  // Runs `work` (a validation) outside the interval's measurements: its
+  // time, TP all-reduces, expert loads and all-to-alls are not the steps'.
+  template <typename F>
+  auto outside_interval(F&& work) {
+    const Clock::time_point begin = Clock::now();
+    const double tp_seconds = topo_.tp().all_reduce_seconds;
+    const uint64_t tp_bytes = topo_.tp().all_reduce_bytes;
+    const ExpertLoad load = model_.expert_load();
+    const DispatchStats dispatch = model_.dispatch_stats();
+    auto result = work();
+    start_ += Clock::now() - begin;
+    tp_seconds_at_start_ += topo_.tp().all_reduce_seconds - tp_seconds;
+    tp_bytes_at_start_ += topo_.tp().all_reduce_bytes - tp_bytes;
+    model_.expert_load() = load;
+    model_.dispatch_stats() = dispatch;
+    return result;
+  }
 
  private:
   using Clock = std::chrono::steady_clock;

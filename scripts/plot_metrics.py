@@ -3,11 +3,12 @@
 
 Each line is one JSON object written by `moetrain train --metrics-file FILE`
 with at least `step`, `loss`, `aux_loss` and `lr`, and optionally
-`tokens_per_s`, `grad_norm` and `global_batch`. Blank lines are skipped;
+`valid_loss`, `tokens_per_s`, `grad_norm` and `global_batch`. Blank lines are skipped;
 lines that do not parse are skipped with a warning. When a step appears more
 than once (a run resumed into the same file), its last record wins.
 
-Panels: loss with the auxiliary (load-balancing) loss on a second axis; the
+Panels: loss (and the validation loss, as points, when logged) with the
+auxiliary (load-balancing) loss on a second axis; the
 learning rate, with the global batch size on a second axis when logged;
 when logged, the gradient norm and throughput; and for a mixture of experts
 (records with `experts`), a heat map of each layer's experts' load over the
@@ -76,8 +77,9 @@ def series(records, key):
 
 
 def plot_pair(ax, records, left, right, left_label, right_label,
-              left_color="tab:blue", right_color="tab:orange", left_log=False):
-    """Plot `left` on ax and `right` on a twin axis; returns whether anything was drawn."""
+              left_color="tab:blue", right_color="tab:orange", left_log=False, left_points=None):
+    """Plot `left` on ax and `right` on a twin axis, and `left_points` (key,
+    label), when logged, as points on ax; returns whether anything was drawn."""
     drawn = False
     handles = []
     xs, ys = series(records, left)
@@ -88,6 +90,11 @@ def plot_pair(ax, records, left, right, left_label, right_label,
         if left_log and min(ys) > 0:
             ax.set_yscale("log")
         drawn = True
+    if left_points:
+        xs, ys = series(records, left_points[0])
+        if xs:
+            handles += ax.plot(xs, ys, "o-", color="tab:cyan", markersize=4, linewidth=0.8,
+                               label=left_points[1])
     if right:
         xs, ys = series(records, right)
         if xs:
@@ -171,7 +178,7 @@ def main(argv=None):
                              gridspec_kw={"height_ratios": heights}, constrained_layout=True)
 
     plot_pair(axes[0], records, "loss", "aux_loss", "loss (cross-entropy)",
-              "aux loss (load balancing)")
+              "aux loss (load balancing)", left_points=("valid_loss", "validation loss"))
     plot_pair(axes[1], records, "lr", "global_batch", "learning rate",
               "global batch (samples)", left_color="tab:green",
               right_color="tab:purple")
