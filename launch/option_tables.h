@@ -203,6 +203,8 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit(Flag{"--debug-spike-at-iteration",
              "Testing: multiply --debug-fail-rank's gradients by 1000 at this iteration (0: never)"},
         o.debug_spike_at_iteration);
+  visit(Flag{"--debug-slow-ms", "Testing: --debug-fail-rank sleeps this many milliseconds in every step, a straggler"},
+        o.debug_slow_ms);
   visit(Flag{"--debug-perturb-weights",
              "Testing: multiply every weight by 1 +- this at the start and after every update, to measure how "
              "far rounding differences carry through a run"},

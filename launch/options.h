@@ -74,6 +74,9 @@ struct TrainOptions {
   int64_t debug_nan_at_iteration = 0;
   int64_t debug_nan_iterations = 1;
   int64_t debug_spike_at_iteration = 0;
+  // Tests of the straggler report: rank debug_fail_rank sleeps this long in
+  // every step (0: never).
+  int64_t debug_slow_ms = 0;
   // Rounding tests: every weight times 1 +- this at the start and after
   // every update (0: never).
   double debug_perturb_weights = 0.0;

@@ -19,9 +19,9 @@ std::string progress_line(const StepMetrics& m) {
                                                            m.consumed_samples, m.total_samples);
   return fmt::format(
       "{} | loss {:.4f} | aux {:.4f}{} | lr {:.3e} | grad norm {:.3f} | batch {} seq "
-      "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s | elapsed {} | eta {}",
+      "({} tok) | {:.0f} tok/s | {:.1f} GFLOP/s, MFU {:.1f}% | elapsed {} | eta {}",
       step, m.loss, m.aux_loss, m.z_loss > 0 ? fmt::format(" | z {:.4f}", m.z_loss) : std::string(), m.lr, m.grad_norm, m.global_batch,
-      m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, format_duration(m.elapsed_s),
+      m.global_batch_tokens, m.tokens_per_s, m.gflops_per_s, 100.0 * m.mfu, format_duration(m.elapsed_s),
       format_duration(m.eta_s)) +
          (m.skipped_steps > 0 ? fmt::format(" | {} skipped", m.skipped_steps) : std::string()) +
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)

@@ -26,6 +26,7 @@ namespace mt {
   X(int64_t, total_samples, "samples the run takes")                                                     \
   X(double, tokens_per_s, "over the interval")                                                           \
   X(double, gflops_per_s, "model FLOPs (ModelConfig::train_flops_per_token) over the interval")          \
+  X(double, mfu, "gflops_per_s over the job's matrix-product peak measured at start-up (runtime/matmul_peak.h)") \
   X(double, elapsed_s, "since the first step")                                                           \
   X(double, eta_s, "to total_samples at the interval's rate")                                            \
   X(double, interval_s, "length of the interval")                                                        \

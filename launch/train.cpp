@@ -11,6 +11,7 @@
 #include <limits>
 #include <memory>
 #include <optional>
+#include <thread>
 
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
@@ -32,6 +33,7 @@
 #include "runtime/check.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/gemm_check.h"
+#include "runtime/matmul_peak.h"
 #include "runtime/threads.h"
 #include "runtime/topology.h"
 #include "runtime/watchdog.h"
@@ -154,6 +156,7 @@ struct Training {
   TrainState state;
   SourceProgress progress;
   int64_t run_samples = 0;  // the run ends here, at --train-iters, or when the data is used up
+  double peak_gflops = 0;   // the job's matrix-product peak, for MFU
   int64_t saved_iteration = -1;
   std::vector<int32_t> batch;  // the step's micro-batches, [micro-batches][micro][S+1]
 };
@@ -279,6 +282,7 @@ void perturb_weights(Training<T>& t) {
 template <typename T>
 StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
   const auto start = std::chrono::steady_clock::now();
+  play_straggler(t);
   const double tp_seconds = t.topo.tp().all_reduce_seconds;
   const GradSyncStats dp_before = t.grad_sync.stats;
   const int64_t tokens = global * t.o.model.seq_length;
@@ -397,6 +401,13 @@ void inject_bad_gradients(Training<T>& t, float* shard) {
   if (t.o.debug_spike_at_iteration == it) t.be->acc().scale(t.grad_sync.shard_size(), 1000.0f, shard);
 }
 
+// --debug-slow-ms: --debug-fail-rank's compute takes that much longer.
+template <typename T>
+void play_straggler(const Training<T>& t) {
+  if (t.o.debug_slow_ms > 0 && t.topo.world_rank() == t.o.debug_fail_rank)
+    std::this_thread::sleep_for(std::chrono::milliseconds(t.o.debug_slow_ms));
+}
+
 // A batch --skip-steps-file lists: consumed without a forward or backward
 // pass, logged as a skipped step.
 template <typename T>
@@ -448,11 +459,16 @@ TrainResult train(const TrainOptions& o) {
   StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
                          t.stream_seconds, t.run_samples, t.threads, t.be->name(), t.be->library()};
   if (t.root) print_start_up(summary);
+  t.peak_gflops = measure_job_matmul_gflops(*t.be, t.topo.world());
+  if (t.root)
+    fmt::print("matrix-product peak: {:.1f} GFLOP/s, the sum of every rank's best 512x512x512 {} product (MFU's "
+               "denominator)\n",
+               t.peak_gflops, sizeof(T) == 2 ? "bf16" : "float32");
   if (t.root && t.validation)
     fmt::print("validation: the first {} samples of {} every {} steps and at the end\n", t.validation->count,
                o.valid_data_path, o.eval_interval);
 
-  IntervalLog<T> log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o));
+  IntervalLog<T> log(o, t.topo, t.grad_sync, t.model, t.stream, t.run_samples, metrics_path(o), t.peak_gflops);
   TrainResult result;
   bool first_step_done = false;
   while (run_continues(t)) {

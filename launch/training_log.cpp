@@ -54,6 +54,16 @@ std::string expert_load_line(const ExpertLoad& load, const ModelConfig& mc) {
 
 }  // namespace
 
+Straggler slowest_rank(const std::vector<double>& compute_seconds) {
+  if (compute_seconds.empty()) return {};
+  const auto slowest = std::max_element(compute_seconds.begin(), compute_seconds.end());
+  std::vector<double> sorted = compute_seconds;
+  std::sort(sorted.begin(), sorted.end());
+  const size_t n = sorted.size();
+  const double median = n % 2 ? sorted[n / 2] : 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]);
+  return {int(slowest - compute_seconds.begin()), median > 0 ? *slowest / median - 1.0 : 0.0};
+}
+
 void SourceProgress::count(const data::BlendedStream& s, int64_t begin, int64_t end) {
   for (int64_t n = begin; n < end; ++n) consumed[s.pick(uint64_t(n)).source] += 1;
 }
@@ -124,9 +134,9 @@ void print_start_up(const StartUpSummary& s) {
 template <typename T>
 IntervalLog<T>::IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync,
                          Transformer<T>& model, const data::BlendedStream& stream, int64_t run_samples,
-                         const std::string& metrics_path)
+                         const std::string& metrics_path, double peak_gflops)
     : o_(o), topo_(topo), grad_sync_(grad_sync), model_(model), stream_(stream), run_samples_(run_samples),
-      metrics_(topo.world_rank() == 0 ? metrics_path : "") {
+      metrics_(topo.world_rank() == 0 ? metrics_path : ""), peak_gflops_(peak_gflops) {
   run_start_ = Clock::now();
   restart(run_start_);
 }
@@ -144,6 +154,7 @@ void IntervalLog<T>::add(const StepOutcome& step) {
     z_sum_ += step.z;
   }
   wait_seconds_ += step.wait_seconds;
+  compute_seconds_ += step.seconds - step.wait_seconds - step.tp_seconds - step.dp_seconds;
   last_ = step;
 }
 
@@ -155,13 +166,18 @@ void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progr
   const StepMetrics m = metrics(state, now);
   const std::vector<double> idle = stage_idle_shares(m.interval_s);
   const ExpertLoad load = o_.model.is_moe() ? model_.model_expert_load(&topo_.world()) : ExpertLoad{};
+  const std::vector<double> compute = compute_seconds_of_ranks();
+  const Straggler slow = slowest_rank(compute);
   if (topo_.world_rank() == 0) {
     std::string idle_line;
     for (size_t i = 0; idle.size() > 1 && i < idle.size(); ++i)
       idle_line += fmt::format("{}{:.0f}%", i ? " " : " | idle per stage ", 100.0 * idle[i]);
     const std::string valid_line =
         valid_loss ? fmt::format(" | valid loss {:.4f} (ppl {:.2f})", *valid_loss, std::exp(*valid_loss)) : "";
-    fmt::print("{}{} | {}{}{}\n", progress_line(m), valid_line, progress.line(stream_), idle_line,
+    const std::string slow_line =
+        compute.size() > 1 ? fmt::format(" | slowest rank {} {:+.0f}% compute", slow.rank, 100.0 * slow.over_median)
+                           : "";
+    fmt::print("{}{} | {}{}{}{}\n", progress_line(m), valid_line, progress.line(stream_), idle_line, slow_line,
                expert_load_line(load, o_.model));
     std::fflush(stdout);
   }
@@ -171,6 +187,7 @@ void IntervalLog<T>::report(const TrainState& state, const SourceProgress& progr
   model_.expert_load().clear();
   if (idle.size() > 1) record["pipeline_idle"] = idle;
   if (valid_loss) record["valid_loss"] = *valid_loss;
+  record["ranks"] = {{"compute_s", compute}, {"slowest", slow.rank}, {"slowest_over_median", slow.over_median}};
   metrics_.write(record);
   grad_sync_.stats = {};
   restart(now);
@@ -197,6 +214,7 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   m.total_samples = run_samples_;
   m.tokens_per_s = double(tokens_) / interval_s;
   m.gflops_per_s = m.tokens_per_s * o_.model.train_flops_per_token() / 1e9;
+  m.mfu = peak_gflops_ > 0 ? m.gflops_per_s / peak_gflops_ : 0.0;
   m.elapsed_s = std::chrono::duration<double>(now - run_start_).count();
   m.eta_s = double(run_samples_ - state.consumed_samples) * interval_s / double(samples_);
   m.interval_s = interval_s;
@@ -222,11 +240,22 @@ std::vector<double> IntervalLog<T>::stage_idle_shares(double interval_s) {
   return idle;
 }
 
+// Every rank's compute time of the interval (its steps less its waits:
+// pipeline neighbours, TP all-reduces, ZeRO-1 collectives, expert
+// all-to-alls), on every rank.
+template <typename T>
+std::vector<double> IntervalLog<T>::compute_seconds_of_ranks() {
+  std::vector<double> compute(size_t(topo_.world_size()), 0.0);
+  compute[size_t(topo_.world_rank())] = compute_seconds_ - model_.dispatch_stats().seconds;
+  topo_.world().all_reduce_sum(compute.data(), compute.size());
+  return compute;
+}
+
 template <typename T>
 void IntervalLog<T>::restart(Clock::time_point now) {
   start_ = now;
   steps_ = samples_ = tokens_ = skipped_ = 0;
-  loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = 0;
+  loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = compute_seconds_ = 0;
   model_.dispatch_stats() = {};
   tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;
   tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;

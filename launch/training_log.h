@@ -60,6 +60,16 @@ struct StartUpSummary {
 };
 void print_start_up(const StartUpSummary& s);
 
+// The rank whose compute took longest in an interval (a straggler: a slow
+// node, a throttled GPU), and by how much it exceeded the median rank's
+// (0.25: 25% longer; the median of an even count is the mean of the middle
+// two).
+struct Straggler {
+  int rank = 0;
+  double over_median = 0;
+};
+Straggler slowest_rank(const std::vector<double>& compute_seconds);
+
 // What one optimizer step produced, for the interval's averages.
 struct StepOutcome {
   double loss = 0, aux = 0, z = 0, lr = 0, grad_norm = 0;
@@ -89,8 +99,10 @@ void print_profile(const StepProfile& p, int rank);
 template <typename T>
 class IntervalLog {
  public:
+  // peak_gflops: the job's matrix-product peak, for MFU (runtime/matmul_peak.h).
   IntervalLog(const TrainOptions& o, Topology& topo, GradSync<float>& grad_sync, Transformer<T>& model,
-              const data::BlendedStream& stream, int64_t run_samples, const std::string& metrics_path);
+              const data::BlendedStream& stream, int64_t run_samples, const std::string& metrics_path,
+              double peak_gflops);
 
   void add(const StepOutcome& step);
   // A line (rank 0) and a metrics record after every --log-interval-th
@@ -122,6 +134,7 @@ class IntervalLog {
   using Clock = std::chrono::steady_clock;
   StepMetrics metrics(const TrainState& state, Clock::time_point now) const;
   std::vector<double> stage_idle_shares(double interval_s);
+  std::vector<double> compute_seconds_of_ranks();
   void restart(Clock::time_point now);
 
   const TrainOptions& o_;
@@ -134,6 +147,8 @@ class IntervalLog {
   Clock::time_point run_start_, start_;
   int64_t steps_ = 0, samples_ = 0, tokens_ = 0, skipped_ = 0;
   double loss_sum_ = 0, aux_sum_ = 0, z_sum_ = 0, wait_seconds_ = 0;
+  double compute_seconds_ = 0;  // the steps' time not spent waiting for other ranks
+  double peak_gflops_;
   StepOutcome last_;
   double tp_seconds_at_start_ = 0;
   uint64_t tp_bytes_at_start_ = 0;

@@ -43,8 +43,8 @@ fi
 # hang or sanitizer report on the seed corpus or what 20 s grow from it.
 if (( status == 0 )) && [[ $# -eq 0 ]]; then
     echo
-    echo "==== [5/5] Fuzzers, 20 s each (${build_dir}-fuzz, clang) ===="
-    MT_FUZZ_BUILD_DIR="${build_dir}-fuzz" bash scripts/fuzz.sh --seconds 20 || status=$?
+    echo "==== [5/5] Fuzzers, 20 s each (${build_dir}-fuzz-O0, clang) ===="
+    MT_FUZZ_BUILD_DIR="${build_dir}-fuzz-O0" MT_FUZZ_OPT=-O0 bash scripts/fuzz.sh --seconds 20 || status=$?
 fi
 
 elapsed=$((SECONDS - start))

@@ -11,9 +11,13 @@ export OMPI_MCA_hwloc_base_binding_policy="${OMPI_MCA_hwloc_base_binding_policy:
 export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
 
 # The numerically sensitive tests (docs/testing.md): every float32
-# equivalence of a layout with one rank (in-process and through the binary),
-# the resume tests, the gradient check, the PyTorch-reference tests, document
-# masking (float64) and activation recompute (bitwise).
+# equivalence of a layout with one rank (in-process, at 2, 4 and 8 ranks,
+# and through the binary), the resume across layouts, the gradient check,
+# the PyTorch-reference tests, document masking (float64) and the bf16 and
+# learning end-to-end runs: each bound derived from the rounding. Tests
+# that compare bit for bit (activation recompute, stop and resume on one
+# layout) hold under any kernels and are left to the main run, as is the
+# 15-stage pipeline, the 8-stage one's claim with more stages.
 # A ctest -R pattern.
-MT_NUMERICAL_TESTS='BackendOps|mpi[0-9]+\.(parallel|pipeline|data_parallel|expert_parallel)|ExpertParallel\.|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.(Stopping|CheckpointsMove)|EvalLayouts|TorchReference|GradCheck|Documents|ActivationRecompute|Inspect\.TorchModel|EndToEnd'
+MT_NUMERICAL_TESTS='BackendOps|mpi[248]\.(parallel|pipeline|data_parallel|expert_parallel)|ExpertParallel\.|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.CheckpointsMove|EvalLayouts|TorchReference|GradCheck|Documents|Inspect\.TorchModel|EndToEnd\.(Bf16|Save|Tiny)'
 export MT_NUMERICAL_TESTS

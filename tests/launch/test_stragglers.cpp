@@ -1,0 +1,67 @@
+// Stragglers and utilisation (docs/clusters.md): each log interval names the
+// rank whose compute took longest and how much longer than the median
+// rank's (the metrics' "ranks"), and shows the model FLOPs utilisation
+// against the matrix-product peak measured at start-up.
+#include <gtest/gtest.h>
+
+#include <string>
+
+#include "launch/training_log.h"
+#include "run_moetrain.h"
+#include "runtime/cpu_backend.h"
+#include "runtime/matmul_peak.h"
+
+namespace mt {
+namespace {
+
+using test_util::run_moetrain;
+
+TEST(Stragglers, TheSlowestRankAgainstTheMedian) {
+  const Straggler odd = slowest_rank({1.0, 3.0, 0.5});  // median 1.0
+  EXPECT_EQ(odd.rank, 1);
+  EXPECT_DOUBLE_EQ(odd.over_median, 2.0);
+  const Straggler even = slowest_rank({1.0, 1.2, 0.8, 2.2});  // median (1.0 + 1.2) / 2
+  EXPECT_EQ(even.rank, 3);
+  EXPECT_DOUBLE_EQ(even.over_median, 2.2 / 1.1 - 1.0);
+  EXPECT_EQ(slowest_rank({0.0, 0.0}).over_median, 0.0);  // nothing measured
+}
+
+TEST(Stragglers, TheMatrixProductPeakIsMeasuredWithinItsBudget) {
+  auto be = make_cpu_backend<float>();
+  const auto start = std::chrono::steady_clock::now();
+  const double gflops = measure_matmul_gflops(*be, 0.02);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_GT(gflops, 0.1);  // a 512^3 product in under 2.7 s
+  EXPECT_LT(gflops, 1e6);  // and not in a nanosecond: it was computed
+  // Two products at least, then it stops: far below a second on any CPU
+  // that trains (this bounds the loop, it does not time the machine).
+  EXPECT_LT(seconds, 10.0);
+}
+
+TEST(Stragglers, ASleepingRankIsNamedAndMfuIsShown) {
+  test_util::TempDir dir;
+  const std::string store = test_util::make_store(dir, "store", test_util::synthetic_text(100000, 11));
+  // DP2; rank 1 sleeps 300 ms in every step, so its compute exceeds the
+  // median (the mean of the two) by (slow - fast) / (slow + fast) > 0.2
+  // unless the other rank's own compute took over 600 ms a step.
+  const auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --data-path " + store +
+                                  " --train-iters 4 --log-interval 2 --lr-decay-samples 96 --debug-slow-ms 300 "
+                                  "--debug-fail-rank 1 --metrics-file " + (dir / "m.jsonl"),
+                              2);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("matrix-product peak: "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("| slowest rank 1 +"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("% compute"), std::string::npos) << r.output;
+  const auto records = test_util::read_metrics(dir / "m.jsonl");
+  ASSERT_EQ(records.size(), 2u);
+  for (const auto& record : records) {
+    EXPECT_EQ(record["ranks"]["slowest"], 1) << record.dump();
+    EXPECT_GT(double(record["ranks"]["slowest_over_median"]), 0.2) << record.dump();
+    EXPECT_EQ(record["ranks"]["compute_s"].size(), 2u);
+    EXPECT_GT(double(record["mfu"]), 0.0);
+    EXPECT_LT(double(record["mfu"]), 1.0);  // the model's FLOPs cannot beat the products' peak
+  }
+}
+
+}  // namespace
+}  // namespace mt
