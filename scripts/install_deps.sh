@@ -29,6 +29,7 @@ packages=(
     ocl-icd-opencl-dev  # oneDNN's CMake package looks for OpenCL (Debian builds it with the GPU runtime)
     libgtest-dev libbenchmark-dev
     libfmt-dev nlohmann-json3-dev libxxhash-dev
+    iproute2  # network namespaces for the several-hosts test
     clang libclang-rt-14-dev  # libFuzzer and the sanitizers (scripts/fuzz.sh)
     python3 python3-numpy python3-matplotlib python3-h5py python3-xxhash
 )

@@ -29,21 +29,10 @@ struct CommandResult {
   std::string output;  // stdout and stderr together
 };
 
-// ranks > 0: under mpirun with that many ranks (as root, oversubscribed).
-inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
-  // test_threads() a process (default 1: ctest runs tests side by side).
-  // The test itself is an MPI process: its OMPI_/PMIX_ variables would make
-  // the child mpirun think it belongs to this job, so they are cleared.
-  const std::string clear_env =
-      ranks > 0 ? "for v in $(env | grep -oE '^(OMPI|PMIX|OPAL|ORTE)_[A-Za-z0-9_]*'); do unset $v; done; " : "";
-  const std::string launcher = ranks > 0 ? std::string(MT_MPIEXEC) + " -np " + std::to_string(ranks) +
-                                               " --oversubscribe --bind-to none --allow-run-as-root "
-                                               "--mca btl_vader_single_copy_mechanism none "
-                                         : std::string();
-  const std::string cmd = clear_env + "OMP_NUM_THREADS=" + std::to_string(test_threads()) + " " + launcher +
-                          MT_MOETRAIN_BIN + " " + args + " 2>&1";
+// A shell command line's exit status and output (stdout and stderr together).
+inline CommandResult run_shell(const std::string& cmd) {
   CommandResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
+  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
   if (!pipe) return r;
   std::array<char, 4096> buf;
   size_t n;
@@ -51,6 +40,25 @@ inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
   const int raw = pclose(pipe);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
   return r;
+}
+
+// The test itself is an MPI process: its OMPI_/PMIX_ variables would make a
+// child mpirun think it belongs to this job, so a command line starting one
+// clears them first.
+inline const std::string kClearMpiEnvironment =
+    "for v in $(env | grep -oE '^(OMPI|PMIX|OPAL|ORTE)_[A-Za-z0-9_]*'); do unset $v; done; ";
+
+// mpirun's flags for these tests: as root, more ranks than cores.
+inline const std::string kMpirunFlags =
+    " --oversubscribe --bind-to none --allow-run-as-root --mca btl_vader_single_copy_mechanism none ";
+
+// ranks > 0: under mpirun with that many ranks (as root, oversubscribed).
+// test_threads() a process (default 1: ctest runs tests side by side).
+inline CommandResult run_moetrain(const std::string& args, int ranks = 0) {
+  const std::string threads = "OMP_NUM_THREADS=" + std::to_string(test_threads()) + " ";
+  if (ranks == 0) return run_shell(threads + MT_MOETRAIN_BIN + " " + args);
+  return run_shell(kClearMpiEnvironment + threads + MT_MPIEXEC + " -np " + std::to_string(ranks) + kMpirunFlags +
+                   MT_MOETRAIN_BIN + " " + args);
 }
 
 // A directory that `fill` makes once for all the test processes of a build

@@ -48,18 +48,6 @@ void expect_same_norm(double got, double want, const std::string& what) {
   EXPECT_NEAR(got, want, 1e-6 * std::max(want, 1e-30)) << what;
 }
 
-// Runs a shell command (an outside tool), capturing stdout and stderr.
-test_util::CommandResult run_command(const std::string& cmd) {
-  test_util::CommandResult r;
-  FILE* pipe = popen((cmd + " 2>&1").c_str(), "r");
-  if (!pipe) return r;
-  char buf[4096];
-  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) r.output.append(buf, n);
-  const int raw = pclose(pipe);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : -1;
-  return r;
-}
-
 // The JSON object on the last line of a tool's output (a warning on stderr
 // may come before it).
 nlohmann::json last_json(const std::string& text) {
@@ -192,7 +180,7 @@ TEST_F(Inspect, H5pyReadsTheFileAsItIs) {
   if (std::system("/usr/bin/python3 -c 'import h5py' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no h5py for /usr/bin/python3 (apt-get install python3-h5py); the HDF5 C API test covers this";
   const std::string script = std::string(MT_SOURCE_DIR) + "/tests/launch/read_checkpoint.py";
-  const auto py = run_command("/usr/bin/python3 " + script + " " + file());
+  const auto py = test_util::run_shell("/usr/bin/python3 " + script + " " + file());
   ASSERT_EQ(py.status, 0) << py.output;
   const std::string& output = py.output;
   const nlohmann::json j = last_json(output);
@@ -285,7 +273,7 @@ TEST_F(Inspect, HdfCApiReadsTheFileWithoutTheProjectReader) {
 TEST_F(Inspect, H5dumpListsTheSchema) {
   if (std::system("command -v h5dump >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no h5dump (apt-get install hdf5-tools; scripts/install_deps.sh does)";
-  const auto dump = run_command("h5dump -H " + file());
+  const auto dump = test_util::run_shell("h5dump -H " + file());
   ASSERT_EQ(dump.status, 0) << dump.output;
   const std::string& out = dump.output;
   EXPECT_NE(out.find("GROUP \"model\""), std::string::npos) << out;
@@ -302,7 +290,7 @@ TEST_F(Inspect, TorchModelLoadsTheCheckpointAndMatchesEval) {
   if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
   const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
-  const auto py = run_command("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + save_dir() + " --data-path " +
+  const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + save_dir() + " --data-path " +
                               store() + " --eval-samples 8");
   ASSERT_EQ(py.status, 0) << py.output;
   const auto eval = run_moetrain("eval --load " + save_dir() + " --data-path " + store() + " --eval-samples 8");
@@ -323,7 +311,7 @@ TEST_F(Inspect, TorchModelMatchesEvalOfABf16RunsCheckpoint) {
                                   " --lr-warmup-samples 8 --train-iters 2 --save " + bf16_dir);
   ASSERT_EQ(train.status, 0) << train.output;
   const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
-  const auto py = run_command("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + bf16_dir + " --data-path " +
+  const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + bf16_dir + " --data-path " +
                               store() + " --eval-samples 8");
   ASSERT_EQ(py.status, 0) << py.output;
   const auto eval = run_moetrain("eval --load " + bf16_dir + " --data-path " + store() + " --eval-samples 8");
