@@ -69,33 +69,33 @@ std::array<std::pair<const char*, DeviceBuffer<float>*>, 2> moments(AdamW<float>
   return {{{"optim/exp_avg", &optim.exp_avg()}, {"optim/exp_avg_sq", &optim.exp_avg_sq()}}};
 }
 
-}  // namespace
-
+// The float32 weights a checkpoint holds, flat: the model's own, or under
+// bf16 the master weights, gathered into `scratch`.
 template <typename T>
-void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
-                           Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                           const CheckpointAttributes& a, MasterWeights<T>* master) {
-  H5File f = H5File::create(file, topo.world_mpi());
+const float* float32_weights(Parameters<T>& params, MasterWeights<T>* master, std::vector<float>& scratch) {
   if constexpr (std::is_same_v<T, float>) {
-    write_tensors(f, "model", model, params, params.values.data(), topo);
+    return params.values.data();
   } else {
     MT_CHECK(master != nullptr, "a {}-byte model saves its float32 master weights: none given", sizeof(T));
-    std::vector<float> weights(params.padded_size());
-    master->gather(weights.data());
-    write_tensors(f, "model", model, params, weights.data(), topo);
+    scratch.resize(params.padded_size());
+    master->gather(scratch.data());
+    return scratch.data();
   }
-  // Each moment, gathered from the replicas' shards into the flat layout.
-  std::vector<float> moment(params.padded_size());
-  for (auto [name, shard] : moments(optim)) {
-    grad_sync.shard_to_flat(shard->data(), moment.data());
-    grad_sync.all_gather(moment.data());
-    write_tensors(f, name, model, params, moment.data(), topo);
-  }
+}
+
+// A moment's ZeRO-1 shards gathered from the replicas into the flat layout.
+void gather_moment(GradSync<float>& grad_sync, const DeviceBuffer<float>& shard, std::vector<float>& flat) {
+  grad_sync.shard_to_flat(shard.data(), flat.data());
+  grad_sync.all_gather(flat.data());
+}
+
+// The root attributes, the same on every rank.
+void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const CheckpointAttributes& a) {
   f.set_attr("format_version", kCheckpointFormatVersion);
   f.set_attr("iteration", a.state.iteration);
   f.set_attr("consumed_samples", a.state.consumed_samples);
   f.set_attr("consumed_tokens", a.state.consumed_tokens);
-  f.set_attr("adam_step", optim.step_count());
+  f.set_attr("adam_step", adam_step);
   f.set_attr("seed", int64_t(a.seed));
   f.set_attr("config", a.config.dump());
   f.set_attr("layout", nlohmann::json{{"tp", topo.tp_size()},
@@ -107,6 +107,49 @@ void write_checkpoint_file(const std::string& file, Topology& topo, const ModelC
   for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());
   f.set_attr("moetrain_version", kMoetrainVersion);
   f.set_attr("saved_at", a.saved_at);
+}
+
+}  // namespace
+
+template <typename T>
+void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
+                           Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                           const CheckpointAttributes& a, MasterWeights<T>* master) {
+  H5File f = H5File::create(file, topo.world_mpi());
+  std::vector<float> scratch;
+  write_tensors(f, "model", model, params, float32_weights(params, master, scratch), topo);
+  // One moment at a time, through one buffer.
+  scratch.resize(params.padded_size());
+  for (auto [name, shard] : moments(optim)) {
+    gather_moment(grad_sync, *shard, scratch);
+    write_tensors(f, name, model, params, scratch.data(), topo);
+  }
+  write_attributes(f, topo, optim.step_count(), a);
+  f.close();
+}
+
+template <typename T>
+void snapshot_checkpoint(Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                         MasterWeights<T>* master, CheckpointSnapshot& s) {
+  // Under bf16 the master weights are gathered straight into the snapshot.
+  if (const float* w = float32_weights(params, master, s.weights); w != s.weights.data())
+    s.weights.assign(w, w + params.padded_size());
+  s.exp_avg.resize(params.padded_size());
+  s.exp_avg_sq.resize(params.padded_size());
+  gather_moment(grad_sync, optim.exp_avg(), s.exp_avg);
+  gather_moment(grad_sync, optim.exp_avg_sq(), s.exp_avg_sq);
+  s.adam_step = optim.step_count();
+}
+
+template <typename T>
+void write_checkpoint_snapshot(const std::string& file, MPI_Comm comm, const Topology& topo, const ModelConfig& model,
+                               const Parameters<T>& params, const CheckpointSnapshot& s,
+                               const CheckpointAttributes& a) {
+  H5File f = H5File::create(file, comm);
+  write_tensors(f, "model", model, params, s.weights.data(), topo);
+  write_tensors(f, "optim/exp_avg", model, params, s.exp_avg.data(), topo);
+  write_tensors(f, "optim/exp_avg_sq", model, params, s.exp_avg_sq.data(), topo);
+  write_attributes(f, topo, s.adam_step, a);
   f.close();
 }
 
@@ -195,6 +238,16 @@ void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& para
   f.verify_unread_blocks(optim ? "" : "model/");
 }
 
+template void snapshot_checkpoint<float>(Parameters<float>&, AdamW<float>&, GradSync<float>&, MasterWeights<float>*,
+                                         CheckpointSnapshot&);
+template void snapshot_checkpoint<bf16>(Parameters<bf16>&, AdamW<float>&, GradSync<float>&, MasterWeights<bf16>*,
+                                        CheckpointSnapshot&);
+template void write_checkpoint_snapshot<float>(const std::string&, MPI_Comm, const Topology&, const ModelConfig&,
+                                               const Parameters<float>&, const CheckpointSnapshot&,
+                                               const CheckpointAttributes&);
+template void write_checkpoint_snapshot<bf16>(const std::string&, MPI_Comm, const Topology&, const ModelConfig&,
+                                              const Parameters<bf16>&, const CheckpointSnapshot&,
+                                              const CheckpointAttributes&);
 template void write_checkpoint_file<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,
                                            AdamW<float>&, GradSync<float>&, const CheckpointAttributes&,
                                            MasterWeights<float>*);

@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/config.h"
 #include "model/parameters.h"
@@ -47,6 +48,28 @@ template <typename T>
 void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
                            Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
                            const CheckpointAttributes& attributes, MasterWeights<T>* master = nullptr);
+
+// A copy of what a checkpoint holds, for a save that writes while training
+// goes on (--async-save): the float32 weights and both AdamW moments in the
+// flat layout (the moments gathered from the ZeRO-1 shards), and Adam's step.
+struct CheckpointSnapshot {
+  std::vector<float> weights, exp_avg, exp_avg_sq;  // [params.padded_size()]
+  int64_t adam_step = 0;
+};
+
+// Collective over the replicas (the moments' all-gather): fills `into`,
+// whose buffers are reused from one save to the next (allocating and
+// faulting in fresh ones costs more than the copy).
+template <typename T>
+void snapshot_checkpoint(Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                         MasterWeights<T>* master, CheckpointSnapshot& into);
+
+// Collective over `comm` (topo's world, or a duplicate of it): writes
+// `file` from a snapshot, the same file write_checkpoint_file writes.
+template <typename T>
+void write_checkpoint_snapshot(const std::string& file, MPI_Comm comm, const Topology& topo, const ModelConfig& model,
+                               const Parameters<T>& params, const CheckpointSnapshot& snapshot,
+                               const CheckpointAttributes& attributes);
 
 // Why `path` cannot be a checkpoint to resume from (it does not open as
 // HDF5, lacks the root attributes or the model tensors), or "" if it can.

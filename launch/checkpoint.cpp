@@ -10,10 +10,12 @@
 #include <cstring>
 #include <filesystem>
 #include <algorithm>
+#include <chrono>
 #include <ctime>
 #include <fstream>
 #include <functional>
 #include <regex>
+#include <thread>
 
 #include "runtime/check.h"
 #include "runtime/hdf5_file.h"
@@ -117,16 +119,12 @@ std::string now_iso8601() {
 
 }  // namespace
 
-template <typename T>
-SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
-                          Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                          const TrainState& state, uint64_t seed, const nlohmann::json& config,
-                          const nlohmann::json& resume, int keep_last, MasterWeights<T>* master) {
-  const double start = MPI_Wtime();
-  const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(state.iteration);
-  const fs::path tmp_dir = final_dir.string() + ".tmp";
-  const bool root = topo.world_rank() == 0;
-  if (root) {
+namespace {
+
+// A save's first phase, collective over topo's world: rank 0 makes
+// SAVE/iter_N.tmp anew; returns the time stamp every rank writes (rank 0's clock).
+std::string begin_save(const std::string& save_dir, const fs::path& tmp_dir, Topology& topo) {
+  if (topo.world_rank() == 0) {
     std::error_code ec;
     fs::create_directories(save_dir, ec);
     MT_CHECK(!ec, "cannot create checkpoint directory {}: {}", save_dir, ec.message());
@@ -135,16 +133,19 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
     MT_CHECK(!ec, "cannot create {}: {}", tmp_dir.string(), ec.message());
   }
   topo.world().barrier();
-
-  // Attributes must be the same on every rank: rank 0's clock decides.
-  std::string saved_at = root ? now_iso8601() : std::string();
+  std::string saved_at = topo.world_rank() == 0 ? now_iso8601() : std::string();
   topo.world().broadcast(saved_at, 0);
+  return saved_at;
+}
 
+// Runs `write` (the file's collective write); a failure removes the
+// unfinished directory, so nothing half-written keeps a checkpoint's name
+// (`latest` has not moved), and says so when the disk is full.
+void write_or_clean_up(const std::function<void()>& write, const std::string& save_dir, const fs::path& tmp_dir,
+                       const ModelConfig& model) {
   try {
-    write_checkpoint_file((tmp_dir / "checkpoint.h5").string(), topo, model, params, optim, grad_sync,
-                          {state, seed, config, resume, saved_at}, master);
+    write();
   } catch (const Error& e) {
-    // Nothing half-written keeps a checkpoint's name; `latest` has not moved.
     std::error_code ec;
     const uint64_t free = free_bytes(save_dir), needed = checkpoint_size_estimate(model);
     fs::remove_all(tmp_dir, ec);
@@ -155,26 +156,126 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
               (fs::path(save_dir) / "latest").string(), e.what());
     throw;
   }
-  topo.world().barrier();
+}
 
-  // Only a complete file on disk gets the real name, and only then does
-  // `latest` move; older checkpoints go only after that.
-  SaveStats stats;
-  if (root) {
-    sync_to_disk(tmp_dir / "checkpoint.h5");
-    sync_to_disk(tmp_dir);
-    stats.bytes = fs::file_size(tmp_dir / "checkpoint.h5");
-    const fs::path old_dir = final_dir.string() + ".old";
-    fs::remove_all(old_dir);
-    if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
-    fs::rename(tmp_dir, final_dir);
-    write_text_atomically(fs::path(save_dir) / "latest", std::to_string(state.iteration));
-    fs::remove_all(old_dir);
-    if (keep_last > 0) remove_old_checkpoints(save_dir, state.iteration, keep_last);
+// The last phase, on rank 0 once every rank has written: only a complete
+// file on disk gets the real name, only then does `latest` move, and older
+// checkpoints go only after that. Returns the file's bytes.
+uint64_t finish_save(const std::string& save_dir, const fs::path& tmp_dir, int64_t iteration, int keep_last) {
+  const fs::path final_dir = fs::path(save_dir) / checkpoint_dir_name(iteration);
+  sync_to_disk(tmp_dir / "checkpoint.h5");
+  sync_to_disk(tmp_dir);
+  const uint64_t bytes = fs::file_size(tmp_dir / "checkpoint.h5");
+  const fs::path old_dir = final_dir.string() + ".old";
+  fs::remove_all(old_dir);
+  if (fs::exists(final_dir)) fs::rename(final_dir, old_dir);
+  fs::rename(tmp_dir, final_dir);
+  write_text_atomically(fs::path(save_dir) / "latest", std::to_string(iteration));
+  fs::remove_all(old_dir);
+  if (keep_last > 0) remove_old_checkpoints(save_dir, iteration, keep_last);
+  return bytes;
+}
+
+// A barrier that sleeps while it waits: the writer thread shares the cores
+// with training, which a busy-waiting MPI_Barrier would slow.
+void barrier_sleeping(MPI_Comm comm) {
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_CHECK(MPI_Ibarrier(comm, &request));
+  for (int done = 0;;) {
+    MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+    if (done) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+}
+
+fs::path unfinished_dir(const std::string& save_dir, int64_t iteration) {
+  return fs::path(save_dir) / (checkpoint_dir_name(iteration) + ".tmp");
+}
+
+}  // namespace
+
+template <typename T>
+SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const ModelConfig& model,
+                          Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
+                          const TrainState& state, uint64_t seed, const nlohmann::json& config,
+                          const nlohmann::json& resume, int keep_last, MasterWeights<T>* master) {
+  const double start = MPI_Wtime();
+  const fs::path tmp_dir = unfinished_dir(save_dir, state.iteration);
+  const std::string saved_at = begin_save(save_dir, tmp_dir, topo);
+  write_or_clean_up(
+      [&] {
+        write_checkpoint_file((tmp_dir / "checkpoint.h5").string(), topo, model, params, optim, grad_sync,
+                              {state, seed, config, resume, saved_at}, master);
+      },
+      save_dir, tmp_dir, model);
+  topo.world().barrier();
+  SaveStats stats;
+  if (topo.world_rank() == 0) stats.bytes = finish_save(save_dir, tmp_dir, state.iteration, keep_last);
   topo.world().barrier();
   stats.seconds = MPI_Wtime() - start;
   return stats;
+}
+
+AsyncCheckpointSaver::AsyncCheckpointSaver(Topology& topo, size_t flat_size) : topo_(topo) {
+  int provided = 0;
+  MPI_CHECK(MPI_Query_thread(&provided));
+  MT_CHECK(provided == MPI_THREAD_MULTIPLE,
+           "--async-save writes from a thread of its own while training goes on, which needs MPI_THREAD_MULTIPLE; "
+           "this MPI library provides thread level {} (of 0 to 3)",
+           provided);
+  MPI_CHECK(MPI_Comm_dup(topo.world_mpi(), &comm_));
+  for (std::vector<float>* buffer : {&snapshot_.weights, &snapshot_.exp_avg, &snapshot_.exp_avg_sq})
+    buffer->assign(flat_size, 0.0f);
+}
+
+AsyncCheckpointSaver::~AsyncCheckpointSaver() {
+  if (writer_.joinable()) writer_.join();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+std::optional<SaveStats> AsyncCheckpointSaver::wait() {
+  if (!writer_.joinable()) return std::nullopt;
+  writer_.join();
+  return stats_;
+}
+
+template <typename T>
+double AsyncCheckpointSaver::start(const std::string& save_dir, const ModelConfig& model, Parameters<T>& params,
+                                   AdamW<float>& optim, GradSync<float>& grad_sync, const TrainState& state,
+                                   uint64_t seed, const nlohmann::json& config, const nlohmann::json& resume,
+                                   int keep_last, MasterWeights<T>* master) {
+  const double start = MPI_Wtime();
+  MT_CHECK(!writer_.joinable(), "an asynchronous save started before the last one was waited for");
+  const fs::path tmp_dir = unfinished_dir(save_dir, state.iteration);
+  CheckpointAttributes attributes{state, seed, config, resume, begin_save(save_dir, tmp_dir, topo_)};
+  snapshot_checkpoint(params, optim, grad_sync, master, snapshot_);
+  // What the writer reads of `params` (the tensor table) and of `topo_`
+  // (coordinates and sizes) does not change while training goes on.
+  writer_ = std::thread([this, save_dir, tmp_dir, model, &params, keep_last, start,
+                         attributes = std::move(attributes)] {
+    try {
+      write_or_clean_up(
+          [&] {
+            write_checkpoint_snapshot((tmp_dir / "checkpoint.h5").string(), comm_, topo_, model, params,
+                                      snapshot_, attributes);
+          },
+          save_dir, tmp_dir, model);
+      barrier_sleeping(comm_);
+      stats_ = {};
+      if (topo_.world_rank() == 0) stats_.bytes = finish_save(save_dir, tmp_dir, attributes.state.iteration, keep_last);
+      barrier_sleeping(comm_);
+      stats_.seconds = MPI_Wtime() - start;
+    } catch (const std::exception& e) {
+      // As a failed synchronous save: the job ends, on every rank.
+      fmt::print(stderr, "moetrain: error: the background save of iteration {} failed: {}\n",
+                 attributes.state.iteration, e.what());
+      std::fflush(stderr);
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
+  });
+  return MPI_Wtime() - start;
 }
 
 template SaveStats save_checkpoint<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,
@@ -242,5 +343,14 @@ std::string load_newest_intact(const std::string& load, Communicator& world,
     }
   }
 }
+
+template double AsyncCheckpointSaver::start<float>(const std::string&, const ModelConfig&, Parameters<float>&,
+                                                   AdamW<float>&, GradSync<float>&, const TrainState&, uint64_t,
+                                                   const nlohmann::json&, const nlohmann::json&, int,
+                                                   MasterWeights<float>*);
+template double AsyncCheckpointSaver::start<bf16>(const std::string&, const ModelConfig&, Parameters<bf16>&,
+                                                  AdamW<float>&, GradSync<float>&, const TrainState&, uint64_t,
+                                                  const nlohmann::json&, const nlohmann::json&, int,
+                                                  MasterWeights<bf16>*);
 
 }  // namespace mt

@@ -7,9 +7,13 @@
 
 #include <nlohmann/json.hpp>
 
+#include <mpi.h>
+
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "checkpoint/checkpoint_file.h"
@@ -44,6 +48,41 @@ SaveStats save_checkpoint(const std::string& save_dir, Topology& topo, const Mod
                           Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
                           const TrainState& state, uint64_t seed, const nlohmann::json& config,
                           const nlohmann::json& resume, int keep_last = 0, MasterWeights<T>* master = nullptr);
+
+// --async-save (Megatron's flag): a save that writes while training goes on.
+// start() takes a snapshot of what the checkpoint holds (the moments'
+// all-gather included) on the training thread, then writes the file as
+// save_checkpoint does, the same bytes, from a thread of its own over a
+// duplicate of the world communicator (so MPI must provide
+// MPI_THREAD_MULTIPLE); `latest` moves only when the file is complete. The
+// caller waits for a save before the next one and at the end. A failure in
+// the background ends the job on every rank, as a failed save does.
+class AsyncCheckpointSaver {
+ public:
+  // flat_size: Parameters::padded_size(); the snapshot's buffers are
+  // allocated (and their pages touched) here, once.
+  AsyncCheckpointSaver(Topology& topo, size_t flat_size);
+  ~AsyncCheckpointSaver();  // waits for the save in flight
+  AsyncCheckpointSaver(const AsyncCheckpointSaver&) = delete;
+  AsyncCheckpointSaver& operator=(const AsyncCheckpointSaver&) = delete;
+
+  // Collective over topo's world, with save_checkpoint's arguments; returns
+  // the seconds the caller spent (the snapshot).
+  template <typename T>
+  double start(const std::string& save_dir, const ModelConfig& model, Parameters<T>& params, AdamW<float>& optim,
+               GradSync<float>& grad_sync, const TrainState& state, uint64_t seed, const nlohmann::json& config,
+               const nlohmann::json& resume, int keep_last, MasterWeights<T>* master);
+  // Waits for the save in flight: its stats (seconds from start() to
+  // `latest` moved), or nothing when none was.
+  std::optional<SaveStats> wait();
+
+ private:
+  Topology& topo_;
+  MPI_Comm comm_ = MPI_COMM_NULL;  // the writer's
+  std::thread writer_;
+  CheckpointSnapshot snapshot_;  // what the writer writes; refilled once it is done
+  SaveStats stats_;
+};
 
 // The checkpoint file a --load argument means: a checkpoint.h5, an
 // iter_NNNNNNN directory, or a save directory. In a save directory, the

@@ -10,7 +10,9 @@
 #include "runtime/check.h"
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
+  // --async-save writes checkpoints from a thread of its own.
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   int rank = 0, world = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &world);

@@ -169,6 +169,10 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "Keep only the newest K checkpoints in --save (0 = keep all); older ones are removed only after a "
              "newer one is complete"},
         o.keep_last);
+  visit(Flag{"--async-save",
+             "Write checkpoints in the background while training goes on: the step loop waits only for a copy of "
+             "the state; the next save and the end of the run wait for the file"},
+        o.async_save);
   visit(Flag{"--load", "Resume from a checkpoint directory (its 'latest') or an iter_NNNNNNN directory"}, o.load);
   visit(Flag{"--log-interval", "Steps between progress lines"}, o.log_interval);
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},

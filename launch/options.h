@@ -56,6 +56,7 @@ struct TrainOptions {
   std::string save;
   int64_t save_interval = 0;  // 0: save at the end only
   int keep_last = 0;          // 0: keep every checkpoint
+  bool async_save = false;    // write checkpoints while training goes on (launch/checkpoint.h)
   std::string load;
   int64_t log_interval = 10;
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given

@@ -158,6 +158,8 @@ struct Training {
   int64_t run_samples = 0;  // the run ends here, at --train-iters, or when the data is used up
   double peak_gflops = 0;   // the job's matrix-product peak, for MFU
   int64_t saved_iteration = -1;
+  std::unique_ptr<AsyncCheckpointSaver> async_saver;  // --async-save
+  int64_t background_iteration = -1;                  // the iteration it saves
   std::vector<int32_t> batch;  // the step's micro-batches, [micro-batches][micro][S+1]
 };
 
@@ -189,6 +191,7 @@ Training<T>::Training(const TrainOptions& options)
       guard(o.skip, o.save, root),
       config(run_config_json(o)) {
   master.set(params.template initial_values<float>(o.seed).data());
+  if (o.async_save && !o.save.empty()) async_saver = std::make_unique<AsyncCheckpointSaver>(topo, params.padded_size());
 }
 
 // --load: the weights, moments and position of the checkpoint it names.
@@ -364,10 +367,36 @@ nlohmann::json resume_attributes(const Training<T>& t) {
       {"skip_guard", t.guard.state()}};
 }
 
-// Saves unless there is no --save or this iteration is already saved.
+// --async-save: waits for the save in flight, and says when it finished.
 template <typename T>
-void save_checkpoint_and_time(Training<T>& t) {
+void wait_for_background_save(Training<T>& t) {
+  if (!t.async_saver) return;
+  const auto start = std::chrono::steady_clock::now();
+  const std::optional<SaveStats> saved = t.async_saver->wait();
+  const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!saved || !t.root) return;
+  fmt::print("saved checkpoint {}/{} in the background in {:.3f} s ({:.2f} GB/s); waited {:.3f} s for it\n",
+             t.o.save, checkpoint_dir_name(t.background_iteration), saved->seconds,
+             double(saved->bytes) / saved->seconds / 1e9, waited);
+  std::fflush(stdout);
+}
+
+// Saves unless there is no --save or this iteration is already saved: in
+// the background with --async-save (the one before waited for), except the
+// run's last save, which has nothing to overlap.
+template <typename T>
+void save_checkpoint_and_time(Training<T>& t, bool last = false) {
   if (t.o.save.empty() || t.saved_iteration == t.state.iteration) return;
+  wait_for_background_save(t);
+  if (t.async_saver && !last) {
+    const double stalled = t.async_saver->start(t.o.save, t.o.model, t.params, t.optim, t.grad_sync, t.state,
+                                                t.o.seed, t.config, resume_attributes(t), t.o.keep_last, &t.master);
+    t.saved_iteration = t.background_iteration = t.state.iteration;
+    if (t.root)
+      fmt::print("saving checkpoint {}/{} in the background (the snapshot took {:.3f} s)\n", t.o.save,
+                 checkpoint_dir_name(t.state.iteration), stalled);
+    return;
+  }
   const SaveStats saved = save_checkpoint(t.o.save, t.topo, t.o.model, t.params, t.optim, t.grad_sync, t.state,
                                           t.o.seed, t.config, resume_attributes(t), t.o.keep_last, &t.master);
   t.saved_iteration = t.state.iteration;
@@ -501,7 +530,8 @@ TrainResult train(const TrainOptions& o) {
       break;
     }
   }
-  save_checkpoint_and_time(t);
+  save_checkpoint_and_time(t, /*last=*/true);
+  wait_for_background_save(t);
   if (o.profile && t.root) print_profile(t.profile, 0);
   return result;
 }

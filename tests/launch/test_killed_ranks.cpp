@@ -1,8 +1,9 @@
 // Killed ranks (docs/reliability.md), through the binary: kill -9 of one
 // rank of a PP2 x DP2 run in the middle of a step and, separately, in the
-// middle of a save ends the job within 10 s, leaves `latest` at the newest
-// complete checkpoint (intact: `inspect --verify`), and a resume from the
-// same --save continues bit for bit as a run that was never killed.
+// middle of a save (synchronous, or --async-save's in the background) ends
+// the job within 10 s, leaves `latest` at the newest complete checkpoint
+// (intact: `inspect --verify`), and a resume from the same --save continues
+// bit for bit as a run that was never killed.
 #include <gtest/gtest.h>
 
 #include <poll.h>
@@ -62,9 +63,10 @@ class KilledRanks : public ::testing::Test {
   // Starts a long run saving to SAVE; once `wait_for_moment` returns (given
   // the victim's pid, found after the first logged step), kills world rank
   // kVictim with SIGKILL.
-  Killed kill_during(const std::string& save, const std::function<void()>& wait_for_moment) {
+  Killed kill_during(const std::string& save, const std::function<void()>& wait_for_moment,
+                     const std::string& flags = "") {
     Killed k;
-    std::thread job([&] { k.run = run_moetrain(train(save, 100000) + " --save " + (dir / save), kRanks); });
+    std::thread job([&] { k.run = run_moetrain(train(save, 100000) + " --save " + (dir / save) + flags, kRanks); });
     int pid = -1;
     for (int i = 0; i < 6000 && pid < 0; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -127,31 +129,45 @@ TEST_F(KilledRanks, AKillMidStepEndsTheJobAndTheResumeContinuesBitForBit) {
   expect_resume_continues("mid_step", k);
 }
 
-TEST_F(KilledRanks, AKillMidSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
-  // The moment the save of step 8 creates its unfinished directory; the
-  // save then still has its whole file to write.
-  const std::string save_dir = dir / "mid_save", unfinished = checkpoint_dir_name(8) + ".tmp";
-  const Killed k = kill_during("mid_save", [&] {
-    const int fd = inotify_init1(IN_CLOEXEC);
-    ASSERT_GE(fd, 0);
-    ASSERT_GE(inotify_add_watch(fd, save_dir.c_str(), IN_CREATE), 0);
-    alignas(inotify_event) char buf[4096];
-    for (bool seen = false; !seen;) {
-      pollfd p{fd, POLLIN, 0};
-      ASSERT_EQ(poll(&p, 1, 60000), 1) << "no save of step 8 began within 60 s";
-      const ssize_t n = read(fd, buf, sizeof buf);
-      for (ssize_t at = 0; at < n;) {
-        const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
-        if (e->len && unfinished == e->name) seen = true;
-        at += ssize_t(sizeof(inotify_event) + e->len);
-      }
+// Blocks until the save of step 8 into SAVE creates its unfinished
+// directory; the save then still has its whole file to write.
+void wait_for_save_of_step_8(const std::string& save_dir) {
+  const std::string unfinished = checkpoint_dir_name(8) + ".tmp";
+  const int fd = inotify_init1(IN_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  ASSERT_GE(inotify_add_watch(fd, save_dir.c_str(), IN_CREATE), 0);
+  alignas(inotify_event) char buf[4096];
+  for (bool seen = false; !seen;) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_EQ(poll(&p, 1, 60000), 1) << "no save of step 8 began within 60 s";
+    const ssize_t n = read(fd, buf, sizeof buf);
+    for (ssize_t at = 0; at < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + at);
+      if (e->len && unfinished == e->name) seen = true;
+      at += ssize_t(sizeof(inotify_event) + e->len);
     }
-    close(fd);
-  });
-  EXPECT_TRUE(fs::exists(save_dir + "/" + unfinished)) << "the save of step 8 finished before the kill";
+  }
+  close(fd);
+}
+
+TEST_F(KilledRanks, AKillMidSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
+  const std::string save_dir = dir / "mid_save";
+  const Killed k = kill_during("mid_save", [&] { wait_for_save_of_step_8(save_dir); });
+  EXPECT_TRUE(fs::exists(save_dir + "/" + checkpoint_dir_name(8) + ".tmp")) << "the save of step 8 finished before the kill";
   EXPECT_FALSE(fs::exists(save_dir + "/" + checkpoint_dir_name(8)));
   EXPECT_EQ(latest("mid_save"), 4);
   expect_resume_continues("mid_save", k);
+}
+
+// --async-save: the kill comes while the file of step 8 is written in the
+// background and training has gone on.
+TEST_F(KilledRanks, AKillDuringAnAsynchronousSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
+  const std::string save_dir = dir / "async_save";
+  const Killed k = kill_during("async_save", [&] { wait_for_save_of_step_8(save_dir); }, " --async-save");
+  EXPECT_TRUE(fs::exists(save_dir + "/" + checkpoint_dir_name(8) + ".tmp")) << "the save of step 8 finished before the kill";
+  EXPECT_FALSE(fs::exists(save_dir + "/" + checkpoint_dir_name(8)));
+  EXPECT_EQ(latest("async_save"), 4);
+  expect_resume_continues("async_save", k);
 }
 
 }  // namespace
