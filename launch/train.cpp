@@ -488,11 +488,13 @@ TrainResult train(const TrainOptions& o) {
   StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
                          t.stream_seconds, t.run_samples, t.threads, t.be->name(), t.be->library()};
   if (t.root) print_start_up(summary);
+  const auto peak_start = std::chrono::steady_clock::now();
   t.peak_gflops = measure_job_matmul_gflops(*t.be, t.topo.world());
   if (t.root)
     fmt::print("matrix-product peak: {:.1f} GFLOP/s, the sum of every rank's best 512x512x512 {} product (MFU's "
-               "denominator)\n",
-               t.peak_gflops, sizeof(T) == 2 ? "bf16" : "float32");
+               "denominator), measured in {:.0f} ms\n",
+               t.peak_gflops, sizeof(T) == 2 ? "bf16" : "float32",
+               1e3 * std::chrono::duration<double>(std::chrono::steady_clock::now() - peak_start).count());
   if (t.root && t.validation)
     fmt::print("validation: the first {} samples of {} every {} steps and at the end\n", t.validation->count,
                o.valid_data_path, o.eval_interval);

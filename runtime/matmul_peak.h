@@ -14,7 +14,7 @@ namespace mt {
 // GFLOP/s of this rank's backend; stops after `budget_seconds` (and at
 // least two products).
 template <typename T>
-double measure_matmul_gflops(Backend<T>& be, double budget_seconds = 0.08);
+double measure_matmul_gflops(Backend<T>& be, double budget_seconds = 0.05);
 
 // Collective over `world`: every rank measures at the same moment (ranks
 // sharing cores share them while measuring, as while training), and the
