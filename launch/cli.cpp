@@ -92,6 +92,11 @@ std::unique_ptr<Cli> make_cli() {
                              "JSON line with \"loss\" and \"tokens\"",
                              cli->eval_config);
   visit_eval_flags(cli->eval_options, adder(cli->eval));
+  cli->generate = add_subcommand("generate",
+                                 "Continue prompts with a checkpoint's model on any layout; prints each completion "
+                                 "and a JSON line a prompt",
+                                 cli->generate_config);
+  visit_generate_flags(cli->generate_options, adder(cli->generate));
   cli->plan = add_subcommand("plan",
                              "Layout and cost planner: parameters, FLOPs, per-GPU memory, pipeline bubble, "
                              "communication, step time and cost of a run (or serving figures), without running "
@@ -130,6 +135,7 @@ void parse_command_line(Cli& cli, int argc, const char* const* argv) {
   if (cli.train->parsed() && !cli.train_config.empty()) apply_config_file(cli.train, cli.train_config);
   if (cli.eval->parsed() && !cli.eval_config.empty()) apply_config_file(cli.eval, cli.eval_config);
   if (cli.plan->parsed() && !cli.plan_config.empty()) apply_config_file(cli.plan, cli.plan_config);
+  if (cli.generate->parsed() && !cli.generate_config.empty()) apply_config_file(cli.generate, cli.generate_config);
 }
 
 }  // namespace mt

@@ -1,4 +1,4 @@
-// The `moetrain` command line (CLI11): subcommands train, eval, plan, prepare-data, inspect.
+// The `moetrain` command line (CLI11): subcommands train, eval, generate, plan, prepare-data, inspect.
 // Flag names follow Megatron-LM (docs/design.md section 7); every flag can also
 // come from a TOML file given with --config, and the command line wins.
 #pragma once
@@ -17,15 +17,17 @@ struct Cli {
   std::unique_ptr<CLI::App> app;
   CLI::App* train = nullptr;
   CLI::App* eval = nullptr;
+  CLI::App* generate = nullptr;
   CLI::App* prepare_data = nullptr;
   CLI::App* plan = nullptr;
   CLI::App* inspect = nullptr;
   TrainOptions train_options;
   EvalOptions eval_options;
+  GenerateOptions generate_options;
   data::PrepareDataConfig prepare_options;
   PlanOptions plan_options;
   InspectOptions inspect_options;
-  std::string train_config, eval_config, plan_config;  // --config files
+  std::string train_config, eval_config, plan_config, generate_config;  // --config files
 };
 
 // The app with every flag bound to the option structs inside Cli. Heap

@@ -2,6 +2,9 @@
 // MPI_COMM_WORLD; errors are thrown as mt::Error (main() aborts the job).
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "launch/options.h"
 
 namespace mt {
@@ -21,6 +24,15 @@ struct EvalResult {
 };
 
 EvalResult run_eval(const EvalOptions& options);
+
+// `moetrain generate`: every prompt's completion (launch/generate.cpp).
+struct Generation {
+  std::string prompt, completion;
+  int64_t tokens = 0;        // generated
+  double tokens_per_s = 0;
+  std::vector<double> margins;  // each greedy token's logit over the runner-up's
+};
+std::vector<Generation> run_generate(const GenerateOptions& options);
 
 void run_prepare_data(const data::PrepareDataConfig& config);
 

@@ -39,6 +39,16 @@ int main(int argc, char** argv) {
       mt::EvalResult r = mt::run_eval(cli->eval_options);
       if (rank == 0)
         fmt::print("{}\n", nlohmann::json{{"loss", r.loss}, {"tokens", r.tokens}, {"samples", r.samples}}.dump());
+    } else if (cli->generate->parsed()) {
+      const std::vector<mt::Generation> done = mt::run_generate(cli->generate_options);
+      for (const mt::Generation& g : done)
+        if (rank == 0)
+          fmt::print("{}\n", nlohmann::json{{"prompt", g.prompt},
+                                            {"completion", g.completion},
+                                            {"tokens", g.tokens},
+                                            {"tokens_per_s", g.tokens_per_s},
+                                            {"margins", g.margins}}
+                                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     } else if (cli->plan->parsed()) {
       if (rank == 0) mt::run_plan(cli->plan_options);
     } else if (cli->prepare_data->parsed()) {

@@ -234,6 +234,25 @@ void visit_eval_flags(Options& o, Visit&& visit) {
   visit_layout_flags(o, visit);
 }
 
+template <typename Options, typename Visit>
+void visit_generate_flags(Options& o, Visit&& visit) {
+  visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
+  visit(Flag{"--prompt", "Text to continue (byte-tokenized, no end-of-document token)"}, o.prompt);
+  visit(Flag{"--prompts", "JSON-lines file, one object a line with \"prompt\" (instead of --prompt)"},
+        o.prompts_file);
+  visit(Flag{"--max-new-tokens", "Tokens to generate at most a prompt (also stops at end of document or context)"},
+        o.max_new_tokens);
+  visit(Flag{"--temperature", "Softmax temperature (0: greedy, the highest logit, ties to the lower id)"},
+        o.temperature);
+  visit(Flag{"--top-k", "Sample among the K most likely tokens (0: all)"}, o.top_k);
+  visit(Flag{"--top-p", "Sample among the most likely tokens holding probability P, in (0, 1]"}, o.top_p);
+  visit(Flag{"--seed", "Seed of the sampling"}, o.seed);
+  visit(Flag{"--bf16", "Generate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
+  visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
+  visit_timeout_flag(o, visit);
+  visit_layout_flags(o, visit);
+}
+
 // plan takes train's flags too, so that a train config works as it is.
 template <typename Options, typename Visit>
 void visit_plan_flags(Options& o, Visit&& visit) {

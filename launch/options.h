@@ -102,6 +102,24 @@ struct EvalOptions {
   double distributed_timeout_minutes = 10.0;  // the watchdog's (runtime/watchdog.h); 0: none
 };
 
+// `moetrain generate` (docs/design.md section 8, "Generation").
+struct GenerateOptions {
+  TopologyConfig topology;
+  int decoder_first_pipeline_num_layers = 0;
+  int decoder_last_pipeline_num_layers = 0;
+  std::string load;
+  std::string prompt;        // --prompt TEXT, or
+  std::string prompts_file;  // --prompts FILE: one JSON object a line with "prompt"
+  int max_new_tokens = 64;
+  double temperature = 1.0;  // 0: greedy (argmax, ties to the lower id)
+  int top_k = 0;             // 0: every token
+  double top_p = 1.0;        // nucleus; 1: every token
+  uint64_t seed = 1234;
+  bool bf16 = false;
+  int threads = 0;
+  double distributed_timeout_minutes = 10.0;
+};
+
 // The vocabulary: --vocab-size, or the byte tokenizer's 257, rounded up to a
 // multiple of --make-vocab-size-divisible-by (docs/design.md section 7).
 int resolve_vocab_size(int vocab_size_flag, int divisible_by);

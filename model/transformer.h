@@ -146,6 +146,9 @@ class Transformer final : public PipelineStage<T> {
   // The last stage: each token's cross-entropy of the micro-batch in `slot`
   // [T] (on acc()), until its next forward pass.
   const Acc* token_losses(int slot) const { return slots_.at(slot)->losses.data(); }
+  // The last stage: the logits of the micro-batch in `slot`, [T, V/TP]
+  // (this TP rank's vocabulary slice, tp_shape), until its next forward pass.
+  const Acc* logits(int slot) const { return slots_.at(slot)->logits.data(); }
   size_t boundary_elements(int B) const override { return size_t(B) * cfg_.seq_length * cfg_.hidden_size; }
   int slots() const { return int(slots_.size()); }
   int max_batch() const override { return max_batch_; }
