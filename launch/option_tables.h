@@ -175,6 +175,10 @@ void visit_train_flags(Options& o, Visit&& visit) {
         o.async_save);
   visit(Flag{"--load", "Resume from a checkpoint directory (its 'latest') or an iter_NNNNNNN directory"}, o.load);
   visit(Flag{"--log-interval", "Steps between progress lines"}, o.log_interval);
+  visit(Flag{"--sample-interval", "Print a greedy continuation of --sample-prompt every N steps (0: never)"},
+        o.sample_interval);
+  visit(Flag{"--sample-prompt", "Text the samples while training continue"}, o.sample_prompt);
+  visit(Flag{"--sample-tokens", "Tokens each sample while training generates at most"}, o.sample_tokens);
   visit(Flag{"--metrics-file", "JSON-lines metrics file (default: SAVE/metrics.jsonl when --save is given)"},
         o.metrics_file);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
@@ -243,10 +247,10 @@ void visit_generate_flags(Options& o, Visit&& visit) {
   visit(Flag{"--max-new-tokens", "Tokens to generate at most a prompt (also stops at end of document or context)"},
         o.max_new_tokens);
   visit(Flag{"--temperature", "Softmax temperature (0: greedy, the highest logit, ties to the lower id)"},
-        o.temperature);
-  visit(Flag{"--top-k", "Sample among the K most likely tokens (0: all)"}, o.top_k);
-  visit(Flag{"--top-p", "Sample among the most likely tokens holding probability P, in (0, 1]"}, o.top_p);
-  visit(Flag{"--seed", "Seed of the sampling"}, o.seed);
+        o.sampling.temperature);
+  visit(Flag{"--top-k", "Sample among the K most likely tokens (0: all)"}, o.sampling.top_k);
+  visit(Flag{"--top-p", "Sample among the most likely tokens holding probability P, in (0, 1]"}, o.sampling.top_p);
+  visit(Flag{"--seed", "Seed of the sampling"}, o.sampling.seed);
   visit(Flag{"--bf16", "Generate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
   visit_timeout_flag(o, visit);

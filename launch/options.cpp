@@ -54,6 +54,12 @@ void resolve_and_validate(TrainOptions& o) {
   MT_CHECK(o.log_interval >= 1, "--log-interval must be >= 1, got {}", o.log_interval);
   MT_CHECK(o.eval_interval >= 1, "--eval-interval must be >= 1, got {}", o.eval_interval);
   MT_CHECK(o.eval_iters >= 1, "--eval-iters must be >= 1, got {}", o.eval_iters);
+  MT_CHECK(o.sample_interval >= 0, "--sample-interval must be >= 0, got {}", o.sample_interval);
+  MT_CHECK(o.sample_tokens >= 1, "--sample-tokens must be >= 1, got {}", o.sample_tokens);
+  MT_CHECK(o.sample_interval == 0 || !o.sample_prompt.empty(), "--sample-prompt is empty: there is nothing to continue");
+  MT_CHECK(o.sample_interval == 0 || int64_t(o.sample_prompt.size()) < o.model.seq_length,
+           "--sample-prompt is {} tokens, the context (--seq-length) is {}: nothing fits after it",
+           o.sample_prompt.size(), o.model.seq_length);
   MT_CHECK(o.save_interval >= 0, "--save-interval must be >= 0, got {}", o.save_interval);
   MT_CHECK(o.save_interval == 0 || !o.save.empty(), "--save-interval {} needs --save DIR",
            o.save_interval);

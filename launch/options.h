@@ -59,6 +59,11 @@ struct TrainOptions {
   bool async_save = false;    // write checkpoints while training goes on (launch/checkpoint.h)
   std::string load;
   int64_t log_interval = 10;
+  // llm.c's samples while training: every sample_interval steps (0: never),
+  // a greedy continuation of sample_prompt by sample_tokens tokens.
+  int64_t sample_interval = 0;
+  std::string sample_prompt = "The ";
+  int sample_tokens = 32;
   std::string metrics_file;  // JSON lines; default SAVE/metrics.jsonl when --save is given
   int threads = 0;           // 0: this rank's share of the cores
   SkipConfig skip;           // which steps are skipped (launch/step_guard.h)
@@ -102,6 +107,14 @@ struct EvalOptions {
   double distributed_timeout_minutes = 10.0;  // the watchdog's (runtime/watchdog.h); 0: none
 };
 
+// How generation picks each token (launch/generation.h).
+struct Sampling {
+  double temperature = 1.0;  // 0: greedy (argmax, ties to the lower id)
+  int top_k = 0;             // 0: every token
+  double top_p = 1.0;        // nucleus; 1: every token
+  uint64_t seed = 1234;
+};
+
 // `moetrain generate` (docs/design.md section 8, "Generation").
 struct GenerateOptions {
   TopologyConfig topology;
@@ -111,10 +124,7 @@ struct GenerateOptions {
   std::string prompt;        // --prompt TEXT, or
   std::string prompts_file;  // --prompts FILE: one JSON object a line with "prompt"
   int max_new_tokens = 64;
-  double temperature = 1.0;  // 0: greedy (argmax, ties to the lower id)
-  int top_k = 0;             // 0: every token
-  double top_p = 1.0;        // nucleus; 1: every token
-  uint64_t seed = 1234;
+  Sampling sampling;
   bool bf16 = false;
   int threads = 0;
   double distributed_timeout_minutes = 10.0;

@@ -15,11 +15,13 @@
 
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
+#include "data/byte_tokenizer.h"
 #include "data/data_sources.h"
 #include "data/indexed_dataset.h"
 #include "data/sample_stream.h"
 #include "launch/checkpoint.h"
 #include "launch/commands.h"
+#include "launch/generation.h"
 #include "launch/loss_over_samples.h"
 #include "launch/option_tables.h"
 #include "launch/training_log.h"
@@ -347,6 +349,20 @@ std::optional<double> validate_if_due(Training<T>& t, IntervalLog<T>& log) {
   });
 }
 
+// --sample-interval: llm.c's samples while training, a greedy continuation
+// of --sample-prompt, outside the interval's measurements.
+template <typename T>
+void print_sample_if_due(Training<T>& t, IntervalLog<T>& log) {
+  if (t.o.sample_interval == 0 || t.state.iteration % t.o.sample_interval != 0) return;
+  const Continuation c = log.outside_interval([&] {
+    return continue_prompt(t.pipeline, t.model, t.topo, data::ByteTokenizer::encode(t.o.sample_prompt),
+                           t.o.sample_tokens, Sampling{.temperature = 0}, uint64_t(t.state.iteration));
+  });
+  if (!t.root) return;
+  fmt::print("sample at step {}: {}{}\n", t.state.iteration, t.o.sample_prompt, data::ByteTokenizer::decode(c.tokens));
+  std::fflush(stdout);
+}
+
 // Where the run stands beyond the iteration counters, for the checkpoint's
 // attributes: what the next step would use.
 template <typename T>
@@ -518,6 +534,7 @@ TrainResult train(const TrainOptions& o) {
     result.last_loss = step.loss;
     log.add(step);
     log.report(t.state, t.progress, !run_continues(t), validate_if_due(t, log));
+    print_sample_if_due(t, log);
     // The profile starts after the first step, which creates the products'
     // kernels (and after the set-up's copies and fills).
     if (o.profile) {

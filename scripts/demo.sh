@@ -129,7 +129,8 @@ export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_cop
 # The config blends the two sources: text seen twice, code four times.
 train_cmd=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks"
     "$bin" train --config "$config"
-    --save "$out/checkpoints" --metrics-file "$out/metrics.jsonl" "$@")
+    --save "$out/checkpoints" --metrics-file "$out/metrics.jsonl"
+    --sample-interval 50 --sample-prompt "The " "$@")
 echo "+ ${train_cmd[*]}"
 "${train_cmd[@]}"
 
@@ -145,3 +146,4 @@ echo "  loss plot:   $out/loss.png (the experts' load heat map at the bottom)"
 echo "  metrics:     $out/metrics.jsonl"
 echo "  checkpoints: $out/checkpoints"
 echo "  evaluate:    $bin eval --load $out/checkpoints --data-path $out/data/text --eval-samples 64"
+echo "  generate:    $bin generate --load $out/checkpoints --prompt 'The ' --temperature 0 --max-new-tokens 80"
