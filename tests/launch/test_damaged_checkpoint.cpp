@@ -13,9 +13,8 @@
 namespace mt {
 namespace {
 
+using test_util::contains;
 using test_util::run_moetrain;
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 class DamagedCheckpoint : public ::testing::Test {
  protected:

@@ -13,9 +13,8 @@
 namespace mt {
 namespace {
 
+using test_util::contains;
 using test_util::run_moetrain;
-
-bool contains(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
 
 // The JSON lines generate prints last, one a prompt.
 std::vector<nlohmann::json> results(const std::string& output) {
