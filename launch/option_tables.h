@@ -251,6 +251,15 @@ void visit_generate_flags(Options& o, Visit&& visit) {
   visit(Flag{"--top-k", "Sample among the K most likely tokens (0: all)"}, o.sampling.top_k);
   visit(Flag{"--top-p", "Sample among the most likely tokens holding probability P, in (0, 1]"}, o.sampling.top_p);
   visit(Flag{"--seed", "Seed of the sampling"}, o.sampling.seed);
+  visit(Flag{"--max-batch", "Sequences generated together at most (each with its key/value cache)"}, o.max_batch);
+  visit(Flag{"--batching",
+             "continuous (a finished sequence's slot takes the next prompt at the next step) or static (the next "
+             "prompts wait until the whole batch has finished)"},
+        o.batching);
+  visit(Flag{"--no-kv-cache",
+             "Compute each token from the full forward pass over its prefix, one prompt at a time (the reference "
+             "the cache reproduces; slow)"},
+        o.no_kv_cache);
   visit(Flag{"--bf16", "Generate in bf16 (the weights rounded from the checkpoint's fp32 ones)"}, o.bf16);
   visit(Flag{"--threads", "CPU threads per rank (0: the rank's share of its cores)"}, o.threads);
   visit_timeout_flag(o, visit);

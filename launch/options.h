@@ -125,6 +125,9 @@ struct GenerateOptions {
   std::string prompts_file;  // --prompts FILE: one JSON object a line with "prompt"
   int max_new_tokens = 64;
   Sampling sampling;
+  int max_batch = 8;                    // sequences generated together
+  std::string batching = "continuous";  // or "static": a batch's prompts start and end together
+  bool no_kv_cache = false;             // each token from the full pass over its prefix (the reference)
   bool bf16 = false;
   int threads = 0;
   double distributed_timeout_minutes = 10.0;

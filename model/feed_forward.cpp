@@ -49,7 +49,7 @@ FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens, in
 template <typename T>
 RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
                    ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out,
-                   int tokens) {
+                   int tokens, const SequenceCapacity* sequences) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
   if (!cfg.is_moe()) {
     // out = gelu(m w1^T) w2^T, this rank's slice of F, summed over TP
@@ -81,7 +81,7 @@ RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelCo
   }
   acc.softmax_forward(a.probs.data(), a.probs.data(), tokens, E);
   acc.to_host(probs.data(), a.probs.data(), probs.size());
-  a.routing = route_tokens(probs.data(), tokens, E, K, cfg.capacity_factor, cfg.aux_loss_coeff);
+  a.routing = route_tokens(probs.data(), tokens, E, K, cfg.capacity_factor, cfg.aux_loss_coeff, sequences);
   const Routing& r = a.routing;
 
   const int kept = int(r.packed_slot.size());
@@ -226,7 +226,7 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   template struct FfnScratch<T>;                                                                   \
   template RouterLosses ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
                                  ExpertDispatch<T>&, const FfnWeights<T>&, FfnActs<T>&, const T*, T*, \
-                                 int);                                                             \
+                                 int, const SequenceCapacity*);                                    \
   template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \
                                 ExpertDispatch<T>&, const FfnWeights<T>&, const FfnWeights<acc_t<T>>&, \
                                 FfnActs<T>&, FfnScratch<T>&, const T*, const T*, T*, int, double);

@@ -74,9 +74,11 @@ struct RouterLosses {
 // out[T, d] = ffn(m[T, d]) (overwrites; summed over TP). Returns the layer's
 // router losses. dispatch moves the MoE rows to their
 // experts and back; w holds the experts dispatch says are local.
+// sequences: generation's capacity (route_tokens).
 template <typename T>
 RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
-                   const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens);
+                   const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens,
+                   const SequenceCapacity* sequences = nullptr);
 
 // Given dout = d loss / d out, accumulates weight gradients into dw and
 // writes the input gradient to dm (overwrites; summed over TP). aux_scale

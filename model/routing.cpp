@@ -19,12 +19,12 @@ int64_t expert_rows_bound(double capacity_factor, int tokens, int experts, int t
 
 template <typename T>
 Routing route_tokens(const T* probs, int tokens, int experts, int topk, double capacity_factor,
-                     double aux_coeff) {
+                     double aux_coeff, const SequenceCapacity* sequences) {
   Routing r;
   r.tokens = tokens;
   r.experts = experts;
   r.topk = topk;
-  r.capacity = expert_capacity(capacity_factor, tokens, experts, topk);
+  r.capacity = sequences ? sequences->capacity : expert_capacity(capacity_factor, tokens, experts, topk);
   r.expert.resize(size_t(tokens) * topk);
   r.weight.resize(size_t(tokens) * topk);
   r.topk_sum.resize(tokens);
@@ -57,12 +57,15 @@ Routing route_tokens(const T* probs, int tokens, int experts, int topk, double c
 
   // Capacity keeps assignments in token order, whatever their slot.
   std::vector<std::vector<int32_t>> per_expert(experts);
+  std::vector<int32_t> batch_used(experts, 0);
   for (int t = 0; t < tokens; ++t)
     for (int k = 0; k < topk; ++k) {
       size_t s = size_t(t) * topk + k;
-      auto& list = per_expert[r.expert[s]];
-      if (int(list.size()) < r.capacity) {
-        list.push_back(int32_t(s));
+      const int e = r.expert[s];
+      int32_t& used = (sequences ? sequences->used[t] : batch_used.data())[e];
+      if (used < r.capacity) {
+        ++used;
+        per_expert[e].push_back(int32_t(s));
         r.kept[s] = 1;
       } else {
         ++r.dropped;
@@ -84,7 +87,7 @@ Routing route_tokens(const T* probs, int tokens, int experts, int topk, double c
   return r;
 }
 
-template Routing route_tokens<float>(const float*, int, int, int, double, double);
-template Routing route_tokens<double>(const double*, int, int, int, double, double);
+template Routing route_tokens<float>(const float*, int, int, int, double, double, const SequenceCapacity*);
+template Routing route_tokens<double>(const double*, int, int, int, double, double, const SequenceCapacity*);
 
 }  // namespace mt

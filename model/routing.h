@@ -24,10 +24,21 @@ struct Routing {
   double aux_loss = 0.0;               // alpha * E * sum_e f_e P_e
 };
 
-// probs: host [tokens, experts], softmax of the router logits.
+// Generation's capacity: each token is one of a sequence's, routed after
+// that sequence's earlier tokens, and counts against its own sequence's
+// kept assignments (used[t] -> [experts], updated) under `capacity`, the
+// capacity of the full pass over one sequence. So a token is kept or
+// dropped as it would be in the full forward pass over its sequence.
+struct SequenceCapacity {
+  int capacity = 0;
+  std::vector<int32_t*> used;  // [tokens]
+};
+
+// probs: host [tokens, experts], softmax of the router logits. sequences:
+// generation's capacity (null: the micro-batch's, in token order).
 template <typename T>
 Routing route_tokens(const T* probs, int tokens, int experts, int topk, double capacity_factor,
-                     double aux_coeff);
+                     double aux_coeff, const SequenceCapacity* sequences = nullptr);
 
 // Capacity of one expert: ceil(c * K * T / E) in double precision; c = 0 means
 // no limit.

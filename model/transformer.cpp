@@ -172,12 +172,12 @@ ExpertLoad Transformer<T>::model_expert_load(Communicator* group) const {
 
 template <typename T>
 RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs<T>& a, const T* x, int l, T* out,
-                                     bool rebuilding) {
+                                     bool rebuilding, const Decoding* decoding) {
   const ModelConfig& c = cfg_;
   const LayerWeights<T>& w = weights_[l];
   // H, G: this rank's query and kv heads (all of them on one rank).
-  const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
-            G = tps_.kv_heads, hd = c.head_dim();
+  const int n = decoding ? decoding->rows.size() : slot.batch * c.seq_length, d = c.hidden_size,
+            H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
   const double eps = c.norm_eps;
 
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
@@ -187,23 +187,48 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), a.q.data(), H * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), a.k.data(), G * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
-  be_.rope_forward(a.q.data(), rope_shape(slot, H));
-  be_.rope_forward(a.k.data(), rope_shape(slot, G));
   // Selective recompute keeps the attention core's output only until wo has used it.
   T* o = a.o.size() ? a.o.data() : core_o_.data();
   Acc* lse = a.lse.size() ? a.lse.data() : core_lse_.data();
-  be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+  attention_core(slot, a, l, o, lse, decoding);
   be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), o, H * hd, w.wo, H * hd, T(0), a.h.data(), d);
   tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), x, a.h.data());
 
   // FFN block: out = h + ffn(mlp_norm(h))
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
-  const RouterLosses router = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(), ffn_out_.data(), n);
-  if (c.is_moe() && !rebuilding) count_expert_load(a.ffn.routing, slot.host_inputs, l);
+  // Generation's tokens count against their own sequence's capacity.
+  const SequenceCapacity capacity = decoding ? decoding->cache.capacity_of(l, decoding->rows) : SequenceCapacity{};
+  const RouterLosses router = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(),
+                                          ffn_out_.data(), n, decoding ? &capacity : nullptr);
+  if (c.is_moe() && !rebuilding && !decoding) count_expert_load(a.ffn.routing, slot.host_inputs, l);
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
   return router;
+}
+
+template <typename T>
+void Transformer<T>::attention_core(const Activations<T>& slot, LayerActs<T>& a, int l, T* o, Acc* lse,
+                                    const Decoding* decoding) {
+  const int H = tps_.heads, G = tps_.kv_heads;
+  if (!decoding) {
+    be_.rope_forward(a.q.data(), rope_shape(slot, H));
+    be_.rope_forward(a.k.data(), rope_shape(slot, G));
+    be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+    return;
+  }
+  // Each row at its own position; a sequence is one document.
+  const int n = decoding->rows.size();
+  KvCache<T>& cache = decoding->cache;
+  const int32_t *seq = cache.row_sequence.data(), *pos = cache.row_position.data();
+  RopeShape rope{n, 1, H, cfg_.head_dim(), cfg_.rope_theta, cfg_.rope_interpolation, nullptr, pos, cfg_.seq_length};
+  be_.rope_forward(a.q.data(), rope);
+  rope.heads = G;
+  be_.rope_forward(a.k.data(), rope);
+  be_.kv_cache_store(cache.k[size_t(l)].data(), a.k.data(), seq, pos, n, cache.shape);
+  be_.kv_cache_store(cache.v[size_t(l)].data(), a.v.data(), seq, pos, n, cache.shape);
+  be_.attention_decode(o, a.q.data(), cache.k[size_t(l)].data(), cache.v[size_t(l)].data(), seq, pos, n,
+                       attention_shape(slot), cache.shape);
 }
 
 template <typename T>
@@ -322,7 +347,7 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   const ModelConfig& c = cfg_;
   Activations<T>& a = slot(s, B);
   // V: this rank's slice of the vocabulary.
-  const int S = c.seq_length, n = B * S, d = c.hidden_size, V = tps_.vocab;
+  const int S = c.seq_length, n = B * S, V = tps_.vocab;
 
   // Inputs are the first S tokens of each sample, targets the last S.
   std::vector<int32_t> inputs(n), targets(n);
@@ -347,12 +372,7 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
 
   MicroBatchLoss loss;
   loss.tokens = n;
-  if (stage_.first) {
-    // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
-    // is the whole lookup.
-    be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
-    tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
-  }
+  if (stage_.first) embed(a, n);
   for (int l = 0; l < num_layers_; ++l) {
     mark_progress();
     T* out = l + 1 < num_layers_ ? layer_input(a, l + 1) : a.out.data();
@@ -363,8 +383,7 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   if (!stage_.last) return loss;
 
   // Vocab-parallel LM head and cross-entropy: logits stay split over TP.
-  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, c.norm_eps);
-  be_.gemm_acc(Trans::N, Trans::T, n, V, d, Acc(1), a.hf.data(), d, params_.value("lm_head"), d, Acc(0), a.logits.data(), V);
+  vocabulary_logits(a, n);
   vocab_parallel_cross_entropy(be_, tp_, a.losses.data(), a.logits.data(), a.targets.data(), n, V,
                                tps_.vocab_start, a.ce_stats.data());
   std::vector<Acc> losses(n);
@@ -404,6 +423,42 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
     be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
     if (ready) (*ready)(0);
   }
+}
+
+template <typename T>
+void Transformer<T>::decode_stage(const DecodeRows& rows, KvCache<T>& cache) {
+  const int n = rows.size();
+  MT_CHECK(n >= 1 && n <= max_batch_ * cfg_.seq_length, "a generation step of {} rows, the model takes 1 to {}", n,
+           max_batch_ * cfg_.seq_length);
+  Activations<T>& a = slot(0, max_batch_);
+  be_.int_from_host(a.inputs.data(), rows.token.data(), size_t(n));
+  be_.int_from_host(cache.row_sequence.data(), rows.sequence.data(), size_t(n));
+  be_.int_from_host(cache.row_position.data(), rows.position.data(), size_t(n));
+  if (stage_.first) embed(a, n);
+  const Decoding decoding{rows, cache};
+  for (int l = 0; l < num_layers_; ++l) {
+    mark_progress();
+    T* out = l + 1 < num_layers_ ? layer_input(a, l + 1) : a.out.data();
+    layer_forward(a, layer_acts(a, l), layer_input(a, l), l, out, false, &decoding);
+  }
+  if (stage_.last) vocabulary_logits(a, n);
+}
+
+template <typename T>
+void Transformer<T>::embed(Activations<T>& a, int n) {
+  // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
+  // is the whole lookup.
+  const int d = cfg_.hidden_size;
+  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+  tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
+}
+
+template <typename T>
+void Transformer<T>::vocabulary_logits(Activations<T>& a, int n) {
+  const int d = cfg_.hidden_size;
+  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, cfg_.norm_eps);
+  be_.gemm_acc(Trans::N, Trans::T, n, tps_.vocab, d, Acc(1), a.hf.data(), d, params_.value("lm_head"), d, Acc(0),
+               a.logits.data(), tps_.vocab);
 }
 
 template <typename T>

@@ -12,6 +12,7 @@
 
 #include "model/config.h"
 #include "model/feed_forward.h"
+#include "model/kv_cache.h"
 #include "model/parameters.h"
 #include "model/recompute.h"
 #include "parallel/pipeline_stage.h"
@@ -161,6 +162,17 @@ class Transformer final : public PipelineStage<T> {
   // ranks route alike.
   ExpertLoad model_expert_load(Communicator* group) const;
 
+  // --- generation with a key/value cache ------------------------------------
+  // One step over `rows` (at most max_batch() * S of them) in slot 0:
+  // the first stage embeds the tokens, a later one reads stage_input(0)
+  // [n, d]; each layer stores the rows' keys and values in `cache` and
+  // attends to their sequences' cached positions. The last stage leaves
+  // logits(0) [n, V/TP]. Collective over the TP and EP groups.
+  void decode_stage(const DecodeRows& rows, KvCache<T>& cache);
+  KvCache<T> make_kv_cache(int sequences) {
+    return KvCache<T>(be_, cfg_, tps_, num_layers_, sequences, max_batch_ * cfg_.seq_length);
+  }
+
   // --- one rank holding the whole model -------------------------------------
   MicroBatchLoss forward(const int32_t* tokens, int B);
   // Forward, then backward of  ce_scale * sum(CE) + aux_scale * sum(aux),
@@ -178,8 +190,18 @@ class Transformer final : public PipelineStage<T> {
   // fills acts and writes the layer's output; returns its router losses.
   // rebuilding: full recompute's second forward pass, which leaves the
   // expert load alone.
+  // decoding: generation's step (decode_stage), whose rows use the cache.
+  struct Decoding {
+    const DecodeRows& rows;
+    KvCache<T>& cache;
+  };
   RouterLosses layer_forward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* out,
-                             bool rebuilding);
+                             bool rebuilding, const Decoding* decoding = nullptr);
+  // The attention core of layer l over q, k, v after their projections:
+  // RoPE, then causal attention of the micro-batch, or the decoding rows'
+  // attention through the cache; writes o [n, Hl*hd] and, training, lse.
+  void attention_core(const Activations<T>& slot, LayerActs<T>& acts, int l, T* o, Acc* lse,
+                      const Decoding* decoding);
   void count_expert_load(const Routing& r, const std::vector<int32_t>& inputs, int l);
   // dx: in d loss / d output of layer l, out d loss / d input.
   void layer_backward(const Activations<T>& slot, LayerActs<T>& acts, const T* x, int l, T* dx, double aux_scale);
@@ -189,6 +211,11 @@ class Transformer final : public PipelineStage<T> {
   LayerActs<T>& layer_acts(Activations<T>& slot, int l);
   // Full recompute: the forward pass of a group again, into rebuilt_.
   void rebuild(Activations<T>& slot, const RecomputeGroup& g);
+  // The first stage: the embeddings of a.inputs' first n tokens into the
+  // first layer's input. The last stage: the logits of the last layer's
+  // first n rows, a.logits [n, V/TP].
+  void embed(Activations<T>& a, int n);
+  void vocabulary_logits(Activations<T>& a, int n);
   AttentionShape attention_shape(const Activations<T>& slot) const;
   RopeShape rope_shape(const Activations<T>& slot, int heads) const;
   // Pointers into the flat buffer of the tensors named `layers/{l}/...`.

@@ -117,7 +117,11 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
 
 template <typename T>
 MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
-  const size_t n = model_.boundary_elements(B);
+  return forward_with(model_.boundary_elements(B), [&] { return model_.forward_stage(0, tokens, B); });
+}
+
+template <typename T>
+MicroBatchLoss PipelineRunner<T>::forward_with(size_t n, const std::function<MicroBatchLoss()>& stage_forward) {
   const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
   if (!first) {
     Request r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
@@ -125,7 +129,7 @@ MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
                                          pp_.stage - 1, pp_.group->world_rank_of(pp_.stage - 1)));
     pp_.group->wait(r);
   }
-  const MicroBatchLoss loss = model_.forward_stage(0, tokens, B);
+  const MicroBatchLoss loss = stage_forward();
   if (!last) {
     Request r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
     const WaitingFor waiting(fmt::format("the pipeline send of the activations with stage {} (world rank {})",

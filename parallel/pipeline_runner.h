@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "parallel/pipeline_schedule.h"
@@ -39,6 +40,9 @@ class PipelineRunner {
   // Forward only (evaluation): one micro-batch through every stage. Returns
   // this stage's loss (CE on the last stage).
   MicroBatchLoss forward(const int32_t* tokens, int B);
+  // Forward only, of n boundary elements in slot 0, stage_forward running
+  // this stage's part (generation's steps: Transformer::decode_stage).
+  MicroBatchLoss forward_with(size_t n, const std::function<MicroBatchLoss()>& stage_forward);
 
  private:
   DeviceBuffer<T>& grad_send(int slot);

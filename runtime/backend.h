@@ -49,12 +49,23 @@ struct AttentionShape {
 // Rotate-half RoPE over x [batch*seq, heads, head_dim]: row r's pair i is
 // turned by position(r) / interpolation * theta^(-2i/head_dim), with
 // position(r) = r % seq, less doc_start[r] when given (--reset-position-ids:
-// positions restart at each document; AttentionShape::doc_start's array).
+// positions restart at each document; AttentionShape::doc_start's array),
+// or position[r] when given (generation's rows, each at its own position).
 struct RopeShape {
   int batch = 1, seq = 1, heads = 1, head_dim = 2;
   double theta = 10000.0;
   double interpolation = 1.0;          // --rotary-seq-len-interpolation-factor
   const int32_t* doc_start = nullptr;  // [batch * seq], on the device
+  const int32_t* position = nullptr;   // [batch * seq], on the device, each below positions
+  int positions = 0;                   // with `position`: the context length
+};
+
+// Generation's key/value cache of one layer: [sequences, kv_heads,
+// positions, head_dim]; sequence s's kv head g at position p is the row
+// (s * kv_heads + g) * positions + p. A step's rows are tokens, row i of
+// sequence seq[i] at position pos[i] (host-ordered, on the device).
+struct KvCacheShape {
+  int sequences = 1, kv_heads = 1, positions = 1, head_dim = 1;
 };
 
 template <typename T>
@@ -121,6 +132,18 @@ class Backend {
                                  const AttentionShape& a) = 0;
   virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                                   const T* q, const T* k, const T* v, const AttentionShape& a) = 0;
+
+  // Generation with a key/value cache over n rows (KvCacheShape): store
+  // writes row i of x [n, kv_heads*hd] (k or v after RoPE) at (seq[i],
+  // pos[i]) of the cache; decode attends query row i of q [n, H*hd] to
+  // positions [0, pos[i]] of its sequence (heads as in AttentionShape, whose
+  // batch, seq and doc_start it ignores), out [n, H*hd]. Scores and the
+  // softmax are Acc, scaled by 1/sqrt(hd). The rows of one step store
+  // before they attend, so a prompt's rows see each other causally.
+  virtual void kv_cache_store(T* cache, const T* x, const int32_t* seq, const int32_t* pos, int n,
+                              const KvCacheShape& c) = 0;
+  virtual void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const int32_t* seq,
+                                const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) = 0;
 
   // GELU, tanh approximation. backward: din += dout * gelu'(in).
   virtual void gelu_forward(T* out, const T* in, size_t n) = 0;

@@ -59,6 +59,10 @@ class CpuBackend final : public Backend<T> {
                          const AttentionShape& a) override;
   void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                           const T* q, const T* k, const T* v, const AttentionShape& a) override;
+  void kv_cache_store(T* cache, const T* x, const int32_t* seq, const int32_t* pos, int n,
+                      const KvCacheShape& c) override;
+  void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const int32_t* seq,
+                        const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) override;
   void gelu_forward(T* out, const T* in, size_t n) override;
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override;
   void softmax_forward(T* p, const T* x, int n, int c) override;
@@ -87,9 +91,9 @@ class CpuBackend final : public Backend<T> {
   static constexpr bool kMixed = !std::is_same_v<T, Acc>;
   // RoPE's angles of the last shape (rope_rotate).
   struct RopeTable {
-    int seq = 0, hd = 0;
+    int positions = 0, hd = 0;
     double theta = 0, interpolation = 0;
-    std::vector<Acc> cos, sin;  // [seq, hd / 2]
+    std::vector<Acc> cos, sin;  // [positions, hd / 2]
   } rope_;
   // bf16: the float32 backend beside it, and the oneDNN products.
   std::conditional_t<kMixed, std::unique_ptr<CpuBackend<Acc>>, std::monostate> acc_;

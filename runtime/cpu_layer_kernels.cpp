@@ -102,12 +102,13 @@ void CpuBackend<T>::rope_rotate(T* x, const RopeShape& rs, double direction) {
   // direction +1 rotates by +angle (forward); -1 by the inverse angle,
   // which is the transpose of the rotation and so the backward pass.
   const int seq = rs.seq, hd = rs.head_dim, half = hd / 2, heads = rs.heads;
-  // cos and sin of position / interpolation * theta^(-2i/hd), [seq, half],
-  // kept while the shape stays.
-  if (rope_.seq != seq || rope_.hd != hd || rope_.theta != rs.theta || rope_.interpolation != rs.interpolation) {
-    rope_ = {seq, hd, rs.theta, rs.interpolation, std::vector<Acc>(size_t(seq) * half),
-             std::vector<Acc>(size_t(seq) * half)};
-    for (int pos = 0; pos < seq; ++pos)
+  const int positions = rs.position ? rs.positions : seq;
+  // cos and sin of position / interpolation * theta^(-2i/hd), [positions,
+  // half], kept while the shape stays.
+  if (rope_.positions != positions || rope_.hd != hd || rope_.theta != rs.theta || rope_.interpolation != rs.interpolation) {
+    rope_ = {positions, hd, rs.theta, rs.interpolation, std::vector<Acc>(size_t(positions) * half),
+             std::vector<Acc>(size_t(positions) * half)};
+    for (int pos = 0; pos < positions; ++pos)
       for (int i = 0; i < half; ++i) {
         const double angle = pos / rs.interpolation * std::pow(double(Acc(rs.theta)), -2.0 * i / hd);
         rope_.cos[size_t(pos) * half + i] = Acc(std::cos(angle));
@@ -117,7 +118,7 @@ void CpuBackend<T>::rope_rotate(T* x, const RopeShape& rs, double direction) {
   const Acc sign = Acc(direction);
 #pragma omp parallel for schedule(static)
   for (int r = 0; r < rs.batch * seq; ++r) {
-    const int pos = r % seq - (rs.doc_start ? rs.doc_start[r] : 0);
+    const int pos = rs.position ? rs.position[r] : r % seq - (rs.doc_start ? rs.doc_start[r] : 0);
     const Acc* cs = rope_.cos.data() + size_t(pos) * half;
     const Acc* sn = rope_.sin.data() + size_t(pos) * half;
     for (int h = 0; h < heads; ++h) {

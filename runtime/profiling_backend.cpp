@@ -105,6 +105,14 @@ class ProfilingBackend final : public Backend<T> {
                           const T* v, const AttentionShape& a) override {
     MT_TIMED(Attention, attention_backward(dq, dk, dv, dout, out, lse, q, k, v, a));
   }
+  void kv_cache_store(T* cache, const T* x, const int32_t* seq, const int32_t* pos, int n,
+                      const KvCacheShape& c) override {
+    MT_TIMED(Attention, kv_cache_store(cache, x, seq, pos, n, c));
+  }
+  void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const int32_t* seq,
+                        const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) override {
+    MT_TIMED(Attention, attention_decode(out, q, k_cache, v_cache, seq, pos, n, a, c));
+  }
   void gelu_forward(T* out, const T* in, size_t n) override { MT_TIMED(Gelu, gelu_forward(out, in, n)); }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override {
     MT_TIMED(Gelu, gelu_backward(din, dout, in, n));

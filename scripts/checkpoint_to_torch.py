@@ -3,6 +3,7 @@
 scripts/torch_model.py (docs/checkpoint-format.md).
 
     scripts/checkpoint_to_torch.py CHECKPOINT [--data-path PREFIX --eval-samples N]
+                                              [--generate PROMPT --max-new-tokens N]
 
 CHECKPOINT is a checkpoint.h5, an iter_NNNNNNN directory or a --save
 directory (its `latest`). Prints the run's position and layout, each weight's
@@ -11,6 +12,10 @@ shape and L2 norm with the norm of its Adam first moment, and, with
 samples of that token store in storage order: what `moetrain eval --load
 CHECKPOINT --data-path PREFIX --eval-samples N` prints, computed without any
 moetrain code. The last line is a JSON object with "loss" and "tokens".
+With --generate, the greedy continuation of PROMPT (byte-tokenized) that
+`moetrain generate --temperature 0` prints, each token from the full forward
+pass over its prefix: the last line is a JSON object with "completion" and
+each token's "margins" (its logit over the runner-up's).
 
 Needs numpy, h5py and torch for /usr/bin/python3 (scripts/install_deps.sh --torch).
 """
@@ -55,12 +60,39 @@ def torch_config(m):
                   rope_theta=m["rope_theta"], norm_eps=m["norm_eps"])
 
 
+BYTE_VOCAB, EOD = 257, 256  # the byte tokenizer: ids 0..255 are bytes, 256 ends a document
+
+
+def greedy_continuation(model, cfg, prompt, max_new):
+    """Greedy decoding (argmax, ties to the lower id) from the full forward
+    pass over the prefix padded to the context, until the end of document,
+    max_new tokens or the context's end."""
+    tokens = list(prompt.encode("utf-8"))
+    new, margins = [], []
+    with torch.no_grad():
+        while len(new) < max_new and len(tokens) < cfg.S:
+            sample = torch.zeros(1, cfg.S + 1, dtype=torch.int64)
+            sample[0, :len(tokens)] = torch.tensor(tokens)
+            _, _, logits = model(sample, return_logits=True)
+            row = logits[len(tokens) - 1, :BYTE_VOCAB].double()
+            token = int(torch.argmax(row))  # the first of equal maxima
+            top2 = torch.topk(row, 2).values
+            if token == EOD:
+                break
+            tokens.append(token)
+            new.append(token)
+            margins.append(float(top2[0] - top2[1]))
+    return {"completion": bytes(new).decode("utf-8", errors="replace"), "margins": margins}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkpoint")
     ap.add_argument("--data-path", help="token store prefix (PREFIX.bin, uint16 tokens as prepare-data writes)")
     ap.add_argument("--eval-samples", type=int, default=8)
     ap.add_argument("--micro-batch-size", type=int, default=4)
+    ap.add_argument("--generate", metavar="PROMPT", help="continue PROMPT greedily")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
     args = ap.parse_args()
 
     path = checkpoint_file(args.checkpoint)
@@ -82,6 +114,8 @@ def main():
         for name, p in model.params().items():
             p.copy_(torch.from_numpy(weights[name]))
     print(f"loaded {sum(p.numel() for p in model.parameters())} parameters into scripts/torch_model.py's model")
+    if args.generate is not None:
+        print(json.dumps(greedy_continuation(model, cfg, args.generate, args.max_new_tokens)))
     if not args.data_path:
         return
 

@@ -1,6 +1,8 @@
 // `moetrain generate` (docs/design.md section 8): greedy continuations are
-// the same on every layout, sampling is reproducible from its seed and
-// reduces to greedy at top-k 1 or a tiny top-p, and bad input is refused.
+// the same on every layout, with the key/value cache or without, batched or
+// alone, and in the independent PyTorch model; sampling is reproducible
+// from its seed and reduces to greedy at top-k 1 or a tiny top-p; bad input
+// is refused.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -26,6 +28,26 @@ std::vector<nlohmann::json> results(const std::string& output) {
     at = end + 1;
   }
   return out;
+}
+
+// Two greedy continuations of one prompt by computations that add the same
+// products in other orders (layouts, the cache, batching, PyTorch): the
+// margins move by float32 rounding. A token whose margin over the
+// runner-up is within 10 times the largest such move could flip; compare
+// up to the first.
+void expect_same_greedy(const nlohmann::json& want, const nlohmann::json& got) {
+  const std::vector<double> margins = want.at("margins"), other = got.at("margins");
+  double moved = 1e-6;
+  for (size_t i = 0; i < std::min(margins.size(), other.size()); ++i)
+    moved = std::max(moved, std::abs(margins[i] - other[i]));
+  size_t sure = 0;
+  while (sure < margins.size() && margins[sure] > 10 * moved) ++sure;
+  const std::string a = want.at("completion"), b = got.at("completion");
+  EXPECT_EQ(a.substr(0, sure), b.substr(0, sure)) << "margins moved by up to " << moved;
+  if (sure == margins.size()) {
+    EXPECT_EQ(a, b) << "no near tie, yet the lengths differ";
+  }
+  EXPECT_GE(sure, std::min<size_t>(4, margins.size())) << "near ties from the first tokens on: the test compares too little";
 }
 
 class Generate : public ::testing::Test {
@@ -55,26 +77,105 @@ TEST_F(Generate, GreedyContinuationsAreTheSameOnEveryLayout) {
   ASSERT_EQ(want.size(), 1u) << one.output;
   EXPECT_EQ(want[0]["tokens"], 24);
   EXPECT_TRUE(contains(one.output, "the model routes " + want[0]["completion"].get<std::string>())) << one.output;
-  const std::vector<double> margins = want[0]["margins"];
-  for (const auto& [flags, ranks] : {std::pair<std::string, int>{"--tp 2", 2}, {"--pp 2", 2}, {"--tp 2 --pp 2", 4}}) {
+  for (const auto& [flags, ranks] :
+       {std::pair<std::string, int>{"--tp 2", 2}, {"--pp 2", 2}, {"--tp 2 --pp 2", 4}, {"--ep 2", 2}}) {
     SCOPED_TRACE(flags);
     const auto r = run_moetrain(generate(prompt + " " + flags), ranks);
     ASSERT_EQ(r.status, 0) << r.output;
     const auto got = results(r.output);
     ASSERT_EQ(got.size(), 1u) << r.output;
-    // The layouts add the same products in other orders: the margins move
-    // by float32 rounding. A token whose margin over the runner-up is within
-    // 10 times the largest such move could flip; compare up to the first.
-    const std::vector<double> other = got[0]["margins"];
-    double moved = 1e-6;
-    for (size_t i = 0; i < std::min(margins.size(), other.size()); ++i)
-      moved = std::max(moved, std::abs(margins[i] - other[i]));
-    size_t sure = 0;
-    while (sure < margins.size() && margins[sure] > 10 * moved) ++sure;
-    const std::string a = want[0]["completion"], b = got[0]["completion"];
-    EXPECT_EQ(a.substr(0, sure), b.substr(0, sure)) << "margins moved by up to " << moved;
-    EXPECT_GE(sure, 4u) << "near ties from the first tokens on: the test compares too little";
+    expect_same_greedy(want[0], got[0]);
   }
+}
+
+// Prompts of mixed lengths, with their own output lengths.
+const char* kMixedPrompts =
+    "{\"prompt\": \"the \", \"max_new_tokens\": 5}\n"
+    "{\"prompt\": \"experts and\"}\n"
+    "{\"prompt\": \"a longer prompt about the model and its experts \", \"max_new_tokens\": 3}\n"
+    "{\"prompt\": \"x\", \"max_new_tokens\": 12}\n"
+    "{\"prompt\": \"routing tokens \"}\n"
+    "{\"prompt\": \"and so\", \"max_new_tokens\": 7}\n";
+
+// The steps generate reports having taken ("... in N steps, ...").
+int steps_of(const std::string& output) {
+  const size_t at = output.find(" steps, ");
+  if (at == std::string::npos) return -1;
+  return std::stoi(output.substr(output.rfind(' ', at - 1) + 1));
+}
+
+// Greedy tokens from the cache, one position of work each, are those of the
+// full forward pass over every prefix, on one rank and on TP x PP.
+TEST_F(Generate, TheCacheGivesTheTokensOfTheFullPass) {
+  test_util::write_text(dir / "prompts.jsonl", kMixedPrompts);
+  const std::string prompts = "--prompts " + (dir / "prompts.jsonl") + " --temperature 0 --max-batch 1";
+  const auto full = run_moetrain(generate(prompts + " --no-kv-cache"));
+  ASSERT_EQ(full.status, 0) << full.output;
+  const auto want = results(full.output);
+  ASSERT_EQ(want.size(), 6u) << full.output;
+  for (const auto& [flags, ranks] : {std::pair<std::string, int>{"", 1}, {"--tp 2 --pp 2", 4}}) {
+    SCOPED_TRACE(flags);
+    const auto r = run_moetrain(generate(prompts + " " + flags), ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    // The tiny model: 2 layers, 1 kv head of 16, 64 positions, float32; 4 query heads.
+    EXPECT_TRUE(contains(r.output, "kv cache: 0.02 MiB a sequence (2 layers x 1 kv heads x 64 positions x 16 x 2 x 4 "
+                                   "bytes); 0.06 MiB with G = H = 4"))
+        << r.output;
+    const auto got = results(r.output);
+    ASSERT_EQ(got.size(), want.size()) << r.output;
+    for (size_t p = 0; p < want.size(); ++p) {
+      SCOPED_TRACE("prompt " + std::to_string(p + 1));
+      EXPECT_EQ(got[p]["prompt"], want[p]["prompt"]);
+      expect_same_greedy(want[p], got[p]);
+    }
+  }
+}
+
+// Up to 3 sequences at once: each prompt gets the continuation it gets
+// alone. Continuous batching lets the next prompt into a finished
+// sequence's slot at once, so it takes fewer steps than static batching,
+// which takes fewer than one prompt at a time.
+TEST_F(Generate, BatchingGivesEachPromptItsContinuationAlone) {
+  test_util::write_text(dir / "prompts.jsonl", kMixedPrompts);
+  const std::string prompts = "--prompts " + (dir / "prompts.jsonl") + " --temperature 0";
+  const auto alone = run_moetrain(generate(prompts + " --max-batch 1"));
+  ASSERT_EQ(alone.status, 0) << alone.output;
+  const auto want = results(alone.output);
+  ASSERT_EQ(want.size(), 6u) << alone.output;
+  std::vector<int> steps;
+  for (const std::string flags : {"--max-batch 1", "--max-batch 3 --batching static", "--max-batch 3"}) {
+    SCOPED_TRACE(flags);
+    const auto r = run_moetrain(generate(prompts + " " + flags));
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto got = results(r.output);
+    ASSERT_EQ(got.size(), want.size()) << r.output;
+    for (size_t p = 0; p < want.size(); ++p) {
+      SCOPED_TRACE("prompt " + std::to_string(p + 1));
+      expect_same_greedy(want[p], got[p]);
+      EXPECT_LE(got[p]["tokens"].get<int>(), p == 0 ? 5 : p == 2 ? 3 : p == 3 ? 12 : p == 5 ? 7 : 24);
+    }
+    steps.push_back(steps_of(r.output));
+  }
+  EXPECT_GT(steps[0], steps[1]) << "static batching took as many steps as one prompt at a time";
+  EXPECT_GT(steps[1], steps[2]) << "continuous batching took as many steps as static batching";
+}
+
+// The independent PyTorch model of scripts/torch_model.py, loaded from the
+// checkpoint with h5py and decoding greedily from the full pass over each
+// prefix, continues the prompt as the cache does.
+TEST_F(Generate, TorchGreedyDecodeOfTheCheckpointMatches) {
+  if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
+    GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
+  const auto ours = run_moetrain(generate("--prompt 'the model routes ' --temperature 0"));
+  ASSERT_EQ(ours.status, 0) << ours.output;
+  const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
+  const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + checkpoint_ +
+                                       " --generate 'the model routes ' --max-new-tokens 24");
+  ASSERT_EQ(py.status, 0) << py.output;
+  const std::string last = py.output.substr(py.output.rfind('{'));
+  const auto got = results(ours.output);
+  ASSERT_EQ(got.size(), 1u) << ours.output;
+  expect_same_greedy(nlohmann::json::parse(last), got[0]);
 }
 
 TEST_F(Generate, SamplingIsReproducibleAndReducesToGreedy) {
@@ -111,6 +212,7 @@ TEST_F(Generate, BadInputIsRefusedNamingIt) {
   };
   test_util::write_text(dir / "empty.jsonl", "\n");
   test_util::write_text(dir / "bad.jsonl", "{\"text\": \"x\"}\n");
+  test_util::write_text(dir / "zero.jsonl", "{\"prompt\": \"x\"}\n{\"prompt\": \"y\", \"max_new_tokens\": 0}\n");
   const std::string long_prompt(70, 'a');  // the checkpoint's context is 64
   for (const Case& c : {
            Case{"--prompt x --load " + (dir / "nothing"), dir / "nothing"},
@@ -121,6 +223,9 @@ TEST_F(Generate, BadInputIsRefusedNamingIt) {
            Case{"--prompt x --top-p 1.5", "--top-p must lie in (0, 1], got 1.5"},
            Case{"--prompt x --prompts " + (dir / "empty.jsonl"), "exactly one of --prompt TEXT and --prompts FILE"},
            Case{"--prompt x --max-new-tokens 0", "--max-new-tokens must be >= 1"},
+           Case{"--prompt x --max-batch 0", "--max-batch must be >= 1, got 0"},
+           Case{"--prompt x --batching dynamic", "--batching must be continuous or static, got 'dynamic'"},
+           Case{"--prompts " + (dir / "zero.jsonl"), "line 2: \"max_new_tokens\" must be an integer >= 1, got 0"},
        }) {
     SCOPED_TRACE(c.flags);
     const auto r = run_moetrain(generate(c.flags));

@@ -627,6 +627,26 @@ TYPED_TEST(BackendOps, RopeForwardMatchesFormula) {
       }
 }
 
+// Generation's rows, each at its own position (RopeShape::position): row i
+// turns as row pos[i] of a sample would.
+TYPED_TEST(BackendOps, RopeAtExplicitPositionsMatchesFormula) {
+  using T = typename TestFixture::T;
+  const int heads = 2, hd = 8, positions = 64;
+  const std::vector<int32_t> pos = {5, 0, 63, 17, 17, 2};
+  const int n = int(pos.size()), width = heads * hd;
+  const std::vector<T> x = this->rnd(size_t(n) * width);
+  Vec expected;
+  for (int i = 0; i < n; ++i) {
+    Vec sample(size_t(pos[i] + 1) * width, 0.0);  // the row at position pos[i] of a sample
+    std::copy(x.begin() + i * width, x.begin() + (i + 1) * width, sample.begin() + ptrdiff_t(pos[i]) * width);
+    const Vec turned = ref_rope(sample, 1, pos[i] + 1, heads, hd, 500.0, 2.0);
+    expected.insert(expected.end(), turned.end() - width, turned.end());
+  }
+  T* xd = this->dev(x);
+  this->be->rope_forward(xd, RopeShape{n, 1, heads, hd, 500.0, 2.0, nullptr, this->dev(pos), positions});
+  expect_close(this->host(xd, x.size()), expected, ulps<T>(16, 1), "rope at positions");
+}
+
 TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
   using T = typename TestFixture::T;
   const int batch = 2, seq = 5, heads = 3, hd = 6;
@@ -791,6 +811,68 @@ TYPED_TEST(BackendOps, AttentionOfAHeadSliceMatchesThoseHeadsOfTheWhole) {
     }
     expect_close(dk_sum, whole_dk, tol, "dk summed over the slices");
     expect_close(dv_sum, whole_dv, tol, "dv summed over the slices");
+  }
+}
+
+// Two sequences of a three-sequence cache (the middle one unused, its
+// slots full of a value that would show if read), 70 and 9 positions long,
+// written in two steps as generation does: a prompt's rows, then the rest.
+// Each row attends to its own sequence's positions up to its own: the rows
+// of causal attention over the whole sequence.
+TYPED_TEST(BackendOps, KvCacheStoreThenDecodeAttentionMatchesCausalAttention) {
+  using T = typename TestFixture::T;
+  const int H = 4, hd = 6, positions = 70;
+  const std::vector<int> length = {70, 0, 9};
+  for (int G : {1, 2, 4}) {
+    SCOPED_TRACE(::testing::Message() << "G=" << G);
+    const KvCacheShape cache{3, G, positions, hd};
+    const size_t cache_size = size_t(3) * G * positions * hd;
+    T* k_cache = this->dev(std::vector<T>(cache_size, T(50)));
+    T* v_cache = this->dev(std::vector<T>(cache_size, T(50)));
+    std::vector<typename TestFixture::Qkv> inputs;
+    for (int len : length) inputs.push_back(this->attention_inputs(1, len, H, G, hd));
+    for (int step = 0; step < 2; ++step) {
+      // Step 0: positions [0, 40) of sequence 0 and [0, 4) of sequence 2; step 1: the rest.
+      std::vector<int32_t> seq, pos;
+      std::vector<T> q, k, v;
+      for (int s : {2, 0}) {
+        const int split = s == 0 ? 40 : 4, from = step == 0 ? 0 : split, to = step == 0 ? split : length[s];
+        for (int p = from; p < to; ++p) {
+          seq.push_back(s);
+          pos.push_back(p);
+          const auto row = [p](const std::vector<T>& x, int width) {
+            return std::vector<T>(x.begin() + ptrdiff_t(p) * width, x.begin() + ptrdiff_t(p + 1) * width);
+          };
+          for (const T e : row(inputs[s].q, H * hd)) q.push_back(e);
+          for (const T e : row(inputs[s].k, G * hd)) k.push_back(e);
+          for (const T e : row(inputs[s].v, G * hd)) v.push_back(e);
+        }
+      }
+      const int n = int(seq.size());
+      AttentionShape a = whole_heads(1, 1, H, G, hd);
+      int32_t *seq_d = this->dev(seq), *pos_d = this->dev(pos);
+      this->be->kv_cache_store(k_cache, this->dev(k), seq_d, pos_d, n, cache);
+      this->be->kv_cache_store(v_cache, this->dev(v), seq_d, pos_d, n, cache);
+      T* out = this->dev(std::vector<T>(q.size(), T(-7)));
+      this->be->attention_decode(out, this->dev(q), k_cache, v_cache, seq_d, pos_d, n, a, cache);
+      const std::vector<T> got = this->host(out, q.size()), stored = this->host(k_cache, cache_size);
+      for (int i = 0; i < n; ++i) {
+        const int s = seq[size_t(i)], p = pos[size_t(i)];
+        for (int g = 0; g < G; ++g)
+          for (int c = 0; c < hd; ++c)
+            ASSERT_EQ(stored[((size_t(s) * G + g) * positions + p) * hd + c], k[(size_t(i) * G + g) * hd + c])
+                << "stored key of row " << i;
+        const Vec whole = ref_attention(to_double(inputs[size_t(s)].q), to_double(inputs[size_t(s)].k),
+                                        to_double(inputs[size_t(s)].v), 1, length[size_t(s)], H, G, hd);
+        const Vec expected(whole.begin() + ptrdiff_t(p) * H * hd, whole.begin() + ptrdiff_t(p + 1) * H * hd);
+        const std::vector<T> row(got.begin() + ptrdiff_t(i) * H * hd, got.begin() + ptrdiff_t(i + 1) * H * hd);
+        // As AttentionForwardMatchesNaive: scores of hd products, a sum over
+        // up to `positions` keys and another with v; the output rounded.
+        const double ops = 4.0 * std::sqrt(double(hd)) * hd + 2.0 * positions + 8.0;
+        expect_close(row, expected, ulps<T>(ops, 2), "decode attention of sequence " + std::to_string(s) +
+                                                         " position " + std::to_string(p));
+      }
+    }
   }
 }
 
