@@ -27,3 +27,12 @@ bench_wait_for_quiet_machine() {
     load_before=$(uptime)
     echo "bench: load before: $load_before"
 }
+
+# Builds moetrain in $1 (unless MT_BENCH_SKIP_BUILD=1) and sets `bin` to it.
+bench_build_moetrain() {
+    if [[ "${MT_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
+        MT_BUILD_TARGETS="moetrain" bash scripts/build.sh "$1"
+    fi
+    bin="$1/moetrain"
+    [[ -x "$bin" ]] || { echo "bench: error: no moetrain binary in $1" >&2; exit 1; }
+}

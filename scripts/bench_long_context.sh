@@ -35,11 +35,7 @@ config=configs/workstation-moe.toml
 out=bench_out
 py=/usr/bin/python3
 
-if [[ "${MT_BENCH_SKIP_BUILD:-0}" != 1 ]]; then
-    MT_BUILD_TARGETS="moetrain" bash scripts/build.sh "$build_dir"
-fi
-bin="$build_dir/moetrain"
-[[ -x "$bin" ]] || die "no moetrain binary in $build_dir"
+bench_build_moetrain "$build_dir"
 
 # The config's two sources, text and code, from files on the machine.
 mkdir -p "$out"
