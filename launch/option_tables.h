@@ -242,7 +242,9 @@ template <typename Options, typename Visit>
 void visit_generate_flags(Options& o, Visit&& visit) {
   visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
   visit(Flag{"--prompt", "Text to continue (byte-tokenized, no end-of-document token)"}, o.prompt);
-  visit(Flag{"--prompts", "JSON-lines file, one object a line with \"prompt\" (instead of --prompt)"},
+  visit(Flag{"--prompts",
+             "JSON-lines file, one object a line with \"prompt\" and optionally its own \"max_new_tokens\" "
+             "(instead of --prompt)"},
         o.prompts_file);
   visit(Flag{"--max-new-tokens", "Tokens to generate at most a prompt (also stops at end of document or context)"},
         o.max_new_tokens);

@@ -133,6 +133,21 @@ uint64_t H5File::num_elements(const std::vector<uint64_t>& shape) {
 
 namespace {
 
+// Every rank's elements of `mine` (a vector or string), concatenated in rank
+// order, on every rank of comm.
+template <typename Container>
+Container all_gather_concat(const Container& mine, MPI_Datatype type, MPI_Comm comm) {
+  int size = 1;
+  MPI_CHECK(MPI_Comm_size(comm, &size));
+  std::vector<int> lengths(size_t(size), 0), displs(size_t(size), 0);
+  const int length = int(mine.size());
+  MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm));
+  std::exclusive_scan(lengths.begin(), lengths.end(), displs.begin(), 0);
+  Container all(size_t(displs.back() + lengths.back()), typename Container::value_type{});
+  MPI_CHECK(MPI_Allgatherv(mine.data(), length, type, all.data(), lengths.data(), displs.data(), type, comm));
+  return all;
+}
+
 // One recorded block and its hash.
 struct BlockHash {
   ArrayBlock block;
@@ -710,15 +725,7 @@ std::vector<std::string> H5File::datasets() const {
 void H5File::write_checksum_table() {
   // Every rank's rows, on every rank, so that rank 0 writes the whole table.
   Checksums& c = *sums_;
-  int size = 0;
-  MPI_CHECK(MPI_Comm_size(comm_, &size));
-  std::vector<int> lengths(size_t(size), 0), displs(size_t(size), 0);
-  const int length = int(c.rows.size());
-  MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm_));
-  std::exclusive_scan(lengths.begin(), lengths.end(), displs.begin(), 0);
-  std::vector<uint64_t> table(size_t(displs.back() + lengths.back()));
-  MPI_CHECK(MPI_Allgatherv(c.rows.data(), length, MPI_UINT64_T, table.data(), lengths.data(), displs.data(),
-                           MPI_UINT64_T, comm_));
+  const std::vector<uint64_t> table = all_gather_concat(c.rows, MPI_UINT64_T, comm_);
   if (table.empty()) return;  // nothing written, nothing to check
   write_all<int64_t>(kChecksumTable, {table.size() / kTableColumns, kTableColumns},
                      reinterpret_cast<const int64_t*>(table.data()));
@@ -856,12 +863,7 @@ void H5File::verify_unread_blocks(const std::string& under) const {
   // Every rank learns every rank's findings, so that all throw the same.
   std::string mine;
   for (const std::string& d : c.damaged) mine += d + '\n';
-  std::vector<int> lengths(size_t(size), 0), displs(size_t(size), 0);
-  const int length = int(mine.size());
-  MPI_CHECK(MPI_Allgather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, comm_));
-  std::exclusive_scan(lengths.begin(), lengths.end(), displs.begin(), 0);
-  std::string all(size_t(displs.back() + lengths.back()), '\0');
-  MPI_CHECK(MPI_Allgatherv(mine.data(), length, MPI_CHAR, all.data(), lengths.data(), displs.data(), MPI_CHAR, comm_));
+  const std::string all = all_gather_concat(mine, MPI_CHAR, comm_);
   std::vector<std::string> found;
   for (size_t from = 0; from < all.size();) {
     const size_t end = all.find('\n', from);
