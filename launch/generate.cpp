@@ -1,4 +1,4 @@
-// `moetrain generate` (docs/design.md section 8, "Generation"): continues
+// `moetrain generate` (docs/design.md section 11, "Generation"): continues
 // byte-tokenized prompts with a checkpoint's model on any layout, with a
 // key/value cache and continuous batching of up to --max-batch prompts, or
 // (--no-kv-cache) each token from the full forward pass over its prefix
@@ -80,7 +80,7 @@ void print_cache_size(const ModelConfig& mc, int bytes) {
 template <typename T>
 std::vector<Generation> generate(const std::string& path, const ModelConfig& mc, Topology& topo,
                                  const StageSpan& span, const std::vector<Prompt>& prompts,
-                                 const GenerateOptions& o) {
+                                 const GenerateOptions& o, Batching batching) {
   const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
   auto be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, topo.world());
@@ -103,7 +103,7 @@ std::vector<Generation> generate(const std::string& path, const ModelConfig& mc,
   } else {
     KvCache<T> cache = model.make_kv_cache(sequences);
     if (root) print_cache_size(mc, int(sizeof(T)));
-    run = continue_prompts(pipeline, model, cache, topo, prompts, o.sampling, batching_of(o.batching));
+    run = continue_prompts(pipeline, model, cache, topo, prompts, o.sampling, batching);
   }
   const std::vector<Continuation>& done = run.continuations;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -135,7 +135,7 @@ std::vector<Generation> run_generate(const GenerateOptions& o) {
   MT_CHECK(s.top_k >= 0, "--top-k must be >= 0 (0: every token), got {}", s.top_k);
   MT_CHECK(s.top_p > 0 && s.top_p <= 1, "--top-p must lie in (0, 1], got {}", s.top_p);
   MT_CHECK(o.max_batch >= 1, "--max-batch must be >= 1, got {}", o.max_batch);
-  batching_of(o.batching);
+  const Batching batching = batching_of(o.batching);
   const std::vector<PromptText> texts = read_prompts(o);
   Topology topo(MPI_COMM_WORLD, o.topology);
   const Watchdog watchdog(o.distributed_timeout_minutes * 60.0, topo.world_rank());
@@ -158,7 +158,8 @@ std::vector<Generation> run_generate(const GenerateOptions& o) {
   }
   const StageSpan span = stage_span(mc.num_layers, topo.coords().pp, topo.pp_size(),
                                     o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers);
-  return o.bf16 ? generate<bf16>(path, mc, topo, span, prompts, o) : generate<float>(path, mc, topo, span, prompts, o);
+  return o.bf16 ? generate<bf16>(path, mc, topo, span, prompts, o, batching)
+                : generate<float>(path, mc, topo, span, prompts, o, batching);
 }
 
 }  // namespace mt

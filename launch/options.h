@@ -115,7 +115,7 @@ struct Sampling {
   uint64_t seed = 1234;
 };
 
-// `moetrain generate` (docs/design.md section 8, "Generation").
+// `moetrain generate` (docs/design.md section 11, "Generation").
 struct GenerateOptions {
   TopologyConfig topology;
   int decoder_first_pipeline_num_layers = 0;

@@ -1,4 +1,4 @@
-// `moetrain generate` (docs/design.md section 8): greedy continuations are
+// `moetrain generate` (docs/design.md section 11): greedy continuations are
 // the same on every layout, with the key/value cache or without, batched or
 // alone, and in the independent PyTorch model; sampling is reproducible
 // from its seed and reduces to greedy at top-k 1 or a tiny top-p; bad input

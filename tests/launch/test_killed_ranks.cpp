@@ -115,6 +115,8 @@ class KilledRanks : public ::testing::Test {
     test_util::expect_identical_checkpoints(dir / ("straight/" + checkpoint_dir_name(12) + "/checkpoint.h5"),
                                             dir / (save + "/" + checkpoint_dir_name(12) + "/checkpoint.h5"));
   }
+  // Kills a run saving to SAVE (flags: how it saves) during the save of step 8.
+  void expect_kill_mid_save_leaves_step_4(const std::string& save, const std::string& flags);
   test_util::TempDir dir;
 };
 
@@ -150,24 +152,26 @@ void wait_for_save_of_step_8(const std::string& save_dir) {
   close(fd);
 }
 
-TEST_F(KilledRanks, AKillMidSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
-  const std::string save_dir = dir / "mid_save";
-  const Killed k = kill_during("mid_save", [&] { wait_for_save_of_step_8(save_dir); });
+// A kill while the save of step 8 into SAVE writes its file (flags: how the
+// run saves): the unfinished directory never gets the checkpoint's name,
+// `latest` stays at step 4, and the resume continues bit for bit.
+void KilledRanks::expect_kill_mid_save_leaves_step_4(const std::string& save, const std::string& flags) {
+  const std::string save_dir = dir / save;
+  const Killed k = kill_during(save, [&] { wait_for_save_of_step_8(save_dir); }, flags);
   EXPECT_TRUE(fs::exists(save_dir + "/" + checkpoint_dir_name(8) + ".tmp")) << "the save of step 8 finished before the kill";
   EXPECT_FALSE(fs::exists(save_dir + "/" + checkpoint_dir_name(8)));
-  EXPECT_EQ(latest("mid_save"), 4);
-  expect_resume_continues("mid_save", k);
+  EXPECT_EQ(latest(save), 4);
+  expect_resume_continues(save, k);
+}
+
+TEST_F(KilledRanks, AKillMidSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
+  expect_kill_mid_save_leaves_step_4("mid_save", "");
 }
 
 // --async-save: the kill comes while the file of step 8 is written in the
 // background and training has gone on.
 TEST_F(KilledRanks, AKillDuringAnAsynchronousSaveLeavesTheCheckpointBeforeAndTheResumeContinuesBitForBit) {
-  const std::string save_dir = dir / "async_save";
-  const Killed k = kill_during("async_save", [&] { wait_for_save_of_step_8(save_dir); }, " --async-save");
-  EXPECT_TRUE(fs::exists(save_dir + "/" + checkpoint_dir_name(8) + ".tmp")) << "the save of step 8 finished before the kill";
-  EXPECT_FALSE(fs::exists(save_dir + "/" + checkpoint_dir_name(8)));
-  EXPECT_EQ(latest("async_save"), 4);
-  expect_resume_continues("async_save", k);
+  expect_kill_mid_save_leaves_step_4("async_save", " --async-save");
 }
 
 }  // namespace
