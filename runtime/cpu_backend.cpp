@@ -128,8 +128,14 @@ void CpuBackend<T>::copy(T* dst, const T* src, size_t n) {
 
 template <typename T>
 void CpuBackend<T>::fill(T* x, T value, size_t n) {
+  if constexpr (std::is_same_v<T, bf16>) {
+    // Through the bits: GCC does not vectorize a loop of struct copies.
 #pragma omp parallel for schedule(static)
-  for (size_t i = 0; i < n; ++i) x[i] = value;
+    for (size_t i = 0; i < n; ++i) x[i].bits = value.bits;
+  } else {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; ++i) x[i] = value;
+  }
 }
 
 template <typename T>

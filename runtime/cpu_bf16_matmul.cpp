@@ -17,9 +17,12 @@ namespace {
 using dt = dnnl::memory::data_type;
 using dims = dnnl::memory::dims;
 
-// One primitive serves every row count m of a product (experts receive a
-// different number of rows each step): m is given at execution.
-using Key = std::tuple<bool, bool, int, int, int, int, int, bool, float, float>;  // ta, tb, n, k, lda, ldb, ldc, float C, alpha, beta
+// One primitive serves every row count m and inner size k of a product:
+// experts receive a different number of rows each step, which is m of their
+// forward and input-gradient products and k of their weight-gradient ones.
+// Both are given at execution, so that no step creates a primitive (0.5 to 1
+// ms each) after the first.
+using Key = std::tuple<bool, bool, int, int, int, int, bool, float, float>;  // ta, tb, n, lda, ldb, ldc, float C, alpha, beta
 
 // op(A) [m, k] and op(B) [k, n] of a row-major buffer: a transpose is a
 // swap of strides.
@@ -56,8 +59,8 @@ struct Bf16Matmul::Impl {
     std::lock_guard<std::mutex> lock(mutex);
     if (!native) return nullptr;
     if (auto it = primitives.find(key); it != primitives.end()) return &it->second;
-    const auto [ta, tb, n, k, lda, ldb, ldc, c_float, alpha, beta] = key;
-    const dnnl::memory::dim M = DNNL_RUNTIME_DIM_VAL;
+    const auto [ta, tb, n, lda, ldb, ldc, c_float, alpha, beta] = key;
+    const dnnl::memory::dim M = DNNL_RUNTIME_DIM_VAL, K = DNNL_RUNTIME_DIM_VAL;
     dnnl::primitive_attr attr;
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
     if (beta != 0.0f) {
@@ -66,11 +69,11 @@ struct Bf16Matmul::Impl {
       attr.set_post_ops(sum);
     }
     try {
-      const dnnl::matmul::desc desc(matrix(M, k, dt::bf16, ta, lda), matrix(k, n, dt::bf16, tb, ldb),
+      const dnnl::matmul::desc desc(matrix(M, K, dt::bf16, ta, lda), matrix(K, n, dt::bf16, tb, ldb),
                                     matrix(M, n, c_float ? dt::f32 : dt::bf16, false, ldc));
       return &primitives.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first->second;
     } catch (const dnnl::error& e) {
-      MT_CHECK(e.status == dnnl_unimplemented, "oneDNN bf16 matmul of {} x {} failed: {}", n, k, e.what());
+      MT_CHECK(e.status == dnnl_unimplemented, "oneDNN bf16 matmul with {} columns failed: {}", n, e.what());
       native = false;  // this CPU has no bf16 matmul: widen to float32 from now on
       return nullptr;
     }
@@ -81,7 +84,7 @@ struct Bf16Matmul::Impl {
            float beta, C* c, int ldc) {
     if (m == 0 || n == 0) return;
     const bool c_float = std::is_same_v<C, float>;
-    const Key key{ta == Trans::T, tb == Trans::T, n, k, lda, ldb, ldc, c_float, alpha, beta};
+    const Key key{ta == Trans::T, tb == Trans::T, n, lda, ldb, ldc, c_float, alpha, beta};
     if (const dnnl::matmul* prim = primitive(key)) {
       thread_local dnnl::stream stream(engine);
       const dnnl::memory a(matrix(m, k, dt::bf16, ta == Trans::T, lda), engine, const_cast<bf16*>(A));
@@ -121,7 +124,7 @@ void Bf16Matmul::run(Trans ta, Trans tb, int m, int n, int k, float alpha, const
 
 bool Bf16Matmul::native() const {
   // Settled by the first product: ask for one.
-  impl_->primitive(Key{false, false, 16, 16, 16, 16, 16, true, 1.0f, 0.0f});
+  impl_->primitive(Key{false, false, 16, 16, 16, 16, true, 1.0f, 0.0f});
   return impl_->native;
 }
 

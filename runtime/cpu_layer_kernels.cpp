@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "runtime/cpu_backend.h"
@@ -70,8 +71,9 @@ void CpuBackend<T>::rmsnorm_backward(T* dx, Acc* dg, const T* dout, const T* x, 
     for (int j = 0; j < d; ++j) dot += double(dyi[j]) * double(g[j]) * double(xi[j]);
     double r = rstd[i];
     double c = dot * r * r * r / d;
+    // Rounded through Acc: one vectorized float-to-bf16 rounding under bf16.
     for (int j = 0; j < d; ++j)
-      dx[size_t(i) * d + j] = T(double(dx[size_t(i) * d + j]) + r * double(dyi[j]) * double(g[j]) - c * double(xi[j]));
+      dx[size_t(i) * d + j] = T(Acc(double(dx[size_t(i) * d + j]) + r * double(dyi[j]) * double(g[j]) - c * double(xi[j])));
   }
   // dg: each thread sums its rows into its own row of partials (contiguous,
   // so the loop vectorizes), then the partials are added in thread order.
@@ -190,7 +192,7 @@ void CpuBackend<T>::softmax_backward(T* dx, const T* dp, const T* p, int n, int 
     const T* pi = p + size_t(i) * c;
     double dot = 0.0;
     for (int j = 0; j < c; ++j) dot += double(dpi[j]) * double(pi[j]);
-    for (int j = 0; j < c; ++j) dx[size_t(i) * c + j] += T(double(pi[j]) * (double(dpi[j]) - dot));
+    for (int j = 0; j < c; ++j) dx[size_t(i) * c + j] += Acc(double(pi[j]) * (double(dpi[j]) - dot));
   }
 }
 
@@ -226,7 +228,7 @@ void CpuBackend<T>::ce_finish(Acc* losses, T* dlogits, const Acc* logits, const 
     T* di = dlogits + size_t(i) * v;
     const Acc scale = Acc(dscale);
     const int t = targets[i] - vocab_start;
-    for (int j = 0; j < v; ++j) di[j] = T((Acc(std::exp(double(li[j]) - lse)) - Acc(j == t ? 1 : 0)) * scale);
+    for (int j = 0; j < v; ++j) di[j] = T((exp_of(Acc(double(li[j]) - lse)) - Acc(j == t ? 1 : 0)) * scale);
   }
 }
 
@@ -234,8 +236,7 @@ template <typename T>
 void CpuBackend<T>::gather_rows(T* dst, const T* src, const int32_t* idx, int m, int d) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i) {
-    const T* s = src + size_t(idx[i]) * d;
-    for (int j = 0; j < d; ++j) dst[size_t(i) * d + j] = s[j];
+    std::memcpy(dst + size_t(i) * d, src + size_t(idx[i]) * d, size_t(d) * sizeof(T));
   }
 }
 
@@ -262,6 +263,7 @@ void CpuBackend<T>::row_dot(Acc* out, const T* a, const T* b, int m, int d) {
 #pragma omp parallel for schedule(static)
   for (int i = 0; i < m; ++i) {
     double s = 0.0;
+#pragma omp simd reduction(+ : s)
     for (int j = 0; j < d; ++j) s += double(a[size_t(i) * d + j]) * double(b[size_t(i) * d + j]);
     out[i] = Acc(s);
   }

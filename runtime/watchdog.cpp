@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
 namespace mt {
 
@@ -58,20 +57,24 @@ Watchdog::Watchdog(double timeout_s, int rank) : timeout_s_(timeout_s), rank_(ra
 }
 
 Watchdog::~Watchdog() {
-  stop_ = true;
+  {
+    std::lock_guard<std::mutex> lock(stop_mutex_);
+    stop_ = true;
+  }
+  stop_signal_.notify_all();
   if (thread_.joinable()) thread_.join();
 }
 
 void Watchdog::run() {
   const auto tick = std::chrono::milliseconds(std::min<int64_t>(1000, int64_t(timeout_s_ * 1000 / 4) + 1));
-  while (!stop_) {
-    std::this_thread::sleep_for(tick);
+  std::unique_lock<std::mutex> lock(stop_mutex_);
+  while (!stop_signal_.wait_for(lock, tick, [this] { return stop_; })) {
     const double idle = seconds_since(g_last_progress_ns.load(std::memory_order_relaxed));
     if (idle < timeout_s_) continue;
     std::string wait;
     double waiting = 0;
     {
-      std::lock_guard<std::mutex> lock(g_wait_mutex);
+      std::lock_guard<std::mutex> wait_lock(g_wait_mutex);
       wait = g_wait;
       waiting = std::chrono::duration<double>(Clock::now() - g_wait_since).count();
     }

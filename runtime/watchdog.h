@@ -8,7 +8,9 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <string>
 #include <thread>
 
@@ -47,7 +49,11 @@ class Watchdog {
   void run();
   double timeout_s_;
   int rank_;
-  std::atomic<bool> stop_{false};
+  // The destructor wakes the thread from its tick at once, so that a run
+  // does not wait out a last tick (up to a second) before it exits.
+  std::mutex stop_mutex_;
+  std::condition_variable stop_signal_;
+  bool stop_ = false;  // guarded by stop_mutex_
   std::thread thread_;
 };
 

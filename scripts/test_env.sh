@@ -9,6 +9,9 @@ export OMPI_MCA_rmaps_base_oversubscribe=1
 export OMPI_MCA_hwloc_base_binding_policy="${OMPI_MCA_hwloc_base_binding_policy:-none}"
 # Containers often forbid the cross-memory attach OpenMPI uses by default.
 export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_copy_mechanism:-none}"
+# The tests' ranks share one machine: Open MPI's ob1 messaging, without
+# probing for UCX, starts each process 0.2 s sooner (hundreds of processes).
+export OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
 
 # The numerically sensitive tests (docs/testing.md): every float32
 # equivalence of a layout with one rank (in-process, at 2, 4 and 8 ranks,

@@ -50,7 +50,9 @@ TEST_P(GradCheck, EveryParameterMatchesFiniteDifferences) {
   const double ce_scale = 1.0 / (B * cfg.seq_length), aux_scale = 1.0;
   auto loss = [&]() {
     MicroBatchLoss l = model.forward(tokens.data(), B);
-    if (c.z > 0) EXPECT_GT(l.z, 0.0);
+    if (c.z > 0) {
+      EXPECT_GT(l.z, 0.0);
+    }
     return l.ce_sum * ce_scale + (l.aux + l.z) * aux_scale;
   };
 
