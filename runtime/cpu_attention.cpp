@@ -11,9 +11,14 @@
 // accumulation, and at these tile sizes oneDNN's bf16 matmul costs more to
 // start than to run.
 //
-// Work is split over (sample, head, query block), cyclically so that the
-// short blocks near the start and the long ones near the end share out
-// evenly. A query block owns its rows of out and dq; the key and value
+// The query heads that share a key/value head share its tiles: a query
+// block stacks the rows of a few tokens for all of them (token-major), so
+// that under multi-query attention one tile product serves 8 heads at once
+// where it would take 8 smaller calls.
+//
+// Work is split over (sample, key/value head, query block), cyclically so
+// that the short blocks near the start and the long ones near the end share
+// out evenly. A query block owns its rows of out and dq; the key and value
 // gradients, which every later block adds to, are summed per thread and
 // then over the threads in thread order, so that a run is deterministic for
 // a given thread count.
@@ -32,10 +37,11 @@ namespace mt {
 
 namespace {
 
-// Rows of a query block and columns of a key tile: products of
-// [64, hd] x [hd, 128] keep a tile's scores in the L2 cache and each
-// library call long enough to amortize its set-up.
-constexpr int kQueryBlock = 64, kKeyTile = 128;
+// A query block stacks up to kQueryRows rows (tokens x the key/value head's
+// query heads, at most kMaxBlockTokens tokens) against key tiles of
+// kKeyTile columns: a block's scores, [256, 128] in float32, stay in the L2
+// cache, and each library call is long enough to amortize its set-up.
+constexpr int kQueryRows = 256, kMaxBlockTokens = 64, kKeyTile = 128;
 
 // The key columns [lo, hi) of a tile starting at key j0 with `cols` keys
 // that query position i may attend to (keys [first, i] of the sample);
@@ -52,7 +58,46 @@ int first_key(const AttentionShape& a, int b, int i) {
   return a.doc_start ? a.doc_start[size_t(b) * a.seq + i] : 0;
 }
 
-int query_blocks(int S) { return (S + kQueryBlock - 1) / kQueryBlock; }
+// The local query heads of local key/value head g: [first[g], first[g + 1]),
+// consecutive because kv_of does not decrease.
+std::vector<int> query_heads_of_kv(const AttentionShape& a) {
+  std::vector<int> first(a.kv_heads + 1, 0);
+  for (int h = 0; h < a.heads; ++h) ++first[a.kv_of(h) + 1];
+  for (int g = 0; g < a.kv_heads; ++g) first[g + 1] += first[g];
+  return first;
+}
+
+// Tokens a query block: kQueryRows rows for the largest head group.
+int block_tokens(const std::vector<int>& first) {
+  int most = 1;
+  for (size_t g = 0; g + 1 < first.size(); ++g) most = std::max(most, first[g + 1] - first[g]);
+  return std::clamp(kQueryRows / most, 1, kMaxBlockTokens);
+}
+
+// One query block: `tokens` tokens from sample position i0, query heads
+// [h0, h0 + hn) of key/value head g. Row r is token i0 + r / hn, head
+// h0 + r % hn.
+struct QueryBlock {
+  int b, g, i0, tokens, h0, hn;
+  int rows() const { return tokens * hn; }
+  int token(int r) const { return i0 + r / hn; }
+  int head(int r) const { return h0 + r % hn; }
+  // Offset of row r in an [B*S, heads*hd] tensor of row stride `stride`.
+  size_t offset(int r, int seq, int hd, int stride) const {
+    return (size_t(b) * seq + token(r)) * stride + size_t(head(r)) * hd;
+  }
+};
+
+// The block's rows of x [B*S, heads*hd] as a compact Acc [rows, hd]; a
+// token's heads are contiguous in x.
+template <typename T, typename Acc>
+void gather_block(Acc* dst, const T* x, const QueryBlock& qb, int seq, int hd, int stride) {
+  for (int t = 0; t < qb.tokens; ++t) {
+    const T* src = x + qb.offset(t * qb.hn, seq, hd, stride);
+    Acc* d = dst + size_t(t) * qb.hn * hd;
+    for (int e = 0; e < qb.hn * hd; ++e) d[e] = Acc(src[e]);
+  }
+}
 
 // `rows` rows of `cols` elements of x (row stride `stride`) as Acc: x itself
 // when T is Acc, else a widened copy in `wide`.
@@ -77,38 +122,43 @@ AccRows<Acc> acc_rows(const T* x, int stride, int rows, int cols, std::vector<Ac
 template <typename T>
 void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                                       const AttentionShape& a) {
-  const int B = a.batch, S = a.seq, H = a.heads, hd = a.head_dim, blocks = query_blocks(S);
-  const int qs = H * hd, ks = a.kv_heads * hd;  // row strides of q/out and of k/v
+  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
+  const int qs = H * hd, ks = G * hd;  // row strides of q/out and of k/v
+  const std::vector<int> heads_of = query_heads_of_kv(a);
+  const int tokens = block_tokens(heads_of), blocks = (S + tokens - 1) / tokens;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
 #pragma omp parallel
   {
     // [rows, cols], stride kKeyTile; the probabilities overwrite their scores
-    std::vector<Acc> scores(size_t(kQueryBlock) * kKeyTile);
-    std::vector<Acc> o_sum(size_t(kQueryBlock) * hd);  // [rows, hd] running sum of p v
-    std::vector<Acc> q_wide(kMixed ? size_t(kQueryBlock) * hd : 0);  // widened blocks, under bf16
-    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());
-    std::vector<Acc> row_max(kQueryBlock), row_sum(kQueryBlock);
+    std::vector<Acc> scores(size_t(kQueryRows) * kKeyTile);
+    std::vector<Acc> o_sum(size_t(kQueryRows) * hd);  // [rows, hd] running sum of p v
+    std::vector<Acc> q_block(size_t(kQueryRows) * hd);
+    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
+    std::vector<Acc> row_max(kQueryRows), row_sum(kQueryRows);
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {
-      for (int h = 0; h < H; ++h) {
+      for (int g = 0; g < G; ++g) {
         for (int blk = 0; blk < blocks; ++blk) {
-          const int i0 = blk * kQueryBlock, rows = std::min(kQueryBlock, S - i0), g = a.kv_of(h);
-          const T* qi = q + (size_t(b) * S + i0) * qs + h * hd;  // [rows, hd], stride qs
-          const T* kb = k + size_t(b) * S * ks + g * hd;         // [S, hd], stride ks
+          const int i0 = blk * tokens;
+          const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
+          const int rows = qb.rows();
+          if (rows == 0) continue;
+          const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
           const T* vb = v + size_t(b) * S * ks + g * hd;
-          const AccRows<Acc> qa = acc_rows(qi, qs, rows, hd, q_wide);
+          gather_block(q_block.data(), q, qb, S, hd, qs);
           std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
           std::fill(row_sum.begin(), row_sum.end(), Acc(0));
           std::fill(o_sum.begin(), o_sum.end(), Acc(0));
-          for (int j0 = first_key(a, b, i0); j0 < i0 + rows; j0 += kKeyTile) {
-            const int cols = std::min(kKeyTile, i0 + rows - j0);
+          for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
+            const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
             const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
             const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, qa.data, qa.stride, ka.data, ka.stride, Acc(0),
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
                      scores.data(), kKeyTile);
             for (int r = 0; r < rows; ++r) {
               Acc* s = scores.data() + size_t(r) * kKeyTile;  // becomes the row's probabilities
-              const Visible vis(first_key(a, b, i0 + r), i0 + r, j0, cols);
+              const int i = qb.token(r);
+              const Visible vis(first_key(a, b, i), i, j0, cols);
               if (vis.empty()) {
                 std::fill(s, s + cols, Acc(0));
                 continue;
@@ -138,9 +188,9 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
           }
           for (int r = 0; r < rows; ++r) {
             const Acc inv = Acc(1) / row_sum[r];
-            T* orow = out + (size_t(b) * S + i0 + r) * qs + h * hd;
+            T* orow = out + qb.offset(r, S, hd, qs);
             for (int c = 0; c < hd; ++c) orow[c] = T(o_sum[size_t(r) * hd + c] * inv);
-            lse[(size_t(b) * H + h) * S + i0 + r] = row_max[r] + std::log(row_sum[r]);
+            lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)] = row_max[r] + std::log(row_sum[r]);
           }
         }
       }
@@ -151,8 +201,10 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
 template <typename T>
 void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                                        const T* q, const T* k, const T* v, const AttentionShape& a) {
-  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim, blocks = query_blocks(S);
+  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;
+  const std::vector<int> heads_of = query_heads_of_kv(a);
+  const int tokens = block_tokens(heads_of), blocks = (S + tokens - 1) / tokens;
   const size_t kv_size = size_t(B) * S * ks;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
   std::vector<std::vector<Acc>> dk_of_thread(omp_get_max_threads()), dv_of_thread(omp_get_max_threads());
@@ -162,50 +214,54 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc>& dv_sum = dv_of_thread[omp_get_thread_num()];
     dk_sum.assign(kv_size, Acc(0));
     dv_sum.assign(kv_size, Acc(0));
-    std::vector<Acc> probs(size_t(kQueryBlock) * kKeyTile);  // [rows, cols], stride kKeyTile
+    std::vector<Acc> probs(size_t(kQueryRows) * kKeyTile);  // [rows, cols], stride kKeyTile
     std::vector<Acc> dprobs(probs.size());                   // their gradient, then dS over it
-    std::vector<Acc> dq_sum(size_t(kQueryBlock) * hd);       // [rows, hd]
-    std::vector<Acc> row_dot(kQueryBlock);                   // D = rowsum(dO * O)
-    std::vector<Acc> q_wide(kMixed ? size_t(kQueryBlock) * hd : 0), dout_wide(q_wide.size());  // under bf16
-    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());
+    std::vector<Acc> dq_sum(size_t(kQueryRows) * hd);       // [rows, hd]
+    std::vector<Acc> row_dot(kQueryRows), row_lse(kQueryRows);  // D = rowsum(dO * O); the rows' lse
+    std::vector<Acc> q_block(size_t(kQueryRows) * hd), dout_block(q_block.size());
+    std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {
-      for (int h = 0; h < H; ++h) {
+      for (int g = 0; g < G; ++g) {
         for (int blk = 0; blk < blocks; ++blk) {
-          const int i0 = blk * kQueryBlock, rows = std::min(kQueryBlock, S - i0), g = a.kv_of(h);
-          const size_t row0 = (size_t(b) * S + i0) * qs + h * hd;
-          const T *qi = q + row0, *doi = dout + row0, *oi = out + row0;  // [rows, hd], stride qs
-          const T* kb = k + size_t(b) * S * ks + g * hd;                 // [S, hd], stride ks
+          const int i0 = blk * tokens;
+          const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
+          const int rows = qb.rows();
+          if (rows == 0) continue;
+          const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
           const T* vb = v + size_t(b) * S * ks + g * hd;
           Acc* dkb = dk_sum.data() + size_t(b) * S * ks + g * hd;
           Acc* dvb = dv_sum.data() + size_t(b) * S * ks + g * hd;
-          const Acc* lse_i = lse + (size_t(b) * H + h) * S + i0;
-          const AccRows<Acc> qa = acc_rows(qi, qs, rows, hd, q_wide), doa = acc_rows(doi, qs, rows, hd, dout_wide);
+          gather_block(q_block.data(), q, qb, S, hd, qs);
+          gather_block(dout_block.data(), dout, qb, S, hd, qs);
           for (int r = 0; r < rows; ++r) {
+            const T *dor = dout + qb.offset(r, S, hd, qs), *orow = out + qb.offset(r, S, hd, qs);
             double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-            for (int c = 0; c < hd; ++c) dot += double(doi[size_t(r) * qs + c]) * double(oi[size_t(r) * qs + c]);
+            for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);
             row_dot[r] = Acc(dot);
+            row_lse[r] = lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)];
           }
           std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
-          for (int j0 = first_key(a, b, i0); j0 < i0 + rows; j0 += kKeyTile) {
-            const int cols = std::min(kKeyTile, i0 + rows - j0);
+          for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
+            const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
             const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
             const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
             // P = exp(scale Q K^T - lse), 0 where not visible
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, qa.data, qa.stride, ka.data, ka.stride, Acc(0),
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
                      probs.data(), kKeyTile);
             for (int r = 0; r < rows; ++r) {
               Acc* prow = probs.data() + size_t(r) * kKeyTile;
-              const Visible vis(first_key(a, b, i0 + r), i0 + r, j0, cols);
+              const int i = qb.token(r);
+              const Visible vis(first_key(a, b, i), i, j0, cols);
               std::fill(prow, prow + vis.lo, Acc(0));
-              for (int c = vis.lo; c < vis.hi; ++c) prow[c] = exp_of(prow[c] - lse_i[r]);
+              for (int c = vis.lo; c < vis.hi; ++c) prow[c] = exp_of(prow[c] - row_lse[r]);
               std::fill(prow + vis.hi, prow + cols, Acc(0));
             }
             // dV += P^T dO;  dP = dO V^T
-            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), probs.data(), kKeyTile, doa.data, doa.stride, Acc(1),
-                     dvb + size_t(j0) * ks, ks);
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, Acc(1), doa.data, doa.stride, va.data, va.stride, Acc(0),
+            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), probs.data(), kKeyTile, dout_block.data(), hd,
+                     Acc(1), dvb + size_t(j0) * ks, ks);
+            acc_gemm(Trans::N, Trans::T, rows, cols, hd, Acc(1), dout_block.data(), hd, va.data, va.stride, Acc(0),
                      dprobs.data(), kKeyTile);
             // softmax backward, scaled: dS = scale P (dP - D); 0 where P is
             for (int r = 0; r < rows; ++r) {
@@ -217,11 +273,11 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
             // scores = scale Q K^T:  dQ += dS K;  dK += dS^T Q
             acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), dprobs.data(), kKeyTile, ka.data, ka.stride, Acc(1),
                      dq_sum.data(), hd);
-            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), dprobs.data(), kKeyTile, qa.data, qa.stride, Acc(1),
+            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), dprobs.data(), kKeyTile, q_block.data(), hd, Acc(1),
                      dkb + size_t(j0) * ks, ks);
           }
           for (int r = 0; r < rows; ++r) {
-            T* dqrow = dq + row0 + size_t(r) * qs;
+            T* dqrow = dq + qb.offset(r, S, hd, qs);
             for (int c = 0; c < hd; ++c) dqrow[c] = T(Acc(dqrow[c]) + dq_sum[size_t(r) * hd + c]);
           }
         }
