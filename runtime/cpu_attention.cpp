@@ -37,7 +37,7 @@ namespace mt {
 
 namespace {
 
-// A query block stacks up to kQueryRows rows (tokens x the key/value head's
+// A query block stacks about kQueryRows rows (tokens x the key/value head's
 // query heads, at most kMaxBlockTokens tokens) against key tiles of
 // kKeyTile columns: a block's scores, [256, 128] in float32, stay in the L2
 // cache, and each library call is long enough to amortize its set-up.
@@ -67,11 +67,16 @@ std::vector<int> query_heads_of_kv(const AttentionShape& a) {
   return first;
 }
 
-// Tokens a query block: kQueryRows rows for the largest head group.
-int block_tokens(const std::vector<int>& first) {
+// Tokens a query block, and its most rows: kQueryRows rows for the largest
+// head group (more when that group alone has more heads).
+struct BlockSize {
+  int tokens, rows;
+};
+BlockSize block_size(const std::vector<int>& first) {
   int most = 1;
   for (size_t g = 0; g + 1 < first.size(); ++g) most = std::max(most, first[g + 1] - first[g]);
-  return std::clamp(kQueryRows / most, 1, kMaxBlockTokens);
+  const int tokens = std::clamp(kQueryRows / most, 1, kMaxBlockTokens);
+  return {tokens, tokens * most};
 }
 
 // One query block: `tokens` tokens from sample position i0, query heads
@@ -125,16 +130,17 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
   const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;  // row strides of q/out and of k/v
   const std::vector<int> heads_of = query_heads_of_kv(a);
-  const int tokens = block_tokens(heads_of), blocks = (S + tokens - 1) / tokens;
+  const BlockSize size = block_size(heads_of);
+  const int tokens = size.tokens, max_rows = size.rows, blocks = (S + tokens - 1) / tokens;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
 #pragma omp parallel
   {
     // [rows, cols], stride kKeyTile; the probabilities overwrite their scores
-    std::vector<Acc> scores(size_t(kQueryRows) * kKeyTile);
-    std::vector<Acc> o_sum(size_t(kQueryRows) * hd);  // [rows, hd] running sum of p v
-    std::vector<Acc> q_block(size_t(kQueryRows) * hd);
+    std::vector<Acc> scores(size_t(max_rows) * kKeyTile);
+    std::vector<Acc> o_sum(size_t(max_rows) * hd);  // [rows, hd] running sum of p v
+    std::vector<Acc> q_block(size_t(max_rows) * hd);
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
-    std::vector<Acc> row_max(kQueryRows), row_sum(kQueryRows);
+    std::vector<Acc> row_max(max_rows), row_sum(max_rows);
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {
       for (int g = 0; g < G; ++g) {
@@ -204,7 +210,8 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
   const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;
   const std::vector<int> heads_of = query_heads_of_kv(a);
-  const int tokens = block_tokens(heads_of), blocks = (S + tokens - 1) / tokens;
+  const BlockSize size = block_size(heads_of);
+  const int tokens = size.tokens, max_rows = size.rows, blocks = (S + tokens - 1) / tokens;
   const size_t kv_size = size_t(B) * S * ks;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
   std::vector<std::vector<Acc>> dk_of_thread(omp_get_max_threads()), dv_of_thread(omp_get_max_threads());
@@ -214,11 +221,11 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc>& dv_sum = dv_of_thread[omp_get_thread_num()];
     dk_sum.assign(kv_size, Acc(0));
     dv_sum.assign(kv_size, Acc(0));
-    std::vector<Acc> probs(size_t(kQueryRows) * kKeyTile);  // [rows, cols], stride kKeyTile
+    std::vector<Acc> probs(size_t(max_rows) * kKeyTile);  // [rows, cols], stride kKeyTile
     std::vector<Acc> dprobs(probs.size());                   // their gradient, then dS over it
-    std::vector<Acc> dq_sum(size_t(kQueryRows) * hd);       // [rows, hd]
-    std::vector<Acc> row_dot(kQueryRows), row_lse(kQueryRows);  // D = rowsum(dO * O); the rows' lse
-    std::vector<Acc> q_block(size_t(kQueryRows) * hd), dout_block(q_block.size());
+    std::vector<Acc> dq_sum(size_t(max_rows) * hd);       // [rows, hd]
+    std::vector<Acc> row_dot(max_rows), row_lse(max_rows);  // D = rowsum(dO * O); the rows' lse
+    std::vector<Acc> q_block(size_t(max_rows) * hd), dout_block(q_block.size());
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
 #pragma omp for collapse(3) schedule(static, 1)
     for (int b = 0; b < B; ++b) {

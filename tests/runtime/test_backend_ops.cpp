@@ -665,33 +665,39 @@ TYPED_TEST(BackendOps, RopeBackwardIsTheTranspose) {
   expect_close(this->host(rx, N), to_double(x), ulps<T>(32, 2), "R^T R x");
 }
 
-// S = 5 fits in one tile; S = 200 spans several query blocks and key
-// tiles, with a partial last one; with and without documents.
+// The attention tests' shapes: S = 5 fits in one tile; S = 200 spans
+// several query blocks and key tiles, with a partial last one; 300 query
+// heads to one key/value head are more rows than a query block stacks.
+struct AttentionCase {
+  int S, H, G;
+};
+
 TYPED_TEST(BackendOps, AttentionForwardMatchesNaive) {
   using T = typename TestFixture::T;
   using Acc = typename TestFixture::Acc;
-  const int B = 2, H = 4, hd = 6;
-  for (int S : {5, 200})
-    for (bool documents : {false, true})
-      for (int G : {1, 2, 4}) {
-        SCOPED_TRACE(::testing::Message() << "S=" << S << " G=" << G << (documents ? " documents" : ""));
-        const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
-        const std::vector<int32_t> starts = document_starts(B, S);
-        AttentionShape shape = whole_heads(B, S, H, G, hd);
-        if (documents) shape.doc_start = this->dev(starts);
-        T* out = this->dev(std::vector<T>(q.size(), T(-7)));  // garbage in
-        Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S, Acc(-7)));
-        const RefAttention expected =
-            ref_attention_of(to_double(q), to_double(k), to_double(v), B, S, H, G, hd, documents ? &starts : nullptr);
-        this->be->attention_forward(out, lse, this->dev(q), this->dev(k), this->dev(v), shape);
-        // Scores are sums of hd products, exponentiated (an error in a score
-        // of size up to 4 * hd / sqrt(hd) is amplified by that size),
-        // summed over S and summed over S again with v; the output is
-        // rounded, and so are the probabilities multiplying v.
-        const double ops = 4.0 * std::sqrt(double(hd)) * hd + 2.0 * S + 8.0;
-        expect_close(this->host(out, q.size()), expected.out, ulps<T>(ops, 2), "attention out");
-        expect_close(this->host(lse, expected.lse.size()), expected.lse, ulps<T>(ops, 0), "attention log-sum-exp");
-      }
+  const int B = 2, hd = 6;
+  for (const auto [S, H, G] : {AttentionCase{5, 4, 1}, AttentionCase{5, 4, 2}, AttentionCase{5, 4, 4},
+                               AttentionCase{200, 4, 1}, AttentionCase{200, 4, 2}, AttentionCase{200, 4, 4},
+                               AttentionCase{20, 300, 1}})
+    for (bool documents : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "S=" << S << " H=" << H << " G=" << G << (documents ? " documents" : ""));
+      const auto [q, k, v] = this->attention_inputs(B, S, H, G, hd);
+      const std::vector<int32_t> starts = document_starts(B, S);
+      AttentionShape shape = whole_heads(B, S, H, G, hd);
+      if (documents) shape.doc_start = this->dev(starts);
+      T* out = this->dev(std::vector<T>(q.size(), T(-7)));  // garbage in
+      Acc* lse = this->dev(std::vector<Acc>(size_t(B) * H * S, Acc(-7)));
+      const RefAttention expected =
+          ref_attention_of(to_double(q), to_double(k), to_double(v), B, S, H, G, hd, documents ? &starts : nullptr);
+      this->be->attention_forward(out, lse, this->dev(q), this->dev(k), this->dev(v), shape);
+      // Scores are sums of hd products, exponentiated (an error in a score
+      // of size up to 4 * hd / sqrt(hd) is amplified by that size),
+      // summed over S and summed over S again with v; the output is
+      // rounded, and so are the probabilities multiplying v.
+      const double ops = 4.0 * std::sqrt(double(hd)) * hd + 2.0 * S + 8.0;
+      expect_close(this->host(out, q.size()), expected.out, ulps<T>(ops, 2), "attention out");
+      expect_close(this->host(lse, expected.lse.size()), expected.lse, ulps<T>(ops, 0), "attention log-sum-exp");
+    }
 }
 
 TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) {
@@ -725,10 +731,10 @@ TYPED_TEST(BackendOps, AttentionBackwardMatchesFiniteDifferencesAndAccumulates) 
 // terms (RefAttentionGrads).
 TYPED_TEST(BackendOps, AttentionBackwardOfManyTilesMatchesTheReference) {
   using T = typename TestFixture::T;
-  const int B = 2, S = 200, H = 4, hd = 6;
-  for (bool documents : {false, true})
-    for (int G : {1, 4}) {
-      SCOPED_TRACE(::testing::Message() << "G=" << G << (documents ? " documents" : ""));
+  const int B = 2, hd = 6;
+  for (const auto [S, H, G] : {AttentionCase{200, 4, 1}, AttentionCase{200, 4, 4}, AttentionCase{20, 300, 1}})
+    for (bool documents : {false, true}) {
+      SCOPED_TRACE(::testing::Message() << "S=" << S << " H=" << H << " G=" << G << (documents ? " documents" : ""));
       const auto a = this->attention_run(B, S, H, G, hd, documents);
       const auto& [q, k, v] = a.inputs;
       const std::vector<int32_t>& starts = a.starts;
