@@ -242,7 +242,9 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
           gather_block(q_block.data(), q, qb, S, hd, qs);
           gather_block(dout_block.data(), dout, qb, S, hd, qs);
           for (int r = 0; r < rows; ++r) {
-            const T *dor = dout + qb.offset(r, S, hd, qs), *orow = out + qb.offset(r, S, hd, qs);
+            // dout_block holds dO widened exactly, so D is the same as from dO.
+            const Acc* dor = dout_block.data() + size_t(r) * hd;
+            const T* orow = out + qb.offset(r, S, hd, qs);
             double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
             for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);

@@ -846,12 +846,13 @@ TYPED_TEST(BackendOps, KvCacheStoreThenDecodeAttentionMatchesCausalAttention) {
         for (int p = from; p < to; ++p) {
           seq.push_back(s);
           pos.push_back(p);
-          const auto row = [p](const std::vector<T>& x, int width) {
-            return std::vector<T>(x.begin() + ptrdiff_t(p) * width, x.begin() + ptrdiff_t(p + 1) * width);
+          // Appends position p's row of x (rows of `width`) to `to`.
+          const auto append_row = [p](std::vector<T>& to, const std::vector<T>& x, int width) {
+            to.insert(to.end(), x.begin() + ptrdiff_t(p) * width, x.begin() + ptrdiff_t(p + 1) * width);
           };
-          for (const T e : row(inputs[s].q, H * hd)) q.push_back(e);
-          for (const T e : row(inputs[s].k, G * hd)) k.push_back(e);
-          for (const T e : row(inputs[s].v, G * hd)) v.push_back(e);
+          append_row(q, inputs[s].q, H * hd);
+          append_row(k, inputs[s].k, G * hd);
+          append_row(v, inputs[s].v, G * hd);
         }
       }
       const int n = int(seq.size());
