@@ -57,7 +57,7 @@ double AdamW<T>::grad_norm(const T* grads) {
 }
 
 template <typename T>
-double AdamW<T>::step(T* values, T* grads, double lr, bool packed) {
+double AdamW<T>::step(T* values, const T* grads, double lr, bool packed) {
   const double norm = grad_norm(grads);
   MT_CHECK(std::isfinite(norm), "gradient norm is {} at Adam step {}: the loss diverged", norm,
            step_ + 1);
@@ -66,18 +66,20 @@ double AdamW<T>::step(T* values, T* grads, double lr, bool packed) {
 }
 
 template <typename T>
-void AdamW<T>::update(T* values, T* grads, double lr, double norm, bool packed) {
-  if (cfg_.clip_grad > 0) {
-    const double scale = cfg_.clip_grad / (norm + 1e-6);
-    if (scale < 1.0) be_.scale(shard_size(), T(scale), grads);
-  }
+void AdamW<T>::update(T* values, const T* grads, double lr, double norm, bool packed) {
   ++step_;
-  const double bc1 = 1.0 - std::pow(cfg_.beta1, double(step_));
-  const double bc2 = 1.0 - std::pow(cfg_.beta2, double(step_));
+  AdamWStep step{.lr = lr,
+                 .beta1 = cfg_.beta1,
+                 .beta2 = cfg_.beta2,
+                 .eps = cfg_.eps,
+                 .weight_decay = 0.0,
+                 .bc1 = 1.0 - std::pow(cfg_.beta1, double(step_)),
+                 .bc2 = 1.0 - std::pow(cfg_.beta2, double(step_))};
+  if (cfg_.clip_grad > 0) step.grad_scale = std::min(1.0, cfg_.clip_grad / (norm + 1e-6));
   for (const ShardSegment& s : segments_) {
-    const double wd = s.weight_decay ? cfg_.weight_decay : 0.0;
+    step.weight_decay = s.weight_decay ? cfg_.weight_decay : 0.0;
     be_.adamw(values + (packed ? s.shard : s.flat), grads + s.shard, exp_avg_.data() + s.shard,
-              exp_avg_sq_.data() + s.shard, s.count, lr, cfg_.beta1, cfg_.beta2, cfg_.eps, wd, bc1, bc2);
+              exp_avg_sq_.data() + s.shard, s.count, step);
   }
 }
 

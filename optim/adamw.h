@@ -58,14 +58,14 @@ class AdamW {
   // Global L2 norm of the gradients, each logical element counted once.
   // grads: [shard_size], shard-packed.
   double grad_norm(const T* grads);
-  // Clips (scale = clip / (norm + 1e-6) when below 1), then updates the
-  // shard's segments of `values`: flat (the model's padded buffer) or, when
-  // packed, shard-packed like the grads (master weights). Returns the
-  // pre-clip norm.
-  double step(T* values, T* grads, double lr, bool packed = false);
+  // Updates the shard's segments of `values`: flat (the model's padded
+  // buffer) or, when packed, shard-packed like the grads (master weights),
+  // with the gradients clipped (scaled by clip / (norm + 1e-6) when below 1,
+  // as they are read: `grads` is left as it is). Returns the pre-clip norm.
+  double step(T* values, const T* grads, double lr, bool packed = false);
   // The same update with the norm already taken (grad_norm, collective),
   // for a caller that first decides whether the step may update at all.
-  void update(T* values, T* grads, double lr, double norm, bool packed = false);
+  void update(T* values, const T* grads, double lr, double norm, bool packed = false);
   double step(Parameters<T>& p, double lr) { return step(p.values.data(), p.grads.data(), lr); }
 
   int64_t step_count() const { return step_; }

@@ -60,6 +60,14 @@ struct RopeShape {
   int positions = 0;                   // with `position`: the context length
 };
 
+// One AdamW step's constants (PyTorch's AdamW): bc = 1 - beta^step, and
+// the gradients multiplied by grad_scale first (gradient clipping's
+// factor, 1 when not clipping), which saves a pass over them.
+struct AdamWStep {
+  double lr, beta1, beta2, eps, weight_decay, bc1, bc2;
+  double grad_scale = 1.0;
+};
+
 // Generation's key/value cache of one layer: [sequences, kv_heads,
 // positions, head_dim]; sequence s's kv head g at position p is the row
 // (s * kv_heads + g) * positions + p. A step's rows are tokens, row i of
@@ -184,12 +192,10 @@ class Backend {
   virtual void row_dot(Acc* out, const T* a, const T* b, int m, int d) = 0;
 
   // --- optimizer ----------------------------------------------------------------
-  // One AdamW step (PyTorch's AdamW): decoupled decay p -= lr*wd*p, then
-  // p -= lr * (m / bc1) / (sqrt(v / bc2) + eps), with bc = 1 - beta^step.
-  // (On acc(): the optimizer's weights, gradients and moments.)
-  virtual void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
-                     double beta1, double beta2, double eps, double weight_decay, double bc1,
-                     double bc2) = 0;
+  // One AdamW step: g = grad_scale * grad, decoupled decay p -= lr*wd*p,
+  // then p -= lr * (m / bc1) / (sqrt(v / bc2) + eps). (On acc(): the
+  // optimizer's weights, gradients and moments.)
+  virtual void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, const AdamWStep& s) = 0;
 };
 
 // The CPU backend: oneDNN and OpenBLAS for products, OpenMP for loops.

@@ -16,12 +16,12 @@
 // that under multi-query attention one tile product serves 8 heads at once
 // where it would take 8 smaller calls.
 //
-// Work is split over (sample, key/value head, query block), cyclically so
-// that the short blocks near the start and the long ones near the end share
-// out evenly. A query block owns its rows of out and dq; the key and value
-// gradients, which every later block adds to, are summed per thread and
-// then over the threads in thread order, so that a run is deterministic for
-// a given thread count.
+// Work is split over (sample, key/value head, query block), dealt to the
+// threads in a snake so that the short blocks near the start and the long
+// ones near the end share out evenly. A query block owns its rows of out
+// and dq; the key and value gradients, which every later block adds to, are
+// summed per thread and then over the threads in thread order, so that a
+// run is deterministic for a given thread count.
 #include <omp.h>
 
 #include <algorithm>
@@ -122,6 +122,15 @@ AccRows<Acc> acc_rows(const T* x, int stride, int rows, int cols, std::vector<Ac
   }
 }
 
+// The thread that work item `item` goes to: items are dealt 0, 1, ...,
+// T-1, T-1, ..., 1, 0, 0, 1, ..., so that when their cost grows along the
+// list (query blocks later in the sample see more keys) each thread gets a
+// like share, and a given thread count always deals the same way.
+int dealt_to(int item, int threads) {
+  const int round = item / threads, seat = item % threads;
+  return round % 2 ? threads - 1 - seat : seat;
+}
+
 }  // namespace
 
 template <typename T>
@@ -141,64 +150,68 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
     std::vector<Acc> q_block(size_t(max_rows) * hd);
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
     std::vector<Acc> row_max(max_rows), row_sum(max_rows);
-#pragma omp for collapse(3) schedule(static, 1)
-    for (int b = 0; b < B; ++b) {
-      for (int g = 0; g < G; ++g) {
-        for (int blk = 0; blk < blocks; ++blk) {
-          const int i0 = blk * tokens;
-          const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
-          const int rows = qb.rows();
-          if (rows == 0) continue;
-          const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
-          const T* vb = v + size_t(b) * S * ks + g * hd;
-          gather_block(q_block.data(), q, qb, S, hd, qs);
-          std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
-          std::fill(row_sum.begin(), row_sum.end(), Acc(0));
-          std::fill(o_sum.begin(), o_sum.end(), Acc(0));
-          for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
-            const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
-            const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
-            const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
-                     scores.data(), kKeyTile);
-            for (int r = 0; r < rows; ++r) {
-              Acc* s = scores.data() + size_t(r) * kKeyTile;  // becomes the row's probabilities
-              const int i = qb.token(r);
-              const Visible vis(first_key(a, b, i), i, j0, cols);
-              if (vis.empty()) {
-                std::fill(s, s + cols, Acc(0));
-                continue;
-              }
-              Acc mx = row_max[r];
+    const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+    for (int item = 0; item < B * G * blocks; ++item) {
+      if (dealt_to(item, threads) != thread) continue;
+      const int blk = item % blocks, g = item / blocks % G, b = item / blocks / G;
+      const int i0 = blk * tokens;
+      const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
+      const int rows = qb.rows();
+      if (rows == 0) continue;
+      const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
+      const T* vb = v + size_t(b) * S * ks + g * hd;
+      gather_block(q_block.data(), q, qb, S, hd, qs);
+      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
+      std::fill(row_sum.begin(), row_sum.end(), Acc(0));
+      std::fill(o_sum.begin(), o_sum.end(), Acc(0));
+      for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
+        const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
+        const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
+        const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
+        acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
+                 scores.data(), kKeyTile);
+        for (int r = 0; r < rows; ++r) {
+          Acc* s = scores.data() + size_t(r) * kKeyTile;  // becomes the row's probabilities
+          const int i = qb.token(r);
+          const Visible vis(first_key(a, b, i), i, j0, cols);
+          if (vis.empty()) {
+            std::fill(s, s + cols, Acc(0));
+            continue;
+          }
+          // The loops run over the whole tile, the hidden columns set to
+          // -inf and then 0, so that they vectorize without a scalar
+          // remainder for each row.
+          std::fill(s, s + vis.lo, -std::numeric_limits<Acc>::infinity());
+          std::fill(s + vis.hi, s + cols, -std::numeric_limits<Acc>::infinity());
+          const Acc old_max = row_max[r];
+          Acc mx = old_max;
 #pragma omp simd reduction(max : mx)
-              for (int c = vis.lo; c < vis.hi; ++c) mx = std::max(mx, s[c]);
-              // The sums so far were taken against the old maximum; a row
-              // with nothing visible yet has row_max -inf and sums of 0.
-              const Acc rescale = row_sum[r] == Acc(0) ? Acc(0) : exp_of(row_max[r] - mx);
-              Acc sum = 0;
+          for (int c = 0; c < cols; ++c) mx = s[c] > mx ? s[c] : mx;  // std::max would stay scalar
+#pragma omp simd
+          for (int c = 0; c < cols; ++c) s[c] = exp_of(s[c] - mx);
+          std::fill(s, s + vis.lo, Acc(0));
+          std::fill(s + vis.hi, s + cols, Acc(0));
+          Acc sum = 0;
 #pragma omp simd reduction(+ : sum)
-              for (int c = vis.lo; c < vis.hi; ++c) {
-                const Acc e = exp_of(s[c] - mx);
-                sum += e;
-                s[c] = e;
-              }
-              std::fill(s, s + vis.lo, Acc(0));
-              std::fill(s + vis.hi, s + cols, Acc(0));
-              row_max[r] = mx;
-              row_sum[r] = row_sum[r] * rescale + sum;
-              if (rescale != Acc(1))
-                for (int c = 0; c < hd; ++c) o_sum[size_t(r) * hd + c] *= rescale;
-            }
-            acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), scores.data(), kKeyTile, va.data, va.stride,
-                     Acc(1), o_sum.data(), hd);
+          for (int c = 0; c < cols; ++c) sum += s[c];
+          // The sums so far were taken against the old maximum (a row with
+          // nothing visible yet has sums of 0 and needs none).
+          if (mx != old_max && row_sum[r] != Acc(0)) {
+            const Acc rescale = exp_of(old_max - mx);
+            row_sum[r] *= rescale;
+            for (int c = 0; c < hd; ++c) o_sum[size_t(r) * hd + c] *= rescale;
           }
-          for (int r = 0; r < rows; ++r) {
-            const Acc inv = Acc(1) / row_sum[r];
-            T* orow = out + qb.offset(r, S, hd, qs);
-            for (int c = 0; c < hd; ++c) orow[c] = T(o_sum[size_t(r) * hd + c] * inv);
-            lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)] = row_max[r] + std::log(row_sum[r]);
-          }
+          row_max[r] = mx;
+          row_sum[r] += sum;
         }
+        acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), scores.data(), kKeyTile, va.data, va.stride,
+                 Acc(1), o_sum.data(), hd);
+      }
+      for (int r = 0; r < rows; ++r) {
+        const Acc inv = Acc(1) / row_sum[r];
+        T* orow = out + qb.offset(r, S, hd, qs);
+        for (int c = 0; c < hd; ++c) orow[c] = T(o_sum[size_t(r) * hd + c] * inv);
+        lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)] = row_max[r] + std::log(row_sum[r]);
       }
     }
   }
@@ -214,92 +227,101 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
   const int tokens = size.tokens, max_rows = size.rows, blocks = (S + tokens - 1) / tokens;
   const size_t kv_size = size_t(B) * S * ks;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
-  std::vector<std::vector<Acc>> dk_of_thread(omp_get_max_threads()), dv_of_thread(omp_get_max_threads());
+  dk_of_thread_.resize(std::max<size_t>(dk_of_thread_.size(), omp_get_max_threads()));
+  dv_of_thread_.resize(dk_of_thread_.size());
+  std::vector<char> started(dk_of_thread_.size(), 0);  // the threads the runtime started this call
 #pragma omp parallel
   {
-    std::vector<Acc>& dk_sum = dk_of_thread[omp_get_thread_num()];  // [B*S, G*hd] this thread's share
-    std::vector<Acc>& dv_sum = dv_of_thread[omp_get_thread_num()];
-    dk_sum.assign(kv_size, Acc(0));
-    dv_sum.assign(kv_size, Acc(0));
+    // [B*S, G*hd] this thread's share; the first kv_size elements in use
+    std::vector<Acc>& dk_sum = dk_of_thread_[omp_get_thread_num()];
+    std::vector<Acc>& dv_sum = dv_of_thread_[omp_get_thread_num()];
+    dk_sum.resize(std::max(dk_sum.size(), kv_size));
+    dv_sum.resize(dk_sum.size());
+    std::fill_n(dk_sum.begin(), kv_size, Acc(0));
+    std::fill_n(dv_sum.begin(), kv_size, Acc(0));
+    started[omp_get_thread_num()] = 1;
     std::vector<Acc> probs(size_t(max_rows) * kKeyTile);  // [rows, cols], stride kKeyTile
     std::vector<Acc> dprobs(probs.size());                   // their gradient, then dS over it
     std::vector<Acc> dq_sum(size_t(max_rows) * hd);       // [rows, hd]
     std::vector<Acc> row_dot(max_rows), row_lse(max_rows);  // D = rowsum(dO * O); the rows' lse
     std::vector<Acc> q_block(size_t(max_rows) * hd), dout_block(q_block.size());
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
-#pragma omp for collapse(3) schedule(static, 1)
-    for (int b = 0; b < B; ++b) {
-      for (int g = 0; g < G; ++g) {
-        for (int blk = 0; blk < blocks; ++blk) {
-          const int i0 = blk * tokens;
-          const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
-          const int rows = qb.rows();
-          if (rows == 0) continue;
-          const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
-          const T* vb = v + size_t(b) * S * ks + g * hd;
-          Acc* dkb = dk_sum.data() + size_t(b) * S * ks + g * hd;
-          Acc* dvb = dv_sum.data() + size_t(b) * S * ks + g * hd;
-          gather_block(q_block.data(), q, qb, S, hd, qs);
-          gather_block(dout_block.data(), dout, qb, S, hd, qs);
-          for (int r = 0; r < rows; ++r) {
-            // dout_block holds dO widened exactly, so D is the same as from dO.
-            const Acc* dor = dout_block.data() + size_t(r) * hd;
-            const T* orow = out + qb.offset(r, S, hd, qs);
-            double dot = 0.0;
+    const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+    for (int item = 0; item < B * G * blocks; ++item) {
+      if (dealt_to(item, threads) != thread) continue;
+      const int blk = item % blocks, g = item / blocks % G, b = item / blocks / G;
+      const int i0 = blk * tokens;
+      const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
+      const int rows = qb.rows();
+      if (rows == 0) continue;
+      const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
+      const T* vb = v + size_t(b) * S * ks + g * hd;
+      Acc* dkb = dk_sum.data() + size_t(b) * S * ks + g * hd;
+      Acc* dvb = dv_sum.data() + size_t(b) * S * ks + g * hd;
+      gather_block(q_block.data(), q, qb, S, hd, qs);
+      gather_block(dout_block.data(), dout, qb, S, hd, qs);
+      for (int r = 0; r < rows; ++r) {
+        // dout_block holds dO widened exactly, so D is the same as from dO.
+        const Acc* dor = dout_block.data() + size_t(r) * hd;
+        const T* orow = out + qb.offset(r, S, hd, qs);
+        double dot = 0.0;
 #pragma omp simd reduction(+ : dot)
-            for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);
-            row_dot[r] = Acc(dot);
-            row_lse[r] = lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)];
-          }
-          std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
-          for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
-            const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
-            const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
-            const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
-            // P = exp(scale Q K^T - lse), 0 where not visible
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
-                     probs.data(), kKeyTile);
-            for (int r = 0; r < rows; ++r) {
-              Acc* prow = probs.data() + size_t(r) * kKeyTile;
-              const int i = qb.token(r);
-              const Visible vis(first_key(a, b, i), i, j0, cols);
-              std::fill(prow, prow + vis.lo, Acc(0));
-              for (int c = vis.lo; c < vis.hi; ++c) prow[c] = exp_of(prow[c] - row_lse[r]);
-              std::fill(prow + vis.hi, prow + cols, Acc(0));
-            }
-            // dV += P^T dO;  dP = dO V^T
-            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), probs.data(), kKeyTile, dout_block.data(), hd,
-                     Acc(1), dvb + size_t(j0) * ks, ks);
-            acc_gemm(Trans::N, Trans::T, rows, cols, hd, Acc(1), dout_block.data(), hd, va.data, va.stride, Acc(0),
-                     dprobs.data(), kKeyTile);
-            // softmax backward, scaled: dS = scale P (dP - D); 0 where P is
-            for (int r = 0; r < rows; ++r) {
-              const Acc* prow = probs.data() + size_t(r) * kKeyTile;
-              Acc* dsrow = dprobs.data() + size_t(r) * kKeyTile;  // dS overwrites dP
+        for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);
+        row_dot[r] = Acc(dot);
+        row_lse[r] = lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)];
+      }
+      std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
+      for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
+        const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
+        const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
+        const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
+        // P = exp(scale Q K^T - lse), 0 where not visible
+        acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
+                 probs.data(), kKeyTile);
+        for (int r = 0; r < rows; ++r) {
+          Acc* prow = probs.data() + size_t(r) * kKeyTile;
+          const int i = qb.token(r);
+          const Visible vis(first_key(a, b, i), i, j0, cols);
+          // over the whole tile, then the hidden columns zeroed: no scalar
+          // remainder for each row
 #pragma omp simd
-              for (int c = 0; c < cols; ++c) dsrow[c] = scale * prow[c] * (dsrow[c] - row_dot[r]);
-            }
-            // scores = scale Q K^T:  dQ += dS K;  dK += dS^T Q
-            acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), dprobs.data(), kKeyTile, ka.data, ka.stride, Acc(1),
-                     dq_sum.data(), hd);
-            acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), dprobs.data(), kKeyTile, q_block.data(), hd, Acc(1),
-                     dkb + size_t(j0) * ks, ks);
-          }
-          for (int r = 0; r < rows; ++r) {
-            T* dqrow = dq + qb.offset(r, S, hd, qs);
-            for (int c = 0; c < hd; ++c) dqrow[c] = T(Acc(dqrow[c]) + dq_sum[size_t(r) * hd + c]);
-          }
+          for (int c = 0; c < cols; ++c) prow[c] = exp_of(prow[c] - row_lse[r]);
+          std::fill(prow, prow + vis.lo, Acc(0));
+          std::fill(prow + vis.hi, prow + cols, Acc(0));
         }
+        // dV += P^T dO;  dP = dO V^T
+        acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), probs.data(), kKeyTile, dout_block.data(), hd,
+                 Acc(1), dvb + size_t(j0) * ks, ks);
+        acc_gemm(Trans::N, Trans::T, rows, cols, hd, Acc(1), dout_block.data(), hd, va.data, va.stride, Acc(0),
+                 dprobs.data(), kKeyTile);
+        // softmax backward, scaled: dS = scale P (dP - D); 0 where P is
+        for (int r = 0; r < rows; ++r) {
+          const Acc* prow = probs.data() + size_t(r) * kKeyTile;
+          Acc* dsrow = dprobs.data() + size_t(r) * kKeyTile;  // dS overwrites dP
+#pragma omp simd
+          for (int c = 0; c < cols; ++c) dsrow[c] = scale * prow[c] * (dsrow[c] - row_dot[r]);
+        }
+        // scores = scale Q K^T:  dQ += dS K;  dK += dS^T Q
+        acc_gemm(Trans::N, Trans::N, rows, hd, cols, Acc(1), dprobs.data(), kKeyTile, ka.data, ka.stride, Acc(1),
+                 dq_sum.data(), hd);
+        acc_gemm(Trans::T, Trans::N, cols, hd, rows, Acc(1), dprobs.data(), kKeyTile, q_block.data(), hd, Acc(1),
+                 dkb + size_t(j0) * ks, ks);
+      }
+      for (int r = 0; r < rows; ++r) {
+        T* dqrow = dq + qb.offset(r, S, hd, qs);
+        for (int c = 0; c < hd; ++c) dqrow[c] = T(Acc(dqrow[c]) + dq_sum[size_t(r) * hd + c]);
       }
     }
-    // The threads' key and value gradients, summed in thread order.
+    // The threads' key and value gradients, summed in thread order once
+    // every thread has added its share.
+#pragma omp barrier
 #pragma omp for schedule(static)
     for (size_t e = 0; e < kv_size; ++e) {
       Acc dk_e = dk[e], dv_e = dv[e];
-      for (size_t t = 0; t < dk_of_thread.size(); ++t) {
-        if (dk_of_thread[t].empty()) continue;  // a thread the runtime did not start
-        dk_e += dk_of_thread[t][e];
-        dv_e += dv_of_thread[t][e];
+      for (size_t t = 0; t < started.size(); ++t) {
+        if (!started[t]) continue;
+        dk_e += dk_of_thread_[t][e];
+        dv_e += dv_of_thread_[t][e];
       }
       dk[e] = T(dk_e);
       dv[e] = T(dv_e);

@@ -201,16 +201,15 @@ double CpuBackend<T>::sum_squares(size_t n, const T* x) {
 }
 
 template <typename T>
-void CpuBackend<T>::adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
-                          double beta1, double beta2, double eps, double weight_decay, double bc1,
-                          double bc2) {
+void CpuBackend<T>::adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, const AdamWStep& s) {
   // In Acc: bf16 storage (never the optimizer's own, which runs on acc())
   // is rounded once a step.
-  const Acc b1 = Acc(beta1), b2 = Acc(beta2), decay = Acc(1.0 - lr * weight_decay);
-  const Acc step_size = Acc(lr / bc1), inv_sqrt_bc2 = Acc(1.0 / std::sqrt(bc2)), e = Acc(eps);
+  const Acc b1 = Acc(s.beta1), b2 = Acc(s.beta2), decay = Acc(1.0 - s.lr * s.weight_decay);
+  const Acc step_size = Acc(s.lr / s.bc1), inv_sqrt_bc2 = Acc(1.0 / std::sqrt(s.bc2)), e = Acc(s.eps);
+  const Acc grad_scale = Acc(s.grad_scale);
 #pragma omp parallel for schedule(static)
   for (size_t i = 0; i < n; ++i) {
-    const Acc g = grad[i];
+    const Acc g = Acc(grad[i]) * grad_scale;
     const Acc m = b1 * Acc(exp_avg[i]) + (Acc(1) - b1) * g;
     const Acc v = b2 * Acc(exp_avg_sq[i]) + (Acc(1) - b2) * g * g;
     exp_avg[i] = T(m);

@@ -78,9 +78,7 @@ class CpuBackend final : public Backend<T> {
   void scale_rows(T* x, const Acc* w, int m, int d) override;
   void row_dot(Acc* out, const T* a, const T* b, int m, int d) override;
 
-  void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr,
-             double beta1, double beta2, double eps, double weight_decay, double bc1,
-             double bc2) override;
+  void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, const AdamWStep& s) override;
 
  private:
   void rope_rotate(T* x, const RopeShape& r, double direction);
@@ -95,6 +93,9 @@ class CpuBackend final : public Backend<T> {
     double theta = 0, interpolation = 0;
     std::vector<Acc> cos, sin;  // [positions, hd / 2]
   } rope_;
+  // attention_backward's key and value gradients, one pair a thread, kept
+  // between calls: allocating them afresh costs page faults every call.
+  std::vector<std::vector<Acc>> dk_of_thread_, dv_of_thread_;
   // bf16: the float32 backend beside it, and the oneDNN products.
   std::conditional_t<kMixed, std::unique_ptr<CpuBackend<Acc>>, std::monostate> acc_;
   std::conditional_t<kMixed, std::unique_ptr<Bf16Matmul>, std::monostate> matmul_;

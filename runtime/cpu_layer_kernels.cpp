@@ -118,18 +118,30 @@ void CpuBackend<T>::rope_rotate(T* x, const RopeShape& rs, double direction) {
       }
   }
   const Acc sign = Acc(direction);
-#pragma omp parallel for schedule(static)
-  for (int r = 0; r < rs.batch * seq; ++r) {
-    const int pos = rs.position ? rs.position[r] : r % seq - (rs.doc_start ? rs.doc_start[r] : 0);
-    const Acc* cs = rope_.cos.data() + size_t(pos) * half;
-    const Acc* sn = rope_.sin.data() + size_t(pos) * half;
-    for (int h = 0; h < heads; ++h) {
-      T* xh = x + (size_t(r) * heads + h) * hd;
-      for (int i = 0; i < half; ++i) {
-        const Acc a = xh[i], b = xh[i + half], s = sign * sn[i];
-        xh[i] = T(a * cs[i] - b * s);
-        xh[i + half] = T(a * s + b * cs[i]);
+#pragma omp parallel
+  {
+    // One token's heads in Acc: the rotation of a head's halves then
+    // vectorizes (in T, GCC leaves it scalar for bf16).
+    std::vector<Acc> row(size_t(heads) * hd);
+#pragma omp for schedule(static)
+    for (int r = 0; r < rs.batch * seq; ++r) {
+      const int pos = rs.position ? rs.position[r] : r % seq - (rs.doc_start ? rs.doc_start[r] : 0);
+      const Acc* cs = rope_.cos.data() + size_t(pos) * half;
+      const Acc* sn = rope_.sin.data() + size_t(pos) * half;
+      T* xr = x + size_t(r) * row.size();
+      for (size_t e = 0; e < row.size(); ++e) row[e] = Acc(xr[e]);
+      for (int h = 0; h < heads; ++h) {
+        // Pair i is elements i and i + half of the head: two halves that
+        // never overlap, which GCC vectorizes only when told.
+        Acc* __restrict first = row.data() + size_t(h) * hd;
+        Acc* __restrict second = first + half;
+        for (int i = 0; i < half; ++i) {
+          const Acc a = first[i], b = second[i], s = sign * sn[i];
+          first[i] = a * cs[i] - b * s;
+          second[i] = a * s + b * cs[i];
+        }
       }
+      for (size_t e = 0; e < row.size(); ++e) xr[e] = T(row[e]);
     }
   }
 }

@@ -140,9 +140,8 @@ class ProfilingBackend final : public Backend<T> {
   void row_dot(Acc* out, const T* a, const T* b, int m, int d) override {
     MT_TIMED(Dispatch, row_dot(out, a, b, m, d));
   }
-  void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, double lr, double beta1, double beta2,
-             double eps, double weight_decay, double bc1, double bc2) override {
-    MT_TIMED(Optimizer, adamw(param, grad, exp_avg, exp_avg_sq, n, lr, beta1, beta2, eps, weight_decay, bc1, bc2));
+  void adamw(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, size_t n, const AdamWStep& s) override {
+    MT_TIMED(Optimizer, adamw(param, grad, exp_avg, exp_avg_sq, n, s));
   }
 
  private:
