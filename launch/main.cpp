@@ -8,8 +8,10 @@
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "runtime/check.h"
+#include "runtime/heap.h"
 
 int main(int argc, char** argv) {
+  mt::keep_freed_memory_in_heap();
   // --async-save writes checkpoints from a thread of its own.
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

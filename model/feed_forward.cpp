@@ -11,6 +11,21 @@ namespace {
 size_t expert_rows(const ModelConfig& cfg, int tokens, int ep) {
   return size_t(expert_rows_bound(cfg.capacity_factor, tokens, cfg.num_experts, cfg.router_topk, ep));
 }
+
+// A local expert with rows: e, and its rows [row0, row0 + n) of the
+// packed expert buffers.
+struct ExpertRows {
+  size_t e, row0;
+  int n;
+};
+std::vector<ExpertRows> experts_with_rows(const ExpertExchange& ex) {
+  std::vector<ExpertRows> experts;
+  for (size_t e = 0; e + 1 < ex.expert_offset.size(); ++e) {
+    const int n = ex.expert_offset[e + 1] - ex.expert_offset[e];
+    if (n > 0) experts.push_back({e, size_t(ex.expert_offset[e]), n});
+  }
+  return experts;
+}
 }  // namespace
 
 template <typename T>
@@ -94,26 +109,22 @@ RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelCo
   be.int_from_host(a.packed_token.data(), token.data(), kept);
   acc.from_host(a.packed_weight.data(), weight.data(), kept);
 
-  // Each local expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its rows. The
-  // router and routing are the same on every TP rank (replicated router,
-  // replicated input); each rank's y is its slice of F's share.
+  // Each local expert: y_e = gelu(x_e w1[e]^T) w2[e]^T over its rows, the
+  // experts' products grouped. The router and routing are the same on every
+  // TP rank (replicated router, replicated input); each rank's y is its
+  // slice of F's share.
   const PackedRows<T> rows{a.packed_token.data(), a.packed_weight.data(), &r.expert_offset};
   a.exchange = dispatch.exchange(rows);
   const ExpertExchange& ex = a.exchange;
   dispatch.dispatch(rows, ex, m, a.x.data());
-  for (int e = 0; e < dispatch.local_experts(); ++e) {
-    const int row0 = ex.expert_offset[e], n = ex.expert_offset[e + 1] - row0;
-    if (n == 0) continue;
-    const T* w1 = w.w1 + size_t(e) * F * d;
-    const T* w2 = w.w2 + size_t(e) * d * F;
-    T* x = a.x.data() + size_t(row0) * d;
-    T* u = a.u.data() + size_t(row0) * F;
-    T* g = a.g.data() + size_t(row0) * F;
-    T* y = a.y.data() + size_t(row0) * d;
-    be.gemm(Trans::N, Trans::T, n, F, d, T(1), x, d, w1, d, T(0), u, F);
-    be.gelu_forward(g, u, size_t(n) * F);
-    be.gemm(Trans::N, Trans::T, n, d, F, T(1), g, F, w2, F, T(0), y, d);
+  std::vector<GroupMember<T, T>> up, down;
+  for (const ExpertRows& x : experts_with_rows(ex)) {
+    up.push_back({x.n, d, a.x.data() + x.row0 * d, w.w1 + x.e * F * d, a.u.data() + x.row0 * F});
+    down.push_back({x.n, F, a.g.data() + x.row0 * F, w.w2 + x.e * d * F, a.y.data() + x.row0 * d});
   }
+  be.gemm_grouped(Trans::N, Trans::T, F, T(1), d, d, T(0), F, up);  // u = x w1^T
+  be.gelu_forward(a.g.data(), a.u.data(), size_t(ex.rows()) * F);
+  be.gemm_grouped(Trans::N, Trans::T, d, T(1), F, F, T(0), d, down);  // y = g w2^T
   be.fill(out, T(0), size_t(tokens) * d);
   dispatch.combine(rows, ex, a.y.data(), a.returned(), out);
   tp.all_reduce_sum(out, size_t(tokens) * d);
@@ -131,7 +142,6 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
     const size_t n = size_t(tokens) * F;
     be.gemm(Trans::N, Trans::N, tokens, F, d, T(1), dout, d, w.w2, F, T(0), s.dg.data(), F);
     be.gemm_acc(Trans::T, Trans::N, d, F, tokens, Acc(1), dout, d, a.g.data(), F, Acc(1), dw.w2, F);
-    be.fill(s.du.data(), T(0), n);
     be.gelu_backward(s.du.data(), s.dg.data(), a.u.data(), n);
     be.gemm_acc(Trans::T, Trans::N, F, d, tokens, Acc(1), s.du.data(), F, m, d, Acc(1), dw.w1, d);
     be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), s.du.data(), F, w.w1, d, T(0), dm, d);
@@ -147,28 +157,23 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
   const ExpertExchange& ex = a.exchange;
   dispatch.combine_backward(rows, ex, dout, a.returned(), s.dy.data(), s.dw.data());
   tp.all_reduce_sum(s.dw.data(), size_t(kept));
-  for (int e = 0; e < dispatch.local_experts(); ++e) {
-    const int row0 = ex.expert_offset[e], n = ex.expert_offset[e + 1] - row0;
-    if (n == 0) continue;
-    const T* w1 = w.w1 + size_t(e) * F * d;
-    const T* w2 = w.w2 + size_t(e) * d * F;
-    Acc* dw1 = dw.w1 + size_t(e) * F * d;
-    Acc* dw2 = dw.w2 + size_t(e) * d * F;
-    const T* x = a.x.data() + size_t(row0) * d;
-    const T* u = a.u.data() + size_t(row0) * F;
-    const T* g = a.g.data() + size_t(row0) * F;
-    const T* dy = s.dy.data() + size_t(row0) * d;
-    T* dg = s.dg.data() + size_t(row0) * F;
-    T* du = s.du.data() + size_t(row0) * F;
-    T* dx = s.dx.data() + size_t(row0) * d;
-    // dw2 += dy^T g;  dg = dy w2;  du = dg * gelu'(u);  dw1 += du^T x;  dx = du w1
-    be.gemm_acc(Trans::T, Trans::N, d, F, n, Acc(1), dy, d, g, F, Acc(1), dw2, F);
-    be.gemm(Trans::N, Trans::N, n, F, d, T(1), dy, d, w2, F, T(0), dg, F);
-    be.fill(du, T(0), size_t(n) * F);
-    be.gelu_backward(du, dg, u, size_t(n) * F);
-    be.gemm_acc(Trans::T, Trans::N, F, d, n, Acc(1), du, F, x, d, Acc(1), dw1, d);
-    be.gemm(Trans::N, Trans::N, n, d, F, T(1), du, F, w1, d, T(0), dx, d);
+  // Each expert, grouped: dw2 += dy^T g;  dg = dy w2;  du = dg * gelu'(u);
+  // dw1 += du^T x;  dx = du w1
+  std::vector<GroupMember<T, Acc>> dw2_of, dw1_of;
+  std::vector<GroupMember<T, T>> dg_of, dx_of;
+  for (const ExpertRows& x : experts_with_rows(ex)) {
+    const T* dy = s.dy.data() + x.row0 * d;
+    const T* du = s.du.data() + x.row0 * F;
+    dw2_of.push_back({d, x.n, dy, a.g.data() + x.row0 * F, dw.w2 + x.e * d * F});
+    dg_of.push_back({x.n, d, dy, w.w2 + x.e * d * F, s.dg.data() + x.row0 * F});
+    dw1_of.push_back({F, x.n, du, a.x.data() + x.row0 * d, dw.w1 + x.e * F * d});
+    dx_of.push_back({x.n, F, du, w.w1 + x.e * F * d, s.dx.data() + x.row0 * d});
   }
+  be.gemm_acc_grouped(Trans::T, Trans::N, F, Acc(1), d, F, Acc(1), F, dw2_of);
+  be.gemm_grouped(Trans::N, Trans::N, F, T(1), d, F, T(0), F, dg_of);
+  be.gelu_backward(s.du.data(), s.dg.data(), a.u.data(), size_t(ex.rows()) * F);
+  be.gemm_acc_grouped(Trans::T, Trans::N, d, Acc(1), F, d, Acc(1), d, dw1_of);
+  be.gemm_grouped(Trans::N, Trans::N, d, T(1), F, d, T(0), d, dx_of);
   be.fill(dm, T(0), size_t(tokens) * d);
   dispatch.dispatch_backward(rows, ex, s.dx.data(), dm);
   tp.all_reduce_sum(dm, size_t(tokens) * d);  // the experts' part; the router's is whole below

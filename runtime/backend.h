@@ -10,8 +10,9 @@
 //
 // Conventions: matrices are row-major; a pointer returned by alloc() lives on
 // the backend's device; "host" pointers are ordinary CPU memory. Kernels that
-// produce gradients ACCUMULATE (+=) into them, so gradient accumulation over
-// micro-batches and residual branches needs no extra copies.
+// produce gradients ACCUMULATE (+=) into them (all but gelu_backward), so
+// gradient accumulation over micro-batches and residual branches needs no
+// extra copies.
 #pragma once
 
 #include <cstddef>
@@ -20,12 +21,25 @@
 #include <memory>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "runtime/bfloat16.h"
 
 namespace mt {
 
 enum class Trans { N, T };
+
+// One product of a grouped gemm (gemm_grouped): op(A) [m, k] times op(B)
+// [k, n] into C [m, n], with the group's n, transposes, leading dimensions,
+// alpha and beta. The experts of an MoE layer are a group: each its own
+// rows and weights.
+template <typename T, typename C>
+struct GroupMember {
+  int m, k;
+  const T* a;
+  const T* b;
+  C* c;
+};
 
 // The heads of one attention call, which may be a tensor-parallel share of the
 // model's: query head j of the q buffer is the model's head first_head + j
@@ -108,6 +122,13 @@ class Backend {
                     const T* B, int ldb, T beta, T* C, int ldc) = 0;
   virtual void gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const T* A, int lda,
                         const T* B, int ldb, Acc beta, Acc* C, int ldc) = 0;
+  // gemm and gemm_acc over every member of a group at once (Megatron's
+  // grouped GEMM, cuBLAS's grouped batched gemm): the same results as one
+  // call a member, with the device kept busy across members of any size.
+  virtual void gemm_grouped(Trans ta, Trans tb, int n, T alpha, int lda, int ldb, T beta, int ldc,
+                            const std::vector<GroupMember<T, T>>& members) = 0;
+  virtual void gemm_acc_grouped(Trans ta, Trans tb, int n, Acc alpha, int lda, int ldb, Acc beta, int ldc,
+                                const std::vector<GroupMember<T, Acc>>& members) = 0;
   virtual void axpy(size_t n, T alpha, const T* x, T* y) = 0;  // y += alpha x
   virtual void scale(size_t n, T alpha, T* x) = 0;             // x *= alpha
   virtual double sum_squares(size_t n, const T* x) = 0;        // in double for any T
@@ -153,7 +174,9 @@ class Backend {
   virtual void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const int32_t* seq,
                                 const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) = 0;
 
-  // GELU, tanh approximation. backward: din += dout * gelu'(in).
+  // GELU, tanh approximation. backward: din = dout * gelu'(in), written,
+  // not accumulated: din is always the FFN's own scratch, where zeroing it
+  // first would cost a pass over it for nothing.
   virtual void gelu_forward(T* out, const T* in, size_t n) = 0;
   virtual void gelu_backward(T* din, const T* dout, const T* in, size_t n) = 0;
 

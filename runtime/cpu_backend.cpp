@@ -6,6 +6,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include <oneapi/dnnl/dnnl_debug.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -168,6 +169,53 @@ void CpuBackend<T>::gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha,
   } else {
     gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
   }
+}
+
+namespace {
+
+// A grouped product's members cut into blocks of at most kGroupRows rows of
+// C, each one single-threaded product (oneDNN and OpenBLAS run on the
+// calling thread inside a parallel region): the blocks are shared out as
+// the threads come free, which keeps both busy where a member of 30 rows,
+// split over two threads, would leave them idle half the time. A block
+// writes its own rows of C only, so the result does not depend on which
+// thread ran it.
+constexpr int kGroupRows = 256;
+
+template <typename T, typename C, typename Product>
+void run_grouped(Trans ta, int lda, int ldc, const std::vector<GroupMember<T, C>>& members, Product product) {
+  struct Block {
+    const GroupMember<T, C>* member;
+    int row0, rows;
+  };
+  std::vector<Block> blocks;
+  for (const GroupMember<T, C>& g : members)
+    for (int r = 0; r < g.m; r += kGroupRows) blocks.push_back({&g, r, std::min(kGroupRows, g.m - r)});
+#pragma omp parallel for schedule(dynamic, 1)
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const Block& blk = blocks[i];
+    // Rows row0.. of op(A): rows of A, or its columns when transposed.
+    const T* a = blk.member->a + (ta == Trans::N ? size_t(blk.row0) * lda : size_t(blk.row0));
+    product(blk.rows, blk.member->k, a, blk.member->b, blk.member->c + size_t(blk.row0) * ldc);
+  }
+}
+
+}  // namespace
+
+template <typename T>
+void CpuBackend<T>::gemm_grouped(Trans ta, Trans tb, int n, T alpha, int lda, int ldb, T beta, int ldc,
+                                 const std::vector<GroupMember<T, T>>& members) {
+  run_grouped(ta, lda, ldc, members, [&](int m, int k, const T* a, const T* b, T* c) {
+    gemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  });
+}
+
+template <typename T>
+void CpuBackend<T>::gemm_acc_grouped(Trans ta, Trans tb, int n, Acc alpha, int lda, int ldb, Acc beta, int ldc,
+                                     const std::vector<GroupMember<T, Acc>>& members) {
+  run_grouped(ta, lda, ldc, members, [&](int m, int k, const T* a, const T* b, Acc* c) {
+    gemm_acc(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  });
 }
 
 template <typename T>

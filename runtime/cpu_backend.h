@@ -42,6 +42,10 @@ class CpuBackend final : public Backend<T> {
             int ldb, T beta, T* C, int ldc) override;
   void gemm_acc(Trans ta, Trans tb, int m, int n, int k, Acc alpha, const T* A, int lda, const T* B,
                 int ldb, Acc beta, Acc* C, int ldc) override;
+  void gemm_grouped(Trans ta, Trans tb, int n, T alpha, int lda, int ldb, T beta, int ldc,
+                    const std::vector<GroupMember<T, T>>& members) override;
+  void gemm_acc_grouped(Trans ta, Trans tb, int n, Acc alpha, int lda, int ldb, Acc beta, int ldc,
+                        const std::vector<GroupMember<T, Acc>>& members) override;
   void axpy(size_t n, T alpha, const T* x, T* y) override;
   void scale(size_t n, T alpha, T* x) override;
   double sum_squares(size_t n, const T* x) override;

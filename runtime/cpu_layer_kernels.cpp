@@ -177,7 +177,7 @@ void CpuBackend<T>::gelu_backward(T* din, const T* dout, const T* in, size_t n) 
     const Acc x = in[i];
     const Acc t = tanh_of(Acc(kGeluC) * (x + Acc(kGeluA) * x * x * x));
     const Acc dt = Acc(kGeluC) * (Acc(1) + Acc(3 * kGeluA) * x * x);
-    din[i] = T(Acc(din[i]) + Acc(dout[i]) * (Acc(0.5) * (Acc(1) + t) + Acc(0.5) * x * (Acc(1) - t * t) * dt));
+    din[i] = T(Acc(dout[i]) * (Acc(0.5) * (Acc(1) + t) + Acc(0.5) * x * (Acc(1) - t * t) * dt));
   }
 }
 

@@ -77,6 +77,14 @@ class ProfilingBackend final : public Backend<T> {
                 Acc* C, int ldc) override {
     MT_TIMED(Products, gemm_acc(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc));
   }
+  void gemm_grouped(Trans ta, Trans tb, int n, T alpha, int lda, int ldb, T beta, int ldc,
+                    const std::vector<GroupMember<T, T>>& members) override {
+    MT_TIMED(Products, gemm_grouped(ta, tb, n, alpha, lda, ldb, beta, ldc, members));
+  }
+  void gemm_acc_grouped(Trans ta, Trans tb, int n, Acc alpha, int lda, int ldb, Acc beta, int ldc,
+                        const std::vector<GroupMember<T, Acc>>& members) override {
+    MT_TIMED(Products, gemm_acc_grouped(ta, tb, n, alpha, lda, ldb, beta, ldc, members));
+  }
   void axpy(size_t n, T alpha, const T* x, T* y) override { MT_TIMED(Elementwise, axpy(n, alpha, x, y)); }
   void scale(size_t n, T alpha, T* x) override { MT_TIMED(Optimizer, scale(n, alpha, x)); }
   double sum_squares(size_t n, const T* x) override { MT_TIMED(Optimizer, sum_squares(n, x)); }
