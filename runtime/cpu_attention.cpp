@@ -91,7 +91,39 @@ struct QueryBlock {
   size_t offset(int r, int seq, int hd, int stride) const {
     return (size_t(b) * seq + token(r)) * stride + size_t(head(r)) * hd;
   }
+  // Offset of the block's key/value head, key 0, in an [B*S, G*hd] tensor
+  // of row stride `stride`.
+  size_t kv_offset(int seq, int hd, int stride) const { return size_t(b) * seq * stride + size_t(g) * hd; }
 };
+
+// The thread that work item `item` goes to: items are dealt 0, 1, ...,
+// T-1, T-1, ..., 1, 0, 0, 1, ..., so that when their cost grows along the
+// list (query blocks later in the sample see more keys) each thread gets a
+// like share, and a given thread count always deals the same way.
+int dealt_to(int item, int threads) {
+  const int round = item / threads, seat = item % threads;
+  return round % 2 ? threads - 1 - seat : seat;
+}
+
+// Work item `item` of (sample, key/value head, query block), the query
+// block fastest.
+QueryBlock query_block(int item, int blocks, int tokens, const AttentionShape& a, const std::vector<int>& heads_of) {
+  const int blk = item % blocks, g = item / blocks % a.kv_heads, b = item / blocks / a.kv_heads;
+  const int i0 = blk * tokens;
+  return {b, g, i0, std::min(tokens, a.seq - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
+}
+
+// Inside a parallel region: f(qb) for each query block with rows that this
+// thread is dealt.
+template <typename F>
+void for_each_dealt_block(const AttentionShape& a, int blocks, int tokens, const std::vector<int>& heads_of, F f) {
+  const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
+  for (int item = 0; item < a.batch * a.kv_heads * blocks; ++item) {
+    if (dealt_to(item, threads) != thread) continue;
+    const QueryBlock qb = query_block(item, blocks, tokens, a, heads_of);
+    if (qb.rows() > 0) f(qb);
+  }
+}
 
 // The block's rows of x [B*S, heads*hd] as a compact Acc [rows, hd]; a
 // token's heads are contiguous in x.
@@ -122,21 +154,12 @@ AccRows<Acc> acc_rows(const T* x, int stride, int rows, int cols, std::vector<Ac
   }
 }
 
-// The thread that work item `item` goes to: items are dealt 0, 1, ...,
-// T-1, T-1, ..., 1, 0, 0, 1, ..., so that when their cost grows along the
-// list (query blocks later in the sample see more keys) each thread gets a
-// like share, and a given thread count always deals the same way.
-int dealt_to(int item, int threads) {
-  const int round = item / threads, seat = item % threads;
-  return round % 2 ? threads - 1 - seat : seat;
-}
-
 }  // namespace
 
 template <typename T>
 void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                                       const AttentionShape& a) {
-  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
+  const int S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;  // row strides of q/out and of k/v
   const std::vector<int> heads_of = query_heads_of_kv(a);
   const BlockSize size = block_size(heads_of);
@@ -150,16 +173,10 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
     std::vector<Acc> q_block(size_t(max_rows) * hd);
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
     std::vector<Acc> row_max(max_rows), row_sum(max_rows);
-    const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
-    for (int item = 0; item < B * G * blocks; ++item) {
-      if (dealt_to(item, threads) != thread) continue;
-      const int blk = item % blocks, g = item / blocks % G, b = item / blocks / G;
-      const int i0 = blk * tokens;
-      const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
-      const int rows = qb.rows();
-      if (rows == 0) continue;
-      const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
-      const T* vb = v + size_t(b) * S * ks + g * hd;
+    for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
+      const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
+      const T* kb = k + qb.kv_offset(S, hd, ks);  // [S, hd], stride ks
+      const T* vb = v + qb.kv_offset(S, hd, ks);
       gather_block(q_block.data(), q, qb, S, hd, qs);
       std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
@@ -213,7 +230,7 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
         for (int c = 0; c < hd; ++c) orow[c] = T(o_sum[size_t(r) * hd + c] * inv);
         lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)] = row_max[r] + std::log(row_sum[r]);
       }
-    }
+    });
   }
 }
 
@@ -246,18 +263,12 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc> row_dot(max_rows), row_lse(max_rows);  // D = rowsum(dO * O); the rows' lse
     std::vector<Acc> q_block(size_t(max_rows) * hd), dout_block(q_block.size());
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
-    const int threads = omp_get_num_threads(), thread = omp_get_thread_num();
-    for (int item = 0; item < B * G * blocks; ++item) {
-      if (dealt_to(item, threads) != thread) continue;
-      const int blk = item % blocks, g = item / blocks % G, b = item / blocks / G;
-      const int i0 = blk * tokens;
-      const QueryBlock qb{b, g, i0, std::min(tokens, S - i0), heads_of[g], heads_of[g + 1] - heads_of[g]};
-      const int rows = qb.rows();
-      if (rows == 0) continue;
-      const T* kb = k + size_t(b) * S * ks + g * hd;  // [S, hd], stride ks
-      const T* vb = v + size_t(b) * S * ks + g * hd;
-      Acc* dkb = dk_sum.data() + size_t(b) * S * ks + g * hd;
-      Acc* dvb = dv_sum.data() + size_t(b) * S * ks + g * hd;
+    for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
+      const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
+      const T* kb = k + qb.kv_offset(S, hd, ks);  // [S, hd], stride ks
+      const T* vb = v + qb.kv_offset(S, hd, ks);
+      Acc* dkb = dk_sum.data() + qb.kv_offset(S, hd, ks);
+      Acc* dvb = dv_sum.data() + qb.kv_offset(S, hd, ks);
       gather_block(q_block.data(), q, qb, S, hd, qs);
       gather_block(dout_block.data(), dout, qb, S, hd, qs);
       for (int r = 0; r < rows; ++r) {
@@ -311,7 +322,7 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
         T* dqrow = dq + qb.offset(r, S, hd, qs);
         for (int c = 0; c < hd; ++c) dqrow[c] = T(Acc(dqrow[c]) + dq_sum[size_t(r) * hd + c]);
       }
-    }
+    });
     // The threads' key and value gradients, summed in thread order once
     // every thread has added its share.
 #pragma omp barrier
