@@ -175,8 +175,8 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
     std::vector<Acc> row_max(max_rows), row_sum(max_rows);
     for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
       const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
-      const T* kb = k + qb.kv_offset(S, hd, ks);  // [S, hd], stride ks
-      const T* vb = v + qb.kv_offset(S, hd, ks);
+      const size_t kv = qb.kv_offset(S, hd, ks);
+      const T *kb = k + kv, *vb = v + kv;  // [S, hd], stride ks
       gather_block(q_block.data(), q, qb, S, hd, qs);
       std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
@@ -246,7 +246,6 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
   dk_of_thread_.resize(std::max<size_t>(dk_of_thread_.size(), omp_get_max_threads()));
   dv_of_thread_.resize(dk_of_thread_.size());
-  std::vector<char> started(dk_of_thread_.size(), 0);  // the threads the runtime started this call
 #pragma omp parallel
   {
     // [B*S, G*hd] this thread's share; the first kv_size elements in use
@@ -256,7 +255,6 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     dv_sum.resize(dk_sum.size());
     std::fill_n(dk_sum.begin(), kv_size, Acc(0));
     std::fill_n(dv_sum.begin(), kv_size, Acc(0));
-    started[omp_get_thread_num()] = 1;
     std::vector<Acc> probs(size_t(max_rows) * kKeyTile);  // [rows, cols], stride kKeyTile
     std::vector<Acc> dprobs(probs.size());                   // their gradient, then dS over it
     std::vector<Acc> dq_sum(size_t(max_rows) * hd);       // [rows, hd]
@@ -265,10 +263,9 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
     for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
       const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
-      const T* kb = k + qb.kv_offset(S, hd, ks);  // [S, hd], stride ks
-      const T* vb = v + qb.kv_offset(S, hd, ks);
-      Acc* dkb = dk_sum.data() + qb.kv_offset(S, hd, ks);
-      Acc* dvb = dv_sum.data() + qb.kv_offset(S, hd, ks);
+      const size_t kv = qb.kv_offset(S, hd, ks);
+      const T *kb = k + kv, *vb = v + kv;  // [S, hd], stride ks
+      Acc *dkb = dk_sum.data() + kv, *dvb = dv_sum.data() + kv;
       gather_block(q_block.data(), q, qb, S, hd, qs);
       gather_block(dout_block.data(), dout, qb, S, hd, qs);
       for (int r = 0; r < rows; ++r) {
@@ -325,12 +322,12 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     });
     // The threads' key and value gradients, summed in thread order once
     // every thread has added its share.
+    const int team = omp_get_num_threads();  // this call's threads, each of which zeroed its sums above
 #pragma omp barrier
 #pragma omp for schedule(static)
     for (size_t e = 0; e < kv_size; ++e) {
       Acc dk_e = dk[e], dv_e = dv[e];
-      for (size_t t = 0; t < started.size(); ++t) {
-        if (!started[t]) continue;
+      for (int t = 0; t < team; ++t) {
         dk_e += dk_of_thread_[t][e];
         dv_e += dv_of_thread_[t][e];
       }
