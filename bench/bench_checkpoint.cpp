@@ -56,7 +56,7 @@
 #include "runtime/block_checksum.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_backend.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace {
 
@@ -90,16 +90,15 @@ struct Setup {
       : topo(MPI_COMM_WORLD, mt::TopologyConfig{f.tp, f.pp}),
         be(mt::make_cpu_backend<float>()),
         model(workstation_model()),
-        tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
+        tp(topo.tp()),
         span(make_span(topo, model)),
-        params(*be, model, tp, span, topo.dp_size()),
-        grad_sync(*be, params.padded_size(), partial_ranges(params), tp, &topo.dp(), 1000000),
+        params(*be, model, tp, span, topo.dp().size),
+        grad_sync(*be, params.padded_size(), partial_ranges(params), tp, topo.dp(), 1000000),
         optim(*be, mt::AdamWConfig{}, mt::shard_segments(params.tensors, grad_sync.shard(), tp.rank),
               grad_sync.shard_size(),
-              {tp.size > 1 ? &topo.tp() : nullptr, topo.pp_size() > 1 ? &topo.pp() : nullptr,
-               topo.dp_size() > 1 ? &topo.dp() : nullptr}),
-        save_dir((fs::path(f.dir) / fmt::format("save_tp{}_pp{}_dp{}", topo.tp_size(), topo.pp_size(),
-                                                 topo.dp_size()))
+              {topo.tp(), topo.pp(), topo.dp()}),
+        save_dir((fs::path(f.dir) / fmt::format("save_tp{}_pp{}_dp{}", topo.tp().size, topo.pp().size,
+                                                 topo.dp().size))
                      .string()) {
     params.initialise(*be, 1234);
     if (g_rank == 0) fs::remove_all(save_dir);  // a previous run's checkpoints
@@ -107,7 +106,7 @@ struct Setup {
   }
 
   static mt::StageSpan make_span(mt::Topology& topo, const mt::ModelConfig& m) {
-    const int stage = topo.coords().pp, stages = topo.pp_size();
+    const int stage = topo.coords().pp, stages = topo.pp().size;
     const auto layers = mt::stage_layers(m.num_layers, stages, 0, 0);
     return {layers[size_t(stage)].first, layers[size_t(stage)].second, stage == 0, stage == stages - 1};
   }
@@ -142,7 +141,7 @@ struct Setup {
   mt::Topology topo;
   std::unique_ptr<mt::Backend<float>> be;
   mt::ModelConfig model;
-  mt::TensorParallel tp;
+  mt::ProcessGroup tp;
   mt::StageSpan span;
   mt::Parameters<float> params;
   mt::GradSync<float> grad_sync;
@@ -315,7 +314,7 @@ int main(int argc, char** argv) {
     benchmark::Initialize(&argc, argv);
     if (g_rank == 0) {
       std::printf("bench_checkpoint: %d ranks (TP %d x PP %d x DP %d), %zu parameters a replica, in %s\n",
-                  g_run->topo.world_size(), g_run->topo.tp_size(), g_run->topo.pp_size(), g_run->topo.dp_size(),
+                  g_run->topo.world_size(), g_run->topo.tp().size, g_run->topo.pp().size, g_run->topo.dp().size,
                   size_t(g_run->model.num_parameters()), g_flags.dir.c_str());
       std::fflush(stdout);
       benchmark::RunSpecifiedBenchmarks();

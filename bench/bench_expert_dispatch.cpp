@@ -71,7 +71,7 @@ int main(int argc, char** argv) {
   auto be = mt::make_cpu_backend<float>();
   mt::MpiCommunicator world(MPI_COMM_WORLD);
   const size_t max_rows = size_t(ep) * size_t(kept);
-  mt::ExpertDispatch<float> dispatch(*be, E, size_t(kept), max_rows, d, mt::ExpertParallel{&world, rank, ep});
+  mt::ExpertDispatch<float> dispatch(*be, E, size_t(kept), max_rows, d, mt::ProcessGroup{&world, rank, ep});
   std::vector<float> m(size_t(T) * d), x(max_rows * d), returned(size_t(kept) * d), out(size_t(T) * d),
       dm(size_t(T) * d), dy(max_rows * d), dweight(kept);
   for (size_t i = 0; i < m.size(); ++i) m[i] = float(rank + 1) * 1e-3f * float(i % 89 + 1);

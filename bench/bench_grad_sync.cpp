@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
 
   auto be = mt::make_cpu_backend<float>();
   mt::MpiCommunicator world(MPI_COMM_WORLD);
-  mt::GradSync<float> sync(*be, padded, {}, mt::TensorParallel{}, &world, bucket);
+  mt::GradSync<float> sync(*be, padded, {}, mt::ProcessGroup{}, mt::ProcessGroup{&world, rank, dp}, bucket);
   std::vector<float> grads(padded), values(padded), shard(padded / dp);
   for (size_t i = 0; i < padded; ++i) grads[i] = values[i] = float(rank + 1) * 1e-3f * float(i % 97);
 

@@ -29,8 +29,7 @@ template <typename T>
 void write_tensors(H5File& f, const std::string& group, const ModelConfig& model,
                    const Parameters<T>& p, const float* flat, const Topology& topo) {
   const Coords at = topo.coords();
-  const ExpertCoords ex = topo.expert();
-  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp_size(), {}, ex.ep, topo.ep_size())) {
+  for (const ParamTensor& logical : param_table(model, at.tp, topo.tp().size, {}, topo.ep().rank, topo.ep().size)) {
     mark_progress();  // a long save is progress
     const ParamTensor* t = p.find_or_null(logical.name);
     std::vector<uint64_t> offset = dims(logical.block.offset), count = dims(logical.block.count);
@@ -38,8 +37,8 @@ void write_tensors(H5File& f, const std::string& group, const ModelConfig& model
     if (!t || (t->replicated() && at.tp != 0)) {
       std::fill(count.begin(), count.end(), 0);
     } else {
-      const uint64_t replicas = uint64_t(t->is_expert ? topo.edp_size() : topo.dp_size());
-      const uint64_t replica = uint64_t(t->is_expert ? ex.edp : at.dp);
+      const uint64_t replicas = uint64_t(t->is_expert ? topo.edp().size : topo.dp().size);
+      const uint64_t replica = uint64_t(t->is_expert ? topo.edp().rank : at.dp);
       const uint64_t rows = count[0], row_elems = t->numel / rows;
       const uint64_t first = rows * replica / replicas, end = rows * (replica + 1) / replicas;
       offset[0] += first;
@@ -98,10 +97,10 @@ void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const 
   f.set_attr("adam_step", adam_step);
   f.set_attr("seed", int64_t(a.seed));
   f.set_attr("config", a.config.dump());
-  f.set_attr("layout", nlohmann::json{{"tp", topo.tp_size()},
-                                      {"pp", topo.pp_size()},
-                                      {"dp", topo.dp_size()},
-                                      {"ep", topo.ep_size()},
+  f.set_attr("layout", nlohmann::json{{"tp", topo.tp().size},
+                                      {"pp", topo.pp().size},
+                                      {"dp", topo.dp().size},
+                                      {"ep", topo.ep().size},
                                       {"world", topo.world_size()}}
                            .dump());
   for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());

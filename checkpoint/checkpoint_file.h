@@ -18,7 +18,7 @@
 #include "optim/adamw.h"
 #include "optim/master_weights.h"
 #include "parallel/grad_sync.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 

@@ -16,7 +16,7 @@
 #include "runtime/cpu_backend.h"
 #include "runtime/gemm_check.h"
 #include "runtime/threads.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 #include "runtime/watchdog.h"
 
 namespace mt {
@@ -27,14 +27,14 @@ namespace {
 template <typename T>
 LossOverSamples evaluate(const std::string& path, const ModelConfig& mc, Topology& topo, const StageSpan& span,
                          const data::SampleStream& stream, int64_t samples, int micro_batch_size) {
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  const ProcessGroup& tp = topo.tp();
   auto be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, topo.world());
   const int micro = replica_share(samples, topo, micro_batch_size).micro;
-  Transformer<T> model(*be, mc, micro, tp, span, topo.dp_size(), {},
-                       ExpertParallel{&topo.ep(), topo.expert().ep, topo.ep_size()});
+  Transformer<T> model(*be, mc, micro, tp, span, topo.dp().size, {},
+                       topo.ep());
   load_checkpoint(path, MPI_COMM_WORLD, model.params());
-  PipelineRunner<T> pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
+  PipelineRunner<T> pipeline(model, topo.pp(),
                              PipelineSchedule::OneFOneB);
   return loss_over_samples(pipeline, topo, stream, samples, mc.seq_length, micro);
 }
@@ -69,7 +69,7 @@ EvalResult run_eval(const EvalOptions& o) {
            samples, o.data_path, available, mc.seq_length);
 
   // This rank's part of the model.
-  const StageSpan span = stage_span(mc.num_layers, topo.coords().pp, topo.pp_size(),
+  const StageSpan span = stage_span(mc.num_layers, topo.coords().pp, topo.pp().size,
                                     o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers);
   const LossOverSamples l = o.bf16 ? evaluate<bf16>(path, mc, topo, span, stream, samples, o.micro_batch_size)
                                    : evaluate<float>(path, mc, topo, span, stream, samples, o.micro_batch_size);

@@ -23,7 +23,7 @@
 #include "runtime/cpu_backend.h"
 #include "runtime/gemm_check.h"
 #include "runtime/threads.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 #include "runtime/watchdog.h"
 
 namespace mt {
@@ -81,15 +81,15 @@ template <typename T>
 std::vector<Generation> generate(const std::string& path, const ModelConfig& mc, Topology& topo,
                                  const StageSpan& span, const std::vector<Prompt>& prompts,
                                  const GenerateOptions& o, Batching batching) {
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  const ProcessGroup& tp = topo.tp();
   auto be = make_cpu_backend<T>();
   check_gemm_on_every_rank(*be, topo.world());
   // The cache's steps take up to max_batch prompts at once, S rows each.
   const int sequences = o.no_kv_cache ? 1 : std::min(o.max_batch, int(prompts.size()));
-  Transformer<T> model(*be, mc, sequences, tp, span, topo.dp_size(), {},
-                       ExpertParallel{&topo.ep(), topo.expert().ep, topo.ep_size()});
+  Transformer<T> model(*be, mc, sequences, tp, span, topo.dp().size, {},
+                       topo.ep());
   load_checkpoint(path, MPI_COMM_WORLD, model.params());
-  PipelineRunner<T> pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
+  PipelineRunner<T> pipeline(model, topo.pp(),
                              PipelineSchedule::OneFOneB);
   const bool root = topo.world_rank() == 0;
   const auto start = std::chrono::steady_clock::now();
@@ -156,7 +156,7 @@ std::vector<Generation> run_generate(const GenerateOptions& o) {
              "prompt {} is {} tokens, the model's context (--seq-length of the checkpoint) is {}: nothing fits after it",
              prompts.size(), n, mc.seq_length);
   }
-  const StageSpan span = stage_span(mc.num_layers, topo.coords().pp, topo.pp_size(),
+  const StageSpan span = stage_span(mc.num_layers, topo.coords().pp, topo.pp().size,
                                     o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers);
   return o.bf16 ? generate<bf16>(path, mc, topo, span, prompts, o, batching)
                 : generate<float>(path, mc, topo, span, prompts, o, batching);

@@ -51,11 +51,11 @@ template <typename T>
 std::vector<Pick> pick_tokens(Transformer<T>& model, Topology& topo, const std::vector<Draw>& draws,
                               const Sampling& sampling) {
   const size_t m = draws.size(), V = size_t(data::ByteTokenizer::kVocabSize);
-  const int tp = topo.tp_size();
+  const int tp = topo.tp().size;
   const size_t slice = size_t(tp_shape(model.config(), topo.coords().tp, tp).vocab);
-  const int picker = rank_of(Coords{0, 0, topo.pp_size() - 1}, tp, topo.dp_size());
+  const int picker = rank_of(Coords{0, 0, topo.pp().size - 1}, tp, topo.dp().size);
   std::vector<double> picked(2 * m);  // token and margin of each draw, sent together
-  if (topo.coords().pp == topo.pp_size() - 1) {
+  if (topo.coords().pp == topo.pp().size - 1) {
     // [TP rank][draw][slice]: each rank's slices of the rows, gathered in place.
     std::vector<double> all(size_t(tp) * m * slice);
     std::vector<acc_t<T>> row(slice);
@@ -63,7 +63,7 @@ std::vector<Pick> pick_tokens(Transformer<T>& model, Topology& topo, const std::
       model.backend().acc().to_host(row.data(), model.logits(0) + draws[i].row * slice, slice);
       std::copy(row.begin(), row.end(), all.begin() + ptrdiff_t((size_t(topo.coords().tp) * m + i) * slice));
     }
-    if (tp > 1) topo.tp().all_gather(all.data(), m * slice, DType::F64);
+    if (tp > 1) topo.tp().comm->all_gather(all.data(), m * slice, DType::F64);
     std::vector<double> logits(V);
     for (size_t i = 0; i < m; ++i) {
       for (size_t id = 0; id < V; ++id) logits[id] = all[((id / slice) * m + i) * slice + id % slice];

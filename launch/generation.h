@@ -16,7 +16,7 @@
 #include "model/kv_cache.h"
 #include "model/transformer.h"
 #include "parallel/pipeline_runner.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 

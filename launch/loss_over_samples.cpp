@@ -6,12 +6,12 @@
 namespace mt {
 
 SampleShare replica_share(int64_t samples, const Topology& topo, int micro_batch_size) {
-  const int64_t share = (samples + topo.dp_size() - 1) / topo.dp_size();
+  const int64_t share = (samples + topo.dp().size - 1) / topo.dp().size;
   SampleShare s;
   s.begin = std::min(samples, topo.coords().dp * share);
   s.end = std::min(samples, s.begin + share);
   s.micro = int(std::max<int64_t>(1, std::min<int64_t>(micro_batch_size, share)));
-  s.rounds = topo.ep_size() > 1 ? (share + s.micro - 1) / s.micro : (s.end - s.begin + s.micro - 1) / s.micro;
+  s.rounds = topo.ep().size > 1 ? (share + s.micro - 1) / s.micro : (s.end - s.begin + s.micro - 1) / s.micro;
   return s;
 }
 
@@ -20,7 +20,7 @@ LossOverSamples loss_over_samples(PipelineRunner<T>& pipeline, Topology& topo, c
                                   int64_t samples, int seq_length, int micro_batch_size) {
   const SampleShare s = replica_share(samples, topo, micro_batch_size);
   // Counted once: on the last stage (which computes the loss), TP rank 0.
-  const bool counting = topo.coords().pp == topo.pp_size() - 1 && topo.coords().tp == 0;
+  const bool counting = topo.coords().pp == topo.pp().size - 1 && topo.coords().tp == 0;
   double sums[2] = {0, 0};
   std::vector<int32_t> batch(size_t(s.micro) * (seq_length + 1));
   for (int64_t round = 0; round < s.rounds; ++round) {

@@ -9,7 +9,7 @@
 
 #include "data/sample_stream.h"
 #include "parallel/pipeline_runner.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 

@@ -14,7 +14,7 @@
 #include "optim/adamw.h"
 #include "optim/lr_schedule.h"
 #include "parallel/pipeline_schedule.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 

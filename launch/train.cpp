@@ -37,7 +37,7 @@
 #include "runtime/gemm_check.h"
 #include "runtime/matmul_peak.h"
 #include "runtime/threads.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 #include "runtime/watchdog.h"
 
 namespace mt {
@@ -124,7 +124,7 @@ template <typename T>
 std::vector<ShardRegion> shard_regions(const Parameters<T>& params, Topology& topo) {
   std::vector<ShardRegion> regions;
   for (const FlatRegion& r : params.regions)
-    regions.push_back({{r.begin, r.end}, r.experts ? &topo.edp() : &topo.dp()});
+    regions.push_back({{r.begin, r.end}, r.experts ? topo.edp() : topo.dp()});
   return regions;
 }
 
@@ -140,7 +140,6 @@ struct Training {
   Watchdog watchdog;  // stops the job when this rank makes no progress
   const bool root;
   const int threads;
-  const TensorParallel tp;
   const data::BatchSchedule schedule;
   double stream_seconds = 0;  // to build the blended stream
   data::BlendedStream stream;
@@ -172,23 +171,21 @@ Training<T>::Training(const TrainOptions& options)
       watchdog(o.distributed_timeout_minutes * 60.0, topo.world_rank()),
       root(topo.world_rank() == 0),
       threads(apply_thread_count(o.threads, MPI_COMM_WORLD)),
-      tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
-      schedule(o.global_batch_size, o.micro_batch_size, topo.dp_size(), o.rampup),
+      schedule(o.global_batch_size, o.micro_batch_size, topo.dp().size, o.rampup),
       stream(open_stream(o, &stream_seconds)),
       validation(o.valid_data_path.empty() ? nullptr : std::make_unique<ValidationSet>(o)),
       be(checked_backend<T>(topo.world(), o.debug_corrupt_gemm_check, o.profile ? &profile.ops : nullptr)),
-      model(*be, o.model, o.micro_batch_size, tp,
-            stage_span(o.model.num_layers, topo.coords().pp, topo.pp_size(),
+      model(*be, o.model, o.micro_batch_size, topo.tp(),
+            stage_span(o.model.num_layers, topo.coords().pp, topo.pp().size,
                        o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers),
-            topo.dp_size(), o.recompute, ExpertParallel{&topo.ep(), topo.expert().ep, topo.ep_size()}),
+            topo.dp().size, o.recompute, topo.ep()),
       params(model.params()),
-      grad_sync(be->acc(), shard_regions(params, topo), tp_partial_ranges(params), tp, size_t(o.ddp_bucket_size)),
+      grad_sync(be->acc(), shard_regions(params, topo), tp_partial_ranges(params), topo.tp(), size_t(o.ddp_bucket_size)),
       // The gradient norm sums over every group that holds other elements.
-      optim(be->acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), tp.rank), grad_sync.shard_size(),
-            {tp.size > 1 ? &topo.tp() : nullptr, topo.pp_size() > 1 ? &topo.pp() : nullptr,
-             topo.dp_size() > 1 ? &topo.dp() : nullptr}),
+      optim(be->acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), topo.tp().rank), grad_sync.shard_size(),
+            {topo.tp(), topo.pp(), topo.dp()}),
       master(*be, params, grad_sync),
-      pipeline(model, PipelineGroup{&topo.pp(), topo.coords().pp, topo.pp_size()},
+      pipeline(model, topo.pp(),
                o.schedule),
       guard(o.skip, o.save, root),
       config(run_config_json(o)) {
@@ -259,7 +256,7 @@ std::vector<const int32_t*> read_global_batch(Training<T>& t, int64_t global) {
     int32_t* mb = t.batch.data() + j * micro * sample_tokens;
     for (int64_t i = 0; i < micro; ++i) {
       const int64_t n = data::sample_position(t.state.consumed_samples, global, t.topo.coords().dp,
-                                              t.topo.dp_size(), j, micro, i);
+                                              t.topo.dp().size, j, micro, i);
       const auto pick = t.stream.pick(uint64_t(n));
       t.stream.source(pick.source).samples.read_sample(pick.sample, mb + i * sample_tokens);
     }
@@ -288,10 +285,10 @@ template <typename T>
 StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_batches, int64_t global) {
   const auto start = std::chrono::steady_clock::now();
   play_straggler(t);
-  const double tp_seconds = t.topo.tp().all_reduce_seconds;
+  const double tp_seconds = t.topo.tp().comm->all_reduce_seconds;
   const GradSyncStats dp_before = t.grad_sync.stats;
   const int64_t tokens = global * t.o.model.seq_length;
-  const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp_size();
+  const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp().size;
   const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
   float* grads = t.params.grads.data();
   t.be->acc().fill(grads, 0.0f, t.params.padded_size());
@@ -304,8 +301,8 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   float* shard = t.grad_sync.shard_grads(grads);
   inject_bad_gradients(t, shard);
   double sums[3] = {l.ce_sum, l.aux, l.z};  // CE from the last stage, the router losses from every stage's layers
-  if (t.topo.pp_size() > 1) t.topo.pp().all_reduce_sum(sums, 3);
-  if (t.topo.dp_size() > 1) t.topo.dp().all_reduce_sum(sums, 3);
+  t.topo.pp().all_reduce_sum(sums, 3);
+  t.topo.dp().all_reduce_sum(sums, 3);
   const double loss = sums[0] / double(tokens);
   // The loss and the norm are the same on every rank, and so is the verdict.
   const double grad_norm = t.optim.grad_norm(shard);
@@ -332,7 +329,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
           tokens,
           pipeline_stats.wait_seconds,
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-          t.topo.tp().all_reduce_seconds - tp_seconds,
+          t.topo.tp().comm->all_reduce_seconds - tp_seconds,
           dp.exposed_seconds - dp_before.exposed_seconds + dp.all_gather_seconds - dp_before.all_gather_seconds};
 }
 

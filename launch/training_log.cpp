@@ -89,7 +89,7 @@ std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<T>& p
   const int64_t weight = sizeof(T), acc = sizeof(acc_t<T>), master = MasterWeights<T>::kSeparate ? 1 : 0;
   std::vector<RankAllocation> all(topo.world_size());
   all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), weight * padded,
-                            acc * padded + (topo.dp_size() > 1 ? acc * shard : 0), (2 + master) * acc * shard};
+                            acc * padded + (topo.dp().size > 1 ? acc * shard : 0), (2 + master) * acc * shard};
   topo.world().all_gather(all.data(), sizeof(RankAllocation), DType::U8);
   return all;
 }
@@ -218,8 +218,8 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   m.elapsed_s = std::chrono::duration<double>(now - run_start_).count();
   m.eta_s = double(run_samples_ - state.consumed_samples) * interval_s / double(samples_);
   m.interval_s = interval_s;
-  m.tp_allreduce_s = topo_.tp().all_reduce_seconds - tp_seconds_at_start_;
-  m.tp_allreduce_bytes = double(topo_.tp().all_reduce_bytes - tp_bytes_at_start_);
+  m.tp_allreduce_s = topo_.tp().comm->all_reduce_seconds - tp_seconds_at_start_;
+  m.tp_allreduce_bytes = double(topo_.tp().comm->all_reduce_bytes - tp_bytes_at_start_);
   m.dp_exposed_s = dp.exposed_seconds;
   m.dp_allgather_s = dp.all_gather_seconds;
   m.dp_reduce_scatter_bytes = double(dp.reduce_scatter_bytes);
@@ -234,9 +234,9 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
 // rank; one entry without pipeline parallelism.
 template <typename T>
 std::vector<double> IntervalLog<T>::stage_idle_shares(double interval_s) {
-  std::vector<double> idle(topo_.pp_size(), 0.0);
+  std::vector<double> idle(topo_.pp().size, 0.0);
   idle[topo_.coords().pp] = wait_seconds_ / interval_s;
-  if (idle.size() > 1) topo_.pp().all_reduce_sum(idle.data(), idle.size());
+  topo_.pp().all_reduce_sum(idle.data(), idle.size());
   return idle;
 }
 
@@ -257,8 +257,8 @@ void IntervalLog<T>::restart(Clock::time_point now) {
   steps_ = samples_ = tokens_ = skipped_ = 0;
   loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = compute_seconds_ = 0;
   model_.dispatch_stats() = {};
-  tp_seconds_at_start_ = topo_.tp().all_reduce_seconds;
-  tp_bytes_at_start_ = topo_.tp().all_reduce_bytes;
+  tp_seconds_at_start_ = topo_.tp().comm->all_reduce_seconds;
+  tp_bytes_at_start_ = topo_.tp().comm->all_reduce_bytes;
 }
 
 void StepProfile::add(const StepOutcome& step) {

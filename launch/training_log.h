@@ -20,7 +20,7 @@
 #include "parallel/grad_sync.h"
 #include "runtime/backend.h"
 #include "runtime/profiling_backend.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 
@@ -117,14 +117,14 @@ class IntervalLog {
   template <typename F>
   auto outside_interval(F&& work) {
     const Clock::time_point begin = Clock::now();
-    const double tp_seconds = topo_.tp().all_reduce_seconds;
-    const uint64_t tp_bytes = topo_.tp().all_reduce_bytes;
+    const double tp_seconds = topo_.tp().comm->all_reduce_seconds;
+    const uint64_t tp_bytes = topo_.tp().comm->all_reduce_bytes;
     const ExpertLoad load = model_.expert_load();
     const DispatchStats dispatch = model_.dispatch_stats();
     auto result = work();
     start_ += Clock::now() - begin;
-    tp_seconds_at_start_ += topo_.tp().all_reduce_seconds - tp_seconds;
-    tp_bytes_at_start_ += topo_.tp().all_reduce_bytes - tp_bytes;
+    tp_seconds_at_start_ += topo_.tp().comm->all_reduce_seconds - tp_seconds;
+    tp_bytes_at_start_ += topo_.tp().comm->all_reduce_bytes - tp_bytes;
     model_.expert_load() = load;
     model_.dispatch_stats() = dispatch;
     return result;

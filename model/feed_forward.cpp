@@ -62,7 +62,7 @@ FfnScratch<T>::FfnScratch(Backend<T>& be, const ModelConfig& cfg, int tokens, in
 }
 
 template <typename T>
-RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+RouterLosses ffn_forward(Backend<T>& be, const ProcessGroup& tp, const ModelConfig& cfg,
                    ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, FfnActs<T>& a, const T* m, T* out,
                    int tokens, const SequenceCapacity* sequences) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size, E = cfg.num_experts, K = cfg.router_topk;
@@ -132,7 +132,7 @@ RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelCo
 }
 
 template <typename T>
-void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg,
+void ffn_backward(Backend<T>& be, const ProcessGroup& tp, const ModelConfig& cfg,
                   ExpertDispatch<T>& dispatch, const FfnWeights<T>& w, const FfnWeights<acc_t<T>>& dw, FfnActs<T>& a,
                   FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale) {
   using Acc = acc_t<T>;
@@ -229,10 +229,10 @@ void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& c
 #define MT_INSTANTIATE_FFN(T)                                                                      \
   template struct FfnActs<T>;                                                                      \
   template struct FfnScratch<T>;                                                                   \
-  template RouterLosses ffn_forward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,          \
+  template RouterLosses ffn_forward<T>(Backend<T>&, const ProcessGroup&, const ModelConfig&,          \
                                  ExpertDispatch<T>&, const FfnWeights<T>&, FfnActs<T>&, const T*, T*, \
                                  int, const SequenceCapacity*);                                    \
-  template void ffn_backward<T>(Backend<T>&, const TensorParallel&, const ModelConfig&,           \
+  template void ffn_backward<T>(Backend<T>&, const ProcessGroup&, const ModelConfig&,           \
                                 ExpertDispatch<T>&, const FfnWeights<T>&, const FfnWeights<acc_t<T>>&, \
                                 FfnActs<T>&, FfnScratch<T>&, const T*, const T*, T*, int, double);
 MT_INSTANTIATE_FFN(float)

@@ -76,7 +76,7 @@ struct RouterLosses {
 // experts and back; w holds the experts dispatch says are local.
 // sequences: generation's capacity (route_tokens).
 template <typename T>
-RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
+RouterLosses ffn_forward(Backend<T>& be, const ProcessGroup& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                    const FfnWeights<T>& w, FfnActs<T>& acts, const T* m, T* out, int tokens,
                    const SequenceCapacity* sequences = nullptr);
 
@@ -84,7 +84,7 @@ RouterLosses ffn_forward(Backend<T>& be, const TensorParallel& tp, const ModelCo
 // writes the input gradient to dm (overwrites; summed over TP). aux_scale
 // multiplies the router losses.
 template <typename T>
-void ffn_backward(Backend<T>& be, const TensorParallel& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
+void ffn_backward(Backend<T>& be, const ProcessGroup& tp, const ModelConfig& cfg, ExpertDispatch<T>& dispatch,
                   const FfnWeights<T>& w, const FfnWeights<acc_t<T>>& dw, FfnActs<T>& acts,
                   FfnScratch<T>& s, const T* m, const T* dout, T* dm, int tokens, double aux_scale);
 

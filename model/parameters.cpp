@@ -116,7 +116,7 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 }
 
 template <typename T>
-Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp,
+Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const ProcessGroup& tp,
                           const StageSpan& stage, int data_parallel, int ep_rank, int expert_parallel)
     : tensors(param_table(cfg, tp.rank, tp.size, stage, ep_rank, expert_parallel)),
       regions(lay_out_regions(tensors, data_parallel, expert_parallel)) {

@@ -80,7 +80,7 @@ struct Parameters {
   // data_parallel, expert_parallel: the flat buffers are laid out in
   // regions padded with zeros for ZeRO-1's equal shards (lay_out_regions,
   // parallel/grad_sync.h); ep_rank: which experts this rank holds.
-  Parameters(Backend<T>& be, const ModelConfig& cfg, const TensorParallel& tp = {},
+  Parameters(Backend<T>& be, const ModelConfig& cfg, const ProcessGroup& tp = {},
              const StageSpan& stage = {}, int data_parallel = 1, int ep_rank = 0, int expert_parallel = 1);
 
   std::vector<ParamTensor> tensors;

@@ -65,8 +65,8 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
 
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
-                            const TensorParallel& tp, const StageSpan& stage, int data_parallel,
-                            const RecomputeConfig& recompute, const ExpertParallel& ep)
+                            const ProcessGroup& tp, const StageSpan& stage, int data_parallel,
+                            const RecomputeConfig& recompute, const ProcessGroup& ep)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
       params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size), ep_(ep),

@@ -118,9 +118,9 @@ class Transformer final : public PipelineStage<T> {
   // data_parallel: pads the flat buffers for ZeRO-1 (Parameters).
   // recompute: what the backward pass rebuilds instead of keeping.
   // ep: this rank's expert-parallel group (it holds E/EP experts a layer).
-  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const TensorParallel& tp = {},
+  Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const ProcessGroup& tp = {},
               const StageSpan& stage = {}, int data_parallel = 1, const RecomputeConfig& recompute = {},
-              const ExpertParallel& ep = {});
+              const ProcessGroup& ep = {});
 
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
@@ -224,7 +224,7 @@ class Transformer final : public PipelineStage<T> {
 
   Backend<T>& be_;
   ModelConfig cfg_;
-  TensorParallel tp_;
+  ProcessGroup tp_;
   TpShape tps_;
   StageSpan stage_;
   int num_layers_;       // on this stage
@@ -244,7 +244,7 @@ class Transformer final : public PipelineStage<T> {
   DeviceBuffer<T> core_o_;                        // [T, Hl*hd] selective recompute's attention output
   DeviceBuffer<Acc> core_lse_;                    // [B, Hl, S] and its log-sum-exp
   ExpertLoad expert_load_;
-  ExpertParallel ep_;
+  ProcessGroup ep_;
   ExpertDispatch<T> expert_dispatch_;
   FfnScratch<T> ffn_scratch_;
   // [T, *] gradients of the backward pass

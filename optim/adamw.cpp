@@ -33,7 +33,7 @@ std::vector<ShardSegment> shard_segments(const std::vector<ParamTensor>& tensors
 
 template <typename T>
 AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, std::vector<ShardSegment> segments,
-                size_t shard_size, std::vector<Communicator*> norm_groups)
+                size_t shard_size, std::vector<ProcessGroup> norm_groups)
     : be_(be), cfg_(cfg), segments_(std::move(segments)), norm_groups_(std::move(norm_groups)),
       exp_avg_(be, shard_size), exp_avg_sq_(be, shard_size) {
   be.fill(exp_avg_.data(), T(0), shard_size);
@@ -42,17 +42,15 @@ AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, std::vector<ShardSegment
 
 template <typename T>
 AdamW<T>::AdamW(Backend<T>& be, const AdamWConfig& cfg, const Parameters<T>& p,
-                const TensorParallel& tp, Communicator* pipeline)
-    : AdamW(be, cfg, shard_segments(p.tensors, {{0, p.size()}}, tp.rank), p.size(),
-            {tp.size > 1 ? tp.group : nullptr, pipeline}) {}
+                const ProcessGroup& tp, const ProcessGroup& pipeline)
+    : AdamW(be, cfg, shard_segments(p.tensors, {{0, p.size()}}, tp.rank), p.size(), {tp, pipeline}) {}
 
 template <typename T>
 double AdamW<T>::grad_norm(const T* grads) {
   double sum = 0.0;
   for (const ShardSegment& s : segments_)
     if (s.in_norm) sum += be_.sum_squares(s.count, grads + s.shard);
-  for (Communicator* group : norm_groups_)
-    if (group) group->all_reduce_sum(&sum, 1);
+  for (const ProcessGroup& group : norm_groups_) group.all_reduce_sum(&sum, 1);
   return std::sqrt(sum);
 }
 

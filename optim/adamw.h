@@ -47,13 +47,13 @@ class AdamW {
  public:
   // segments, shard_size: what this rank updates. norm_groups: the groups
   // whose ranks hold the rest of the model (TP, PP, DP); the squared norm is
-  // summed over each (null entries are skipped).
+  // summed over each.
   AdamW(Backend<T>& be, const AdamWConfig& cfg, std::vector<ShardSegment> segments, size_t shard_size,
-        std::vector<Communicator*> norm_groups);
+        std::vector<ProcessGroup> norm_groups);
   // Every parameter of p, on one replica: tp holds the other TP shards,
-  // pipeline the other stages (null: one stage).
-  AdamW(Backend<T>& be, const AdamWConfig& cfg, const Parameters<T>& p, const TensorParallel& tp = {},
-        Communicator* pipeline = nullptr);
+  // pipeline the other stages.
+  AdamW(Backend<T>& be, const AdamWConfig& cfg, const Parameters<T>& p, const ProcessGroup& tp = {},
+        const ProcessGroup& pipeline = {});
 
   // Global L2 norm of the gradients, each logical element counted once.
   // grads: [shard_size], shard-packed.
@@ -78,7 +78,7 @@ class AdamW {
   Backend<T>& be_;
   AdamWConfig cfg_;
   std::vector<ShardSegment> segments_;
-  std::vector<Communicator*> norm_groups_;
+  std::vector<ProcessGroup> norm_groups_;
   int64_t step_ = 0;
   DeviceBuffer<T> exp_avg_, exp_avg_sq_;
 };

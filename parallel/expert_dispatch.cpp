@@ -8,11 +8,11 @@ namespace mt {
 
 template <typename T>
 ExpertDispatch<T>::ExpertDispatch(Backend<T>& be, int experts, size_t max_packed, size_t max_rows, int d,
-                                  const ExpertParallel& ep)
+                                  const ProcessGroup& ep)
     : be_(be), experts_(experts), local_experts_(experts / ep.size), d_(d), ep_(ep) {
   MT_CHECK(ep.size >= 1 && experts % ep.size == 0, "{} experts do not split over expert-parallel size {}", experts,
            ep.size);
-  MT_CHECK(ep.size == 1 || ep.group != nullptr, "expert parallelism over {} ranks needs its group", ep.size);
+  MT_CHECK(ep.size == 1 || ep.comm != nullptr, "expert parallelism over {} ranks needs its group", ep.size);
   if (!sends()) return;
   packed_ = DeviceBuffer<T>(be, max_packed * size_t(d));
   staged_ = DeviceBuffer<T>(be, max_rows * size_t(d));
@@ -33,7 +33,7 @@ ExpertExchange ExpertDispatch<T>::exchange(const PackedRows<T>& p) {
   if (sends()) {
     ex.recv_counts.resize(size_t(EP) * El);
     const std::vector<int> one(EP, 1);
-    ep_.group->all_to_all_rows(counts.data(), one.data(), ex.recv_counts.data(), one.data(), size_t(El), DType::I32);
+    ep_.comm->all_to_all_rows(counts.data(), one.data(), ex.recv_counts.data(), one.data(), size_t(El), DType::I32);
     stats.bytes_sent += uint64_t(EP - 1) * El * sizeof(int32_t);
   } else {
     ex.recv_counts = counts;
@@ -56,7 +56,7 @@ template <typename T>
 void ExpertDispatch<T>::all_to_all(const T* send, const std::vector<int>& send_rows, T* recv,
                                    const std::vector<int>& recv_rows) {
   const double start = MPI_Wtime();
-  ep_.group->all_to_all_rows(send, send_rows.data(), recv, recv_rows.data(), size_t(d_), dtype_of<T>());
+  ep_.comm->all_to_all_rows(send, send_rows.data(), recv, recv_rows.data(), size_t(d_), dtype_of<T>());
   stats.seconds += MPI_Wtime() - start;
   stats.calls += 1;
   for (int q = 0; q < ep_.size; ++q)

@@ -15,18 +15,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel/process_group.h"
 #include "runtime/backend.h"
 #include "runtime/communicator.h"
 
 namespace mt {
-
-// This rank's place in its expert-parallel group. A default-constructed one
-// is a group of one: every expert is local and nothing is sent.
-struct ExpertParallel {
-  Communicator* group = nullptr;
-  int rank = 0;
-  int size = 1;
-};
 
 // A micro-batch's kept assignments as rows grouped by expert (row order:
 // expert, then token).
@@ -62,7 +55,7 @@ class ExpertDispatch {
   // this rank; max_rows: most rows this rank's experts can receive
   // (expert_rows_bound, model/routing.h). ep: the EP group.
   ExpertDispatch(Backend<T>& be, int experts, size_t max_packed, size_t max_rows, int d,
-                 const ExpertParallel& ep = {});
+                 const ProcessGroup& ep = {});
 
   int first_expert() const { return ep_.rank * local_experts_; }
   int local_experts() const { return local_experts_; }
@@ -99,7 +92,7 @@ class ExpertDispatch {
 
   Backend<T>& be_;
   int experts_, local_experts_, d_;
-  ExpertParallel ep_;
+  ProcessGroup ep_;
   DeviceBuffer<T> packed_;  // [max_packed, d] this rank's rows on their way out or back (EP only)
   DeviceBuffer<T> staged_;  // [max_rows, d] received rows in source-major order (EP only)
 };

@@ -37,14 +37,14 @@ std::vector<FlatRange> shard_ranges(const std::vector<FlatRange>& buckets, int d
 
 template <typename T>
 GradSync<T>::GradSync(Backend<T>& be, std::vector<ShardRegion> regions, std::vector<FlatRange> tp_partial,
-                      const TensorParallel& tp, size_t bucket_elems)
+                      const ProcessGroup& tp, size_t bucket_elems)
     : be_(be), tp_partial_(std::move(tp_partial)), tp_(tp) {
   size_t at = 0;
   for (const ShardRegion& r : regions) {
     MT_CHECK(r.range.begin == at, "gradient regions must lie back to back from 0: one starts at {}, not {}",
              r.range.begin, at);
     at = r.range.end;
-    Communicator* group = r.group && r.group->size() > 1 ? r.group : nullptr;
+    Communicator* group = r.group.size > 1 ? r.group.comm : nullptr;
     const int size = group ? group->size() : 1;
     Region region{r.range, group, int(buckets_.size())};
     for (FlatRange b : grad_buckets(r.range.size(), size, group ? bucket_elems : r.range.size() + 1)) {

@@ -52,11 +52,11 @@ struct GradSyncStats {
 };
 
 // A range of the flat buffers, padded to a multiple of its group's size,
-// whose gradients are summed and whose state is sharded over `group` (null
-// or a group of one: nobody else holds it).
+// whose gradients are summed and whose state is sharded over `group` (a
+// group of one: nobody else holds it).
 struct ShardRegion {
   FlatRange range;
-  Communicator* group = nullptr;
+  ProcessGroup group;
 };
 
 template <typename T>
@@ -65,11 +65,10 @@ class GradSync {
   // regions: ascending and back to back from 0; tp_partial: flat ranges
   // whose gradients are partial over TP.
   GradSync(Backend<T>& be, std::vector<ShardRegion> regions, std::vector<FlatRange> tp_partial,
-           const TensorParallel& tp, size_t bucket_elems);
-  // One region of `padded` elements (padded_size(n, DP)) over dp (null for
-  // one replica).
-  GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_partial, const TensorParallel& tp,
-           Communicator* dp, size_t bucket_elems)
+           const ProcessGroup& tp, size_t bucket_elems);
+  // One region of `padded` elements (padded_size(n, DP)) over dp.
+  GradSync(Backend<T>& be, size_t padded, std::vector<FlatRange> tp_partial, const ProcessGroup& tp,
+           const ProcessGroup& dp, size_t bucket_elems)
       : GradSync(be, {{{0, padded}, dp}}, std::move(tp_partial), tp, bucket_elems) {}
 
   // Before a step's backward passes.
@@ -115,7 +114,7 @@ class GradSync {
   Backend<T>& be_;
   std::vector<Region> regions_;
   std::vector<FlatRange> tp_partial_;  // ascending
-  TensorParallel tp_;
+  ProcessGroup tp_;
   bool sharded_ = false;                 // some region is shared: the shard is packed apart
   std::vector<FlatRange> buckets_, shard_;
   std::vector<Communicator*> bucket_group_;  // each bucket's region's group

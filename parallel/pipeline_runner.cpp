@@ -11,9 +11,9 @@
 namespace mt {
 
 template <typename T>
-PipelineRunner<T>::PipelineRunner(PipelineStage<T>& model, const PipelineGroup& pp, PipelineSchedule schedule)
+PipelineRunner<T>::PipelineRunner(PipelineStage<T>& model, const ProcessGroup& pp, PipelineSchedule schedule)
     : model_(model), pp_(pp), schedule_(schedule) {
-  MT_CHECK(pp.stages == 1 || pp.group != nullptr, "a pipeline of {} stages needs its group", pp.stages);
+  MT_CHECK(pp.size == 1 || pp.comm != nullptr, "a pipeline of {} stages needs its group", pp.size);
 }
 
 template <typename T>
@@ -33,7 +33,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
                                        const GradsReady* ready) {
   const int m = int(tokens.size());
   const size_t n = model_.boundary_elements(B);  // elements a transfer
-  const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
+  const bool first = pp_.rank == 0, last = pp_.rank == pp_.size - 1;
   if (!last && grad_recv_.size() < n) grad_recv_ = DeviceBuffer<T>(model_.backend(), n);
 
   PipelineStats local;
@@ -41,9 +41,9 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   auto wait = [&](Request& r, const char* what, int micro_batch, int peer_stage) {
     if (!r.pending()) return;
     const WaitingFor waiting(fmt::format("the pipeline {} of micro-batch {} with stage {} (world rank {})", what,
-                                         micro_batch, peer_stage, pp_.group->world_rank_of(peer_stage)));
+                                         micro_batch, peer_stage, pp_.comm->world_rank_of(peer_stage)));
     const double start = MPI_Wtime();
-    pp_.group->wait(r);
+    pp_.comm->wait(r);
     local.wait_seconds += MPI_Wtime() - start;
   };
   std::vector<int> out_micro_batch, grad_micro_batch;  // of each slot's send in flight
@@ -52,7 +52,7 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
   std::vector<int> free_slots;  // slots whose micro-batch finished its backward
   int slots_used = 0, live = 0;
   MicroBatchLoss total;
-  const std::vector<PipelineStep> steps = pipeline_steps(schedule_, pp_.stage, pp_.stages, m);
+  const std::vector<PipelineStep> steps = pipeline_steps(schedule_, pp_.rank, pp_.size, m);
   size_t last_backward = 0;
   for (size_t k = 0; k < steps.size(); ++k)
     if (steps[k].kind == PipelineStep::Backward) last_backward = k;
@@ -73,10 +73,10 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
       local.peak_live = std::max(local.peak_live, live);
       // The slot's previous output must have left before it is overwritten.
       out_micro_batch.resize(std::max(out_micro_batch.size(), size_t(slot) + 1), 0);
-      wait(out_send_[slot], "send of the activations", out_micro_batch[slot], pp_.stage + 1);
+      wait(out_send_[slot], "send of the activations", out_micro_batch[slot], pp_.rank + 1);
       if (!first) {
-        Request r = pp_.group->irecv(model_.stage_input(slot), n, dtype_of<T>(), pp_.stage - 1, i);
-        wait(r, "receive of the activations", i, pp_.stage - 1);
+        Request r = pp_.comm->irecv(model_.stage_input(slot), n, dtype_of<T>(), pp_.rank - 1, i);
+        wait(r, "receive of the activations", i, pp_.rank - 1);
       }
       const MicroBatchLoss l = model_.forward_stage(slot, tokens[i], B);
       total.ce_sum += l.ce_sum;
@@ -84,22 +84,22 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
       total.z += l.z;
       total.tokens += l.tokens;
       if (!last) {
-        out_send_[slot] = pp_.group->isend(model_.stage_output(slot), n, dtype_of<T>(), pp_.stage + 1, i);
+        out_send_[slot] = pp_.comm->isend(model_.stage_output(slot), n, dtype_of<T>(), pp_.rank + 1, i);
         out_micro_batch[slot] = i;
       }
     } else {
       const int slot = slot_of[i];
       if (!last) {
-        Request r = pp_.group->irecv(grad_recv_.data(), n, dtype_of<T>(), pp_.stage + 1, i);
-        wait(r, "receive of the gradient", i, pp_.stage + 1);
+        Request r = pp_.comm->irecv(grad_recv_.data(), n, dtype_of<T>(), pp_.rank + 1, i);
+        wait(r, "receive of the gradient", i, pp_.rank + 1);
       }
       model_.backward_stage(slot, last ? nullptr : grad_recv_.data(), ce_scale, aux_scale,
                             k == last_backward ? ready : nullptr);
       if (!first) {
         grad_micro_batch.resize(std::max(grad_micro_batch.size(), size_t(slot) + 1), 0);
-        wait(grad_send_req_[slot], "send of the gradient", grad_micro_batch[slot], pp_.stage - 1);
+        wait(grad_send_req_[slot], "send of the gradient", grad_micro_batch[slot], pp_.rank - 1);
         model_.backend().copy(grad_send_[slot].data(), model_.stage_input_grad(), n);
-        grad_send_req_[slot] = pp_.group->isend(grad_send_[slot].data(), n, dtype_of<T>(), pp_.stage - 1, i);
+        grad_send_req_[slot] = pp_.comm->isend(grad_send_[slot].data(), n, dtype_of<T>(), pp_.rank - 1, i);
         grad_micro_batch[slot] = i;
       }
       free_slots.push_back(slot);
@@ -107,10 +107,10 @@ MicroBatchLoss PipelineRunner<T>::step(const std::vector<const int32_t*>& tokens
     }
   }
   for (size_t s = 0; s < out_send_.size(); ++s)
-    wait(out_send_[s], "send of the activations", s < out_micro_batch.size() ? out_micro_batch[s] : 0, pp_.stage + 1);
+    wait(out_send_[s], "send of the activations", s < out_micro_batch.size() ? out_micro_batch[s] : 0, pp_.rank + 1);
   for (size_t s = 0; s < grad_send_req_.size(); ++s)
     wait(grad_send_req_[s], "send of the gradient", s < grad_micro_batch.size() ? grad_micro_batch[s] : 0,
-         pp_.stage - 1);
+         pp_.rank - 1);
   if (stats) *stats = local;
   return total;
 }
@@ -122,19 +122,19 @@ MicroBatchLoss PipelineRunner<T>::forward(const int32_t* tokens, int B) {
 
 template <typename T>
 MicroBatchLoss PipelineRunner<T>::forward_with(size_t n, const std::function<MicroBatchLoss()>& stage_forward) {
-  const bool first = pp_.stage == 0, last = pp_.stage == pp_.stages - 1;
+  const bool first = pp_.rank == 0, last = pp_.rank == pp_.size - 1;
   if (!first) {
-    Request r = pp_.group->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.stage - 1, 0);
+    Request r = pp_.comm->irecv(model_.stage_input(0), n, dtype_of<T>(), pp_.rank - 1, 0);
     const WaitingFor waiting(fmt::format("the pipeline receive of the activations with stage {} (world rank {})",
-                                         pp_.stage - 1, pp_.group->world_rank_of(pp_.stage - 1)));
-    pp_.group->wait(r);
+                                         pp_.rank - 1, pp_.comm->world_rank_of(pp_.rank - 1)));
+    pp_.comm->wait(r);
   }
   const MicroBatchLoss loss = stage_forward();
   if (!last) {
-    Request r = pp_.group->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.stage + 1, 0);
+    Request r = pp_.comm->isend(model_.stage_output(0), n, dtype_of<T>(), pp_.rank + 1, 0);
     const WaitingFor waiting(fmt::format("the pipeline send of the activations with stage {} (world rank {})",
-                                         pp_.stage + 1, pp_.group->world_rank_of(pp_.stage + 1)));
-    pp_.group->wait(r);
+                                         pp_.rank + 1, pp_.comm->world_rank_of(pp_.rank + 1)));
+    pp_.comm->wait(r);
   }
   return loss;
 }

@@ -10,16 +10,10 @@
 
 #include "parallel/pipeline_schedule.h"
 #include "parallel/pipeline_stage.h"
+#include "parallel/process_group.h"
 #include "runtime/communicator.h"
 
 namespace mt {
-
-// This rank's place in its pipeline; a default one is a single stage.
-struct PipelineGroup {
-  Communicator* group = nullptr;
-  int stage = 0;
-  int stages = 1;
-};
 
 struct PipelineStats {
   int peak_live = 0;          // micro-batches whose activations were alive at once
@@ -29,7 +23,7 @@ struct PipelineStats {
 template <typename T>
 class PipelineRunner {
  public:
-  PipelineRunner(PipelineStage<T>& model, const PipelineGroup& pp, PipelineSchedule schedule);
+  PipelineRunner(PipelineStage<T>& model, const ProcessGroup& pp, PipelineSchedule schedule);
 
   // tokens[i]: host [B, S+1] of micro-batch i. Returns this stage's summed
   // loss: CE on the last stage, the aux losses of its layers. ready, when
@@ -48,7 +42,7 @@ class PipelineRunner {
   DeviceBuffer<T>& grad_send(int slot);
 
   PipelineStage<T>& model_;
-  PipelineGroup pp_;
+  ProcessGroup pp_;
   PipelineSchedule schedule_;
   DeviceBuffer<T> grad_recv_;                  // [T, d]
   std::vector<DeviceBuffer<T>> grad_send_;     // [slots][T, d]

@@ -16,7 +16,7 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard) {
 }
 
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, acc_t<T>* losses,
+void vocab_parallel_cross_entropy(Backend<T>& be, const ProcessGroup& tp, acc_t<T>* losses,
                                   const acc_t<T>* logits, const int32_t* targets, int n, int v,
                                   int vocab_start, acc_t<T>* stats) {
   acc_t<T>* row_max = stats;       // [n]
@@ -36,7 +36,7 @@ void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const acc_t<T
 }
 
 #define MT_INSTANTIATE_VOCAB_PARALLEL_CE(T)                                                           \
-  template void vocab_parallel_cross_entropy<T>(Backend<T>&, const TensorParallel&, acc_t<T>*,       \
+  template void vocab_parallel_cross_entropy<T>(Backend<T>&, const ProcessGroup&, acc_t<T>*,       \
                                                 const acc_t<T>*, const int32_t*, int, int, int,      \
                                                 acc_t<T>*);                                          \
   template void vocab_parallel_cross_entropy_grad<T>(Backend<T>&, T*, const acc_t<T>*, const int32_t*, \

@@ -6,27 +6,11 @@
 #include <cstdint>
 #include <vector>
 
+#include "parallel/process_group.h"
 #include "runtime/backend.h"
 #include "runtime/communicator.h"
 
 namespace mt {
-
-// This rank's place in its tensor-parallel group. A default-constructed one
-// is a group of one: every reduction is a no-op.
-struct TensorParallel {
-  Communicator* group = nullptr;
-  int rank = 0;
-  int size = 1;
-
-  template <typename T>
-  void all_reduce_sum(T* x, size_t n) const {
-    if (size > 1) group->all_reduce_sum(x, n);
-  }
-  template <typename T>
-  void all_reduce_max(T* x, size_t n) const {
-    if (size > 1) group->all_reduce_max(x, n);
-  }
-};
 
 // How a tensor is split over the TP group: into `parts` equal slices along
 // `dim`, this rank holding slice `index`; dim -1: whole on every rank.
@@ -50,7 +34,7 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard);
 // the row maxima and sums that the gradient needs. The only traffic is 3
 // numbers a token. Logits, losses and stats are acc_t<T> (float32 under bf16).
 template <typename T>
-void vocab_parallel_cross_entropy(Backend<T>& be, const TensorParallel& tp, acc_t<T>* losses,
+void vocab_parallel_cross_entropy(Backend<T>& be, const ProcessGroup& tp, acc_t<T>* losses,
                                   const acc_t<T>* logits, const int32_t* targets, int n, int v,
                                   int vocab_start, acc_t<T>* stats);
 // dlogits = (softmax - onehot) * dscale for the slice, in T, from the stats

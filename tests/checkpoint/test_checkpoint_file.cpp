@@ -33,9 +33,9 @@ float logical_value(uint64_t seed, const ParamTensor& t, uint64_t i) {
 // as `train` builds them.
 struct RankModel {
   RankModel(Topology& topo, const ModelConfig& cfg)
-      : tp{&topo.tp(), topo.coords().tp, topo.tp_size()},
-        params(*be, cfg, tp, stage_span(cfg.num_layers, topo.coords().pp, topo.pp_size(), 0, 0), topo.dp_size()),
-        grad_sync(*be, params.padded_size(), {}, tp, &topo.dp(), 100),
+      : tp(topo.tp()),
+        params(*be, cfg, tp, stage_span(cfg.num_layers, topo.coords().pp, topo.pp().size, 0, 0), topo.dp().size),
+        grad_sync(*be, params.padded_size(), {}, tp, topo.dp(), 100),
         optim(*be, AdamWConfig{}, shard_segments(params.tensors, grad_sync.shard(), tp.rank), grad_sync.shard_size(),
               {}) {}
 
@@ -81,7 +81,7 @@ struct RankModel {
   }
 
   std::unique_ptr<Backend<float>> be = make_cpu_backend<float>();
-  TensorParallel tp;
+  ProcessGroup tp;
   Parameters<float> params;
   GradSync<float> grad_sync;
   AdamW<float> optim;

@@ -18,7 +18,7 @@
 #include "optim/adamw.h"
 #include "parallel/grad_sync.h"
 #include "run_trace.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 namespace {
@@ -166,13 +166,12 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   const int dp = world / (tp_size * pp_size);
   auto be = make_cpu_backend<T>();
   Topology topo(MPI_COMM_WORLD, TopologyConfig{tp_size, pp_size, ep_size});
-  EXPECT_EQ(topo.dp_size(), dp);
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, tp_size};
-  const ExpertParallel ep{&topo.ep(), topo.expert().ep, ep_size};
+  EXPECT_EQ(topo.dp().size, dp);
+  const ProcessGroup& tp = topo.tp();
   const int stage = topo.coords().pp, r = topo.coords().dp;
   const auto split = stage_layers(cfg.num_layers, pp_size, 0, 0);
   const StageSpan span{split[stage].first, split[stage].second, stage == 0, stage == pp_size - 1};
-  Transformer<T> model(*be, cfg, kMicro, tp, span, dp, {}, ep);
+  Transformer<T> model(*be, cfg, kMicro, tp, span, dp, {}, topo.ep());
   Parameters<T>& params = model.params();
   std::vector<FlatRange> partial;
   for (const ParamTensor& t : params.tensors)
@@ -180,15 +179,15 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   std::vector<ShardRegion> regions;
   for (const FlatRegion& g : params.regions)
     regions.push_back({{g.begin, g.end},
-                       !g.experts                                ? &topo.dp()
-                       : bug == ExpertBug::NoExpertDpReduction ? nullptr
-                                                                 : &topo.edp()});
+                       !g.experts                                ? topo.dp()
+                       : bug == ExpertBug::NoExpertDpReduction ? ProcessGroup{}
+                                                                 : topo.edp()});
   GradSync<T> sync(*be, regions, partial, tp, 301);
   AdamW<T> optim(*be, adam_config(), shard_segments(params.tensors, sync.shard(), tp.rank), sync.shard_size(),
-                 {tp_size > 1 ? &topo.tp() : nullptr, pp_size > 1 ? &topo.pp() : nullptr, &topo.dp()});
+                 {topo.tp(), topo.pp(), topo.dp()});
   params.initialise(*be, 3);
   if (router_zeroed) zero_router(params, cfg);
-  PipelineRunner<T> runner(model, PipelineGroup{&topo.pp(), stage, pp_size}, PipelineSchedule::OneFOneB);
+  PipelineRunner<T> runner(model, topo.pp(), PipelineSchedule::OneFOneB);
 
   // Memory: the optimizer state is this rank's 1/DP of the shared tensors
   // and 1/(DP/EP) of its E/EP experts (padded).

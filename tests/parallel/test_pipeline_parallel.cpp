@@ -12,7 +12,7 @@
 #include "parallel/pipeline_runner.h"
 #include "optim/adamw.h"
 #include "run_trace.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 namespace mt {
 namespace {
@@ -92,14 +92,14 @@ test_util::RunTrace train_layout(const Layout& layout, const ModelConfig& cfg) {
   const int stages = world / layout.tp_size;
   auto be = make_cpu_backend<T>();
   Topology topo(MPI_COMM_WORLD, TopologyConfig{layout.tp_size, stages});
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, layout.tp_size};
+  const ProcessGroup& tp = topo.tp();
   const int stage = topo.coords().pp;
   const auto split = stage_layers(cfg.num_layers, stages, layout.uneven && stages > 1 ? 1 : 0, 0);
   const StageSpan span{split[stage].first, split[stage].second, stage == 0, stage == stages - 1};
   Transformer<T> model(*be, cfg, kMicro, tp, span);
-  AdamW<T> optim(*be, adam_config(), model.params(), tp, &topo.pp());
+  AdamW<T> optim(*be, adam_config(), model.params(), tp, topo.pp());
   model.params().initialise(*be, 3);
-  PipelineRunner<T> runner(model, PipelineGroup{&topo.pp(), stage, stages}, layout.schedule);
+  PipelineRunner<T> runner(model, topo.pp(), layout.schedule);
 
   std::mt19937 rng(17);
   test_util::RunTrace run;

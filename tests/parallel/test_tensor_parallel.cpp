@@ -11,7 +11,7 @@
 #include "model/transformer.h"
 #include "optim/adamw.h"
 #include "run_trace.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 #include "test_util.h"
 
 namespace mt {
@@ -93,7 +93,7 @@ test_util::RunTrace train_split(const ModelConfig& cfg) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   auto be = make_cpu_backend<T>();
   Topology topo(MPI_COMM_WORLD, TopologyConfig{world, 1});
-  const TensorParallel tp{&topo.tp(), topo.coords().tp, topo.tp_size()};
+  const ProcessGroup& tp = topo.tp();
   Transformer<T> model(*be, cfg, kBatch, tp);
   AdamW<T> optim(*be, adam_config(), model.params(), tp);
   model.params().initialise(*be, 5);

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "runtime/cpu_backend.h"
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 #include "test_util.h"
 
 namespace mt {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "parallel/process_group.h"
 #include "runtime/communicator.h"
 
 namespace mt {
@@ -56,44 +57,38 @@ class Topology {
 
   int world_rank() const { return world_rank_; }
   int world_size() const { return world_size_; }
-  int tp_size() const { return tp_size_; }
-  int pp_size() const { return pp_size_; }
-  int dp_size() const { return dp_size_; }
-  int ep_size() const { return ep_size_; }
-  int edp_size() const { return dp_size_ / ep_size_; }
   Coords coords() const { return coords_; }
-  ExpertCoords expert() const { return expert_coords(coords_.dp, ep_size_); }
 
   Communicator& world() { return world_comm_; }
   // The world as an MPI communicator, for MPI-IO (parallel HDF5), which
   // takes the communicator itself.
   MPI_Comm world_mpi() const { return world_comm_.comm(); }
-  Communicator& tp() { return tp_comm_; }
-  Communicator& pp() { return pp_comm_; }
-  Communicator& dp() { return dp_comm_; }
+  const ProcessGroup& tp() const { return tp_; }
+  const ProcessGroup& pp() const { return pp_; }
+  const ProcessGroup& dp() const { return dp_; }
   // The ranks of this DP group that hold the other experts (EP), and those
   // that hold the same experts (expert-DP, where expert gradients are
   // summed and ZeRO-1 shards expert state).
-  Communicator& ep() { return ep_comm_; }
-  Communicator& edp() { return edp_comm_; }
+  const ProcessGroup& ep() const { return ep_; }
+  const ProcessGroup& edp() const { return edp_; }
 
   // Collective, from the constructor: which ranks share a node.
   const NodeMap& nodes() const { return nodes_; }
   int num_nodes() const;
-  std::vector<std::string> node_warnings() const { return node_layout_warnings(nodes_, tp_size_, dp_size_); }
+  std::vector<std::string> node_warnings() const { return node_layout_warnings(nodes_, tp_.size, dp_.size); }
 
   // One line a rank: "rank  tp  pp  dp  host", for the start-up log.
   std::string table() const;
 
  private:
   int world_rank_ = 0, world_size_ = 1;
-  int tp_size_ = 1, pp_size_ = 1, dp_size_ = 1, ep_size_ = 1;
   Coords coords_;
   NodeMap nodes_;
   MPI_Comm tp_raw_ = MPI_COMM_NULL, pp_raw_ = MPI_COMM_NULL, dp_raw_ = MPI_COMM_NULL, ep_raw_ = MPI_COMM_NULL,
            edp_raw_ = MPI_COMM_NULL;
   MpiCommunicator world_comm_{MPI_COMM_NULL}, tp_comm_{MPI_COMM_NULL}, pp_comm_{MPI_COMM_NULL},
       dp_comm_{MPI_COMM_NULL}, ep_comm_{MPI_COMM_NULL}, edp_comm_{MPI_COMM_NULL};
+  ProcessGroup tp_, pp_, dp_, ep_, edp_;
 };
 
 }  // namespace mt

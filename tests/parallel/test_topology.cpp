@@ -1,6 +1,6 @@
 // Topology: Megatron's rank order (TP fastest, then DP, then PP), a one-rank
 // world, and the size checks.
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 #include <gtest/gtest.h>
 #include <mpi.h>
@@ -70,18 +70,18 @@ TEST(Topology, OneByOneOnWorld) {
   Topology topo(MPI_COMM_WORLD, TopologyConfig{1, 1});
   EXPECT_EQ(topo.world_rank(), rank);
   EXPECT_EQ(topo.world_size(), size);
-  EXPECT_EQ(topo.tp_size(), 1);
-  EXPECT_EQ(topo.pp_size(), 1);
-  EXPECT_EQ(topo.dp_size(), size);
+  EXPECT_EQ(topo.tp().size, 1);
+  EXPECT_EQ(topo.pp().size, 1);
+  EXPECT_EQ(topo.dp().size, size);
   EXPECT_EQ(topo.coords().tp, 0);
   EXPECT_EQ(topo.coords().pp, 0);
   EXPECT_EQ(topo.coords().dp, rank);
   EXPECT_EQ(topo.world().size(), size);
-  EXPECT_EQ(topo.tp().size(), 1);
-  EXPECT_EQ(topo.pp().size(), 1);
-  EXPECT_EQ(topo.dp().size(), size);
-  EXPECT_EQ(topo.dp().rank(), rank);
-  EXPECT_EQ(topo.tp().rank(), 0);
+  EXPECT_EQ(topo.tp().comm->size(), 1);
+  EXPECT_EQ(topo.pp().comm->size(), 1);
+  EXPECT_EQ(topo.dp().comm->size(), size);
+  EXPECT_EQ(topo.dp().comm->rank(), rank);
+  EXPECT_EQ(topo.tp().comm->rank(), 0);
   EXPECT_NE(topo.table().find("TP=1"), std::string::npos) << topo.table();
 }
 

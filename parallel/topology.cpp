@@ -1,4 +1,4 @@
-#include "runtime/topology.h"
+#include "parallel/topology.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -74,30 +74,29 @@ std::vector<std::string> node_layout_warnings(const NodeMap& nodes, int tp_size,
   return out;
 }
 
-Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
-    : tp_size_(cfg.tensor_parallel), pp_size_(cfg.pipeline_parallel), ep_size_(cfg.expert_parallel),
-      world_comm_(world) {
+Topology::Topology(MPI_Comm world, const TopologyConfig& cfg) : world_comm_(world) {
   MPI_CHECK(MPI_Comm_rank(world, &world_rank_));
   MPI_CHECK(MPI_Comm_size(world, &world_size_));
   set_error_rank(world_rank_);
-  MT_CHECK(tp_size_ >= 1, "--tensor-model-parallel-size must be >= 1, got {}", tp_size_);
-  MT_CHECK(pp_size_ >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", pp_size_);
-  MT_CHECK(world_size_ % (tp_size_ * pp_size_) == 0,
+  const int tp = cfg.tensor_parallel, pp = cfg.pipeline_parallel, ep = cfg.expert_parallel;
+  MT_CHECK(tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", tp);
+  MT_CHECK(pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", pp);
+  MT_CHECK(world_size_ % (tp * pp) == 0,
            "world size {} is not divisible by tensor-model-parallel-size {} x "
            "pipeline-model-parallel-size {}",
-           world_size_, tp_size_, pp_size_);
-  dp_size_ = world_size_ / (tp_size_ * pp_size_);
-  MT_CHECK(ep_size_ >= 1, "--expert-model-parallel-size must be >= 1, got {}", ep_size_);
-  MT_CHECK(dp_size_ % ep_size_ == 0,
-           "--expert-model-parallel-size {} must divide the data-parallel size {} (world {} / (TP {} x PP {}))",
-           ep_size_, dp_size_, world_size_, tp_size_, pp_size_);
-  coords_ = coords_of(world_rank_, tp_size_, dp_size_);
+           world_size_, tp, pp);
+  const int dp = world_size_ / (tp * pp);
+  MT_CHECK(ep >= 1, "--expert-model-parallel-size must be >= 1, got {}", ep);
+  MT_CHECK(dp % ep == 0,
+           "--expert-model-parallel-size {} must divide the data-parallel size {} (world {} / (TP {} x PP {}))", ep,
+           dp, world_size_, tp, pp);
+  coords_ = coords_of(world_rank_, tp, dp);
   nodes_ = map_nodes(world, world_rank_, world_size_);
   // Colour = the coordinates that stay fixed inside the group; key = rank.
-  MPI_CHECK(MPI_Comm_split(world, coords_.dp + dp_size_ * coords_.pp, world_rank_, &tp_raw_));
-  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp_size_ * coords_.pp, world_rank_, &dp_raw_));
-  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp_size_ * coords_.dp, world_rank_, &pp_raw_));
-  const ExpertCoords ec = expert();
+  MPI_CHECK(MPI_Comm_split(world, coords_.dp + dp * coords_.pp, world_rank_, &tp_raw_));
+  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp * coords_.pp, world_rank_, &dp_raw_));
+  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp * coords_.dp, world_rank_, &pp_raw_));
+  const ExpertCoords ec = expert_coords(coords_.dp, ep);
   MPI_CHECK(MPI_Comm_split(dp_raw_, ec.edp, coords_.dp, &ep_raw_));
   MPI_CHECK(MPI_Comm_split(dp_raw_, ec.ep, coords_.dp, &edp_raw_));
   tp_comm_ = MpiCommunicator(tp_raw_);
@@ -111,6 +110,11 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg)
   pp_comm_.set_name("PP group");
   ep_comm_.set_name("EP group");
   edp_comm_.set_name("expert-DP group");
+  tp_ = {&tp_comm_, coords_.tp, tp};
+  pp_ = {&pp_comm_, coords_.pp, pp};
+  dp_ = {&dp_comm_, coords_.dp, dp};
+  ep_ = {&ep_comm_, ec.ep, ep};
+  edp_ = {&edp_comm_, ec.edp, dp / ep};
 }
 
 Topology::~Topology() {
@@ -121,15 +125,15 @@ Topology::~Topology() {
 int Topology::num_nodes() const { return 1 + *std::max_element(nodes_.node.begin(), nodes_.node.end()); }
 
 std::string Topology::table() const {
-  std::string out = fmt::format("layout TP={} x PP={} x DP={} ({} ranks on {} node{})", tp_size_, pp_size_, dp_size_,
+  std::string out = fmt::format("layout TP={} x PP={} x DP={} ({} ranks on {} node{})", tp_.size, pp_.size, dp_.size,
                                 world_size_, num_nodes(), num_nodes() == 1 ? "" : "s");
-  if (ep_size_ > 1) out += fmt::format(", experts EP={} x expert-DP={}", ep_size_, edp_size());
-  out += ep_size_ > 1 ? "\n  rank   tp   pp   dp   ep  edp  host\n" : "\n  rank   tp   pp   dp  host\n";
+  if (ep_.size > 1) out += fmt::format(", experts EP={} x expert-DP={}", ep_.size, edp_.size);
+  out += ep_.size > 1 ? "\n  rank   tp   pp   dp   ep  edp  host\n" : "\n  rank   tp   pp   dp  host\n";
   for (int r = 0; r < world_size_; ++r) {
-    const Coords c = coords_of(r, tp_size_, dp_size_);
+    const Coords c = coords_of(r, tp_.size, dp_.size);
     out += fmt::format("  {:4d} {:4d} {:4d} {:4d}", r, c.tp, c.pp, c.dp);
-    if (ep_size_ > 1) {
-      const ExpertCoords e = expert_coords(c.dp, ep_size_);
+    if (ep_.size > 1) {
+      const ExpertCoords e = expert_coords(c.dp, ep_.size);
       out += fmt::format(" {:4d} {:4d}", e.ep, e.edp);
     }
     out += fmt::format("  {}\n", nodes_.host[size_t(r)]);
