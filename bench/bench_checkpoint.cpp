@@ -1,6 +1,6 @@
 // Checkpoint save and load bandwidth (docs/benchmarks.md, "Checkpoint
-// bandwidth"; scripts/bench_checkpoint.sh runs it): save_checkpoint and
-// load_checkpoint of launch/checkpoint.h on the workstation MoE
+// bandwidth"; scripts/bench_checkpoint.sh runs it): a Checkpointer's save
+// and load_checkpoint (checkpoint/) on the workstation MoE
 // (configs/workstation-moe.toml's shape: V=384, d=256, L=4, H=8, G=1, F=512,
 // E=8; 9.2 M parameters, a 110 MB file of weights and both Adam moments),
 // against a plain sequential write and read of the same number of bytes
@@ -16,7 +16,7 @@
 // slowest rank's time of each iteration (manual time); only rank 0 prints.
 //
 // Benchmarks (counter GB/s: bytes of the checkpoint file / time, GB = 1e9):
-//  - Save: save_checkpoint as training calls it, of iteration 1, 2, ...: the
+//  - Save: Checkpointer::save as training calls it, of iteration 1, 2, ...: the
 //    ZeRO-1 moment shards gathered, every rank writing its rows into the one
 //    new file (parallel HDF5, MPI-IO), fsync of the file and directories, the
 //    renames and `latest`. The previous checkpoint is deleted between
@@ -31,7 +31,7 @@
 //  - SequentialRead: rank 0 fread()s that file back in 1 MiB blocks (page
 //    cache, as Load).
 //  - Checksum: rank 0 hashes as many bytes with XXH3-64, the checksum every
-//    saved block carries and every load checks (runtime/hdf5_file.h): the
+//    saved block carries and every load checks (checkpoint/hdf5_file.h): the
 //    most the checksums can add to a save or a load.
 #include <benchmark/benchmark.h>
 #include <fmt/format.h>
@@ -48,15 +48,16 @@
 #include <string>
 #include <vector>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/block_checksum.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpointer.h"
 #include "model/parameters.h"
 #include "optim/adamw.h"
 #include "parallel/grad_sync.h"
 #include "parallel/pipeline_schedule.h"
-#include "runtime/block_checksum.h"
+#include "parallel/topology.h"
 #include "runtime/communicator.h"
 #include "runtime/cpu_backend.h"
-#include "parallel/topology.h"
 
 namespace {
 
@@ -83,7 +84,7 @@ mt::ModelConfig workstation_model() {
   return c;
 }
 
-// Everything save_checkpoint and load_checkpoint take, built as `train`
+// Everything a Checkpointer and load_checkpoint take, built as `train`
 // builds it for this rank's place in the layout.
 struct Setup {
   explicit Setup(const Flags& f)
@@ -99,7 +100,11 @@ struct Setup {
               {topo.tp(), topo.pp(), topo.dp()}),
         save_dir((fs::path(f.dir) / fmt::format("save_tp{}_pp{}_dp{}", topo.tp().size, topo.pp().size,
                                                  topo.dp().size))
-                     .string()) {
+                     .string()),
+        checkpointer({save_dir}, {topo, model, params, optim, grad_sync}, [this] {
+          const nlohmann::json config = {{"model", mt::model_config_to_json(model)}, {"benchmark", true}};
+          return mt::CheckpointAttributes{saved, 0, 0, 1234, config, nlohmann::json::object(), ""};
+        }) {
     params.initialise(*be, 1234);
     if (g_rank == 0) fs::remove_all(save_dir);  // a previous run's checkpoints
     MPI_Barrier(MPI_COMM_WORLD);
@@ -119,13 +124,7 @@ struct Setup {
 
   // Collective: saves the next iteration, as training does (a new
   // directory, nothing to replace).
-  void save_next() {
-    mt::TrainState state;
-    state.iteration = ++saved;
-    const nlohmann::json config = {{"model", mt::model_config_to_json(model)}, {"benchmark", true}};
-    mt::save_checkpoint(save_dir, topo, model, params, optim, grad_sync, state, 1234, config,
-                        nlohmann::json::object());
-  }
+  void save_next() { checkpointer.save(++saved, /*force=*/true); }
   // Collective, untimed: deletes all but the newest checkpoint, so that the
   // runs need one file's space and no save pays for deleting another.
   void remove_older() {
@@ -148,6 +147,7 @@ struct Setup {
   mt::AdamW<float> optim;
   std::string save_dir;
   int64_t saved = 0;  // the newest iteration saved
+  mt::Checkpointer<float> checkpointer;
 };
 
 Flags g_flags;

@@ -9,7 +9,7 @@
 
 #include "runtime/version.h"
 #include "runtime/check.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "runtime/watchdog.h"
 
 namespace mt {
@@ -91,9 +91,9 @@ void gather_moment(GradSync<float>& grad_sync, const DeviceBuffer<float>& shard,
 // The root attributes, the same on every rank.
 void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const CheckpointAttributes& a) {
   f.set_attr("format_version", kCheckpointFormatVersion);
-  f.set_attr("iteration", a.state.iteration);
-  f.set_attr("consumed_samples", a.state.consumed_samples);
-  f.set_attr("consumed_tokens", a.state.consumed_tokens);
+  f.set_attr("iteration", a.iteration);
+  f.set_attr("consumed_samples", a.consumed_samples);
+  f.set_attr("consumed_tokens", a.consumed_tokens);
   f.set_attr("adam_step", adam_step);
   f.set_attr("seed", int64_t(a.seed));
   f.set_attr("config", a.config.dump());
@@ -189,9 +189,9 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
            kCheckpointFormatVersion);
   CheckpointInfo info;
   info.path = path;
-  info.state.iteration = integer("iteration");
-  info.state.consumed_samples = integer("consumed_samples");
-  info.state.consumed_tokens = integer("consumed_tokens");
+  info.iteration = integer("iteration");
+  info.consumed_samples = integer("consumed_samples");
+  info.consumed_tokens = integer("consumed_tokens");
   info.adam_step = integer("adam_step");
   MT_CHECK(f.has_attr("seed") && f.attr_kind("seed") == H5File::AttrKind::Integer,
            "checkpoint {}: no integer attribute 'seed'", path);

@@ -3,7 +3,7 @@
 // the AdamW moments under /optim, and the root attributes. Every rank of the
 // world writes its share of its block in one collective MPI-IO write, so the
 // file is the same whatever the layout that wrote it, and any layout reads it.
-// Where checkpoints live and which one to load is launch/checkpoint.h's.
+// Where checkpoints live and which one to load is checkpoint/checkpoint_dir.h's.
 #pragma once
 
 #include <mpi.h>
@@ -24,16 +24,11 @@ namespace mt {
 
 constexpr int64_t kCheckpointFormatVersion = 1;
 
-// Where training stands; saved as root attributes.
-struct TrainState {
-  int64_t iteration = 0;
-  int64_t consumed_samples = 0;
-  int64_t consumed_tokens = 0;
-};
-
 // The root attributes a save writes beyond the tensors.
 struct CheckpointAttributes {
-  TrainState state;
+  int64_t iteration = 0;  // where training stands: optimizer steps done,
+  int64_t consumed_samples = 0;  // samples and tokens consumed
+  int64_t consumed_tokens = 0;
   uint64_t seed = 0;
   nlohmann::json config;  // the run configuration
   nlohmann::json resume;  // each entry (schedule, ramp-up, data, RNG) becomes an attribute holding its JSON
@@ -78,12 +73,12 @@ std::string checkpoint_problem(const std::string& path);
 
 struct CheckpointInfo {
   std::string path;
-  TrainState state;
+  int64_t iteration = 0, consumed_samples = 0, consumed_tokens = 0;
   int64_t adam_step = 0;
   uint64_t seed = 0;
   nlohmann::json config;  // the full run configuration it was saved with
   ModelConfig model;      // config["model"], checked
-  nlohmann::json skip_guard;  // which steps the run would skip (launch/step_guard.h); null in older checkpoints
+  nlohmann::json skip_guard;  // which steps the run would skip (training/step_guard.h); null in older checkpoints
 };
 
 // Reads the attributes only (e.g. to build the model before loading). Every
@@ -95,7 +90,7 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
 // Loads weights (and, when optim is not null, the AdamW moments of the
 // shard grad_sync assigns this rank). Every tensor must have the shape the
 // model expects: a mismatch names the tensor and both shapes. Every block
-// of the tensors loaded is checked against its checksum (runtime/hdf5_file.h):
+// of the tensors loaded is checked against its checksum (checkpoint/hdf5_file.h):
 // damage throws DamagedFile on every rank, naming the blocks. The float32
 // weights go to master when given (the optimizer's, under bf16 a float32
 // copy of the shard), and to the model's weights, rounded to T.

@@ -1,5 +1,5 @@
 // libFuzzer target: what moetrain reads from a checkpoint besides the
-// tensors' values (checkpoint/checkpoint_file.h, launch/step_guard.h,
+// tensors' values (checkpoint/checkpoint_file.h, training/step_guard.h,
 // `moetrain inspect`): the root attributes, the JSON inside them and the
 // tensors' shapes. The HDF5 container itself is HDF5's to fuzz; here every
 // input becomes a well-formed HDF5 file holding fuzzed contents.
@@ -24,9 +24,9 @@
 #include "checkpoint/checkpoint_file.h"
 #include "fuzz_files.h"
 #include "launch/commands.h"
-#include "launch/step_guard.h"
+#include "training/step_guard.h"
 #include "runtime/check.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace {
 

@@ -9,7 +9,6 @@
 
 #include "launch/commands.h"
 #include "launch/options.h"
-#include "launch/plan.h"
 
 namespace mt {
 

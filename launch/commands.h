@@ -6,15 +6,13 @@
 #include <vector>
 
 #include "launch/options.h"
+#include "planner/plan.h"
+#include "training/trainer.h"
 
 namespace mt {
 
-struct TrainResult {
-  int64_t iterations = 0;
-  double last_loss = 0.0;  // CE of the last step
-  bool stopped_by_signal = false;  // SIGTERM / SIGUSR1: saved and stopped early
-};
-
+// `moetrain train` (launch/train_command.cpp): checks the flags, then
+// training/trainer.h's loop.
 TrainResult run_train(TrainOptions options);
 
 struct EvalResult {
@@ -22,10 +20,9 @@ struct EvalResult {
   int64_t tokens = 0;
   int64_t samples = 0;
 };
-
 EvalResult run_eval(const EvalOptions& options);
 
-// `moetrain generate`: every prompt's completion (launch/generate.cpp).
+// `moetrain generate`: every prompt's completion (launch/generate_command.cpp).
 struct Generation {
   std::string prompt, completion;
   int64_t tokens = 0;        // generated
@@ -39,15 +36,13 @@ void run_prepare_data(const data::PrepareDataConfig& config);
 // `moetrain inspect PATH` (launch/inspect_command.cpp): a checkpoint's
 // attributes and tensors (shape, dtype, L2 norm); rank 0 reads, the others
 // return at once.
-struct InspectOptions {
-  std::string path;   // checkpoint.h5, iter_NNNNNNN directory, or a --save directory
-  bool json = false;  // one JSON object instead of the tables
-  bool verify = false;  // read every dataset back against its checksums; damage is an error
-};
 void run_inspect(const InspectOptions& options);
 
-// `moetrain plan` (launch/plan.h): prints the cost model's figures; one rank.
-struct PlanOptions;
+// `moetrain plan` (launch/plan_command.cpp): the cost model's inputs from
+// the flags (what they imply, each error naming its flag; with --search
+// the layout flags are not checked, the search picks its own), and its
+// figures printed; one rank.
+PlanInputs resolve_plan_inputs(const PlanOptions& options);
 void run_plan(const PlanOptions& options);
 
 }  // namespace mt

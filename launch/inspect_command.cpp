@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/hdf5_file.h"
 #include "launch/commands.h"
 #include "runtime/check.h"
-#include "runtime/hdf5_file.h"
 
 namespace mt {
 
@@ -143,7 +143,7 @@ void print_text(const std::string& path, const nlohmann::json& attributes,
 }
 
 // --verify: every dataset's blocks read back and hashed against the
-// checksums the writer recorded (runtime/hdf5_file.h).
+// checksums the writer recorded (checkpoint/hdf5_file.h).
 struct Verification {
   size_t checked = 0;                  // datasets with checksums
   std::vector<std::string> damaged;    // "model/layers/1/wq block [0:64, 0:64]"

@@ -1,7 +1,7 @@
 // The flags of each command, one table a command. A row names the flag,
 // says what it does and binds the member it fills. From these rows
 // launch/cli.cpp builds the command line and the --config file keys (the
-// long flag names without dashes), and launch/train.cpp the run
+// long flag names without dashes), and launch/train_command.cpp the run
 // configuration each checkpoint records. Flag names follow Megatron-LM.
 #pragma once
 
@@ -9,7 +9,6 @@
 #include <string>
 
 #include "launch/options.h"
-#include "launch/plan.h"
 
 namespace mt {
 
@@ -201,25 +200,25 @@ void visit_train_flags(Options& o, Visit&& visit) {
         o.profile);
   visit(Flag{"--debug-fail-at-iteration",
              "Testing: make one rank fail at the start of this iteration, to check the job aborts (0: never)"},
-        o.debug_fail_at_iteration);
-  visit(Flag{"--debug-fail-rank", "Testing: the rank --debug-fail-at-iteration fails on"}, o.debug_fail_rank);
+        o.debug.fail_at_iteration);
+  visit(Flag{"--debug-fail-rank", "Testing: the rank --debug-fail-at-iteration fails on"}, o.debug.fail_rank);
   visit(Flag{"--debug-nan-at-iteration",
              "Testing: make --debug-fail-rank's gradients NaN from this iteration on (0: never)"},
-        o.debug_nan_at_iteration);
+        o.debug.nan_at_iteration);
   visit(Flag{"--debug-nan-iterations", "Testing: how many iterations --debug-nan-at-iteration poisons"},
-        o.debug_nan_iterations);
+        o.debug.nan_iterations);
   visit(Flag{"--debug-spike-at-iteration",
              "Testing: multiply --debug-fail-rank's gradients by 1000 at this iteration (0: never)"},
-        o.debug_spike_at_iteration);
+        o.debug.spike_at_iteration);
   visit(Flag{"--debug-slow-ms", "Testing: --debug-fail-rank sleeps this many milliseconds in every step, a straggler"},
-        o.debug_slow_ms);
+        o.debug.slow_ms);
   visit(Flag{"--debug-perturb-weights",
              "Testing: multiply every weight by 1 +- this at the start and after every update, to measure how "
              "far rounding differences carry through a run"},
-        o.debug_perturb_weights);
+        o.debug.perturb_weights);
   visit(Flag{"--debug-corrupt-gemm-check",
              "Testing: corrupt the matrix product checked at start-up, to check the run is refused"},
-        o.debug_corrupt_gemm_check);
+        o.debug.corrupt_gemm_check);
 }
 
 template <typename Options, typename Visit>

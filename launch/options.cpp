@@ -15,12 +15,6 @@ int resolve_vocab_size(int vocab_size_flag, int divisible_by) {
   return (base + divisible_by - 1) / divisible_by * divisible_by;
 }
 
-int64_t requested_samples(const TrainOptions& o, int64_t iteration, int64_t consumed) {
-  if (o.train_samples > 0) return o.train_samples;
-  data::BatchSchedule schedule(o.global_batch_size, o.micro_batch_size, 1, o.rampup);
-  return schedule.samples_after(std::max<int64_t>(o.train_iters - iteration, 0), consumed);
-}
-
 void resolve_model_and_batch(TrainOptions& o) {
   o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
   o.model.eod_token = data::ByteTokenizer::kEod;

@@ -1,4 +1,4 @@
-// `moetrain plan`: prints the cost model's figures (launch/plan.h) as a
+// `moetrain plan`: prints the cost model's figures (planner/plan.h) as a
 // table, or as one JSON object with --json; --search ranks every layout
 // that fits. Runs on one rank; nothing here touches MPI.
 #include <fmt/format.h>
@@ -8,9 +8,10 @@
 #include <algorithm>
 #include <cmath>
 
-#include "launch/checkpoint.h"
 #include "launch/commands.h"
-#include "launch/plan.h"
+#include "launch/options.h"
+#include "planner/plan.h"
+#include "runtime/check.h"
 
 namespace mt {
 
@@ -438,6 +439,67 @@ json search_json(const PlanInputs& base, const SearchResult& s) {
 }
 
 }  // namespace
+
+PlanInputs resolve_plan_inputs(const PlanOptions& o) {
+  TrainOptions t = o.train;
+  resolve_model_and_batch(t);
+  PlanInputs in;
+  in.model = t.model;
+  in.rampup = t.rampup;
+  in.global_batch = t.global_batch_size;
+
+  Layout& l = in.layout;
+  l.tp = t.topology.tensor_parallel;
+  l.ep = t.topology.expert_parallel;
+  l.pp = t.topology.pipeline_parallel;
+  l.first_stage_layers = t.decoder_first_pipeline_num_layers;
+  l.last_stage_layers = t.decoder_last_pipeline_num_layers;
+  l.micro_batch = t.micro_batch_size;
+  l.schedule = t.schedule;
+  l.recompute = t.recompute.granularity;
+  l.recompute_method = t.recompute.method;
+  l.recompute_num_layers = t.recompute.num_layers;
+  MT_CHECK(o.num_gpus >= 0, "--num-gpus must be >= 0, got {}", o.num_gpus);
+  if (o.search) {
+    MT_CHECK(o.num_gpus > 0, "--search needs --num-gpus (the GPUs to lay the model out on)");
+    MT_CHECK(!o.gpu.empty(), "--search needs --gpu (the memory a layout must fit in)");
+    MT_CHECK(o.search_max_tp >= 0, "--search-max-tp must be >= 0, got {}", o.search_max_tp);
+    MT_CHECK(o.search_max_micro_batch_size >= 1, "--search-max-micro-batch-size must be >= 1, got {}",
+             o.search_max_micro_batch_size);
+    l = Layout{1, 1, o.num_gpus, 1, 0, 0, 1, Recompute::None, RecomputeMethod::Uniform, 1, l.schedule};
+  } else {
+    MT_CHECK(l.tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", l.tp);
+    MT_CHECK(l.pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", l.pp);
+    const int replica = l.tp * l.pp;
+    const int gpus = o.num_gpus > 0 ? o.num_gpus : replica;
+    MT_CHECK(gpus % replica == 0,
+             "--num-gpus {} is not divisible by --tensor-model-parallel-size {} x "
+             "--pipeline-model-parallel-size {}",
+             gpus, l.tp, l.pp);
+    l.dp = gpus / replica;
+    MT_CHECK(l.ep >= 1 && l.dp % l.ep == 0 && in.model.num_experts % l.ep == 0,
+             "--expert-model-parallel-size {} must divide the data-parallel size {} and --num-experts {}", l.ep,
+             l.dp, in.model.num_experts);
+    tp_shape(in.model, 0, l.tp);
+    check_layout(t, l.dp);
+  }
+
+  if (!o.gpu.empty()) in.gpu = find_gpu(o.gpu);
+  const std::string precision = o.precision.empty() ? (in.gpu || o.train.bf16 ? "bf16" : "fp32") : o.precision;
+  MT_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
+  MT_CHECK(!o.train.bf16 || precision == "bf16", "--bf16 trains in bf16, but --precision is {}", precision);
+  in.precision = precision == "bf16" ? Precision::BF16 : Precision::FP32;
+  MT_CHECK(o.compute_efficiency > 0 && o.compute_efficiency <= 1,
+           "--compute-efficiency must be in (0, 1], got {}", o.compute_efficiency);
+  MT_CHECK(o.mfu >= 0 && o.mfu <= 1, "--mfu must be in [0, 1] (0: estimate it), got {}", o.mfu);
+  MT_CHECK(o.gpu_hour_cost >= 0, "--gpu-hour-cost must be >= 0, got {}", o.gpu_hour_cost);
+  MT_CHECK(o.train_tokens >= 0, "--train-tokens must be >= 0, got {}", o.train_tokens);
+  in.compute_efficiency = o.compute_efficiency;
+  in.mfu = o.mfu;
+  in.gpu_hour_cost = o.gpu_hour_cost;
+  in.train_tokens = o.train_tokens;
+  return in;
+}
 
 void run_plan(const PlanOptions& options) {
   const PlanInputs in = resolve_plan_inputs(options);

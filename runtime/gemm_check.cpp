@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "runtime/check.h"
+#include "runtime/cpu_backend.h"
 
 namespace mt {
 
@@ -104,6 +105,16 @@ void check_gemm_on_every_rank(Backend<T>& be, Communicator& world, bool corrupt)
           ranks, problem);
 }
 
+template <typename T>
+std::unique_ptr<Backend<T>> checked_cpu_backend(Communicator& world, bool corrupt_check, OpTimes* profile) {
+  std::unique_ptr<Backend<T>> be = make_cpu_backend<T>();
+  check_gemm_on_every_rank(*be, world, corrupt_check);
+  if (profile) be = make_profiling_backend(std::move(be), *profile);
+  return be;
+}
+
+template std::unique_ptr<Backend<float>> checked_cpu_backend(Communicator&, bool, OpTimes*);
+template std::unique_ptr<Backend<bf16>> checked_cpu_backend(Communicator&, bool, OpTimes*);
 template std::string gemm_check_problem(Backend<float>&, bool);
 template std::string gemm_check_problem(Backend<double>&, bool);
 template void check_gemm_on_every_rank(Backend<float>&, Communicator&, bool);

@@ -6,10 +6,12 @@
 // millisecond.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "runtime/backend.h"
 #include "runtime/communicator.h"
+#include "runtime/profiling_backend.h"
 
 namespace mt {
 
@@ -24,5 +26,11 @@ std::string gemm_check_problem(Backend<T>& be, bool corrupt = false);
 // product is wrong, every rank throws, naming the ranks and the remedy.
 template <typename T>
 void check_gemm_on_every_rank(Backend<T>& be, Communicator& world, bool corrupt = false);
+
+// The CPU backend in precision T, checked on every rank of `world` as
+// above, and timed into `profile` when given (--profile). Collective.
+template <typename T>
+std::unique_ptr<Backend<T>> checked_cpu_backend(Communicator& world, bool corrupt_check = false,
+                                                OpTimes* profile = nullptr);
 
 }  // namespace mt

@@ -91,7 +91,7 @@ struct RankModel {
 nlohmann::json known_config() { return {{"lr", 0.001}, {"model", model_config_to_json(tiny_config())}}; }
 
 CheckpointAttributes known_attributes() {
-  return {TrainState{5, 80, 640}, 1234, known_config(), {{"rampup", {{"global_batch", 16}}}}, "2026-12-01T00:00:00Z"};
+  return {5, 80, 640, 1234, known_config(), {{"rampup", {{"global_batch", 16}}}}, "2026-12-01T00:00:00Z"};
 }
 
 // A file path every rank of the world agrees on, in the directory rank 0 owns.
@@ -111,9 +111,9 @@ TEST(CheckpointFile, RoundTripAtOneRankIsBitIdentical) {
   m.clear();
   EXPECT_EQ(checkpoint_problem(dir / "c.h5"), "");
   const CheckpointInfo info = read_checkpoint_info(dir / "c.h5", MPI_COMM_SELF);
-  EXPECT_EQ(info.state.iteration, 5);
-  EXPECT_EQ(info.state.consumed_samples, 80);
-  EXPECT_EQ(info.state.consumed_tokens, 640);
+  EXPECT_EQ(info.iteration, 5);
+  EXPECT_EQ(info.consumed_samples, 80);
+  EXPECT_EQ(info.consumed_tokens, 640);
   EXPECT_EQ(info.adam_step, 7);
   EXPECT_EQ(info.seed, 1234u);
   EXPECT_EQ(info.config, known_config());

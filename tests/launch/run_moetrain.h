@@ -19,7 +19,7 @@
 #include <vector>
 
 #include "model/config.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "test_util.h"
 
 namespace mt::test_util {

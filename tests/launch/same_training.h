@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "model/parameters.h"
 #include "rounding_bound.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace mt::test_util {
 

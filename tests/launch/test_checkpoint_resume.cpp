@@ -15,9 +15,10 @@
 #include <fstream>
 #include <thread>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_file.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "same_training.h"
 
 namespace mt {

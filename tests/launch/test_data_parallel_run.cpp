@@ -10,9 +10,9 @@
 #include <cmath>
 #include <regex>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "same_training.h"
 
 namespace mt {

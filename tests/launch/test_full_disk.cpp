@@ -9,7 +9,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_file.h"
 #include "run_moetrain.h"
 
 namespace mt {

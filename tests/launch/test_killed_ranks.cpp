@@ -19,7 +19,7 @@
 #include <functional>
 #include <thread>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
 #include "same_training.h"
 

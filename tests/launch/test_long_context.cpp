@@ -8,9 +8,9 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace mt {
 namespace {

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "same_training.h"
 
 namespace mt {

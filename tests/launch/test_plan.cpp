@@ -10,8 +10,9 @@
 #include <regex>
 #include <tuple>
 
-#include "launch/plan.h"
+#include "launch/commands.h"
 #include "model/parameters.h"
+#include "planner/plan.h"
 #include "run_moetrain.h"
 
 namespace mt {

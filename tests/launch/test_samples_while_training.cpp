@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
 
 namespace mt {

@@ -1,4 +1,4 @@
-// Steps that must not update the model (launch/step_guard.h), through the
+// Steps that must not update the model (training/step_guard.h), through the
 // binary on 2 data-parallel ranks: a non-finite gradient on one rank skips
 // the step on both, exactly as stepping over its batch does; a run of skips
 // stops the run naming them; a gradient-norm spike is skipped only when
@@ -8,9 +8,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 #include "same_training.h"
 
 namespace mt {

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "launch/training_log.h"
+#include "training/training_log.h"
 #include "run_moetrain.h"
 #include "runtime/cpu_backend.h"
 #include "runtime/matmul_peak.h"

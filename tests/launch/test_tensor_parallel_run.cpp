@@ -9,7 +9,7 @@
 
 #include "run_moetrain.h"
 #include "same_training.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace mt {
 namespace {

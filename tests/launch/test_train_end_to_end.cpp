@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace mt {
 namespace {

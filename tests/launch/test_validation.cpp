@@ -9,7 +9,7 @@
 #include <map>
 #include <string>
 
-#include "launch/checkpoint.h"
+#include "checkpoint/checkpoint_dir.h"
 #include "run_moetrain.h"
 
 namespace mt {

@@ -7,7 +7,7 @@
 #include <cmath>
 
 #include "model/transformer.h"
-#include "runtime/hdf5_file.h"
+#include "checkpoint/hdf5_file.h"
 
 namespace mt {
 namespace {

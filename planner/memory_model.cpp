@@ -1,0 +1,152 @@
+#include "planner/cost_model.h"
+
+#include <algorithm>
+
+#include "model/routing.h"
+
+namespace mt {
+
+namespace {
+
+// Bytes one TP rank keeps for one layer and one micro-batch of b samples
+// (T = b S tokens) between its forward and its backward, as LayerActs
+// (model/transformer.h) allocates them: the tensors of Korthikanti et al.
+// (2022), section 4, for this model (no dropout, RMSNorm, G kv heads, K of E
+// experts, tiled attention that keeps each row's log-sum-exp instead of the
+// S x S scores), without sequence parallelism (the residual stream is whole
+// on every TP rank). Activations take `activation` bytes; statistics,
+// routing weights and token indices 4. keep_attention_core: the attention
+// output and log-sum-exp (selective recompute rebuilds them).
+// Expert rows R = expert_rows_bound (T K without EP); under EP also the
+// outputs of the rank's own T K rows, back from the all-to-all.
+double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation,
+                              bool keep_attention_core, int ep = 1) {
+  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  const double K = c.router_topk, F = sh.ffn;  // F / TP
+  const double R = double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep));
+  double values = 2 * T * d                  // the layer's input (the residual) and attn_norm's output
+                  + T * hd * sh.heads         // q
+                  + 2 * T * hd * sh.kv_heads  // k, v
+                  + 2 * T * d;                // the residual after attention, and mlp_norm's output
+  double fp32 = 2 * T;                        // the two norms' 1/rms
+  if (keep_attention_core) {
+    values += T * hd * sh.heads;  // attention output (wo input)
+    fp32 += T * sh.heads;         // its rows' log-sum-exp
+  }
+  if (c.is_moe()) {
+    values += 2 * R * d             // the expert rows' inputs and outputs
+              + 2 * R * F           // GELU input and output of each row
+              + (ep > 1 ? K * T * d : 0.0);  // the rank's own rows' outputs, returned
+    fp32 += T * c.num_experts      // router probabilities
+            + 2 * K * T;           // each routed copy's token and weight
+  } else {
+    values += 2 * T * F;
+  }
+  return values * activation + fp32 * 4.0;
+}
+
+// Bytes of one micro-batch's gradients the backward pass works in, held
+// once whatever the recompute (model/transformer.cpp and FfnScratch).
+// Under EP also the dispatch's two row buffers (ExpertDispatch).
+double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last,
+                                int ep = 1) {
+  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+  const double rows = T * c.router_topk, F = sh.ffn, E = c.num_experts;
+  const double R = c.is_moe()
+                       ? double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep))
+                       : rows;
+  double values = 7 * T * d                           // the FFN's output, and six gradients of the residual width
+                  + 2 * T * hd * sh.heads             // of q and of the attention output
+                  + 2 * T * hd * sh.kv_heads          // of k and v
+                  + 2 * R * d + 2 * R * F             // of the experts' outputs and inputs, GELU's output and input
+                  + (ep > 1 ? rows * d + R * d : 0.0)  // the rows on their way out and in
+                  + (activation < 4.0 ? T * E : 0.0)  // the router logits' gradient rounded for the products
+                  + (last ? T * sh.vocab : 0.0);      // the logits' gradient
+  const double fp32 = rows + 2 * T * E;               // of the routing weights, probabilities and logits
+  return values * activation + fp32 * 4.0;
+}
+
+}  // namespace
+
+RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, const RankCounts& rc,
+                       const StageSpan& span, int tp_rank, int stage, int live_micro_batches) {
+  const ModelConfig& c = in.model;
+  const Layout& l = in.layout;
+  const MicroBatch mb = micro_batch_of(in, bytes);
+  const int layers = span.end_of(c) - span.begin;
+  RankMemory m;
+  m.tp = tp_rank;
+  m.pp = stage;
+  m.layer_begin = span.begin;
+  m.layer_end = span.end_of(c);
+  m.parameters = rc.parameters;
+  m.expert_parameters = rc.expert_parameters;
+  // The regions of lay_out_regions, each padded to and sharded over its group.
+  const int edp = l.dp / l.ep;
+  const int64_t shared = l.ep > 1 ? rc.parameters - rc.expert_parameters : rc.parameters;
+  const int64_t experts = l.ep > 1 ? rc.expert_parameters : 0;
+  const int64_t shared_padded = (shared + l.dp - 1) / l.dp * l.dp, experts_padded = (experts + edp - 1) / edp * edp;
+  m.padded_parameters = shared_padded + experts_padded;
+  m.shard_parameters = shared_padded / l.dp + experts_padded / edp;
+  const double padded = double(m.padded_parameters), shard = double(m.shard_parameters);
+  m.weights = bytes.weights * padded;
+  // The whole accumulation buffer, and the shard the reduce-scatter fills.
+  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * shard : 0.0);
+  m.optimizer = bytes.optimizer * shard;
+  // Ring reduce-scatter and all-gather over each region's group.
+  const double reduced = double(shared_padded) * (l.dp > 1) + double(experts_padded) * (edp > 1);
+  m.dp_reduce_scatter_bytes = bytes.gradients * reduced;
+  m.dp_all_gather_bytes = bytes.weights * reduced;
+  m.dp_sent_bytes = (bytes.gradients + bytes.weights) *
+                    (double(shared_padded) * (l.dp - 1) / l.dp + double(experts_padded) * (edp - 1) / edp);
+  m.expert_rows = c.is_moe() ? expert_rows_bound(c.capacity_factor, int(mb.tokens), c.num_experts, c.router_topk, l.ep)
+                             : 0;
+  // The last stage also keeps the final norm's input and output and the
+  // fp32 logits of its vocabulary shard for the cross-entropy.
+  const double head =
+      span.last ? 2 * mb.activation_bytes + mb.tokens * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
+  const TpShape shape = tp_shape(c, tp_rank, l.tp);
+  const double full_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, true, l.ep);
+  const double selective_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, false, l.ep);
+  const int live = live_micro_batches;
+  m.live_micro_batches = live;
+  m.workspace = backward_workspace_bytes(c, shape, l.micro_batch, bytes.activation, span.last, l.ep);
+  m.activations_none = live * (layers * full_layer + head);
+  // Selective: one layer's attention core at a time, rebuilt in the backward.
+  m.activations_selective = live * (layers * selective_layer + head) + (full_layer - selective_layer);
+  // Full: a recomputed group keeps its first layer's input, and the
+  // backward rebuilds one group at a time (and its output).
+  const std::vector<RecomputeGroup> groups =
+      recompute_groups({Recompute::Full, l.recompute_method, l.recompute_num_layers}, layers);
+  double kept = 0.0;
+  int rebuilt = 0;
+  for (int i = 0; i < layers; ++i) {
+    const RecomputeGroup& g = groups[size_t(i)];
+    kept += !g.recomputed ? full_layer : i == g.begin ? mb.activation_bytes : 0.0;
+    if (g.recomputed) rebuilt = std::max(rebuilt, g.size());
+  }
+  m.activations_full = live * (kept + head) + (rebuilt > 0 ? rebuilt * full_layer + mb.activation_bytes : 0.0);
+  m.activations = l.recompute == Recompute::Full        ? m.activations_full
+                  : l.recompute == Recompute::Selective ? m.activations_selective
+                                                        : m.activations_none;
+  return m;
+}
+
+void plan_serving_memory(PlanResult& r) {
+  const ModelConfig& c = r.inputs.model;
+  const int tp = r.inputs.layout.tp;
+  const double S = c.seq_length, kv_head = kv_bytes_per_token_head(c.head_dim());
+  r.serving.kv_per_sequence = kv_head * c.num_query_groups * S * c.num_layers;
+  r.serving.kv_per_sequence_mha = kv_head * c.num_heads * S * c.num_layers;
+  for (const RankMemory& rm : r.ranks) {
+    const int layers = rm.layer_end - rm.layer_begin;
+    r.serving.weights_fp16 = std::max(r.serving.weights_fp16, 2.0 * double(rm.parameters));
+    r.serving.weights_fp8 = std::max(r.serving.weights_fp8, 1.0 * double(rm.parameters));
+    r.serving.kv_per_sequence_per_gpu = std::max(r.serving.kv_per_sequence_per_gpu,
+                                                 kv_head * tp_shape(c, rm.tp, tp).kv_heads * S * layers);
+    r.serving.kv_per_sequence_per_gpu_mha =
+        std::max(r.serving.kv_per_sequence_per_gpu_mha, kv_head * (double(c.num_heads) / tp) * S * layers);
+  }
+}
+
+}  // namespace mt
