@@ -81,7 +81,7 @@ echo "bench: matrix products ($bench_matmul --threads $threads --reps 10)"
 # --- (b) interleaved training runs ---------------------------------------------------
 train_cmd=("$bin" train --config "$config" --data-path "$out/corpus" --threads "$threads"
     --train-iters "$steps" --log-interval "$log_interval")
-torch_cmd=("$py" scripts/bench_torch.py --threads "$threads" --steps "$torch_steps" --warmup 1)
+torch_cmd=("$py" scripts/pytorch_reference/bench_torch.py --threads "$threads" --steps "$torch_steps" --warmup 1)
 # name, environment, command
 runs=(
     "moetrain_fp32||${train_cmd[*]}"

@@ -2,7 +2,7 @@
 """PyTorch-eager CPU baseline for moetrain throughput.
 
 Runs full float32 training steps of the model of docs/design.md section 3
-(scripts/torch_model.py) on random tokens: forward + backward over
+(scripts/pytorch_reference/torch_model.py) on random tokens: forward + backward over
 global/micro micro-batches with gradient accumulation, gradient clipping at
 1.0, AdamW; with --bf16, under torch.autocast("cpu", bfloat16) (bf16
 products, float32 weights and optimizer). Prints one JSON line at the end:
@@ -10,7 +10,7 @@ products, float32 weights and optimizer). Prints one JSON line at the end:
     {"tokens_per_s": ..., "step_s": ..., "threads": ..., "torch": "...", "bf16": ...}
 
 Example:
-    /usr/bin/python3 scripts/bench_torch.py --steps 5 --warmup 1 --threads 4
+    /usr/bin/python3 scripts/pytorch_reference/bench_torch.py --steps 5 --warmup 1 --threads 4
 """
 
 import argparse
