@@ -1,7 +1,7 @@
 # shellcheck shell=bash
 # Shared by the benchmark scripts (scripts/bench_*.sh), which source it from
 # the repository root. The functions that set variables set them for the
-# calling script; their Python summaries live in scripts/bench_py/.
+# calling script. The benchmarks' Python lives in scripts/bench_py/.
 
 # shellcheck disable=SC2034  # py and out are for the scripts that source this file
 {

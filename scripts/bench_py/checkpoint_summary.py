@@ -60,8 +60,8 @@ def print_table(summary):
     nbytes = summary["layouts"]["1"]["bench"]["Save"]["bytes"]
     print(f"\ncheckpoint file: {nbytes / 1e6:.1f} MB; dd conv=fsync of it: median {dd:.3f} s"
           f" ({nbytes / dd / 1e9:.2f} GB/s)")
-    print(f"{'layout':<26} {'save GB/s':>9} {'write GB/s':>10} {'ratio':>6} {'load GB/s':>9} {'read GB/s':>9} {'ratio':>6}"
-          f" {'step s':>7} {'save s':>7} {'save/step':>9}")
+    print(f"{'layout':<26} {'save GB/s':>9} {'write GB/s':>10} {'ratio':>6} {'load GB/s':>9} {'read GB/s':>9}"
+          f" {'ratio':>6} {'step s':>7} {'save s':>7} {'save/step':>9}")
     for r in summary["layouts"].values():
         b, t = r["bench"], r["train"]
         print(f"{r['label']:<26} {b['Save']['GBps']:>9.3f} {b['SequentialWrite']['GBps']:>10.3f}"
