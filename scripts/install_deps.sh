@@ -4,8 +4,8 @@
 # installs nothing and takes well under a second.
 #
 #   scripts/install_deps.sh            build, test and demo dependencies
-#   scripts/install_deps.sh --torch    also python3-torch (the benchmarks, scripts/make_torch_reference.py and
-#                                      the tests of scripts/checkpoint_to_torch.py use it; scripts/test.sh installs it)
+#   scripts/install_deps.sh --torch    also python3-torch (the benchmarks, scripts/pytorch_reference/ and the
+#                                      tests that run its checkpoint_to_torch.py use it; scripts/test.sh installs it)
 set -euo pipefail
 
 usage() {

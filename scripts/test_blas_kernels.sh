@@ -53,13 +53,7 @@ declare -A onednn_isa=([Sandybridge]=AVX [Haswell]=AVX2 [Zen]=AVX2 [SkylakeX]=AV
                        [Cooperlake]=AVX512_CORE_BF16)
 
 # The kernels OpenBLAS picks here when left alone.
-default_core=$(python3 - <<'PY' 2>/dev/null || echo unknown
-import ctypes
-lib = ctypes.CDLL("/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0")
-lib.openblas_get_corename.restype = ctypes.c_char_p
-print(lib.openblas_get_corename().decode())
-PY
-)
+default_core=$(python3 scripts/openblas_corename.py 2>/dev/null || echo unknown)
 
 kernels=()
 if [[ -z "$kernels_arg" ]]; then

@@ -167,15 +167,16 @@ TEST_F(Generate, BatchingGivesEachPromptItsContinuationAlone) {
   EXPECT_GT(steps[1], steps[2]) << "continuous batching took as many steps as static batching";
 }
 
-// The independent PyTorch model of scripts/torch_model.py, loaded from the
-// checkpoint with h5py and decoding greedily from the full pass over each
-// prefix, continues the prompt as the cache does.
+// The independent PyTorch model of scripts/pytorch_reference/torch_model.py,
+// loaded from the checkpoint with h5py and decoding greedily from the full
+// pass over each prefix, continues the prompt as the cache does.
 TEST_F(Generate, TorchGreedyDecodeOfTheCheckpointMatches) {
   if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
   const auto ours = run_moetrain(generate("--prompt 'the model routes ' --temperature 0"));
   ASSERT_EQ(ours.status, 0) << ours.output;
-  const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
+  const std::string script =
+      std::string(MT_SOURCE_DIR) + "/scripts/pytorch_reference/checkpoint_to_torch.py";
   const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + checkpoint_ +
                                        " --generate 'the model routes ' --max-new-tokens 24");
   ASSERT_EQ(py.status, 0) << py.output;

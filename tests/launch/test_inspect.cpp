@@ -3,7 +3,7 @@
 // saves a checkpoint once for the suite; inspect's tables and JSON must list
 // every tensor of the schema with the norms the file holds, and h5py, the
 // HDF5 C API (without the project's reader), h5dump and the PyTorch model of
-// scripts/torch_model.py must read the file as it is.
+// scripts/pytorch_reference/torch_model.py must read the file as it is.
 #include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <hdf5.h>
@@ -289,7 +289,8 @@ TEST_F(Inspect, H5dumpListsTheSchema) {
 TEST_F(Inspect, TorchModelLoadsTheCheckpointAndMatchesEval) {
   if (std::system("/usr/bin/python3 -c 'import h5py, torch' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no torch or h5py for /usr/bin/python3 (scripts/install_deps.sh --torch)";
-  const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
+  const std::string script =
+      std::string(MT_SOURCE_DIR) + "/scripts/pytorch_reference/checkpoint_to_torch.py";
   const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + save_dir() + " --data-path " +
                               store() + " --eval-samples 8");
   ASSERT_EQ(py.status, 0) << py.output;
@@ -310,7 +311,8 @@ TEST_F(Inspect, TorchModelMatchesEvalOfABf16RunsCheckpoint) {
   const auto train = run_moetrain("train " + test_util::tiny_model_flags() + " --bf16 --data-path " + store() +
                                   " --lr-warmup-samples 8 --train-iters 2 --save " + bf16_dir);
   ASSERT_EQ(train.status, 0) << train.output;
-  const std::string script = std::string(MT_SOURCE_DIR) + "/scripts/checkpoint_to_torch.py";
+  const std::string script =
+      std::string(MT_SOURCE_DIR) + "/scripts/pytorch_reference/checkpoint_to_torch.py";
   const auto py = test_util::run_shell("OMP_NUM_THREADS=1 /usr/bin/python3 " + script + " " + bf16_dir + " --data-path " +
                               store() + " --eval-samples 8");
   ASSERT_EQ(py.status, 0) << py.output;

@@ -1,7 +1,7 @@
 // Loss and gradients against an independent PyTorch implementation of
-// docs/design.md section 3 (scripts/make_torch_reference.py, output committed in
-// tests/data/torch_reference.h5): in double to near machine precision, and
-// in float, the precision training runs in.
+// docs/design.md section 3 (scripts/pytorch_reference/make_torch_reference.py,
+// output committed in tests/data/torch_reference.h5): in double to near
+// machine precision, and in float, the precision training runs in.
 #include <gtest/gtest.h>
 
 #include <cmath>

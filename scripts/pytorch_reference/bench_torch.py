@@ -2,7 +2,7 @@
 """PyTorch-eager CPU baseline for moetrain throughput.
 
 Runs full float32 training steps of the model of docs/design.md section 3
-(scripts/torch_model.py) on random tokens: forward + backward over
+(scripts/pytorch_reference/torch_model.py) on random tokens: forward + backward over
 global/micro micro-batches with gradient accumulation, gradient clipping at
 1.0, AdamW; with --bf16, under torch.autocast("cpu", bfloat16) (bf16
 products, float32 weights and optimizer). Prints one JSON line at the end:
@@ -10,7 +10,7 @@ products, float32 weights and optimizer). Prints one JSON line at the end:
     {"tokens_per_s": ..., "step_s": ..., "threads": ..., "torch": "...", "bf16": ...}
 
 Example:
-    /usr/bin/python3 scripts/bench_torch.py --steps 5 --warmup 1 --threads 4
+    /usr/bin/python3 scripts/pytorch_reference/bench_torch.py --steps 5 --warmup 1 --threads 4
 """
 
 import argparse
@@ -25,26 +25,17 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from torch_model import Config, MoETransformer, make_adamw, train_step  # noqa: E402
 
 
+# The flags with a value: name and default, whose type is the flag's.
+OPTIONS = {"vocab": 512, "hidden": 256, "layers": 4, "heads": 8, "groups": 1, "ffn": 512, "experts": 8, "topk": 2,
+           "seq": 256, "micro-batch": 4, "global-batch": 16, "steps": 10, "warmup": 2, "threads": 0,
+           "capacity-factor": 0.0, "aux-coeff": 0.01, "lr": 3e-4, "seed": 1234}
+HELP = {"threads": "torch.set_num_threads (0: torch default)"}
+
+
 def main():
     ap = argparse.ArgumentParser(description="PyTorch-eager baseline (CPU, float32)")
-    ap.add_argument("--vocab", type=int, default=512)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--heads", type=int, default=8)
-    ap.add_argument("--groups", type=int, default=1)
-    ap.add_argument("--ffn", type=int, default=512)
-    ap.add_argument("--experts", type=int, default=8)
-    ap.add_argument("--topk", type=int, default=2)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--micro-batch", type=int, default=4)
-    ap.add_argument("--global-batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=10)
-    ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0: torch default)")
-    ap.add_argument("--capacity-factor", type=float, default=0.0)
-    ap.add_argument("--aux-coeff", type=float, default=0.01)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--seed", type=int, default=1234)
+    for name, default in OPTIONS.items():
+        ap.add_argument(f"--{name}", type=type(default), default=default, help=HELP.get(name))
     ap.add_argument("--verbose", action="store_true", help="print per-step loss and time to stderr")
     ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', dtype=torch.bfloat16)")
     args = ap.parse_args()

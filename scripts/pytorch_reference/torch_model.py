@@ -4,8 +4,8 @@
 Written straight from the math in docs/design.md, not from the C++ code. It serves
 two purposes:
 
-  * reference values for the C++ tests (scripts/make_torch_reference.py, float64);
-  * the PyTorch-eager baseline for throughput benchmarks (scripts/bench_torch.py,
+  * reference values for the C++ tests (scripts/pytorch_reference/make_torch_reference.py, float64);
+  * the PyTorch-eager baseline for throughput benchmarks (scripts/pytorch_reference/bench_torch.py,
     float32).
 
 Parameters are registered under exactly the checkpoint names of docs/design.md

@@ -1,9 +1,9 @@
 #!/usr/bin/python3
 """Loads a moetrain checkpoint with h5py alone into the PyTorch model of
-scripts/torch_model.py (docs/checkpoint-format.md).
+scripts/pytorch_reference/torch_model.py (docs/checkpoint-format.md).
 
-    scripts/checkpoint_to_torch.py CHECKPOINT [--data-path PREFIX --eval-samples N]
-                                              [--generate PROMPT --max-new-tokens N]
+    scripts/pytorch_reference/checkpoint_to_torch.py CHECKPOINT
+        [--data-path PREFIX --eval-samples N] [--generate PROMPT --max-new-tokens N]
 
 CHECKPOINT is a checkpoint.h5, an iter_NNNNNNN directory or a --save
 directory (its `latest`). Prints the run's position and layout, each weight's
@@ -52,7 +52,7 @@ def read_group(group):
 
 
 def torch_config(m):
-    """scripts/torch_model.py's Config from the checkpoint's config["model"]."""
+    """scripts/pytorch_reference/torch_model.py's Config from the checkpoint's config["model"]."""
     return Config(V=m["vocab_size"], d=m["hidden_size"], L=m["num_layers"], H=m["num_attention_heads"],
                   G=m["num_query_groups"], F=m["ffn_hidden_size"], E=m["num_experts"], K=m["moe_router_topk"],
                   S=m["seq_length"], capacity_factor=m["moe_expert_capacity_factor"],
@@ -113,7 +113,8 @@ def main():
     with torch.no_grad():
         for name, p in model.params().items():
             p.copy_(torch.from_numpy(weights[name]))
-    print(f"loaded {sum(p.numel() for p in model.parameters())} parameters into scripts/torch_model.py's model")
+    print(f"loaded {sum(p.numel() for p in model.parameters())} parameters into "
+          "scripts/pytorch_reference/torch_model.py's model")
     if args.generate is not None:
         print(json.dumps(greedy_continuation(model, cfg, args.generate, args.max_new_tokens)))
     if not args.data_path:

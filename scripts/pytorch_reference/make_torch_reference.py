@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Write tests/data/torch_reference.h5: float64 reference values of the model of
 docs/design.md section 3, computed with the independent PyTorch implementation in
-scripts/torch_model.py, for the C++ tests to compare against.
+scripts/pytorch_reference/torch_model.py, for the C++ tests to compare against.
 
 Before writing, the script checks that implementation:
   * against a naive loop-by-loop NumPy forward written separately below
@@ -24,7 +24,7 @@ Layout of the file (one group per case):
            model/<name>  float64, logical shape (names of docs/design.md section 6 without /model/)
            grads/<name>  float64, d(ce_loss + aux_loss + z_loss)/d(param)
 
-Run: /usr/bin/python3 scripts/make_torch_reference.py [--out PATH]
+Run: /usr/bin/python3 scripts/pytorch_reference/make_torch_reference.py [--out PATH]
 """
 
 import argparse
@@ -281,7 +281,7 @@ def build_case(name, cfg, seed):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(here, "..", "tests", "data", "torch_reference.h5"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "data", "torch_reference.h5"))
     args = ap.parse_args()
 
     torch.set_default_dtype(torch.float64)
@@ -300,8 +300,9 @@ def main():
     os.makedirs(os.path.dirname(out), exist_ok=True)
     tmp = out + ".tmp"
     with h5py.File(tmp, "w") as f:
-        f.attrs["description"] = ("moetrain float64 reference values from scripts/torch_model.py "
-                                  "(docs/design.md section 3); written by scripts/make_torch_reference.py")
+        f.attrs["description"] = ("moetrain float64 reference values from "
+                                  "scripts/pytorch_reference/torch_model.py (docs/design.md section 3); "
+                                  "written by scripts/pytorch_reference/make_torch_reference.py")
         f.attrs["torch_version"] = str(torch.__version__)
         f.attrs["cases"] = np.array([n for n, _, _ in CASES], dtype=h5py.string_dtype())
         for name, (cfg, seed, r) in results.items():
