@@ -20,7 +20,9 @@ template <typename T>
 LossOverSamples evaluate(const std::string& path, const ModelConfig& mc, Topology& topo, const EvalOptions& o,
                          const data::SampleStream& stream, int64_t samples) {
   const int micro = replica_share(samples, topo, o.micro_batch_size).micro;
-  const ModelLayout layout{micro, o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers};
+  const ModelLayout layout{.micro_batch = micro,
+                           .first_stage_layers = o.decoder_first_pipeline_num_layers,
+                           .last_stage_layers = o.decoder_last_pipeline_num_layers};
   const std::unique_ptr<RankModel<T>> m = open_model<T>(path, mc, layout, topo);
   return loss_over_samples(m->pipeline, topo, stream, samples, mc.seq_length, micro);
 }

@@ -78,7 +78,9 @@ std::vector<Generation> generate(const std::string& path, const ModelConfig& mc,
                                  const std::vector<Prompt>& prompts, const GenerateOptions& o, Batching batching) {
   // The cache's steps take up to max_batch prompts at once, S rows each.
   const int sequences = o.no_kv_cache ? 1 : std::min(o.max_batch, int(prompts.size()));
-  const ModelLayout layout{sequences, o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers};
+  const ModelLayout layout{.micro_batch = sequences,
+                           .first_stage_layers = o.decoder_first_pipeline_num_layers,
+                           .last_stage_layers = o.decoder_last_pipeline_num_layers};
   const std::unique_ptr<RankModel<T>> opened = open_model<T>(path, mc, layout, topo);
   Transformer<T>& model = opened->model;
   PipelineRunner<T>& pipeline = opened->pipeline;

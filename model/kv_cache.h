@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "model/config.h"
-#include "model/routing.h"
+#include "model/router.h"
 #include "runtime/backend.h"
 
 namespace mt {

@@ -18,7 +18,7 @@ namespace mt {
 struct ModelLayout {
   int micro_batch = 1;                                // the largest batch a pass takes
   int first_stage_layers = 0, last_stage_layers = 0;  // 0: an even split (stage_span)
-  RecomputeConfig recompute;
+  RecomputeConfig recompute = {};
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
 };
 

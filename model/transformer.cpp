@@ -20,6 +20,12 @@ const ModelConfig& validated(const ModelConfig& cfg) {
   cfg.validate();
   return cfg;
 }
+
+// The MLP's and experts' view of the model on a TP rank: its share of F.
+ModelConfig share_of_ffn(ModelConfig cfg, const TpShape& tp) {
+  cfg.ffn_hidden_size = tp.ffn;
+  return cfg;
+}
 }  // namespace
 
 template <typename T>
@@ -28,8 +34,6 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   if (keep == LayerKeep::Nothing) return;
   x = DeviceBuffer<T>(be, n * d);
   if (keep == LayerKeep::Input) return;
-  ModelConfig ffn_cfg = c;
-  ffn_cfg.ffn_hidden_size = tp.ffn;
   a = DeviceBuffer<T>(be, n * d);
   rstd_attn = DeviceBuffer<Acc>(be.acc(), n);
   q = DeviceBuffer<T>(be, n * tp.heads * hd);
@@ -42,7 +46,10 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
   rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
-  ffn = FfnActs<T>(be, ffn_cfg, int(n), ep);
+  if (c.is_moe())
+    moe = MoeActs<T>(be, share_of_ffn(c, tp), int(n), ep);
+  else
+    mlp = MlpActs<T>(be, share_of_ffn(c, tp), int(n));
 }
 
 template <typename T>
@@ -68,14 +75,10 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
                             const ProcessGroup& tp, const StageSpan& stage, int data_parallel,
                             const RecomputeConfig& recompute, const ProcessGroup& ep)
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
-      num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(cfg_), max_batch_(micro_batch),
+      num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(share_of_ffn(cfg_, tps_)), max_batch_(micro_batch),
       params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size), ep_(ep),
-      expert_dispatch_(be, cfg_.num_experts, size_t(micro_batch) * cfg_.seq_length * cfg_.router_topk,
-                       size_t(expert_rows_bound(cfg_.capacity_factor, micro_batch * cfg_.seq_length,
-                                                cfg_.num_experts, cfg_.router_topk, ep.size)),
-                       cfg_.hidden_size, ep) {
+      moe_(be, ffn_cfg_, tp, ep, micro_batch * cfg_.seq_length) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
-  ffn_cfg_.ffn_hidden_size = tps_.ffn;
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
@@ -91,7 +94,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
     std::erase(first, SIZE_MAX);
     layer_offsets_.push_back(first);
   }
-  ffn_scratch_ = FfnScratch<T>(be, ffn_cfg_, int(n), ep.size);
+  if (!cfg_.is_moe()) mlp_scratch_ = MlpScratch<T>(be, ffn_cfg_, int(n));
   expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
   recompute_groups_ = recompute_groups(recompute, num_layers_);
   int rebuilt_layers = 0;
@@ -126,11 +129,11 @@ template <typename T>
 template <typename W>
 LayerWeights<W> Transformer<T>::layer_tensors(int l, W* flat) const {
   auto get = [&](const char* t) { return flat + params_.find(layer_name(l, t)).offset; };
-  LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}};
+  LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}, {}};
   if (cfg_.is_moe())
-    w.ffn = {get("router"), get("experts/w1"), get("experts/w2")};
+    w.moe = {get("router"), {get("experts/w1"), get("experts/w2")}};
   else
-    w.ffn = {nullptr, get("mlp/w1"), get("mlp/w2")};
+    w.mlp = {get("mlp/w1"), get("mlp/w2")};
   return w;
 }
 
@@ -195,13 +198,17 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), x, a.h.data());
 
-  // FFN block: out = h + ffn(mlp_norm(h))
+  // MLP block: out = h + mlp(mlp_norm(h)), the MLP dense or of experts.
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
-  // Generation's tokens count against their own sequence's capacity.
-  const SequenceCapacity capacity = decoding ? decoding->cache.capacity_of(l, decoding->rows) : SequenceCapacity{};
-  const RouterLosses router = ffn_forward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, a.ffn, a.m.data(),
-                                          ffn_out_.data(), n, decoding ? &capacity : nullptr);
-  if (c.is_moe() && !rebuilding && !decoding) count_expert_load(a.ffn.routing, slot.host_inputs, l);
+  RouterLosses router;
+  if (c.is_moe()) {
+    // Generation's tokens count against their own sequence's capacity.
+    const SequenceCapacity capacity = decoding ? decoding->cache.capacity_of(l, decoding->rows) : SequenceCapacity{};
+    router = moe_.forward(w.moe, a.moe, a.m.data(), ffn_out_.data(), n, decoding ? &capacity : nullptr);
+    if (!rebuilding && !decoding) count_expert_load(a.moe.router.routing, slot.host_inputs, l);
+  } else {
+    mlp_forward(be_, tp_, ffn_cfg_, w.mlp, a.mlp, a.m.data(), ffn_out_.data(), n);
+  }
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
   return router;
@@ -261,9 +268,12 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
             G = tps_.kv_heads, hd = c.head_dim();
 
-  // FFN block: dh = dout + mlp_norm'(ffn'(dout)); ffn' is summed over TP.
+  // MLP block: dh = dout + mlp_norm'(mlp'(dout)); mlp' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
-  ffn_backward(be_, tp_, ffn_cfg_, expert_dispatch_, w.ffn, g.ffn, a.ffn, ffn_scratch_, a.m.data(), dx, dm_.data(), n, aux_scale);
+  if (c.is_moe())
+    moe_.backward(w.moe, g.moe, a.moe, a.m.data(), dx, dm_.data(), n, aux_scale);
+  else
+    mlp_backward(be_, tp_, ffn_cfg_, w.mlp, g.mlp, a.mlp, mlp_scratch_, a.m.data(), dx, dm_.data(), n);
   be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).

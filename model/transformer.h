@@ -11,8 +11,9 @@
 #include <vector>
 
 #include "model/config.h"
-#include "model/feed_forward.h"
+#include "model/dense_mlp.h"
 #include "model/kv_cache.h"
+#include "model/moe_layer.h"
 #include "model/parameters.h"
 #include "model/recompute.h"
 #include "parallel/pipeline_stage.h"
@@ -30,7 +31,8 @@ struct LayerWeights {
   W* wv;         // [G*hd, d]
   W* wo;         // [d, H*hd]
   W* mlp_norm;   // [d]
-  FfnWeights<W> ffn;
+  MlpWeights<W> mlp;   // a dense layer's
+  MoeWeights<W> moe;   // an MoE layer's
 };
 
 // What a layer's activations hold under activation recompute: everything;
@@ -58,7 +60,8 @@ struct LayerActs {
   DeviceBuffer<T> h;          // [T, d] x + o wo^T
   DeviceBuffer<T> m;          // [T, d] mlp_norm(h)
   DeviceBuffer<Acc> rstd_mlp; // [T]
-  FfnActs<T> ffn;
+  MlpActs<T> mlp;  // a dense layer's
+  MoeActs<T> moe;  // an MoE layer's
 };
 
 // Everything one micro-batch keeps between its forward and backward pass on
@@ -156,7 +159,7 @@ class Transformer final : public PipelineStage<T> {
   // Summed over every forward pass since expert_load().clear().
   ExpertLoad& expert_load() { return expert_load_; }
   // The expert all-to-alls' traffic (nothing without EP).
-  DispatchStats& dispatch_stats() { return expert_dispatch_.stats; }
+  DispatchStats& dispatch_stats() { return moe_.dispatch_stats(); }
   // The whole model's load, [num_layers * E], summed over `group` (nullptr:
   // this rank alone). Collective over group; a TP group counts once, as its
   // ranks route alike.
@@ -228,7 +231,7 @@ class Transformer final : public PipelineStage<T> {
   TpShape tps_;
   StageSpan stage_;
   int num_layers_;       // on this stage
-  ModelConfig ffn_cfg_;  // the FFN block's view: this rank's share of F
+  ModelConfig ffn_cfg_;  // the MLP's and experts' view: this rank's share of F
   int max_batch_;
   Parameters<T> params_;
   std::vector<LayerWeights<T>> weights_;   // [stage layers], resolved once
@@ -245,8 +248,8 @@ class Transformer final : public PipelineStage<T> {
   DeviceBuffer<Acc> core_lse_;                    // [B, Hl, S] and its log-sum-exp
   ExpertLoad expert_load_;
   ProcessGroup ep_;
-  ExpertDispatch<T> expert_dispatch_;
-  FfnScratch<T> ffn_scratch_;
+  MoeLayer<T> moe_;          // every MoE layer's route, dispatch, experts and combine
+  MlpScratch<T> mlp_scratch_;  // the dense MLPs' backward work space
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]
   DeviceBuffer<T> dres_, dh_, da_, dq_, dk_, dv_, do_, dm_, dlogits_, dhf_;

@@ -1,7 +1,7 @@
 // Expert dispatch: moving each kept (token, expert) assignment of a
 // micro-batch to the rows its expert reads, and the experts' outputs back
-// to their tokens, forward and backward. The FFN (model/feed_forward.h)
-// runs the expert products on those rows in between.
+// to their tokens, forward and backward. The MoE layer (model/moe_layer.h)
+// runs the experts (model/experts.h) on those rows in between.
 //
 // Without expert parallelism every expert is on this rank: the expert rows
 // are the micro-batch's packed rows (grouped by expert). With EP, EP rank j
@@ -53,7 +53,7 @@ class ExpertDispatch {
  public:
   // experts: E of the model; max_packed: most kept rows of a micro-batch on
   // this rank; max_rows: most rows this rank's experts can receive
-  // (expert_rows_bound, model/routing.h). ep: the EP group.
+  // (expert_rows_bound, model/router.h). ep: the EP group.
   ExpertDispatch(Backend<T>& be, int experts, size_t max_packed, size_t max_rows, int d,
                  const ProcessGroup& ep = {});
 

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "model/routing.h"
+#include "model/router.h"
 
 namespace mt {
 
@@ -46,23 +46,23 @@ double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b
 }
 
 // Bytes of one micro-batch's gradients the backward pass works in, held
-// once whatever the recompute (model/transformer.cpp and FfnScratch).
-// Under EP also the dispatch's two row buffers (ExpertDispatch).
+// once whatever the recompute (model/transformer.cpp; the dense MLP's
+// MlpScratch, or the MoE layer's router and expert scratch). Under EP also
+// the dispatch's two row buffers (ExpertDispatch).
 double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last,
                                 int ep = 1) {
-  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
-  const double rows = T * c.router_topk, F = sh.ffn, E = c.num_experts;
-  const double R = c.is_moe()
-                       ? double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep))
-                       : rows;
-  double values = 7 * T * d                           // the FFN's output, and six gradients of the residual width
-                  + 2 * T * hd * sh.heads             // of q and of the attention output
-                  + 2 * T * hd * sh.kv_heads          // of k and v
-                  + 2 * R * d + 2 * R * F             // of the experts' outputs and inputs, GELU's output and input
-                  + (ep > 1 ? rows * d + R * d : 0.0)  // the rows on their way out and in
-                  + (activation < 4.0 ? T * E : 0.0)  // the router logits' gradient rounded for the products
-                  + (last ? T * sh.vocab : 0.0);      // the logits' gradient
-  const double fp32 = rows + 2 * T * E;               // of the routing weights, probabilities and logits
+  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim(), F = sh.ffn;
+  double values = 7 * T * d                   // the MLP's output, and six gradients of the residual width
+                  + 2 * T * hd * sh.heads     // of q and of the attention output
+                  + 2 * T * hd * sh.kv_heads  // of k and v
+                  + (last ? T * sh.vocab : 0.0);  // the logits' gradient
+  if (!c.is_moe()) return (values + 2 * T * F) * activation;  // GELU's output and input
+  const double rows = T * c.router_topk, E = c.num_experts;
+  const double R = double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep));
+  values += 2 * R * d + 2 * R * F              // of the experts' outputs and inputs, GELU's output and input
+            + (ep > 1 ? rows * d + R * d : 0.0)  // the rows on their way out and in
+            + (activation < 4.0 ? T * E : 0.0);  // the router logits' gradient rounded for the products
+  const double fp32 = rows + 2 * T * E;          // of the routing weights, probabilities and logits
   return values * activation + fp32 * 4.0;
 }
 

@@ -101,7 +101,7 @@ struct RankMemory {
   // reduce-scattered, the updated weights all-gathered (the experts over
   // expert-DP under EP); what this GPU sends of them in rings.
   double dp_reduce_scatter_bytes = 0, dp_all_gather_bytes = 0, dp_sent_bytes = 0;
-  // The experts' row buffers hold expert_rows_bound rows (model/routing.h).
+  // The experts' row buffers hold expert_rows_bound rows (model/router.h).
   int64_t expert_rows = 0;
   double total() const { return weights + gradients + optimizer + activations + workspace; }
 };

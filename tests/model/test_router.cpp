@@ -3,7 +3,7 @@
 // f_e / P_e / aux by hand, capacity ceil(c*K*T/E) in double, drops in token
 // order whatever the slot, no renormalisation after drops, packing by expert
 // then token order.
-#include "model/routing.h"
+#include "model/router.h"
 
 #include <gtest/gtest.h>
 

@@ -1,0 +1,62 @@
+// The experts of an MoE layer on this rank (E/EP of them), forward and
+// backward side by side: expert e is a GELU MLP y = gelu(x w1[e]^T) w2[e]^T
+// over the rows the dispatcher gave it, rows [offset[e], offset[e+1]) of
+// the expert buffers. The experts' products run as one grouped product each
+// (Backend::gemm_grouped, Megatron's grouped GEMM), with one GELU over all
+// their rows between them. Under TP each rank holds a slice of F (w1
+// column-parallel, w2 row-parallel): `cfg` here is the rank's share, and
+// the outputs are partial sums over the TP group.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "model/config.h"
+#include "runtime/backend.h"
+
+namespace mt {
+
+// This rank's experts inside the flat weight (W = T) or gradient buffer
+// (W = acc_t<T>): w1 [E/EP, F, d], w2 [E/EP, d, F].
+template <typename W>
+struct ExpertWeights {
+  W* w1 = nullptr;
+  W* w2 = nullptr;
+};
+
+// What the forward pass keeps, R rows: every row this rank's experts can
+// receive (expert_rows_bound).
+template <typename T>
+struct ExpertActs {
+  ExpertActs() = default;
+  ExpertActs(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  DeviceBuffer<T> x;  // [R, d] inputs
+  DeviceBuffer<T> u;  // [R, F] before GELU
+  DeviceBuffer<T> g;  // [R, F] after GELU
+  DeviceBuffer<T> y;  // [R, d] outputs
+};
+
+// The backward pass's work space, shared by all layers.
+template <typename T>
+struct ExpertScratch {
+  ExpertScratch() = default;
+  ExpertScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  DeviceBuffer<T> dy;  // [R, d] in: d loss / d outputs
+  DeviceBuffer<T> dg;  // [R, F] gradient after GELU
+  DeviceBuffer<T> du;  // [R, F] gradient before GELU
+  DeviceBuffer<T> dx;  // [R, d] out: d loss / d inputs
+};
+
+// a.y = experts(a.x) over the rows of each local expert; offset: [E/EP + 1].
+template <typename T>
+void experts_forward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeights<T>& w, ExpertActs<T>& a,
+                     const std::vector<int32_t>& offset);
+
+// From s.dy: accumulates the experts' weight gradients into dw and writes
+// s.dx.
+template <typename T>
+void experts_backward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeights<T>& w,
+                      const ExpertWeights<acc_t<T>>& dw, const ExpertActs<T>& a, ExpertScratch<T>& s,
+                      const std::vector<int32_t>& offset);
+
+}  // namespace mt
