@@ -129,9 +129,10 @@ struct Bound {
     std::ostringstream s;
     if (kind == kExact) s << "exact";
     if (kind == kFiniteDifferences) s << "fd_tol (central differences)";
-    if (kind == kRoundings)
-      s << (scale != 1 ? std::to_string(scale) + " x " : "") << (float64 ? "ulps<double>(" : "ulps<T>(") << ops << ", "
-        << stored << ")";
+    if (kind == kRoundings) {
+      if (scale != 1) s << scale << " x ";
+      s << (float64 ? "ulps<double>(" : "ulps<T>(") << ops << ", " << stored << ")";
+    }
     return s.str();
   }
 };
@@ -201,6 +202,17 @@ std::string num(double x) {
   return out;
 }
 const char* tr(Trans t) { return t == Trans::N ? "N" : "T"; }
+template <typename... A>
+std::string cat(const A&... a) {
+  std::ostringstream s;
+  (s << ... << a);
+  return s.str();
+}
+// A product's alpha and beta in its name: nothing for 1 and 0.
+std::string scalars(double alpha, double beta) {
+  if (alpha == 1 && beta == 1) return "_accumulate";
+  return alpha == 1 && beta == 0 ? "" : cat("_alpha", num(alpha), "_beta", num(beta));
+}
 
 // The shapes, one struct a family of kernels; label() is the shape part of
 // a case's name.
@@ -209,7 +221,7 @@ const char* tr(Trans t) { return t == Trans::N ? "N" : "T"; }
 struct VectorDims {
   size_t n;
   double alpha = 1;
-  std::string label() const { return std::to_string(n); }
+  std::string label() const { return cat(n); }
 };
 
 // C [m, n] = alpha op(A) op(B) + beta C, op(A) [m, k]; each leading dimension
@@ -220,12 +232,8 @@ struct GemmDims {
   double alpha = 1, beta = 0;
   int pad_a = 0, pad_b = 0, pad_c = 0;
   std::string label() const {
-    std::string s = std::string(tr(ta)) + tr(tb) + "_" + std::to_string(m) + "x" + std::to_string(n) + "x" +
-                    std::to_string(k);
-    if (pad_a || pad_b || pad_c) s += "_strided";
-    if (alpha == 1 && beta == 1) return s + "_accumulate";
-    if (alpha != 1 || beta != 0) s += "_alpha" + num(alpha) + "_beta" + num(beta);
-    return s;
+    return cat(tr(ta), tr(tb), "_", m, "x", n, "x", k, pad_a || pad_b || pad_c ? "_strided" : "",
+               scalars(alpha, beta));
   }
 };
 
@@ -238,16 +246,12 @@ struct GroupedDims {
   double alpha, beta;
   int lda, ldb, ldc;
   std::string label() const {
-    std::string s = std::string(tr(ta)) + tr(tb) + "_n" + std::to_string(n);
-    const bool alike = std::all_of(members.begin(), members.end(), [&](const auto& mk) { return mk == members[0]; });
-    if (alike)
-      s += "_" + std::to_string(members.size()) + "_of_" + std::to_string(members[0].first) + "x" +
-           std::to_string(members[0].second);
+    std::string sizes;
+    if (std::all_of(members.begin(), members.end(), [&](const auto& mk) { return mk == members[0]; }))
+      sizes = cat("_", members.size(), "_of_", members[0].first, "x", members[0].second);
     else
-      for (const auto& [m, k] : members) s += '_' + std::to_string(m) + 'x' + std::to_string(k);
-    if (alpha == 1 && beta == 1) return s + "_accumulate";
-    if (alpha != 1 || beta != 0) s += "_alpha" + num(alpha) + "_beta" + num(beta);
-    return s;
+      for (const auto& [m, k] : members) sizes += cat("_", m, "x", k);
+    return cat(tr(ta), tr(tb), "_n", n, sizes, scalars(alpha, beta));
   }
 };
 
@@ -257,8 +261,7 @@ struct EmbeddingDims {
   int rows, d, start;
   std::vector<int32_t> tokens;
   std::string label() const {
-    return std::to_string(rows) + "x" + std::to_string(d) + (start ? "_from_" + std::to_string(start) : "") + "_" +
-           std::to_string(tokens.size()) + "_tokens";
+    return cat(rows, "x", d, start ? cat("_from_", start) : "", "_", tokens.size(), "_tokens");
   }
 };
 
@@ -267,7 +270,7 @@ struct RowsDims {
   int n, d;
   double eps = 0;
   std::string label() const {
-    return std::to_string(n) + "x" + std::to_string(d) + (eps ? "_eps" + num(eps) : "");
+    return cat(n, "x", d, eps ? "_eps" + num(eps) : "");
   }
 };
 
@@ -280,11 +283,8 @@ struct RopeDims {
   std::vector<int32_t> positions = {};
   int max_positions = 0;
   std::string label() const {
-    std::string s = positions.empty()
-                        ? std::to_string(batch) + "x" + std::to_string(seq) + "x"
-                        : std::to_string(positions.size()) + "_rows_below_" + std::to_string(max_positions) + "_";
-    s += std::to_string(heads) + "x" + std::to_string(hd) + "_theta" + num(theta) + "_interp" + num(interpolation);
-    return doc_start.empty() ? s : s + "_reset";
+    return cat(positions.empty() ? cat(batch, "x", seq, "x") : cat(positions.size(), "_rows_below_", max_positions, "_"),
+               heads, "x", hd, "_theta", num(theta), "_interp", num(interpolation), doc_start.empty() ? "" : "_reset");
   }
 };
 
@@ -296,8 +296,7 @@ struct AttentionDims {
   bool documents = false;
   bool differences = false;
   std::string label() const {
-    return "B" + std::to_string(B) + "_S" + std::to_string(S) + "_H" + std::to_string(H) + "_G" + std::to_string(G) +
-           "_hd" + std::to_string(hd) + (documents ? "_documents" : "");
+    return cat("B", B, "_S", S, "_H", H, "_G", G, "_hd", hd, documents ? "_documents" : "");
   }
 };
 
@@ -306,8 +305,8 @@ struct CacheDims {
   int H, G, hd, positions;
   std::vector<int> lengths;
   std::string label() const {
-    std::string s = "H" + std::to_string(H) + "_G" + std::to_string(G) + "_hd" + std::to_string(hd) + "_lengths";
-    for (int l : lengths) s += '_' + std::to_string(l);
+    std::string s = cat("H", H, "_G", G, "_hd", hd, "_lengths");
+    for (int l : lengths) s += cat("_", l);
     return s;
   }
 };
@@ -317,7 +316,7 @@ struct CrossEntropyDims {
   int v, cut;
   std::vector<int32_t> targets;
   std::string label() const {
-    return std::to_string(targets.size()) + "x" + std::to_string(v) + "_slices_at_" + std::to_string(cut);
+    return cat(targets.size(), "x", v, "_slices_at_", cut);
   }
 };
 
@@ -328,8 +327,7 @@ struct IndexDims {
   std::vector<int32_t> index;
   bool weighted = false;
   std::string label() const {
-    return std::to_string(index.size()) + "_of_" + std::to_string(rows) + "x" + std::to_string(d) +
-           (weighted ? "_weighted" : "");
+    return cat(index.size(), "_of_", rows, "x", d, weighted ? "_weighted" : "");
   }
 };
 
@@ -339,7 +337,7 @@ struct AdamwDims {
   double eps, weight_decay, grad_scale;
   int steps;
   std::string label() const {
-    return std::to_string(n) + "_eps" + num(eps) + "_wd" + num(weight_decay) + "_clip" + num(grad_scale);
+    return cat(n, "_eps", num(eps), "_wd", num(weight_decay), "_clip", num(grad_scale));
   }
 };
 
@@ -371,10 +369,10 @@ struct Case {
   }
   template <typename T>
   std::string bounds_text() const {
-    std::string s;
+    std::ostringstream s;
     for (const Check& c : checks)
-      s += (s.empty() ? "" : "; ") + c.output + ": " + c.bound.text() + " = " + std::to_string(c.bound.tol<T>());
-    return s;
+      s << (&c == &checks.front() ? "" : "; ") << c.output << ": " << c.bound.text() << " = " << c.bound.tol<T>();
+    return s.str();
   }
 };
 
