@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Write tests/data/torch_reference.h5: float64 reference values of the model of
+"""Write tests/fixtures/torch_reference.h5: float64 reference values of the model of
 docs/design.md section 3, computed with the independent PyTorch implementation in
 scripts/pytorch_reference/torch_model.py, for the C++ tests to compare against.
 
@@ -281,7 +281,7 @@ def build_case(name, cfg, seed):
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "data", "torch_reference.h5"))
+    ap.add_argument("--out", default=os.path.join(here, "..", "..", "tests", "fixtures", "torch_reference.h5"))
     args = ap.parse_args()
 
     torch.set_default_dtype(torch.float64)

@@ -1,6 +1,6 @@
 // Loss and gradients against an independent PyTorch implementation of
 // docs/design.md section 3 (scripts/pytorch_reference/make_torch_reference.py,
-// output committed in tests/data/torch_reference.h5): in double to near
+// output committed in tests/fixtures/torch_reference.h5): in double to near
 // machine precision, and in float, the precision training runs in.
 #include <gtest/gtest.h>
 
@@ -12,7 +12,7 @@
 namespace mt {
 namespace {
 
-const std::string kReference = std::string(MT_TEST_DATA_DIR) + "/torch_reference.h5";
+const std::string kReference = std::string(MT_FIXTURES_DIR) + "/torch_reference.h5";
 
 ModelConfig case_config(const H5File& f, const std::string& c) {
   auto i = [&](const char* name) { return int(f.attr_int(name, c)); };

@@ -6,37 +6,12 @@
 
 #include <string>
 
-#include "training/training_log.h"
 #include "run_moetrain.h"
-#include "runtime/cpu_backend.h"
-#include "runtime/matmul_peak.h"
 
 namespace mt {
 namespace {
 
 using test_util::run_moetrain;
-
-TEST(Stragglers, TheSlowestRankAgainstTheMedian) {
-  const Straggler odd = slowest_rank({1.0, 3.0, 0.5});  // median 1.0
-  EXPECT_EQ(odd.rank, 1);
-  EXPECT_DOUBLE_EQ(odd.over_median, 2.0);
-  const Straggler even = slowest_rank({1.0, 1.2, 0.8, 2.2});  // median (1.0 + 1.2) / 2
-  EXPECT_EQ(even.rank, 3);
-  EXPECT_DOUBLE_EQ(even.over_median, 2.2 / 1.1 - 1.0);
-  EXPECT_EQ(slowest_rank({0.0, 0.0}).over_median, 0.0);  // nothing measured
-}
-
-TEST(Stragglers, TheMatrixProductPeakIsMeasuredWithinItsBudget) {
-  auto be = make_cpu_backend<float>();
-  const auto start = std::chrono::steady_clock::now();
-  const double gflops = measure_matmul_gflops(*be, 0.02);
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_GT(gflops, 0.1);  // a 512^3 product in under 2.7 s
-  EXPECT_LT(gflops, 1e6);  // and not in a nanosecond: it was computed
-  // Two products at least, then it stops: far below a second on any CPU
-  // that trains (this bounds the loop, it does not time the machine).
-  EXPECT_LT(seconds, 10.0);
-}
 
 TEST(Stragglers, ASleepingRankIsNamedAndMfuIsShown) {
   test_util::TempDir dir;

@@ -18,9 +18,9 @@
 #include <string>
 #include <vector>
 
-#include "model/config.h"
 #include "checkpoint/hdf5_file.h"
 #include "test_util.h"
+#include "tiny_model.h"
 
 namespace mt::test_util {
 
@@ -154,21 +154,6 @@ inline std::string make_store(const std::string& dir, const std::string& name, c
 }
 inline std::string make_store(const TempDir& dir, const std::string& name, const std::string& text) {
   return make_store(dir.path(), name, text);
-}
-
-// The tiny config the launch tests train: a 2-layer MoE (E=4, top-2, MQA).
-inline std::string tiny_model_flags() {
-  return "--num-layers 2 --hidden-size 64 --num-attention-heads 4 --num-query-groups 1 "
-         "--ffn-hidden-size 128 --num-experts 4 --moe-router-topk 2 --seq-length 64 "
-         "--micro-batch-size 4 --global-batch-size 8 --lr 3e-3 --min-lr 3e-4 "
-         "--lr-warmup-samples 40 --seed 7 --threads " + std::to_string(test_threads());
-}
-
-// The ModelConfig tiny_model_flags() makes (the vocabulary rounded to 384).
-inline ModelConfig tiny_model_config() {
-  ModelConfig c{.vocab_size = 384, .hidden_size = 64, .num_layers = 2, .num_heads = 4, .num_query_groups = 1,
-                .ffn_hidden_size = 128, .num_experts = 4, .router_topk = 2, .seq_length = 64};
-  return c;
 }
 
 }  // namespace mt::test_util

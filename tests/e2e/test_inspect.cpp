@@ -179,7 +179,7 @@ TEST_F(Inspect, JsonHasEveryTensorOfTheSchemaAndTheParsedAttributes) {
 TEST_F(Inspect, H5pyReadsTheFileAsItIs) {
   if (std::system("/usr/bin/python3 -c 'import h5py' >/dev/null 2>&1") != 0)
     GTEST_SKIP() << "no h5py for /usr/bin/python3 (apt-get install python3-h5py); the HDF5 C API test covers this";
-  const std::string script = std::string(MT_SOURCE_DIR) + "/tests/launch/read_checkpoint.py";
+  const std::string script = std::string(MT_SOURCE_DIR) + "/tests/e2e/read_checkpoint.py";
   const auto py = test_util::run_shell("/usr/bin/python3 " + script + " " + file());
   ASSERT_EQ(py.status, 0) << py.output;
   const std::string& output = py.output;

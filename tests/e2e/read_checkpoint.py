@@ -8,7 +8,7 @@ parsed), for every tensor its dtype, shape and L2 norm (float64), and the
 number of blocks whose bytes hash (XXH3-64 from the python3-xxhash package,
 as docs/checkpoint-format.md defines it) to what the `checksums` table
 records. Exits non-zero, naming the dataset, if a tensor is not float32 or
-not a plain array, or a block does not match its checksum. Used by tests/launch/test_inspect.cpp to check that the file
+not a plain array, or a block does not match its checksum. Used by tests/e2e/test_inspect.cpp to check that the file
 needs no moetrain code to read or check.
 """
 
