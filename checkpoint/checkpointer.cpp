@@ -49,45 +49,42 @@ void Checkpointer<T>::save(int64_t step, bool force) {
   const bool due = force || (policy_.interval > 0 && step % policy_.interval == 0);
   if (!due || policy_.save_dir.empty() || saved_step_ == step) return;
   wait();
+  const double start = MPI_Wtime();
+  const PendingSave pending = begin_save(policy_.save_dir, step, state_.topo);
+  CheckpointAttributes attributes = describe_();
+  attributes.saved_at = pending.saved_at;
   if (saver_ && !force)
-    save_in_background(step);
+    save_in_background(pending, attributes, start);
   else
-    save_now(step);
+    save_now(pending, attributes, start);
   saved_step_ = step;
 }
 
 template <typename T>
-void Checkpointer<T>::save_now(int64_t step) {
-  const double start = MPI_Wtime();
+void Checkpointer<T>::save_now(const PendingSave& pending, const CheckpointAttributes& attributes, double start) {
   const CheckpointedState<T>& s = state_;
-  const PendingSave save = begin_save(policy_.save_dir, step, s.topo);
-  CheckpointAttributes attributes = describe_();
-  attributes.saved_at = save.saved_at;
-  write_or_clean_up(save, s.model, [&] {
-    write_checkpoint_file(save.file(), s.topo, s.model, s.params, s.optim, s.grad_sync, attributes, s.master);
+  write_or_clean_up(pending, s.model, [&] {
+    write_checkpoint_file(pending.file(), s.topo, s.model, s.params, s.optim, s.grad_sync, attributes, s.master);
   });
   s.topo.world().barrier();
   uint64_t bytes = 0;
-  if (root_) bytes = publish_save(save, policy_.keep_last);
+  if (root_) bytes = publish_save(pending, policy_.keep_last);
   s.topo.world().barrier();
   const double seconds = MPI_Wtime() - start;
   if (!root_) return;
-  fmt::print("saved checkpoint {}/{} in {:.3f} s ({:.2f} GB/s)\n", policy_.save_dir, checkpoint_dir_name(step),
-             seconds, double(bytes) / seconds / 1e9);
+  fmt::print("saved checkpoint {}/{} in {:.3f} s ({:.2f} GB/s)\n", policy_.save_dir,
+             checkpoint_dir_name(pending.iteration), seconds, double(bytes) / seconds / 1e9);
   std::fflush(stdout);
 }
 
 template <typename T>
-void Checkpointer<T>::save_in_background(int64_t step) {
-  const double start = MPI_Wtime();
+void Checkpointer<T>::save_in_background(const PendingSave& pending, const CheckpointAttributes& attributes,
+                                         double start) {
   const CheckpointedState<T>& s = state_;
-  const PendingSave save = begin_save(policy_.save_dir, step, s.topo);
-  CheckpointAttributes attributes = describe_();
-  attributes.saved_at = save.saved_at;
-  saver_->start(save, policy_.keep_last, start, s.model, s.params, s.optim, s.grad_sync, s.master, attributes);
+  saver_->start(pending, policy_.keep_last, start, s.model, s.params, s.optim, s.grad_sync, s.master, attributes);
   if (!root_) return;
   fmt::print("saving checkpoint {}/{} in the background (the snapshot took {:.3f} s)\n", policy_.save_dir,
-             checkpoint_dir_name(step), MPI_Wtime() - start);
+             checkpoint_dir_name(pending.iteration), MPI_Wtime() - start);
 }
 
 template <typename T>

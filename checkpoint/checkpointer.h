@@ -71,8 +71,9 @@ class Checkpointer {
   Loaded load(const std::string& load);
 
  private:
-  void save_now(int64_t step);
-  void save_in_background(int64_t step);
+  // A save begun at MPI_Wtime() `start`, written now or by the saver.
+  void save_now(const PendingSave& pending, const CheckpointAttributes& attributes, double start);
+  void save_in_background(const PendingSave& pending, const CheckpointAttributes& attributes, double start);
 
   CheckpointPolicy policy_;
   CheckpointedState<T> state_;

@@ -3,12 +3,12 @@
 namespace mt {
 
 template <typename T>
-MlpActs<T>::MlpActs(Backend<T>& be, const ModelConfig& cfg, int tokens)
-    : u(be, size_t(tokens) * cfg.ffn_hidden_size), g(be, size_t(tokens) * cfg.ffn_hidden_size) {}
+MlpActs<T>::MlpActs(Backend<T>& be, const ModelConfig& cfg, size_t rows)
+    : u(be, rows * cfg.ffn_hidden_size), g(be, rows * cfg.ffn_hidden_size) {}
 
 template <typename T>
-MlpScratch<T>::MlpScratch(Backend<T>& be, const ModelConfig& cfg, int tokens)
-    : dg(be, size_t(tokens) * cfg.ffn_hidden_size), du(be, size_t(tokens) * cfg.ffn_hidden_size) {}
+MlpScratch<T>::MlpScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows)
+    : dg(be, rows * cfg.ffn_hidden_size), du(be, rows * cfg.ffn_hidden_size) {}
 
 template <typename T>
 void mlp_forward(Backend<T>& be, const ProcessGroup& tp, const ModelConfig& cfg, const MlpWeights<T>& w,

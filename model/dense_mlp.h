@@ -11,29 +11,29 @@
 namespace mt {
 
 // w1 [F, d], w2 [d, F] inside the flat weight (W = T) or gradient buffer
-// (W = acc_t<T>).
+// (W = acc_t<T>); for experts, w1 [E/EP, F, d], w2 [E/EP, d, F].
 template <typename W>
 struct MlpWeights {
   W* w1 = nullptr;
   W* w2 = nullptr;
 };
 
-// What the forward pass keeps, T tokens.
+// What the forward pass keeps of `rows` rows (T tokens, or an expert's rows).
 template <typename T>
 struct MlpActs {
   MlpActs() = default;
-  MlpActs(Backend<T>& be, const ModelConfig& cfg, int tokens);
-  DeviceBuffer<T> u;  // [T, F] before GELU
-  DeviceBuffer<T> g;  // [T, F] after GELU
+  MlpActs(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  DeviceBuffer<T> u;  // [rows, F] before GELU
+  DeviceBuffer<T> g;  // [rows, F] after GELU
 };
 
 // The backward pass's work space, shared by all layers.
 template <typename T>
 struct MlpScratch {
   MlpScratch() = default;
-  MlpScratch(Backend<T>& be, const ModelConfig& cfg, int tokens);
-  DeviceBuffer<T> dg;  // [T, F] gradient after GELU
-  DeviceBuffer<T> du;  // [T, F] gradient before GELU
+  MlpScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  DeviceBuffer<T> dg;  // [rows, F] gradient after GELU
+  DeviceBuffer<T> du;  // [rows, F] gradient before GELU
 };
 
 // out [T, d] = mlp(m [T, d]) (overwrites; summed over TP).

@@ -21,30 +21,17 @@ std::vector<ExpertRows> experts_with_rows(const std::vector<int32_t>& offset) {
 }  // namespace
 
 template <typename T>
-ExpertActs<T>::ExpertActs(Backend<T>& be, const ModelConfig& cfg, size_t rows)
-    : x(be, rows * cfg.hidden_size),
-      u(be, rows * cfg.ffn_hidden_size),
-      g(be, rows * cfg.ffn_hidden_size),
-      y(be, rows * cfg.hidden_size) {}
-
-template <typename T>
-ExpertScratch<T>::ExpertScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows)
-    : dy(be, rows * cfg.hidden_size),
-      dg(be, rows * cfg.ffn_hidden_size),
-      du(be, rows * cfg.ffn_hidden_size),
-      dx(be, rows * cfg.hidden_size) {}
-
-template <typename T>
 void experts_forward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeights<T>& w, ExpertActs<T>& a,
                      const std::vector<int32_t>& offset) {
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size;
+  T *u = a.mlp.u.data(), *g = a.mlp.g.data();
   std::vector<GroupMember<T, T>> up, down;
   for (const ExpertRows& x : experts_with_rows(offset)) {
-    up.push_back({x.n, d, a.x.data() + x.row0 * d, w.w1 + x.e * F * d, a.u.data() + x.row0 * F});
-    down.push_back({x.n, F, a.g.data() + x.row0 * F, w.w2 + x.e * d * F, a.y.data() + x.row0 * d});
+    up.push_back({x.n, d, a.x.data() + x.row0 * d, w.w1 + x.e * F * d, u + x.row0 * F});
+    down.push_back({x.n, F, g + x.row0 * F, w.w2 + x.e * d * F, a.y.data() + x.row0 * d});
   }
   be.gemm_grouped(Trans::N, Trans::T, F, T(1), d, d, T(0), F, up);  // u = x w1^T
-  be.gelu_forward(a.g.data(), a.u.data(), size_t(offset.back()) * F);
+  be.gelu_forward(g, u, size_t(offset.back()) * F);
   be.gemm_grouped(Trans::N, Trans::T, d, T(1), F, F, T(0), d, down);  // y = g w2^T
 }
 
@@ -55,26 +42,24 @@ void experts_backward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeight
   using Acc = acc_t<T>;
   const int d = cfg.hidden_size, F = cfg.ffn_hidden_size;
   // dw2 += dy^T g;  dg = dy w2;  du = dg * gelu'(u);  dw1 += du^T x;  dx = du w1
+  T *dg = s.mlp.dg.data(), *du = s.mlp.du.data();
   std::vector<GroupMember<T, Acc>> dw2_of, dw1_of;
   std::vector<GroupMember<T, T>> dg_of, dx_of;
   for (const ExpertRows& x : experts_with_rows(offset)) {
     const T* dy = s.dy.data() + x.row0 * d;
-    const T* du = s.du.data() + x.row0 * F;
-    dw2_of.push_back({d, x.n, dy, a.g.data() + x.row0 * F, dw.w2 + x.e * d * F});
-    dg_of.push_back({x.n, d, dy, w.w2 + x.e * d * F, s.dg.data() + x.row0 * F});
-    dw1_of.push_back({F, x.n, du, a.x.data() + x.row0 * d, dw.w1 + x.e * F * d});
-    dx_of.push_back({x.n, F, du, w.w1 + x.e * F * d, s.dx.data() + x.row0 * d});
+    dw2_of.push_back({d, x.n, dy, a.mlp.g.data() + x.row0 * F, dw.w2 + x.e * d * F});
+    dg_of.push_back({x.n, d, dy, w.w2 + x.e * d * F, dg + x.row0 * F});
+    dw1_of.push_back({F, x.n, du + x.row0 * F, a.x.data() + x.row0 * d, dw.w1 + x.e * F * d});
+    dx_of.push_back({x.n, F, du + x.row0 * F, w.w1 + x.e * F * d, s.dx.data() + x.row0 * d});
   }
   be.gemm_acc_grouped(Trans::T, Trans::N, F, Acc(1), d, F, Acc(1), F, dw2_of);
   be.gemm_grouped(Trans::N, Trans::N, F, T(1), d, F, T(0), F, dg_of);
-  be.gelu_backward(s.du.data(), s.dg.data(), a.u.data(), size_t(offset.back()) * F);
+  be.gelu_backward(du, dg, a.mlp.u.data(), size_t(offset.back()) * F);
   be.gemm_acc_grouped(Trans::T, Trans::N, d, Acc(1), F, d, Acc(1), d, dw1_of);
   be.gemm_grouped(Trans::N, Trans::N, d, T(1), F, d, T(0), d, dx_of);
 }
 
 #define MT_INSTANTIATE_EXPERTS(T)                                                                               \
-  template struct ExpertActs<T>;                                                                               \
-  template struct ExpertScratch<T>;                                                                            \
   template void experts_forward<T>(Backend<T>&, const ModelConfig&, const ExpertWeights<T>&, ExpertActs<T>&,  \
                                    const std::vector<int32_t>&);                                              \
   template void experts_backward<T>(Backend<T>&, const ModelConfig&, const ExpertWeights<T>&,                 \

@@ -12,27 +12,25 @@
 #include <vector>
 
 #include "model/config.h"
+#include "model/dense_mlp.h"
 #include "runtime/backend.h"
 
 namespace mt {
 
 // This rank's experts inside the flat weight (W = T) or gradient buffer
-// (W = acc_t<T>): w1 [E/EP, F, d], w2 [E/EP, d, F].
+// (W = acc_t<T>): each expert is an MLP.
 template <typename W>
-struct ExpertWeights {
-  W* w1 = nullptr;
-  W* w2 = nullptr;
-};
+using ExpertWeights = MlpWeights<W>;
 
 // What the forward pass keeps, R rows: every row this rank's experts can
 // receive (expert_rows_bound).
 template <typename T>
 struct ExpertActs {
   ExpertActs() = default;
-  ExpertActs(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  ExpertActs(Backend<T>& be, const ModelConfig& cfg, size_t rows)
+      : x(be, rows * cfg.hidden_size), mlp(be, cfg, rows), y(be, rows * cfg.hidden_size) {}
   DeviceBuffer<T> x;  // [R, d] inputs
-  DeviceBuffer<T> u;  // [R, F] before GELU
-  DeviceBuffer<T> g;  // [R, F] after GELU
+  MlpActs<T> mlp;     // [R, F] the hidden rows
   DeviceBuffer<T> y;  // [R, d] outputs
 };
 
@@ -40,10 +38,10 @@ struct ExpertActs {
 template <typename T>
 struct ExpertScratch {
   ExpertScratch() = default;
-  ExpertScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows);
+  ExpertScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows)
+      : dy(be, rows * cfg.hidden_size), mlp(be, cfg, rows), dx(be, rows * cfg.hidden_size) {}
   DeviceBuffer<T> dy;  // [R, d] in: d loss / d outputs
-  DeviceBuffer<T> dg;  // [R, F] gradient after GELU
-  DeviceBuffer<T> du;  // [R, F] gradient before GELU
+  MlpScratch<T> mlp;   // [R, F] the hidden rows' gradients
   DeviceBuffer<T> dx;  // [R, d] out: d loss / d inputs
 };
 

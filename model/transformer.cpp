@@ -49,7 +49,7 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   if (c.is_moe())
     moe = MoeActs<T>(be, share_of_ffn(c, tp), int(n), ep);
   else
-    mlp = MlpActs<T>(be, share_of_ffn(c, tp), int(n));
+    mlp = MlpActs<T>(be, share_of_ffn(c, tp), n);
 }
 
 template <typename T>
@@ -94,7 +94,7 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
     std::erase(first, SIZE_MAX);
     layer_offsets_.push_back(first);
   }
-  if (!cfg_.is_moe()) mlp_scratch_ = MlpScratch<T>(be, ffn_cfg_, int(n));
+  if (!cfg_.is_moe()) mlp_scratch_ = MlpScratch<T>(be, ffn_cfg_, n);
   expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
   recompute_groups_ = recompute_groups(recompute, num_layers_);
   int rebuilt_layers = 0;

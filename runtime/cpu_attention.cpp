@@ -154,6 +154,23 @@ AccRows<Acc> acc_rows(const T* x, int stride, int rows, int cols, std::vector<Ac
   }
 }
 
+// A block's rows for the backward pass: D = rowsum(dO * O) (in double),
+// from dO widened exactly into dout_block, and each row's log-sum-exp.
+template <typename T, typename Acc>
+void backward_row_stats(const QueryBlock& qb, const Acc* dout_block, const T* out, const Acc* lse, int S, int H,
+                        int hd, Acc* row_dot, Acc* row_lse) {
+  const int qs = H * hd;
+  for (int r = 0; r < qb.rows(); ++r) {
+    const Acc* dor = dout_block + size_t(r) * hd;
+    const T* orow = out + qb.offset(r, S, hd, qs);
+    double dot = 0.0;
+#pragma omp simd reduction(+ : dot)
+    for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);
+    row_dot[r] = Acc(dot);
+    row_lse[r] = lse[(size_t(qb.b) * H + qb.head(r)) * S + qb.token(r)];
+  }
+}
+
 }  // namespace
 
 template <typename T>
@@ -268,16 +285,7 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
       Acc *dkb = dk_sum.data() + kv, *dvb = dv_sum.data() + kv;
       gather_block(q_block.data(), q, qb, S, hd, qs);
       gather_block(dout_block.data(), dout, qb, S, hd, qs);
-      for (int r = 0; r < rows; ++r) {
-        // dout_block holds dO widened exactly, so D is the same as from dO.
-        const Acc* dor = dout_block.data() + size_t(r) * hd;
-        const T* orow = out + qb.offset(r, S, hd, qs);
-        double dot = 0.0;
-#pragma omp simd reduction(+ : dot)
-        for (int c = 0; c < hd; ++c) dot += double(dor[c]) * double(orow[c]);
-        row_dot[r] = Acc(dot);
-        row_lse[r] = lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)];
-      }
+      backward_row_stats(qb, dout_block.data(), out, lse, S, H, hd, row_dot.data(), row_lse.data());
       std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
       for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
         const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
