@@ -35,6 +35,66 @@
 using mt::bench::median;
 using mt::bench::timed;
 
+namespace {
+
+// The balanced routing of T tokens to E experts, K each, packed by expert
+// then token as route_tokens packs it, every weight 1/K.
+struct BalancedRows {
+  std::vector<int32_t> token, offset{0};
+  std::vector<float> weight;
+  BalancedRows(int T, int E, int K) {
+    std::vector<std::vector<int32_t>> per_expert(E);
+    for (int t = 0; t < T; ++t)
+      for (int k = 0; k < K; ++k) per_expert[(t * K + k) % E].push_back(t);
+    for (const auto& rows : per_expert) {
+      token.insert(token.end(), rows.begin(), rows.end());
+      offset.push_back(int32_t(token.size()));
+    }
+    weight.assign(token.size(), 1.0f / float(K));
+  }
+  mt::PackedRows<float> rows() const { return {token.data(), weight.data(), &offset}; }
+};
+
+// The plain baseline: the row counts exchanged by MPI_Alltoall, then the
+// same rows as the dispatch sends, in contiguous buffers by MPI_Alltoallv,
+// out and back in the forward and in the backward pass.
+struct PlainAllToAll {
+  PlainAllToAll(const mt::ExpertExchange& ex, int d, int E, int ep, size_t kept, size_t max_rows)
+      : E(E), ep(ep), send_at(ep, 0), recv_at(ep, 0), out(kept * d, 1.0f), in(max_rows * d), counts_out(E, 1),
+        counts_in(E, 0) {
+    for (int q = 0; q < ep; ++q) {
+      send_counts.push_back(ex.send_rows[q] * d);
+      recv_counts.push_back(ex.recv_rows[q] * d);
+      if (q > 0) {
+        send_at[q] = send_at[q - 1] + send_counts[q - 1];
+        recv_at[q] = recv_at[q - 1] + recv_counts[q - 1];
+      }
+    }
+  }
+  void operator()() {
+    MPI_Alltoall(counts_out.data(), E / ep, MPI_INT, counts_in.data(), E / ep, MPI_INT, MPI_COMM_WORLD);
+    for (int pass = 0; pass < 2; ++pass) {
+      MPI_Alltoallv(out.data(), send_counts.data(), send_at.data(), MPI_FLOAT, in.data(), recv_counts.data(),
+                    recv_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
+      MPI_Alltoallv(in.data(), recv_counts.data(), recv_at.data(), MPI_FLOAT, out.data(), send_counts.data(),
+                    send_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
+    }
+  }
+  int E, ep;
+  std::vector<int> send_counts, recv_counts, send_at, recv_at;
+  std::vector<float> out, in;
+  std::vector<int> counts_out, counts_in;
+};
+
+std::string mpi_library() {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING];
+  int len = 0;
+  MPI_Get_library_version(version, &len);
+  return std::string(version, version + std::min(len, 60));
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
   int rank = 0, ep = 1;
@@ -55,18 +115,9 @@ int main(int argc, char** argv) {
   }
   const int T = int(positional[0]), d = int(positional[1]), E = int(positional[2]), K = int(positional[3]);
 
-  // The balanced routing, packed by expert then token as route_tokens packs it.
-  std::vector<std::vector<int32_t>> per_expert(E);
-  for (int t = 0; t < T; ++t)
-    for (int k = 0; k < K; ++k) per_expert[(t * K + k) % E].push_back(t);
-  std::vector<int32_t> token, offset{0};
-  for (const auto& rows : per_expert) {
-    token.insert(token.end(), rows.begin(), rows.end());
-    offset.push_back(int32_t(token.size()));
-  }
-  const int kept = int(token.size());
-  std::vector<float> weight(kept, 1.0f / float(K));
-  const mt::PackedRows<float> rows{token.data(), weight.data(), &offset};
+  const BalancedRows balanced(T, E, K);
+  const mt::PackedRows<float> rows = balanced.rows();
+  const int kept = int(balanced.token.size());
 
   auto be = mt::make_cpu_backend<float>();
   mt::MpiCommunicator world(MPI_COMM_WORLD);
@@ -87,28 +138,8 @@ int main(int argc, char** argv) {
     dispatch.dispatch_backward(rows, ex, dy.data(), dm.data());
   };
 
-  // The plain baseline: the same row counts, contiguous buffers.
-  std::vector<int> send_counts, recv_counts, send_at(ep, 0), recv_at(ep, 0);
   layer();
-  for (int q = 0; q < ep; ++q) {
-    send_counts.push_back(ex.send_rows[q] * d);
-    recv_counts.push_back(ex.recv_rows[q] * d);
-    if (q > 0) {
-      send_at[q] = send_at[q - 1] + send_counts[q - 1];
-      recv_at[q] = recv_at[q - 1] + recv_counts[q - 1];
-    }
-  }
-  std::vector<float> plain_out(size_t(kept) * d, 1.0f), plain_in(max_rows * d);
-  std::vector<int> counts_out(E, 1), counts_in(E, 0);
-  auto plain = [&] {
-    MPI_Alltoall(counts_out.data(), E / ep, MPI_INT, counts_in.data(), E / ep, MPI_INT, MPI_COMM_WORLD);
-    for (int pass = 0; pass < 2; ++pass) {
-      MPI_Alltoallv(plain_out.data(), send_counts.data(), send_at.data(), MPI_FLOAT, plain_in.data(),
-                    recv_counts.data(), recv_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
-      MPI_Alltoallv(plain_in.data(), recv_counts.data(), recv_at.data(), MPI_FLOAT, plain_out.data(),
-                    send_counts.data(), send_at.data(), MPI_FLOAT, MPI_COMM_WORLD);
-    }
-  };
+  PlainAllToAll plain(ex, d, E, ep, size_t(kept), max_rows);
 
   // Identity experts and weights summing to 1: every token's output is its
   // input, and with dout = out the gradient back is dout again.
@@ -125,7 +156,7 @@ int main(int argc, char** argv) {
   for (int r = 0; r < warmup + reps; ++r) {
     if (r == warmup) dispatch.stats = {};
     const double a = timed(layer);
-    const double b = timed(plain);
+    const double b = timed([&] { plain(); });
     if (r < warmup) continue;
     dispatch_s.push_back(a);
     plain_s.push_back(b);
@@ -134,9 +165,6 @@ int main(int argc, char** argv) {
   MPI_Allreduce(MPI_IN_PLACE, &bytes, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
 
   if (rank == 0) {
-    char version[MPI_MAX_LIBRARY_VERSION_STRING];
-    int len = 0;
-    MPI_Get_library_version(version, &len);
     const double ds = median(dispatch_s), ps = median(plain_s);
     const nlohmann::json j = {{"ep", ep},
                               {"tokens", T},
@@ -149,7 +177,7 @@ int main(int argc, char** argv) {
                               {"dispatch_median_s", ds},
                               {"plain_alltoallv_median_s", ps},
                               {"dispatch_over_plain", ds / ps},
-                              {"mpi", std::string(version, version + std::min(len, 60))}};
+                              {"mpi", mpi_library()}};
     std::printf("%s\n", j.dump().c_str());
   }
   MPI_Finalize();

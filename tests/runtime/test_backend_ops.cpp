@@ -382,6 +382,20 @@ struct Case {
 // probabilities multiplying v.
 double attention_ops(int hd, int S) { return 4.0 * std::sqrt(double(hd)) * hd + 2.0 * S + 8.0; }
 
+// A product's C: a sum of k products (2k roundings), plus 4 for alpha and
+// beta unless they are 1 and 0 (a group: its largest k); C stored in T
+// once, or kept in Acc by the _acc kernels.
+Bound product_bound(Kernel kernel, const Dims& dims) {
+  const bool group = std::holds_alternative<GroupedDims>(dims);
+  int k = group ? 0 : std::get<GemmDims>(dims).k;
+  if (group)
+    for (const auto& member : std::get<GroupedDims>(dims).members) k = std::max(k, member.second);
+  const double alpha = group ? std::get<GroupedDims>(dims).alpha : std::get<GemmDims>(dims).alpha;
+  const double beta = group ? std::get<GroupedDims>(dims).beta : std::get<GemmDims>(dims).beta;
+  const bool stored = kernel == Kernel::gemm || kernel == Kernel::gemm_grouped;
+  return roundings(2.0 * k + (alpha == 1 && beta == 0 ? 0 : 4), stored ? 1 : 0);
+}
+
 // Each output a case compares and its bound, derived from the kernel and
 // its shape by the formulas below; a row of the table gives only those two.
 std::vector<Check> checks_of(Kernel kernel, const Dims& dims) {
@@ -393,19 +407,7 @@ std::vector<Check> checks_of(Kernel kernel, const Dims& dims) {
     case Kernel::gemm:
     case Kernel::gemm_acc:
     case Kernel::gemm_grouped:
-    case Kernel::gemm_acc_grouped: {
-      // A sum of k products (2k roundings), plus 4 for alpha and beta unless
-      // they are 1 and 0 (a group: its largest k); C stored in T once, or
-      // kept in Acc by the _acc kernels.
-      const bool group = std::holds_alternative<GroupedDims>(dims);
-      int k = group ? 0 : std::get<GemmDims>(dims).k;
-      if (group)
-        for (const auto& member : std::get<GroupedDims>(dims).members) k = std::max(k, member.second);
-      const double alpha = group ? std::get<GroupedDims>(dims).alpha : std::get<GemmDims>(dims).alpha;
-      const double beta = group ? std::get<GroupedDims>(dims).beta : std::get<GemmDims>(dims).beta;
-      const bool stored = kernel == Kernel::gemm || kernel == Kernel::gemm_grouped;
-      return {{"C", roundings(2.0 * k + (alpha == 1 && beta == 0 ? 0 : 4), stored ? 1 : 0)}};
-    }
+    case Kernel::gemm_acc_grouped: return {{"C", product_bound(kernel, dims)}};
     case Kernel::axpy: return {{"y", roundings(2, 1)}};
     case Kernel::scale: return {{"x", roundings(1, 1)}};
     case Kernel::sum_squares:
