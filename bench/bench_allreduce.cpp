@@ -30,6 +30,8 @@
 #include <string>
 #include <vector>
 
+#include "mpi_timing.h"
+
 namespace {
 
 void usage_error(int rank, const std::string& msg) {
@@ -61,10 +63,7 @@ double quantile(std::vector<double> v, double q) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, size = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  const auto [rank, size] = mt::bench::start_mpi(&argc, &argv);
 
   long long reps = 200, warmup = 20, flush_mib = 0;
   std::vector<int> counts;

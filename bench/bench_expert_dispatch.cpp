@@ -96,23 +96,15 @@ std::string mpi_library() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, ep = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &ep);
+  const auto [rank, ep] = mt::bench::start_mpi(&argc, &argv);
   const mt::bench::BenchArgs args = mt::bench::parse_bench_args(argc, argv);
   const int reps = args.reps, warmup = args.warmup;
   const std::vector<long long>& positional = args.positional;
   const bool shape_ok = positional.size() == 4 && positional[0] > 0 && positional[1] > 0 && positional[2] > 1 &&
                         positional[3] >= 1 && positional[3] <= positional[2] && positional[2] % ep == 0;
-  if (!shape_ok || reps < 1 || warmup < 0 || ep < 2) {
-    if (rank == 0)
-      std::fprintf(stderr,
-                   "usage: mpirun -np EP (>= 2, dividing E) bench_expert_dispatch [--reps R] [--warmup W] TOKENS D "
-                   "E K (1 <= K <= E)\n");
-    MPI_Finalize();
-    return 2;
-  }
+  if (!shape_ok || reps < 1 || warmup < 0 || ep < 2)
+    return mt::bench::usage_exit(rank, "mpirun -np EP (>= 2, dividing E) bench_expert_dispatch [--reps R] [--warmup W] "
+                                       "TOKENS D E K (1 <= K <= E)");
   const int T = int(positional[0]), d = int(positional[1]), E = int(positional[2]), K = int(positional[3]);
 
   const BalancedRows balanced(T, E, K);

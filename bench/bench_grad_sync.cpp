@@ -38,19 +38,12 @@ using mt::bench::median;
 using mt::bench::timed;
 
 int main(int argc, char** argv) {
-  MPI_Init(&argc, &argv);
-  int rank = 0, dp = 1;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &dp);
+  const auto [rank, dp] = mt::bench::start_mpi(&argc, &argv);
   const mt::bench::BenchArgs args = mt::bench::parse_bench_args(argc, argv);
   const int reps = args.reps, warmup = args.warmup;
   const std::vector<long long>& positional = args.positional;
-  if (positional.size() != 2 || positional[0] <= 0 || positional[1] <= 0 || reps < 1 || warmup < 0 || dp < 2) {
-    if (rank == 0)
-      std::fprintf(stderr, "usage: mpirun -np DP (>= 2) bench_grad_sync [--reps R] [--warmup W] COUNT BUCKET\n");
-    MPI_Finalize();
-    return 2;
-  }
+  if (positional.size() != 2 || positional[0] <= 0 || positional[1] <= 0 || reps < 1 || warmup < 0 || dp < 2)
+    return mt::bench::usage_exit(rank, "mpirun -np DP (>= 2) bench_grad_sync [--reps R] [--warmup W] COUNT BUCKET");
   const size_t count = size_t(positional[0]), bucket = size_t(positional[1]);
   const size_t padded = mt::padded_size(count, dp);
 

@@ -1,5 +1,6 @@
-// What the MPI benchmarks (bench_grad_sync, bench_expert_dispatch) share:
-// their [--reps R] [--warmup W] NUMBERS... arguments, and their timing: a
+// What the MPI benchmarks (bench_allreduce, bench_grad_sync,
+// bench_expert_dispatch) share: MPI's start, their [--reps R] [--warmup W]
+// NUMBERS... arguments and their usage error, and their timing: a
 // repetition's time is the slowest rank's, after a barrier; the figure
 // reported is the median over repetitions.
 #pragma once
@@ -7,6 +8,7 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -27,6 +29,25 @@ inline BenchArgs parse_bench_args(int argc, char** argv) {
     else a.positional.push_back(std::atoll(argv[i]));
   }
   return a;
+}
+
+// MPI started: this rank and the world's size.
+struct MpiWorld {
+  int rank = 0, size = 1;
+};
+inline MpiWorld start_mpi(int* argc, char*** argv) {
+  MPI_Init(argc, argv);
+  MpiWorld w;
+  MPI_Comm_rank(MPI_COMM_WORLD, &w.rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &w.size);
+  return w;
+}
+
+// Rank 0 prints the usage; every rank ends MPI. main returns what this does.
+inline int usage_exit(int rank, const char* usage) {
+  if (rank == 0) std::fprintf(stderr, "usage: %s\n", usage);
+  MPI_Finalize();
+  return 2;
 }
 
 inline double median(std::vector<double> v) {
