@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
-"""Keeps the docs true to the tree. Fails when
+"""Keeps the docs, and the comments, true to the tree. Fails when
 
   - a source file of a layer folder (runtime/ ... launch/) is missing from
     the layout table of docs/design.md section 1, or its row has no purpose;
   - that table names a file that does not exist;
-  - README.md or a page of docs/ names a file of the repository that does
-    not exist (`model/router.h`, `scripts/demo.sh`, `model/router.{h,cpp}`).
+  - README.md, a page of docs/, or a source, script or build file names a
+    file of the repository that does not exist (`model/router.h`,
+    `scripts/demo.sh`, `model/router.{h,cpp}`), from the root or from the
+    naming file's folder.
 
     scripts/check_docs.py [SOURCE_ROOT]
 """
 import pathlib
 import re
+import subprocess
 import sys
 
 LAYER_FOLDERS = ["runtime", "parallel", "model", "optim", "checkpoint", "data", "generation", "training",
@@ -56,13 +59,29 @@ def check_layout_table(root, problems):
                 problems.append(f"{path} is missing from the layout table of docs/design.md section 1")
 
 
+NAMING_FILE = re.compile(r"(\.(md|cpp|h|py|sh|txt|toml|sbatch)|CMakeLists\.txt)$")
+
+
+# The repository's files: git's list, or outside a checkout every file but
+# build outputs.
+def naming_files(root):
+    git = subprocess.run(["git", "-C", str(root), "ls-files", "--cached", "--others", "--exclude-standard"],
+                         capture_output=True, text=True)
+    if git.returncode == 0:
+        listed = git.stdout.split()
+    else:
+        listed = [str(f.relative_to(root)) for f in root.rglob("*")
+                  if not any(part.startswith(("build", ".git", "demo_out", "bench_out"))
+                             for part in f.relative_to(root).parts)]
+    return [root / f for f in listed if NAMING_FILE.search(f) and (root / f).is_file()]
+
+
 def check_named_paths(root, problems):
-    pages = [root / "README.md"] + sorted((root / "docs").glob("*.md"))
-    for page in pages:
-        for number, line in enumerate(page.read_text().splitlines(), 1):
+    for page in naming_files(root):
+        for number, line in enumerate(page.read_text(errors="replace").splitlines(), 1):
             for name in PATH.findall(line):
                 for path in expand(name.rstrip(".")):
-                    if not (root / path).exists():
+                    if not (root / path).exists() and not (page.parent / path).exists():
                         problems.append(f"{page.relative_to(root)}:{number} names {path}, which does not exist")
 
 

@@ -6,7 +6,8 @@ element counts largest first with their calls a step.
     tensor_parallel_plan.py CONFIG.toml TP
 
 The counts, per micro-batch of T = micro-batch x S tokens (see
-model/transformer.cpp, model/feed_forward.cpp, parallel/tensor_parallel.cpp):
+model/transformer.cpp, model/moe_layer.cpp, model/dense_mlp.cpp,
+parallel/tensor_parallel.cpp):
   [T,d]: embedding output, per layer attention projection and FFN output
          (forward), FFN and attention input gradients (backward), LM head
          input gradient: 4L + 2 calls;
