@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <numeric>
 
+#include "optim/master_weights.h"
+
 namespace mt {
 
 namespace {
