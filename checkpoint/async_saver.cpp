@@ -53,9 +53,10 @@ std::optional<SaveStats> AsyncCheckpointSaver::wait() {
 template <typename T>
 void AsyncCheckpointSaver::start(const PendingSave& save, int keep_last, double started, const ModelConfig& model,
                                    Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                                   MasterWeights<T>* master, const CheckpointAttributes& attributes) {
+                                   MasterWeights<T>* master, const StageRouterState& router,
+                                   const CheckpointAttributes& attributes) {
   MT_CHECK(!writer_.joinable(), "an asynchronous save started before the last one was waited for");
-  snapshot_checkpoint(params, optim, grad_sync, master, snapshot_);
+  snapshot_checkpoint(params, optim, grad_sync, master, router, snapshot_);
   // What the writer reads of `params` (the tensor table) and of `topo_`
   // (coordinates and sizes) does not change while training goes on.
   writer_ = std::thread([this, save, model, &params, keep_last, started, attributes] {
@@ -81,7 +82,8 @@ void AsyncCheckpointSaver::start(const PendingSave& save, int keep_last, double 
 #define MT_INSTANTIATE_ASYNC_SAVER(T)                                                                           \
   template void AsyncCheckpointSaver::start<T>(const PendingSave&, int, double, const ModelConfig&,            \
                                                Parameters<T>&, AdamW<float>&, GradSync<float>&,                \
-                                               MasterWeights<T>*, const CheckpointAttributes&);
+                                               MasterWeights<T>*, const StageRouterState&,                     \
+                                               const CheckpointAttributes&);
 MT_INSTANTIATE_ASYNC_SAVER(float)
 MT_INSTANTIATE_ASYNC_SAVER(bf16)
 

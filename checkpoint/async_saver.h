@@ -38,7 +38,7 @@ class AsyncCheckpointSaver {
   template <typename T>
   void start(const PendingSave& save, int keep_last, double started, const ModelConfig& model,
                Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync, MasterWeights<T>* master,
-               const CheckpointAttributes& attributes);
+               const StageRouterState& router, const CheckpointAttributes& attributes);
   // Waits for the save in flight: its stats (seconds from its start to
   // `latest` moved), or nothing when none was.
   std::optional<SaveStats> wait();

@@ -5,11 +5,13 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
+#include <limits>
 #include <vector>
 
-#include "runtime/version.h"
-#include "runtime/check.h"
 #include "checkpoint/hdf5_file.h"
+#include "runtime/check.h"
+#include "runtime/version.h"
 #include "runtime/watchdog.h"
 
 namespace mt {
@@ -88,6 +90,61 @@ void gather_moment(GradSync<float>& grad_sync, const DeviceBuffer<float>& shard,
   grad_sync.all_gather(flat.data());
 }
 
+// The router state's datasets of MoE layer l, each with the member of
+// RouterState it holds: the expert bias, global_aux_loss's shares.
+std::vector<std::pair<std::string, std::vector<float> RouterState::*>> router_datasets(const ModelConfig& model,
+                                                                                       int l) {
+  std::vector<std::pair<std::string, std::vector<float> RouterState::*>> out;
+  if (!model.is_moe_layer(l)) return out;
+  const std::string prefix = fmt::format("model/layers/{}/", l);
+  if (model.expert_bias) out.push_back({prefix + "expert_bias", &RouterState::expert_bias});
+  if (model.load_balancing_type == "global_aux_loss")
+    out.push_back({prefix + "global_aux_share", &RouterState::global_share});
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> router_state_datasets(const ModelConfig& model) {
+  std::vector<std::string> names;
+  for (int l = 0; l < model.num_layers; ++l)
+    for (const auto& dataset : router_datasets(model, l)) names.push_back(dataset.first);
+  return names;
+}
+
+namespace {
+
+// Collective: every MoE layer's router state, written by the first TP and
+// DP rank of the stage that holds it (every rank of a stage holds the same).
+void write_router_state(H5File& f, const ModelConfig& model, const Topology& topo,
+                        const std::vector<RouterState>* layers, int first_layer) {
+  const uint64_t E = uint64_t(model.num_experts);
+  const std::vector<float> unset(E, std::numeric_limits<float>::quiet_NaN());
+  for (int l = 0; l < model.num_layers; ++l)
+    for (const auto& [name, member] : router_datasets(model, l)) {
+      const bool held = layers && l >= first_layer && l < first_layer + int(layers->size());
+      const bool writes = held && topo.coords().tp == 0 && topo.coords().dp == 0;
+      const std::vector<float>* v = held ? &((*layers)[size_t(l - first_layer)].*member) : nullptr;
+      const float* data = v && !v->empty() ? v->data() : unset.data();
+      f.write(name, {E}, {0}, {writes ? E : 0}, data);
+    }
+}
+
+// This stage's MoE layers' router state; unset shares (NaN) stay empty.
+void read_router_state(const H5File& f, const ModelConfig& model, const StageRouterState& router) {
+  if (!router.layers) return;
+  const uint64_t E = uint64_t(model.num_experts);
+  for (size_t i = 0; i < router.layers->size(); ++i)
+    for (const auto& [name, member] : router_datasets(model, router.first_layer + int(i))) {
+      MT_CHECK(f.exists(name), "checkpoint {} has no '{}' (the router state of this model)", f.path(), name);
+      MT_CHECK(f.shape(name) == std::vector<uint64_t>{E}, "checkpoint {}: '{}' is not [{}]", f.path(), name, E);
+      std::vector<float>& v = (*router.layers)[i].*member;
+      v.resize(E);
+      f.read(name, {0}, {E}, v.data());
+      if (std::isnan(v[0])) v.clear();
+    }
+}
+
 // The root attributes, the same on every rank.
 void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const CheckpointAttributes& a) {
   f.set_attr("format_version", kCheckpointFormatVersion);
@@ -113,10 +170,11 @@ void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const 
 template <typename T>
 void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
                            Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                           const CheckpointAttributes& a, MasterWeights<T>* master) {
+                           const CheckpointAttributes& a, MasterWeights<T>* master, const StageRouterState& router) {
   H5File f = H5File::create(file, topo.world_mpi());
   std::vector<float> scratch;
   write_tensors(f, "model", model, params, float32_weights(params, master, scratch), topo);
+  write_router_state(f, model, topo, router.layers, router.first_layer);
   // One moment at a time, through one buffer.
   scratch.resize(params.padded_size());
   for (auto [name, shard] : moments(optim)) {
@@ -129,7 +187,9 @@ void write_checkpoint_file(const std::string& file, Topology& topo, const ModelC
 
 template <typename T>
 void snapshot_checkpoint(Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                         MasterWeights<T>* master, CheckpointSnapshot& s) {
+                         MasterWeights<T>* master, const StageRouterState& router, CheckpointSnapshot& s) {
+  s.router = router.layers ? *router.layers : std::vector<RouterState>{};
+  s.router_first_layer = router.first_layer;
   // Under bf16 the master weights are gathered straight into the snapshot.
   if (const float* w = float32_weights(params, master, s.weights); w != s.weights.data())
     s.weights.assign(w, w + params.padded_size());
@@ -146,6 +206,7 @@ void write_checkpoint_snapshot(const std::string& file, MPI_Comm comm, const Top
                                const CheckpointAttributes& a) {
   H5File f = H5File::create(file, comm);
   write_tensors(f, "model", model, params, s.weights.data(), topo);
+  write_router_state(f, model, topo, s.router.empty() ? nullptr : &s.router, s.router_first_layer);
   write_tensors(f, "optim/exp_avg", model, params, s.exp_avg.data(), topo);
   write_tensors(f, "optim/exp_avg_sq", model, params, s.exp_avg_sq.data(), topo);
   write_attributes(f, topo, s.adam_step, a);
@@ -210,8 +271,10 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
 
 template <typename T>
 void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& params, AdamW<float>* optim,
-                     const GradSync<float>* grad_sync, MasterWeights<T>* master) {
+                     const GradSync<float>* grad_sync, MasterWeights<T>* master, const StageRouterState& router) {
   H5File f = H5File::open(path, comm);
+  const ModelConfig model = model_config_from_json(nlohmann::json::parse(f.attr_string("config")).at("model"));
+  read_router_state(f, model, router);
   if constexpr (std::is_same_v<T, float>) {
     read_tensors(f, "model", params, params.values.data());
   } else {
@@ -238,9 +301,9 @@ void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& para
 }
 
 template void snapshot_checkpoint<float>(Parameters<float>&, AdamW<float>&, GradSync<float>&, MasterWeights<float>*,
-                                         CheckpointSnapshot&);
+                                         const StageRouterState&, CheckpointSnapshot&);
 template void snapshot_checkpoint<bf16>(Parameters<bf16>&, AdamW<float>&, GradSync<float>&, MasterWeights<bf16>*,
-                                        CheckpointSnapshot&);
+                                        const StageRouterState&, CheckpointSnapshot&);
 template void write_checkpoint_snapshot<float>(const std::string&, MPI_Comm, const Topology&, const ModelConfig&,
                                                const Parameters<float>&, const CheckpointSnapshot&,
                                                const CheckpointAttributes&);
@@ -249,13 +312,13 @@ template void write_checkpoint_snapshot<bf16>(const std::string&, MPI_Comm, cons
                                               const CheckpointAttributes&);
 template void write_checkpoint_file<float>(const std::string&, Topology&, const ModelConfig&, Parameters<float>&,
                                            AdamW<float>&, GradSync<float>&, const CheckpointAttributes&,
-                                           MasterWeights<float>*);
+                                           MasterWeights<float>*, const StageRouterState&);
 template void write_checkpoint_file<bf16>(const std::string&, Topology&, const ModelConfig&, Parameters<bf16>&,
                                           AdamW<float>&, GradSync<float>&, const CheckpointAttributes&,
-                                          MasterWeights<bf16>*);
+                                          MasterWeights<bf16>*, const StageRouterState&);
 template void load_checkpoint<float>(const std::string&, MPI_Comm, Parameters<float>&, AdamW<float>*,
-                                     const GradSync<float>*, MasterWeights<float>*);
+                                     const GradSync<float>*, MasterWeights<float>*, const StageRouterState&);
 template void load_checkpoint<bf16>(const std::string&, MPI_Comm, Parameters<bf16>&, AdamW<float>*,
-                                    const GradSync<float>*, MasterWeights<bf16>*);
+                                    const GradSync<float>*, MasterWeights<bf16>*, const StageRouterState&);
 
 }  // namespace mt

@@ -15,6 +15,7 @@
 
 #include "model/config.h"
 #include "model/parameters.h"
+#include "model/router.h"
 #include "optim/adamw.h"
 #include "optim/master_weights.h"
 #include "parallel/grad_sync.h"
@@ -35,6 +36,18 @@ struct CheckpointAttributes {
   std::string saved_at;   // the same on every rank (rank 0's clock)
 };
 
+// What routing keeps of a stage's MoE layers between steps (RouterState:
+// the expert bias, global_aux_loss's shares), saved beside the weights as
+// /model/layers/{l}/expert_bias and /model/layers/{l}/global_aux_share,
+// float32 [E], not trained parameters (NaN shares: no step has set them).
+struct StageRouterState {
+  int first_layer = 0;                         // the stage's first layer
+  std::vector<RouterState>* layers = nullptr;  // [stage layers]; null: none (a dense model)
+};
+
+// The router state's dataset names of the whole model, layer by layer.
+std::vector<std::string> router_state_datasets(const ModelConfig& model);
+
 // Collective over topo's world: writes `file`. The AdamW moments are ZeRO-1
 // shards (grad_sync's layout): each replica gathers them, and every rank
 // writes its share of its TP block's rows. The weights written are float32:
@@ -42,7 +55,8 @@ struct CheckpointAttributes {
 template <typename T>
 void write_checkpoint_file(const std::string& file, Topology& topo, const ModelConfig& model,
                            Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                           const CheckpointAttributes& attributes, MasterWeights<T>* master = nullptr);
+                           const CheckpointAttributes& attributes, MasterWeights<T>* master = nullptr,
+                           const StageRouterState& router = {});
 
 // A copy of what a checkpoint holds, for a save that writes while training
 // goes on (--async-save): the float32 weights and both AdamW moments in the
@@ -50,6 +64,8 @@ void write_checkpoint_file(const std::string& file, Topology& topo, const ModelC
 struct CheckpointSnapshot {
   std::vector<float> weights, exp_avg, exp_avg_sq;  // [params.padded_size()]
   int64_t adam_step = 0;
+  std::vector<RouterState> router;  // the stage's, copied
+  int router_first_layer = 0;
 };
 
 // Collective over the replicas (the moments' all-gather): fills `into`,
@@ -57,7 +73,7 @@ struct CheckpointSnapshot {
 // faulting in fresh ones costs more than the copy).
 template <typename T>
 void snapshot_checkpoint(Parameters<T>& params, AdamW<float>& optim, GradSync<float>& grad_sync,
-                         MasterWeights<T>* master, CheckpointSnapshot& into);
+                         MasterWeights<T>* master, const StageRouterState& router, CheckpointSnapshot& into);
 
 // Collective over `comm` (topo's world, or a duplicate of it): writes
 // `file` from a snapshot, the same file write_checkpoint_file writes.
@@ -97,6 +113,6 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
 template <typename T>
 void load_checkpoint(const std::string& path, MPI_Comm comm, Parameters<T>& params,
                      AdamW<float>* optim = nullptr, const GradSync<float>* grad_sync = nullptr,
-                     MasterWeights<T>* master = nullptr);
+                     MasterWeights<T>* master = nullptr, const StageRouterState& router = {});
 
 }  // namespace mt

@@ -64,7 +64,8 @@ template <typename T>
 void Checkpointer<T>::save_now(const PendingSave& pending, const CheckpointAttributes& attributes, double start) {
   const CheckpointedState<T>& s = state_;
   write_or_clean_up(pending, s.model, [&] {
-    write_checkpoint_file(pending.file(), s.topo, s.model, s.params, s.optim, s.grad_sync, attributes, s.master);
+    write_checkpoint_file(pending.file(), s.topo, s.model, s.params, s.optim, s.grad_sync, attributes, s.master,
+                          s.router);
   });
   s.topo.world().barrier();
   uint64_t bytes = 0;
@@ -81,7 +82,8 @@ template <typename T>
 void Checkpointer<T>::save_in_background(const PendingSave& pending, const CheckpointAttributes& attributes,
                                          double start) {
   const CheckpointedState<T>& s = state_;
-  saver_->start(pending, policy_.keep_last, start, s.model, s.params, s.optim, s.grad_sync, s.master, attributes);
+  saver_->start(pending, policy_.keep_last, start, s.model, s.params, s.optim, s.grad_sync, s.master, s.router,
+                attributes);
   if (!root_) return;
   fmt::print("saving checkpoint {}/{} in the background (the snapshot took {:.3f} s)\n", policy_.save_dir,
              checkpoint_dir_name(pending.iteration), MPI_Wtime() - start);
@@ -107,7 +109,7 @@ typename Checkpointer<T>::Loaded Checkpointer<T>::load(const std::string& load) 
   load_newest_intact(load, s.topo.world(), [&](const std::string& path) {
     loaded.info = read_checkpoint_info(path, s.topo.world_mpi());
     loaded.context_change = check_same_model(s.model, loaded.info.model, path);
-    load_checkpoint(path, s.topo.world_mpi(), s.params, &s.optim, &s.grad_sync, s.master);
+    load_checkpoint(path, s.topo.world_mpi(), s.params, &s.optim, &s.grad_sync, s.master, s.router);
   });
   return loaded;
 }

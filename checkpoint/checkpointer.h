@@ -23,7 +23,8 @@ struct CheckpointPolicy {
 
 // What a checkpoint holds of one rank's training: its share of the model
 // and of the optimizer. master: the optimizer's float32 weights (required
-// under bf16, write_checkpoint_file).
+// under bf16, write_checkpoint_file); router: what routing keeps between
+// steps.
 template <typename T>
 struct CheckpointedState {
   Topology& topo;
@@ -32,6 +33,7 @@ struct CheckpointedState {
   AdamW<float>& optim;
   GradSync<float>& grad_sync;
   MasterWeights<T>* master = nullptr;
+  StageRouterState router = {};
 };
 
 template <typename T>

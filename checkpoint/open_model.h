@@ -17,7 +17,9 @@ template <typename T>
 std::unique_ptr<RankModel<T>> open_model(const std::string& path, const ModelConfig& cfg, const ModelLayout& layout,
                                          Topology& topo) {
   auto opened = std::make_unique<RankModel<T>>(checked_cpu_backend<T>(topo.world()), cfg, layout, topo);
-  load_checkpoint(path, topo.world_mpi(), opened->model.params());
+  Transformer<T>& model = opened->model;
+  load_checkpoint<T>(path, topo.world_mpi(), model.params(), nullptr, nullptr, nullptr,
+                     {model.stage().begin, &model.router_state()});
   return opened;
 }
 

@@ -38,10 +38,55 @@ void visit_model_flags(Options& o, Visit&& visit) {
   visit(Flag{"--num-attention-heads", "Query heads H (must divide the width)"}, m.num_heads);
   visit(Flag{"--num-query-groups", "Key/value heads G (1 = multi-query attention; must divide H)"},
         m.num_query_groups);
-  visit(Flag{"--ffn-hidden-size", "Hidden size F of each expert's MLP"}, m.ffn_hidden_size);
+  visit(Flag{"--kv-channels", "Head size hd (0: hidden size / heads); q, k, v are H*hd and G*hd wide"},
+        m.kv_channels);
+  visit(Flag{"--qk-layernorm", "RMSNorm over each head's query and key before RoPE (gains q_norm, k_norm)"},
+        m.qk_layernorm);
+  visit(Flag{"--ffn-hidden-size", "Hidden size F of the dense MLPs (and of the experts without --moe-ffn-hidden-size)"},
+        m.ffn_hidden_size);
+  visit(Flag{"--swiglu", "Gated MLPs, w2(silu(w1 x) * (w3 x)), for the dense MLPs, the experts and the shared expert"},
+        m.swiglu);
   visit(Flag{"--num-experts", "Experts E per layer (1 = dense MLP)"}, m.num_experts);
   visit(Flag{"--moe-router-topk", "Experts K each token is routed to"}, m.router_topk);
+  visit(Flag{"--moe-ffn-hidden-size", "Hidden size of a routed expert (0: --ffn-hidden-size)"},
+        m.moe_ffn_hidden_size);
+  visit(Flag{"--moe-layer-freq",
+             "Which layers are MoE layers: N (every N-th, from the first) or a list such as [0]*3+[1]*29 or "
+             "[1,0,1,0]; the others are dense MLPs of --ffn-hidden-size"},
+        o.moe_layer_freq);
+  visit(Flag{"--moe-shared-expert-intermediate-size",
+             "Hidden size of a shared expert every token of an MoE layer passes through, beside its routed "
+             "experts (0: none)"},
+        m.shared_expert_size);
+  visit(Flag{"--moe-shared-expert-gate", "Scale the shared expert's output by sigmoid(x gate) (Qwen2-MoE)"},
+        m.shared_expert_gate);
+  visit(Flag{"--moe-router-score-function", "softmax or sigmoid (DeepSeek-V3): the router's scores"},
+        m.router_score_function);
+  visit(Flag{"--moe-router-pre-softmax",
+             "With softmax scores, weigh the chosen experts by the softmax over all experts instead of "
+             "renormalising over the top K (no effect on sigmoid scores, as in Megatron)"},
+        m.router_pre_softmax);
+  visit(Flag{"--moe-router-topk-scaling-factor", "Multiply the routing weights by this (0: no scaling)"},
+        m.router_topk_scaling_factor);
+  visit(Flag{"--moe-router-num-groups", "Group-limited routing: the experts form this many groups (0: none)"},
+        m.router_num_groups);
+  visit(Flag{"--moe-router-group-topk",
+             "Group-limited routing: a token picks its experts from this many groups, the ones whose best "
+             "top-k / group-top-k scores sum highest"},
+        m.router_group_topk);
+  visit(Flag{"--moe-router-load-balancing-type",
+             "aux_loss (per micro-batch), seq_aux_loss (per sequence), global_aux_loss (the shares of the last "
+             "global batch) or none"},
+        m.load_balancing_type);
   visit(Flag{"--moe-aux-loss-coeff", "Load-balancing loss coefficient alpha"}, m.aux_loss_coeff);
+  visit(Flag{"--moe-router-enable-expert-bias",
+             "Aux-loss-free balancing: a per-expert bias on the sigmoid scores, for choosing experts only, moved "
+             "after each step toward the mean load"},
+        m.expert_bias);
+  visit(Flag{"--moe-router-bias-update-rate", "The expert bias's step after each optimizer step"},
+        m.expert_bias_update_rate);
+  visit(Flag{"--moe-router-dtype", "Routing precision: fp32 (routing is float32 in every precision but float64)"},
+        o.moe_router_dtype);
   visit(Flag{"--moe-z-loss-coeff", "Router z-loss coefficient: c * mean over tokens of logsumexp(router logits)^2"},
         m.z_loss_coeff);
   visit(Flag{"--moe-expert-capacity-factor",

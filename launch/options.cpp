@@ -17,6 +17,13 @@ int resolve_vocab_size(int vocab_size_flag, int divisible_by) {
 
 void resolve_model_and_batch(TrainOptions& o) {
   o.model.vocab_size = resolve_vocab_size(o.vocab_size_flag, o.make_vocab_size_divisible_by);
+  MT_CHECK(o.model.is_moe() || o.moe_layer_freq == "1",
+           "--moe-layer-freq {} places MoE layers, but a dense model (--num-experts 1) has none", o.moe_layer_freq);
+  o.model.moe_layers = o.model.is_moe() ? parse_moe_layer_freq(o.moe_layer_freq, o.model.num_layers)
+                                        : std::vector<int>{};
+  MT_CHECK(o.moe_router_dtype == "fp32",
+           "--moe-router-dtype {}: routing runs in fp32 (float64 in float64 models); only fp32 is supported",
+           o.moe_router_dtype);
   o.model.eod_token = data::ByteTokenizer::kEod;
   o.model.validate();
   if (!o.rampup_batch_size.empty()) {

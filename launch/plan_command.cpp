@@ -60,6 +60,7 @@ json rank_json(const RankMemory& m) {
           {"activations_bytes_by_recompute",
            {{"none", m.activations_none}, {"selective", m.activations_selective}, {"full", m.activations_full}}},
           {"workspace_bytes", m.workspace},
+          {"router_state_bytes", m.router_state},
           {"total_bytes", m.total()},
           {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
           {"dp_all_gather_bytes", m.dp_all_gather_bytes},
@@ -112,9 +113,12 @@ json layout_json(const PlanResult& r) {
 }
 
 json parameters_json(const ParameterCounts& p) {
-  return {{"total", p.total},           {"active", p.active},     {"shared", p.shared},
-          {"attention", p.attention},   {"embedding", p.embedding}, {"router", p.router},
-          {"norms", p.norms},           {"experts", p.experts},   {"per_expert", p.per_expert}};
+  return {{"total", p.total},         {"active", p.active},
+          {"shared", p.shared},       {"attention", p.attention},
+          {"embedding", p.embedding}, {"router", p.router},
+          {"norms", p.norms},         {"dense_mlp", p.dense_mlp},
+          {"shared_experts", p.shared_experts}, {"experts", p.experts},
+          {"per_expert", p.per_expert}};
 }
 
 json flops_json(const FlopCounts& f) {
@@ -198,15 +202,30 @@ json plan_json(const PlanResult& r, bool serve) {
   return j;
 }
 
+// The model's shape in a line: its layers by kind, attention, MLPs.
+std::string model_text(const ModelConfig& c) {
+  const int moe = c.num_moe_layers(), dense = c.num_layers - moe;
+  std::string layers = fmt::format("{} layers", c.num_layers);
+  if (moe > 0 && dense > 0) layers += fmt::format(" ({} MoE, {} dense)", moe, dense);
+  std::string text = fmt::format("{}, d={}, {} heads of {} ({} kv head{}{}){}", layers, c.hidden_size, c.num_heads,
+                                 c.head_dim(), c.num_query_groups, c.num_query_groups == 1 ? "" : "s",
+                                 c.num_query_groups == 1 ? ": multi-query" : "", c.qk_layernorm ? ", qk-norm" : "");
+  const char* mlp = c.swiglu ? "SwiGLU" : "GELU";
+  if (moe > 0) {
+    text += fmt::format(", {} experts top-{} of F={} ({})", c.num_experts, c.router_topk, c.expert_ffn(), mlp);
+    if (c.shared_expert_size > 0)
+      text += fmt::format(", shared expert F={}{}", c.shared_expert_size, c.shared_expert_gate ? " gated" : "");
+  }
+  if (dense > 0) text += fmt::format(", dense MLP F={} ({})", c.ffn_hidden_size, mlp);
+  return text;
+}
+
 void print_header(const PlanResult& r) {
   const PlanInputs& in = r.inputs;
   const ModelConfig& c = in.model;
   const Layout& l = in.layout;
   fmt::print("moetrain plan  (GB = 10^9 bytes; K, M, G, T = 10^3, 10^6, 10^9, 10^12)\n\n");
-  fmt::print("model    {} layers, d={}, {} heads of {} ({} kv head{}{}), {} experts top-{}, F={}, V={}, S={}\n",
-             c.num_layers, c.hidden_size, c.num_heads, c.head_dim(), c.num_query_groups,
-             c.num_query_groups == 1 ? "" : "s", c.num_query_groups == 1 ? ": multi-query" : "", c.num_experts,
-             c.router_topk, c.ffn_hidden_size, c.vocab_size, c.seq_length);
+  fmt::print("model    {}, V={}, S={}\n", model_text(c), c.vocab_size, c.seq_length);
   if (in.gpu) {
     const GpuSpec& g = *in.gpu;
     fmt::print("cluster  {} x {} ({}: {} TFLOP/s {}, {} at {:.0f} GB/s; NVLink {:.0f} GB/s, network {:.0f} GB/s "
@@ -233,17 +252,27 @@ void print_header(const PlanResult& r) {
   fmt::print("  {:<52}{:>12}\n",
              fmt::format("active per token (shared + {} of {} experts)", c.router_topk, c.num_experts),
              si(double(p.active)));
-  fmt::print("  {:<52}{:>12}\n", "shared (everything but the experts)", si(double(p.shared)));
+  fmt::print("  {:<52}{:>12}\n", "shared (everything but the routed experts)", si(double(p.shared)));
   fmt::print("  {:<52}{:>12}\n", "  attention (wq, wk, wv, wo)", si(double(p.attention)));
   fmt::print("  {:<52}{:>12}\n", "  embedding + LM head", si(double(p.embedding)));
   fmt::print("  {:<52}{:>12}\n", "  routers + norms", si(double(p.router + p.norms)));
-  fmt::print("  {:<52}{:>12}\n", fmt::format("per expert (w1, w2 over {} layers)", c.num_layers),
-             si(double(p.per_expert)));
+  // The MLPs' lines: a dense model's MLPs, or an MoE model's dense layers,
+  // shared experts and routed experts, each where there are any.
+  const std::string mlp_tensors = c.swiglu ? "w1, w3, w2" : "w1, w2";
+  const int moe_layers = c.num_moe_layers(), dense_layers = c.num_layers - moe_layers;
+  auto layers = [](int n, const char* kind) { return fmt::format("{} {} layer{}", n, kind, n == 1 ? "" : "s"); };
+  auto row = [](const std::string& name, int64_t count) { fmt::print("  {:<52}{:>12}\n", name, si(double(count))); };
+  if (p.dense_mlp > 0)
+    row(fmt::format("  dense MLPs ({} in {})", mlp_tensors, layers(dense_layers, "dense")), p.dense_mlp);
+  if (p.shared_experts > 0)
+    row(fmt::format("  shared experts ({}{})", mlp_tensors, c.shared_expert_gate ? ", gate" : ""), p.shared_experts);
+  if (p.experts > 0)
+    row(fmt::format("per routed expert ({} in {})", mlp_tensors, layers(moe_layers, "MoE")), p.per_expert);
   fmt::print("  {:<52}{:>12}\n", "tokens per expert per step (batch x K / E)", si(r.tokens_per_expert));
   fmt::print("\nFLOPs per token\n");
   fmt::print("  {:<52}{:>12}\n", "forward, 2 x active", si(r.flops.forward_2n));
   fmt::print("  {:<52}{:>12}\n", "  a dense model of the same total: 2 x total", si(r.flops.dense_forward_2n));
-  fmt::print("  {:<52}{:>12}\n", "forward, products + attention scores (4 S d L)", si(r.flops.forward));
+  fmt::print("  {:<52}{:>12}\n", "forward, products + attention scores (4 S H hd L)", si(r.flops.forward));
   fmt::print("  {:<52}{:>12}\n", "training (3 x forward; MFU counts these)", si(r.flops.train));
   fmt::print("  {:<52}{:>12}\n", fmt::format("training as run (recompute {})", to_string(l.recompute)),
              si(r.flops.train_with_recompute));

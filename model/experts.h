@@ -1,17 +1,18 @@
 // The experts of an MoE layer on this rank (E/EP of them), forward and
-// backward side by side: expert e is a GELU MLP y = gelu(x w1[e]^T) w2[e]^T
-// over the rows the dispatcher gave it, rows [offset[e], offset[e+1]) of
-// the expert buffers. The experts' products run as one grouped product each
-// (Backend::gemm_grouped, Megatron's grouped GEMM), with one GELU over all
-// their rows between them. Under TP each rank holds a slice of F (w1
-// column-parallel, w2 row-parallel): `cfg` here is the rank's share, and
-// the outputs are partial sums over the TP group.
+// backward side by side: expert e is an MLP (model/dense_mlp.h), y =
+// gelu(x w1[e]^T) w2[e]^T or with SwiGLU (silu(x w1[e]^T) * (x w3[e]^T))
+// w2[e]^T, over the rows the dispatcher gave it, rows [offset[e],
+// offset[e+1]) of the expert buffers. The experts' products run as one
+// grouped product each (Backend::gemm_grouped, Megatron's grouped GEMM),
+// with one activation over all their rows between them. Under TP each rank
+// holds a slice of the experts' hidden size (--moe-ffn-hidden-size): the
+// shape's F is the rank's share, and the outputs are partial sums over the
+// TP group.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "model/config.h"
 #include "model/dense_mlp.h"
 #include "runtime/backend.h"
 
@@ -27,8 +28,8 @@ using ExpertWeights = MlpWeights<W>;
 template <typename T>
 struct ExpertActs {
   ExpertActs() = default;
-  ExpertActs(Backend<T>& be, const ModelConfig& cfg, size_t rows)
-      : x(be, rows * cfg.hidden_size), mlp(be, cfg, rows), y(be, rows * cfg.hidden_size) {}
+  ExpertActs(Backend<T>& be, const MlpShape& s, size_t rows)
+      : x(be, rows * s.d), mlp(be, s, rows), y(be, rows * s.d) {}
   DeviceBuffer<T> x;  // [R, d] inputs
   MlpActs<T> mlp;     // [R, F] the hidden rows
   DeviceBuffer<T> y;  // [R, d] outputs
@@ -38,8 +39,8 @@ struct ExpertActs {
 template <typename T>
 struct ExpertScratch {
   ExpertScratch() = default;
-  ExpertScratch(Backend<T>& be, const ModelConfig& cfg, size_t rows)
-      : dy(be, rows * cfg.hidden_size), mlp(be, cfg, rows), dx(be, rows * cfg.hidden_size) {}
+  ExpertScratch(Backend<T>& be, const MlpShape& s, size_t rows)
+      : dy(be, rows * s.d), mlp(be, s, rows), dx(be, rows * s.d) {}
   DeviceBuffer<T> dy;  // [R, d] in: d loss / d outputs
   MlpScratch<T> mlp;   // [R, F] the hidden rows' gradients
   DeviceBuffer<T> dx;  // [R, d] out: d loss / d inputs
@@ -47,14 +48,14 @@ struct ExpertScratch {
 
 // a.y = experts(a.x) over the rows of each local expert; offset: [E/EP + 1].
 template <typename T>
-void experts_forward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeights<T>& w, ExpertActs<T>& a,
+void experts_forward(Backend<T>& be, const MlpShape& s, const ExpertWeights<T>& w, ExpertActs<T>& a,
                      const std::vector<int32_t>& offset);
 
 // From s.dy: accumulates the experts' weight gradients into dw and writes
 // s.dx.
 template <typename T>
-void experts_backward(Backend<T>& be, const ModelConfig& cfg, const ExpertWeights<T>& w,
-                      const ExpertWeights<acc_t<T>>& dw, const ExpertActs<T>& a, ExpertScratch<T>& s,
+void experts_backward(Backend<T>& be, const MlpShape& s, const ExpertWeights<T>& w,
+                      const ExpertWeights<acc_t<T>>& dw, const ExpertActs<T>& a, ExpertScratch<T>& g,
                       const std::vector<int32_t>& offset);
 
 }  // namespace mt

@@ -64,16 +64,37 @@ std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_s
     add(L + "wv", {c.num_query_groups * hd, d}, std, kv_split ? 0 : -1);
     if (!kv_split && tp_size > 1 && stage.holds(L + "wk", c))
       t[t.size() - 2].partial_grad = t.back().partial_grad = true;
+    if (c.qk_layernorm && stage.holds(L + "q_norm", c)) {
+      // Gains over each head, whole on every TP rank, which sees only its
+      // heads: the gradients are partial sums over TP.
+      add(L + "q_norm", {hd}, 0.0, -1);
+      add(L + "k_norm", {hd}, 0.0, -1);
+      t[t.size() - 2].partial_grad = t.back().partial_grad = tp_size > 1;
+    }
     add(L + "wo", {d, c.num_heads * hd}, out_std, 1);  // row-parallel
     add(L + "mlp_norm", {d}, 0.0, -1);
-    if (c.is_moe()) {
-      add(L + "router", {E, d}, std, -1);
-      add(L + "experts/w1", {E, F, d}, std, 1, true);      // column-parallel in F
-      add(L + "experts/w2", {E, d, F}, out_std, 2, true);  // row-parallel in F
-    } else {
-      add(L + "mlp/w1", {F, d}, std, 0);
-      add(L + "mlp/w2", {d, F}, out_std, 1);
+    // An MLP of hidden size f under `prefix`: w1 (and SwiGLU's w3)
+    // column-parallel in f, w2 row-parallel; experts' tensors have the
+    // expert in dimension 0.
+    auto add_mlp = [&](const std::string& prefix, int64_t f, bool experts) {
+      std::vector<int64_t> in = {f, d}, out = {d, f};
+      if (experts) {
+        in.insert(in.begin(), E);
+        out.insert(out.begin(), E);
+      }
+      const int at = experts ? 1 : 0;
+      add(prefix + "w1", in, std, at, experts);
+      if (c.swiglu) add(prefix + "w3", in, std, at, experts);
+      add(prefix + "w2", out, out_std, at + 1, experts);
+    };
+    if (!c.is_moe_layer(l)) {
+      add_mlp(L + "mlp/", F, false);
+      continue;
     }
+    add(L + "router", {E, d}, std, -1);
+    add_mlp(L + "experts/", c.expert_ffn(), true);
+    if (c.shared_expert_size > 0) add_mlp(L + "shared_expert/", c.shared_expert_size, false);
+    if (c.shared_expert_gate) add(L + "shared_expert/gate", {1, d}, std, -1);
   }
   add("final_norm", {d}, 0.0, -1);
   add("lm_head", {c.vocab_size, d}, std, 0);  // vocab-parallel

@@ -21,15 +21,28 @@ const ModelConfig& validated(const ModelConfig& cfg) {
   return cfg;
 }
 
-// The MLP's and experts' view of the model on a TP rank: its share of F.
+// The MLPs' and experts' view of the model on a TP rank: its share of
+// each hidden size.
 ModelConfig share_of_ffn(ModelConfig cfg, const TpShape& tp) {
   cfg.ffn_hidden_size = tp.ffn;
+  cfg.moe_ffn_hidden_size = tp.expert_ffn;
+  cfg.shared_expert_size = tp.shared_ffn;
   return cfg;
+}
+
+MlpShape dense_shape(const ModelConfig& share) { return {share.hidden_size, share.ffn_hidden_size, share.swiglu}; }
+
+// Which MLP kinds the layers [begin, end) have.
+LayerMlps mlps_of(const ModelConfig& c, int begin, int end) {
+  LayerMlps kinds;
+  for (int l = begin; l < end; ++l) (c.is_moe_layer(l) ? kinds.moe : kinds.dense) = true;
+  return kinds;
 }
 }  // namespace
 
 template <typename T>
-LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerKeep keep, int ep) {
+LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerMlps mlps,
+                        LayerKeep keep, int ep) {
   const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
   if (keep == LayerKeep::Nothing) return;
   x = DeviceBuffer<T>(be, n * d);
@@ -39,6 +52,12 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   q = DeviceBuffer<T>(be, n * tp.heads * hd);
   k = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
   v = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
+  if (c.qk_layernorm) {
+    q_pre = DeviceBuffer<T>(be, n * tp.heads * hd);
+    k_pre = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
+    rstd_q = DeviceBuffer<Acc>(be.acc(), n * tp.heads);
+    rstd_k = DeviceBuffer<Acc>(be.acc(), n * tp.kv_heads);
+  }
   if (keep == LayerKeep::Everything) {
     lse = DeviceBuffer<Acc>(be.acc(), n * tp.heads);
     o = DeviceBuffer<T>(be, n * tp.heads * hd);
@@ -46,10 +65,9 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
   h = DeviceBuffer<T>(be, n * d);
   m = DeviceBuffer<T>(be, n * d);
   rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
-  if (c.is_moe())
-    moe = MoeActs<T>(be, share_of_ffn(c, tp), int(n), ep);
-  else
-    mlp = MlpActs<T>(be, share_of_ffn(c, tp), n);
+  const ModelConfig share = share_of_ffn(c, tp);
+  if (mlps.moe) moe = MoeActs<T>(be, share, int(n), ep);
+  if (mlps.dense) mlp = MlpActs<T>(be, dense_shape(share), n);
 }
 
 template <typename T>
@@ -60,7 +78,8 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
   if (c.has_documents()) doc_start = DeviceBuffer<T, int32_t>(be, n);
-  for (int l = stage.begin; l < stage.end_of(c); ++l) layers.emplace_back(be, c, tp, B, keep.at(l - stage.begin), ep);
+  for (int l = stage.begin; l < stage.end_of(c); ++l)
+    layers.emplace_back(be, c, tp, B, mlps_of(c, l, l + 1), keep.at(l - stage.begin), ep);
   out = DeviceBuffer<T>(be, n * d);
   if (!stage.last) return;
   hf = DeviceBuffer<T>(be, n * d);
@@ -77,7 +96,8 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
     : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(share_of_ffn(cfg_, tps_)), max_batch_(micro_batch),
       params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size), ep_(ep),
-      moe_(be, ffn_cfg_, tp, ep, micro_batch * cfg_.seq_length) {
+      moe_(be, ffn_cfg_, tp, ep, micro_batch * cfg_.seq_length,
+           mlps_of(cfg_, stage.begin, stage.end_of(cfg_)).moe) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
@@ -94,8 +114,18 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
     std::erase(first, SIZE_MAX);
     layer_offsets_.push_back(first);
   }
-  if (!cfg_.is_moe()) mlp_scratch_ = MlpScratch<T>(be, ffn_cfg_, n);
+  const LayerMlps stage_mlps = mlps_of(cfg_, stage.begin, stage.end_of(cfg_));
+  if (stage_mlps.dense) mlp_scratch_ = MlpScratch<T>(be, dense_shape(ffn_cfg_), n);
   expert_load_ = ExpertLoad::zeros(cfg_.is_moe() ? size_t(num_layers_) : 0, cfg_.num_experts);
+  router_state_.resize(size_t(num_layers_));
+  for (int l = 0; l < num_layers_; ++l) {
+    if (!cfg_.is_moe_layer(stage.begin + l)) continue;
+    RouterState& r = router_state_[size_t(l)];
+    const size_t E = size_t(cfg_.num_experts);
+    r.kept.assign(E, 0);
+    r.choices.assign(E, 0);
+    if (cfg_.expert_bias) r.expert_bias.assign(E, 0.0f);
+  }
   recompute_groups_ = recompute_groups(recompute, num_layers_);
   int rebuilt_layers = 0;
   for (const RecomputeGroup& g : recompute_groups_) {
@@ -105,7 +135,9 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
                          : recompute.granularity == RecomputeGranularity::Selective ? LayerKeep::AllButAttentionCore
                                                                                     : LayerKeep::Everything);
   }
-  for (int l = 0; l < rebuilt_layers; ++l) rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, LayerKeep::Everything, ep.size);
+  // A rebuilt group may be of either kind of layer.
+  for (int l = 0; l < rebuilt_layers; ++l)
+    rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, stage_mlps, LayerKeep::Everything, ep.size);
   if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n * d);
   if (recompute.granularity == RecomputeGranularity::Selective) {
     core_o_ = DeviceBuffer<T>(be, n * qd);
@@ -118,6 +150,10 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   da_ = DeviceBuffer<T>(be, n * d);
   dq_ = DeviceBuffer<T>(be, n * qd);
   dk_ = DeviceBuffer<T>(be, n * kd);
+  if (cfg_.qk_layernorm) {
+    dq_pre_ = DeviceBuffer<T>(be, n * qd);
+    dk_pre_ = DeviceBuffer<T>(be, n * kd);
+  }
   dv_ = DeviceBuffer<T>(be, n * kd);
   do_ = DeviceBuffer<T>(be, n * qd);
   dm_ = DeviceBuffer<T>(be, n * d);
@@ -129,11 +165,24 @@ template <typename T>
 template <typename W>
 LayerWeights<W> Transformer<T>::layer_tensors(int l, W* flat) const {
   auto get = [&](const char* t) { return flat + params_.find(layer_name(l, t)).offset; };
-  LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), get("wo"), get("mlp_norm"), {}, {}};
-  if (cfg_.is_moe())
-    w.moe = {get("router"), {get("experts/w1"), get("experts/w2")}};
-  else
-    w.mlp = {get("mlp/w1"), get("mlp/w2")};
+  LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), nullptr, nullptr, get("wo"), get("mlp_norm"),
+                    {}, {}};
+  if (cfg_.qk_layernorm) {
+    w.q_norm = get("q_norm");
+    w.k_norm = get("k_norm");
+  }
+  // SwiGLU's up projections and the shared expert's gate, when there.
+  auto get_if = [&](bool there, const char* t) { return there ? get(t) : nullptr; };
+  const bool swiglu = cfg_.swiglu, shared = cfg_.shared_expert_size > 0;
+  if (cfg_.is_moe_layer(l)) {
+    w.moe.router = get("router");
+    w.moe.experts = {get("experts/w1"), get_if(swiglu, "experts/w3"), get("experts/w2")};
+    if (shared)
+      w.moe.shared = {get("shared_expert/w1"), get_if(swiglu, "shared_expert/w3"), get("shared_expert/w2")};
+    w.moe.shared_gate = get_if(cfg_.shared_expert_gate, "shared_expert/gate");
+  } else {
+    w.mlp = {get("mlp/w1"), get_if(swiglu, "mlp/w3"), get("mlp/w2")};
+  }
   return w;
 }
 
@@ -165,11 +214,29 @@ ExpertLoad Transformer<T>::model_expert_load(Communicator* group) const {
     std::copy(expert_load_.dropped.begin(), expert_load_.dropped.end(), all.dropped.begin() + stage_.begin * E);
     std::copy(expert_load_.hash.begin(), expert_load_.hash.end(), all.hash.begin() + stage_.begin);
   }
+  // The bias as a sum over its holders and their count: n equal floats sum
+  // exactly in double, so the quotient is the bias itself.
+  std::vector<double> bias_sum, holders;
+  if (cfg_.expert_bias) {
+    bias_sum.assign(all.routed.size(), 0.0);
+    holders.assign(all.hash.size(), 0.0);
+    for (int l = 0; l < num_layers_ && tp_.rank == 0; ++l) {
+      const std::vector<float>& b = router_state_[size_t(l)].expert_bias;
+      std::copy(b.begin(), b.end(), bias_sum.begin() + (stage_.begin + l) * E);
+      holders[size_t(stage_.begin + l)] = b.empty() ? 0.0 : 1.0;
+    }
+  }
   if (group) {
     group->all_reduce_sum(all.routed.data(), all.routed.size());
     group->all_reduce_sum(all.dropped.data(), all.dropped.size());
     group->all_reduce_sum(all.hash.data(), all.hash.size());
+    if (cfg_.expert_bias) {
+      group->all_reduce_sum(bias_sum.data(), bias_sum.size());
+      group->all_reduce_sum(holders.data(), holders.size());
+    }
   }
+  for (size_t i = 0; i < bias_sum.size(); ++i)
+    all.bias.push_back(holders[i / E] > 0 ? float(bias_sum[i] / holders[i / E]) : 0.0f);
   return all;
 }
 
@@ -187,9 +254,16 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   // wk, wv when G >= TP) are column-parallel, wo row-parallel: one
   // all-reduce of the projection.
   be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, w.attn_norm, n, d, eps);
-  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), a.q.data(), H * hd);
-  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), a.k.data(), G * hd);
+  // --qk-layernorm: the projections land before each head's RMSNorm.
+  T* q = c.qk_layernorm ? a.q_pre.data() : a.q.data();
+  T* k = c.qk_layernorm ? a.k_pre.data() : a.k.data();
+  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), q, H * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), k, G * hd);
   be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
+  if (c.qk_layernorm) {
+    be_.rmsnorm_forward(a.q.data(), a.rstd_q.data(), q, w.q_norm, n * H, hd, eps);
+    be_.rmsnorm_forward(a.k.data(), a.rstd_k.data(), k, w.k_norm, n * G, hd, eps);
+  }
   // Selective recompute keeps the attention core's output only until wo has used it.
   T* o = a.o.size() ? a.o.data() : core_o_.data();
   Acc* lse = a.lse.size() ? a.lse.data() : core_lse_.data();
@@ -201,13 +275,17 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   // MLP block: out = h + mlp(mlp_norm(h)), the MLP dense or of experts.
   be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
   RouterLosses router;
-  if (c.is_moe()) {
+  if (c.is_moe_layer(stage_.begin + l)) {
     // Generation's tokens count against their own sequence's capacity.
     const SequenceCapacity capacity = decoding ? decoding->cache.capacity_of(l, decoding->rows) : SequenceCapacity{};
-    router = moe_.forward(w.moe, a.moe, a.m.data(), ffn_out_.data(), n, decoding ? &capacity : nullptr);
-    if (!rebuilding && !decoding) count_expert_load(a.moe.router.routing, slot.host_inputs, l);
+    router = moe_.forward(w.moe, router_state_[size_t(l)], a.moe, a.m.data(), ffn_out_.data(), n,
+                          decoding ? &capacity : nullptr);
+    if (!rebuilding && !decoding) {
+      count_expert_load(a.moe.router.routing, slot.host_inputs, l);
+      router_state_[size_t(l)].count(a.moe.router.routing);
+    }
   } else {
-    mlp_forward(be_, tp_, ffn_cfg_, w.mlp, a.mlp, a.m.data(), ffn_out_.data(), n);
+    mlp_forward(be_, tp_, dense_shape(ffn_cfg_), w.mlp, a.mlp, a.m.data(), ffn_out_.data(), n);
   }
   be_.copy(out, a.h.data(), size_t(n) * d);
   be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
@@ -270,10 +348,11 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
 
   // MLP block: dh = dout + mlp_norm'(mlp'(dout)); mlp' is summed over TP.
   be_.copy(dh_.data(), dx, size_t(n) * d);
-  if (c.is_moe())
+  if (c.is_moe_layer(stage_.begin + l))
     moe_.backward(w.moe, g.moe, a.moe, a.m.data(), dx, dm_.data(), n, aux_scale);
   else
-    mlp_backward(be_, tp_, ffn_cfg_, w.mlp, g.mlp, a.mlp, mlp_scratch_, a.m.data(), dx, dm_.data(), n);
+    mlp_backward(be_, tp_, dense_shape(ffn_cfg_), w.mlp, g.mlp, a.mlp, mlp_scratch_, a.m.data(), dx, dm_.data(),
+                 n);
   be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).
@@ -294,15 +373,64 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
   be_.rope_backward(dq_.data(), rope_shape(slot, H));
   be_.rope_backward(dk_.data(), rope_shape(slot, G));
-  be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq_.data(), H * hd, a.a.data(), d, Acc(1), g.wq, d);
-  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk_.data(), G * hd, a.a.data(), d, Acc(1), g.wk, d);
+  // dq, dk: of the projections' outputs, through the heads' RMSNorm when
+  // --qk-layernorm.
+  const T* dq = dq_.data();
+  const T* dk = dk_.data();
+  if (c.qk_layernorm) {
+    be_.fill(dq_pre_.data(), T(0), size_t(n) * H * hd);
+    be_.fill(dk_pre_.data(), T(0), size_t(n) * G * hd);
+    be_.rmsnorm_backward(dq_pre_.data(), g.q_norm, dq, a.q_pre.data(), w.q_norm, a.rstd_q.data(), n * H, hd);
+    be_.rmsnorm_backward(dk_pre_.data(), g.k_norm, dk, a.k_pre.data(), w.k_norm, a.rstd_k.data(), n * G, hd);
+    dq = dq_pre_.data();
+    dk = dk_pre_.data();
+  }
+  be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq, H * hd, a.a.data(), d, Acc(1), g.wq, d);
+  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk, G * hd, a.a.data(), d, Acc(1), g.wk, d);
   be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dv_.data(), G * hd, a.a.data(), d, Acc(1), g.wv, d);
-  be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq_.data(), H * hd, w.wq, d, T(0), da_.data(), d);
-  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk_.data(), G * hd, w.wk, d, T(1), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq, H * hd, w.wq, d, T(0), da_.data(), d);
+  be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk, G * hd, w.wk, d, T(1), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
   tp_.all_reduce_sum(da_.data(), size_t(n) * d);
   be_.copy(dx, dh_.data(), size_t(n) * d);
   be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), x, w.attn_norm, a.rstd_attn.data(), n, d);
+}
+
+template <typename T>
+void Transformer<T>::start_step() {
+  for (RouterState& r : router_state_) r.clear_counts();
+}
+
+template <typename T>
+void Transformer<T>::update_router_state(const ProcessGroup& dp) {
+  std::vector<int64_t> counts;  // [moe layers][kept E, choices E]
+  for (const RouterState& r : router_state_) {
+    counts.insert(counts.end(), r.kept.begin(), r.kept.end());
+    counts.insert(counts.end(), r.choices.begin(), r.choices.end());
+  }
+  if (counts.empty()) return;
+  dp.all_reduce_sum(counts.data(), counts.size());
+  const size_t E = size_t(cfg_.num_experts);
+  const int64_t* at = counts.data();
+  for (RouterState& r : router_state_) {
+    if (r.kept.empty()) continue;
+    const int64_t* kept = at;
+    const int64_t* choices = at + E;
+    at += 2 * E;
+    if (!r.expert_bias.empty()) {
+      const double mean = double(std::accumulate(kept, kept + E, int64_t(0))) / double(E);
+      for (size_t e = 0; e < E; ++e) {
+        const double offset = mean - double(kept[e]);
+        r.expert_bias[e] += float((offset > 0) - (offset < 0)) * float(cfg_.expert_bias_update_rate);
+      }
+    }
+    if (cfg_.load_balancing_type == "global_aux_loss") {
+      const double total = double(std::accumulate(choices, choices + E, int64_t(0)));
+      r.global_share.resize(E);
+      for (size_t e = 0; e < E; ++e) r.global_share[e] = float(double(choices[e]) / total);
+    }
+    r.clear_counts();
+  }
 }
 
 template <typename T>
@@ -485,6 +613,9 @@ MicroBatchLoss Transformer<T>::forward_backward(const int32_t* tokens, int B, do
   return loss;
 }
 
+template struct LayerActs<float>;
+template struct LayerActs<double>;
+template struct LayerActs<bf16>;
 template class Transformer<float>;
 template class Transformer<double>;
 template class Transformer<bf16>;

@@ -29,6 +29,8 @@ struct LayerWeights {
   W* wq;         // [H*hd, d]
   W* wk;         // [G*hd, d]
   W* wv;         // [G*hd, d]
+  W* q_norm;     // [hd] (--qk-layernorm; null without)
+  W* k_norm;     // [hd]
   W* wo;         // [d, H*hd]
   W* mlp_norm;   // [d]
   MlpWeights<W> mlp;   // a dense layer's
@@ -41,6 +43,12 @@ struct LayerWeights {
 // nothing (the others of such a group).
 enum class LayerKeep { Everything, AllButAttentionCore, Input, Nothing };
 
+// Which MLPs a layer's activations hold: a dense layer's, an MoE layer's,
+// or (for the layers full recompute rebuilds) both.
+struct LayerMlps {
+  bool dense = false, moe = false;
+};
+
 // What one layer keeps from the forward pass; tokens T = B * S; heads, kv
 // heads and F are this tensor-parallel rank's share. Statistics are Acc.
 // Buffers a LayerKeep leaves out are empty.
@@ -48,13 +56,16 @@ template <typename T>
 struct LayerActs {
   using Acc = acc_t<T>;
   // ep: the expert-parallel size the expert rows are sized for.
-  LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch,
+  LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch, LayerMlps mlps,
             LayerKeep keep = LayerKeep::Everything, int ep = 1);
   DeviceBuffer<T> x;            // [T, d] residual stream entering the layer
   DeviceBuffer<T> a;            // [T, d] attn_norm(x)
   DeviceBuffer<Acc> rstd_attn;  // [T]
   DeviceBuffer<T> q;          // [T, Hl*hd] after RoPE
   DeviceBuffer<T> k, v;       // [T, Gl*hd] (k after RoPE)
+  // --qk-layernorm: q and k before their heads' RMSNorm, and its statistics.
+  DeviceBuffer<T> q_pre, k_pre;
+  DeviceBuffer<Acc> rstd_q, rstd_k;  // [T*Hl], [T*Gl]
   DeviceBuffer<Acc> lse;      // [B, Hl, S] log-sum-exp of each attention row
   DeviceBuffer<T> o;          // [T, Hl*hd] attention output, before wo
   DeviceBuffer<T> h;          // [T, d] x + o wo^T
@@ -100,9 +111,10 @@ struct ExpertLoad {
   int experts = 0;
   std::vector<int64_t> routed, dropped;  // [stage layers * E]
   std::vector<int64_t> hash;             // [stage layers]
+  std::vector<float> bias;               // [layers * E] model_expert_load's expert bias; empty without
   static ExpertLoad zeros(size_t layers, int experts) {
     const size_t n = layers * size_t(experts);
-    return {experts, std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(layers)};
+    return {experts, std::vector<int64_t>(n), std::vector<int64_t>(n), std::vector<int64_t>(layers), {}};
   }
   void clear() {
     std::fill(routed.begin(), routed.end(), 0);
@@ -161,8 +173,9 @@ class Transformer final : public PipelineStage<T> {
   // The expert all-to-alls' traffic (nothing without EP).
   DispatchStats& dispatch_stats() { return moe_.dispatch_stats(); }
   // The whole model's load, [num_layers * E], summed over `group` (nullptr:
-  // this rank alone). Collective over group; a TP group counts once, as its
-  // ranks route alike.
+  // this rank alone), and with --moe-router-enable-expert-bias each MoE
+  // layer's bias, which every rank holding the layer has alike. Collective
+  // over group; a TP group counts once, as its ranks route alike.
   ExpertLoad model_expert_load(Communicator* group) const;
 
   // --- generation with a key/value cache ------------------------------------
@@ -186,6 +199,21 @@ class Transformer final : public PipelineStage<T> {
   // of the heads (wk, wv when G < TP) stay partial until this sums them over
   // the TP group; once a step (a no-op on one rank).
   void reduce_partial_grads();
+
+  // --- what routing keeps between steps (RouterState, model/router.h) --------
+  // At the start of a training step: its forward passes count from zero
+  // (validations and samples since the last step counted too).
+  void start_step();
+  // After an optimizer step that updated the model; collective over `dp`,
+  // the ranks of this stage that route other tokens (expert parallelism
+  // splits within it). Each MoE layer's kept assignments and
+  // load-balancing choices are summed over the step's global batch; the
+  // expert bias moves by rate * sign(mean load - load of e) (arXiv
+  // 2408.15664, Megatron's get_updated_expert_bias), and global_aux_loss's
+  // shares become the batch's.
+  void update_router_state(const ProcessGroup& dp);
+  // [stage layers]; a dense layer's is empty.
+  std::vector<RouterState>& router_state() { return router_state_; }
 
  private:
   Activations<T>& slot(int s, int B);  // created on first use
@@ -247,12 +275,14 @@ class Transformer final : public PipelineStage<T> {
   DeviceBuffer<T> core_o_;                        // [T, Hl*hd] selective recompute's attention output
   DeviceBuffer<Acc> core_lse_;                    // [B, Hl, S] and its log-sum-exp
   ExpertLoad expert_load_;
+  std::vector<RouterState> router_state_;  // [stage layers]
   ProcessGroup ep_;
   MoeLayer<T> moe_;          // every MoE layer's route, dispatch, experts and combine
   MlpScratch<T> mlp_scratch_;  // the dense MLPs' backward work space
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]
   DeviceBuffer<T> dres_, dh_, da_, dq_, dk_, dv_, do_, dm_, dlogits_, dhf_;
+  DeviceBuffer<T> dq_pre_, dk_pre_;  // --qk-layernorm: gradients before the heads' RMSNorm
 };
 
 extern template class Transformer<float>;

@@ -16,15 +16,21 @@ namespace mt {
 // The stage spans of a layout, as `train` makes them.
 std::vector<StageSpan> stage_spans(const ModelConfig& c, const Layout& l);
 
-bool is_expert_tensor(const std::string& name);
+// The kinds of MLP among layers [begin, end) of the model: dense (a dense
+// model's, or a dense layer of --moe-layer-freq) and MoE.
+struct StageMlps {
+  int dense_layers = 0, moe_layers = 0;
+};
+StageMlps stage_mlps(const ModelConfig& c, const StageSpan& span);
 
 // What one (TP rank, stage) holds, from the same param_table `train` builds
 // its buffers from.
 struct RankCounts {
   int64_t parameters = 0;
   int64_t expert_parameters = 0;  // of its experts (every MoE layer's E/EP)
-  // Weights one token's forward multiplies: expert tensors at K/E of their
-  // size (a token visits K of the E experts), no embedding (a lookup).
+  // Weights one token's forward multiplies: the routed experts' tensors at
+  // K/E of their size (a token visits K of the E experts; a dense layer's
+  // MLP and the shared expert whole), no embedding (a lookup).
   double active_weights = 0;
   int64_t partial_grad = 0;  // elements whose gradient is summed over TP once a step
 };

@@ -11,14 +11,18 @@ std::vector<StageSpan> stage_spans(const ModelConfig& c, const Layout& l) {
   return spans;
 }
 
-bool is_expert_tensor(const std::string& name) {
-  return name.find("/experts/") != std::string::npos || name.find("/mlp/") != std::string::npos;
+StageMlps stage_mlps(const ModelConfig& c, const StageSpan& span) {
+  StageMlps m;
+  for (int l = span.begin; l < span.end_of(c); ++l) ++(c.is_moe_layer(l) ? m.moe_layers : m.dense_layers);
+  return m;
 }
 
 std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vector<StageSpan>& spans, int ep) {
   const int pp = int(spans.size());
   std::vector<RankCounts> counts(size_t(pp) * tp);
-  // A token's rows pass through K experts' weights; the rank holds E/EP.
+  // A token's rows pass through K routed experts' weights; the rank holds
+  // E/EP. Everything else (a dense layer's MLP, the shared expert, the
+  // router) every token passes through whole.
   const double routed_share = double(c.router_topk) * ep / double(c.num_experts);
   for (int t = 0; t < tp; ++t) {
     for (const ParamTensor& p : param_table(c, t, tp, {}, 0, ep)) {
@@ -28,7 +32,7 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
       RankCounts& rc = counts[size_t(stage) * tp + t];
       rc.parameters += int64_t(p.numel);
       if (p.is_expert) rc.expert_parameters += int64_t(p.numel);
-      const double share = is_expert_tensor(p.name) && c.is_moe() ? routed_share : 1.0;
+      const double share = p.is_expert ? routed_share : 1.0;
       if (p.name != "embed") rc.active_weights += double(p.numel) * share;
       if (p.partial_grad) rc.partial_grad += int64_t(p.numel);
     }
@@ -36,16 +40,25 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
   return counts;
 }
 
+namespace {
+bool contains(const std::string& name, const char* part) { return name.find(part) != std::string::npos; }
+}  // namespace
+
 ParameterCounts count_parameters(const ModelConfig& c) {
   ParameterCounts p;
   for (const ParamTensor& t : param_table(c)) {
     const int64_t n = int64_t(t.numel);
     const std::string& name = t.name;
     p.total += n;
+    // The table marks the routed experts (split over EP); the rest by name:
+    // a dense layer's MLP is "mlp/", the shared expert and its gate
+    // "shared_expert/", and every token passes through both.
     if (name == "embed" || name == "lm_head") p.embedding += n;
-    else if (is_expert_tensor(name)) p.experts += n;
-    else if (t.is_norm) p.norms += n;
-    else if (name.size() > 7 && name.substr(name.size() - 7) == "/router") p.router += n;
+    else if (t.is_expert) p.experts += n;
+    else if (t.is_norm) p.norms += n;  // attn_norm, mlp_norm, q_norm, k_norm, final_norm
+    else if (contains(name, "/mlp/")) p.dense_mlp += n;
+    else if (contains(name, "/shared_expert/")) p.shared_experts += n;
+    else if (name.ends_with("/router")) p.router += n;
     else p.attention += n;  // wq, wk, wv, wo
   }
   p.per_expert = p.experts / c.num_experts;
@@ -64,7 +77,8 @@ FlopCounts count_flops(const ModelConfig& c, const ParameterCounts& params, Reco
   f.dense_forward_2n = 2.0 * double(params.total);
   f.train = c.train_flops_per_token();
   f.forward = f.train / 3.0;
-  const double attention_flops = 4.0 * c.seq_length * c.hidden_size * c.num_layers;  // QK^T and PV
+  // QK^T and PV over the H heads of hd (--kv-channels may make H hd differ from d).
+  const double attention_flops = 4.0 * c.seq_length * double(c.num_heads) * c.head_dim() * c.num_layers;
   f.train_with_recompute = f.train + (recompute == Recompute::Full        ? f.forward
                                       : recompute == Recompute::Selective ? attention_flops
                                                                           : 0.0);

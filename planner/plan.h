@@ -66,10 +66,12 @@ struct ParameterCounts {
   int64_t total = 0, active = 0;  // active: what one token passes through
   int64_t embedding = 0;          // embed + lm_head
   int64_t attention = 0;          // wq, wk, wv, wo
-  int64_t router = 0, norms = 0;
-  int64_t experts = 0;            // every expert's w1, w2 (the dense MLP when E = 1)
-  int64_t per_expert = 0;         // one expert's w1, w2 over all layers
-  int64_t shared = 0;             // everything but the experts: every token passes through it
+  int64_t router = 0, norms = 0;  // norms: attn_norm, mlp_norm (q_norm, k_norm), final_norm
+  int64_t dense_mlp = 0;          // the dense layers' MLPs, mlp/w1, w2 (w3): every layer of a dense model
+  int64_t shared_experts = 0;     // the MoE layers' shared experts, shared_expert/w1, w2 (w3), gate
+  int64_t experts = 0;            // every routed expert's w1, w2 (w3)
+  int64_t per_expert = 0;         // one routed expert's over the MoE layers
+  int64_t shared = 0;             // everything but the routed experts: every token passes through it
 };
 ParameterCounts count_parameters(const ModelConfig& cfg);
 
@@ -77,7 +79,7 @@ struct FlopCounts {             // per token
   double forward_2n = 0;        // 2 x active parameters (the usual 2N rule)
   double dense_forward_2n = 0;  // 2 x total: a dense model of the same size
   double forward = 0;           // train / 3: products of the active weights (the embedding is a
-                                // lookup) + attention scores, 4 S d a layer
+                                // lookup) + attention scores, 4 S H hd a layer
   double train = 0;             // ModelConfig::train_flops_per_token(): the model FLOPs of MFU
   double train_with_recompute = 0;  // what the GPUs run: + the recomputed forward
 };
@@ -103,7 +105,12 @@ struct RankMemory {
   double dp_reduce_scatter_bytes = 0, dp_all_gather_bytes = 0, dp_sent_bytes = 0;
   // The experts' row buffers hold expert_rows_bound rows (model/router.h).
   int64_t expert_rows = 0;
-  double total() const { return weights + gradients + optimizer + activations + workspace; }
+  // What routing keeps of the stage's MoE layers between steps, outside the
+  // parameters (RouterState, model/router.h): the expert bias
+  // (--moe-router-enable-expert-bias, float32 [E]), global_aux_loss's shares
+  // and the step's counts; no gradient, no optimizer state.
+  double router_state = 0;
+  double total() const { return weights + gradients + optimizer + activations + workspace + router_state; }
 };
 
 // One pipeline stage's work for one micro-batch, on one GPU.
@@ -184,7 +191,7 @@ double pipeline_bubble(const std::vector<double>& slot, int64_t micro_batches);
 // equal middle stages and lighter first and last stages.
 enum class Drop {
   Kept,
-  TensorParallel,  // TP does not divide heads, F, the vocabulary or kv heads
+  TensorParallel,  // TP does not divide heads, F (dense, expert, shared expert), the vocabulary or kv heads
   StageSplit,      // the layers do not split over PP
   BatchSplit,      // the global batch (or a ramp-up size) does not divide by micro-batch x DP
   Memory           // does not fit the GPU

@@ -45,26 +45,33 @@ StageCost stage_cost(const PlanInputs& in, const BytesPerParameter& bytes, const
   // TP all-reduces of one micro-batch (every TP rank takes part in each):
   // per layer the attention and FFN outputs forward and the gradients of
   // their inputs backward (and the forward's again under full recompute),
-  // T d activations each; the routing weights' gradients (T K, fp32); the
+  // T d activations each; per MoE layer the routing weights' gradients
+  // (T K, fp32), and the shared expert's output and input gradient, T d
+  // each (an MLP of its own, reduced apart from the experts'); the
   // embedding's output; the LM head's input gradient and the vocab-parallel
   // cross-entropy's row max and sums (3 T, fp32). Once a step: the
   // gradients TP ranks hold partial sums of, and the gradient norm.
+  const StageMlps mlps = stage_mlps(c, span);
+  const double forwards = l.recompute == Recompute::Full ? 2.0 : 1.0;  // full recompute runs each forward twice
   if (l.tp > 1) {
-    const double per_layer = (l.recompute == Recompute::Full ? 6.0 : 4.0) * mb.activation_bytes +
-                             (c.is_moe() ? mb.tokens * c.router_topk * 4.0 : 0.0);
-    cost.tp_bytes = cost.layers * per_layer + (span.first ? mb.activation_bytes : 0.0) +
+    const double per_layer = (2.0 * forwards + 2.0) * mb.activation_bytes;
+    const double per_moe_layer = mb.tokens * c.router_topk * 4.0 +
+                                 (c.shared_expert_size > 0 ? (forwards + 1.0) * mb.activation_bytes : 0.0);
+    cost.tp_bytes = cost.layers * per_layer + mlps.moe_layers * per_moe_layer +
+                    (span.first ? mb.activation_bytes : 0.0) +
                     (span.last ? mb.activation_bytes + 3.0 * mb.tokens * 4.0 : 0.0);
     cost.tp_sent_bytes = cost.tp_bytes * ring_share(l.tp);
     cost.tp_once_bytes = double(counts[size_t(stage) * l.tp].partial_grad) * bytes.gradients + 8.0;
   }
   cost.pp_sent_bytes = (stage < l.pp - 1 ? mb.activation_bytes : 0.0) + (stage > 0 ? mb.activation_bytes : 0.0);
-  if (l.ep > 1 && c.is_moe()) {
+  // Only MoE layers dispatch: a dense layer's MLP (and the shared expert)
+  // run on the rank's own tokens.
+  if (l.ep > 1 && mlps.moe_layers > 0) {
     const double away = double(l.ep - 1) / l.ep;  // of the rows, to experts on other ranks
     const double rows = away * mb.tokens * c.router_topk * c.hidden_size * bytes.activation;
-    const double forwards = l.recompute == Recompute::Full ? 2.0 : 1.0;  // each exchanges the row counts
-    const double counts = forwards * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;
+    const double counts = forwards * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;  // each forward exchanges them
     const double passes = 2.0 * forwards + 2.0;  // x out, y back each forward; dy out, dx back
-    cost.ep_sent_bytes = cost.layers * (passes * rows + counts);
+    cost.ep_sent_bytes = mlps.moe_layers * (passes * rows + counts);
   }
   return cost;
 }

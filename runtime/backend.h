@@ -10,7 +10,8 @@
 //
 // Conventions: matrices are row-major; a pointer returned by alloc() lives on
 // the backend's device; "host" pointers are ordinary CPU memory. Kernels that
-// produce gradients ACCUMULATE (+=) into them (all but gelu_backward), so
+// produce gradients ACCUMULATE (+=) into them (all but the activations'
+// gelu_, swiglu_ and sigmoid_backward, which write their scratch), so
 // gradient accumulation over micro-batches and residual branches needs no
 // extra copies.
 #pragma once
@@ -179,6 +180,15 @@ class Backend {
   // first would cost a pass over it for nothing.
   virtual void gelu_forward(T* out, const T* in, size_t n) = 0;
   virtual void gelu_backward(T* din, const T* dout, const T* in, size_t n) = 0;
+  // SwiGLU (--swiglu): out = silu(gate) * up, silu(x) = x sigmoid(x);
+  // backward writes dgate = dout * up * silu'(gate) and dup = dout *
+  // silu(gate), as gelu_backward writes.
+  virtual void swiglu_forward(T* out, const T* gate, const T* up, size_t n) = 0;
+  virtual void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) = 0;
+  // y = 1 / (1 + exp(-x)); backward writes dx = dy y (1 - y). (The shared
+  // expert's gate, on acc().)
+  virtual void sigmoid_forward(T* y, const T* x, size_t n) = 0;
+  virtual void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n) = 0;
 
   // Row-wise softmax of x [n, c] into p; backward: dx += p * (dp - sum(dp * p)).
   // (The router's, on acc().)

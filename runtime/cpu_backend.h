@@ -69,6 +69,10 @@ class CpuBackend final : public Backend<T> {
                         const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) override;
   void gelu_forward(T* out, const T* in, size_t n) override;
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override;
+  void swiglu_forward(T* out, const T* gate, const T* up, size_t n) override;
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) override;
+  void sigmoid_forward(T* y, const T* x, size_t n) override;
+  void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n) override;
   void softmax_forward(T* p, const T* x, int n, int c) override;
   void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) override;
   void row_max(T* m, const T* logits, int n, int v) override;

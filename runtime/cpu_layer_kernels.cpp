@@ -181,6 +181,49 @@ void CpuBackend<T>::gelu_backward(T* din, const T* dout, const T* in, size_t n) 
   }
 }
 
+namespace {
+// 1 / (1 + exp(-x)), vectorizable in float (exp_of).
+template <typename Acc>
+Acc sigmoid_of(Acc x) {
+  return Acc(1) / (Acc(1) + exp_of(-x));
+}
+}  // namespace
+
+template <typename T>
+void CpuBackend<T>::swiglu_forward(T* out, const T* gate, const T* up, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const Acc a = gate[i];
+    out[i] = T(a * sigmoid_of(a) * Acc(up[i]));
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) {
+  // silu(a) = a s(a); silu'(a) = s(a) (1 + a (1 - s(a))).
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const Acc a = gate[i], s = sigmoid_of(a), dy = dout[i];
+    dgate[i] = T(dy * Acc(up[i]) * s * (Acc(1) + a * (Acc(1) - s)));
+    dup[i] = T(dy * a * s);
+  }
+}
+
+template <typename T>
+void CpuBackend<T>::sigmoid_forward(T* y, const T* x, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) y[i] = T(sigmoid_of(Acc(x[i])));
+}
+
+template <typename T>
+void CpuBackend<T>::sigmoid_backward(T* dx, const T* dy, const T* y, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) {
+    const Acc s = y[i];
+    dx[i] = T(Acc(dy[i]) * s * (Acc(1) - s));
+  }
+}
+
 template <typename T>
 void CpuBackend<T>::softmax_forward(T* p, const T* x, int n, int c) {
 #pragma omp parallel for schedule(static)

@@ -121,9 +121,19 @@ class ProfilingBackend final : public Backend<T> {
                         const int32_t* pos, int n, const AttentionShape& a, const KvCacheShape& c) override {
     MT_TIMED(Attention, attention_decode(out, q, k_cache, v_cache, seq, pos, n, a, c));
   }
-  void gelu_forward(T* out, const T* in, size_t n) override { MT_TIMED(Gelu, gelu_forward(out, in, n)); }
+  void gelu_forward(T* out, const T* in, size_t n) override { MT_TIMED(Activation, gelu_forward(out, in, n)); }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) override {
-    MT_TIMED(Gelu, gelu_backward(din, dout, in, n));
+    MT_TIMED(Activation, gelu_backward(din, dout, in, n));
+  }
+  void swiglu_forward(T* out, const T* gate, const T* up, size_t n) override {
+    MT_TIMED(Activation, swiglu_forward(out, gate, up, n));
+  }
+  void swiglu_backward(T* dgate, T* dup, const T* dout, const T* gate, const T* up, size_t n) override {
+    MT_TIMED(Activation, swiglu_backward(dgate, dup, dout, gate, up, n));
+  }
+  void sigmoid_forward(T* y, const T* x, size_t n) override { MT_TIMED(Dispatch, sigmoid_forward(y, x, n)); }
+  void sigmoid_backward(T* dx, const T* dy, const T* y, size_t n) override {
+    MT_TIMED(Dispatch, sigmoid_backward(dx, dy, y, n));
   }
   void softmax_forward(T* p, const T* x, int n, int c) override { MT_TIMED(Dispatch, softmax_forward(p, x, n, c)); }
   void softmax_backward(T* dx, const T* dp, const T* p, int n, int c) override {

@@ -21,8 +21,8 @@ namespace mt {
   X(Attention, "attention (scores, softmax, weighted sum)")               \
   X(Norms, "RMSNorm")                                                     \
   X(Rope, "RoPE")                                                         \
-  X(Gelu, "GELU")                                                         \
-  X(Dispatch, "MoE router softmax and row dispatch")                      \
+  X(Activation, "MLP activations (GELU, SwiGLU)")                         \
+  X(Dispatch, "MoE router softmax, row dispatch, shared expert gate")     \
   X(CrossEntropy, "cross-entropy")                                        \
   X(Embedding, "embedding")                                               \
   X(Optimizer, "optimizer (AdamW, gradient norm, master weights)")        \

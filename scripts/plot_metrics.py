@@ -11,9 +11,10 @@ Panels: loss (and the validation loss, as points, when logged) with the
 auxiliary (load-balancing) loss on a second axis; the
 learning rate, with the global batch size on a second axis when logged;
 when logged, the gradient norm and throughput; and for a mixture of experts
-(records with `experts`), a heat map of each layer's experts' load over the
-steps: tokens routed to the expert in the logging interval over the mean of
-its layer (1 = balanced; 0 = it received no token).
+(records with `experts`), a heat map of each MoE layer's experts' load over
+the steps: tokens routed to the expert in the logging interval over the mean
+of its layer (1 = balanced; 0 = it received no token); and, when the run
+balances with an expert bias (`experts.bias`), a heat map of the bias beside it.
 
     scripts/plot_metrics.py METRICS.jsonl OUT.png [--title TITLE]
 """
@@ -111,42 +112,60 @@ def plot_pair(ax, records, left, right, left_label, right_label,
     return drawn
 
 
-def expert_load(records):
-    """(steps, rows, labels): per record with `experts`, each (layer, expert)'s
-    routed tokens over its layer's mean, rows[layer * E + expert][record]."""
-    steps, columns = [], []
+def expert_rows(records, field, per_layer):
+    """(steps, rows, labels): per record whose `experts` has `field`, each
+    (layer, expert)'s per_layer(values of its layer) as rows[i][record], i
+    counting the MoE layers (`experts.layers`, else 0, 1, ...) times E."""
+    steps, columns, labels = [], [], []
     for rec in records:
-        routed = rec.get("experts", {}).get("routed") if isinstance(rec.get("experts"), dict) else None
-        if not routed or not all(isinstance(layer, list) and layer for layer in routed):
+        experts = rec.get("experts") if isinstance(rec.get("experts"), dict) else {}
+        values = experts.get(field)
+        if not values or not all(isinstance(layer, list) and layer for layer in values):
             continue
-        column = []
-        for layer in routed:
-            mean = sum(layer) / len(layer)
-            column += [(x / mean if mean > 0 else 0.0) for x in layer]
+        column = [x for layer in values for x in per_layer(layer)]
         if columns and len(column) != len(columns[0]):
             warn(f"step {rec['step']}: {len(column)} experts, not {len(columns[0])}; record skipped")
             continue
+        layers = experts.get("layers") or list(range(len(values)))
+        labels = [f"L{layer} E{e}" for layer, row in zip(layers, values) for e in range(len(row))]
         steps.append(number(rec["step"]))
         columns.append(column)
-    if not columns:
-        return [], [], []
-    experts = len(records[-1]["experts"]["routed"][0]) if isinstance(records[-1].get("experts"), dict) \
-        else len(columns[0])
-    labels = [f"L{i // experts} E{i % experts}" for i in range(len(columns[0]))]
-    rows = [[c[i] for c in columns] for i in range(len(columns[0]))]
+    rows = [[c[i] for c in columns] for i in range(len(columns[0]))] if columns else []
     return steps, rows, labels
 
 
-def plot_expert_load(fig, ax, steps, rows, labels):
-    """The load heat map: a row a (layer, expert), a column a logged step."""
+def expert_load(records):
+    """Each (layer, expert)'s routed tokens over its layer's mean."""
+    def over_mean(layer):
+        mean = sum(layer) / len(layer)
+        return [(x / mean if mean > 0 else 0.0) for x in layer]
+    return expert_rows(records, "routed", over_mean)
+
+
+def expert_bias(records):
+    """Each (layer, expert)'s bias (aux-loss-free balancing)."""
+    return expert_rows(records, "bias", lambda layer: layer)
+
+
+def plot_heat_map(fig, ax, steps, rows, labels, colour_label, **colours):
+    """A heat map: a row a (layer, expert), a column a logged step."""
     edges = [steps[0] - 0.5] + [(a + b) / 2 for a, b in zip(steps, steps[1:])] + [steps[-1] + 0.5]
-    mesh = ax.pcolormesh(edges, range(len(rows) + 1), rows, cmap="viridis", vmin=0.0,
-                         vmax=max(2.0, max(max(r) for r in rows)), shading="flat")
+    mesh = ax.pcolormesh(edges, range(len(rows) + 1), rows, shading="flat", **colours)
     ax.set_yticks([i + 0.5 for i in range(len(rows))])
     ax.set_yticklabels(labels, fontsize="x-small" if len(rows) > 16 else "small")
     ax.invert_yaxis()
     ax.set_ylabel("layer, expert")
-    fig.colorbar(mesh, ax=ax, label="tokens / layer mean")
+    fig.colorbar(mesh, ax=ax, label=colour_label)
+
+
+def plot_expert_load(fig, ax, steps, rows, labels):
+    plot_heat_map(fig, ax, steps, rows, labels, "tokens / layer mean", cmap="viridis", vmin=0.0,
+                  vmax=max(2.0, max(max(r) for r in rows)))
+
+
+def plot_expert_bias(fig, ax, steps, rows, labels):
+    extent = max(1e-12, max(abs(x) for r in rows for x in r))
+    plot_heat_map(fig, ax, steps, rows, labels, "expert bias", cmap="coolwarm", vmin=-extent, vmax=extent)
 
 
 def main(argv=None):
@@ -172,8 +191,10 @@ def main(argv=None):
     has_extra = any(number(r.get(k)) is not None
                     for r in records for k in ("grad_norm", "tokens_per_s"))
     load_steps, load_rows, load_labels = expert_load(records)
-    nrows = (3 if has_extra else 2) + (1 if load_rows else 0)
-    heights = [1] * (nrows - 1) + ([max(1.0, len(load_rows) / 12)] if load_rows else [1])
+    bias_steps, bias_rows, bias_labels = expert_bias(records)
+    heat_maps = int(bool(load_rows)) + int(bool(bias_rows))
+    nrows = (3 if has_extra else 2) + heat_maps
+    heights = [1] * (nrows - heat_maps) + [max(1.0, len(load_rows) / 12)] * heat_maps
     fig, axes = plt.subplots(nrows, 1, sharex=True, figsize=(9, 2.9 * sum(heights) + 0.6),
                              gridspec_kw={"height_ratios": heights}, constrained_layout=True)
 
@@ -187,7 +208,9 @@ def main(argv=None):
         plot_pair(axes[2], records, "grad_norm", "tokens_per_s", "grad norm",
                   "tokens / s", left_color="tab:red", right_color="tab:gray")
     if load_rows:
-        plot_expert_load(fig, axes[-1], load_steps, load_rows, load_labels)
+        plot_expert_load(fig, axes[nrows - heat_maps], load_steps, load_rows, load_labels)
+    if bias_rows:
+        plot_expert_bias(fig, axes[-1], bias_steps, bias_rows, bias_labels)
     axes[-1].set_xlabel("step")
     fig.suptitle(args.title if args.title is not None else args.metrics)
 

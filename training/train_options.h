@@ -20,7 +20,9 @@
 namespace mt {
 
 struct TrainOptions {
-  ModelConfig model;  // vocab_size resolved by resolve_vocab_size()
+  ModelConfig model;  // vocab_size and moe_layers resolved by resolve_model_and_batch()
+  std::string moe_layer_freq = "1";   // --moe-layer-freq, resolved into model.moe_layers
+  std::string moe_router_dtype = "fp32";
   int vocab_size_flag = 0;  // --vocab-size; 0 = the tokenizer's size
   int make_vocab_size_divisible_by = 128;
   TopologyConfig topology;

@@ -159,7 +159,8 @@ Training<T>::Training(const TrainOptions& options, const nlohmann::json& run_con
       guard(o.skip, o.save, root),
       config(run_config),
       checkpointer({o.save, o.save_interval, o.keep_last, o.async_save},
-                   {topo, o.model, params, optim, grad_sync, &master}, [this] {
+                   {topo, o.model, params, optim, grad_sync, &master, {model.stage().begin, &model.router_state()}},
+                   [this] {
                      return CheckpointAttributes{state.iteration, state.consumed_samples, state.consumed_tokens,
                                                  o.seed, config, resume_attributes(*this), ""};
                    }) {
@@ -275,6 +276,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   const int64_t tokens = global * t.o.model.seq_length;
   const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp().size;
   const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
+  t.model.start_step();
   float* grads = t.params.grads.data();
   t.be.acc().fill(grads, 0.0f, t.params.padded_size());
   PipelineStats pipeline_stats;
@@ -295,6 +297,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   if (skip.empty()) {
     t.optim.update(t.master.updated(), shard, lr, grad_norm, t.master.packed());
     t.master.publish();
+    t.model.update_router_state(t.topo.dp());
     t.guard.accept(grad_norm);
   } else {
     t.guard.skip(iteration, t.state.consumed_samples, global, loss, grad_norm, skip);

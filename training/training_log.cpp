@@ -18,27 +18,38 @@ double epochs(const data::BlendedStream& s, int source, uint64_t consumed) {
   return double(consumed) / double(s.source(source).samples.num_samples());
 }
 
-// Per layer, the tokens each expert received, the assignments the capacity
-// dropped and the routing hash, over the logging interval's global batches.
+// Per MoE layer (their indices in "layers"), the tokens each expert
+// received, the assignments the capacity dropped, the routing hash and, with
+// --moe-router-enable-expert-bias, the bias, over the logging interval's
+// global batches.
 nlohmann::json expert_load_json(const ExpertLoad& load, const ModelConfig& mc) {
-  nlohmann::json routed = nlohmann::json::array(), dropped = nlohmann::json::array();
+  const size_t E = size_t(mc.num_experts);
+  auto row = [E](const auto& v, int l) { return std::vector(v.begin() + l * E, v.begin() + (l + 1) * E); };
+  nlohmann::json layers = nlohmann::json::array(), routed = nlohmann::json::array(),
+                 dropped = nlohmann::json::array(), hash = nlohmann::json::array(), bias = nlohmann::json::array();
   for (int l = 0; l < mc.num_layers; ++l) {
-    const auto begin = size_t(l) * mc.num_experts, end = begin + mc.num_experts;
-    routed.push_back(std::vector<int64_t>(load.routed.begin() + begin, load.routed.begin() + end));
-    dropped.push_back(std::vector<int64_t>(load.dropped.begin() + begin, load.dropped.begin() + end));
+    if (!mc.is_moe_layer(l)) continue;
+    layers.push_back(l);
+    routed.push_back(row(load.routed, l));
+    dropped.push_back(row(load.dropped, l));
+    hash.push_back(load.hash[size_t(l)]);
+    if (!load.bias.empty()) bias.push_back(row(load.bias, l));
   }
-  return {{"routed", routed}, {"dropped", dropped}, {"hash", load.hash}};
+  nlohmann::json j = {{"layers", layers}, {"routed", routed}, {"dropped", dropped}, {"hash", hash}};
+  if (!load.bias.empty()) j["bias"] = bias;
+  return j;
 }
 
 // The progress line's MoE part: the layer whose busiest expert is furthest
-// above the mean load, and every expert that received no token in the
-// interval (layer.expert).
+// above the mean load, every expert that received no token in the interval
+// (layer.expert), and the expert bias's range.
 std::string expert_load_line(const ExpertLoad& load, const ModelConfig& mc) {
   if (load.routed.empty()) return "";
   double worst = 0.0;
   int worst_layer = 0;
   std::vector<std::string> idle;
   for (int l = 0; l < mc.num_layers; ++l) {
+    if (!mc.is_moe_layer(l)) continue;
     const int64_t* routed = load.routed.data() + size_t(l) * mc.num_experts;
     const int64_t total = std::accumulate(routed, routed + mc.num_experts, int64_t(0));
     const double ratio = total > 0 ? double(*std::max_element(routed, routed + mc.num_experts)) * mc.num_experts / double(total) : 0.0;
@@ -51,6 +62,15 @@ std::string expert_load_line(const ExpertLoad& load, const ModelConfig& mc) {
   }
   std::string line = fmt::format(" | experts max/mean {:.2f} (layer {})", worst, worst_layer);
   if (!idle.empty()) line += fmt::format(", no tokens: {}", fmt::join(idle, " "));
+  if (!load.bias.empty()) {
+    float low = INFINITY, high = -INFINITY;
+    for (int l = 0; l < mc.num_layers; ++l)
+      for (int e = 0; e < mc.num_experts && mc.is_moe_layer(l); ++e) {
+        low = std::min(low, load.bias[size_t(l) * mc.num_experts + e]);
+        high = std::max(high, load.bias[size_t(l) * mc.num_experts + e]);
+      }
+    line += fmt::format(", bias [{:+.4f}, {:+.4f}]", low, high);
+  }
   return line;
 }
 
@@ -101,6 +121,10 @@ void print_start_up(const StartUpSummary& s) {
   const ModelConfig& mc = o.model;
   fmt::print("{}", s.topo.table());
   for (const std::string& w : s.topo.node_warnings()) fmt::print("warning: {}\n", w);
+  if (mc.is_moe() && mc.router_topk == 1 && mc.router_score_function == "softmax" && !mc.router_pre_softmax)
+    fmt::print("warning: --moe-router-topk 1 renormalises the softmax over one expert, so every weight is 1 and "
+               "the router learns from the load-balancing loss alone; Megatron refuses this without "
+               "--moe-router-pre-softmax\n");
   fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
              mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
              mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);

@@ -52,12 +52,28 @@ def read_group(group):
 
 
 def torch_config(m):
-    """scripts/pytorch_reference/torch_model.py's Config from the checkpoint's config["model"]."""
+    """scripts/pytorch_reference/torch_model.py's Config from the checkpoint's config["model"]
+    (model/config.cpp's keys; those of older checkpoints' models default when absent)."""
+    d = Config()
     return Config(V=m["vocab_size"], d=m["hidden_size"], L=m["num_layers"], H=m["num_attention_heads"],
                   G=m["num_query_groups"], F=m["ffn_hidden_size"], E=m["num_experts"], K=m["moe_router_topk"],
                   S=m["seq_length"], capacity_factor=m["moe_expert_capacity_factor"],
                   aux_coeff=m["moe_aux_loss_coeff"], z_coeff=m.get("moe_z_loss_coeff", 0.0),
-                  rope_theta=m["rope_theta"], norm_eps=m["norm_eps"])
+                  rope_theta=m["rope_theta"], norm_eps=m["norm_eps"],
+                  kv_channels=m.get("kv_channels", d.kv_channels),
+                  qk_layernorm=m.get("qk_layernorm", d.qk_layernorm),
+                  swiglu=m.get("swiglu", d.swiglu),
+                  moe_F=m.get("moe_ffn_hidden_size", d.moe_F),
+                  moe_layers=tuple(m.get("moe_layer_freq", d.moe_layers)),
+                  shared_F=m.get("moe_shared_expert_intermediate_size", d.shared_F),
+                  shared_gate=m.get("moe_shared_expert_gate", d.shared_gate),
+                  score_function=m.get("moe_router_score_function", d.score_function),
+                  pre_softmax=m.get("moe_router_pre_softmax", d.pre_softmax),
+                  topk_scaling=m.get("moe_router_topk_scaling_factor", d.topk_scaling),
+                  num_groups=m.get("moe_router_num_groups", d.num_groups),
+                  group_topk=m.get("moe_router_group_topk", d.group_topk),
+                  balancing=m.get("moe_router_load_balancing_type", d.balancing),
+                  expert_bias=m.get("moe_router_enable_expert_bias", d.expert_bias))
 
 
 BYTE_VOCAB, EOD = 257, 256  # the byte tokenizer: ids 0..255 are bytes, 256 ends a document
@@ -105,6 +121,9 @@ def main():
         exp_avg = read_group(f["optim/exp_avg"])
 
     for name, w in weights.items():
+        if name not in exp_avg:   # the routers' state beside the weights (expert_bias, global_aux_share)
+            print(f"  {name:28} {str(w.shape):16} (router state) {np.array2string(w, precision=4)}")
+            continue
         print(f"  {name:28} {str(w.shape):16} norm {np.linalg.norm(w.astype(np.float64)):11.6f}"
               f"   exp_avg norm {np.linalg.norm(exp_avg[name].astype(np.float64)):.4e}")
 
@@ -113,6 +132,10 @@ def main():
     with torch.no_grad():
         for name, p in model.params().items():
             p.copy_(torch.from_numpy(weights[name]))
+        # aux-loss-free balancing's bias chooses the experts (global_aux_share
+        # only weighs the training loss, which evaluation leaves out)
+        for l, bias in model.expert_bias.items():
+            bias.copy_(torch.from_numpy(weights[f"layers/{l}/expert_bias"]))
     print(f"loaded {sum(p.numel() for p in model.parameters())} parameters into "
           "scripts/pytorch_reference/torch_model.py's model")
     if args.generate is not None:

@@ -5,29 +5,52 @@ scripts/pytorch_reference/torch_model.py, for the C++ tests to compare against.
 
 Before writing, the script checks that implementation:
   * against a naive loop-by-loop NumPy forward written separately below
-    (per-token RMSNorm, per-element RoPE, per-query attention, per-token routing
-    with an explicit capacity counter, plain dense MLP), on every case;
-  * autograd gradients against central finite differences (float64);
-  * the dense path against a hand-written plain MLP;
-  * the top-k tie rule (lower expert index wins);
-  * float32 against float64.
+    (per-token RMSNorm, per-head q/k norm, per-element RoPE, per-query
+    attention, per-token routing with explicit group, bias and capacity
+    bookkeeping, per-sequence load-balancing counters, plain dense and SwiGLU
+    MLPs, the shared expert and its gate), on every case: losses, logits and
+    each token's chosen experts;
+  * autograd gradients against central finite differences (float64), with the
+    routing checked unchanged by each perturbation;
+  * the dense MLPs against hand-written formulas (GELU and SwiGLU);
+  * the top-k tie rule (lower expert index wins) and group-limited top-k on
+    hand-made rows; Megatron's softmax-over-the-chosen-logits weights against
+    docs/design.md's p_k / sum of the chosen p;
+  * float32 against float64, routing the same;
+  * that each case exercises what it is for (drops, a bias that changes a
+    choice, a shared-expert gate away from 1/2, ...).
 
 Layout of the file (one group per case):
   /<case>  attrs  V d L H G F E K S B (int64), capacity_factor aux_coeff z_coeff (float64),
                   ce_loss aux_loss z_loss (float64; each a sum over MoE layers),
                   dropped (int64; assignments dropped, summed over layers),
-                  plus extras: aux_per_layer [L] f64, dropped_per_layer [L] i64,
+                  plus extras: aux_per_layer [L] f64 (0 for dense layers), dropped_per_layer [L] i64,
                   capacity (int64, 0 = unlimited), rope_theta norm_eps init_std (f64), seed,
-                  min_topk_margin (f64, MoE cases: smallest p_(K) - p_(K+1) over tokens/layers)
+                  min_topk_margin (f64, MoE cases: smallest gap, over tokens and MoE layers, between
+                  a chosen and an unchosen expert (or group) on the score scale: the softmax, or
+                  sigmoid + bias; and of the load-balancing loss's own top-K)
+                  The options of issue 33, written only where not the default (absent: default),
+                  named by the model config's JSON keys (model/config.cpp):
+                    kv_channels moe_ffn_hidden_size moe_shared_expert_intermediate_size
+                    moe_router_num_groups moe_router_group_topk (int64),
+                    qk_layernorm swiglu moe_shared_expert_gate moe_router_pre_softmax
+                    moe_router_enable_expert_bias (int64 0/1),
+                    moe_router_topk_scaling_factor (float64),
+                    moe_layer_freq (string, Megatron's list form "[0,1,1]"),
+                    moe_router_score_function moe_router_load_balancing_type (string)
+                  Expert-bias cases also: bias_changed_tokens (int64, tokens whose experts the
+                  bias changes, > 0), ce_loss_unbiased (float64, the loss with a zero bias)
            tokens  int32 [B, S+1]
            logits  float64 [B*S, V]
            model/<name>  float64, logical shape (names of docs/design.md section 6 without /model/)
            grads/<name>  float64, d(ce_loss + aux_loss + z_loss)/d(param)
+           expert_bias/<layer>  float32 [E] (expert-bias cases; Transformer::router_state())
 
 Run: /usr/bin/python3 scripts/pytorch_reference/make_torch_reference.py [--out PATH]
 """
 
 import argparse
+import dataclasses
 import math
 import os
 import sys
@@ -37,14 +60,37 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from torch_model import Config, MoETransformer, param_shapes, topk_lower_index_ties  # noqa: E402
+from torch_model import (Config, MoETransformer, group_limited_topk, param_shapes,  # noqa: E402
+                         topk_lower_index_ties)
 
 B = 2
 INIT_STD = 0.2      # larger than the training init so attention and routing are far from uniform
 GAIN_JITTER = 0.2   # norm gains ~ 1 + 0.2 N(0,1) so norm gradients are non-trivial
 
+BIAS_STD = 0.1      # expert bias ~ 0.1 N(0,1): sigmoid scores are ~0.1 apart, so it moves some choices
+
+# The options of issue 33 as case attributes: (Config field, the model
+# config's JSON key (model/config.cpp), attribute type).
+OPTION_ATTRS = [
+    ("kv_channels", "kv_channels", np.int64),
+    ("qk_layernorm", "qk_layernorm", np.int64),
+    ("swiglu", "swiglu", np.int64),
+    ("moe_F", "moe_ffn_hidden_size", np.int64),
+    ("moe_layers", "moe_layer_freq", str),
+    ("shared_F", "moe_shared_expert_intermediate_size", np.int64),
+    ("shared_gate", "moe_shared_expert_gate", np.int64),
+    ("score_function", "moe_router_score_function", str),
+    ("pre_softmax", "moe_router_pre_softmax", np.int64),
+    ("topk_scaling", "moe_router_topk_scaling_factor", np.float64),
+    ("num_groups", "moe_router_num_groups", np.int64),
+    ("group_topk", "moe_router_group_topk", np.int64),
+    ("balancing", "moe_router_load_balancing_type", str),
+    ("expert_bias", "moe_router_enable_expert_bias", np.int64),
+]
+
 CASES = [
-    # name, config, seed
+    # name, config, seed (the new cases' seeds are the first that keep every
+    # routing margin above 1e-3 and make the case's option change a choice)
     ("moe_mqa", Config(V=64, d=16, L=2, H=4, G=1, F=24, E=4, K=2, S=8,
                        capacity_factor=0.0, aux_coeff=0.01), 1001),
     ("moe_gqa_capacity", Config(V=64, d=16, L=2, H=4, G=2, F=24, E=4, K=2, S=8,
@@ -53,6 +99,41 @@ CASES = [
                              capacity_factor=0.0, aux_coeff=0.01, z_coeff=0.05), 1004),
     ("dense", Config(V=64, d=16, L=2, H=4, G=4, F=24, E=1, K=1, S=8,
                      capacity_factor=0.0, aux_coeff=0.01), 1003),
+    # issue 33: the MoE layers people train today
+    # dense SwiGLU, per-head q/k RMSNorm, head size 6 apart from d / H = 4
+    ("dense_swiglu_qknorm", Config(V=64, d=16, L=2, H=4, G=2, F=24, E=1, K=1, S=8,
+                                   kv_channels=6, qk_layernorm=True, swiglu=True), 1005),
+    # Qwen2-MoE-like: first layer dense (F 24), SwiGLU experts of width 12,
+    # gated shared expert of width 20, head size 8
+    ("moe_swiglu_shared_gate", Config(V=64, d=16, L=3, H=4, G=1, F=24, E=4, K=2, S=8, aux_coeff=0.01,
+                                      kv_channels=8, qk_layernorm=True, swiglu=True, moe_F=12,
+                                      moe_layers=(0, 1, 1), shared_F=20, shared_gate=True), 1006),
+    # DeepSeek-V3-like: sigmoid scores, expert bias, 12 experts in 4 groups of
+    # which 2 (each scored by its best K / 2 = 2), scaling factor,
+    # sequence-wise aux loss, ungated shared expert
+    ("moe_sigmoid_bias_groups_seqaux", Config(V=64, d=16, L=2, H=4, G=1, F=24, E=12, K=4, S=8,
+                                              aux_coeff=0.01, moe_F=8, shared_F=16,
+                                              score_function="sigmoid", expert_bias=True, num_groups=4,
+                                              group_topk=2, topk_scaling=2.5, balancing="seq_aux_loss"),
+     100913),
+    # softmax before top-K, 8 experts in 2 groups of which 1, capacity drops,
+    # global aux loss
+    ("moe_presoftmax_groups_global_capacity", Config(V=64, d=16, L=2, H=4, G=2, F=24, E=8, K=2, S=8,
+                                                     moe_F=12, capacity_factor=1.0, aux_coeff=0.01,
+                                                     pre_softmax=True, num_groups=2, group_topk=1,
+                                                     balancing="global_aux_loss"), 100801),
+    # softmax after top-K with groups: Megatron ranks the groups on the
+    # logits (group_limited_topk on the logits), which for some token here
+    # picks another group than ranking them on the probabilities would (as
+    # model/router.cpp does: tests/model/test_torch_reference.cpp runs this
+    # case only in a DISABLED_ test until model/ follows Megatron)
+    ("moe_softmax_groups", Config(V=64, d=16, L=2, H=4, G=1, F=24, E=8, K=2, S=8, moe_F=12, aux_coeff=0.01,
+                                  num_groups=2, group_topk=1), 101007),
+    # one sigmoid pick (its weight the score itself), no balancing loss,
+    # z-loss beside sigmoid scores, scaling factor
+    ("moe_sigmoid_top1_none_zloss", Config(V=64, d=16, L=2, H=4, G=1, F=24, E=4, K=1, S=8, aux_coeff=0.01,
+                                           moe_F=12, z_coeff=0.05, score_function="sigmoid", topk_scaling=1.5,
+                                           balancing="none"), 1009),
 ]
 
 
@@ -62,6 +143,10 @@ CASES = [
 
 def np_gelu_tanh(x):
     return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def np_rmsnorm_vec(x, g, eps):
@@ -80,8 +165,67 @@ def np_rope_vec(x, pos, theta):
     return out
 
 
-def naive_forward(cfg, P, tokens):
-    """Returns (ce, aux_total, logits [B*S, V], dropped_per_layer)."""
+def np_mlp(P, prefix, x, e=None):
+    """w2 gelu(w1 x), or with a w3 the SwiGLU w2 (u sigmoid(u) * (w3 x)), u = w1 x."""
+    def w(name):
+        return P[prefix + name] if e is None else P[prefix + name][e]
+    u = w("w1") @ x
+    if prefix + "w3" in P:
+        hidden = u * np_sigmoid(u) * (w("w3") @ x)
+    else:
+        hidden = np_gelu_tanh(u)
+    return w("w2") @ hidden
+
+
+def np_best(values, k, allowed=None):
+    """The k best indices of values (among allowed), best first; ties to the lower index."""
+    candidates = [e for e in range(len(values)) if allowed is None or allowed[e]]
+    return sorted(candidates, key=lambda e: (-values[e], e))[:k]
+
+
+def np_route_token(cfg, z, bias):
+    """One token's experts and weights from its router logits z [E], as
+    DeepSeek-V3 (arXiv 2412.19437, eqs. 13-16) and Megatron's router flags
+    describe them. Returns (chosen, weights, a) with a the load-balancing
+    loss's scores."""
+    E, K = cfg.E, cfg.K
+    if cfg.score_function == "softmax":
+        ex = np.exp(z - z.max())
+        p = ex / ex.sum()
+        # without pre_softmax Megatron ranks the logits themselves
+        affinity = p if cfg.pre_softmax else z
+        a = p
+    else:
+        s = np_sigmoid(z)
+        affinity = s + (bias if bias is not None else 0.0)
+        a = s / (s.sum() + 1e-20)
+    allowed = None
+    if cfg.num_groups:
+        per = E // cfg.num_groups
+        group_score = [sum(sorted(affinity[g * per:(g + 1) * per], reverse=True)[:K // cfg.group_topk])
+                       for g in range(cfg.num_groups)]
+        kept_groups = np_best(group_score, cfg.group_topk)
+        allowed = [e // per in kept_groups for e in range(E)]
+    chosen = np_best(affinity, K, allowed)
+    if cfg.score_function == "softmax" and not cfg.pre_softmax:
+        wsum = sum(p[e] for e in chosen)
+        weights = [p[e] / wsum for e in chosen]
+    elif cfg.score_function == "softmax":
+        weights = [p[e] for e in chosen]
+    elif K > 1:
+        wsum = sum(s[e] for e in chosen) + 1e-20
+        weights = [s[e] / wsum for e in chosen]
+    else:
+        weights = [s[e] for e in chosen]
+    if cfg.topk_scaling:
+        weights = [w * cfg.topk_scaling for w in weights]
+    return chosen, weights, a
+
+
+def naive_forward(cfg, P, tokens, expert_bias=None):
+    """Returns (ce, aux_total, logits [B*S, V], dropped_per_layer, chosen experts
+    per layer: [T][K] lists, None for dense layers)."""
+    expert_bias = expert_bias or {}
     Bn, S1 = tokens.shape
     S = S1 - 1
     d, H, G, hd = cfg.d, cfg.H, cfg.G, cfg.hd
@@ -91,7 +235,7 @@ def naive_forward(cfg, P, tokens):
         for t in range(S):
             h[b, t] = P["embed"][tokens[b, t]]
     aux_total = 0.0
-    dropped_layers = []
+    dropped_layers, chosen_layers = [], []
     for l in range(cfg.L):
         pre = f"layers/{l}/"
         # attention
@@ -102,9 +246,15 @@ def naive_forward(cfg, P, tokens):
             for t in range(S):
                 a = np_rmsnorm_vec(h[b, t], P[pre + "attn_norm"], cfg.norm_eps)
                 for j in range(H):
-                    q[b, t, j] = np_rope_vec(P[pre + "wq"][j * hd:(j + 1) * hd] @ a, t, cfg.rope_theta)
+                    qj = P[pre + "wq"][j * hd:(j + 1) * hd] @ a
+                    if cfg.qk_layernorm:
+                        qj = np_rmsnorm_vec(qj, P[pre + "q_norm"], cfg.norm_eps)
+                    q[b, t, j] = np_rope_vec(qj, t, cfg.rope_theta)
                 for g in range(G):
-                    k[b, t, g] = np_rope_vec(P[pre + "wk"][g * hd:(g + 1) * hd] @ a, t, cfg.rope_theta)
+                    kg = P[pre + "wk"][g * hd:(g + 1) * hd] @ a
+                    if cfg.qk_layernorm:
+                        kg = np_rmsnorm_vec(kg, P[pre + "k_norm"], cfg.norm_eps)
+                    k[b, t, g] = np_rope_vec(kg, t, cfg.rope_theta)
                     v[b, t, g] = P[pre + "wv"][g * hd:(g + 1) * hd] @ a
         new_h = h.copy()
         for b in range(Bn):
@@ -119,44 +269,59 @@ def naive_forward(cfg, P, tokens):
                 new_h[b, t] = h[b, t] + P[pre + "wo"] @ o
         h = new_h
         # ffn
-        if cfg.E == 1:
+        if not cfg.is_moe_layer(l):
             for b in range(Bn):
                 for t in range(S):
                     m = np_rmsnorm_vec(h[b, t], P[pre + "mlp_norm"], cfg.norm_eps)
-                    h[b, t] = h[b, t] + P[pre + "mlp/w2"] @ np_gelu_tanh(P[pre + "mlp/w1"] @ m)
+                    h[b, t] = h[b, t] + np_mlp(P, pre + "mlp/", m)
             dropped_layers.append(0)
+            chosen_layers.append(None)
+            continue
+        E, K = cfg.E, cfg.K
+        cap = math.ceil(cfg.capacity_factor * K * T / E) if cfg.capacity_factor > 0 else None
+        used = [0] * E
+        # the load-balancing loss's counters, per sample: its top-K choices
+        # and the sum of its scores a, per expert
+        choice_count = np.zeros((Bn, E))
+        a_sum = np.zeros((Bn, E))
+        zsum = 0.0
+        dropped = 0
+        chosen_tokens = []
+        out = np.zeros((Bn, S, d))
+        for b in range(Bn):          # token order: row-major over (sample, position)
+            for t in range(S):
+                m = np_rmsnorm_vec(h[b, t], P[pre + "mlp_norm"], cfg.norm_eps)
+                z = P[pre + "router"] @ m
+                zsum += (z.max() + math.log(np.sum(np.exp(z - z.max())))) ** 2
+                chosen, weights, a = np_route_token(cfg, z, expert_bias.get(l))
+                chosen_tokens.append(chosen)
+                for e in np_best(a, K):
+                    choice_count[b, e] += 1
+                a_sum[b] += a
+                for e, w in zip(chosen, weights):
+                    used[e] += 1
+                    if cap is not None and used[e] > cap:
+                        dropped += 1
+                        continue
+                    out[b, t] += w * np_mlp(P, pre + "experts/", m, e)
+                if cfg.shared_F:
+                    y = np_mlp(P, pre + "shared_expert/", m)
+                    if cfg.shared_gate:
+                        y = y * float(np_sigmoid(P[pre + "shared_expert/gate"][0] @ m))
+                    out[b, t] += y
+        h = h + out
+        if cfg.balancing == "seq_aux_loss":      # mean over samples of each one's loss
+            aux = np.mean([cfg.aux_coeff * E * np.sum((choice_count[b] / (S * K)) * (a_sum[b] / S))
+                           for b in range(Bn)])
+        elif cfg.balancing in ("aux_loss", "global_aux_loss"):
+            f = choice_count.sum(axis=0) / (T * K)
+            Pm = a_sum.sum(axis=0) / T
+            aux = cfg.aux_coeff * E * float(np.sum(f * Pm))
         else:
-            E, K = cfg.E, cfg.K
-            cap = math.ceil(cfg.capacity_factor * K * T / E) if cfg.capacity_factor > 0 else None
-            used = [0] * E
-            chosen_count = [0] * E
-            psum = np.zeros(E)
-            zsum = 0.0
-            dropped = 0
-            out = np.zeros((Bn, S, d))
-            for b in range(Bn):          # token order: row-major over (sample, position)
-                for t in range(S):
-                    m = np_rmsnorm_vec(h[b, t], P[pre + "mlp_norm"], cfg.norm_eps)
-                    z = P[pre + "router"] @ m
-                    p = np.exp(z - z.max())
-                    zsum += (z.max() + math.log(p.sum())) ** 2
-                    p /= p.sum()
-                    psum += p
-                    top = sorted(range(E), key=lambda e: (-p[e], e))[:K]
-                    wsum = sum(p[e] for e in top)
-                    for e in top:
-                        chosen_count[e] += 1
-                        used[e] += 1
-                        if cap is not None and used[e] > cap:
-                            dropped += 1
-                            continue
-                        y = P[pre + "experts/w2"][e] @ np_gelu_tanh(P[pre + "experts/w1"][e] @ m)
-                        out[b, t] += (p[e] / wsum) * y
-            h = h + out
-            f = np.array(chosen_count) / (T * K)
-            Pm = psum / T
-            aux_total += cfg.aux_coeff * E * float(np.sum(f * Pm)) + cfg.z_coeff * zsum / T
-            dropped_layers.append(dropped)
+            aux = 0.0
+        aux_total += aux + cfg.z_coeff * zsum / T
+        dropped_layers.append(dropped)
+        chosen_layers.append(chosen_tokens)
     logits = np.zeros((T, cfg.V))
     ce = 0.0
     for b in range(Bn):
@@ -167,7 +332,7 @@ def naive_forward(cfg, P, tokens):
             mx = z.max()
             lse = mx + math.log(np.sum(np.exp(z - mx)))
             ce += lse - z[tokens[b, t + 1]]
-    return ce / T, aux_total, logits, dropped_layers
+    return ce / T, aux_total, logits, dropped_layers, chosen_layers
 
 
 # ---------------------------------------------------------------------------
@@ -186,17 +351,46 @@ def check_tie_rule():
     assert topk_lower_index_ties(p, 5).tolist() == [list(range(5))] * 3
 
 
-def check_dense_plain_mlp(model, tokens):
-    """The dense layer's ffn must equal the hand-written gelu(m w1^T) w2^T."""
+def check_group_limited_topk():
+    """Hand-made rows, 6 experts in 3 groups of 2, K = 2."""
+    v = torch.tensor([[0.9, 0.05, 0.6, 0.55, 0.1, 0.1],
+                      [0.2, 0.2, 0.2, 0.2, 0.2, 0.2]], dtype=torch.float64)
+    # one group, scored by its best two: 0.95, 1.15, 0.2 -> group 1 only
+    assert group_limited_topk(v, 2, 3, 1)[0].tolist() == [[2, 3], [0, 1]]
+    # two groups, each scored by its best one: 0.9, 0.6, 0.1 -> groups 0 and 1;
+    # both picks may come from one group
+    assert group_limited_topk(v, 2, 3, 2)[0].tolist() == [[0, 2], [0, 1]]
+    # without groups
+    assert topk_lower_index_ties(v, 2).tolist() == [[0, 2], [0, 1]]
+
+
+def check_softmax_weights(gen):
+    """Megatron's softmax weights (the softmax over the K chosen logits) are
+    docs/design.md's p_k / sum of the chosen p."""
+    r = torch.randn(50, 8, generator=gen, dtype=torch.float64) * 2
+    top = topk_lower_index_ties(r, 3)
+    p = torch.softmax(r, dim=-1).gather(1, top)
+    assert torch.allclose(torch.softmax(r.gather(1, top), dim=-1), p / p.sum(dim=-1, keepdim=True),
+                          rtol=1e-14, atol=1e-16)
+
+
+def check_dense_plain_mlp(model):
+    """The first dense layer's MLP must equal the hand-written gelu(m w1^T) w2^T,
+    or SwiGLU's (u sigmoid(u) * m w3^T) w2^T with u = m w1^T."""
     cfg = model.cfg
+    l = next(l for l in range(cfg.L) if not cfg.is_moe_layer(l))
     with torch.no_grad():
         m = torch.randn(5, cfg.d, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
-        w1 = model.p("layers/0/mlp/w1")
-        w2 = model.p("layers/0/mlp/w2")
+        w1 = model.p(f"layers/{l}/mlp/w1")
+        w2 = model.p(f"layers/{l}/mlp/w2")
         u = m @ w1.T
-        c = math.sqrt(2.0 / math.pi)
-        plain = (0.5 * u * (1.0 + torch.tanh(c * (u + 0.044715 * u ** 3)))) @ w2.T
-        got = model.dense_ffn(0, m)
+        if cfg.swiglu:
+            hidden = u / (1.0 + torch.exp(-u)) * (m @ model.p(f"layers/{l}/mlp/w3").T)
+        else:
+            c = math.sqrt(2.0 / math.pi)
+            hidden = 0.5 * u * (1.0 + torch.tanh(c * (u + 0.044715 * u ** 3)))
+        plain = hidden @ w2.T
+        got = model.dense_ffn(l, m)
         assert torch.allclose(got, plain, rtol=1e-13, atol=1e-15), (got - plain).abs().max()
 
 
@@ -205,6 +399,7 @@ def finite_difference_check(model, tokens, grads, gen, n_per_tensor=2, h=1e-6):
     worst = 0.0
     checked = 0
     params = model.params()
+    routes = model.stats["routes"]
     with torch.no_grad():
         for name, prm in params.items():
             flat = prm.view(-1)
@@ -213,20 +408,75 @@ def finite_difference_check(model, tokens, grads, gen, n_per_tensor=2, h=1e-6):
                 old = flat[i].item()
                 flat[i] = old + h
                 ce_p, aux_p = model(tokens)
-                routes_p = list(model.stats["dropped_layers"])
+                routes_p = model.stats["routes"]
                 flat[i] = old - h
                 ce_m, aux_m = model(tokens)
-                routes_m = list(model.stats["dropped_layers"])
+                routes_m = model.stats["routes"]
                 flat[i] = old
                 fd = (float(ce_p + aux_p) - float(ce_m + aux_m)) / (2 * h)
                 g = float(grads[name].reshape(-1)[i])
                 err = abs(fd - g)
                 tol = 1e-7 + 1e-5 * abs(g)
-                assert routes_p == routes_m, f"routing changed while perturbing {name}[{i}]"
+                assert same_routes(routes_p, routes) and same_routes(routes_m, routes), \
+                    f"routing changed while perturbing {name}[{i}]"
                 assert err <= tol, f"FD mismatch {name}[{i}]: autograd {g:.12e} fd {fd:.12e}"
                 worst = max(worst, err / (abs(g) + 1e-12))
                 checked += 1
     return checked, worst
+
+
+def same_routes(routes_a, routes_b):
+    """Whether two forward passes chose the same experts (and load-balancing
+    choices) for every token of every MoE layer."""
+    return all((ra is None and rb is None) or (torch.equal(ra[0], rb[0]) and torch.equal(ra[1], rb[1]))
+               for ra, rb in zip(routes_a, routes_b))
+
+
+def variant(model, dtype=torch.float64, **changes):
+    """The model with the config fields in `changes` replaced (same weights and
+    expert bias), in `dtype`."""
+    cfg = dataclasses.replace(model.cfg, **changes)
+    other = MoETransformer(cfg, dtype=dtype)
+    with torch.no_grad():
+        for n, p in other.params().items():
+            p.copy_(model.p(n))
+        for l, b in other.expert_bias.items():
+            b.copy_(model.expert_bias[l])
+    return other
+
+
+def changed_tokens(routes_a, routes_b):
+    """Tokens, over the MoE layers, whose set of experts differs."""
+    n = 0
+    for ra, rb in zip(routes_a, routes_b):
+        if ra is not None:
+            n += sum(set(x) != set(y) for x, y in zip(ra[0].tolist(), rb[0].tolist()))
+    return n
+
+
+def group_choice_on_probabilities_differs(model, tokens):
+    """Tokens of the first MoE layer whose group-limited choice differs when
+    the groups are ranked on the softmax probabilities instead of the logits
+    (Megatron ranks the logits when the softmax comes after the top-K)."""
+    cfg = model.cfg
+    l = next(l for l in range(cfg.L) if cfg.is_moe_layer(l))
+    captured = {}
+    original = model.route
+
+    def capture(layer, r):
+        captured.setdefault(layer, r.detach().clone())
+        return original(layer, r)
+
+    model.route = capture
+    try:
+        with torch.no_grad():
+            model(tokens)
+    finally:
+        del model.route
+    r = captured[l]
+    on_logits = group_limited_topk(r, cfg.K, cfg.num_groups, cfg.group_topk)[0]
+    on_probs = group_limited_topk(torch.softmax(r, dim=-1), cfg.K, cfg.num_groups, cfg.group_topk)[0]
+    return sum(set(a) != set(b) for a, b in zip(on_logits.tolist(), on_probs.tolist()))
 
 
 # ---------------------------------------------------------------------------
@@ -237,45 +487,91 @@ def build_case(name, cfg, seed):
     model = MoETransformer(cfg, dtype=torch.float64)
     model.reset_parameters(generator=gen, std=INIT_STD, gain_jitter=GAIN_JITTER)
     tokens = torch.randint(0, cfg.V, (B, cfg.S + 1), generator=gen, dtype=torch.int64)
+    # The bias is float32 state in the C++ model (RouterState::expert_bias),
+    # so it is drawn as float32 values.
+    for l in sorted(model.expert_bias):
+        bias = (BIAS_STD * torch.randn(cfg.E, generator=gen, dtype=torch.float64)).float()
+        model.expert_bias[l].copy_(bias.double())
 
     model.zero_grad(set_to_none=True)
     ce, aux, logits = model(tokens, return_logits=True)
     (ce + aux).backward()
     grads = {n: p.grad.detach().clone() for n, p in model.params().items()}
-    aux_layers = list(model.stats["aux_layers"]) if cfg.moe else [0.0] * cfg.L
-    z_total = sum(model.stats["z_layers"]) if cfg.moe else 0.0
-    dropped_layers = list(model.stats["dropped_layers"]) if cfg.moe else [0] * cfg.L
+    aux_layers = list(model.stats["aux_layers"])
+    z_total = sum(model.stats["z_layers"])
+    dropped_layers = list(model.stats["dropped_layers"])
+    routes = model.stats["routes"]
     margin = min(model.stats["topk_margin_layers"]) if cfg.moe else float("inf")
     # routing must not hinge on rounding, so a float32 implementation routes the same
     assert margin > 1e-3, f"{name}: top-k margin {margin:.2e} too small; pick another seed"
 
     # 1. independent naive forward
     P = {n: p.detach().numpy().copy() for n, p in model.params().items()}
-    n_ce, n_aux, n_logits, n_dropped = naive_forward(cfg, P, tokens.numpy())
+    bias_np = {l: b.numpy().copy() for l, b in model.expert_bias.items()}
+    n_ce, n_aux, n_logits, n_dropped, n_chosen = naive_forward(cfg, P, tokens.numpy(), bias_np)
     assert abs(n_ce - float(ce)) < 1e-12, (n_ce, float(ce))
     assert abs(n_aux - float(aux)) < 1e-14, (n_aux, float(aux))
     assert np.max(np.abs(n_logits - logits.detach().numpy())) < 1e-12
     assert n_dropped == dropped_layers, (n_dropped, dropped_layers)
+    assert n_chosen == [r and r[0].tolist() for r in routes], f"{name}: naive forward routes differently"
 
     # 2. finite differences (float64)
     n_fd, worst = finite_difference_check(model, tokens, grads, torch.Generator().manual_seed(seed + 1))
 
     # 3. dense = hand-written MLP
-    if not cfg.moe:
-        check_dense_plain_mlp(model, tokens)
+    if any(not cfg.is_moe_layer(l) for l in range(cfg.L)):
+        check_dense_plain_mlp(model)
 
-    # 4. float32 agrees with float64
-    m32 = MoETransformer(cfg, dtype=torch.float32)
+    # 4. float32 agrees with float64 and routes alike
+    m32 = variant(model, dtype=torch.float32)
     with torch.no_grad():
-        for n, p in m32.params().items():
-            p.copy_(model.p(n))
         ce32, aux32 = m32(tokens)
     assert abs(float(ce32) - float(ce)) < 1e-4 * abs(float(ce)), (float(ce32), float(ce))
     assert abs(float(aux32) - float(aux)) < 1e-4 * max(abs(float(aux)), 1e-3)
+    assert same_routes(m32.stats["routes"], routes), f"{name}: float32 routes differently"
 
-    return dict(model=model, tokens=tokens, ce=float(ce), aux=float(aux) - z_total, z=z_total,
-                logits=logits.detach().numpy(), grads=grads, aux_layers=aux_layers,
-                dropped_layers=dropped_layers, n_fd=n_fd, worst_fd=worst, margin=margin)
+    r = dict(model=model, tokens=tokens, ce=float(ce), aux=float(aux) - z_total, z=z_total,
+             logits=logits.detach().numpy(), grads=grads, aux_layers=aux_layers,
+             dropped_layers=dropped_layers, n_fd=n_fd, worst_fd=worst, margin=margin, notes=[])
+
+    # 5. each option changes what it should
+    with torch.no_grad():
+        if cfg.expert_bias:
+            # the same model without the bias: it must choose differently for
+            # some token, and route as robustly
+            unbiased = variant(model)
+            for b in unbiased.expert_bias.values():
+                b.zero_()
+            ce_u, _ = unbiased(tokens)
+            r["bias_changed_tokens"] = changed_tokens(routes, unbiased.stats["routes"])
+            r["ce_unbiased"] = float(ce_u)
+            assert r["bias_changed_tokens"] > 0, f"{name}: the bias changes no choice; pick another seed"
+            assert min(unbiased.stats["topk_margin_layers"]) > 1e-3, f"{name}: unbiased margin too small"
+            r["notes"].append(f"bias changes {r['bias_changed_tokens']} tokens")
+        if cfg.num_groups:
+            ungrouped = variant(model, num_groups=0, group_topk=0)
+            ungrouped(tokens)
+            n = changed_tokens(routes, ungrouped.stats["routes"])
+            assert n > 0, f"{name}: the group limit changes no choice; pick another seed"
+            r["notes"].append(f"groups change {n} tokens")
+            if cfg.score_function == "softmax" and not cfg.pre_softmax:
+                r["groups_on_probabilities_differ"] = group_choice_on_probabilities_differs(model, tokens)
+                assert r["groups_on_probabilities_differ"] > 0, f"{name}: pick another seed"
+                r["notes"].append(f"groups on probabilities change {r['groups_on_probabilities_differ']} tokens")
+        if cfg.shared_gate:
+            # the gate is not a constant factor (the gradient of the gate
+            # weight is checked by FD above)
+            gate_grads = [float(grads[f"layers/{l}/shared_expert/gate"].abs().max())
+                          for l in range(cfg.L) if cfg.is_moe_layer(l)]
+            assert min(gate_grads) > 1e-6, gate_grads
+        if cfg.balancing == "seq_aux_loss":
+            # per sequence differs from over the micro-batch
+            whole = variant(model, balancing="aux_loss")
+            _, aux_whole = whole(tokens)
+            assert abs(float(aux_whole) - float(aux)) > 1e-6
+        if cfg.balancing == "none":
+            assert sum(aux_layers) == 0.0
+    return r
 
 
 def main():
@@ -286,12 +582,14 @@ def main():
 
     torch.set_default_dtype(torch.float64)
     check_tie_rule()
+    check_group_limited_topk()
+    check_softmax_weights(torch.Generator().manual_seed(5))
 
     results = {}
     for name, cfg, seed in CASES:
         r = build_case(name, cfg, seed)
-        if name == "moe_gqa_capacity":
-            assert sum(r["dropped_layers"]) > 0, "capacity case must actually drop assignments"
+        if cfg.capacity_factor > 0:
+            assert sum(r["dropped_layers"]) > 0, f"{name}: a capacity case must actually drop assignments"
         else:
             assert sum(r["dropped_layers"]) == 0
         results[name] = (cfg, seed, r)
@@ -329,6 +627,22 @@ def main():
             g.attrs["seed"] = np.int64(seed)
             if cfg.moe:
                 g.attrs["min_topk_margin"] = np.float64(r["margin"])
+            defaults = Config()
+            for field, key, kind in OPTION_ATTRS:
+                value = getattr(cfg, field)
+                if value == getattr(defaults, field):
+                    continue   # absent = the default, as in the cases written before these options
+                if field == "moe_layers":
+                    g.attrs[key] = "[" + ",".join(str(int(x)) for x in value) + "]"
+                else:
+                    g.attrs[key] = kind(value)
+            if cfg.expert_bias:
+                g.attrs["bias_changed_tokens"] = np.int64(r["bias_changed_tokens"])
+                g.attrs["ce_loss_unbiased"] = np.float64(r["ce_unbiased"])
+                for l, b in r["model"].expert_bias.items():
+                    g.create_dataset(f"expert_bias/{l}", data=b.numpy().astype(np.float32))
+            if "groups_on_probabilities_differ" in r:
+                g.attrs["groups_on_probabilities_differ"] = np.int64(r["groups_on_probabilities_differ"])
             g.create_dataset("tokens", data=r["tokens"].numpy().astype(np.int32))
             g.create_dataset("logits", data=r["logits"].astype(np.float64))
             for pname, shape in param_shapes(cfg).items():
@@ -341,10 +655,11 @@ def main():
 
     print(f"wrote {out} ({os.path.getsize(out)} bytes)")
     for name, (cfg, seed, r) in results.items():
-        print(f"  {name:18s} E={cfg.E} K={cfg.K} G={cfg.G} c={cfg.capacity_factor:g} "
+        print(f"  {name:38s} E={cfg.E} K={cfg.K} G={cfg.G} c={cfg.capacity_factor:g} "
               f"ce={r['ce']:.15f} aux={r['aux']:.15e} dropped={sum(r['dropped_layers'])} "
               f"{r['dropped_layers']}  naive-forward OK, FD {r['n_fd']} entries OK "
-              f"(worst rel err {r['worst_fd']:.1e}), top-k margin {r['margin']:.1e}")
+              f"(worst rel err {r['worst_fd']:.1e}), top-k margin {r['margin']:.1e} "
+              + " ".join(r["notes"]))
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "checkpoint/checkpoint_dir.h"
+#include "checkpoint/checkpoint_file.h"
 #include "model/parameters.h"
 #include "rounding_bound.h"
 #include "run_moetrain.h"
@@ -32,6 +34,11 @@ inline void expect_identical_checkpoints(const std::string& a, const std::string
   for (const ParamTensor& t : param_table(cfg))
     for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"})
       EXPECT_TRUE(fa.read_all<float>(group + t.name) == fb.read_all<float>(group + t.name)) << group + t.name;
+  for (const std::string& name : router_state_datasets(cfg)) {  // bytes: unset shares are NaN
+    const std::vector<float> x = fa.read_all<float>(name), y = fb.read_all<float>(name);
+    EXPECT_EQ(0, std::memcmp(x.data(), y.data(), std::min(x.size(), y.size()) * sizeof(float))) << name;
+    EXPECT_EQ(x.size(), y.size()) << name;
+  }
 }
 
 // The flags that make a run the perturbed twin of the same run without them:
@@ -103,6 +110,10 @@ inline size_t expect_same_training(const BinaryRun& layout, const BinaryRun& one
     const RoutingRecord routing = routing_record(w);
     if (!(routing_record(m) == routing) || !(routing_record(p) == routing))
       break;  // a routing flip: nothing from here on is comparable
+    // The expert bias moves by token counts alone, equal while routing is.
+    if (w["experts"].contains("bias")) {
+      EXPECT_EQ(m["experts"]["bias"], w["experts"]["bias"]) << "expert bias at step " << w["step"];
+    }
     const double loss = w["loss"], norm = w["grad_norm"];
     EXPECT_LE(std::abs(m["loss"].get<double>() - loss),
               loss_scale.bound(std::abs(p["loss"].get<double>() - loss), loss))

@@ -137,6 +137,33 @@ TEST_F(BadInput, ExpertParallelSizesThatDoNotSplit) {
       << odd.output;
 }
 
+// The MoE designs' options (docs/design.md section 3) that cannot build a
+// model, each refused by name; on two ranks, by both.
+TEST_F(BadInput, MoeDesignsThatCannotBeBuilt) {
+  expect_train_error("--moe-layer-freq '[0]*1+[1]*2'",
+                     "--moe-layer-freq '[0]*1+[1]*2' gives 3 layers, the model has --num-layers 2");
+  expect_train_error("--moe-layer-freq '[1,0'", "--moe-layer-freq");
+  expect_train_error("--moe-router-num-groups 2 --moe-router-group-topk 3",
+                     "--moe-router-group-topk 3 is larger than --moe-router-num-groups 2");
+  expect_train_error("--moe-router-num-groups 3 --moe-router-group-topk 1",
+                     "--moe-router-num-groups 3 does not divide --num-experts 4");
+  expect_train_error("--moe-router-topk 3 --moe-router-num-groups 2 --moe-router-group-topk 2",
+                     "--moe-router-topk 3 is not divisible by --moe-router-group-topk 2");
+  expect_train_error("--moe-router-enable-expert-bias",
+                     "--moe-router-enable-expert-bias works on sigmoid scores (Megatron's rule)");
+  expect_train_error("--moe-router-load-balancing-type sinkhorn", "--moe-router-load-balancing-type must be");
+  expect_train_error("--moe-router-dtype fp64", "--moe-router-dtype");
+  expect_train_error("--moe-shared-expert-gate", "--moe-shared-expert-gate gates the shared expert");
+  auto r = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 0 --data-path " +
+                            (dir / "store") +
+                            " --train-iters 1 --micro-batch-size 2 --num-experts 1 --moe-router-topk 1 "
+                            "--moe-shared-expert-intermediate-size 64",
+                        2);
+  EXPECT_NE(r.status, 0) << r.output;
+  for (const char* part : {"[rank 0]", "[rank 1]", "--moe-shared-expert-intermediate-size 64: a shared expert"})
+    EXPECT_NE(r.output.find(part), std::string::npos) << "output lacks \"" << part << "\":\n" << r.output;
+}
+
 TEST_F(BadInput, EvalWithoutCheckpoint) {
   auto r = run_moetrain("eval --load " + (dir / "no_ckpt") + " --data-path " + (dir / "store"));
   EXPECT_NE(r.status, 0);
@@ -155,9 +182,15 @@ TEST(Cli, HelpDocumentsEveryDesignFlag) {
         "--make-vocab-size-divisible-by", "--data-path", "--train-iters", "--train-samples", "--lr",
         "--min-lr", "--lr-warmup-samples", "--lr-decay-samples", "--lr-decay-style", "--adam-beta1",
         "--adam-beta2", "--adam-eps", "--weight-decay", "--clip-grad", "--seed", "--save",
-        "--save-interval", "--load", "--log-interval", "--config"})
+        "--save-interval", "--load", "--log-interval", "--config", "--swiglu", "--kv-channels",
+        "--qk-layernorm", "--moe-ffn-hidden-size", "--moe-layer-freq", "--moe-shared-expert-intermediate-size",
+        "--moe-shared-expert-gate", "--moe-router-score-function", "--moe-router-pre-softmax",
+        "--moe-router-topk-scaling-factor", "--moe-router-num-groups", "--moe-router-group-topk",
+        "--moe-router-load-balancing-type", "--moe-router-enable-expert-bias", "--moe-router-bias-update-rate",
+        "--moe-router-dtype"})
     EXPECT_TRUE(r.output.find(std::string(flag) + " ") != std::string::npos ||
-                r.output.find(std::string(flag) + ",") != std::string::npos)
+                r.output.find(std::string(flag) + ",") != std::string::npos ||
+                r.output.find(std::string(flag) + "\n") != std::string::npos)
         << flag;
   auto e = run_moetrain("eval --help");
   EXPECT_EQ(e.status, 0);

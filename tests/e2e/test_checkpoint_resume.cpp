@@ -184,6 +184,52 @@ TEST_F(CheckpointResume, CheckpointsMoveBetweenExpertParallelSizes) {
   }
 }
 
+// What routing keeps between steps (the expert bias, global_aux_loss's
+// shares) resumes bit for bit on the same layout and moves between one rank
+// and PP2 x DP2 split EP2, in a DeepSeek-style model (docs/design.md
+// section 3): the resumed runs continue the one-rank run that never stopped,
+// the bias equal at every step while routing is.
+TEST_F(CheckpointResume, RouterStateResumesBitForBitAndAcrossLayouts) {
+  const std::string design =
+      " --swiglu --moe-ffn-hidden-size 64 --moe-layer-freq '[0]+[1]*3' --moe-shared-expert-intermediate-size 64"
+      " --moe-router-score-function sigmoid --moe-router-enable-expert-bias --moe-router-bias-update-rate 0.01"
+      " --moe-router-num-groups 2 --moe-router-group-topk 1 --moe-router-load-balancing-type global_aux_loss"
+      " --qk-layernorm",
+                    split = " --pp 2 --ep 2";
+  auto run = [&](const std::string& name, int iters, const std::string& flags, int ranks) {
+    auto r = run_moetrain(train(name) + design + " --train-iters " + std::to_string(iters) + " --save " +
+                              (dir / name) + flags,
+                          ranks);
+    EXPECT_EQ(r.status, 0) << r.output;
+    return r.output;
+  };
+  run("straight", 8, "", 0);
+  run("first", 4, "", 0);
+  run("perturbed", 8, test_util::perturbed_flags(), 0);
+  run("split_first", 4, split, 4);
+  const std::string resumed = run("second", 8, " --load " + (dir / "first"), 0);
+  EXPECT_NE(resumed.find("resumed from"), std::string::npos) << resumed;
+  std::vector<double> stopped = losses("first");
+  for (double x : losses("second")) stopped.push_back(x);
+  EXPECT_EQ(stopped, losses("straight"));
+  test_util::expect_identical_checkpoints(ckpt("straight", 8), ckpt("second", 8));
+  std::string biases;  // every logged step's
+  for (const auto& record : test_util::read_metrics(dir / "straight.jsonl")) biases += record["experts"]["bias"].dump();
+  EXPECT_NE(biases.find_first_of("123456789"), std::string::npos) << "the bias never moved: " << biases;
+
+  run("to_split", 8, " --load " + (dir / "first") + split, 4);
+  run("from_split", 8, " --load " + (dir / "split_first"), 0);
+  const std::vector<std::string> tensors = {"model/layers/0/mlp/w3", "model/layers/1/experts/w3",
+                                            "model/layers/2/shared_expert/w1", "model/layers/3/q_norm",
+                                            "model/layers/1/expert_bias", "model/layers/3/global_aux_share"};
+  for (const std::string name : {"to_split", "from_split"}) {
+    SCOPED_TRACE(name);
+    test_util::expect_same_training({dir / (name + ".jsonl"), ckpt(name, 8)},
+                                    {dir / "straight.jsonl", ckpt("straight", 8)},
+                                    {dir / "perturbed.jsonl", ckpt("perturbed", 8)}, 2, tensors, 4);
+  }
+}
+
 TEST_F(CheckpointResume, LoadSkipsUnfinishedTruncatedAndCorruptedCheckpoints) {
   auto a = run_moetrain(train("a") + " --train-iters 6 --save-interval 2 --save " + (dir / "ck"));
   ASSERT_EQ(a.status, 0) << a.output;

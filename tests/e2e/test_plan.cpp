@@ -174,6 +174,18 @@ TEST_F(PlanAgainstTrain, Bf16RanksWithMasterWeightShards) { compare("--tp 2 --bf
 // sharded over expert-DP, the rest over DP.
 TEST_F(PlanAgainstTrain, ExpertParallelRanksWithTwoShardRegions) { compare("--ep 2", 4); }
 
+// The MoE designs' pieces (docs/design.md section 3): gated MLPs, a head
+// size of its own with normalised queries and keys, a dense layer among MoE
+// ones of their own width, a gated shared expert, the expert bias; the
+// first stage all MoE, the second dense and MoE.
+TEST_F(PlanAgainstTrain, MoeDesignRanksWithDenseLayersAndASharedExpert) {
+  compare("--num-query-groups 2 --kv-channels 24 --qk-layernorm --ffn-hidden-size 96 --swiglu "
+          "--moe-ffn-hidden-size 32 --moe-layer-freq '[1,1,0,1]' --moe-shared-expert-intermediate-size 48 "
+          "--moe-shared-expert-gate --moe-router-score-function sigmoid --moe-router-enable-expert-bias "
+          "--tp 2 --pp 2 --decoder-first-pipeline-num-layers 2",
+          4);
+}
+
 TEST(Plan, TableNamesTheFiguresAndTheFit) {
   const auto r = run_moetrain("plan --config " + kGpt4 + " --gpu h200 --mfu 0 --search-max-tp 8");
   ASSERT_EQ(r.status, 0) << r.output;

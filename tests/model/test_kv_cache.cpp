@@ -2,7 +2,10 @@
 // in float64: a step's rows through the cache give the logits the full
 // forward pass over their sequence gives at their positions, with sequences
 // at different positions sharing the cache and joining it mid-way, grouped
-// query heads, and an expert capacity that drops tokens.
+// query heads, and an expert capacity that drops tokens; and the same for a
+// DeepSeek-style model (a dense first layer, a shared expert, sigmoid routing
+// over expert groups with a bias and the per-sequence loss, gated MLPs,
+// normalised queries and keys of their own head size).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -15,19 +18,36 @@
 namespace mt {
 namespace {
 
-class KvCacheTest : public ::testing::Test {
+class KvCacheTest : public ::testing::TestWithParam<bool> {
  protected:
   static constexpr int S = 20;
   KvCacheTest() {
     cfg_ = ModelConfig{.vocab_size = 32, .hidden_size = 16, .num_layers = 2, .num_heads = 4, .num_query_groups = 2,
                        .ffn_hidden_size = 24, .num_experts = 4, .router_topk = 2, .seq_length = S,
                        .capacity_factor = 0.5};
+    const bool deepseek = GetParam();
+    if (deepseek) {
+      cfg_.num_layers = 3;
+      cfg_.moe_layers = {0, 1, 1};
+      cfg_.swiglu = cfg_.qk_layernorm = true;
+      cfg_.kv_channels = 6;
+      cfg_.moe_ffn_hidden_size = 8;
+      cfg_.shared_expert_size = 12;
+      cfg_.router_score_function = "sigmoid";
+      cfg_.expert_bias = true;
+      cfg_.router_num_groups = 2;
+      cfg_.router_group_topk = 1;
+      cfg_.load_balancing_type = "seq_aux_loss";
+      cfg_.validate();
+    }
     model_ = std::make_unique<Transformer<double>>(*be_, cfg_, 2);
     model_->params().initialise(*be_, 1234);
     // Larger weights than the init's, so that every path's effect is visible.
     std::mt19937 rng(5);
     std::normal_distribution<double> normal(0.0, 0.3);
     for (size_t i = 0; i < model_->params().size(); ++i) model_->params().values.data()[i] += normal(rng);
+    for (RouterState& r : model_->router_state())
+      for (float& b : r.expert_bias) b = float(normal(rng));
     std::uniform_int_distribution<int32_t> token(0, cfg_.vocab_size - 1);
     for (auto* seq : {&a_, &b_}) {
       seq->resize(S + 1);
@@ -65,7 +85,7 @@ class KvCacheTest : public ::testing::Test {
   std::vector<int32_t> a_, b_;  // two sequences, [S + 1]
 };
 
-TEST_F(KvCacheTest, StepsThroughTheCacheGiveTheLogitsOfTheFullPass) {
+TEST_P(KvCacheTest, StepsThroughTheCacheGiveTheLogitsOfTheFullPass) {
   model_->expert_load().clear();
   const std::vector<double> full_a = full_logits(a_), full_b = full_logits(b_);
   const ExpertLoad& load = model_->expert_load();
@@ -97,7 +117,7 @@ TEST_F(KvCacheTest, StepsThroughTheCacheGiveTheLogitsOfTheFullPass) {
   expect_step_matches(cache, again, {nullptr, nullptr, &full_b});
 }
 
-TEST_F(KvCacheTest, AStepHoldsAtMostTheModelsRows) {
+TEST_P(KvCacheTest, AStepHoldsAtMostTheModelsRows) {
   KvCache<double> cache = model_->make_kv_cache(2);
   DecodeRows rows;
   for (int i = 0; i < 2 * S + 1; ++i) rows.add(0, i % 2, i / 2 % S);
@@ -109,6 +129,9 @@ TEST_F(KvCacheTest, AStepHoldsAtMostTheModelsRows) {
         << e.what();
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Designs, KvCacheTest, ::testing::Bool(),
+                         [](const auto& info) { return std::string(info.param ? "deepseek" : "megatron"); });
 
 }  // namespace
 }  // namespace mt

@@ -37,7 +37,7 @@ TYPED_TEST(RoutingTyped, Top2SelectionTiesWeightsAndAux) {
       T(0.1),  T(0.3),  T(0.3),  T(0.3),   // t3: three-way tie -> e1, e2
   };
   const double alpha = 0.01;
-  Routing r = route_tokens(probs.data(), Tn, E, K, 0.0, alpha);
+  Routing r = route_tokens(probs.data(), Tn, {.experts = E, .topk = K, .capacity_factor = 0.0, .aux_coeff = alpha});
   EXPECT_EQ(r.tokens, Tn);
   EXPECT_EQ(r.experts, E);
   EXPECT_EQ(r.topk, K);
@@ -91,7 +91,7 @@ TYPED_TEST(RoutingTyped, RandomTablesTakeTheTrueTopK) {
     for (int e = 0; e < E; ++e) s += (probs[t * E + e] = T(level(rng)));
     for (int e = 0; e < E; ++e) probs[t * E + e] = T(probs[t * E + e] / s);
   }
-  Routing r = route_tokens(probs.data(), Tn, E, K, 0.0, 1.0);
+  Routing r = route_tokens(probs.data(), Tn, {.experts = E, .topk = K, .capacity_factor = 0.0, .aux_coeff = 1.0});
   for (int t = 0; t < Tn; ++t) {
     const T* p = probs.data() + t * E;
     // Reference: stable sort of expert indices by descending p.
@@ -117,7 +117,7 @@ TEST(Routing, ExpertCapacityInDouble) {
   EXPECT_EQ(expert_capacity(1.0, 8, 4, 2), 4);    // exact
   EXPECT_EQ(expert_capacity(2.0, 3, 8, 1), 1);    // ceil(0.75)
   EXPECT_EQ(expert_capacity(0.0, 10, 4, 2), 20);  // no limit: T * K
-  Routing r = route_tokens(std::vector<double>(25 * 4, 0.25).data(), 25, 4, 2, 1.2, 0.0);
+  Routing r = route_tokens(std::vector<double>(25 * 4, 0.25).data(), 25, {.experts = 4, .topk = 2, .capacity_factor = 1.2, .aux_coeff = 0.0});
   EXPECT_EQ(r.capacity, 15);
 }
 
@@ -130,7 +130,7 @@ TYPED_TEST(RoutingTyped, CapacityDropsLaterTokensWhateverTheirSlot) {
       T(0.5), T(0.1), T(0.4),  // t0 -> e0, e2
       T(0.1), T(0.3), T(0.6),  // t1 -> e2, e1
   };
-  Routing r = route_tokens(probs.data(), 2, 3, 2, 0.5, 0.1);
+  Routing r = route_tokens(probs.data(), 2, {.experts = 3, .topk = 2, .capacity_factor = 0.5, .aux_coeff = 0.1});
   EXPECT_EQ(r.capacity, 1);
   EXPECT_EQ(r.expert, (std::vector<int32_t>{0, 2, 2, 1}));
   EXPECT_EQ(r.kept, (std::vector<uint8_t>{1, 1, 0, 1}));
@@ -154,7 +154,7 @@ TEST(Routing, CapacityKeepsTheFirstTokensOfAnOverloadedExpert) {
   // E=2, K=1, T=6, c=1: capacity 3; every token wants expert 0.
   std::vector<double> probs;
   for (int t = 0; t < 6; ++t) probs.insert(probs.end(), {0.6 + 0.05 * t, 0.4 - 0.05 * t});
-  Routing r = route_tokens(probs.data(), 6, 2, 1, 1.0, 0.0);
+  Routing r = route_tokens(probs.data(), 6, {.experts = 2, .topk = 1, .capacity_factor = 1.0, .aux_coeff = 0.0});
   EXPECT_EQ(r.capacity, 3);
   EXPECT_EQ(r.dropped, 3);
   EXPECT_EQ(r.kept, (std::vector<uint8_t>{1, 1, 1, 0, 0, 0}));
@@ -171,7 +171,7 @@ TEST(Routing, PackingIsByExpertThenTokenWithDrops) {
       0.7, 0.1, 0.2,  // t2 -> e0, e2
       0.3, 0.6, 0.1,  // t3 -> e1 (dropped: e1 has t0, t1), e0 (dropped: e0 has t0, t2)
   };
-  Routing r = route_tokens(probs.data(), 4, 3, 2, 0.75, 0.0);
+  Routing r = route_tokens(probs.data(), 4, {.experts = 3, .topk = 2, .capacity_factor = 0.75, .aux_coeff = 0.0});
   EXPECT_EQ(r.capacity, 2);
   EXPECT_EQ(r.expert, (std::vector<int32_t>{0, 1, 1, 2, 0, 2, 1, 0}));
   EXPECT_EQ(r.kept, (std::vector<uint8_t>{1, 1, 1, 1, 1, 1, 0, 0}));
@@ -179,10 +179,129 @@ TEST(Routing, PackingIsByExpertThenTokenWithDrops) {
   EXPECT_EQ(r.expert_offset, (std::vector<int32_t>{0, 2, 4, 6}));
   EXPECT_EQ(r.packed_slot, (std::vector<int32_t>{0, 4, 1, 2, 3, 5}));
   // Same table without a limit: all kept, e0 gets t0, t2, t3.
-  Routing u = route_tokens(probs.data(), 4, 3, 2, 0.0, 0.0);
+  Routing u = route_tokens(probs.data(), 4, {.experts = 3, .topk = 2, .capacity_factor = 0.0, .aux_coeff = 0.0});
   EXPECT_EQ(u.dropped, 0);
   EXPECT_EQ(u.expert_offset, (std::vector<int32_t>{0, 3, 6, 8}));
   EXPECT_EQ(u.packed_slot, (std::vector<int32_t>{0, 4, 7, 1, 2, 6, 3, 5}));
+}
+
+// Sigmoid scores (Megatron's topk_routing_with_score_function): the
+// weights are the chosen scores over their sum plus 1e-20, times the
+// scaling factor; a single pick keeps its score as it is.
+TEST(Routing, SigmoidWeightsRenormaliseOverTheChosenAndScale) {
+  const std::vector<double> s = {0.9, 0.2, 0.6, 0.4,  // t0 -> e0, e2
+                                 0.1, 0.8, 0.3, 0.7};  // t1 -> e1, e3
+  const Routing r =
+      route_tokens(s.data(), 2, {.experts = 4, .topk = 2, .sigmoid = true, .scaling = 2.5, .aux_coeff = 0.0});
+  EXPECT_EQ(r.expert, (std::vector<int32_t>{0, 2, 1, 3}));
+  EXPECT_DOUBLE_EQ(r.topk_sum[0], 0.9 + 0.6 + 1e-20);
+  EXPECT_DOUBLE_EQ(r.weight[0], 2.5 * 0.9 / (0.9 + 0.6 + 1e-20));
+  EXPECT_DOUBLE_EQ(r.weight[3], 2.5 * 0.7 / (0.8 + 0.7 + 1e-20));
+  const Routing one = route_tokens(s.data(), 2, {.experts = 4, .topk = 1, .sigmoid = true, .aux_coeff = 0.0});
+  EXPECT_EQ(one.topk_sum[0], 0.0);  // not renormalised
+  EXPECT_EQ(one.weight, (std::vector<double>{0.9, 0.8}));
+}
+
+// --moe-router-pre-softmax: the softmax's own probabilities weigh the
+// chosen experts; they do not sum to 1.
+TEST(Routing, PreSoftmaxWeightsAreTheProbabilities) {
+  const std::vector<double> p = {0.5, 0.3, 0.2};
+  const Routing r = route_tokens(p.data(), 1, {.experts = 3, .topk = 2, .pre_softmax = true, .aux_coeff = 0.0});
+  EXPECT_EQ(r.expert, (std::vector<int32_t>{0, 1}));
+  EXPECT_EQ(r.weight, (std::vector<double>{0.5, 0.3}));
+  EXPECT_EQ(r.topk_sum[0], 0.0);
+}
+
+// The expert bias picks the experts; the weights stay those of the
+// unbiased scores (arXiv 2408.15664).
+TEST(Routing, ExpertBiasChoosesButDoesNotWeigh) {
+  const std::vector<double> s = {0.9, 0.5, 0.45, 0.1};
+  const std::vector<float> bias = {-0.5f, 0.0f, 0.1f, 0.0f};  // selection scores 0.4, 0.5, 0.55, 0.1
+  const Routing r = route_tokens(s.data(), 1,
+                                 {.experts = 4, .topk = 2, .sigmoid = true, .aux_coeff = 0.0, .bias = bias.data()});
+  EXPECT_EQ(r.expert, (std::vector<int32_t>{2, 1}));
+  EXPECT_DOUBLE_EQ(r.weight[0], 0.45 / (0.45 + 0.5 + 1e-20));
+  EXPECT_DOUBLE_EQ(r.weight[1], 0.5 / (0.45 + 0.5 + 1e-20));
+}
+
+// Group-limited routing (Megatron's group_limited_topk): experts in groups
+// of 2, each group scored by the sum of its best K / group-top-k sigmoid
+// scores; the token picks among the best group-top-k groups only.
+TEST(Routing, GroupLimitedRoutingPicksWithinTheBestGroups) {
+  //                          group 0      group 1      group 2
+  const std::vector<double> s = {0.30, 0.29, 0.10, 0.50, 0.05, 0.40};
+  // K 4 of 2 groups: groups scored by their best two, 0.59, 0.60, 0.45, so
+  // groups 0 and 1; e5 (0.40) is left out though it outscores three picks.
+  const Routing two = route_tokens(
+      s.data(), 1, {.experts = 6, .topk = 4, .sigmoid = true, .groups = 3, .group_topk = 2, .aux_coeff = 0.0});
+  EXPECT_EQ(two.expert, (std::vector<int32_t>{3, 0, 1, 2}));
+  const Routing free = route_tokens(s.data(), 1, {.experts = 6, .topk = 4, .sigmoid = true, .aux_coeff = 0.0});
+  EXPECT_EQ(free.expert, (std::vector<int32_t>{3, 5, 0, 1}));
+  // K 2 of 1 group: group 1 (0.60) alone.
+  const Routing one = route_tokens(
+      s.data(), 1, {.experts = 6, .topk = 2, .sigmoid = true, .groups = 3, .group_topk = 1, .aux_coeff = 0.0});
+  EXPECT_EQ(one.expert, (std::vector<int32_t>{3, 2}));
+}
+
+// Softmax routing that renormalises over the K ranks the groups by their
+// logits, as Megatron's top-K of the logits does; the probabilities' sums
+// would rank them the other way (the exponential favours one large logit).
+TEST(Routing, SoftmaxGroupsAreRankedOnTheLogits) {
+  //                               group 0     group 1
+  const std::vector<double> logits = {1.0, 1.0, 2.5, -2.0};
+  std::vector<double> p(4);
+  double sum = 0.0;
+  for (size_t e = 0; e < 4; ++e) sum += p[e] = std::exp(logits[e]);
+  for (double& x : p) x /= sum;
+  ASSERT_GT(p[2] + p[3], p[0] + p[1]);  // the probabilities favour group 1
+  const RouteOptions o{.experts = 4, .topk = 2, .groups = 2, .group_topk = 1, .aux_coeff = 0.0};
+  const Routing r = route_tokens(p.data(), 1, o, nullptr, logits.data());
+  EXPECT_EQ(r.expert, (std::vector<int32_t>{0, 1}));  // logit sums 2.0 against 0.5
+  // With pre_softmax the scores rank the groups, as in Megatron.
+  RouteOptions pre = o;
+  pre.pre_softmax = true;
+  EXPECT_EQ(route_tokens(p.data(), 1, pre).expert, (std::vector<int32_t>{2, 3}));
+}
+
+// The load-balancing loss per sequence (DeepSeek's, Megatron's
+// seq_aux_loss): f and P of each sequence, the losses averaged; against
+// the micro-batch's, which mixes the sequences' loads.
+TEST(Routing, SequenceAuxLossAveragesEachSequencesOwn) {
+  // Two sequences of two tokens, E = 2, K = 1: sequence 0 sends both
+  // tokens to e0, sequence 1 both to e1.
+  const std::vector<double> p = {0.8, 0.2, 0.6, 0.4, 0.3, 0.7, 0.1, 0.9};
+  const double alpha = 0.5;
+  const Routing seq = route_tokens(p.data(), 4,
+                                   {.experts = 2, .topk = 1, .balancing = LoadBalancing::SeqAuxLoss,
+                                    .aux_coeff = alpha, .sequence = 2});
+  const double seq0 = 1.0 * (0.8 + 0.6) / 2, seq1 = 1.0 * (0.7 + 0.9) / 2;
+  EXPECT_DOUBLE_EQ(seq.aux_loss, alpha * 2 * (seq0 + seq1) / 2);
+  ASSERT_EQ(seq.choice_share.size(), 4u);
+  EXPECT_EQ(seq.choice_share, (std::vector<double>{1, 0, 0, 1}));
+  const Routing batch = route_tokens(p.data(), 4, {.experts = 2, .topk = 1, .aux_coeff = alpha});
+  EXPECT_DOUBLE_EQ(batch.aux_loss, alpha * 2 * (0.5 * (0.8 + 0.6 + 0.3 + 0.1) / 4 + 0.5 * (0.2 + 0.4 + 0.7 + 0.9) / 4));
+  const Routing none =
+      route_tokens(p.data(), 4, {.experts = 2, .topk = 1, .balancing = LoadBalancing::None, .aux_coeff = alpha});
+  EXPECT_EQ(none.aux_loss, 0.0);
+}
+
+// global_aux_loss: the shares f_e of the last global batch, when there
+// are, with the micro-batch's mean scores; sigmoid scores enter the loss
+// over their sum.
+TEST(Routing, GlobalAuxLossTakesTheLastBatchsShares) {
+  const std::vector<double> s = {0.9, 0.3, 0.5, 0.5};
+  const std::vector<float> share = {0.25f, 0.75f};
+  const Routing g = route_tokens(s.data(), 2,
+                                 {.experts = 2, .topk = 1, .sigmoid = true,
+                                  .balancing = LoadBalancing::GlobalAuxLoss, .aux_coeff = 1.0,
+                                  .global_share = share.data()});
+  const double P0 = (0.9 / (1.2 + 1e-20) + 0.5 / (1.0 + 1e-20)) / 2, P1 = 1 - P0;
+  EXPECT_NEAR(g.aux_loss, 2 * (0.25 * P0 + 0.75 * P1), 1e-15);
+  EXPECT_EQ(g.aux_choices, (std::vector<int64_t>{2, 0}));  // t1 ties: the lower expert
+  const Routing first = route_tokens(s.data(), 2,
+                                     {.experts = 2, .topk = 1, .sigmoid = true,
+                                      .balancing = LoadBalancing::GlobalAuxLoss, .aux_coeff = 1.0});
+  EXPECT_NEAR(first.aux_loss, 2 * (1.0 * P0 + 0.0 * P1), 1e-15);  // no last batch yet: its own
 }
 
 }  // namespace

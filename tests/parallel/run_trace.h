@@ -23,12 +23,20 @@ namespace mt::test_util {
 struct StepTrace {
   double loss = 0.0, grad_norm = 0.0;
   RoutingRecord routing;                 // the whole model's expert load in the step
+  std::vector<float> expert_bias;        // [layers * E] after the step (--moe-router-enable-expert-bias)
   std::vector<double> weights;           // this rank's flat weights after the update, padding included
 };
 
 struct RunTrace {
   std::vector<ParamTensor> tensors;  // this rank's tensor table
   std::vector<StepTrace> steps;
+
+  // Whether the expert bias left zero after any step (it may come back).
+  bool expert_bias_moved() const {
+    for (const StepTrace& s : steps)
+      if (std::any_of(s.expert_bias.begin(), s.expert_bias.end(), [](float b) { return b != 0.0f; })) return true;
+    return false;
+  }
 
   // After a step's update: its loss and norm, the expert load summed over
   // `group` (nullptr: one rank holds the model), this rank's weights.
@@ -38,7 +46,7 @@ struct RunTrace {
     if (tensors.empty()) tensors = model.params().tensors;
     const ExpertLoad load = model.model_expert_load(group);
     model.expert_load().clear();
-    StepTrace s{loss, grad_norm, {load.routed, load.dropped, load.hash}, {}};
+    StepTrace s{loss, grad_norm, {load.routed, load.dropped, load.hash}, load.bias, {}};
     const Parameters<T>& p = model.params();
     s.weights.assign(p.values.data(), p.values.data() + p.padded_size());
     steps.push_back(std::move(s));
@@ -97,6 +105,8 @@ inline int expect_same_run_to_rounding(const RunTrace& layout, const RunTrace& r
     const StepTrace &mine = layout.steps[s], &want = ref.steps[s], &moved = perturbed.steps[s];
     if (!(mine.routing == want.routing) || !(moved.routing == want.routing))
       break;  // a routing flip: nothing from here on is comparable
+    // The bias moves by the steps' token counts alone, equal so far.
+    EXPECT_EQ(mine.expert_bias, want.expert_bias) << "expert bias after step " << s + 1;
     EXPECT_LE(std::abs(mine.loss - want.loss),
               loss_scale.bound(std::abs(moved.loss - want.loss), std::abs(want.loss)))
         << "loss at step " << s + 1 << "; the perturbed run's is " << moved.loss - want.loss << " off";
@@ -162,6 +172,7 @@ void for_each_field(Step& st, F&& f) {
   f(st.routing.routed);
   f(st.routing.dropped);
   f(st.routing.hash);
+  f(st.expert_bias);
   f(st.weights);
 }
 

@@ -142,6 +142,7 @@ test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double pertu
     const int m = dp * micro_batches(s);  // the global batch's micro-batches
     const auto tokens = step_tokens(rng, cfg, m);
     const double ce_scale = 1.0 / (double(m) * kMicro * cfg.seq_length), aux_scale = 1.0 / m;
+    model.start_step();
     model.backend().fill(model.params().grads.data(), T(0), model.params().size());
     double loss = 0;
     for (const auto& mb : tokens) {
@@ -149,6 +150,7 @@ test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double pertu
       loss += l.ce_sum * ce_scale + l.aux * aux_scale;
     }
     const double norm = optim.step(model.params(), 3e-3);
+    model.update_router_state(ProcessGroup{});
     if (perturbation != 0.0) model.params().perturb(*be, perturbation, s + 1);
     run.record(model, loss, norm);
   }
@@ -215,6 +217,7 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
     std::vector<const int32_t*> mine;  // this replica's contiguous slice
     for (int j = 0; j < m; ++j) mine.push_back(tokens[size_t(r) * m + j].data());
     const double ce_scale = 1.0 / (double(dp * m) * kMicro * cfg.seq_length), aux_scale = 1.0 / (dp * m);
+    model.start_step();
     be->fill(params.grads.data(), T(0), params.padded_size());
     T* grads = params.grads.data();
     sync.start_step();
@@ -231,6 +234,7 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
     topo.dp().all_reduce_sum(sums, 2);
     const double norm = optim.step(params.values.data(), sync.shard_grads(grads), 3e-3);
     sync.all_gather(params.values.data());
+    model.update_router_state(topo.dp());
     // Every replica holds the whole of its block after the all-gather.
     run.record(model, sums[0] * ce_scale + sums[1] * aux_scale, norm, &topo.world());
   }
@@ -243,11 +247,44 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   return run;
 }
 
+// The MoE designs of the last two years (docs/design.md section 3) on a
+// model of `layers`, the first dense: DeepSeek-V3's (gated experts of their
+// own width, a shared expert, sigmoid scores over expert groups balanced by
+// the expert bias and the per-sequence loss, normalised queries and keys of
+// their own head size) and Qwen2-MoE's (softmax scores over all experts, a
+// gated shared expert, the global-batch loss).
+enum class MoeDesign { Megatron, DeepSeek, Qwen };
+
+void apply_design(ModelConfig& m, MoeDesign design) {
+  if (design == MoeDesign::Megatron) return;
+  m.swiglu = true;
+  m.moe_ffn_hidden_size = 10;
+  m.moe_layers.assign(size_t(m.num_layers), 1);
+  m.moe_layers[0] = 0;
+  m.shared_expert_size = 6;
+  if (design == MoeDesign::DeepSeek) {
+    m.router_score_function = "sigmoid";
+    m.expert_bias = true;
+    m.expert_bias_update_rate = 1e-2;
+    m.router_num_groups = 2;
+    m.router_group_topk = 1;
+    m.router_topk_scaling_factor = 2.5;
+    m.load_balancing_type = "seq_aux_loss";
+    m.qk_layernorm = true;
+    m.kv_channels = 6;
+  } else {
+    m.shared_expert_gate = true;
+    m.router_pre_softmax = true;
+    m.load_balancing_type = "global_aux_loss";
+  }
+  m.validate();
+}
+
 // Every layout with TP in {1, 2}, PP in {1, 2}, DP >= 2 and each EP of
 // `eps` that divides DP (E = 4). Expert-parallel layouts alternate with and
 // without a capacity factor that drops assignments (at 2 ranks, with).
 template <class Compare>
-void check_every_layout(std::initializer_list<int> eps, Compare compare) {
+void check_every_layout(std::initializer_list<int> eps, Compare compare, MoeDesign design = MoeDesign::Megatron) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
@@ -259,6 +296,7 @@ void check_every_layout(std::initializer_list<int> eps, Compare compare) {
         if (world % (tp * pp) != 0 || dp < 2 || dp % ep != 0) continue;
         ModelConfig cfg = tiny(2 * pp);
         if (ep > 1 && (layouts % 2 == 1 || world == 2)) cfg.capacity_factor = 1.0;
+        apply_design(cfg, design);
         SCOPED_TRACE(::testing::Message() << "TP=" << tp << " PP=" << pp << " DP=" << dp << " EP=" << ep
                                           << " capacity factor " << cfg.capacity_factor);
         compare(tp, pp, ep, cfg, dp);
@@ -267,20 +305,38 @@ void check_every_layout(std::initializer_list<int> eps, Compare compare) {
   EXPECT_GT(layouts, 0) << "no layout of " << world << " ranks";
 }
 
-// Within the derived bound of tests/rounding_bound.h in precision T.
+// Within the derived bound of tests/rounding_bound.h in precision T; the
+// expert bias, where the design has one, moved and equal to the one-rank
+// run's at every step compared (run_trace.h).
 template <typename T>
-void check_trains_like_one_rank(std::initializer_list<int> eps) {
-  check_every_layout(eps, [](int tp, int pp, int ep, const ModelConfig& cfg, int dp) {
-    test_util::expect_trains_like_one_rank<T>(
-        train_layout<T>(tp, pp, cfg, ep),
-        [&](double perturbation) { return train_reference<T>(cfg, dp, perturbation); }, std::max(tp, dp));
-  });
+void check_trains_like_one_rank(std::initializer_list<int> eps, MoeDesign design = MoeDesign::Megatron) {
+  check_every_layout(
+      eps,
+      [](int tp, int pp, int ep, const ModelConfig& cfg, int dp) {
+        const test_util::RunTrace layout = train_layout<T>(tp, pp, cfg, ep);
+        test_util::expect_trains_like_one_rank<T>(
+            layout, [&](double perturbation) { return train_reference<T>(cfg, dp, perturbation); },
+            std::max(tp, dp));
+        if (cfg.expert_bias) {
+          EXPECT_TRUE(layout.expert_bias_moved());
+        }
+      },
+      design);
 }
 
 TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({1}); }
 TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>({1}); }
 TEST(ExpertParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({2, 4}); }
 TEST(ExpertParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>({2, 4}); }
+// Every layout of TP, PP, DP and EP at once, for each design.
+TEST(MoeDesigns, DeepSeekTrainsTheSameModelAsOneRankInDouble) {
+  check_trains_like_one_rank<double>({1, 2}, MoeDesign::DeepSeek);
+}
+TEST(MoeDesigns, DeepSeekTrainsTheSameModelAsOneRankInFloat) {
+  check_trains_like_one_rank<float>({1, 2}, MoeDesign::DeepSeek);
+}
+TEST(MoeDesigns, QwenTrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({1, 2}, MoeDesign::Qwen); }
+TEST(MoeDesigns, QwenTrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>({1, 2}, MoeDesign::Qwen); }
 
 // The first step sends every token to EP rank 0's experts (the router
 // starts at zero, so the lowest experts win every tie): EP rank 1's

@@ -21,6 +21,7 @@ struct TpCase {
   const char* name;
   int G, E, K;
   double capacity;
+  void (*design)(ModelConfig&) = nullptr;  // the MoE design's options (issue 33's pieces)
 };
 
 // Heads, F and V divisible by 8; two layers.
@@ -44,6 +45,7 @@ test_util::RunTrace train(Transformer<T>& model, AdamW<T>& optim, const ModelCon
   const double ce_scale = 1.0 / (double(micro) * B * cfg.seq_length), aux_scale = 1.0 / micro;
   if (perturbation != 0.0) model.params().perturb(be, perturbation, 0);
   for (int s = 0; s < steps; ++s) {
+    model.start_step();
     be.fill(model.params().grads.data(), T(0), model.params().size());
     double loss = 0;
     for (int j = 0; j < micro; ++j) {
@@ -53,6 +55,7 @@ test_util::RunTrace train(Transformer<T>& model, AdamW<T>& optim, const ModelCon
     }
     model.reduce_partial_grads();
     const double norm = optim.step(model.params(), 3e-3);
+    model.update_router_state(ProcessGroup{});  // no DP: this rank's tokens are the global batch
     if (perturbation != 0.0) model.params().perturb(be, perturbation, s + 1);
     run.record(model, loss, norm, world);
   }
@@ -71,6 +74,8 @@ AdamWConfig adam_config() {
 ModelConfig case_config(const TpCase& c, int world) {
   ModelConfig cfg = tiny(c);
   if (c.G < 0) cfg.num_query_groups = world;  // G = TP
+  if (c.design) c.design(cfg);
+  cfg.validate();
   return cfg;
 }
 
@@ -120,23 +125,69 @@ void check_trains_like_one_rank(const TpCase& c) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const ModelConfig cfg = case_config(c, world);
+  const test_util::RunTrace split = train_split<T>(cfg);
   test_util::expect_trains_like_one_rank<T>(
-      train_split<T>(cfg), [&](double perturbation) { return train_one_rank<T>(cfg, perturbation); }, world);
+      split, [&](double perturbation) { return train_one_rank<T>(cfg, perturbation); }, world);
+  if (cfg.expert_bias) {
+    EXPECT_TRUE(split.expert_bias_moved());
+  }
 }
 
 TEST_P(TensorParallelDouble, TrainsTheSameModelAsOneRank) { check_trains_like_one_rank<double>(GetParam()); }
 TEST_P(TensorParallelFloat, TrainsTheSameModelAsOneRank) { check_trains_like_one_rank<float>(GetParam()); }
 
+// The MoE designs of the last two years (docs/design.md section 3), their
+// widths divisible by 8 ranks: Mixtral's and Qwen's SwiGLU experts of their
+// own width behind a dense first layer, with Qwen2-MoE's gated shared
+// expert; DeepSeek-V3's sigmoid routing balanced by the expert bias, over
+// expert groups, with the per-sequence loss, and Qwen3's normalised queries
+// and keys of their own head size; scores over all experts with the
+// global-batch loss and dropping; a dense model of gated MLPs.
+void swiglu_shared_first_dense(ModelConfig& m) {
+  m.swiglu = true;
+  m.moe_ffn_hidden_size = 16;
+  m.moe_layers = {0, 1};
+  m.shared_expert_size = 16;
+  m.shared_expert_gate = true;
+}
+void sigmoid_bias_groups(ModelConfig& m) {
+  m.router_score_function = "sigmoid";
+  m.expert_bias = true;
+  m.expert_bias_update_rate = 1e-2;
+  m.router_num_groups = 2;
+  m.router_group_topk = 1;
+  m.router_topk_scaling_factor = 2.5;
+  m.load_balancing_type = "seq_aux_loss";
+  m.qk_layernorm = true;
+  m.kv_channels = 8;
+}
+void pre_softmax_global_aux(ModelConfig& m) {
+  m.router_pre_softmax = true;
+  m.load_balancing_type = "global_aux_loss";
+  m.z_loss_coeff = 1e-3;
+}
+void swiglu_qk_norm(ModelConfig& m) {
+  m.swiglu = true;
+  m.qk_layernorm = true;
+  m.kv_channels = 8;
+}
+
 const TpCase kMoeMqa{"moe_mqa", 1, 4, 2, 0.0}, kMoeGEqualsTp{"moe_g_equals_tp", -1, 4, 2, 0.0},
     kMoeCapacity{"moe_capacity", 2, 4, 2, 1.0}, kDenseMqa{"dense_mqa", 1, 1, 1, 0.0},
-    kDenseGEqualsTp{"dense_g_equals_tp", -1, 1, 1, 0.0};
+    kDenseGEqualsTp{"dense_g_equals_tp", -1, 1, 1, 0.0},
+    kMoeSwigluShared{"moe_swiglu_shared_first_dense", 1, 4, 2, 0.0, swiglu_shared_first_dense},
+    kMoeSigmoidBias{"moe_sigmoid_bias_groups", 2, 4, 2, 0.0, sigmoid_bias_groups},
+    kMoePreSoftmax{"moe_pre_softmax_global_aux", 1, 4, 2, 1.0, pre_softmax_global_aux},
+    kDenseSwigluQkNorm{"dense_swiglu_qk_norm", 1, 1, 1, 0.0, swiglu_qk_norm};
 auto case_name = [](const auto& info) { return std::string(info.param.name); };
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TensorParallelFloat,
-                         ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp),
+                         ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp,
+                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Layouts, TensorParallelDouble,
-                         ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp),
+                         ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp,
+                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm),
                          case_name);
 
 TEST(TensorParallelShape, SizesThatDoNotDivideAreNamed) {

@@ -150,7 +150,8 @@ enum class Kernel {
   rmsnorm_forward, rmsnorm_backward,
   rope_forward, rope_backward,
   attention_forward, attention_backward, attention_head_slice, attention_decode,
-  gelu_forward, gelu_backward, softmax_forward, softmax_backward, cross_entropy,
+  gelu_forward, gelu_backward, swiglu_forward, swiglu_backward, sigmoid_forward, sigmoid_backward,
+  softmax_forward, softmax_backward, cross_entropy,
   gather_rows, scatter_add_rows, scale_rows, row_dot,
   adamw,
 };
@@ -180,6 +181,10 @@ const char* kernel_name(Kernel k) {
     case Kernel::attention_decode: return "attention_decode";
     case Kernel::gelu_forward: return "gelu_forward";
     case Kernel::gelu_backward: return "gelu_backward";
+    case Kernel::swiglu_forward: return "swiglu_forward";
+    case Kernel::swiglu_backward: return "swiglu_backward";
+    case Kernel::sigmoid_forward: return "sigmoid_forward";
+    case Kernel::sigmoid_backward: return "sigmoid_backward";
     case Kernel::softmax_forward: return "softmax_forward";
     case Kernel::softmax_backward: return "softmax_backward";
     case Kernel::cross_entropy: return "cross_entropy";
@@ -463,6 +468,14 @@ std::vector<Check> checks_of(Kernel kernel, const Dims& dims) {
       // argument), and three products.
       return {{"out", roundings(16, 1)}};
     case Kernel::gelu_backward: return {{"din", finite_differences()}};
+    case Kernel::swiglu_forward:
+      // exp, a sum, a quotient and two products.
+      return {{"out", roundings(8, 1)}};
+    case Kernel::swiglu_backward: return {{"dgate", finite_differences()}, {"dup", finite_differences()}};
+    case Kernel::sigmoid_forward:
+      // exp, a sum and a quotient.
+      return {{"y", roundings(4, 1)}};
+    case Kernel::sigmoid_backward: return {{"dx", finite_differences()}};
     case Kernel::softmax_forward:
       // The exponent of x - max (an error of |x - max| <= 6 ulps of 306 in
       // the shifted row, amplified by up to 6), a sum of c terms and a
@@ -561,6 +574,10 @@ std::vector<Case> table() {
   for (int G : {1, 2, 4}) add(K::attention_decode, CacheDims{4, G, 6, 70, {70, 0, 9}});
   add(K::gelu_forward, VectorDims{13});
   add(K::gelu_backward, VectorDims{13});
+  add(K::swiglu_forward, VectorDims{13});
+  add(K::swiglu_backward, VectorDims{13});
+  add(K::sigmoid_forward, VectorDims{13});
+  add(K::sigmoid_backward, VectorDims{13});
   add(K::softmax_forward, RowsDims{5, 7});
   add(K::softmax_backward, RowsDims{5, 7});
   add(K::cross_entropy, CrossEntropyDims{7, 3, {0, 6, 3, 3, 1}});
@@ -627,6 +644,10 @@ std::vector<Case> table() {
   bench(K::rmsnorm_backward, RowsDims{kTokens, kD, 1e-5}, "its backward (checked at 5x7)", false);
   bench(K::gelu_forward, VectorDims{kGeluRows * kF}, "GELU over every expert's rows");
   bench(K::gelu_backward, VectorDims{kGeluRows * kF}, "its backward");
+  bench(K::swiglu_forward, VectorDims{kGeluRows * kF}, "SwiGLU over every expert's rows (--swiglu)");
+  bench(K::swiglu_backward, VectorDims{kGeluRows * kF}, "its backward");
+  bench(K::sigmoid_forward, VectorDims{size_t(kTokens)}, "shared expert gate");
+  bench(K::sigmoid_backward, VectorDims{size_t(kTokens)}, "its backward");
   bench(K::softmax_forward, RowsDims{kTokens, kE}, "router softmax");
   bench(K::softmax_backward, RowsDims{kTokens, kE}, "its backward (checked at 5x7)", false);
   bench(K::cross_entropy, CrossEntropyDims{kVocab, kVocab / 2, draw(kTokens, kVocab)}, "row_max, ce_partials, ce_finish");
@@ -1590,6 +1611,78 @@ void gelu_case(Ops<T>& o, const Case& c) {
   expect_close(o.host(dind, n), fd, c.bound("din").tol<T>(), "gelu backward");
 }
 
+double ref_sigmoid(double x) { return 1.0 / (1.0 + std::exp(-x)); }
+double ref_silu(double x) { return x * ref_sigmoid(x); }
+
+// swiglu: gate evenly over [-6, 6], up random; sigmoid: x evenly over [-6, 6].
+template <typename T>
+void swiglu_case(Ops<T>& o, const Case& c) {
+  const size_t n = std::get<VectorDims>(c.dims).n;
+  std::vector<T> gate(n);
+  for (size_t i = 0; i < n; ++i) gate[i] = T(-6.0 + 12.0 * double(i) / double(n - 1) + 0.01);
+  const std::vector<T> up = o.rnd(n);
+  const T *gated = o.dev(gate), *upd = o.dev(up);
+  if (c.kernel == Kernel::swiglu_forward) {
+    T* out = o.dev(std::vector<T>(n));
+    auto call = [&] { o.be->swiglu_forward(out, gated, upd, n); };
+    if (o.timed(0, 3.0 * n * sizeof(T), call)) return;
+    call();
+    Vec expected(n);
+    for (size_t i = 0; i < n; ++i) expected[i] = ref_silu(double(gate[i])) * double(up[i]);
+    expect_close(o.host(out, n), expected, c.bound("out").tol<T>(), "swiglu");
+    return;
+  }
+  // Both gradients are written, not accumulated.
+  const std::vector<T> dout = o.rnd(n);
+  const T* doutd = o.dev(dout);
+  T *dgate = o.dev(o.rnd(n)), *dup = o.dev(o.rnd(n));
+  auto call = [&] { o.be->swiglu_backward(dgate, dup, doutd, gated, upd, n); };
+  if (o.timed(0, 5.0 * n * sizeof(T), call)) return;
+  call();
+  Vec fd_gate(n), fd_up(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double h = 1e-6, a = double(gate[i]), b = double(up[i]);
+    fd_gate[i] = double(dout[i]) * b * (ref_silu(a + h) - ref_silu(a - h)) / (2 * h);
+    fd_up[i] = double(dout[i]) * (ref_silu(a) * (b + h) - ref_silu(a) * (b - h)) / (2 * h);
+  }
+  expect_close(o.host(dgate, n), fd_gate, c.bound("dgate").tol<T>(), "swiglu backward, gate");
+  expect_close(o.host(dup, n), fd_up, c.bound("dup").tol<T>(), "swiglu backward, up");
+}
+
+template <typename T>
+void sigmoid_case(Ops<T>& o, const Case& c) {
+  const size_t n = std::get<VectorDims>(c.dims).n;
+  std::vector<T> x(n);
+  for (size_t i = 0; i < n; ++i) x[i] = T(-6.0 + 12.0 * double(i) / double(n - 1) + 0.01);
+  T* y = o.dev(std::vector<T>(n));
+  auto forward = [&] { o.be->sigmoid_forward(y, o.dev(x), n); };
+  if (c.kernel == Kernel::sigmoid_forward) {
+    const T* xd = o.dev(x);
+    auto call = [&] { o.be->sigmoid_forward(y, xd, n); };
+    if (o.timed(0, 2.0 * n * sizeof(T), call)) return;
+    call();
+    Vec expected(n);
+    for (size_t i = 0; i < n; ++i) expected[i] = ref_sigmoid(double(x[i]));
+    expect_close(o.host(y, n), expected, c.bound("y").tol<T>(), "sigmoid");
+    return;
+  }
+  forward();
+  // The derivative from y as the kernel stored it, against central
+  // differences of the reference at x; dx is written, not accumulated.
+  const std::vector<T> dy = o.rnd(n);
+  const T* dyd = o.dev(dy);
+  T* dx = o.dev(o.rnd(n));
+  auto call = [&] { o.be->sigmoid_backward(dx, dyd, y, n); };
+  if (o.timed(0, 3.0 * n * sizeof(T), call)) return;
+  call();
+  Vec fd(n);
+  for (size_t i = 0; i < n; ++i) {
+    const double h = 1e-6, xi = double(x[i]);
+    fd[i] = double(dy[i]) * (ref_sigmoid(xi + h) - ref_sigmoid(xi - h)) / (2 * h);
+  }
+  expect_close(o.host(dx, n), fd, c.bound("dx").tol<T>(), "sigmoid backward");
+}
+
 template <typename T>
 void softmax_case(Ops<T>& o, const Case& c) {
   const RowsDims& s = std::get<RowsDims>(c.dims);
@@ -1839,6 +1932,10 @@ void run_case(Ops<T>& o, const Case& c) {
     case Kernel::attention_decode: return attention_decode_case(o, c);
     case Kernel::gelu_forward:
     case Kernel::gelu_backward: return gelu_case(o, c);
+    case Kernel::swiglu_forward:
+    case Kernel::swiglu_backward: return swiglu_case(o, c);
+    case Kernel::sigmoid_forward:
+    case Kernel::sigmoid_backward: return sigmoid_case(o, c);
     case Kernel::softmax_forward:
     case Kernel::softmax_backward: return softmax_case(o, c);
     case Kernel::cross_entropy: return cross_entropy_case(o, c);

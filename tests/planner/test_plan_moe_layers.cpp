@@ -1,0 +1,254 @@
+// The planner on the MoE layers people train today (issue 33): SwiGLU,
+// --kv-channels, --qk-layernorm, --moe-ffn-hidden-size, dense layers among
+// MoE layers (--moe-layer-freq), the shared expert and its gate, the expert
+// bias. Parameters and FLOPs against hand counts, per-rank counts against
+// the whole model under TP x PP x EP, activations against what LayerActs
+// allocates, all-to-all and TP bytes layer kind by layer kind
+// (docs/planning.md).
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "model/parameters.h"
+#include "model/transformer.h"
+#include "planner/cost_model.h"
+#include "planner/plan.h"
+
+namespace mt {
+namespace {
+
+// Every new piece at once: heads of 24 (H hd = 96 against d = 64), q/k
+// norms, SwiGLU, dense layers 0 and 3 among MoE layers, experts of 32
+// beside a gated shared expert of 48, sigmoid routing with the expert bias.
+ModelConfig mixed_config() {
+  ModelConfig c{.vocab_size = 384,
+                .hidden_size = 64,
+                .num_layers = 6,
+                .num_heads = 4,
+                .num_query_groups = 2,
+                .kv_channels = 24,
+                .qk_layernorm = true,
+                .ffn_hidden_size = 96,
+                .swiglu = true,
+                .num_experts = 4,
+                .router_topk = 2,
+                .moe_ffn_hidden_size = 32,
+                .moe_layers = {0, 1, 1, 0, 1, 1},
+                .shared_expert_size = 48,
+                .shared_expert_gate = true,
+                .seq_length = 32,
+                .router_score_function = "sigmoid",
+                .expert_bias = true};
+  c.validate();
+  return c;
+}
+
+// Its sizes, by name.
+constexpr int64_t d = 64, H = 4, hd = 24, G = 2, F = 96, Fe = 32, Fs = 48, E = 4, K = 2, L = 6, Lm = 4, Ld = 2,
+                  V = 384, S = 32;
+
+PlanInputs inputs(const ModelConfig& c, int tp, int pp, int dp, int ep, int micro, int64_t global) {
+  PlanInputs in;
+  in.model = c;
+  in.layout.tp = tp;
+  in.layout.pp = pp;
+  in.layout.dp = dp;
+  in.layout.ep = ep;
+  in.layout.micro_batch = micro;
+  in.global_batch = global;
+  return in;
+}
+
+TEST(PlanMoeLayers, ParameterCountsClassifyEveryPiece) {
+  const ModelConfig c = mixed_config();
+  const ParameterCounts p = count_parameters(c);
+  EXPECT_EQ(p.embedding, 2 * V * d);
+  EXPECT_EQ(p.attention, L * (2 * d * H * hd + 2 * d * G * hd));  // wq, wo over H hd; wk, wv over G hd
+  EXPECT_EQ(p.norms, L * (2 * d + 2 * hd) + d);                   // attn_norm, mlp_norm, q_norm, k_norm; final
+  EXPECT_EQ(p.router, Lm * E * d);
+  EXPECT_EQ(p.dense_mlp, Ld * 3 * d * F);              // w1, w3, w2 of the dense layers
+  EXPECT_EQ(p.shared_experts, Lm * (3 * d * Fs + d));  // w1, w3, w2 and the gate
+  EXPECT_EQ(p.per_expert, Lm * 3 * d * Fe);
+  EXPECT_EQ(p.experts, E * p.per_expert);
+  EXPECT_EQ(p.embedding + p.attention + p.norms + p.router + p.dense_mlp + p.shared_experts + p.experts, p.total);
+  EXPECT_EQ(p.shared, p.total - p.experts);
+  // Every token passes through the dense MLPs and the shared experts, and K
+  // of the E routed experts.
+  EXPECT_EQ(p.active, p.total - (E - K) * p.per_expert);
+  EXPECT_EQ(p.total, c.num_parameters());
+  EXPECT_EQ(p.active, c.num_active_parameters());
+}
+
+// Each rank holds its TP share of every split tensor (the shared expert and
+// a dense MLP split like any MLP, over F) and E/EP of the routed experts; the
+// whole-on-every-TP-rank tensors (norms, routers, the gate) are held TP
+// times. Summed over the ranks of one DP replica with each EP rank's
+// experts counted, the counts are the model's.
+TEST(PlanMoeLayers, PerRankCountsSumToTheModelUnderTpPpEp) {
+  const ModelConfig c = mixed_config();
+  const int tp = 2, pp = 2;
+  const int64_t replicated = L * (2 * d + 2 * hd) + Lm * (E * d + d) + d;  // norms; routers and gates; final norm
+  for (int ep : {1, 2}) {
+    SCOPED_TRACE(ep);
+    PlanInputs in = inputs(c, tp, pp, 4, ep, 1, 8);
+    in.layout.first_stage_layers = 2;  // layers 0-1 (dense, MoE) and 2-5 (MoE, dense, MoE, MoE)
+    const PlanResult r = make_plan(in);
+    const std::vector<RankCounts> counts = rank_counts(c, tp, stage_spans(c, in.layout), ep);
+    ASSERT_EQ(r.ranks.size(), 4u);
+    ASSERT_EQ(counts.size(), 4u);
+    int64_t held = 0;
+    double active = 0;
+    for (size_t i = 0; i < r.ranks.size(); ++i) {
+      const RankMemory& m = r.ranks[i];
+      const int moe_layers = m.pp == 0 ? 1 : 3;
+      EXPECT_EQ(m.expert_parameters, moe_layers * (E / ep) * 3 * d * Fe / tp) << "rank " << i;
+      EXPECT_EQ(m.parameters, counts[i].parameters);
+      held += m.parameters - m.expert_parameters + ep * m.expert_parameters;
+      active += counts[i].active_weights;
+    }
+    EXPECT_EQ(held - (tp - 1) * replicated, c.num_parameters());
+    // Active weights (no embedding, a lookup): the routed experts at K EP / E
+    // of the E / EP a rank holds, the dense MLPs and shared experts whole.
+    EXPECT_DOUBLE_EQ(active - double((tp - 1) * replicated), double(c.num_active_parameters() - V * d));
+  }
+}
+
+// Only MoE layers dispatch over EP; every layer all-reduces its attention
+// and MLP outputs over TP, MoE layers also the routing weights' gradient
+// and the shared expert's output and input gradient.
+TEST(PlanMoeLayers, DenseLayersAddNoAllToAllAndNoRoutingReduction) {
+  ModelConfig c = mixed_config();
+  c.moe_layers = {0, 0, 0, 1, 0, 1};  // stage 0 dense; stage 1 MoE, dense, MoE
+  const PlanResult r = make_plan(inputs(c, 2, 2, 2, 2, 1, 2));  // fp32
+  ASSERT_EQ(r.stages.size(), 2u);
+  const double T = S, act = T * d * 4.0;
+  EXPECT_EQ(r.stages[0].ep_sent_bytes, 0.0);
+  const double rows = 0.5 * T * K * d * 4.0;     // half of the T K rows go to the other EP rank
+  const double row_counts = 1 * (E / 2) * 4.0;  // the other rank's experts' counts, int32
+  EXPECT_DOUBLE_EQ(r.stages[1].ep_sent_bytes, 2 * (4 * rows + row_counts));
+  EXPECT_DOUBLE_EQ(r.stages[0].tp_bytes, 3 * 4 * act + act);  // + the embedding's output
+  EXPECT_DOUBLE_EQ(r.stages[1].tp_bytes,
+                   3 * 4 * act + 2 * (T * K * 4.0 + 2 * act) + act + 3 * T * 4.0);  // + the LM head's
+  // Full recompute runs each forward, the shared expert's too, twice.
+  PlanInputs full = inputs(c, 2, 2, 2, 2, 1, 2);
+  full.layout.recompute = Recompute::Full;
+  const PlanResult f = make_plan(full);
+  EXPECT_DOUBLE_EQ(f.stages[1].ep_sent_bytes, 2 * (6 * rows + 2 * row_counts));
+  EXPECT_DOUBLE_EQ(f.stages[1].tp_bytes, 3 * 6 * act + 2 * (T * K * 4.0 + 3 * act) + act + 3 * T * 4.0);
+}
+
+// SwiGLU's third product: an MLP's FLOPs go from 2 x 2 d F to 3 x 2 d F a
+// token, for the dense MLPs, each of the K routed experts and the shared
+// expert alike. The attention scores take 4 S H hd a layer, H hd being 96
+// here, not d = 64.
+TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
+  const ModelConfig swiglu = mixed_config();
+  ModelConfig gelu = swiglu;
+  gelu.swiglu = false;
+  const FlopCounts fs = make_plan(inputs(swiglu, 1, 1, 1, 1, 1, 1)).flops;
+  const FlopCounts fg = make_plan(inputs(gelu, 1, 1, 1, 1, 1, 1)).flops;
+  const double mlp_gelu = 2.0 * 2.0 * double(Ld * d * F + Lm * (K * d * Fe + d * Fs));
+  EXPECT_DOUBLE_EQ(fs.forward - fg.forward, mlp_gelu / 2);  // (3 - 2) : 2
+  EXPECT_DOUBLE_EQ(fs.train, 3.0 * fs.forward);
+  // The rest, by hand: attention, norms, routers and gates at 2 FLOPs a
+  // weight (the model counts every active weight), the LM head, the scores.
+  const double weights = L * (2 * d * H * hd + 2 * d * G * hd + 2 * d + 2 * hd) + Lm * (E * d + d) + d + V * d;
+  const double scores = 4.0 * S * H * hd * L;
+  EXPECT_DOUBLE_EQ(fg.forward, 2.0 * weights + mlp_gelu + scores);
+  // Selective recompute runs the scores again.
+  PlanInputs selective = inputs(swiglu, 1, 1, 1, 1, 1, 1);
+  selective.layout.recompute = Recompute::Selective;
+  const FlopCounts fsel = make_plan(selective).flops;
+  EXPECT_DOUBLE_EQ(fsel.train_with_recompute - fsel.train, scores);
+
+  // A stage's products: a dense layer's MLP whole, an MoE layer's K experts
+  // and its shared expert, at TP 2 half each on the busiest rank.
+  ModelConfig staged = swiglu;
+  staged.moe_layers = {0, 0, 0, 1, 1, 1};
+  ModelConfig staged_gelu = staged;
+  staged_gelu.swiglu = false;
+  const PlanResult a = make_plan(inputs(staged, 2, 2, 1, 1, 1, 1)), b = make_plan(inputs(staged_gelu, 2, 2, 1, 1, 1, 1));
+  EXPECT_DOUBLE_EQ(a.stages[0].forward_flops - b.stages[0].forward_flops, double(S) * 2.0 * 3 * d * F / 2);
+  EXPECT_DOUBLE_EQ(a.stages[1].forward_flops - b.stages[1].forward_flops,
+                   double(S) * 2.0 * 3 * (K * d * Fe + d * Fs) / 2);
+}
+
+// Elements of the float32 buffers one layer keeps (every element 4 bytes,
+// the int32 token indices too), member by member of LayerActs.
+size_t mlp_elements(const MlpActs<float>& a) { return a.u.size() + a.u3.size() + a.g.size(); }
+double layer_bytes(const LayerActs<float>& a) {
+  const size_t attention = a.x.size() + a.a.size() + a.rstd_attn.size() + a.q.size() + a.k.size() + a.v.size() +
+                           a.q_pre.size() + a.k_pre.size() + a.rstd_q.size() + a.rstd_k.size() + a.lse.size() +
+                           a.o.size() + a.h.size() + a.m.size() + a.rstd_mlp.size();
+  const MoeActs<float>& e = a.moe;
+  const size_t moe = e.router.probs.size() + e.router.packed_token.size() + e.router.packed_weight.size() +
+                     e.experts.x.size() + mlp_elements(e.experts.mlp) + e.experts.y.size() + e.y_returned.size() +
+                     mlp_elements(e.shared) + e.shared_out.size() + e.gate.size();
+  return 4.0 * double(attention + mlp_elements(a.mlp) + moe);
+}
+
+// The planner's activations are LayerActs' buffers, layer by layer: SwiGLU's
+// u, u3 and gated product, the shared expert's hidden rows, output and gate,
+// qk-norm's q and k before the norm and their 1/rms, each layer its own
+// MLP's; full recompute's rebuilt layer holds both kinds of MLP. One
+// micro-batch alive (PP 1), fp32, TP rank 0 of 2, without and with EP.
+TEST(PlanMoeLayers, ActivationsAreWhatLayerActsAllocates) {
+  const ModelConfig c = mixed_config();
+  const std::unique_ptr<Backend<float>> be = make_cpu_backend<float>();
+  const int tp = 2, micro = 2;
+  const TpShape sh = tp_shape(c, 0, tp);
+  const double T = double(micro) * S;
+  const double head = 2 * T * d * 4.0 + T * (V / tp) * 4.0;  // the final norm's input and output, the logits
+  for (int ep : {1, 2}) {
+    SCOPED_TRACE(ep);
+    PlanInputs in = inputs(c, tp, 1, 2, ep, micro, 2 * micro);
+    in.layout.recompute = Recompute::Full;  // uniform, a layer a group
+    const PlanResult r = make_plan(in);
+    const RankMemory& m = r.ranks[0];
+    ASSERT_EQ(m.live_micro_batches, 1);
+    double everything = 0, selective = 0;
+    for (int l = 0; l < L; ++l) {
+      const LayerMlps kind{.dense = !c.is_moe_layer(l), .moe = c.is_moe_layer(l)};
+      everything += layer_bytes(LayerActs<float>(*be, c, sh, micro, kind, LayerKeep::Everything, ep));
+      selective += layer_bytes(LayerActs<float>(*be, c, sh, micro, kind, LayerKeep::AllButAttentionCore, ep));
+    }
+    const LayerMlps both{.dense = true, .moe = true};
+    const double core = layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::Everything, ep)) -
+                        layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::AllButAttentionCore, ep));
+    EXPECT_DOUBLE_EQ(m.activations_none, everything + head);
+    EXPECT_DOUBLE_EQ(m.activations_selective, selective + head + core);  // one layer's core rebuilt at a time
+    // Full: each layer's input, and one layer rebuilt with its output.
+    const double rebuilt = layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::Everything, ep));
+    EXPECT_DOUBLE_EQ(m.activations_full, L * T * d * 4.0 + head + rebuilt + T * d * 4.0);
+  }
+}
+
+// The backward pass's work space grows by SwiGLU's third [rows, F] gradient
+// in each MLP the stage runs; the expert bias and routing counts are kept
+// per MoE layer beside the parameters, which they are not part of.
+TEST(PlanMoeLayers, WorkspaceAndRouterStateFollowTheLayers) {
+  const ModelConfig swiglu = mixed_config();
+  ModelConfig gelu = swiglu;
+  gelu.swiglu = false;
+  const int tp = 2, micro = 2;
+  const double T = double(micro) * S, R = T * K;  // no EP: the expert rows are the T K copies
+  const RankMemory a = make_plan(inputs(swiglu, tp, 1, 1, 1, micro, micro)).ranks[0];
+  const RankMemory b = make_plan(inputs(gelu, tp, 1, 1, 1, micro, micro)).ranks[0];
+  EXPECT_DOUBLE_EQ(a.workspace - b.workspace, 4.0 * (T * F / tp + R * Fe / tp + T * Fs / tp));
+  EXPECT_DOUBLE_EQ(a.router_state, Lm * (16.0 * E + 4.0 * E));  // kept and chosen int64 counts, float32 bias
+  EXPECT_DOUBLE_EQ(a.total(), a.weights + a.gradients + a.optimizer + a.activations + a.workspace + a.router_state);
+  ModelConfig no_bias = swiglu;
+  no_bias.expert_bias = false;
+  const RankMemory n = make_plan(inputs(no_bias, tp, 1, 1, 1, micro, micro)).ranks[0];
+  EXPECT_DOUBLE_EQ(a.router_state - n.router_state, Lm * 4.0 * E);
+  EXPECT_EQ(a.parameters, n.parameters);  // the bias is no parameter: no gradient, no Adam moments
+  // A stage of dense layers keeps no routing state.
+  ModelConfig staged = swiglu;
+  staged.moe_layers = {0, 0, 0, 1, 1, 1};
+  const PlanResult p = make_plan(inputs(staged, 1, 2, 1, 1, 1, 1));
+  EXPECT_EQ(p.ranks[0].router_state, 0.0);
+  EXPECT_DOUBLE_EQ(p.ranks[1].router_state, 3 * 20.0 * E);
+}
+
+}  // namespace
+}  // namespace mt
