@@ -12,14 +12,14 @@
 #     M active per token": the active sizes differ only by the router);
 #   - balancing: the DeepSeek-style workstation model
 #     (configs/workstation-deepseek.toml: sigmoid scores, 16 experts top-4)
-#     trained twice for MT_BENCH_BALANCE_STEPS steps (log interval 10) with
-#     the same seed and data, (a) with an aux loss (aux_loss, coefficient
-#     1e-2, no expert bias) and (b) aux-loss-free (expert bias at rate 1e-3,
-#     load-balancing type none); for each, the final loss (the mean of the
+#     trained three times for MT_BENCH_BALANCE_STEPS steps (log interval 10)
+#     with the same seed and data, (a) with an aux loss (aux_loss, coefficient
+#     1e-2, no expert bias) and aux-loss-free (expert bias, load-balancing
+#     type none) at (b) DeepSeek-V3's rate 1e-3 and (c) 1e-2; for each, the final loss (the mean of the
 #     last 3 logged) and each MoE layer's worst expert's load over the mean
 #     (its routed tokens over the layer's mean, summed over the last 50
 #     steps), and its max over layers; plus the heat maps of the experts'
-#     load of both runs on one colour scale and the bias of run (b).
+#     load of the runs on one colour scale and the bias of runs (b) and (c).
 # The throughput runs go first, on a quiet machine; the balancing runs are
 # not timed. A run shorter than 80 steps warms the learning rate up over a
 # quarter of its samples instead of the configs' 320 (the throughput runs
@@ -89,8 +89,9 @@ balance=("$bin" train --config configs/workstation-deepseek.toml "${data[@]}" --
 declare -A balance_cmds=(
     [aux]="${balance[*]} --moe-router-enable-expert-bias=false --moe-router-load-balancing-type aux_loss --moe-aux-loss-coeff 1e-2"
     [bias]="${balance[*]} --moe-router-enable-expert-bias --moe-router-bias-update-rate 1e-3 --moe-router-load-balancing-type none"
+    [bias_fast]="${balance[*]} --moe-router-enable-expert-bias --moe-router-bias-update-rate 1e-2 --moe-router-load-balancing-type none"
 )
-for name in aux bias; do
+for name in aux bias bias_fast; do
     log="$out/moe_designs_balance_$name.log"
     echo "bench: balancing: $name: ${balance_cmds[$name]}"
     # shellcheck disable=SC2086  # a command line built above
@@ -102,4 +103,4 @@ done
 bench_cpu_model
 "$py" scripts/bench_py/moe_designs_summary.py "$out" "$rounds" "$threads" "$log_interval" "$balance_log_interval" \
     "$balance_window" "$load_before" "$load_after" "$waited" "$cpu_model" "$(nproc)" \
-    "${cmds[fine]}" "${cmds[coarse]}" "${balance_cmds[aux]}" "${balance_cmds[bias]}"
+    "${cmds[fine]}" "${cmds[coarse]}" "${balance_cmds[aux]}" "${balance_cmds[bias]}" "${balance_cmds[bias_fast]}"

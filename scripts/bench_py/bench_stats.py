@@ -51,3 +51,9 @@ def write_json(path, obj):
     with open(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
+
+
+def machine_load(load_before, load_after, waited):
+    """The machine's load around the timed runs (uptime's lines) and the
+    seconds the script waited for it to settle, for a summary."""
+    return {"load_before": load_before.strip(), "load_after": load_after.strip(), "load_wait_s": int(waited)}

@@ -7,15 +7,17 @@ WINDOW steps, and the max over layers).
 
     moe_designs_summary.py OUT ROUNDS THREADS LOG_INTERVAL BALANCE_LOG_INTERVAL
         WINDOW LOAD_BEFORE LOAD_AFTER WAITED CPU_MODEL NPROC
-        CMD_FINE CMD_COARSE CMD_AUX CMD_BIAS
+        CMD_FINE CMD_COARSE CMD_AUX CMD_BIAS CMD_BIAS_FAST
 
 Reads, for each round R, OUT/moe_designs_{fine,coarse}_R.{jsonl,log} and
-OUT/moe_designs_balance_{aux,bias}.{jsonl,log}. The PNG has three heat maps
-side by side, a row a (MoE layer, expert), a column a logged step: the load
-(tokens routed in the interval over the layer's mean) of the aux-loss run
-and of the expert-bias run on one colour scale, and the bias of the latter.
+OUT/moe_designs_balance_{aux,bias,bias_fast}.{jsonl,log}. The PNG has heat
+maps, a row a (MoE layer, expert), a column a logged step: in the top row the
+load (tokens routed in the interval over the layer's mean) of the aux-loss
+run and of the two expert-bias runs (DeepSeek-V3's rate 1e-3 and 1e-2) on
+one colour scale, below each bias run's load its bias.
 """
 
+import os
 import re
 import statistics
 import sys
@@ -25,9 +27,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
-from bench_stats import after_warmup, median_of, per_round, read_jsonl, write_json  # noqa: E402
+from bench_stats import after_warmup, machine_load, median_of, per_round, read_jsonl, write_json  # noqa: E402
 
-BALANCE_ARMS = {"aux": "aux loss 1e-2", "bias": "expert bias, no aux loss"}
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from plot_metrics import plot_heat_map  # noqa: E402  (scripts/plot_metrics.py)
+
+BALANCE_ARMS = {"aux": "aux loss 1e-2", "bias": "expert bias 1e-3, no aux loss",
+                "bias_fast": "expert bias 1e-2, no aux loss"}
+BIAS_ARMS = ("bias", "bias_fast")
 LAST_LOSSES = 3  # the final loss is the mean of the last this many logged
 
 
@@ -105,27 +112,30 @@ def over_mean(layer):
 
 
 def heat_map(fig, ax, steps, rows, labels, title, colour_label, **colours):
-    edges = [steps[0] - 0.5] + [(a + b) / 2 for a, b in zip(steps, steps[1:])] + [steps[-1] + 0.5]
-    mesh = ax.pcolormesh(edges, range(len(rows) + 1), rows, shading="flat", **colours)
-    ax.set_yticks([i + 0.5 for i in range(len(rows))])
-    ax.set_yticklabels(labels, fontsize="x-small" if len(rows) > 16 else "small")
-    ax.invert_yaxis()
+    plot_heat_map(fig, ax, steps, rows, labels, colour_label, **colours)
     ax.set_xlabel("step")
     ax.set_title(title, fontsize="medium")
-    fig.colorbar(mesh, ax=ax, label=colour_label)
 
 
 def plot_balance(path, recs, steps_run):
+    """The arms' loads in the top row on one colour scale; below each bias
+    arm's load, its bias, on one scale too."""
     loads = {name: heat_rows(recs[name], "routed", over_mean) for name in BALANCE_ARMS}
     vmax = max(2.0, max(x for _, rows, _ in loads.values() for row in rows for x in row))
-    bias = heat_rows(recs["bias"], "bias", lambda layer: layer)
-    extent = max(1e-12, max(abs(x) for row in bias[1] for x in row))
-    fig, axes = plt.subplots(1, 3, sharey=True, figsize=(17, 1.5 + 0.16 * len(bias[1])), constrained_layout=True)
-    for ax, (name, label) in zip(axes, BALANCE_ARMS.items()):
+    biases = {name: heat_rows(recs[name], "bias", lambda layer: layer) for name in BIAS_ARMS}
+    extent = max(1e-12, max(abs(x) for _, rows, _ in biases.values() for row in rows for x in row))
+    rows = len(loads["aux"][1])
+    fig, axes = plt.subplots(2, len(BALANCE_ARMS), sharey=True, figsize=(17, 2 * (1.5 + 0.16 * rows)),
+                             constrained_layout=True)
+    for ax, (name, label) in zip(axes[0], BALANCE_ARMS.items()):
         heat_map(fig, ax, *loads[name], f"load: {label}", "tokens / layer mean", cmap="viridis", vmin=0.0, vmax=vmax)
-    heat_map(fig, axes[2], *bias, f"bias: {BALANCE_ARMS['bias']}", "expert bias", cmap="coolwarm",
-             vmin=-extent, vmax=extent)
-    axes[0].set_ylabel("MoE layer, expert")
+        below = axes[1][list(BALANCE_ARMS).index(name)]
+        if name in biases:
+            heat_map(fig, below, *biases[name], f"bias: {label}", "expert bias", cmap="coolwarm",
+                     vmin=-extent, vmax=extent)
+        else:
+            below.axis("off")
+    axes[0][0].set_ylabel("MoE layer, expert")
     fig.suptitle(f"configs/workstation-deepseek.toml, {steps_run} steps: expert load, aux loss against expert bias")
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -147,11 +157,11 @@ def print_table(s, out):
     layers = list(bal["aux"]["max_over_mean"])
     print(f"balancing: configs/workstation-deepseek.toml, {bal['steps']} steps, same seed and data; "
           f"worst expert's load / layer mean over steps {a + 1}-{b}")
-    print(f"  {'run':26s} {'final loss':>10s} {'aux loss':>9s} " + " ".join(f"{'L' + layer:>6s}" for layer in layers)
+    print(f"  {'run':30s} {'final loss':>10s} {'aux loss':>9s} " + " ".join(f"{'L' + layer:>6s}" for layer in layers)
           + f" {'max':>6s}")
     for name, label in BALANCE_ARMS.items():
         r = bal[name]
-        print(f"  {label:26s} {r['final_loss']:10.4f} {r['final_aux_loss']:9.4f} "
+        print(f"  {label:30s} {r['final_loss']:10.4f} {r['final_aux_loss']:9.4f} "
               + " ".join(f"{r['max_over_mean'][layer]:6.2f}" for layer in layers) + f" {r['max_over_mean_max']:6.2f}")
     print(f"  final loss: the mean of the last {bal['aux']['final_loss_records']} logged (every "
           f"{bal['log_interval']} steps); aux loss: the last logged")
@@ -161,7 +171,7 @@ def print_table(s, out):
 
 def main():
     (out, rounds, threads, log_interval, balance_log_interval, window, load_before, load_after, waited, cpu_model, nproc,
-     cmd_fine, cmd_coarse, cmd_aux, cmd_bias) = sys.argv[1:]
+     cmd_fine, cmd_coarse, cmd_aux, cmd_bias, cmd_bias_fast) = sys.argv[1:]
     rounds, threads, log_interval, window = int(rounds), int(threads), int(log_interval), int(window)
     balance_log_interval = int(balance_log_interval)
     fg = {name: design(out, name, cmd, rounds, log_interval) for name, cmd in (("fine", cmd_fine),
@@ -177,10 +187,9 @@ def main():
         "machine": {"cpu": cpu_model, "nproc": int(nproc)},
         "threads": threads,
         "rounds": rounds,
-        "load_before": load_before.strip(),
-        "load_after": load_after.strip(),
-        "load_wait_s": int(waited),
-        "commands": {"fine": cmd_fine, "coarse": cmd_coarse, "balance_aux": cmd_aux, "balance_bias": cmd_bias},
+        **machine_load(load_before, load_after, waited),
+        "commands": {"fine": cmd_fine, "coarse": cmd_coarse, "balance_aux": cmd_aux, "balance_bias": cmd_bias,
+                     "balance_bias_fast": cmd_bias_fast},
         "fine_grained": fg,
         "balancing": {"steps": steps_run, "log_interval": balance_log_interval,
                       "window_steps": arms["aux"]["window_steps"],

@@ -12,7 +12,7 @@ OUT/tp_metrics_{tp1_t2,tp1_t1,tp2}_R.jsonl and OUT/tp_allreduce_{warm,cold}_R.js
 
 import sys
 
-from bench_stats import after_warmup, median, median_of, per_round, read_json, write_json
+from bench_stats import after_warmup, machine_load, median, median_of, per_round, read_json, write_json
 
 TRAIN_RUNS = ("tp1_t2", "tp1_t1", "tp2")
 
@@ -112,7 +112,7 @@ def main():
     summary = {
         "machine": {"cpu": cpu_model, "nproc": int(nproc), "mpi": ar_runs[0]["mpi"]},
         "rounds": rounds, "warmup_interval_skipped": True, "log_interval": log_interval,
-        "load_before": load_before.strip(), "load_after": load_after.strip(), "load_wait_s": int(waited),
+        **machine_load(load_before, load_after, waited),
         "commands": {"tp1_t2": cmd_t2, "tp1_t1": cmd_t1, "tp2": cmd_tp2, "allreduce": cmd_ar,
                      "allreduce_cold": cmd_ar_cold},
         "tokens_per_s": tps,

@@ -11,7 +11,7 @@ OUT/torch_{fp32,fp32_tuned,bf16_tuned}_R.json for each round R.
 
 import sys
 
-from bench_stats import after_warmup, median_of, per_round, read_json, write_json
+from bench_stats import after_warmup, machine_load, median_of, per_round, read_json, write_json
 
 TORCH_RUNS = ("torch_fp32", "torch_fp32_tuned", "torch_bf16_tuned")
 
@@ -88,9 +88,7 @@ def main():
         "machine": {"cpu": cpu_model, "nproc": int(nproc)},
         "threads": threads,
         "rounds": rounds,
-        "load_before": load_before.strip(),
-        "load_after": load_after.strip(),
-        "load_wait_s": int(waited),
+        **machine_load(load_before, load_after, waited),
         "commands": {"moetrain": train_cmd, "torch": torch_cmd},
         "matmul_peak_gflops": peak,
         "results": results,

@@ -129,31 +129,51 @@ TEST_F(DataParallelRun, EveryLayoutTrainsAndSavesWhatOneRankDoes) {
 // The model is dense: bf16 rounding flips a near-tie of the router in the
 // first step, after which MoE runs are no longer comparable step by step.
 TEST_F(DataParallelRun, EveryLayoutTrainsInBf16WhatOneRankDoes) {
-  const std::string dense_bf16 = " --bf16 --num-experts 1 --moe-router-topk 1";
-  auto one = run_moetrain(train("one") + dense_bf16);
-  ASSERT_EQ(one.status, 0) << one.output;
-  auto perturbed = run_moetrain(train("perturbed") + dense_bf16 + test_util::perturbed_flags(epsilon_of<bf16>()));
-  ASSERT_EQ(perturbed.status, 0) << perturbed.output;
-
-  std::vector<std::string> tensors;
-  ModelConfig dense = test_util::tiny_model_config();
-  dense.num_experts = dense.router_topk = 1;
-  for (const ParamTensor& t : param_table(dense))
-    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"}) tensors.push_back(group + t.name);
-  struct Layout {
+  // The plain dense model, and one of gated MLPs and normalised queries and
+  // keys of their own head size (docs/design.md section 3.2).
+  struct Design {
     std::string name, flags;
-    int ranks, tp, dp;
+    void (*apply)(ModelConfig&);
   };
-  for (const Layout& l : {Layout{"tp2", "--tp 2", 2, 2, 1}, Layout{"pp2dp2", "--pp 2", 4, 1, 2},
-                          Layout{"tp2pp2dp2", "--tp 2 --pp 2", 8, 2, 2}}) {
-    SCOPED_TRACE(l.name);
-    auto r = run_moetrain(train(l.name) + dense_bf16 + " " + l.flags, l.ranks);
-    ASSERT_EQ(r.status, 0) << r.output;
-    EXPECT_NE(r.output.find("bf16 matmul"), std::string::npos) << r.output;
-    test_util::expect_same_training(run(l.name), run("one"), run("perturbed"), std::max(l.tp, l.dp), tensors);
-    const auto memory = memory_lines(r.output);
-    ASSERT_EQ(memory.size(), size_t(l.ranks)) << r.output;
-    expect_bytes_per_element(memory, l.dp, 2, 4, 12);
+  for (const Design& design :
+       {Design{"gelu", "", [](ModelConfig&) {}},
+        Design{"swiglu_qknorm", " --swiglu --qk-layernorm --kv-channels 24", [](ModelConfig& c) {
+                 c.swiglu = c.qk_layernorm = true;
+                 c.kv_channels = 24;
+               }}}) {
+    SCOPED_TRACE(design.name);
+    const std::string dense_bf16 = " --bf16 --num-experts 1 --moe-router-topk 1" + design.flags;
+    const std::string one_name = design.name + "_one", perturbed_name = design.name + "_perturbed";
+    auto one = run_moetrain(train(one_name) + dense_bf16);
+    ASSERT_EQ(one.status, 0) << one.output;
+    auto perturbed =
+        run_moetrain(train(perturbed_name) + dense_bf16 + test_util::perturbed_flags(epsilon_of<bf16>()));
+    ASSERT_EQ(perturbed.status, 0) << perturbed.output;
+
+    std::vector<std::string> tensors;
+    ModelConfig dense = test_util::tiny_model_config();
+    dense.num_experts = dense.router_topk = 1;
+    design.apply(dense);
+    for (const ParamTensor& t : param_table(dense))
+      for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"})
+        tensors.push_back(group + t.name);
+    struct Layout {
+      std::string name, flags;
+      int ranks, tp, dp;
+    };
+    for (const Layout& l : {Layout{"tp2", "--tp 2", 2, 2, 1}, Layout{"pp2dp2", "--pp 2", 4, 1, 2},
+                            Layout{"tp2pp2dp2", "--tp 2 --pp 2", 8, 2, 2}}) {
+      SCOPED_TRACE(l.name);
+      const std::string name = design.name + "_" + l.name;
+      auto r = run_moetrain(train(name) + dense_bf16 + " " + l.flags, l.ranks);
+      ASSERT_EQ(r.status, 0) << r.output;
+      EXPECT_NE(r.output.find("bf16 matmul"), std::string::npos) << r.output;
+      test_util::expect_same_training(run(name), run(one_name), run(perturbed_name), std::max(l.tp, l.dp),
+                                      tensors);
+      const auto memory = memory_lines(r.output);
+      ASSERT_EQ(memory.size(), size_t(l.ranks)) << r.output;
+      expect_bytes_per_element(memory, l.dp, 2, 4, 12);
+    }
   }
 }
 
@@ -178,6 +198,41 @@ TEST_F(DataParallelRun, ExpertParallelTrainsInBf16WhatOneRankDoes) {
     for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"}) tensors.push_back(group + t.name);
   const size_t compared = test_util::expect_same_training(run("ep2"), run("one"), run("perturbed"), 2, tensors);
   std::printf("EP 2 in bf16: %zu of 20 steps compared\n", compared);
+}
+
+// A DeepSeek-style MoE in bf16 (docs/design.md section 3.3: a dense first
+// layer, gated experts of their own width beside a gated shared expert,
+// sigmoid scores over expert groups, the expert bias): EP 2 and PP 2 x EP 2
+// against one rank in bf16, as the test above compares, the expert bias in
+// the metrics equal at every step compared.
+TEST_F(DataParallelRun, MoeDesignTrainsInBf16WhatOneRankDoes) {
+  const std::string design =
+      " --bf16 --num-layers 4 --swiglu --moe-ffn-hidden-size 64 --moe-layer-freq '[0]+[1]*3'"
+      " --moe-shared-expert-intermediate-size 64 --moe-shared-expert-gate --moe-router-score-function sigmoid"
+      " --moe-router-num-groups 2 --moe-router-group-topk 1 --moe-router-enable-expert-bias"
+      " --moe-router-bias-update-rate 1e-2 --moe-router-load-balancing-type seq_aux_loss";
+  ModelConfig cfg = test_util::tiny_model_config();
+  cfg.num_layers = 4;
+  cfg.swiglu = cfg.shared_expert_gate = cfg.expert_bias = true;
+  cfg.moe_ffn_hidden_size = cfg.shared_expert_size = 64;
+  cfg.moe_layers = {0, 1, 1, 1};
+  cfg.router_score_function = "sigmoid";
+  cfg.router_num_groups = 2;
+  cfg.router_group_topk = 1;
+  std::vector<std::string> tensors;
+  for (const ParamTensor& t : param_table(cfg))
+    for (const std::string group : {"model/", "optim/exp_avg/", "optim/exp_avg_sq/"}) tensors.push_back(group + t.name);
+  auto one = run_moetrain(train("one") + design);
+  ASSERT_EQ(one.status, 0) << one.output;
+  auto perturbed = run_moetrain(train("perturbed") + design + test_util::perturbed_flags());
+  ASSERT_EQ(perturbed.status, 0) << perturbed.output;
+  for (const auto& [name, flags, ranks] : {std::tuple{"ep2", " --ep 2", 2}, std::tuple{"pp2ep2", " --pp 2 --ep 2", 4}}) {
+    SCOPED_TRACE(name);
+    auto r = run_moetrain(train(name) + design + flags, ranks);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const size_t compared = test_util::expect_same_training(run(name), run("one"), run("perturbed"), 2, tensors);
+    std::printf("%s in bf16: %zu of 20 steps compared\n", name, compared);
+  }
 }
 
 TEST_F(DataParallelRun, AFailureOnOneReplicaAbortsTheWholeJob) {

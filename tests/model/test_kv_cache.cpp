@@ -14,6 +14,7 @@
 #include <random>
 
 #include "model/transformer.h"
+#include "moe_designs.h"
 
 namespace mt {
 namespace {
@@ -33,11 +34,7 @@ class KvCacheTest : public ::testing::TestWithParam<bool> {
       cfg_.kv_channels = 6;
       cfg_.moe_ffn_hidden_size = 8;
       cfg_.shared_expert_size = 12;
-      cfg_.router_score_function = "sigmoid";
-      cfg_.expert_bias = true;
-      cfg_.router_num_groups = 2;
-      cfg_.router_group_topk = 1;
-      cfg_.load_balancing_type = "seq_aux_loss";
+      test_util::deepseek_routing(cfg_);
       cfg_.validate();
     }
     model_ = std::make_unique<Transformer<double>>(*be_, cfg_, 2);

@@ -17,6 +17,7 @@
 #include "parallel/pipeline_runner.h"
 #include "optim/adamw.h"
 #include "parallel/grad_sync.h"
+#include "moe_designs.h"
 #include "run_trace.h"
 #include "parallel/topology.h"
 
@@ -263,13 +264,7 @@ void apply_design(ModelConfig& m, MoeDesign design) {
   m.moe_layers[0] = 0;
   m.shared_expert_size = 6;
   if (design == MoeDesign::DeepSeek) {
-    m.router_score_function = "sigmoid";
-    m.expert_bias = true;
-    m.expert_bias_update_rate = 1e-2;
-    m.router_num_groups = 2;
-    m.router_group_topk = 1;
-    m.router_topk_scaling_factor = 2.5;
-    m.load_balancing_type = "seq_aux_loss";
+    test_util::deepseek_routing(m);
     m.qk_layernorm = true;
     m.kv_channels = 6;
   } else {

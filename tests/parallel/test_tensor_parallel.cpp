@@ -10,6 +10,7 @@
 
 #include "model/transformer.h"
 #include "optim/adamw.h"
+#include "moe_designs.h"
 #include "run_trace.h"
 #include "parallel/topology.h"
 #include "test_util.h"
@@ -151,13 +152,7 @@ void swiglu_shared_first_dense(ModelConfig& m) {
   m.shared_expert_gate = true;
 }
 void sigmoid_bias_groups(ModelConfig& m) {
-  m.router_score_function = "sigmoid";
-  m.expert_bias = true;
-  m.expert_bias_update_rate = 1e-2;
-  m.router_num_groups = 2;
-  m.router_group_topk = 1;
-  m.router_topk_scaling_factor = 2.5;
-  m.load_balancing_type = "seq_aux_loss";
+  test_util::deepseek_routing(m);
   m.qk_layernorm = true;
   m.kv_channels = 8;
 }
