@@ -5,6 +5,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
+#include <thread>
+
 #include "launch/cli.h"
 #include "launch/commands.h"
 #include "runtime/check.h"
@@ -61,7 +64,12 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     fmt::print(stderr, "moetrain: error: {}\n", e.what());
     std::fflush(stderr);
-    if (world > 1) MPI_Abort(MPI_COMM_WORLD, 1);
+    if (world > 1) {
+      // Ranks that fail at the same point (a bad flag fails on all of
+      // them) each get to name it before the first abort ends the job.
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      MPI_Abort(MPI_COMM_WORLD, 1);
+    }
     MPI_Finalize();
     return 1;
   }
