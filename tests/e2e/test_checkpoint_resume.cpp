@@ -214,7 +214,8 @@ TEST_F(CheckpointResume, RouterStateResumesBitForBitAndAcrossLayouts) {
   EXPECT_EQ(stopped, losses("straight"));
   test_util::expect_identical_checkpoints(ckpt("straight", 8), ckpt("second", 8));
   std::string biases;  // every logged step's
-  for (const auto& record : test_util::read_metrics(dir / "straight.jsonl")) biases += record["experts"]["bias"].dump();
+  for (const auto& record : test_util::read_metrics(dir / "straight.jsonl"))
+    biases += record.at("experts").at("bias").dump();
   EXPECT_NE(biases.find_first_of("123456789"), std::string::npos) << "the bias never moved: " << biases;
 
   run("to_split", 8, " --load " + (dir / "first") + split, 4);

@@ -226,7 +226,8 @@ TEST_F(DataParallelRun, MoeDesignTrainsInBf16WhatOneRankDoes) {
   ASSERT_EQ(one.status, 0) << one.output;
   auto perturbed = run_moetrain(train("perturbed") + design + test_util::perturbed_flags());
   ASSERT_EQ(perturbed.status, 0) << perturbed.output;
-  for (const auto& [name, flags, ranks] : {std::tuple{"ep2", " --ep 2", 2}, std::tuple{"pp2ep2", " --pp 2 --ep 2", 4}}) {
+  for (const auto& [name, flags, ranks] :
+       {std::tuple{"ep2", " --ep 2", 2}, std::tuple{"pp2ep2", " --pp 2 --ep 2", 4}}) {
     SCOPED_TRACE(name);
     auto r = run_moetrain(train(name) + design + flags, ranks);
     ASSERT_EQ(r.status, 0) << r.output;

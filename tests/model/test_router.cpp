@@ -117,7 +117,8 @@ TEST(Routing, ExpertCapacityInDouble) {
   EXPECT_EQ(expert_capacity(1.0, 8, 4, 2), 4);    // exact
   EXPECT_EQ(expert_capacity(2.0, 3, 8, 1), 1);    // ceil(0.75)
   EXPECT_EQ(expert_capacity(0.0, 10, 4, 2), 20);  // no limit: T * K
-  Routing r = route_tokens(std::vector<double>(25 * 4, 0.25).data(), 25, {.experts = 4, .topk = 2, .capacity_factor = 1.2, .aux_coeff = 0.0});
+  Routing r = route_tokens(std::vector<double>(25 * 4, 0.25).data(), 25,
+                           {.experts = 4, .topk = 2, .capacity_factor = 1.2, .aux_coeff = 0.0});
   EXPECT_EQ(r.capacity, 15);
 }
 

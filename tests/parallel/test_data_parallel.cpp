@@ -330,7 +330,9 @@ TEST(MoeDesigns, DeepSeekTrainsTheSameModelAsOneRankInDouble) {
 TEST(MoeDesigns, DeepSeekTrainsTheSameModelAsOneRankInFloat) {
   check_trains_like_one_rank<float>({1, 2}, MoeDesign::DeepSeek);
 }
-TEST(MoeDesigns, QwenTrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({1, 2}, MoeDesign::Qwen); }
+TEST(MoeDesigns, QwenTrainsTheSameModelAsOneRankInDouble) {
+  check_trains_like_one_rank<double>({1, 2}, MoeDesign::Qwen);
+}
 TEST(MoeDesigns, QwenTrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>({1, 2}, MoeDesign::Qwen); }
 
 // The first step sends every token to EP rank 0's experts (the router

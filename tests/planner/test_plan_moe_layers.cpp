@@ -167,7 +167,8 @@ TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
   staged.moe_layers = {0, 0, 0, 1, 1, 1};
   ModelConfig staged_gelu = staged;
   staged_gelu.swiglu = false;
-  const PlanResult a = make_plan(inputs(staged, 2, 2, 1, 1, 1, 1)), b = make_plan(inputs(staged_gelu, 2, 2, 1, 1, 1, 1));
+  const PlanResult a = make_plan(inputs(staged, 2, 2, 1, 1, 1, 1));
+  const PlanResult b = make_plan(inputs(staged_gelu, 2, 2, 1, 1, 1, 1));
   EXPECT_DOUBLE_EQ(a.stages[0].forward_flops - b.stages[0].forward_flops, double(S) * 2.0 * 3 * d * F / 2);
   EXPECT_DOUBLE_EQ(a.stages[1].forward_flops - b.stages[1].forward_flops,
                    double(S) * 2.0 * 3 * (K * d * Fe + d * Fs) / 2);
