@@ -140,10 +140,10 @@ TEST_P(TensorParallelFloat, TrainsTheSameModelAsOneRank) { check_trains_like_one
 // The MoE designs of the last two years (docs/design.md section 3), their
 // widths divisible by 8 ranks: Mixtral's and Qwen's SwiGLU experts of their
 // own width behind a dense first layer, with Qwen2-MoE's gated shared
-// expert; DeepSeek-V3's sigmoid routing balanced by the expert bias, over
-// expert groups, with the per-sequence loss, and Qwen3's normalised queries
-// and keys of their own head size; scores over all experts with the
-// global-batch loss and dropping; a dense model of gated MLPs.
+// expert; DeepSeek-V3's sigmoid routing balanced by the expert bias alone,
+// over expert groups, and Qwen3's normalised queries and keys of their own
+// head size; scores over all experts with the global-batch loss and
+// dropping; a dense model of gated MLPs.
 void swiglu_shared_first_dense(ModelConfig& m) {
   m.swiglu = true;
   m.moe_ffn_hidden_size = 16;
@@ -153,6 +153,7 @@ void swiglu_shared_first_dense(ModelConfig& m) {
 }
 void sigmoid_bias_groups(ModelConfig& m) {
   test_util::deepseek_routing(m);
+  m.load_balancing_type = "none";  // the bias alone (the layouts' DeepSeek design adds the per-sequence loss)
   m.qk_layernorm = true;
   m.kv_channels = 8;
 }
