@@ -7,6 +7,7 @@
 
 #include "model/parameters.h"
 #include "planner/plan.h"
+#include "plan_inputs.h"
 #include "tiny_model.h"
 
 namespace mt {
@@ -19,20 +20,9 @@ ModelConfig tiny_config() {
   return c;
 }
 
-PlanInputs inputs(const ModelConfig& c, int tp, int pp, int dp, int micro, int64_t global) {
-  PlanInputs in;
-  in.model = c;
-  in.layout.tp = tp;
-  in.layout.pp = pp;
-  in.layout.dp = dp;
-  in.layout.micro_batch = micro;
-  in.global_batch = global;
-  return in;
-}
-
 TEST(Plan, EveryRankHoldsItsParamTableAndZeroOneShards) {
   const ModelConfig c = tiny_config();
-  PlanInputs in = inputs(c, 2, 2, 3, 1, 12);
+  PlanInputs in = test_util::plan_inputs(c, 2, 2, 3, 1, 12);
   in.layout.first_stage_layers = 2;  // stages of 2 and 3 layers
   const PlanResult r = make_plan(in);
   ASSERT_EQ(r.ranks.size(), 4u);
@@ -66,7 +56,7 @@ TEST(Plan, EveryRankHoldsItsParamTableAndZeroOneShards) {
 // the other rank's experts, four times a MoE layer, plus the row counts.
 TEST(Plan, ExpertParallelSplitsTheExpertsAndCountsTheAllToAll) {
   const ModelConfig c = tiny_config();
-  PlanInputs in = inputs(c, 1, 1, 6, 2, 12);
+  PlanInputs in = test_util::plan_inputs(c, 1, 1, 6, 2, 12);
   in.layout.ep = 2;
   const PlanResult r = make_plan(in);
   ASSERT_EQ(r.ranks.size(), 1u);
@@ -118,7 +108,7 @@ TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
                 .ffn_hidden_size = 1024, .num_experts = 1, .router_topk = 1, .seq_length = 128};
   for (int tp : {1, 2, 4}) {
     SCOPED_TRACE(tp);
-    PlanInputs in = inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
+    PlanInputs in = test_util::plan_inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
     in.precision = Precision::BF16;
     const PlanResult r = make_plan(in);
     const double s = 128, b = 2, h = 256, a = 8, t = tp;
@@ -155,14 +145,14 @@ TEST(Plan, BubbleIsTheOneFOneBFormulaForEqualStages) {
   c.ffn_hidden_size = 512;
   c.num_experts = 8;
   c.seq_length = 256;
-  const PlanResult r = make_plan(inputs(c, 1, 4, 1, 1, 8));
+  const PlanResult r = make_plan(test_util::plan_inputs(c, 1, 4, 1, 1, 8));
   EXPECT_GT(r.bubble_fraction, 3.0 / 11.0);
   EXPECT_LT(r.bubble_fraction, 3.0 / 11.0 + 0.03);
 }
 
 TEST(Plan, ServingBoundIsBandwidthOverBytesReadPerToken) {
   const ModelConfig c = tiny_config();
-  PlanInputs in = inputs(c, 1, 1, 1, 1, 1);
+  PlanInputs in = test_util::plan_inputs(c, 1, 1, 1, 1, 1);
   in.gpu = find_gpu("h100-80gb");
   in.precision = Precision::BF16;
   const PlanResult r = make_plan(in);
@@ -179,7 +169,7 @@ TEST(Plan, ServingBoundIsBandwidthOverBytesReadPerToken) {
 TEST(Plan, StepTimeTokensAndMfuAgree) {
   ModelConfig c = tiny_config();
   c.num_layers = 8;
-  PlanInputs in = inputs(c, 2, 4, 2, 1, 64);
+  PlanInputs in = test_util::plan_inputs(c, 2, 4, 2, 1, 64);
   in.gpu = find_gpu("a100-80gb");
   in.precision = Precision::BF16;
   in.train_tokens = 1e9;
@@ -206,7 +196,7 @@ TEST(Plan, SearchKeepsWhatFitsFastestFirstAndSaysWhyOthersWent) {
   ModelConfig c{.vocab_size = 32000, .hidden_size = 4096, .num_layers = 32, .num_heads = 32,
                 .num_query_groups = 8, .ffn_hidden_size = 14336, .num_experts = 8, .router_topk = 2,
                 .seq_length = 4096};
-  PlanInputs base = inputs(c, 1, 1, 48, 1, 512);  // 48 GPUs: TP 3 and 6, DP 3 cannot be
+  PlanInputs base = test_util::plan_inputs(c, 1, 1, 48, 1, 512);  // 48 GPUs: TP 3 and 6, DP 3 cannot be
   base.gpu = find_gpu("h100-80gb");
   base.precision = Precision::BF16;
   const SearchResult s = search_layouts(base, 8, 4);

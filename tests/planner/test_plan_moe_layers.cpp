@@ -13,6 +13,7 @@
 #include "model/transformer.h"
 #include "planner/cost_model.h"
 #include "planner/plan.h"
+#include "plan_inputs.h"
 
 namespace mt {
 namespace {
@@ -47,18 +48,6 @@ ModelConfig mixed_config() {
 constexpr int64_t d = 64, H = 4, hd = 24, G = 2, F = 96, Fe = 32, Fs = 48, E = 4, K = 2, L = 6, Lm = 4, Ld = 2,
                   V = 384, S = 32;
 
-PlanInputs inputs(const ModelConfig& c, int tp, int pp, int dp, int ep, int micro, int64_t global) {
-  PlanInputs in;
-  in.model = c;
-  in.layout.tp = tp;
-  in.layout.pp = pp;
-  in.layout.dp = dp;
-  in.layout.ep = ep;
-  in.layout.micro_batch = micro;
-  in.global_batch = global;
-  return in;
-}
-
 TEST(PlanMoeLayers, ParameterCountsClassifyEveryPiece) {
   const ModelConfig c = mixed_config();
   const ParameterCounts p = count_parameters(c);
@@ -90,7 +79,7 @@ TEST(PlanMoeLayers, PerRankCountsSumToTheModelUnderTpPpEp) {
   const int64_t replicated = L * (2 * d + 2 * hd) + Lm * (E * d + d) + d;  // norms; routers and gates; final norm
   for (int ep : {1, 2}) {
     SCOPED_TRACE(ep);
-    PlanInputs in = inputs(c, tp, pp, 4, ep, 1, 8);
+    PlanInputs in = test_util::plan_inputs(c, tp, pp, 4, 1, 8, ep);
     in.layout.first_stage_layers = 2;  // layers 0-1 (dense, MoE) and 2-5 (MoE, dense, MoE, MoE)
     const PlanResult r = make_plan(in);
     const std::vector<RankCounts> counts = rank_counts(c, tp, stage_spans(c, in.layout), ep);
@@ -119,7 +108,7 @@ TEST(PlanMoeLayers, PerRankCountsSumToTheModelUnderTpPpEp) {
 TEST(PlanMoeLayers, DenseLayersAddNoAllToAllAndNoRoutingReduction) {
   ModelConfig c = mixed_config();
   c.moe_layers = {0, 0, 0, 1, 0, 1};  // stage 0 dense; stage 1 MoE, dense, MoE
-  const PlanResult r = make_plan(inputs(c, 2, 2, 2, 2, 1, 2));  // fp32
+  const PlanResult r = make_plan(test_util::plan_inputs(c, 2, 2, 2, 1, 2, 2));  // fp32
   ASSERT_EQ(r.stages.size(), 2u);
   const double T = S, act = T * d * 4.0;
   EXPECT_EQ(r.stages[0].ep_sent_bytes, 0.0);
@@ -130,7 +119,7 @@ TEST(PlanMoeLayers, DenseLayersAddNoAllToAllAndNoRoutingReduction) {
   EXPECT_DOUBLE_EQ(r.stages[1].tp_bytes,
                    3 * 4 * act + 2 * (T * K * 4.0 + 2 * act) + act + 3 * T * 4.0);  // + the LM head's
   // Full recompute runs each forward, the shared expert's too, twice.
-  PlanInputs full = inputs(c, 2, 2, 2, 2, 1, 2);
+  PlanInputs full = test_util::plan_inputs(c, 2, 2, 2, 1, 2, 2);
   full.layout.recompute = Recompute::Full;
   const PlanResult f = make_plan(full);
   EXPECT_DOUBLE_EQ(f.stages[1].ep_sent_bytes, 2 * (6 * rows + 2 * row_counts));
@@ -145,8 +134,8 @@ TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
   const ModelConfig swiglu = mixed_config();
   ModelConfig gelu = swiglu;
   gelu.swiglu = false;
-  const FlopCounts fs = make_plan(inputs(swiglu, 1, 1, 1, 1, 1, 1)).flops;
-  const FlopCounts fg = make_plan(inputs(gelu, 1, 1, 1, 1, 1, 1)).flops;
+  const FlopCounts fs = make_plan(test_util::plan_inputs(swiglu, 1, 1, 1, 1, 1, 1)).flops;
+  const FlopCounts fg = make_plan(test_util::plan_inputs(gelu, 1, 1, 1, 1, 1, 1)).flops;
   const double mlp_gelu = 2.0 * 2.0 * double(Ld * d * F + Lm * (K * d * Fe + d * Fs));
   EXPECT_DOUBLE_EQ(fs.forward - fg.forward, mlp_gelu / 2);  // (3 - 2) : 2
   EXPECT_DOUBLE_EQ(fs.train, 3.0 * fs.forward);
@@ -156,7 +145,7 @@ TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
   const double scores = 4.0 * S * H * hd * L;
   EXPECT_DOUBLE_EQ(fg.forward, 2.0 * weights + mlp_gelu + scores);
   // Selective recompute runs the scores again.
-  PlanInputs selective = inputs(swiglu, 1, 1, 1, 1, 1, 1);
+  PlanInputs selective = test_util::plan_inputs(swiglu, 1, 1, 1, 1, 1, 1);
   selective.layout.recompute = Recompute::Selective;
   const FlopCounts fsel = make_plan(selective).flops;
   EXPECT_DOUBLE_EQ(fsel.train_with_recompute - fsel.train, scores);
@@ -167,8 +156,8 @@ TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
   staged.moe_layers = {0, 0, 0, 1, 1, 1};
   ModelConfig staged_gelu = staged;
   staged_gelu.swiglu = false;
-  const PlanResult a = make_plan(inputs(staged, 2, 2, 1, 1, 1, 1));
-  const PlanResult b = make_plan(inputs(staged_gelu, 2, 2, 1, 1, 1, 1));
+  const PlanResult a = make_plan(test_util::plan_inputs(staged, 2, 2, 1, 1, 1, 1));
+  const PlanResult b = make_plan(test_util::plan_inputs(staged_gelu, 2, 2, 1, 1, 1, 1));
   EXPECT_DOUBLE_EQ(a.stages[0].forward_flops - b.stages[0].forward_flops, double(S) * 2.0 * 3 * d * F / 2);
   EXPECT_DOUBLE_EQ(a.stages[1].forward_flops - b.stages[1].forward_flops,
                    double(S) * 2.0 * 3 * (K * d * Fe + d * Fs) / 2);
@@ -202,7 +191,7 @@ TEST(PlanMoeLayers, ActivationsAreWhatLayerActsAllocates) {
   const double head = 2 * T * d * 4.0 + T * (V / tp) * 4.0;  // the final norm's input and output, the logits
   for (int ep : {1, 2}) {
     SCOPED_TRACE(ep);
-    PlanInputs in = inputs(c, tp, 1, 2, ep, micro, 2 * micro);
+    PlanInputs in = test_util::plan_inputs(c, tp, 1, 2, micro, 2 * micro, ep);
     in.layout.recompute = Recompute::Full;  // uniform, a layer a group
     const PlanResult r = make_plan(in);
     const RankMemory& m = r.ranks[0];
@@ -233,20 +222,20 @@ TEST(PlanMoeLayers, WorkspaceAndRouterStateFollowTheLayers) {
   gelu.swiglu = false;
   const int tp = 2, micro = 2;
   const double T = double(micro) * S, R = T * K;  // no EP: the expert rows are the T K copies
-  const RankMemory a = make_plan(inputs(swiglu, tp, 1, 1, 1, micro, micro)).ranks[0];
-  const RankMemory b = make_plan(inputs(gelu, tp, 1, 1, 1, micro, micro)).ranks[0];
+  const RankMemory a = make_plan(test_util::plan_inputs(swiglu, tp, 1, 1, micro, micro, 1)).ranks[0];
+  const RankMemory b = make_plan(test_util::plan_inputs(gelu, tp, 1, 1, micro, micro, 1)).ranks[0];
   EXPECT_DOUBLE_EQ(a.workspace - b.workspace, 4.0 * (T * F / tp + R * Fe / tp + T * Fs / tp));
   EXPECT_DOUBLE_EQ(a.router_state, Lm * (16.0 * E + 4.0 * E));  // kept and chosen int64 counts, float32 bias
   EXPECT_DOUBLE_EQ(a.total(), a.weights + a.gradients + a.optimizer + a.activations + a.workspace + a.router_state);
   ModelConfig no_bias = swiglu;
   no_bias.expert_bias = false;
-  const RankMemory n = make_plan(inputs(no_bias, tp, 1, 1, 1, micro, micro)).ranks[0];
+  const RankMemory n = make_plan(test_util::plan_inputs(no_bias, tp, 1, 1, micro, micro, 1)).ranks[0];
   EXPECT_DOUBLE_EQ(a.router_state - n.router_state, Lm * 4.0 * E);
   EXPECT_EQ(a.parameters, n.parameters);  // the bias is no parameter: no gradient, no Adam moments
   // A stage of dense layers keeps no routing state.
   ModelConfig staged = swiglu;
   staged.moe_layers = {0, 0, 0, 1, 1, 1};
-  const PlanResult p = make_plan(inputs(staged, 1, 2, 1, 1, 1, 1));
+  const PlanResult p = make_plan(test_util::plan_inputs(staged, 1, 2, 1, 1, 1, 1));
   EXPECT_EQ(p.ranks[0].router_state, 0.0);
   EXPECT_DOUBLE_EQ(p.ranks[1].router_state, 3 * 20.0 * E);
 }
