@@ -9,7 +9,7 @@
 
 #include <fmt/ranges.h>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "data/indexed_dataset.h"
 #include "runtime/check.h"
 
@@ -121,7 +121,7 @@ PrepareDataStats prepare_data(const PrepareDataConfig& config) {
       continue;
     }
     if (text.empty()) continue;
-    std::vector<int32_t> tokens = ByteTokenizer::encode(text);
+    std::vector<int32_t> tokens = ByteTokenizer().encode(text);
     tokens.push_back(ByteTokenizer::kEod);
     writer.add_document(tokens);
     stats.documents += 1;

@@ -3,7 +3,7 @@
 #include <deque>
 #include <numeric>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 
 namespace mt {
 
@@ -51,7 +51,7 @@ BatchedContinuations continue_prompts(PipelineRunner<T>& pipeline, Transformer<T
       Running& r = running[i];
       Continuation& c = done[r.prompt];
       ++c.steps;
-      const bool eod = picks[i].token == data::ByteTokenizer::kEod;
+      const bool eod = picks[i].token == ByteTokenizer::kEod;
       if (!eod) {
         r.tokens.push_back(picks[i].token);
         c.tokens.push_back(picks[i].token);

@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 
 namespace mt {
 
@@ -19,7 +19,7 @@ Continuation continue_prompt(PipelineRunner<T>& pipeline, Transformer<T>& model,
     pipeline.forward(sample.data(), 1);
     ++c.steps;
     const Pick p = pick_tokens(model, topo, {Draw{tokens.size() - 1, stream, uint64_t(step)}}, sampling)[0];
-    if (p.token == data::ByteTokenizer::kEod) break;
+    if (p.token == ByteTokenizer::kEod) break;
     tokens.push_back(p.token);
     c.tokens.push_back(p.token);
     c.margins.push_back(p.margin);

@@ -5,7 +5,7 @@
 #include <functional>
 #include <numeric>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "runtime/philox.h"
 
 namespace mt {
@@ -32,7 +32,7 @@ int pick_token(const std::vector<double>& logits, const Sampling& s, double u) {
 template <typename T>
 std::vector<Pick> pick_tokens(Transformer<T>& model, Topology& topo, const std::vector<Draw>& draws,
                               const Sampling& sampling) {
-  const size_t m = draws.size(), V = size_t(data::ByteTokenizer::kVocabSize);
+  const size_t m = draws.size(), V = size_t(ByteTokenizer::kVocabSize);
   const int tp = topo.tp().size;
   const size_t slice = size_t(tp_shape(model.config(), topo.coords().tp, tp).vocab);
   const int picker = rank_of(Coords{0, 0, topo.pp().size - 1}, tp, topo.dp().size);

@@ -15,7 +15,7 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/open_model.h"
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "generation/batched_decoding.h"
 #include "launch/commands.h"
 #include "runtime/check.h"
@@ -104,7 +104,7 @@ std::vector<Generation> generate(const std::string& path, const ModelConfig& mc,
   int64_t generated = 0;
   for (size_t p = 0; p < prompts.size(); ++p) {
     const Continuation& c = done[p];
-    out.push_back({data::ByteTokenizer::decode(prompts[p].tokens), data::ByteTokenizer::decode(c.tokens),
+    out.push_back({ByteTokenizer().decode(prompts[p].tokens), ByteTokenizer().decode(c.tokens),
                    int64_t(c.tokens.size()), double(c.tokens.size()) / std::max(c.seconds, 1e-9), c.margins});
     generated += int64_t(c.tokens.size());
     if (root) fmt::print("{}{}\n", out.back().prompt, out.back().completion);
@@ -137,12 +137,12 @@ std::vector<Generation> run_generate(const GenerateOptions& o) {
   const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
   const ModelConfig& mc = info.model;
-  MT_CHECK(mc.vocab_size >= data::ByteTokenizer::kVocabSize,
+  MT_CHECK(mc.vocab_size >= ByteTokenizer::kVocabSize,
            "checkpoint {}: a vocabulary of {} holds no byte tokenizer ({} ids)", path, mc.vocab_size,
-           data::ByteTokenizer::kVocabSize);
+           ByteTokenizer::kVocabSize);
   std::vector<Prompt> prompts;
   for (const PromptText& t : texts) {
-    prompts.push_back({data::ByteTokenizer::encode(t.text), t.max_new});
+    prompts.push_back({ByteTokenizer().encode(t.text), t.max_new});
     const size_t n = prompts.back().tokens.size();
     MT_CHECK(n >= 1, "prompt {} is empty: there is nothing to continue", prompts.size());
     MT_CHECK(int64_t(n) < mc.seq_length,

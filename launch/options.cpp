@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "parallel/pipeline_schedule.h"
 #include "runtime/check.h"
 
@@ -11,7 +11,7 @@ namespace mt {
 int resolve_vocab_size(int vocab_size_flag, int divisible_by) {
   MT_CHECK(divisible_by >= 1, "--make-vocab-size-divisible-by must be >= 1, got {}", divisible_by);
   MT_CHECK(vocab_size_flag >= 0, "--vocab-size must be positive, got {}", vocab_size_flag);
-  const int base = vocab_size_flag > 0 ? vocab_size_flag : data::ByteTokenizer::kVocabSize;
+  const int base = vocab_size_flag > 0 ? vocab_size_flag : ByteTokenizer::kVocabSize;
   return (base + divisible_by - 1) / divisible_by * divisible_by;
 }
 
@@ -24,7 +24,7 @@ void resolve_model_and_batch(TrainOptions& o) {
   MT_CHECK(o.moe_router_dtype == "fp32",
            "--moe-router-dtype {}: routing runs in fp32 (float64 in float64 models); only fp32 is supported",
            o.moe_router_dtype);
-  o.model.eod_token = data::ByteTokenizer::kEod;
+  o.model.eod_token = ByteTokenizer::kEod;
   o.model.validate();
   if (!o.rampup_batch_size.empty()) {
     MT_CHECK(o.rampup_batch_size.size() == 3, "--rampup-batch-size takes START INCR SAMPLES");

@@ -28,13 +28,14 @@ LAYERS = {
     "parallel": ["runtime"],
     "model": ["parallel", "runtime"],
     "optim": ["model", "parallel", "runtime"],
-    "checkpoint": ["optim", "model", "parallel", "runtime"],
-    "data": ["runtime"],
-    "generation": ["model", "parallel", "data", "runtime"],
-    "training": ["checkpoint", "generation", "optim", "model", "data", "parallel", "runtime"],
+    "tokenizer": ["runtime"],
+    "checkpoint": ["optim", "model", "parallel", "tokenizer", "runtime"],
+    "data": ["tokenizer", "runtime"],
+    "generation": ["model", "parallel", "data", "tokenizer", "runtime"],
+    "training": ["checkpoint", "generation", "optim", "model", "data", "parallel", "tokenizer", "runtime"],
     "planner": ["model", "parallel", "data", "runtime"],
     "launch": ["training", "planner", "generation", "checkpoint", "optim", "model", "data", "parallel",
-               "runtime"],
+               "tokenizer", "runtime"],
 }
 
 LAYER_CALL = re.compile(r"mt_add_layer\(\s*mt_(\w+)([^)]*)\)", re.S)

@@ -32,7 +32,12 @@ packages=(
     iproute2  # network namespaces for the several-hosts test
     clang libclang-rt-14-dev  # libFuzzer and the sanitizers (scripts/fuzz.sh)
     python3 python3-numpy python3-matplotlib python3-h5py python3-xxhash
+    libpcre2-dev libsentencepiece-dev libutf8proc-dev  # the tokenizers (tokenizer/)
+    python3-sentencepiece  # the SentencePiece tokenizers' test oracle
 )
+# The other tokenizers' oracles are npm packages (scripts/tokenizer_oracles/):
+# Debian's node and npm, unless a node with npm is already on the PATH.
+command -v npm >/dev/null 2>&1 || packages+=(nodejs npm)
 if (( want_torch )); then
     packages+=(python3-torch)
 fi

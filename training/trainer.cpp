@@ -17,7 +17,7 @@
 #include "checkpoint/checkpointer.h"
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "data/data_sources.h"
 #include "generation/continuation.h"
 #include "model/rank_model.h"
@@ -351,11 +351,11 @@ template <typename T>
 void print_sample_if_due(Training<T>& t, IntervalLog<T>& log) {
   if (t.o.sample_interval == 0 || t.state.iteration % t.o.sample_interval != 0) return;
   const Continuation c = log.outside_interval([&] {
-    return continue_prompt(t.pipeline, t.model, t.topo, data::ByteTokenizer::encode(t.o.sample_prompt),
+    return continue_prompt(t.pipeline, t.model, t.topo, ByteTokenizer().encode(t.o.sample_prompt),
                            t.o.sample_tokens, Sampling{.temperature = 0}, uint64_t(t.state.iteration));
   });
   if (!t.root) return;
-  fmt::print("sample at step {}: {}{}\n", t.state.iteration, t.o.sample_prompt, data::ByteTokenizer::decode(c.tokens));
+  fmt::print("sample at step {}: {}{}\n", t.state.iteration, t.o.sample_prompt, ByteTokenizer().decode(c.tokens));
   std::fflush(stdout);
 }
 

@@ -6,7 +6,7 @@
 
 #include <filesystem>
 
-#include "data/byte_tokenizer.h"
+#include "tokenizer/byte_tokenizer.h"
 #include "data/indexed_dataset.h"
 #include "test_util.h"
 
@@ -28,7 +28,7 @@ std::vector<int32_t> all_tokens(const IndexedDataset& ds) {
 std::vector<int32_t> expected(const std::vector<std::string>& docs) {
   std::vector<int32_t> out;
   for (const std::string& d : docs) {
-    for (int32_t t : ByteTokenizer::encode(d)) out.push_back(t);
+    for (int32_t t : ByteTokenizer().encode(d)) out.push_back(t);
     out.push_back(ByteTokenizer::kEod);
   }
   return out;
