@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "tokenizer/tokenizer.h"
+
 namespace mt::data {
 
 struct PrepareDataConfig {
@@ -15,6 +17,7 @@ struct PrepareDataConfig {
   std::vector<std::string> inputs;
   std::string output_prefix;            // writes OUTPUT_PREFIX.bin / .idx
   std::vector<std::string> extensions;  // "txt" or ".txt"; empty = every file
+  TokenizerOptions tokenizer;
 };
 
 struct PrepareDataStats {

@@ -105,7 +105,7 @@ std::unique_ptr<Cli> make_cli() {
   visit_plan_flags(cli->plan_options, adder(cli->plan));
 
   cli->prepare_data = app.add_subcommand(
-      "prepare-data", "Tokenize text files with the byte tokenizer into a Megatron indexed "
+      "prepare-data", "Tokenize text files (--tokenizer-type; bytes by default) into a Megatron indexed "
                       "dataset (PREFIX.bin + PREFIX.idx); each file is one document");
   data::PrepareDataConfig& p = cli->prepare_options;
   cli->prepare_data->add_option("--input", p.inputs, "Files or directories (walked recursively)")
@@ -116,6 +116,8 @@ std::unique_ptr<Cli> make_cli() {
   cli->prepare_data->add_option("--extensions", p.extensions,
                                 "Only files with these extensions, comma separated (e.g. .h,.hpp)")
       ->delimiter(',');
+  visit_tokenizer_flags(p.tokenizer, adder(cli->prepare_data));
+  cli->prepare_data->add_option("--vocab-size", p.tokenizer.vocab_size, "NullTokenizer: the number of ids");
 
   cli->inspect = app.add_subcommand(
       "inspect", "Print a checkpoint's attributes and every tensor's shape, dtype and L2 norm");

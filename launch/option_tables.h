@@ -28,6 +28,32 @@ inline std::string flag_key(const Flag& f) {
   return key;
 }
 
+// The tokenizer (docs/data.md), Megatron's flags. prepare-data and a fresh
+// train read the files they name; a resumed train, eval and generate take
+// the tokenizer the checkpoint holds. (--vocab-size, NullTokenizer's size,
+// is train's model flag and prepare-data's own.)
+template <typename Options, typename Visit>
+void visit_tokenizer_flags(Options& t, Visit&& visit) {
+  visit(Flag{"--tokenizer-type",
+             "ByteTokenizer (the default: bytes and an end of document), NullTokenizer, GPT2BPETokenizer, "
+             "TikTokenizer, SentencePieceTokenizer, GPTSentencePieceTokenizer, Llama2Tokenizer or "
+             "HuggingFaceTokenizer"},
+        t.type);
+  visit(Flag{"--vocab-file", "GPT2BPETokenizer: its vocabulary, encoder.json"}, t.vocab_file);
+  visit(Flag{"--merge-file", "GPT2BPETokenizer: its merges, vocab.bpe"}, t.merge_file);
+  visit(Flag{"--tokenizer-model",
+             "TikTokenizer: a .tiktoken ranks file or Megatron's JSON vocabulary; the SentencePiece types: a "
+             ".model; HuggingFaceTokenizer: a tokenizer.json"},
+        t.tokenizer_model);
+  visit(Flag{"--tiktoken-pattern",
+             "TikTokenizer's split: v1 or v2 (Megatron's JSON vocabulary), cl100k_base, o200k_base or gpt2 "
+             "(OpenAI's .tiktoken files, with their special tokens)"},
+        t.tiktoken_pattern);
+  visit(Flag{"--tiktoken-num-special-tokens",
+             "TikTokenizer with Megatron's JSON vocabulary: ids below this are special tokens"},
+        t.tiktoken_num_special_tokens);
+}
+
 // The model's shape. The checkpoint records the resolved ModelConfig
 // (model_config_to_json), so these rows are not `recorded` themselves.
 template <typename Options, typename Visit>
@@ -138,6 +164,7 @@ void visit_timeout_flag(Options& o, Visit&& visit) {
 template <typename Options, typename Visit>
 void visit_train_flags(Options& o, Visit&& visit) {
   visit_model_flags(o, visit);
+  visit_tokenizer_flags(o.tokenizer, visit);
   visit_layout_flags(o, visit);
   visit(Flag{"--pipeline-schedule",
              "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then all backwards)"},

@@ -14,6 +14,7 @@
 #include "optim/lr_schedule.h"
 #include "parallel/pipeline_schedule.h"
 #include "parallel/topology.h"
+#include "tokenizer/tokenizer.h"
 #include "training/fault_injection.h"
 #include "training/step_guard.h"
 
@@ -24,6 +25,7 @@ struct TrainOptions {
   std::string moe_layer_freq = "1";   // --moe-layer-freq, resolved into model.moe_layers
   std::string moe_router_dtype = "fp32";
   int vocab_size_flag = 0;  // --vocab-size; 0 = the tokenizer's size
+  TokenizerOptions tokenizer;  // a fresh run's; a resumed run takes the checkpoint's
   int make_vocab_size_divisible_by = 128;
   TopologyConfig topology;
   int decoder_first_pipeline_num_layers = 0;  // 0: an even split

@@ -55,7 +55,7 @@ class PrepareData : public ::testing::Test {
 };
 
 TEST_F(PrepareData, SortedWalkWithEodAfterEachDocument) {
-  PrepareDataConfig config{{root_}, out_ / "all", {}};
+  PrepareDataConfig config{{root_}, out_ / "all", {}, {}};
   PrepareDataStats stats = prepare_data(config);
   const std::vector<std::string> docs = {"ay", "bee", "sea\n", "# dee", "e\xff"};
   EXPECT_EQ(stats.documents, 5u);
@@ -70,24 +70,24 @@ TEST_F(PrepareData, SortedWalkWithEodAfterEachDocument) {
   ds.check_token_range(ByteTokenizer::kVocabSize);
 
   // Deterministic: the same input gives the same bytes.
-  prepare_data({{root_}, out_ / "again", {}});
+  prepare_data({{root_}, out_ / "again", {}, {}});
   EXPECT_EQ(test_util::read_bytes(out_ / "again.bin"), test_util::read_bytes(out_ / "all.bin"));
   EXPECT_EQ(test_util::read_bytes(out_ / "again.idx"), test_util::read_bytes(out_ / "all.idx"));
 }
 
 TEST_F(PrepareData, ExtensionFilterAndNamedFiles) {
-  PrepareDataStats stats = prepare_data({{root_}, out_ / "txt", {"txt"}});
+  PrepareDataStats stats = prepare_data({{root_}, out_ / "txt", {"txt"}, {}});
   EXPECT_EQ(stats.documents, 4u);
   EXPECT_EQ(all_tokens(IndexedDataset(out_ / "txt")), expected({"ay", "bee", "sea\n", "e\xff"}));
 
-  stats = prepare_data({{root_ + "/sub", root_ + "/a.txt"}, out_ / "md", {".md"}});
+  stats = prepare_data({{root_ + "/sub", root_ + "/a.txt"}, out_ / "md", {".md"}, {}});
   // Inputs in the order given; a named file is taken whatever its extension.
   EXPECT_EQ(all_tokens(IndexedDataset(out_ / "md")), expected({"# dee", "ay"}));
 }
 
 TEST_F(PrepareData, OutputInsideInputIsNotReadBack) {
-  prepare_data({{root_}, root_ + "/store", {}});
-  PrepareDataStats stats = prepare_data({{root_}, root_ + "/store", {}});
+  prepare_data({{root_}, root_ + "/store", {}, {}});
+  PrepareDataStats stats = prepare_data({{root_}, root_ + "/store", {}, {}});
   EXPECT_EQ(stats.documents, 5u);
 }
 
@@ -97,21 +97,21 @@ TEST_F(PrepareData, UnreadableFilesAreSkipped) {
   fs::create_directory(root_ + "/locked");
   write_text(root_ + "/locked/f.txt", "hidden");
   fs::permissions(root_ + "/locked", fs::perms::none);
-  PrepareDataStats stats = prepare_data({{root_}, out_ / "s", {}});
+  PrepareDataStats stats = prepare_data({{root_}, out_ / "s", {}, {}});
   EXPECT_EQ(stats.documents, 4u);
   EXPECT_EQ(stats.skipped, 2u);  // b.txt and the fifo; the locked directory is not entered
   EXPECT_EQ(all_tokens(IndexedDataset(out_ / "s")), expected({"ay", "sea\n", "# dee", "e\xff"}));
-  expect_error([&] { prepare_data({{root_ + "/b.txt"}, out_ / "n", {}}); }, {root_ + "/b.txt"});
+  expect_error([&] { prepare_data({{root_ + "/b.txt"}, out_ / "n", {}, {}}); }, {root_ + "/b.txt"});
   fs::permissions(root_ + "/locked", fs::perms::owner_all);  // so that TempDir can remove it
 }
 
 TEST_F(PrepareData, Errors) {
-  expect_error([&] { prepare_data({{in_ / "missing"}, out_ / "x", {}}); }, {in_ / "missing", "does not exist"});
-  expect_error([&] { prepare_data({{root_}, out_ / "no_dir/x", {}}); }, {out_ / "no_dir", "does not exist"});
+  expect_error([&] { prepare_data({{in_ / "missing"}, out_ / "x", {}, {}}); }, {in_ / "missing", "does not exist"});
+  expect_error([&] { prepare_data({{root_}, out_ / "no_dir/x", {}, {}}); }, {out_ / "no_dir", "does not exist"});
   fs::create_directory(in_ / "hollow");
   write_text(in_ / "hollow/empty.txt", "");
-  expect_error([&] { prepare_data({{in_ / "hollow"}, out_ / "x", {}}); }, {"no documents", in_ / "hollow"});
-  expect_error([&] { prepare_data({{root_}, out_ / "x", {"rst"}}); }, {"no documents", "rst"});
+  expect_error([&] { prepare_data({{in_ / "hollow"}, out_ / "x", {}, {}}); }, {"no documents", in_ / "hollow"});
+  expect_error([&] { prepare_data({{root_}, out_ / "x", {"rst"}, {}}); }, {"no documents", "rst"});
   EXPECT_TRUE(fs::is_empty(out_.path()));  // failures leave nothing behind
 }
 
