@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian 12 packages moetrain needs to build, test and run the demo.
+# Install the Debian 12 packages moetrain needs to build, test and run the demo,
+# and the npm packages the tokenizer tests compare with (scripts/tokenizer_oracles).
 # Only missing packages are installed (checked with dpkg-query), so a second run
 # installs nothing and takes well under a second.
 #
@@ -9,7 +10,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,8s/^# \{0,1\}//p' "$0"
+    sed -n '2,9s/^# \{0,1\}//p' "$0"
 }
 
 want_torch=0
@@ -57,11 +58,6 @@ for pkg in "${packages[@]}"; do
     fi
 done
 
-if (( ${#missing[@]} == 0 )); then
-    echo "install_deps: all ${#packages[@]} packages already installed; nothing to do."
-    exit 0
-fi
-
 as_root() {
     if [[ $(id -u) -eq 0 ]]; then
         "$@"
@@ -74,7 +70,20 @@ as_root() {
     fi
 }
 
-echo "install_deps: installing ${#missing[@]} missing package(s): ${missing[*]}"
-as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+if (( ${#missing[@]} == 0 )); then
+    echo "install_deps: all ${#packages[@]} packages already installed."
+else
+    echo "install_deps: installing ${#missing[@]} missing package(s): ${missing[*]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The npm oracles at the versions package-lock.json pins, once (a lock newer
+# than the installed tree reinstalls).
+oracles=scripts/tokenizer_oracles
+cd "$(dirname "$0")/.."
+if [[ ! -f $oracles/node_modules/.package-lock.json || $oracles/package-lock.json -nt $oracles/node_modules/.package-lock.json ]]; then
+    echo "install_deps: installing the tokenizer oracles ($oracles, npm ci)"
+    npm ci --prefix "$oracles" --no-audit --no-fund --loglevel=error
+fi
 echo "install_deps: done."
