@@ -1,0 +1,57 @@
+// What the tokenizer tests share: the sample corpus (tests/fixtures/tokenizer)
+// and running an oracle, an implementation nobody here wrote (an npm package
+// in scripts/tokenizer_oracles, or Debian's python3-sentencepiece), whose
+// standard output is JSON.
+#pragma once
+
+#include <gtest/gtest.h>
+#include <stdio.h>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "test_util.h"
+
+namespace mt::test_util {
+
+struct CorpusDocument {
+  std::string name;   // the file's name
+  std::string path;   // the file's path
+  std::string bytes;  // its contents, as they are (one is invalid UTF-8)
+};
+
+// The sample corpus, one document a file, sorted by name.
+inline std::vector<CorpusDocument> tokenizer_corpus() {
+  std::vector<CorpusDocument> docs;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(MT_FIXTURES_DIR) + "/tokenizer/corpus")) {
+    const std::vector<uint8_t> b = read_bytes(e.path().string());
+    docs.push_back({e.path().filename().string(), e.path().string(), std::string(b.begin(), b.end())});
+  }
+  std::sort(docs.begin(), docs.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
+  return docs;
+}
+
+// The folder of the npm oracles (package.json, node_modules).
+inline std::string tokenizer_oracles_dir() { return std::string(MT_SOURCE_DIR) + "/scripts/tokenizer_oracles"; }
+
+// Runs `command` under sh and parses its standard output as JSON; a non-zero
+// exit or output that is not JSON fails the test (standard error is shown).
+inline nlohmann::json run_json_command(const std::string& command) {
+  FILE* pipe = popen(command.c_str(), "r");
+  EXPECT_NE(pipe, nullptr) << command;
+  if (!pipe) return nullptr;
+  std::string out;
+  char buf[1 << 16];
+  for (size_t n; (n = fread(buf, 1, sizeof buf, pipe)) > 0;) out.append(buf, n);
+  const int status = pclose(pipe);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << command << " exited with status " << status;
+  const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << command << " printed no JSON: " << out.substr(0, 500);
+  return j;
+}
+
+}  // namespace mt::test_util
