@@ -163,6 +163,11 @@ void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const 
   for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());
   f.set_attr("moetrain_version", kMoetrainVersion);
   f.set_attr("saved_at", a.saved_at);
+  if (a.tokenizer) {
+    f.set_attr("tokenizer", a.tokenizer->options_json().dump());
+    for (const auto& [role, bytes] : a.tokenizer->files)
+      f.write_all("tokenizer/" + role, {bytes.size()}, reinterpret_cast<const uint8_t*>(bytes.data()));
+  }
 }
 
 }  // namespace
@@ -267,6 +272,22 @@ CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm) {
   }
   if (f.has_attr("skip_guard")) info.skip_guard = json("skip_guard");
   return info;
+}
+
+TokenizerSpec read_checkpoint_tokenizer(const std::string& path, MPI_Comm comm) {
+  H5File f = H5File::open(path, comm);
+  TokenizerSpec spec;
+  if (!f.has_attr("tokenizer")) return spec;
+  try {
+    spec.options = TokenizerSpec::options_from_json(nlohmann::json::parse(f.attr_string("tokenizer")));
+  } catch (const std::exception& e) {
+    MT_FAIL("checkpoint {}: attribute 'tokenizer': {}", path, e.what());
+  }
+  for (const std::string& role : f.exists("tokenizer") ? f.list("tokenizer") : std::vector<std::string>{}) {
+    const std::vector<uint8_t> bytes = f.read_all<uint8_t>("tokenizer/" + role);
+    spec.files[role].assign(bytes.begin(), bytes.end());
+  }
+  return spec;
 }
 
 template <typename T>

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@
 #include "model/router.h"
 #include "optim/adamw.h"
 #include "optim/master_weights.h"
+#include "tokenizer/tokenizer.h"
 #include "parallel/grad_sync.h"
 #include "parallel/topology.h"
 
@@ -34,6 +36,10 @@ struct CheckpointAttributes {
   nlohmann::json config;  // the run configuration
   nlohmann::json resume;  // each entry (schedule, ramp-up, data, RNG) becomes an attribute holding its JSON
   std::string saved_at;   // the same on every rank (rank 0's clock)
+  // The tokenizer the model reads and writes text with: the attribute
+  // `tokenizer` (its type and options) and its files' bytes as uint8
+  // datasets /tokenizer/<role>. Null: none recorded.
+  std::shared_ptr<const TokenizerSpec> tokenizer = nullptr;
 };
 
 // What routing keeps of a stage's MoE layers between steps (RouterState:
@@ -102,6 +108,11 @@ struct CheckpointInfo {
 // are not negative, a model config that validates): a bad one throws
 // mt::Error naming the file and the attribute.
 CheckpointInfo read_checkpoint_info(const std::string& path, MPI_Comm comm);
+
+// The tokenizer the checkpoint records (its files checked against their
+// checksums); a checkpoint without one was trained on bytes
+// (ByteTokenizer). Collective over comm.
+TokenizerSpec read_checkpoint_tokenizer(const std::string& path, MPI_Comm comm);
 
 // Loads weights (and, when optim is not null, the AdamW moments of the
 // shard grad_sync assigns this rank). Every tensor must have the shape the

@@ -47,6 +47,7 @@ hid_t native_type(H5Type type) {
     case H5Type::kFloat64: return H5T_NATIVE_DOUBLE;
     case H5Type::kInt32: return H5T_NATIVE_INT32;
     case H5Type::kInt64: return H5T_NATIVE_INT64;
+    case H5Type::kUint8: return H5T_NATIVE_UINT8;
   }
   return -1;
 }
@@ -57,6 +58,7 @@ const char* type_name(H5Type type) {
     case H5Type::kFloat64: return "float64";
     case H5Type::kInt32: return "int32";
     case H5Type::kInt64: return "int64";
+    case H5Type::kUint8: return "uint8";
   }
   return "?";
 }
@@ -189,11 +191,20 @@ std::string block_str(const ArrayBlock& b) {
   return fmt::format("[{}]", fmt::join(ranges, ", "));
 }
 
-size_t type_bytes(H5Type type) { return type == H5Type::kFloat32 || type == H5Type::kInt32 ? 4 : 8; }
+size_t type_bytes(H5Type type) {
+  switch (type) {
+    case H5Type::kUint8: return 1;
+    case H5Type::kFloat32:
+    case H5Type::kInt32: return 4;
+    case H5Type::kFloat64:
+    case H5Type::kInt64: return 8;
+  }
+  return 0;
+}
 
 // The H5Type a stored dataset type reads as byte for byte, if any.
 bool exact_type(hid_t stored, H5Type* out) {
-  for (H5Type t : {H5Type::kFloat32, H5Type::kFloat64, H5Type::kInt32, H5Type::kInt64})
+  for (H5Type t : {H5Type::kFloat32, H5Type::kFloat64, H5Type::kInt32, H5Type::kInt64, H5Type::kUint8})
     if (H5Tequal(stored, native_type(t)) > 0) {
       *out = t;
       return true;

@@ -49,17 +49,19 @@ struct DamagedFile : Error {
 
 // The element types a dataset may hold in memory; each maps to the native
 // HDF5 type of the same width (the file type equals the memory type).
+// (uint8: raw bytes, such as the tokenizer's files.)
 template <class T>
 concept H5Element = std::same_as<T, float> || std::same_as<T, double> ||
-                    std::same_as<T, int32_t> || std::same_as<T, int64_t>;
+                    std::same_as<T, int32_t> || std::same_as<T, int64_t> || std::same_as<T, uint8_t>;
 
-enum class H5Type { kFloat32, kFloat64, kInt32, kInt64 };
+enum class H5Type { kFloat32, kFloat64, kInt32, kInt64, kUint8 };
 
 template <H5Element T>
 constexpr H5Type h5_type_of() {
   if constexpr (std::same_as<T, float>) return H5Type::kFloat32;
   else if constexpr (std::same_as<T, double>) return H5Type::kFloat64;
   else if constexpr (std::same_as<T, int32_t>) return H5Type::kInt32;
+  else if constexpr (std::same_as<T, uint8_t>) return H5Type::kUint8;
   else return H5Type::kInt64;
 }
 

@@ -1,34 +1,43 @@
-// `moetrain prepare-data`: raw text files -> one token store, written with the
-// byte tokenizer (docs/design.md section 5). Each file is one document: its bytes,
-// then the end-of-document token.
+// `moetrain prepare-data`: text (files, directories, JSON lines) -> token
+// stores in Megatron's indexed format, tokenized by --tokenizer-type
+// (docs/data.md). Text inputs make one store, PREFIX.bin/.idx; JSON lines
+// make one store a --json-keys key, PREFIX_KEY_document.bin/.idx, as
+// Megatron's preprocess_data.py names them.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
+#include "data/document_reader.h"
 #include "tokenizer/tokenizer.h"
 
 namespace mt::data {
 
 struct PrepareDataConfig {
-  // Files and directories; directories are walked recursively in sorted path
-  // order (symlinked directories not followed), so the store is deterministic.
-  std::vector<std::string> inputs;
-  std::string output_prefix;            // writes OUTPUT_PREFIX.bin / .idx
-  std::vector<std::string> extensions;  // "txt" or ".txt"; empty = every file
+  DocumentInputs inputs;
+  std::string output_prefix;
   TokenizerOptions tokenizer;
+  bool append_eod = true;  // the tokenizer's end-of-document id after each document
+  int workers = 1;         // threads tokenizing; the output is the same for any count
 };
 
 struct PrepareDataStats {
-  uint64_t documents = 0;  // files stored
+  uint64_t documents = 0;  // documents stored (of all keys)
+  uint64_t empty = 0;      // documents with no tokens, left out
   uint64_t tokens = 0;     // tokens stored, end-of-document tokens included
-  uint64_t bytes = 0;      // bytes of text read
+  uint64_t bytes = 0;      // bytes of input read
   uint64_t skipped = 0;    // files found in directories but unreadable or special
+  double seconds = 0;      // since the start
+  std::vector<std::string> stores;  // the prefixes written
 };
 
-// Throws for a missing input, an output directory that does not exist, or no
-// documents at all. Empty files are skipped (not counted in `skipped`).
-PrepareDataStats prepare_data(const PrepareDataConfig& config);
+// Writes the stores, calling `progress` about once a second. Throws for a
+// missing input or output directory, a bad input (naming the file and line),
+// or no documents at all; then no store is written (each appears, renamed
+// from a temporary file, only once complete).
+PrepareDataStats prepare_data(const PrepareDataConfig& config,
+                              const std::function<void(const PrepareDataStats&)>& progress = {});
 
 }  // namespace mt::data

@@ -13,6 +13,7 @@
 #include "launch/cli.h"
 #include "launch/options.h"
 #include "runtime/check.h"
+#include "tokenizer/byte_tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = mt::fuzz::scratch_path("config.toml");
@@ -21,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   auto cli = mt::make_cli();
   try {
     mt::parse_command_line(*cli, 4, argv);
-    mt::resolve_and_validate(cli->train_options);
+    mt::resolve_and_validate(cli->train_options, mt::ByteTokenizer());
   } catch (const mt::Error&) {
   } catch (const CLI::ParseError&) {
   }

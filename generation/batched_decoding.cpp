@@ -3,14 +3,13 @@
 #include <deque>
 #include <numeric>
 
-#include "tokenizer/byte_tokenizer.h"
 
 namespace mt {
 
 template <typename T>
 BatchedContinuations continue_prompts(PipelineRunner<T>& pipeline, Transformer<T>& model, KvCache<T>& cache,
                                       Topology& topo, const std::vector<Prompt>& prompts, const Sampling& sampling,
-                                      Batching batching) {
+                                      Batching batching, const TokenCallback& on_token) {
   const int S = model.config().seq_length;
   struct Running {
     size_t prompt;
@@ -51,8 +50,9 @@ BatchedContinuations continue_prompts(PipelineRunner<T>& pipeline, Transformer<T
       Running& r = running[i];
       Continuation& c = done[r.prompt];
       ++c.steps;
-      const bool eod = picks[i].token == ByteTokenizer::kEod;
+      const bool eod = picks[i].token == sampling.eod;
       if (!eod) {
+        if (on_token) on_token(r.prompt, picks[i].token);
         r.tokens.push_back(picks[i].token);
         c.tokens.push_back(picks[i].token);
         c.margins.push_back(picks[i].margin);
@@ -71,7 +71,8 @@ BatchedContinuations continue_prompts(PipelineRunner<T>& pipeline, Transformer<T
 
 #define MT_INSTANTIATE_BATCHED_DECODING(T)                                                                       \
   template BatchedContinuations continue_prompts<T>(PipelineRunner<T>&, Transformer<T>&, KvCache<T>&, Topology&, \
-                                                    const std::vector<Prompt>&, const Sampling&, Batching);
+                                                    const std::vector<Prompt>&, const Sampling&, Batching, \
+                                                    const TokenCallback&);
 MT_INSTANTIATE_BATCHED_DECODING(float)
 MT_INSTANTIATE_BATCHED_DECODING(double)
 MT_INSTANTIATE_BATCHED_DECODING(bf16)

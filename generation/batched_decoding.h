@@ -35,6 +35,6 @@ struct Prompt {
 template <typename T>
 BatchedContinuations continue_prompts(PipelineRunner<T>& pipeline, Transformer<T>& model, KvCache<T>& cache,
                                       Topology& topo, const std::vector<Prompt>& prompts, const Sampling& sampling,
-                                      Batching batching);
+                                      Batching batching, const TokenCallback& on_token = {});
 
 }  // namespace mt

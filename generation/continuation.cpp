@@ -2,13 +2,13 @@
 
 #include <algorithm>
 
-#include "tokenizer/byte_tokenizer.h"
 
 namespace mt {
 
 template <typename T>
 Continuation continue_prompt(PipelineRunner<T>& pipeline, Transformer<T>& model, Topology& topo,
-                             std::vector<int32_t> tokens, int max_new, const Sampling& sampling, uint64_t stream) {
+                             std::vector<int32_t> tokens, int max_new, const Sampling& sampling, uint64_t stream,
+                             const TokenCallback& on_token) {
   const int S = model.config().seq_length;
   const auto start = std::chrono::steady_clock::now();
   Continuation c;
@@ -19,7 +19,8 @@ Continuation continue_prompt(PipelineRunner<T>& pipeline, Transformer<T>& model,
     pipeline.forward(sample.data(), 1);
     ++c.steps;
     const Pick p = pick_tokens(model, topo, {Draw{tokens.size() - 1, stream, uint64_t(step)}}, sampling)[0];
-    if (p.token == ByteTokenizer::kEod) break;
+    if (p.token == sampling.eod) break;
+    if (on_token) on_token(stream, p.token);
     tokens.push_back(p.token);
     c.tokens.push_back(p.token);
     c.margins.push_back(p.margin);
@@ -29,10 +30,13 @@ Continuation continue_prompt(PipelineRunner<T>& pipeline, Transformer<T>& model,
 }
 
 template Continuation continue_prompt<float>(PipelineRunner<float>&, Transformer<float>&, Topology&,
-                                              std::vector<int32_t>, int, const Sampling&, uint64_t);
+                                              std::vector<int32_t>, int, const Sampling&, uint64_t,
+                                              const TokenCallback&);
 template Continuation continue_prompt<double>(PipelineRunner<double>&, Transformer<double>&, Topology&,
-                                               std::vector<int32_t>, int, const Sampling&, uint64_t);
+                                               std::vector<int32_t>, int, const Sampling&, uint64_t,
+                                              const TokenCallback&);
 template Continuation continue_prompt<bf16>(PipelineRunner<bf16>&, Transformer<bf16>&, Topology&,
-                                             std::vector<int32_t>, int, const Sampling&, uint64_t);
+                                             std::vector<int32_t>, int, const Sampling&, uint64_t,
+                                              const TokenCallback&);
 
 }  // namespace mt

@@ -30,6 +30,7 @@ inline double seconds_since(std::chrono::steady_clock::time_point start) {
 // run's, so that each draws its own random numbers from the seed.
 template <typename T>
 Continuation continue_prompt(PipelineRunner<T>& pipeline, Transformer<T>& model, Topology& topo,
-                             std::vector<int32_t> prefix, int max_new, const Sampling& sampling, uint64_t stream);
+                             std::vector<int32_t> prefix, int max_new, const Sampling& sampling, uint64_t stream,
+                             const TokenCallback& on_token = {});
 
 }  // namespace mt

@@ -3,9 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <numeric>
 
-#include "tokenizer/byte_tokenizer.h"
+#include "runtime/check.h"
 #include "runtime/philox.h"
 
 namespace mt {
@@ -32,7 +33,9 @@ int pick_token(const std::vector<double>& logits, const Sampling& s, double u) {
 template <typename T>
 std::vector<Pick> pick_tokens(Transformer<T>& model, Topology& topo, const std::vector<Draw>& draws,
                               const Sampling& sampling) {
-  const size_t m = draws.size(), V = size_t(ByteTokenizer::kVocabSize);
+  const size_t m = draws.size(), V = size_t(sampling.vocab);
+  MT_CHECK(sampling.vocab >= 2 && sampling.vocab <= model.config().vocab_size,
+           "sampling over {} ids, but the model's vocabulary is {}", sampling.vocab, model.config().vocab_size);
   const int tp = topo.tp().size;
   const size_t slice = size_t(tp_shape(model.config(), topo.coords().tp, tp).vocab);
   const int picker = rank_of(Coords{0, 0, topo.pp().size - 1}, tp, topo.dp().size);
@@ -49,6 +52,7 @@ std::vector<Pick> pick_tokens(Transformer<T>& model, Topology& topo, const std::
     std::vector<double> logits(V);
     for (size_t i = 0; i < m; ++i) {
       for (size_t id = 0; id < V; ++id) logits[id] = all[((id / slice) * m + i) * slice + id % slice];
+      for (int32_t id : sampling.gaps) logits[size_t(id)] = -std::numeric_limits<double>::infinity();
       picked[2 * i] = pick_token(logits, sampling, philox_uniform(sampling.seed, draws[i].stream, draws[i].step));
       std::vector<double> sorted = logits;
       std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<>());

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "model/transformer.h"
@@ -18,7 +19,16 @@ struct Sampling {
   int top_k = 0;             // 0: every token
   double top_p = 1.0;        // nucleus; 1: every token
   uint64_t seed = 1234;
+  // From the model's tokenizer, not flags: ids are picked among [0, vocab),
+  // never the rows that pad the vocabulary, and eod ends a continuation.
+  int32_t vocab = 257;
+  int32_t eod = 256;
+  std::vector<int32_t> gaps = {};  // ids below vocab that are no token (Tokenizer::gaps)
 };
+
+// Called with each token a continuation keeps, as it is picked (on every
+// rank), so that text can be printed as it is produced.
+using TokenCallback = std::function<void(size_t prompt, int32_t token)>;
 
 // The token a row of logits picks: the highest (ties to the lower id) at
 // temperature 0; else a draw (u in [0, 1)) from the softmax at the

@@ -104,20 +104,18 @@ std::unique_ptr<Cli> make_cli() {
                              cli->plan_config);
   visit_plan_flags(cli->plan_options, adder(cli->plan));
 
-  cli->prepare_data = app.add_subcommand(
-      "prepare-data", "Tokenize text files (--tokenizer-type; bytes by default) into a Megatron indexed "
-                      "dataset (PREFIX.bin + PREFIX.idx); each file is one document");
-  data::PrepareDataConfig& p = cli->prepare_options;
-  cli->prepare_data->add_option("--input", p.inputs, "Files or directories (walked recursively)")
-      ->required()
-      ->expected(1, -1);
-  cli->prepare_data->add_option("--output-prefix", p.output_prefix, "Writes PREFIX.bin and PREFIX.idx")
-      ->required();
-  cli->prepare_data->add_option("--extensions", p.extensions,
-                                "Only files with these extensions, comma separated (e.g. .h,.hpp)")
-      ->delimiter(',');
-  visit_tokenizer_flags(p.tokenizer, adder(cli->prepare_data));
-  cli->prepare_data->add_option("--vocab-size", p.tokenizer.vocab_size, "NullTokenizer: the number of ids");
+  cli->prepare_data = add_subcommand("prepare-data",
+                                     "Tokenize text (--tokenizer-type; bytes by default) into Megatron indexed "
+                                     "datasets (.bin + .idx)",
+                                     cli->prepare_data_config);
+  visit_prepare_data_flags(cli->prepare_options, adder(cli->prepare_data));
+  cli->prepare_data->get_option("--extensions")->delimiter(',');
+  cli->train_tokenizer = add_subcommand("train-tokenizer",
+                                        "Train a SentencePiece BPE or unigram model (byte fallback on) on the text "
+                                        "prepare-data takes, for --tokenizer-model",
+                                        cli->train_tokenizer_config);
+  visit_train_tokenizer_flags(cli->train_tokenizer_options, adder(cli->train_tokenizer));
+  cli->train_tokenizer->get_option("--extensions")->delimiter(',');
 
   cli->inspect = app.add_subcommand(
       "inspect", "Print a checkpoint's attributes and every tensor's shape, dtype and L2 norm");
@@ -134,10 +132,12 @@ std::unique_ptr<Cli> make_cli() {
 
 void parse_command_line(Cli& cli, int argc, const char* const* argv) {
   cli.app->parse(argc, argv);
-  if (cli.train->parsed() && !cli.train_config.empty()) apply_config_file(cli.train, cli.train_config);
-  if (cli.eval->parsed() && !cli.eval_config.empty()) apply_config_file(cli.eval, cli.eval_config);
-  if (cli.plan->parsed() && !cli.plan_config.empty()) apply_config_file(cli.plan, cli.plan_config);
-  if (cli.generate->parsed() && !cli.generate_config.empty()) apply_config_file(cli.generate, cli.generate_config);
+  const std::pair<CLI::App*, const std::string*> configs[] = {
+      {cli.train, &cli.train_config},       {cli.eval, &cli.eval_config},
+      {cli.plan, &cli.plan_config},         {cli.generate, &cli.generate_config},
+      {cli.prepare_data, &cli.prepare_data_config}, {cli.train_tokenizer, &cli.train_tokenizer_config}};
+  for (const auto& [app, path] : configs)
+    if (app->parsed() && !path->empty()) apply_config_file(app, *path);
 }
 
 }  // namespace mt

@@ -1,4 +1,5 @@
-// The `moetrain` command line (CLI11): subcommands train, eval, generate, plan, prepare-data, inspect.
+// The `moetrain` command line (CLI11): subcommands train, eval, generate, plan, prepare-data,
+// train-tokenizer, inspect.
 // Flag names follow Megatron-LM (docs/design.md section 7); every flag can also
 // come from a TOML file given with --config, and the command line wins.
 #pragma once
@@ -18,15 +19,18 @@ struct Cli {
   CLI::App* eval = nullptr;
   CLI::App* generate = nullptr;
   CLI::App* prepare_data = nullptr;
+  CLI::App* train_tokenizer = nullptr;
   CLI::App* plan = nullptr;
   CLI::App* inspect = nullptr;
   TrainOptions train_options;
   EvalOptions eval_options;
   GenerateOptions generate_options;
   data::PrepareDataConfig prepare_options;
+  TrainTokenizerConfig train_tokenizer_options;
   PlanOptions plan_options;
   InspectOptions inspect_options;
-  std::string train_config, eval_config, plan_config, generate_config;  // --config files
+  std::string train_config, eval_config, plan_config, generate_config, prepare_data_config,
+      train_tokenizer_config;  // --config files
 };
 
 // The app with every flag bound to the option structs inside Cli. Heap

@@ -32,6 +32,7 @@ struct Generation {
 std::vector<Generation> run_generate(const GenerateOptions& options);
 
 void run_prepare_data(const data::PrepareDataConfig& config);
+void run_train_tokenizer(const TrainTokenizerConfig& config);
 
 // `moetrain inspect PATH` (launch/inspect_command.cpp): a checkpoint's
 // attributes and tensors (shape, dtype, L2 norm); rank 0 reads, the others

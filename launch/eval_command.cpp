@@ -6,6 +6,7 @@
 #include "data/indexed_dataset.h"
 #include "data/sample_stream.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "runtime/check.h"
 #include "runtime/threads.h"
 #include "runtime/watchdog.h"
@@ -48,6 +49,7 @@ EvalResult run_eval(const EvalOptions& o) {
   if (o.seq_length > 0) mc.seq_length = o.seq_length;
   if (o.rotary_base > 0) mc.rope_theta = o.rotary_base;
   if (o.rotary_interpolation > 0) mc.rope_interpolation = o.rotary_interpolation;
+  checkpoint_tokenizer(path, o.tokenizer);  // tokenizer flags, if given, must name the model's
   data::IndexedDataset store(o.data_path);
   store.check_token_range(mc.vocab_size);
   data::SampleStream stream(store, mc.seq_length, 0);

@@ -1,5 +1,5 @@
 // `moetrain generate` (docs/design.md section 11, "Generation"): continues
-// byte-tokenized prompts with a checkpoint's model on any layout, with a
+// prompts with a checkpoint's model and tokenizer on any layout, with a
 // key/value cache and continuous batching of up to --max-batch prompts, or
 // (--no-kv-cache) each token from the full forward pass over its prefix
 // (generation/).
@@ -15,12 +15,13 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/open_model.h"
-#include "tokenizer/byte_tokenizer.h"
 #include "generation/batched_decoding.h"
 #include "launch/commands.h"
+#include "launch/options.h"
 #include "runtime/check.h"
 #include "runtime/threads.h"
 #include "runtime/watchdog.h"
+#include "tokenizer/text_stream.h"
 
 namespace mt {
 
@@ -73,8 +74,37 @@ void print_cache_size(const ModelConfig& mc, int bytes) {
              double(kv_cache_bytes_per_sequence(mc, mc.num_heads, bytes)) / mib, mc.num_heads);
 }
 
+// Prints a lone prompt's continuation as its tokens come, whole characters
+// only (several prompts print each whole when all are done).
+class Streamer {
+ public:
+  Streamer(const Tokenizer& tokenizer, const std::vector<Prompt>& prompts, const std::vector<PromptText>& texts,
+           bool root) {
+    if (root && prompts.size() == 1) {
+      stream_ = std::make_unique<TextStream>(tokenizer, prompts[0].tokens);
+      fmt::print("{}", texts[0].text);
+      std::fflush(stdout);
+    }
+  }
+  bool streaming() const { return stream_ != nullptr; }
+  TokenCallback on_token() {
+    if (!stream_) return {};
+    return [this](size_t, int32_t token) {
+      fmt::print("{}", stream_->push(token));
+      std::fflush(stdout);
+    };
+  }
+  void finish() {
+    if (stream_) fmt::print("{}\n", stream_->finish());
+  }
+
+ private:
+  std::unique_ptr<TextStream> stream_;
+};
+
 template <typename T>
 std::vector<Generation> generate(const std::string& path, const ModelConfig& mc, Topology& topo,
+                                 const Tokenizer& tokenizer, const std::vector<PromptText>& texts,
                                  const std::vector<Prompt>& prompts, const GenerateOptions& o, Batching batching) {
   // The cache's steps take up to max_batch prompts at once, S rows each.
   const int sequences = o.no_kv_cache ? 1 : std::min(o.max_batch, int(prompts.size()));
@@ -85,29 +115,35 @@ std::vector<Generation> generate(const std::string& path, const ModelConfig& mc,
   Transformer<T>& model = opened->model;
   PipelineRunner<T>& pipeline = opened->pipeline;
   const bool root = topo.world_rank() == 0;
+  Sampling sampling = o.sampling;
+  sampling.vocab = tokenizer.vocab_size();
+  sampling.eod = tokenizer.eod();
+  sampling.gaps = tokenizer.gaps();
+  if (root && !o.no_kv_cache) print_cache_size(mc, int(sizeof(T)));
+  Streamer streamer(tokenizer, prompts, texts, root);
   const auto start = std::chrono::steady_clock::now();
   BatchedContinuations run;
   if (o.no_kv_cache) {
     for (size_t p = 0; p < prompts.size(); ++p) {
-      run.continuations.push_back(
-          continue_prompt(pipeline, model, topo, prompts[p].tokens, prompts[p].max_new, o.sampling, p));
+      run.continuations.push_back(continue_prompt(pipeline, model, topo, prompts[p].tokens, prompts[p].max_new,
+                                                  sampling, p, streamer.on_token()));
       run.steps += run.continuations.back().steps;
     }
   } else {
     KvCache<T> cache = model.make_kv_cache(sequences);
-    if (root) print_cache_size(mc, int(sizeof(T)));
-    run = continue_prompts(pipeline, model, cache, topo, prompts, o.sampling, batching);
+    run = continue_prompts(pipeline, model, cache, topo, prompts, sampling, batching, streamer.on_token());
   }
+  streamer.finish();
   const std::vector<Continuation>& done = run.continuations;
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::vector<Generation> out;
   int64_t generated = 0;
   for (size_t p = 0; p < prompts.size(); ++p) {
     const Continuation& c = done[p];
-    out.push_back({ByteTokenizer().decode(prompts[p].tokens), ByteTokenizer().decode(c.tokens),
+    out.push_back({texts[p].text, decode_continuation(tokenizer, prompts[p].tokens, c.tokens),
                    int64_t(c.tokens.size()), double(c.tokens.size()) / std::max(c.seconds, 1e-9), c.margins});
     generated += int64_t(c.tokens.size());
-    if (root) fmt::print("{}{}\n", out.back().prompt, out.back().completion);
+    if (root && !streamer.streaming()) fmt::print("{}{}\n", out.back().prompt, out.back().completion);
   }
   if (root)
     fmt::print("generated {} tokens for {} prompts in {} steps, {:.3f} s: {:.1f} tokens/s ({})\n", generated,
@@ -137,20 +173,21 @@ std::vector<Generation> run_generate(const GenerateOptions& o) {
   const std::string path = resolve_checkpoint(o.load, topo.world());
   const CheckpointInfo info = read_checkpoint_info(path, MPI_COMM_WORLD);
   const ModelConfig& mc = info.model;
-  MT_CHECK(mc.vocab_size >= ByteTokenizer::kVocabSize,
-           "checkpoint {}: a vocabulary of {} holds no byte tokenizer ({} ids)", path, mc.vocab_size,
-           ByteTokenizer::kVocabSize);
+  const TokenizerSpec spec = checkpoint_tokenizer(path, o.tokenizer);
+  const std::unique_ptr<Tokenizer> tokenizer = make_tokenizer(spec);
+  MT_CHECK(mc.vocab_size >= tokenizer->vocab_size(), "checkpoint {}: a vocabulary of {} holds no {} ({} ids)", path,
+           mc.vocab_size, spec.options.type, tokenizer->vocab_size());
   std::vector<Prompt> prompts;
   for (const PromptText& t : texts) {
-    prompts.push_back({ByteTokenizer().encode(t.text), t.max_new});
+    prompts.push_back({tokenizer->encode(t.text), t.max_new});
     const size_t n = prompts.back().tokens.size();
     MT_CHECK(n >= 1, "prompt {} is empty: there is nothing to continue", prompts.size());
     MT_CHECK(int64_t(n) < mc.seq_length,
              "prompt {} is {} tokens, the model's context (--seq-length of the checkpoint) is {}: nothing fits after it",
              prompts.size(), n, mc.seq_length);
   }
-  return o.bf16 ? generate<bf16>(path, mc, topo, prompts, o, batching)
-                : generate<float>(path, mc, topo, prompts, o, batching);
+  return o.bf16 ? generate<bf16>(path, mc, topo, *tokenizer, texts, prompts, o, batching)
+                : generate<float>(path, mc, topo, *tokenizer, texts, prompts, o, batching);
 }
 
 }  // namespace mt

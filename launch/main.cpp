@@ -58,6 +58,8 @@ int main(int argc, char** argv) {
       if (rank == 0) mt::run_plan(cli->plan_options);
     } else if (cli->prepare_data->parsed()) {
       if (rank == 0) mt::run_prepare_data(cli->prepare_options);
+    } else if (cli->train_tokenizer->parsed()) {
+      if (rank == 0) mt::run_train_tokenizer(cli->train_tokenizer_options);
     } else if (cli->inspect->parsed()) {
       mt::run_inspect(cli->inspect_options);  // rank 0 reads, the others return
     }

@@ -30,7 +30,8 @@ inline std::string flag_key(const Flag& f) {
 
 // The tokenizer (docs/data.md), Megatron's flags. prepare-data and a fresh
 // train read the files they name; a resumed train, eval and generate take
-// the tokenizer the checkpoint holds. (--vocab-size, NullTokenizer's size,
+// the tokenizer the checkpoint holds (the flags, if given, must name it).
+// (--vocab-size, NullTokenizer's size,
 // is train's model flag and prepare-data's own.)
 template <typename Options, typename Visit>
 void visit_tokenizer_flags(Options& t, Visit&& visit) {
@@ -52,6 +53,51 @@ void visit_tokenizer_flags(Options& t, Visit&& visit) {
   visit(Flag{"--tiktoken-num-special-tokens",
              "TikTokenizer with Megatron's JSON vocabulary: ids below this are special tokens"},
         t.tiktoken_num_special_tokens);
+}
+
+// The inputs that prepare-data and train-tokenizer read (docs/data.md).
+template <typename Visit>
+void visit_document_input_flags(data::DocumentInputs& in, Visit&& visit) {
+  visit(Flag{"--input",
+             "Text files (each one document), JSON lines (*.jsonl, *.json: a document a line and key) or directories "
+             "(walked recursively, in sorted order)",
+             false, -1},
+        in.inputs);
+  visit(Flag{"--extensions", "In directories, only files with these extensions, comma separated (e.g. .h,.hpp)", false,
+             -1},
+        in.extensions);
+  visit(Flag{"--json-keys", "JSON lines: the keys whose strings are documents, a store each (default: text)", false,
+             -1},
+        in.json_keys);
+}
+
+template <typename Visit>
+void visit_prepare_data_flags(data::PrepareDataConfig& p, Visit&& visit) {
+  visit_document_input_flags(p.inputs, visit);
+  visit(Flag{"--output-prefix",
+             "Writes PREFIX.bin/.idx (text), or PREFIX_KEY_document.bin/.idx a --json-keys key (JSON lines), as "
+             "Megatron's preprocess_data.py"},
+        p.output_prefix);
+  visit_tokenizer_flags(p.tokenizer, visit);
+  visit(Flag{"--vocab-size", "NullTokenizer: the number of ids"}, p.tokenizer.vocab_size);
+  visit(Flag{"--append-eod,!--no-append-eod",
+             "The tokenizer's end-of-document id after each document (on by default: Megatron users pass it)"},
+        p.append_eod);
+  visit(Flag{"--workers", "Threads tokenizing; the stores are the same bytes for any count"}, p.workers);
+}
+
+template <typename Visit>
+void visit_train_tokenizer_flags(TrainTokenizerConfig& c, Visit&& visit) {
+  visit_document_input_flags(c.inputs, visit);
+  TrainTokenizerOptions& t = c.options;
+  visit(Flag{"--output-prefix", "Writes PREFIX.model (for --tokenizer-model) and PREFIX.vocab"}, t.output_prefix);
+  visit(Flag{"--vocab-size", "Pieces of the model, the 256 byte pieces and <unk>, <s>, </s> included (required)"},
+        t.vocab_size);
+  visit(Flag{"--model-type", "bpe or unigram (SentencePiece's)"}, t.model_type);
+  visit(Flag{"--input-sentence-size", "Lines trained on, a uniform sample when the corpus has more (0: every line)"},
+        t.input_sentence_size);
+  visit(Flag{"--threads", "SentencePiece's training threads"}, t.threads);
+  visit(Flag{"--verbose", "SentencePiece's own log on standard error"}, t.verbose);
 }
 
 // The model's shape. The checkpoint records the resolved ModelConfig
@@ -297,6 +343,7 @@ template <typename Options, typename Visit>
 void visit_eval_flags(Options& o, Visit&& visit) {
   visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
   visit(Flag{"--data-path", "Token store prefix (required)"}, o.data_path);
+  visit_tokenizer_flags(o.tokenizer, visit);
   visit(Flag{"--eval-samples", "Samples to evaluate (0 = all)"}, o.eval_samples);
   visit(Flag{"--seq-length", "Evaluate at this sequence length (0: the checkpoint's)"}, o.seq_length);
   visit(Flag{"--rotary-base", "RoPE's base (0: the checkpoint's)"}, o.rotary_base);
@@ -312,7 +359,8 @@ void visit_eval_flags(Options& o, Visit&& visit) {
 template <typename Options, typename Visit>
 void visit_generate_flags(Options& o, Visit&& visit) {
   visit(Flag{"--load", "Checkpoint directory or iter_NNNNNNN directory (required)"}, o.load);
-  visit(Flag{"--prompt", "Text to continue (byte-tokenized, no end-of-document token)"}, o.prompt);
+  visit(Flag{"--prompt", "Text to continue (with the checkpoint's tokenizer, no end-of-document token)"}, o.prompt);
+  visit_tokenizer_flags(o.tokenizer, visit);
   visit(Flag{"--prompts",
              "JSON-lines file, one object a line with \"prompt\" and optionally its own \"max_new_tokens\" "
              "(instead of --prompt)"},

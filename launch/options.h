@@ -10,9 +10,17 @@
 #include "data/prepare_data.h"
 #include "generation/sampling.h"
 #include "parallel/topology.h"
+#include "tokenizer/train_tokenizer.h"
 #include "training/train_options.h"
 
 namespace mt {
+
+// `moetrain train-tokenizer` (launch/train_tokenizer_command.cpp): a
+// SentencePiece model trained on what prepare-data would read.
+struct TrainTokenizerConfig {
+  data::DocumentInputs inputs;
+  TrainTokenizerOptions options;
+};
 
 struct EvalOptions {
   TopologyConfig topology;  // data-parallel replicas split the samples
@@ -20,6 +28,7 @@ struct EvalOptions {
   int decoder_last_pipeline_num_layers = 0;
   std::string load;
   std::string data_path;
+  TokenizerOptions tokenizer;  // optional: the checkpoint's tokenizer, named again
   int64_t eval_samples = 0;  // 0: every sample of the store
   // The context to evaluate at; 0: the checkpoint's.
   int seq_length = 0;
@@ -39,6 +48,7 @@ struct GenerateOptions {
   std::string load;
   std::string prompt;        // --prompt TEXT, or
   std::string prompts_file;  // --prompts FILE: one JSON object a line with "prompt"
+  TokenizerOptions tokenizer;  // optional: the checkpoint's tokenizer, named again
   int max_new_tokens = 64;
   Sampling sampling;
   int max_batch = 8;                    // sequences generated together
@@ -73,14 +83,24 @@ struct InspectOptions {
   bool verify = false;  // read every dataset back against its checksums; damage is an error
 };
 
-// The vocabulary: --vocab-size, or the byte tokenizer's 257, rounded up to a
-// multiple of --make-vocab-size-divisible-by (docs/design.md section 7).
-int resolve_vocab_size(int vocab_size_flag, int divisible_by);
+// The model's vocabulary: --vocab-size (at least the tokenizer's), or the
+// tokenizer's, padded as Megatron pads it: up to a multiple of
+// --make-vocab-size-divisible-by x TP (docs/design.md section 7).
+int resolve_vocab_size(int vocab_size_flag, const Tokenizer& tokenizer, int divisible_by, int tensor_parallel);
+
+// Collective over MPI_COMM_WORLD. The tokenizer checkpoint `path` records;
+// tokenizer flags, if given, must name the same one (an error otherwise).
+TokenizerSpec checkpoint_tokenizer(const std::string& path, const TokenizerOptions& flags);
+
+// Collective over MPI_COMM_WORLD. The run's tokenizer: the files the flags
+// name, or (--load) the checkpoint's, which the flags may repeat but not
+// change; a resumed run keeps the checkpoint's vocabulary size too.
+void resolve_tokenizer(TrainOptions& o);
 
 // The model, batch, ramp-up and pipeline-schedule flags that train and plan
-// share: fills what they imply (the vocabulary, rampup, schedule) and checks
-// them; each error names the flags.
-void resolve_model_and_batch(TrainOptions& o);
+// share: fills what they imply (the vocabulary, end-of-document id, rampup,
+// schedule) and checks them; each error names the flags.
+void resolve_model_and_batch(TrainOptions& o, const Tokenizer& tokenizer);
 
 // Checks that the layers split over the pipeline stages and the global
 // batch over data_parallel replicas' micro-batches (ramp-up included).
@@ -89,6 +109,6 @@ void check_layout(const TrainOptions& o, int data_parallel);
 // For train: resolve_model_and_batch, check_layout at one replica (the
 // world size is known at start-up), the end of LR decay (the whole run by
 // default), and every other flag; each error names the flags.
-void resolve_and_validate(TrainOptions& o);
+void resolve_and_validate(TrainOptions& o, const Tokenizer& tokenizer);
 
 }  // namespace mt

@@ -12,6 +12,7 @@
 #include "launch/options.h"
 #include "planner/plan.h"
 #include "runtime/check.h"
+#include "tokenizer/byte_tokenizer.h"
 
 namespace mt {
 
@@ -471,7 +472,7 @@ json search_json(const PlanInputs& base, const SearchResult& s) {
 
 PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   TrainOptions t = o.train;
-  resolve_model_and_batch(t);
+  resolve_model_and_batch(t, ByteTokenizer());  // --vocab-size gives the vocabulary; no files are read
   PlanInputs in;
   in.model = t.model;
   in.rampup = t.rampup;

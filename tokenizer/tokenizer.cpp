@@ -111,6 +111,13 @@ nlohmann::json TokenizerSpec::options_json() const {
           {"files", files_json}};
 }
 
+bool TokenizerSpec::same_tokenizer(const TokenizerSpec& other) const {
+  const TokenizerOptions &a = options, &b = other.options;
+  return a.type == b.type && a.tiktoken_pattern == b.tiktoken_pattern &&
+         a.tiktoken_num_special_tokens == b.tiktoken_num_special_tokens && a.vocab_size == b.vocab_size &&
+         files == other.files;
+}
+
 TokenizerOptions TokenizerSpec::options_from_json(const nlohmann::json& j) {
   TokenizerOptions o;
   o.type = j.at("type").get<std::string>();

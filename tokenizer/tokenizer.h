@@ -25,9 +25,9 @@ struct TokenizerOptions {
   std::string vocab_file;              // --vocab-file: GPT-2's encoder.json
   std::string merge_file;              // --merge-file: GPT-2's vocab.bpe (merges.txt)
   std::string tokenizer_model;         // --tokenizer-model: .tiktoken, Megatron's tiktoken JSON, .model, tokenizer.json
-  // --tiktoken-pattern: v1 or v2 for Megatron's JSON vocabulary; cl100k_base,
-  // o200k_base or gpt2 for OpenAI's .tiktoken ranks (their own split and
-  // special tokens); empty: from the file.
+  // --tiktoken-pattern: v1 or v2 (empty: v2, Megatron's default) for
+  // Megatron's JSON vocabulary; cl100k_base, o200k_base or gpt2 (required)
+  // for OpenAI's .tiktoken ranks (their own split and special tokens).
   std::string tiktoken_pattern;
   int tiktoken_num_special_tokens = 1000;  // --tiktoken-num-special-tokens (Megatron's JSON vocabulary)
   int vocab_size = 0;                      // --vocab-size: NullTokenizer's size; 0: the tokenizer's own
@@ -44,6 +44,9 @@ struct TokenizerSpec {
   // checkpoint's `tokenizer` attribute holds them.
   nlohmann::json options_json() const;
   static TokenizerOptions options_from_json(const nlohmann::json& j);
+  // Whether both build the same tokenizer: the same type, options and file
+  // bytes (the files' names may differ).
+  bool same_tokenizer(const TokenizerSpec& other) const;
 };
 
 class Tokenizer {
@@ -61,6 +64,9 @@ class Tokenizer {
   virtual int32_t vocab_size() const = 0;
   // The end-of-document id prepare-data appends (--append-eod).
   virtual int32_t eod() const = 0;
+  // The ids below vocab_size() that are no token (OpenAI's vocabularies skip
+  // some), which decode refuses and generation never picks.
+  virtual std::vector<int32_t> gaps() const { return {}; }
 };
 
 // The files the options name, read; each missing or unreadable file is an

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -25,7 +26,11 @@ struct TrainOptions {
   std::string moe_layer_freq = "1";   // --moe-layer-freq, resolved into model.moe_layers
   std::string moe_router_dtype = "fp32";
   int vocab_size_flag = 0;  // --vocab-size; 0 = the tokenizer's size
-  TokenizerOptions tokenizer;  // a fresh run's; a resumed run takes the checkpoint's
+  TokenizerOptions tokenizer;  // the flags: a fresh run's tokenizer
+  // Resolved by launch/ (resolve_tokenizer): the flags' files, or the
+  // checkpoint's tokenizer when resuming; every checkpoint records it.
+  std::shared_ptr<const TokenizerSpec> tokenizer_spec;
+  int resumed_vocab_size = 0;  // the checkpoint's vocabulary when resuming: the model keeps it
   int make_vocab_size_divisible_by = 128;
   TopologyConfig topology;
   int decoder_first_pipeline_num_layers = 0;  // 0: an even split

@@ -17,7 +17,7 @@
 #include "checkpoint/checkpointer.h"
 #include "data/batch_schedule.h"
 #include "data/blended_stream.h"
-#include "tokenizer/byte_tokenizer.h"
+#include "tokenizer/text_stream.h"
 #include "data/data_sources.h"
 #include "generation/continuation.h"
 #include "model/rank_model.h"
@@ -105,6 +105,7 @@ struct Training {
   MasterWeights<T> master;
   StepGuard guard;              // which steps may update the model
   const nlohmann::json config;  // the run configuration each checkpoint records
+  const std::unique_ptr<Tokenizer> tokenizer;  // for --sample-prompt; each checkpoint records its spec
   TrainState state;
   SourceProgress progress;
   int64_t run_samples = 0;  // the run ends here, at --train-iters, or when the data is used up
@@ -158,11 +159,12 @@ Training<T>::Training(const TrainOptions& options, const nlohmann::json& run_con
       master(be, params, grad_sync),
       guard(o.skip, o.save, root),
       config(run_config),
+      tokenizer(make_tokenizer(*o.tokenizer_spec)),
       checkpointer({o.save, o.save_interval, o.keep_last, o.async_save},
                    {topo, o.model, params, optim, grad_sync, &master, {model.stage().begin, &model.router_state()}},
                    [this] {
                      return CheckpointAttributes{state.iteration, state.consumed_samples, state.consumed_tokens,
-                                                 o.seed, config, resume_attributes(*this), ""};
+                                                 o.seed, config, resume_attributes(*this), "", o.tokenizer_spec};
                    }) {
   master.set(params.template initial_values<float>(o.seed).data());
 }
@@ -350,12 +352,16 @@ std::optional<double> validate_if_due(Training<T>& t, IntervalLog<T>& log) {
 template <typename T>
 void print_sample_if_due(Training<T>& t, IntervalLog<T>& log) {
   if (t.o.sample_interval == 0 || t.state.iteration % t.o.sample_interval != 0) return;
+  const std::vector<int32_t> prompt = t.tokenizer->encode(t.o.sample_prompt);
+  const Sampling greedy{
+      .temperature = 0, .vocab = t.tokenizer->vocab_size(), .eod = t.tokenizer->eod(), .gaps = t.tokenizer->gaps()};
   const Continuation c = log.outside_interval([&] {
-    return continue_prompt(t.pipeline, t.model, t.topo, ByteTokenizer().encode(t.o.sample_prompt),
-                           t.o.sample_tokens, Sampling{.temperature = 0}, uint64_t(t.state.iteration));
+    return continue_prompt(t.pipeline, t.model, t.topo, prompt, t.o.sample_tokens, greedy,
+                           uint64_t(t.state.iteration));
   });
   if (!t.root) return;
-  fmt::print("sample at step {}: {}{}\n", t.state.iteration, t.o.sample_prompt, ByteTokenizer().decode(c.tokens));
+  fmt::print("sample at step {}: {}{}\n", t.state.iteration, t.o.sample_prompt,
+             decode_continuation(*t.tokenizer, prompt, c.tokens));
   std::fflush(stdout);
 }
 
