@@ -156,22 +156,29 @@ bool DocumentReader::next_json_line(Document& doc) {
     const std::string_view line(line_buffer_, size_t(n));
     if (line.find_first_not_of(" \t\r\n") == std::string_view::npos) continue;  // blank
     doc.where = fmt::format("{}:{}", path, line_);
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::parse_error& e) {
-      MT_FAIL("{}: not a JSON line ({})", doc.where, e.what());
-    }
-    MT_CHECK(j.is_object(), "{}: the line is JSON but not an object", doc.where);
-    doc.texts.resize(keys_.size());
-    for (size_t k = 0; k < keys_.size(); ++k) {
-      const auto value = j.find(keys_[k]);
-      MT_CHECK(value != j.end(), "{}: no key \"{}\" (--json-keys)", doc.where, keys_[k]);
-      MT_CHECK(value->is_string(), "{}: key \"{}\" is {}, not a string", doc.where, keys_[k], value->type_name());
-      doc.texts[k] = value->get<std::string>();
-    }
+    doc.json_line.assign(line);
+    doc.texts.clear();
     return true;
   }
+}
+
+void DocumentReader::parse(Document& doc) const {
+  if (!json_lines_) return;
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(doc.json_line);
+  } catch (const nlohmann::json::parse_error& e) {
+    MT_FAIL("{}: not a JSON line ({})", doc.where, e.what());
+  }
+  MT_CHECK(j.is_object(), "{}: the line is JSON but not an object", doc.where);
+  doc.texts.resize(keys_.size());
+  for (size_t k = 0; k < keys_.size(); ++k) {
+    const auto value = j.find(keys_[k]);
+    MT_CHECK(value != j.end(), "{}: no key \"{}\" (--json-keys)", doc.where, keys_[k]);
+    MT_CHECK(value->is_string(), "{}: key \"{}\" is {}, not a string", doc.where, keys_[k], value->type_name());
+    doc.texts[k] = value->get_ref<const std::string&>();
+  }
+  doc.json_line.clear();
 }
 
 }  // namespace mt::data

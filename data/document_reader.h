@@ -24,10 +24,12 @@ struct DocumentInputs {
   std::vector<std::string> json_keys;
 };
 
-// One document of each key: `texts[k]` belongs to json_keys()[k] (a text
-// file has one key, its whole bytes).
+// One document of each key: `texts[k]` belongs to keys()[k] (a text file
+// has one key, its whole bytes). A JSON line comes unparsed, in
+// `json_line`, until parse(): prepare-data's workers parse their own.
 struct Document {
   std::vector<std::string> texts;
+  std::string json_line;
   std::string where;  // "path" or "path:line", for messages
 };
 
@@ -45,12 +47,14 @@ class DocumentReader {
   // The keys: --json-keys for JSON lines, {""} for text.
   const std::vector<std::string>& keys() const { return keys_; }
 
-  // The next document, or false at the end. A JSON line that is not a JSON
-  // object, lacks a key, holds a key that is not a string, or is not UTF-8
-  // throws naming the file and line; blank lines are skipped. A text file
-  // named on the command line that cannot be read throws; one found in a
-  // directory is skipped and counted.
+  // The next document, or false at the end; blank lines of JSON lines are
+  // skipped. A text file named on the command line that cannot be read
+  // throws; one found in a directory is skipped and counted.
   bool next(Document& doc);
+  // Fills doc.texts from doc.json_line (nothing for a text file). A line
+  // that is not a JSON object, lacks a key, holds a key that is not a
+  // string, or is not UTF-8 throws naming the file and line. Thread-safe.
+  void parse(Document& doc) const;
 
   uint64_t bytes_read() const { return bytes_read_; }      // of the input files so far
   uint64_t files_skipped() const { return files_skipped_; }  // unreadable or special files in directories

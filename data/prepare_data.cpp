@@ -63,15 +63,31 @@ PrepareDataStats prepare_data(const PrepareDataConfig& config,
     while (batch.size() < kBatchDocuments && batch_bytes < kBatchBytes) {
       Document doc;
       if (!(more = reader.next(doc))) break;
+      batch_bytes += doc.json_line.size();
       for (const std::string& t : doc.texts) batch_bytes += t.size();
       batch.push_back(std::move(doc));
     }
     ids.resize(batch.size());
-    // Each document is tokenized on its own, so the ids do not depend on
-    // which thread took it; an error is rethrown here, outside the threads.
+    // Each document is parsed and tokenized on its own, so the ids do not
+    // depend on which thread took it; the first error (in input order) is
+    // thrown here, outside the threads.
     std::string error;
+    size_t error_at = batch.size();
+    const auto failed = [&](size_t d, const std::string& what) {
+#pragma omp critical
+      if (d < error_at) {
+        error_at = d;
+        error = what;
+      }
+    };
 #pragma omp parallel for schedule(dynamic, 1) num_threads(config.workers)
     for (size_t d = 0; d < batch.size(); ++d) {
+      try {
+        reader.parse(batch[d]);  // its errors name the file and line
+      } catch (const std::exception& e) {
+        failed(d, e.what());
+        continue;
+      }
       try {
         ids[d].resize(batch[d].texts.size());
         for (size_t k = 0; k < batch[d].texts.size(); ++k) {
@@ -79,8 +95,7 @@ PrepareDataStats prepare_data(const PrepareDataConfig& config,
           if (config.append_eod && !ids[d][k].empty()) ids[d][k].push_back(tokenizer->eod());
         }
       } catch (const std::exception& e) {
-#pragma omp critical
-        if (error.empty()) error = fmt::format("{}: {}", batch[d].where, e.what());
+        failed(d, fmt::format("{}: {}", batch[d].where, e.what()));
       }
     }
     MT_CHECK(error.empty(), "prepare-data: {}", error);

@@ -14,6 +14,7 @@ void run_train_tokenizer(const TrainTokenizerConfig& config) {
   const TrainTokenizerResult r = train_tokenizer(config.options, [&]() -> std::optional<std::string_view> {
     while (key == doc.texts.size()) {
       if (!reader.next(doc)) return std::nullopt;
+      reader.parse(doc);
       key = 0;
     }
     return std::string_view(doc.texts[key++]);

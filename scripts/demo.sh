@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Build moetrain and train the workstation MoE on a small real corpus made from
-# files already on this machine, then plot the loss curve and the experts'
-# load (a per-layer, per-expert heat map over the steps).
+# files already on this machine, with a SentencePiece vocabulary trained on
+# that corpus (moetrain train-tokenizer); then plot the loss curve and the
+# experts' load (a per-layer, per-expert heat map over the steps) and
+# continue a prompt with the trained model, printed as text.
 #
 #   scripts/demo.sh [extra train flags...]     e.g. scripts/demo.sh --train-iters 50
 #
 # Env: MT_DEMO_RANKS   MPI ranks for training (default 1)
 #      MT_DEMO_CONFIG  config file (default configs/workstation-moe.toml)
 #      MT_DEMO_TEXT_KB / MT_DEMO_CODE_KB   corpus size caps (default 3072 each)
+#      MT_DEMO_VOCAB   the trained vocabulary's size (default 4096)
 #      MT_BUILD_DIR    build directory (default build)
 # Everything is written under demo_out/ (git-ignored); each run starts afresh.
 set -euo pipefail
@@ -17,6 +20,7 @@ ranks="${MT_DEMO_RANKS:-1}"
 config="${MT_DEMO_CONFIG:-configs/workstation-moe.toml}"
 text_kb="${MT_DEMO_TEXT_KB:-3072}"
 code_kb="${MT_DEMO_CODE_KB:-3072}"
+vocab="${MT_DEMO_VOCAB:-4096}"
 build_dir="${MT_BUILD_DIR:-build}"
 out=demo_out
 bin="$build_dir/moetrain"
@@ -24,7 +28,7 @@ bin="$build_dir/moetrain"
 stage_no=0
 stage() {
     stage_no=$((stage_no + 1))
-    printf '\n==== [%d/5] %s ====\n' "$stage_no" "$*"
+    printf '\n==== [%d/6] %s ====\n' "$stage_no" "$*"
 }
 die() {
     echo "demo.sh: error: $*" >&2
@@ -112,10 +116,15 @@ n_code=$(find "$staging/code" -type f | wc -l)
 (( n_code > 0 )) || die "found no C/C++ headers under /usr/include"
 echo "Staged $n_text text and $n_code code documents under $staging/"
 
+echo "-- train-tokenizer: a SentencePiece BPE vocabulary of $vocab pieces on text and code"
+"$bin" train-tokenizer --input "$staging/text" "$staging/code" --vocab-size "$vocab" \
+    --output-prefix "$out/data/tokenizer" --threads "$(nproc)"
+tokenizer=(--tokenizer-type GPTSentencePieceTokenizer --tokenizer-model "$out/data/tokenizer.model")
 echo "-- prepare-data: text"
-"$bin" prepare-data --input "$staging/text" --output-prefix "$out/data/text"
+"$bin" prepare-data --input "$staging/text" --output-prefix "$out/data/text" "${tokenizer[@]}" --workers "$(nproc)"
 echo "-- prepare-data: code"
-"$bin" prepare-data --input "$staging/code" --output-prefix "$out/data/code" --extensions .h,.hpp
+"$bin" prepare-data --input "$staging/code" --output-prefix "$out/data/code" --extensions .h,.hpp \
+    "${tokenizer[@]}" --workers "$(nproc)"
 ls -l "$out/data/"
 
 # ---------------------------------------------------------------------------
@@ -128,7 +137,7 @@ export OMPI_MCA_btl_vader_single_copy_mechanism="${OMPI_MCA_btl_vader_single_cop
 # squeeze the rank's OpenMP/BLAS threads onto that core.
 # The config blends the two sources: text seen twice, code four times.
 train_cmd=(mpirun --allow-run-as-root --oversubscribe --bind-to none -np "$ranks"
-    "$bin" train --config "$config"
+    "$bin" train --config "$config" "${tokenizer[@]}"
     --save "$out/checkpoints" --metrics-file "$out/metrics.jsonl"
     --sample-interval 50 --sample-prompt "The " "$@")
 echo "+ ${train_cmd[*]}"
@@ -140,10 +149,15 @@ stage "Plot the loss curve and the experts' load"
 /usr/bin/python3 scripts/plot_metrics.py "$out/metrics.jsonl" "$out/loss.png" \
     --title "moetrain demo: workstation MoE, $ranks rank(s)"
 
+# ---------------------------------------------------------------------------
+stage "Generate: the trained model continues a prompt (its tokenizer from the checkpoint)"
+"$bin" generate --load "$out/checkpoints" --prompt "The GNU General Public License " --temperature 0 \
+    --max-new-tokens 60
+
 echo
 echo "Demo finished in $((SECONDS - start)) s."
 echo "  loss plot:   $out/loss.png (the experts' load heat map at the bottom)"
 echo "  metrics:     $out/metrics.jsonl"
 echo "  checkpoints: $out/checkpoints"
 echo "  evaluate:    $bin eval --load $out/checkpoints --data-path $out/data/text --eval-samples 64"
-echo "  generate:    $bin generate --load $out/checkpoints --prompt 'The ' --temperature 0 --max-new-tokens 80"
+echo "  generate:    $bin generate --load $out/checkpoints --prompt 'The ' --temperature 0.8 --max-new-tokens 80"

@@ -14,14 +14,7 @@ namespace {
 
 using test_util::CorpusDocument;
 
-// A vocabulary file scripts/install_deps.sh makes (make_vocabularies.js); a
-// missing one fails the test.
-std::string vocabulary(const std::string& file) {
-  const std::string path = test_util::tokenizer_oracles_dir() + "/vocab/" + file;
-  if (!std::filesystem::exists(path))
-    throw std::runtime_error(path + " is missing: run scripts/install_deps.sh, which makes the vocabularies");
-  return path;
-}
+using test_util::vocabulary;
 
 std::unique_ptr<Tokenizer> gpt2(const std::string& encoder_json, const std::string& vocab_bpe) {
   TokenizerOptions o;

