@@ -44,15 +44,18 @@ PrepareDataStats prepare_data(const PrepareDataConfig& config,
 
   // Every input is listed before anything is written, and a rerun into a
   // folder it reads does not swallow its previous output.
+  const std::vector<std::string> keys =
+      config.inputs.json_keys.empty() ? std::vector<std::string>{"text"} : config.inputs.json_keys;
   std::vector<fs::path> outputs;
-  for (const std::string& key : config.inputs.json_keys.empty() ? std::vector<std::string>{"text"} : config.inputs.json_keys)
+  for (const std::string& key : keys)
     for (const std::string& prefix : {config.output_prefix, fmt::format("{}_{}_document", config.output_prefix, key)})
       outputs.insert(outputs.end(), {bin_path(prefix), idx_path(prefix)});
   DocumentReader reader(config.inputs, outputs);
   PrepareDataStats stats;
   stats.stores = output_prefixes(config.output_prefix, reader);
   std::vector<IndexedDatasetWriter> writers;
-  for (const std::string& prefix : stats.stores) writers.emplace_back(prefix, best_dtype_for_vocab(tokenizer->vocab_size()));
+  for (const std::string& prefix : stats.stores)
+    writers.emplace_back(prefix, best_dtype_for_vocab(tokenizer->vocab_size()));
 
   clock::time_point last_progress = start;
   std::vector<Document> batch;

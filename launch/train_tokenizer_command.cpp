@@ -19,8 +19,8 @@ void run_train_tokenizer(const TrainTokenizerConfig& config) {
     }
     return std::string_view(doc.texts[key++]);
   });
-  fmt::print("wrote {} and {}: a {} model of {} pieces from {} documents ({} lines, {:.1f} MB; {} cuts in long lines, {} "
-             "lines with U+2585 left out)\n",
+  fmt::print("wrote {} and {}: a {} model of {} pieces from {} documents ({} lines, {:.1f} MB; {} cuts in long "
+             "lines, {} lines with U+2585 left out)\n",
              r.model_path, r.vocab_path, config.options.model_type, config.options.vocab_size, r.documents, r.lines,
              reader.bytes_read() / 1e6, r.long_line_cuts, r.skipped_lines);
 }

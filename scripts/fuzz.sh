@@ -6,8 +6,8 @@
 #
 #   --seconds N  how long each target runs (default 600; CI runs 20)
 #   --jobs J     parallel fuzzing processes a target (default 1)
-#   TARGET       fuzz_indexed_dataset, fuzz_checkpoint_reader, fuzz_config_file
-#                (default: all three)
+#   TARGET       fuzz_indexed_dataset, fuzz_checkpoint_reader, fuzz_config_file,
+#                fuzz_tokenizer_files (default: all four)
 #
 # Env: MT_FUZZ_BUILD_DIR (default build-fuzz), MT_BUILD_SKIP=1 to use the
 # existing build, MT_FUZZ_OPT (default -O1, the sanitizers' usual level;
@@ -30,7 +30,7 @@ while (( $# > 0 )); do
         *) echo "fuzz.sh: unknown argument '$1'" >&2; exit 2 ;;
     esac
 done
-(( ${#targets[@]} > 0 )) || targets=(fuzz_indexed_dataset fuzz_checkpoint_reader fuzz_config_file)
+(( ${#targets[@]} > 0 )) || targets=(fuzz_indexed_dataset fuzz_checkpoint_reader fuzz_config_file fuzz_tokenizer_files)
 
 build_dir="${MT_FUZZ_BUILD_DIR:-build-fuzz}"
 if ! command -v clang++ >/dev/null 2>&1; then
@@ -53,7 +53,7 @@ root=$PWD
 build=$(realpath "$build_dir")
 # The targets run side by side, each for the whole time and in its own
 # directory (-jobs writes a log a worker in the current one), so that the
-# three short runs of scripts/test.sh take 20 s, not 60.
+# four short runs of scripts/test.sh take 20 s, not 80.
 fuzz_target() {
     local t=$1
     mkdir -p "$build/corpus/$t" "$build/run/$t"  # new inputs go to corpus; fuzz/corpus/TARGET, read too, stays as committed

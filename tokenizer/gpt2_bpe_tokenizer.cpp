@@ -27,7 +27,7 @@ constexpr std::string_view kEndOfText = "<|endoftext|>";
 std::vector<std::string> read_encoder_json(const std::string& text, const std::string& name) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(text, json_depth_limit(name));
   } catch (const nlohmann::json::parse_error& e) {
     MT_FAIL("{}: not JSON (truncated?): {}", name, e.what());
   }

@@ -219,7 +219,7 @@ HuggingFaceTokenizer::HuggingFaceTokenizer(const std::string& bytes, const std::
     : file_{"--tokenizer-model " + path} {
   json root;
   try {
-    root = json::parse(bytes);
+    root = json::parse(bytes, json_depth_limit(file_.name));
   } catch (const json::parse_error& e) {
     MT_FAIL("{}: not JSON (at byte {}): {}", file_.name, e.byte, e.what());
   }

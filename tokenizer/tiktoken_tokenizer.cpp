@@ -22,6 +22,7 @@
 // (Megatron encodes with allowed_special="all").
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -106,6 +107,10 @@ std::vector<std::string> read_tiktoken_ranks(const std::string& text, const std:
   MT_CHECK(text.ends_with('\n'), "{}: the last line has no newline (truncated?)", name);
   std::vector<std::string> tokens;
   std::vector<size_t> line_of;  // by rank: the line that gives it, 0 for none yet
+  // n lines can give ranks 0..n-1 only: a rank of n or more leaves one of
+  // those missing (found below), and is not stored, so that a short file
+  // never asks for a table of 2^30 ranks.
+  const size_t lines = static_cast<size_t>(std::count(text.begin(), text.end(), '\n'));
   // By the base64 text: decode_base64 takes one spelling of each byte string.
   std::unordered_map<std::string_view, size_t> line_of_token;
   size_t at = 0;
@@ -124,6 +129,11 @@ std::vector<std::string> read_tiktoken_ranks(const std::string& text, const std:
              "{}: line {}: the rank '{}' is not a whole number in [0, 2^30)", name, line, rank_text);
     const auto [it, fresh] = line_of_token.emplace(row.substr(0, space), line);
     MT_CHECK(fresh, "{}: line {}: the token '{}' is on line {} too", name, line, row.substr(0, space), it->second);
+    if (static_cast<size_t>(rank) >= lines) {
+      tokens.resize(lines);
+      line_of.resize(lines, 0);
+      continue;
+    }
     if (static_cast<size_t>(rank) >= tokens.size()) {
       tokens.resize(static_cast<size_t>(rank) + 1);
       line_of.resize(static_cast<size_t>(rank) + 1, 0);
@@ -144,7 +154,7 @@ std::vector<std::string> read_megatron_vocabulary(const std::string& text, const
                                                   const std::string& sizes) {
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(text);
+    j = nlohmann::json::parse(text, json_depth_limit(name));
   } catch (const nlohmann::json::parse_error& e) {
     MT_FAIL("{}: not JSON (truncated?): {}", name, e.what());
   }

@@ -72,6 +72,16 @@ std::string read_whole_file(const std::string& path, const char* flag) {
 
 }  // namespace
 
+nlohmann::json::parser_callback_t json_depth_limit(const std::string& name) {
+  return [name](int depth, nlohmann::json::parse_event_t event, nlohmann::json&) {
+    constexpr int kMaxDepth = 100;
+    if ((event == nlohmann::json::parse_event_t::object_start || event == nlohmann::json::parse_event_t::array_start) &&
+        depth >= kMaxDepth)
+      MT_FAIL("{}: JSON nested deeper than {} levels (no tokenizer file is)", name, kMaxDepth);
+    return true;
+  };
+}
+
 std::vector<std::string> tokenizer_types() {
   std::vector<std::string> names;
   for (const TokenizerType& t : types()) names.push_back(t.name);

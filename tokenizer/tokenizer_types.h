@@ -17,4 +17,11 @@ std::unique_ptr<Tokenizer> make_sentencepiece_tokenizer(const TokenizerSpec& spe
 // HuggingFaceTokenizer: file "model" (tokenizer.json).
 std::unique_ptr<Tokenizer> make_huggingface_tokenizer(const TokenizerSpec& spec);
 
+// What the readers of JSON files (encoder.json, Megatron's tiktoken
+// vocabulary, tokenizer.json) parse with: a callback for
+// nlohmann::json::parse that refuses nesting deeper than 100 (no tokenizer
+// file comes near), an error naming the file. Copying or printing a JSON
+// value recurses once a level, so a few KB of '[' would overflow the stack.
+nlohmann::json::parser_callback_t json_depth_limit(const std::string& name);
+
 }  // namespace mt

@@ -36,6 +36,12 @@ std::string write_corpus_json_lines(const std::string& dir) {
 
 const std::string kTokenizerFlags = " --tokenizer-type Llama2Tokenizer --tokenizer-model ";
 
+// `moetrain train` of the tiny model (a short warm-up for these short runs)
+// with `flags`.
+std::string train(const std::string& flags) {
+  return "train " + test_util::tiny_model_flags() + " --lr-warmup-samples 8 " + flags;
+}
+
 class TokenizerRun : public ::testing::Test {
  protected:
   // dir/sp.model, dir/corpus_text_document, dir/save (4 steps at TP 1).
@@ -48,9 +54,9 @@ class TokenizerRun : public ::testing::Test {
       step = run_moetrain("prepare-data --input " + jsonl + " --output-prefix " + dir + "/corpus --workers 2" +
                           kTokenizerFlags + dir + "/sp.model");
       if (step.status != 0) return step;
-      return run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 8" + " --vocab-size 0" + kTokenizerFlags + dir +
-                          "/sp.model --data-path " + dir + "/corpus_text_document --train-iters 4 --save " + dir +
-                          "/save --sample-interval 4 --sample-prompt 'All human' --sample-tokens 4");
+      return run_moetrain(train("--vocab-size 0" + kTokenizerFlags + dir + "/sp.model --data-path " + dir +
+                                "/corpus_text_document --train-iters 4 --save " + dir +
+                                "/save --sample-interval 4 --sample-prompt 'All human' --sample-tokens 4"));
     });
     ASSERT_EQ(r.status, 0) << r.output;
     dir_ = r.output;
@@ -93,16 +99,15 @@ TEST_F(TokenizerRun, GenerateUsesTheCheckpointsTokenizer) {
 TEST_F(TokenizerRun, ResumingKeepsTheTokenizerAndRefusesAnother) {
   test_util::TempDir out;
   const std::string data = " --data-path " + dir_ + "/corpus_text_document";
-  const CommandResult resumed = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 8" + data + " --tp 2 --load " +
-                                                 dir_ + "/save --train-iters 5 --save " + out.path(),
-                                             2);
+  const CommandResult resumed =
+      run_moetrain(train(data + " --tp 2 --load " + dir_ + "/save --train-iters 5 --save " + out.path()), 2);
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   H5File f = H5File::open(out.path() + "/iter_0000005/checkpoint.h5", MPI_COMM_SELF);
   EXPECT_EQ(f.shape("model/embed"), (std::vector<uint64_t>{1008, 64}));
   EXPECT_TRUE(f.has_attr("tokenizer"));
 
-  const CommandResult other = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 8" + data + " --load " + dir_ +
-                                           "/save --train-iters 5 --tokenizer-type NullTokenizer --vocab-size 1000");
+  const CommandResult other = run_moetrain(
+      train(data + " --load " + dir_ + "/save --train-iters 5 --tokenizer-type NullTokenizer --vocab-size 1000"));
   EXPECT_NE(other.status, 0);
   EXPECT_TRUE(contains(other.output, "--tokenizer-type NullTokenizer")) << other.output;
   EXPECT_TRUE(contains(other.output, "Llama2Tokenizer")) << other.output;
@@ -119,9 +124,9 @@ TEST_F(TokenizerRun, ResumingKeepsTheTokenizerAndRefusesAnother) {
 // A fresh run pads as Megatron does: to a multiple of 48 x TP.
 TEST_F(TokenizerRun, AFreshRunPadsTheVocabularyByTp) {
   test_util::TempDir out;
-  const CommandResult r = run_moetrain("train " + test_util::tiny_model_flags() + " --lr-warmup-samples 8" + " --vocab-size 0 --tp 2" +
-                                           kTokenizerFlags + dir_ + "/sp.model --data-path " + dir_ +
-                                           "/corpus_text_document --train-iters 2 --save " + out.path(),
+  const CommandResult r = run_moetrain(train("--vocab-size 0 --tp 2" + kTokenizerFlags + dir_ + "/sp.model " +
+                                             "--data-path " + dir_ + "/corpus_text_document --train-iters 2 --save " +
+                                             out.path()),
                                        2);
   ASSERT_EQ(r.status, 0) << r.output;
   H5File f = H5File::open(out.path() + "/iter_0000002/checkpoint.h5", MPI_COMM_SELF);

@@ -321,6 +321,10 @@ TEST(HuggingFaceTokenizer, RefusesWhatItDoesNotImplementByName) {
   test_util::expect_error([&] { from_json(text.substr(0, text.size() / 2)); },
                           {"--tokenizer-model /x/tokenizer.json", "not JSON"});
   test_util::expect_error([&] { from_json("[1, 2]"); }, {"--tokenizer-model /x/tokenizer.json", "not a tokenizer.json"});
+  // Deep nesting is refused before anything recurses over it (the fuzzer's
+  // stack overflow).
+  test_util::expect_error([&] { from_json(std::string(5000, '[') + std::string(5000, ']')); },
+                          {"--tokenizer-model /x/tokenizer.json", "nested deeper than 100"});
 }
 
 }  // namespace

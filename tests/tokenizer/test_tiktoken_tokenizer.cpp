@@ -190,6 +190,9 @@ TEST(TikTokenizer, BadTiktokenFilesAreErrors) {
   test_util::expect_error([&] { make_from("IQ== 0\nIg== 2\n", "gpt2"); }, {flag, "no line has rank 1"});
   test_util::expect_error([&] { make_from("IQ== 0\nIg== 1", "gpt2"); }, {flag, "no newline (truncated?)"});
   test_util::expect_error([&] { make_from("", "gpt2"); }, {flag, "empty file"});
+  // A rank far beyond the file's lines is a missing rank, not a table of
+  // 10^9 (the fuzzer's out-of-memory).
+  test_util::expect_error([&] { make_from("QQ== 1000000000\n", "gpt2"); }, {flag, "no line has rank 0"});
 }
 
 // A Megatron JSON vocabulary: the 256 bytes, then `extra` tokens.
