@@ -17,8 +17,9 @@
 #   - moetrain: the wall time of `prepare-data --no-append-eod` (reading
 #     the JSON lines, tokenizing, writing the store) less that of the same
 #     command on a one-document input (process start-up and the tokenizer's
-#     construction; median over the rounds). The JSON reading and the store
-#     writing stay in, on one thread whatever the workers (prepare-data's own
+#     construction; median over the rounds). Reading the lines and writing
+#     the store stay in, on one thread whatever the workers; the workers
+#     parse the JSON and tokenize (prepare-data's own
 #     tokens/s, which counts the construction but not the start-up, is in the
 #     JSON too);
 #   - the oracles: encode_ordinary (tiktoken) or sp.encode (sentencepiece)

@@ -48,8 +48,8 @@ TEST_F(EndToEnd, TinyModelLearnsIn50Steps) {
 
 // bf16 trains as well as float32: on real text (this repository's docs and
 // sources, English and C++), 200 steps of the tiny MoE end within 3% of the
-// float32 run's loss, and each precision's checkpoint evaluates alike in the
-// other.
+// float32 run's loss (over the last 50 steps), and each precision's
+// checkpoint evaluates alike in the other.
 TEST_F(EndToEnd, Bf16TracksFloat32On200StepsOfRealText) {
   const std::filesystem::path source(MT_SOURCE_DIR), text = dir / "real";
   std::filesystem::create_directories(text);
@@ -68,7 +68,14 @@ TEST_F(EndToEnd, Bf16TracksFloat32On200StepsOfRealText) {
   const auto a = metrics(dir / "fp32.jsonl"), b = metrics(dir / "bf16.jsonl");
   ASSERT_EQ(a.size(), 20u);
   ASSERT_EQ(b.size(), 20u);
-  const double first = a.front()["loss"], fp32_loss = a.back()["loss"], bf16_loss = b.back()["loss"];
+  // The mean of the last five logged losses (steps 160 to 200): one step's
+  // loss swings with its batch by more than the precision moves it.
+  const auto tail_mean = [](const std::vector<nlohmann::json>& m) {
+    double sum = 0;
+    for (size_t i = m.size() - 5; i < m.size(); ++i) sum += double(m[i]["loss"]);
+    return sum / 5;
+  };
+  const double first = a.front()["loss"], fp32_loss = tail_mean(a), bf16_loss = tail_mean(b);
   EXPECT_LT(fp32_loss, first - 1.0) << "the float32 run did not learn";
   EXPECT_NEAR(bf16_loss, fp32_loss, 0.03 * fp32_loss);
   RecordProperty("fp32_loss", std::to_string(fp32_loss));
