@@ -4,10 +4,9 @@
 
 #include "checkpoint/checkpoint_dir.h"
 #include "checkpoint/checkpoint_file.h"
-#include "runtime/communicator.h"
-#include "tokenizer/byte_tokenizer.h"
 #include "parallel/pipeline_schedule.h"
 #include "runtime/check.h"
+#include "runtime/communicator.h"
 
 namespace mt {
 
