@@ -24,11 +24,6 @@ std::unique_ptr<Tokenizer> gpt2(const std::string& encoder_json, const std::stri
   return make_tokenizer(read_tokenizer_spec(o));
 }
 
-nlohmann::json oracle(const std::string& script_and_options, const std::vector<CorpusDocument>& docs) {
-  std::string cmd = "node " + test_util::tokenizer_oracles_dir() + "/" + script_and_options;
-  for (const CorpusDocument& d : docs) cmd += " '" + d.path + "'";
-  return test_util::run_json_command(cmd);
-}
 
 TEST(GPT2BPETokenizer, EqualsGpt3EncoderAndTiktokenGpt2) {
   const std::unique_ptr<Tokenizer> tok = gpt2(vocabulary("gpt2-encoder.json"), vocabulary("gpt2-vocab.bpe"));
@@ -38,19 +33,10 @@ TEST(GPT2BPETokenizer, EqualsGpt3EncoderAndTiktokenGpt2) {
   std::vector<CorpusDocument> docs = test_util::tokenizer_corpus();
   ASSERT_GE(docs.size(), 8u);
   // <|endoftext|> in a document is ordinary text, as in encoder.py.
-  test_util::write_text(dir / "special.txt", "a<|endoftext|>b\n");
-  docs.push_back({"special.txt", dir / "special.txt", "a<|endoftext|>b\n"});
+  docs.push_back(test_util::written_document(dir / "special.txt", "a<|endoftext|>b\n"));
   for (const std::string oracle_script : {"encode_gpt2.js", "encode_tiktoken.js --encoding gpt2"}) {
-    const nlohmann::json want = oracle(oracle_script, docs);
-    ASSERT_TRUE(want.is_object()) << oracle_script;
-    for (const CorpusDocument& d : docs) {
-      const std::vector<int32_t> expected = want.at(d.path).get<std::vector<int32_t>>();
-      const std::vector<int32_t> ids = tok->encode(d.bytes);
-      size_t first = 0;
-      while (first < ids.size() && first < expected.size() && ids[first] == expected[first]) ++first;
-      EXPECT_EQ(ids, expected) << oracle_script << ", " << d.name << ": first difference at token " << first;
-      EXPECT_EQ(tok->decode(ids), d.bytes) << d.name;
-    }
+    test_util::expect_oracle_ids(*tok, test_util::run_node_oracle(oracle_script, docs), docs, oracle_script);
+    for (const CorpusDocument& d : docs) EXPECT_EQ(tok->decode(tok->encode(d.bytes)), d.bytes) << d.name;
   }
   const std::vector<int32_t> eod = {50256, 64};
   EXPECT_EQ(tok->decode(eod), "<|endoftext|>a");

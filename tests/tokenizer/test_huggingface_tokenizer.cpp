@@ -52,14 +52,6 @@ std::unique_ptr<Tokenizer> load(const std::string& path) {
   return make_tokenizer(read_tokenizer_spec(options));
 }
 
-// The oracle's ids of each file, by path.
-json oracle_ids(const std::string& tokenizer_json, const std::vector<std::string>& files) {
-  std::string command = "node '" + test_util::tokenizer_oracles_dir() + "/encode_huggingface.js' --tokenizer '" +
-                        tokenizer_json + "'";
-  for (const std::string& f : files) command += " '" + f + "'";
-  return test_util::run_json_command(command);
-}
-
 // The corpus, and a document of every layout's special tokens written in
 // text, next to words, spaces, each other and invalid bytes.
 std::vector<CorpusDocument> documents(const test_util::TempDir& tmp) {
@@ -68,26 +60,15 @@ std::vector<CorpusDocument> documents(const test_util::TempDir& tmp) {
       "Hello<|endoftext|>world <|endoftext|> <|begin_of_text|>Hi<|end_of_text|><|eot_id|>\n"
       "<|im_start|>user\nWhat's up?<|im_end|>\n<|im_start|>assistant\n<|reserved_special_token_17|> "
       "<|endoftext|<|endoftext|>> \xff<|end_of_text|>\xfe <|im_end";
-  test_util::write_text(tmp / "special_tokens.txt", specials);
-  docs.push_back({"special_tokens.txt", tmp / "special_tokens.txt", specials});
+  docs.push_back(test_util::written_document(tmp / "special_tokens.txt", specials));
   return docs;
 }
 
-std::vector<std::string> paths_of(const std::vector<CorpusDocument>& docs) {
-  std::vector<std::string> paths;
-  for (const CorpusDocument& d : docs) paths.push_back(d.path);
-  return paths;
-}
-
-// Every document's ids equal the oracle's.
+// Every document's ids equal the oracle's (tokenizers.js with the same file).
 void expect_oracle_ids(const Tokenizer& tokenizer, const std::string& tokenizer_json,
                        const std::vector<CorpusDocument>& docs) {
-  const json oracle = oracle_ids(tokenizer_json, paths_of(docs));
-  for (const CorpusDocument& d : docs) {
-    ASSERT_TRUE(oracle.contains(d.path)) << d.name;
-    EXPECT_EQ(tokenizer.encode(d.bytes), oracle[d.path].get<std::vector<int32_t>>()) << d.name << " with "
-                                                                                     << tokenizer_json;
-  }
+  const json oracle = test_util::run_node_oracle("encode_huggingface.js --tokenizer '" + tokenizer_json + "'", docs);
+  test_util::expect_oracle_ids(tokenizer, oracle, docs, tokenizer_json);
 }
 
 // decode(encode(text)), less the post-processor's special tokens at the

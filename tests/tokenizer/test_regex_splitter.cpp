@@ -37,9 +37,7 @@ TEST(RegexSplitter, PiecesEqualJavaScriptsOnTheCorpus) {
   };
   for (const Case c : {Case{"gpt2", kGpt2Pattern}, {"cl100k_base", kCl100kPattern}, {"o200k_base", kO200kPattern},
                        {"v2", kMegatronV2Pattern}}) {
-    std::string cmd = "node " + test_util::tokenizer_oracles_dir() + "/split_pieces.js --pattern " + c.name;
-    for (const auto& d : docs) cmd += " '" + d.path + "'";
-    const nlohmann::json want = test_util::run_json_command(cmd);
+    const nlohmann::json want = test_util::run_node_oracle(std::string("split_pieces.js --pattern ") + c.name, docs);
     ASSERT_TRUE(want.is_object()) << c.name;
     const RegexSplitter splitter(c.pattern, c.name);
     for (const auto& d : docs) {

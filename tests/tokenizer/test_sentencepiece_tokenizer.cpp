@@ -28,15 +28,6 @@ std::unique_ptr<Tokenizer> load(const std::string& type, const std::string& mode
   return make_tokenizer(read_tokenizer_spec(options));
 }
 
-// Where two id lists first differ, for a readable failure.
-void expect_same_ids(const std::vector<int32_t>& ours, const std::vector<int32_t>& theirs, const std::string& what) {
-  size_t i = 0;
-  while (i < ours.size() && i < theirs.size() && ours[i] == theirs[i]) ++i;
-  EXPECT_TRUE(i == ours.size() && i == theirs.size())
-      << what << ": first difference at id " << i << " of " << ours.size() << " (ours) and " << theirs.size()
-      << " (python3-sentencepiece): " << (i < ours.size() ? ours[i] : -1) << " vs "
-      << (i < theirs.size() ? theirs[i] : -1);
-}
 
 class SentencePieceTokenizerTest : public ::testing::Test {
  protected:
@@ -90,17 +81,12 @@ class SentencePieceTokenizerTest : public ::testing::Test {
   // Megatron's handling of that type; one oracle run a type.
   static void expect_oracle_ids(const std::string& name) {
     const std::vector<CorpusDocument> docs = documents();
-    std::string files;
-    for (const CorpusDocument& d : docs) files += " '" + d.path + "'";
     for (const char* type : kTypes) {
       if (name == "python_no_bos" && std::string(type) != "SentencePieceTokenizer") continue;  // no EOS: refused
       const std::unique_ptr<Tokenizer> tok = load(type, model(name));
-      const nlohmann::json theirs = test_util::run_json_command(
-          python_oracle("encode_sentencepiece.py") + " --model '" + model(name) + "' --tokenizer-type " + type +
-          files);
-      for (const CorpusDocument& d : docs)
-        expect_same_ids(tok->encode(d.bytes), theirs.at(d.path).get<std::vector<int32_t>>(),
-                        name + " " + type + " " + d.name);
+      const nlohmann::json theirs = test_util::run_oracle(
+          python_oracle("encode_sentencepiece.py") + " --model '" + model(name) + "' --tokenizer-type " + type, docs);
+      test_util::expect_oracle_ids(*tok, theirs, docs, name + " " + type);
     }
   }
 
@@ -118,11 +104,9 @@ TEST_F(SentencePieceTokenizerTest, IdsEqualPythonOnPythonModelWithoutBosEos) { e
 // exactly, with each type; the invalid one comes back with U+FFFD for each
 // byte that starts no character, as python3-sentencepiece decodes it.
 TEST_F(SentencePieceTokenizerTest, DecodeRoundTripsOnTrainedModels) {
-  std::string files;
-  for (const CorpusDocument& d : *corpus_) files += " '" + d.path + "'";
   for (const char* name : {"bpe", "unigram"}) {
-    const nlohmann::json python_text = test_util::run_json_command(
-        python_oracle("encode_sentencepiece.py") + " --decode --model '" + model(name) + "'" + files);
+    const nlohmann::json python_text = test_util::run_oracle(
+        python_oracle("encode_sentencepiece.py") + " --decode --model '" + model(name) + "'", *corpus_);
     for (const char* type : kTypes) {
       const std::unique_ptr<Tokenizer> tok = load(type, model(name));
       for (const CorpusDocument& d : *corpus_) {
@@ -144,10 +128,8 @@ TEST_F(SentencePieceTokenizerTest, DecodeRoundTripsOnTrainedModels) {
 // trailing space, as python3-sentencepiece decodes it, on every document;
 // normalized text comes back as it is.
 TEST_F(SentencePieceTokenizerTest, NfkcModelDecodesAsPython) {
-  std::string files;
-  for (const CorpusDocument& d : *corpus_) files += " '" + d.path + "'";
-  const nlohmann::json python_text = test_util::run_json_command(
-      python_oracle("encode_sentencepiece.py") + " --decode --model '" + model("python") + "'" + files);
+  const nlohmann::json python_text = test_util::run_oracle(
+      python_oracle("encode_sentencepiece.py") + " --decode --model '" + model("python") + "'", *corpus_);
   const std::unique_ptr<Tokenizer> tok = load("GPTSentencePieceTokenizer", model("python"));
   for (const CorpusDocument& d : *corpus_)
     EXPECT_EQ(tok->decode(tok->encode(d.bytes)), python_text.at(d.path).get<std::string>()) << d.name;

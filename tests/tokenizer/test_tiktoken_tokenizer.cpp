@@ -35,38 +35,19 @@ std::unique_ptr<Tokenizer> megatron(const std::string& pattern, int num_special,
   return make_tokenizer(read_tokenizer_spec(o));
 }
 
-// Runs an oracle script on the documents: {path: ids}.
-nlohmann::json oracle(const std::string& script_and_options, const std::vector<CorpusDocument>& docs) {
-  std::string cmd = "node " + test_util::tokenizer_oracles_dir() + "/" + script_and_options;
-  for (const CorpusDocument& d : docs) cmd += " '" + d.path + "'";
-  return test_util::run_json_command(cmd);
+// Each document's ids equal the oracle script's and decode back to the
+// document.
+void expect_as_oracle(const Tokenizer& tok, const std::string& script_and_options,
+                      const std::vector<CorpusDocument>& docs, const std::string& what) {
+  test_util::expect_oracle_ids(tok, test_util::run_node_oracle(script_and_options, docs), docs, what);
+  for (const CorpusDocument& d : docs) EXPECT_EQ(tok.decode(tok.encode(d.bytes)), d.bytes) << what << ", " << d.name;
 }
 
-// Each document's ids equal the oracle's (the first difference is shown) and
-// decode back to the document.
-void expect_oracle_ids(const Tokenizer& tok, const nlohmann::json& want, const std::vector<CorpusDocument>& docs,
-                       const std::string& what) {
-  ASSERT_TRUE(want.is_object()) << what;
-  for (const CorpusDocument& d : docs) {
-    ASSERT_TRUE(want.contains(d.path)) << what << ": no ids for " << d.name;
-    const std::vector<int32_t> expected = want[d.path].get<std::vector<int32_t>>();
-    const std::vector<int32_t> ids = tok.encode(d.bytes);
-    size_t first = 0;
-    while (first < ids.size() && first < expected.size() && ids[first] == expected[first]) ++first;
-    EXPECT_EQ(ids, expected) << what << ", " << d.name << ": first difference at token " << first << " of "
-                             << expected.size();
-    EXPECT_EQ(tok.decode(ids), d.bytes) << what << ", " << d.name;
-  }
-}
-
-// A sample document that is not in the corpus, written to a file for the oracles.
+// Sample documents that are not in the corpus, written to files for the oracles.
 std::vector<CorpusDocument> documents(const test_util::TempDir& dir, std::vector<std::string> texts) {
   std::vector<CorpusDocument> docs;
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const std::string path = dir / ("doc" + std::to_string(i) + ".txt");
-    test_util::write_text(path, texts[i]);
-    docs.push_back({"doc" + std::to_string(i), path, texts[i]});
-  }
+  for (size_t i = 0; i < texts.size(); ++i)
+    docs.push_back(test_util::written_document(dir / ("doc" + std::to_string(i) + ".txt"), texts[i]));
   return docs;
 }
 
@@ -85,8 +66,8 @@ TEST(TikTokenizer, OpenAIEncodingsEqualTiktokenAndJsTiktoken) {
     EXPECT_EQ(tok->vocab_size(), e.vocab_size) << e.name;
     EXPECT_EQ(tok->eod(), e.eod) << e.name;
     for (const std::string package : {"tiktoken", "js-tiktoken"})
-      expect_oracle_ids(*tok, oracle("encode_tiktoken.js --encoding " + e.name + " --package " + package, docs), docs,
-                        e.name + " against " + package);
+      expect_as_oracle(*tok, "encode_tiktoken.js --encoding " + e.name + " --package " + package, docs,
+                       e.name + " against " + package);
   }
 }
 
@@ -95,7 +76,7 @@ TEST(TikTokenizer, SpecialTokensAreOrdinaryTextAndDecodeToTheirStrings) {
   const test_util::TempDir dir;
   const std::vector<CorpusDocument> docs =
       documents(dir, {"a<|endoftext|>b <|fim_prefix|><|endofprompt|>", "  trailing spaces \n\n  ", "x"});
-  expect_oracle_ids(*tok, oracle("encode_tiktoken.js --encoding cl100k_base", docs), docs, "cl100k_base specials");
+  expect_as_oracle(*tok, "encode_tiktoken.js --encoding cl100k_base", docs, "cl100k_base specials");
   for (int32_t id : tok->encode(docs[0].bytes)) EXPECT_LT(id, 100256) << "a special id from ordinary text";
   const std::vector<int32_t> specials = {100257, 100258, 100259, 100260, 100276};
   EXPECT_EQ(tok->decode(specials), "<|endoftext|><|fim_prefix|><|fim_middle|><|fim_suffix|><|endofprompt|>");
@@ -111,13 +92,13 @@ TEST(TikTokenizer, MegatronJsonEqualsShiftedCl100k) {
     const std::unique_ptr<Tokenizer> tok = megatron(pattern, 1000, 100256 + 1000);
     EXPECT_EQ(tok->vocab_size(), 101256);
     EXPECT_EQ(tok->eod(), 2);  // </s>
-    expect_oracle_ids(*tok, oracle("encode_megatron_tiktoken.js --pattern " + pattern, docs), docs,
-                      "Megatron " + pattern);
+    expect_as_oracle(*tok, "encode_megatron_tiktoken.js --pattern " + pattern, docs,
+                     "Megatron " + pattern);
   }
   // Another number of special tokens shifts every id.
   const std::unique_ptr<Tokenizer> tok7 = megatron("v2", 7, 100256 + 7);
-  expect_oracle_ids(*tok7, oracle("encode_megatron_tiktoken.js --pattern v2 --num-special-tokens 7", docs), docs,
-                    "Megatron v2, 7 special tokens");
+  expect_as_oracle(*tok7, "encode_megatron_tiktoken.js --pattern v2 --num-special-tokens 7", docs,
+                   "Megatron v2, 7 special tokens");
 }
 
 TEST(TikTokenizer, MegatronSpecialTokensAndVocabSize) {
@@ -127,7 +108,7 @@ TEST(TikTokenizer, MegatronSpecialTokensAndVocabSize) {
   const test_util::TempDir dir;
   const std::vector<CorpusDocument> docs =
       documents(dir, {"<s>Hello</s> <SPECIAL_999><SPECIAL_1000><unk><<sep>> <mask", "<pad>\xff<cls>"});
-  expect_oracle_ids(*tok, oracle("encode_megatron_tiktoken.js --pattern v2", docs), docs, "Megatron specials");
+  expect_as_oracle(*tok, "encode_megatron_tiktoken.js --pattern v2", docs, "Megatron specials");
   const std::vector<int32_t> ids = tok->encode("<s>a</s>");
   EXPECT_EQ(ids, (std::vector<int32_t>{1, 'a' + 1000, 2}));
   const std::vector<int32_t> named = {0, 1, 2, 3, 4, 5, 6, 7, 999};

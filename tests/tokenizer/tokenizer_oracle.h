@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "test_util.h"
+#include "tokenizer/tokenizer.h"
 
 namespace mt::test_util {
 
@@ -33,6 +34,12 @@ inline std::vector<CorpusDocument> tokenizer_corpus() {
   }
   std::sort(docs.begin(), docs.end(), [](const auto& a, const auto& b) { return a.name < b.name; });
   return docs;
+}
+
+// A document that is not in the corpus, written to `path` for the oracles.
+inline CorpusDocument written_document(const std::string& path, const std::string& text) {
+  write_text(path, text);
+  return {std::filesystem::path(path).filename().string(), path, text};
 }
 
 // The folder of the npm oracles (package.json, node_modules).
@@ -61,6 +68,40 @@ inline nlohmann::json run_json_command(const std::string& command) {
   const nlohmann::json j = nlohmann::json::parse(out, nullptr, /*allow_exceptions=*/false);
   EXPECT_FALSE(j.is_discarded()) << command << " printed no JSON: " << out.substr(0, 500);
   return j;
+}
+
+// Runs an oracle, `command` (the program and its options) followed by each
+// document's path, and parses its {path: [ids]} object.
+inline nlohmann::json run_oracle(const std::string& command, const std::vector<CorpusDocument>& docs) {
+  std::string line = command;
+  for (const CorpusDocument& d : docs) line += " '" + d.path + "'";
+  return run_json_command(line);
+}
+
+// run_oracle of an npm oracle: a script in scripts/tokenizer_oracles and its
+// options.
+inline nlohmann::json run_node_oracle(const std::string& script_and_options, const std::vector<CorpusDocument>& docs) {
+  return run_oracle("node " + tokenizer_oracles_dir() + "/" + script_and_options, docs);
+}
+
+// `ours` equals the oracle's ids; a failure says where they first differ.
+inline void expect_same_ids(const std::vector<int32_t>& ours, const std::vector<int32_t>& theirs,
+                            const std::string& what) {
+  size_t i = 0;
+  while (i < ours.size() && i < theirs.size() && ours[i] == theirs[i]) ++i;
+  EXPECT_TRUE(i == ours.size() && i == theirs.size())
+      << what << ": first difference at id " << i << " of " << ours.size() << " (ours) and " << theirs.size()
+      << " (the oracle's): " << (i < ours.size() ? ours[i] : -1) << " vs " << (i < theirs.size() ? theirs[i] : -1);
+}
+
+// Every document's ids equal those the oracle printed for its path.
+inline void expect_oracle_ids(const Tokenizer& tokenizer, const nlohmann::json& oracle,
+                              const std::vector<CorpusDocument>& docs, const std::string& what) {
+  ASSERT_TRUE(oracle.is_object()) << what;
+  for (const CorpusDocument& d : docs) {
+    ASSERT_TRUE(oracle.contains(d.path)) << what << ": no ids for " << d.name;
+    expect_same_ids(tokenizer.encode(d.bytes), oracle[d.path].get<std::vector<int32_t>>(), what + ", " + d.name);
+  }
 }
 
 }  // namespace mt::test_util
