@@ -74,6 +74,10 @@ bool read_file(const fs::path& path, std::string& text, std::string& why) {
 
 }  // namespace
 
+std::vector<std::string> json_keys(const DocumentInputs& inputs) {
+  return inputs.json_keys.empty() ? std::vector<std::string>{"text"} : inputs.json_keys;
+}
+
 DocumentReader::DocumentReader(const DocumentInputs& in, const std::vector<fs::path>& exclude) {
   MT_CHECK(!in.inputs.empty(), "no --input files or directories given");
   std::error_code ec;
@@ -102,7 +106,7 @@ DocumentReader::DocumentReader(const DocumentInputs& in, const std::vector<fs::p
            json->path.string(), text->path.string());
   json_lines_ = json != files_.end();
   if (json_lines_) {
-    keys_ = in.json_keys.empty() ? std::vector<std::string>{"text"} : in.json_keys;
+    keys_ = json_keys(in);
   } else {
     MT_CHECK(in.json_keys.empty(), "--json-keys {} applies to JSON lines (*.jsonl, *.json), and no input is one",
              fmt::join(in.json_keys, " "));

@@ -24,6 +24,9 @@ struct DocumentInputs {
   std::vector<std::string> json_keys;
 };
 
+// The keys of JSON lines: --json-keys, or Megatron's default "text".
+std::vector<std::string> json_keys(const DocumentInputs& inputs);
+
 // One document of each key: `texts[k]` belongs to keys()[k] (a text file
 // has one key, its whole bytes). A JSON line comes unparsed, in
 // `json_line`, until parse(): prepare-data's workers parse their own.

@@ -106,11 +106,16 @@ void write_batch(const Batch& batch, std::vector<IndexedDatasetWriter>& writers,
     }
 }
 
-// The stores' prefixes, in key order: Megatron's names for JSON lines.
+// A JSON-lines key's store, as Megatron's preprocess_data.py names it.
+std::string key_store_prefix(const std::string& prefix, const std::string& key) {
+  return fmt::format("{}_{}_document", prefix, key);
+}
+
+// The stores' prefixes, in key order.
 std::vector<std::string> output_prefixes(const std::string& prefix, const DocumentReader& reader) {
   if (!reader.json_lines()) return {prefix};
   std::vector<std::string> prefixes;
-  for (const std::string& key : reader.keys()) prefixes.push_back(fmt::format("{}_{}_document", prefix, key));
+  for (const std::string& key : reader.keys()) prefixes.push_back(key_store_prefix(prefix, key));
   return prefixes;
 }
 
@@ -131,11 +136,9 @@ PrepareDataStats prepare_data(const PrepareDataConfig& config,
 
   // Every input is listed before anything is written, and a rerun into a
   // folder it reads does not swallow its previous output.
-  const std::vector<std::string> keys =
-      config.inputs.json_keys.empty() ? std::vector<std::string>{"text"} : config.inputs.json_keys;
   std::vector<fs::path> outputs;
-  for (const std::string& key : keys)
-    for (const std::string& prefix : {config.output_prefix, fmt::format("{}_{}_document", config.output_prefix, key)})
+  for (const std::string& key : json_keys(config.inputs))
+    for (const std::string& prefix : {config.output_prefix, key_store_prefix(config.output_prefix, key)})
       outputs.insert(outputs.end(), {bin_path(prefix), idx_path(prefix)});
   DocumentReader reader(config.inputs, outputs);
   PrepareDataStats stats;
