@@ -212,6 +212,11 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit_model_flags(o, visit);
   visit_tokenizer_flags(o.tokenizer, visit);
   visit_layout_flags(o, visit);
+  visit(Flag{"--sequence-parallel",
+             "With TP > 1, split the residual stream, the norms and the saved layer inputs over the TP ranks by "
+             "sequence (each TP all-reduce becomes a reduce-scatter and an all-gather); --seq-length must divide "
+             "by TP. Off with a warning at TP 1"},
+        o.sequence_parallel);
   visit(Flag{"--pipeline-schedule",
              "1f1b (at most PP - stage micro-batches alive a stage) or gpipe (all forwards, then all backwards)"},
         o.pipeline_schedule);
@@ -225,6 +230,13 @@ void visit_train_flags(Options& o, Visit&& visit) {
              "weights either way",
              kRecorded},
         o.bf16);
+  visit(Flag{"--grad-reduce-in-bf16",
+             "With --bf16: accumulate the gradients over micro-batches and reduce them over the replicas in bf16 "
+             "(half the gradient memory); the ZeRO-1 master weights and Adam moments stay fp32"},
+        o.grad_reduce_in_bf16);
+  visit(Flag{"--accumulate-allreduce-grads-in-fp32",
+             "Accumulate and reduce the gradients in fp32: the default (Megatron's name for it)"},
+        o.accumulate_allreduce_grads_in_fp32);
   visit(Flag{"--recompute-granularity",
              "Activation recompute, which trades compute for memory and never changes a result: none; selective "
              "(the attention core is recomputed from q, k, v); full (recomputed layers keep only their input)"},

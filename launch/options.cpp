@@ -77,6 +77,11 @@ void check_layout(const TrainOptions& o, int data_parallel) {
   stage_layers(o.model.num_layers, o.topology.pipeline_parallel, o.decoder_first_pipeline_num_layers,
                o.decoder_last_pipeline_num_layers);
   data::BatchSchedule(o.global_batch_size, o.micro_batch_size, data_parallel, o.rampup);  // throws if sizes don't divide
+  const int tp = o.topology.tensor_parallel;
+  MT_CHECK(!o.sequence_parallel || o.model.seq_length % tp == 0,
+           "--sequence-parallel splits each sequence over the TP ranks: --seq-length {} does not divide by "
+           "--tensor-model-parallel-size {}",
+           o.model.seq_length, tp);
 }
 
 void resolve_and_validate(TrainOptions& o, const Tokenizer& tokenizer) {
@@ -104,6 +109,11 @@ void resolve_and_validate(TrainOptions& o, const Tokenizer& tokenizer) {
   MT_CHECK(o.keep_last >= 0, "--keep-last must be >= 0, got {}", o.keep_last);
   MT_CHECK(o.keep_last == 0 || !o.save.empty(), "--keep-last {} needs --save DIR", o.keep_last);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
+  MT_CHECK(!o.grad_reduce_in_bf16 || o.bf16,
+           "--grad-reduce-in-bf16 keeps the gradients in bf16, which needs --bf16 (the gradients of a float32 run "
+           "are float32)");
+  MT_CHECK(!(o.grad_reduce_in_bf16 && o.accumulate_allreduce_grads_in_fp32),
+           "--grad-reduce-in-bf16 and --accumulate-allreduce-grads-in-fp32 ask for opposite gradient types");
   MT_CHECK(o.ddp_bucket_size > 0, "--ddp-bucket-size must be positive, got {}", o.ddp_bucket_size);
   check_layout(o, 1);
   if (o.lr.decay_samples == 0) o.lr.decay_samples = requested_samples(o);

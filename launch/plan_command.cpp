@@ -44,6 +44,10 @@ std::string layout_name(const Layout& l) {
   return fmt::format("TP {} x PP {} x DP {}", l.tp, l.pp, l.dp) + (l.ep > 1 ? fmt::format(" (EP {})", l.ep) : "");
 }
 
+json held_json(const RankMemory& m, double RankMemory::Held::*field) {
+  return {{"none", m.none.*field}, {"selective", m.selective.*field}, {"full", m.full.*field}};
+}
+
 json rank_json(const RankMemory& m) {
   return {{"tp", m.tp},
           {"pp", m.pp},
@@ -57,10 +61,12 @@ json rank_json(const RankMemory& m) {
           {"gradients_bytes", m.gradients},
           {"optimizer_bytes", m.optimizer},
           {"live_micro_batches", m.live_micro_batches},
+          {"activations_per_micro_batch_bytes", m.activations_per_micro_batch},
           {"activations_bytes", m.activations},
-          {"activations_bytes_by_recompute",
-           {{"none", m.activations_none}, {"selective", m.activations_selective}, {"full", m.activations_full}}},
           {"workspace_bytes", m.workspace},
+          {"activations_per_micro_batch_bytes_by_recompute", held_json(m, &RankMemory::Held::per_micro_batch)},
+          {"activations_bytes_by_recompute", held_json(m, &RankMemory::Held::activations)},
+          {"workspace_bytes_by_recompute", held_json(m, &RankMemory::Held::workspace)},
           {"router_state_bytes", m.router_state},
           {"total_bytes", m.total()},
           {"dp_reduce_scatter_bytes", m.dp_reduce_scatter_bytes},
@@ -92,6 +98,10 @@ json stages_json(const PlanResult& r) {
                       {"compute_flops_per_micro_batch", s.compute_flops},
                       {"tp_bytes_per_micro_batch", s.tp_bytes},
                       {"tp_bytes_per_step", s.tp_step_bytes},
+                      {"tp_sp_bytes_per_micro_batch", s.tp_sp_bytes},
+                      {"tp_sp_bytes_per_step", s.tp_sp_step_bytes},
+                      {"tp_once_bytes_per_step", s.tp_once_bytes},
+                      {"tp_sent_bytes_per_micro_batch", s.tp_sent_bytes},
                       {"pp_sent_bytes_per_micro_batch", s.pp_sent_bytes},
                       {"ep_sent_bytes_per_micro_batch", s.ep_sent_bytes},
                       {"slot_s", s.slot_s},
@@ -105,6 +115,8 @@ json layout_json(const PlanResult& r) {
           {"pp", l.pp},
           {"dp", l.dp},
           {"ep", l.ep},
+          {"sequence_parallel", l.seq_split() > 1},
+          {"gradients", l.grads_in_bf16 ? "bf16" : "fp32"},
           {"micro_batch_size", l.micro_batch},
           {"micro_batches", r.micro_batches},
           {"global_batch_size", r.inputs.global_batch},
@@ -135,7 +147,9 @@ json bytes_json(const BytesPerParameter& b) {
           {"gradients", b.gradients},
           {"gradient_shard", b.gradient_shard},
           {"optimizer", b.optimizer},
-          {"activation", b.activation}};
+          {"activation", b.activation},
+          {"widened_shard", b.widened_shard},
+          {"unit_gradients", b.unit_gradients}};
 }
 
 json memory_json(const PlanResult& r) {
@@ -148,7 +162,8 @@ json memory_json(const PlanResult& r) {
 }
 
 json communication_json(const Communication& c) {
-  return {{"tp_bytes", c.tp_bytes}, {"tp_sent_bytes", c.tp_sent_bytes}, {"pp_sent_bytes", c.pp_sent_bytes},
+  return {{"tp_bytes", c.tp_bytes}, {"tp_sp_bytes", c.tp_sp_bytes}, {"tp_sent_bytes", c.tp_sent_bytes},
+          {"pp_sent_bytes", c.pp_sent_bytes},
           {"dp_sent_bytes", c.dp_sent_bytes}, {"ep_sent_bytes", c.ep_sent_bytes}, {"tp_link", c.tp_link},
           {"pp_link", c.pp_link}, {"dp_link", c.dp_link}, {"ep_link", c.ep_link}, {"tp_s", c.tp_s},
           {"pp_s", c.pp_s}, {"dp_s", c.dp_s}, {"ep_s", c.ep_s}};
@@ -241,7 +256,10 @@ void print_header(const PlanResult& r) {
   }
   std::string split;
   for (const StageCost& s : r.stages) split += fmt::format("{}{}", split.empty() ? "" : " ", s.layers);
-  fmt::print("layout   {} = {} GPUs; layers a stage: {}\n", layout_name(l), in.num_gpus(), split);
+  fmt::print("layout   {} = {} GPUs{}; layers a stage: {}\n", layout_name(l), in.num_gpus(),
+             std::string(l.seq_split() > 1 ? ", sequence parallel (the residual stream's rows split over TP)" : "") +
+                 (l.grads_in_bf16 ? ", gradients in bf16" : ""),
+             split);
   fmt::print("batch    {} samples = {} tokens a step; micro-batch {}, {} micro-batches a replica; {}; "
              "recompute {}\n\n",
              in.global_batch, si(double(r.batch_tokens)), l.micro_batch, r.micro_batches,
@@ -283,9 +301,13 @@ void print_memory(const PlanResult& r) {
   const PlanInputs& in = r.inputs;
   const Layout& l = in.layout;
   const RankMemory& big = r.ranks[size_t(r.largest_rank)];
-  fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard), optimizer {} / DP{}; "
+  fmt::print("\nmemory per GPU, bytes a parameter: weights {}, gradients {} (+ {} / DP shard{}), optimizer {} / DP{}; "
              "activations {} B an element\n",
-             r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard, r.bytes.optimizer,
+             r.bytes.weights, r.bytes.gradients, r.bytes.gradient_shard,
+             l.grads_in_bf16 ? fmt::format(", + {} / DP widened, + {} a layer's element", r.bytes.widened_shard,
+                                           r.bytes.unit_gradients)
+                             : "",
+             r.bytes.optimizer,
              l.ep > 1 ? fmt::format(" (experts: E/{} of them a GPU, shards / {})", l.ep, l.dp / l.ep) : "",
              r.bytes.activation);
   fmt::print("  {:<18}{:>12}{:>12}{:>12}{:>12}{:>13}{:>12}{:>12}\n", "stage (layers)", "params", "weights",
@@ -297,7 +319,7 @@ void print_memory(const PlanResult& r) {
     else if (m.total() > per_stage.back().total()) per_stage.back() = m;
   }
   auto same = [](const RankMemory& a, const RankMemory& b) {
-    return a.parameters == b.parameters && a.activations == b.activations &&
+    return a.parameters == b.parameters && a.activations == b.activations && a.workspace == b.workspace &&
            a.layer_end - a.layer_begin == b.layer_end - b.layer_begin;
   };
   std::vector<std::string> rows;
@@ -318,12 +340,15 @@ void print_memory(const PlanResult& r) {
     if (rows.size() > 16 && i == 8) fmt::print("  ... {} more stages (all in --json)\n", rows.size() - 12);
     if (rows.size() <= 16 || i < 8 || i >= rows.size() - 4) fmt::print("{}", rows[i]);
   }
+  const double model_state = big.total() - big.activations - big.workspace;
   fmt::print("  largest: TP rank {} of stage {}: {} with recompute {} (none {}, selective {}, full {}), {} "
-             "micro-batches alive\n",
+             "micro-batches alive of {} each{}\n",
              big.tp, big.pp, bytes_text(big.total()), to_string(l.recompute),
-             bytes_text(big.total() - big.activations + big.activations_none),
-             bytes_text(big.total() - big.activations + big.activations_selective),
-             bytes_text(big.total() - big.activations + big.activations_full), big.live_micro_batches);
+             bytes_text(model_state + big.none.total()), bytes_text(model_state + big.selective.total()),
+             bytes_text(model_state + big.full.total()), big.live_micro_batches,
+             bytes_text(big.activations_per_micro_batch),
+             l.seq_split() > 1 ? fmt::format(" (sequence parallel: the residual stream's rows split {} ways)", l.tp)
+                               : "");
   if (in.gpu)
     fmt::print("  {} in {} of {}\n", r.fits ? "fits" : "DOES NOT FIT", bytes_text(r.memory_capacity), in.gpu->name);
 
@@ -336,9 +361,18 @@ void print_pipeline_and_communication(const PlanResult& r) {
   fmt::print("\npipeline bubble  {} of the step (equal stages: (PP-1)/(m+PP-1) = {})\n", percent(r.bubble_fraction),
              percent(ideal));
   fmt::print("\ncommunication per step, one GPU\n");
-  fmt::print("  TP all-reduces   {} payload, {} sent{}\n", bytes_text(r.comm.tp_bytes),
-             bytes_text(r.comm.tp_sent_bytes),
-             in.gpu && l.tp > 1 ? fmt::format(" over {}, {}", r.comm.tp_link, seconds(r.comm.tp_s)) : "");
+  const std::string tp_sent = fmt::format(
+      "{} sent{}", bytes_text(r.comm.tp_sent_bytes),
+      in.gpu && l.tp > 1 ? fmt::format(" over {}, {}", r.comm.tp_link, seconds(r.comm.tp_s)) : "");
+  if (l.seq_split() > 1) {
+    fmt::print("  TP all-reduces   {} payload (routing, cross-entropy, partial gradients)\n",
+               bytes_text(r.comm.tp_bytes));
+    fmt::print("  TP SP            {} payload (sequence parallelism's reduce-scatters and all-gathers)\n",
+               bytes_text(r.comm.tp_sp_bytes));
+    fmt::print("  TP in all        {}\n", tp_sent);
+  } else {
+    fmt::print("  TP all-reduces   {} payload, {}\n", bytes_text(r.comm.tp_bytes), tp_sent);
+  }
   fmt::print("  PP send/receive  {} sent{}\n", bytes_text(r.comm.pp_sent_bytes),
              in.gpu && l.pp > 1 ? fmt::format(" over {}, {}", r.comm.pp_link, seconds(r.comm.pp_s)) : "");
   fmt::print("  DP ZeRO-1        {} sent (reduce-scatter + all-gather{}){}\n", bytes_text(r.comm.dp_sent_bytes),
@@ -397,12 +431,15 @@ void print_serving(const PlanResult& r) {
 void print_search(const PlanInputs& base, const SearchResult& s, int max_tp) {
   fmt::print("search: {} GPUs of {}, TP up to {}, {} precision; {} layouts fit, {} dropped\n", base.num_gpus(),
              base.gpu->name, max_tp, to_string(base.precision), s.kept.size(), s.dropped.size());
-  fmt::print("\n  {:>4}{:>5}{:>7}{:>5}{:>6}  {:<10}{:>12}{:>12}{:>9}{:>8}{:>12}\n", "TP", "PP", "DP", "EP", "mbs",
-             "recompute", "memory", "tokens/s", "MFU", "bubble", "step");
+  fmt::print("  (SP: sequence parallelism, tried on and off at TP > 1; the faster that fits is kept.\n"
+             "   grads: fp32, or bf16 under bf16 precision where fp32 gradients do not fit)\n");
+  fmt::print("\n  {:>4}{:>5}{:>7}{:>5}{:>4}{:>6}{:>6}  {:<10}{:>12}{:>12}{:>9}{:>8}{:>12}\n", "TP", "PP", "DP", "EP",
+             "SP", "grads", "mbs", "recompute", "memory", "tokens/s", "MFU", "bubble", "step");
   for (const SearchCandidate& c : s.kept)
-    fmt::print("  {:>4}{:>5}{:>7}{:>5}{:>6}  {:<10}{:>12}{:>12}{:>9.3f}{:>8}{:>12}\n", c.layout.tp, c.layout.pp,
-               c.layout.dp, c.layout.ep, c.layout.micro_batch, to_string(c.layout.recompute), gb(c.memory),
-               si(c.tokens_per_s), c.mfu, percent(c.bubble), seconds(c.step_s));
+    fmt::print("  {:>4}{:>5}{:>7}{:>5}{:>4}{:>6}{:>6}  {:<10}{:>12}{:>12}{:>9.3f}{:>8}{:>12}\n", c.layout.tp,
+               c.layout.pp, c.layout.dp, c.layout.ep, c.layout.seq_split() > 1 ? "on" : c.layout.tp > 1 ? "off" : "-",
+               c.layout.grads_in_bf16 ? "bf16" : "fp32", c.layout.micro_batch, to_string(c.layout.recompute),
+               gb(c.memory), si(c.tokens_per_s), c.mfu, percent(c.bubble), seconds(c.step_s));
   fmt::print("\ndropped:\n");
   // Structural reasons once each, with the layouts they hit; memory per
   // (TP, PP, EP), with the smallest of its micro-batch and recompute choices.
@@ -445,6 +482,8 @@ json search_json(const PlanInputs& base, const SearchResult& s) {
               {"pp", c.layout.pp},
               {"dp", c.layout.dp},
               {"ep", c.layout.ep},
+              {"sequence_parallel", c.layout.seq_split() > 1},
+              {"gradients", c.layout.grads_in_bf16 ? "bf16" : "fp32"},
               {"micro_batch_size", c.layout.micro_batch},
               {"recompute_granularity", to_string(c.layout.recompute)}};
     if (c.memory > 0) {
@@ -489,6 +528,7 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   l.recompute = t.recompute.granularity;
   l.recompute_method = t.recompute.method;
   l.recompute_num_layers = t.recompute.num_layers;
+  l.sequence_parallel = t.sequence_parallel;
   MT_CHECK(o.num_gpus >= 0, "--num-gpus must be >= 0, got {}", o.num_gpus);
   if (o.search) {
     MT_CHECK(o.num_gpus > 0, "--search needs --num-gpus (the GPUs to lay the model out on)");
@@ -519,6 +559,9 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   MT_CHECK(precision == "fp32" || precision == "bf16", "--precision must be fp32 or bf16, got '{}'", precision);
   MT_CHECK(!o.train.bf16 || precision == "bf16", "--bf16 trains in bf16, but --precision is {}", precision);
   in.precision = precision == "bf16" ? Precision::BF16 : Precision::FP32;
+  MT_CHECK(!o.train.grad_reduce_in_bf16 || in.precision == Precision::BF16,
+           "--grad-reduce-in-bf16 keeps the gradients in bf16, which needs --bf16 (or --precision bf16)");
+  in.layout.grads_in_bf16 = o.train.grad_reduce_in_bf16;
   MT_CHECK(o.compute_efficiency > 0 && o.compute_efficiency <= 1,
            "--compute-efficiency must be in (0, 1], got {}", o.compute_efficiency);
   MT_CHECK(o.mfu >= 0 && o.mfu <= 1, "--mfu must be in [0, 1] (0: estimate it), got {}", o.mfu);

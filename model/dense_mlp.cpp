@@ -29,18 +29,17 @@ void activation_backward(Backend<T>& be, const MlpShape& s, const MlpActs<T>& a,
 }
 
 template <typename T>
-void mlp_forward(Backend<T>& be, const ProcessGroup& tp, const MlpShape& s, const MlpWeights<T>& w, MlpActs<T>& a,
+void mlp_forward(Backend<T>& be, const MlpShape& s, const MlpWeights<T>& w, MlpActs<T>& a,
                  const T* m, T* out, int tokens) {
   const int d = s.d, F = s.F;
   be.gemm(Trans::N, Trans::T, tokens, F, d, T(1), m, d, w.w1, d, T(0), a.u.data(), F);
   if (s.swiglu) be.gemm(Trans::N, Trans::T, tokens, F, d, T(1), m, d, w.w3, d, T(0), a.u3.data(), F);
   activation_forward(be, s, a, size_t(tokens) * F);
   be.gemm(Trans::N, Trans::T, tokens, d, F, T(1), a.g.data(), F, w.w2, F, T(0), out, d);
-  tp.all_reduce_sum(out, size_t(tokens) * d);
 }
 
 template <typename T>
-void mlp_backward(Backend<T>& be, const ProcessGroup& tp, const MlpShape& s, const MlpWeights<T>& w,
+void mlp_backward(Backend<T>& be, const MlpShape& s, const MlpWeights<T>& w,
                   const MlpWeights<acc_t<T>>& dw, const MlpActs<T>& a, MlpScratch<T>& g, const T* m, const T* dout,
                   T* dm, int tokens) {
   using Acc = acc_t<T>;
@@ -54,18 +53,17 @@ void mlp_backward(Backend<T>& be, const ProcessGroup& tp, const MlpShape& s, con
   if (s.swiglu) be.gemm_acc(Trans::T, Trans::N, F, d, tokens, Acc(1), g.du3.data(), F, m, d, Acc(1), dw.w3, d);
   be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), g.du.data(), F, w.w1, d, T(0), dm, d);
   if (s.swiglu) be.gemm(Trans::N, Trans::N, tokens, d, F, T(1), g.du3.data(), F, w.w3, d, T(1), dm, d);
-  tp.all_reduce_sum(dm, size_t(tokens) * d);
 }
 
-#define MT_INSTANTIATE_MLP(T)                                                                                    \
-  template struct MlpActs<T>;                                                                                   \
-  template struct MlpScratch<T>;                                                                                \
-  template void activation_forward<T>(Backend<T>&, const MlpShape&, MlpActs<T>&, size_t);                      \
-  template void activation_backward<T>(Backend<T>&, const MlpShape&, const MlpActs<T>&, MlpScratch<T>&, size_t); \
-  template void mlp_forward<T>(Backend<T>&, const ProcessGroup&, const MlpShape&, const MlpWeights<T>&,         \
-                               MlpActs<T>&, const T*, T*, int);                                                \
-  template void mlp_backward<T>(Backend<T>&, const ProcessGroup&, const MlpShape&, const MlpWeights<T>&,        \
-                                const MlpWeights<acc_t<T>>&, const MlpActs<T>&, MlpScratch<T>&, const T*,       \
+#define MT_INSTANTIATE_MLP(T)                                                                                        \
+  template struct MlpActs<T>;                                                                                        \
+  template struct MlpScratch<T>;                                                                                     \
+  template void activation_forward<T>(Backend<T>&, const MlpShape&, MlpActs<T>&, size_t);                            \
+  template void activation_backward<T>(Backend<T>&, const MlpShape&, const MlpActs<T>&, MlpScratch<T>&, size_t);     \
+  template void mlp_forward<T>(Backend<T>&, const MlpShape&, const MlpWeights<T>&,                                   \
+                               MlpActs<T>&, const T*, T*, int);                                                      \
+  template void mlp_backward<T>(Backend<T>&, const MlpShape&, const MlpWeights<T>&,                                  \
+                                const MlpWeights<acc_t<T>>&, const MlpActs<T>&, MlpScratch<T>&, const T*,            \
                                 const T*, T*, int);
 MT_INSTANTIATE_MLP(float)
 MT_INSTANTIATE_MLP(double)

@@ -9,7 +9,6 @@
 #pragma once
 
 #include "model/config.h"
-#include "parallel/process_group.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -58,15 +57,18 @@ void activation_forward(Backend<T>& be, const MlpShape& s, MlpActs<T>& a, size_t
 template <typename T>
 void activation_backward(Backend<T>& be, const MlpShape& s, const MlpActs<T>& a, MlpScratch<T>& g, size_t n);
 
-// out [T, d] = mlp(m [T, d]) (overwrites; summed over TP).
+// out [T, d] = mlp(m [T, d]) (overwrites). Under TP, F is this rank's share
+// and out its partial sum: the caller reduces it over TP (an all-reduce, or
+// sequence parallelism's reduce-scatter), once for all that adds into it.
 template <typename T>
-void mlp_forward(Backend<T>& be, const ProcessGroup& tp, const MlpShape& s, const MlpWeights<T>& w, MlpActs<T>& a,
+void mlp_forward(Backend<T>& be, const MlpShape& s, const MlpWeights<T>& w, MlpActs<T>& a,
                  const T* m, T* out, int tokens);
 
 // Given dout = d loss / d out, accumulates the weight gradients into dw and
-// writes the input gradient dm (overwrites; summed over TP).
+// writes the input gradient dm (overwrites; a partial sum over TP, which the
+// caller reduces).
 template <typename T>
-void mlp_backward(Backend<T>& be, const ProcessGroup& tp, const MlpShape& s, const MlpWeights<T>& w,
+void mlp_backward(Backend<T>& be, const MlpShape& s, const MlpWeights<T>& w,
                   const MlpWeights<acc_t<T>>& dw, const MlpActs<T>& a, MlpScratch<T>& g, const T* m, const T* dout,
                   T* dm, int tokens);
 

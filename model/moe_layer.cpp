@@ -55,7 +55,6 @@ RouterLosses MoeLayer<T>::forward(const MoeWeights<T>& w, const RouterState& sta
   experts_forward(*be_, expert_shape(cfg_), w.experts, a.experts, a.exchange.expert_offset);
   be_->fill(out, T(0), size_t(tokens) * cfg_.hidden_size);
   dispatch_.combine(rows, a.exchange, a.experts.y.data(), a.returned(), out);
-  tp_.all_reduce_sum(out, size_t(tokens) * cfg_.hidden_size);
   if (cfg_.shared_expert_size > 0) shared_forward(w, a, m, out, tokens);
   return losses;
 }
@@ -72,20 +71,20 @@ void MoeLayer<T>::backward(const MoeWeights<T>& w, const MoeWeights<Acc>& dw, Mo
                    a.exchange.expert_offset);
   be_->fill(dm, T(0), size_t(tokens) * cfg_.hidden_size);
   dispatch_.dispatch_backward(rows, a.exchange, expert_scratch_.dx.data(), dm);
-  tp_.all_reduce_sum(dm, size_t(tokens) * cfg_.hidden_size);  // the experts' part; the router's is whole
-  router_backward(*be_, cfg_, w.router, dw.router, a.router, router_scratch_, m, dweight_.data(), dm, tokens,
-                  aux_scale);
+  // The router's part of dm is whole on every TP rank: counted once.
+  router_backward(*be_, cfg_, w.router, dw.router, a.router, router_scratch_, m, dweight_.data(),
+                  tp_.rank == 0 ? dm : nullptr, tokens, aux_scale);
   if (cfg_.shared_expert_size > 0) shared_backward(w, dw, a, m, dout, dm, tokens);
 }
 
-// out += g_t s_t, s = shared(m) (summed over TP), g_t = sigmoid(m_t gate)
-// with the gate, else 1.
+// out += g_t s_t, s = shared(m) (partial over TP, as out is), g_t =
+// sigmoid(m_t gate) with the gate, else 1.
 template <typename T>
 void MoeLayer<T>::shared_forward(const MoeWeights<T>& w, MoeActs<T>& a, const T* m, T* out, int tokens) {
   const int d = cfg_.hidden_size;
   const size_t n = size_t(tokens) * d;
   T* s = a.shared_out.data();
-  mlp_forward(*be_, tp_, shared_expert_shape(cfg_), w.shared, a.shared, m, s, tokens);
+  mlp_forward(*be_, shared_expert_shape(cfg_), w.shared, a.shared, m, s, tokens);
   if (!cfg_.shared_expert_gate) {
     be_->axpy(n, T(1), s, out);
     return;
@@ -97,9 +96,9 @@ void MoeLayer<T>::shared_forward(const MoeWeights<T>& w, MoeActs<T>& a, const T*
   be_->axpy(n, T(1), gated_.data(), out);
 }
 
-// The gate's logit: dlogit_t = dot(dout_t, s_t) g_t (1 - g_t), whole on
-// every TP rank (dout, s, m and the gate are), so its share of dm is added
-// after the reductions; the shared expert gets dout_t g_t.
+// The gate's logit: dlogit_t = dot(dout_t, s_t) g_t (1 - g_t), the dot
+// summed over TP (s is partial), then whole on every TP rank, so its share
+// of dm is added on TP rank 0 alone; the shared expert gets dout_t g_t.
 template <typename T>
 void MoeLayer<T>::shared_backward(const MoeWeights<T>& w, const MoeWeights<Acc>& dw, MoeActs<T>& a, const T* m,
                                   const T* dout, T* dm, int tokens) {
@@ -108,6 +107,7 @@ void MoeLayer<T>::shared_backward(const MoeWeights<T>& w, const MoeWeights<Acc>&
   const T* ds = dout;
   if (cfg_.shared_expert_gate) {
     be_->row_dot(gate_dot_.data(), dout, a.shared_out.data(), tokens, d);
+    tp_.all_reduce_sum(gate_dot_.data(), size_t(tokens));
     be_->acc().sigmoid_backward(gate_dlogit_.data(), gate_dot_.data(), a.gate.data(), size_t(tokens));
     const T* dlogit = nullptr;
     if constexpr (std::is_same_v<T, Acc>) {
@@ -117,12 +117,12 @@ void MoeLayer<T>::shared_backward(const MoeWeights<T>& w, const MoeWeights<Acc>&
       dlogit = gate_dlogit_t_.data();
     }
     be_->gemm_acc(Trans::T, Trans::N, 1, d, tokens, Acc(1), dlogit, 1, m, d, Acc(1), dw.shared_gate, d);
-    be_->gemm(Trans::N, Trans::N, tokens, d, 1, T(1), dlogit, 1, w.shared_gate, d, T(1), dm, d);
+    if (tp_.rank == 0) be_->gemm(Trans::N, Trans::N, tokens, d, 1, T(1), dlogit, 1, w.shared_gate, d, T(1), dm, d);
     be_->copy(gated_.data(), dout, n);
     be_->scale_rows(gated_.data(), a.gate.data(), tokens, d);
     ds = gated_.data();
   }
-  mlp_backward(*be_, tp_, shared_expert_shape(cfg_), w.shared, dw.shared, a.shared, shared_scratch_, m, ds,
+  mlp_backward(*be_, shared_expert_shape(cfg_), w.shared, dw.shared, a.shared, shared_scratch_, m, ds,
                shared_dm_.data(), tokens);
   be_->axpy(n, T(1), shared_dm_.data(), dm);
 }

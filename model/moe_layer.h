@@ -7,7 +7,9 @@
 // every token passes through, its output scaled by a sigmoid gate with
 // --moe-shared-expert-gate (Qwen2-MoE); and the backward pass in the
 // reverse order. `cfg` is this TP rank's share (its hidden sizes divided by
-// TP); the output and input gradient are summed over the TP group.
+// TP); the output and input gradient are this rank's partial sums, which the
+// caller reduces over the TP group (an all-reduce, or sequence
+// parallelism's reduce-scatter).
 #pragma once
 
 #include "model/config.h"
@@ -62,14 +64,16 @@ class MoeLayer {
   MoeLayer(Backend<T>& be, const ModelConfig& cfg, const ProcessGroup& tp, const ProcessGroup& ep, int max_tokens,
            bool stage_has_moe_layers);
 
-  // out [T, d] = moe(m [T, d]) (overwrites); returns the router's losses.
+  // out [T, d] = moe(m [T, d]) (overwrites; partial over TP); returns the
+  // router's losses.
   // state: the layer's expert bias and global shares; sequences:
   // generation's capacity (route_tokens).
   RouterLosses forward(const MoeWeights<T>& w, const RouterState& state, MoeActs<T>& a, const T* m, T* out,
                        int tokens, const SequenceCapacity* sequences = nullptr);
   // Given dout = d loss / d out, accumulates the weight gradients into dw
-  // and writes the input gradient dm (overwrites). aux_scale multiplies the
-  // router's losses.
+  // and writes the input gradient dm (overwrites; partial over TP: the
+  // parts every TP rank computes whole, the router's and the gate's, are
+  // added on TP rank 0 alone). aux_scale multiplies the router's losses.
   void backward(const MoeWeights<T>& w, const MoeWeights<Acc>& dw, MoeActs<T>& a, const T* m, const T* dout, T* dm,
                 int tokens, double aux_scale);
 

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "parallel/grad_sync.h"
@@ -21,6 +22,11 @@ bool StageSpan::holds(const std::string& name, const ModelConfig& cfg) const {
   if (name == "final_norm" || name == "lm_head") return last;
   const int layer = std::stoi(name.substr(std::string("layers/").size()));
   return layer >= begin && layer < end_of(cfg);
+}
+
+void mark_sequence_parallel_grads(std::vector<ParamTensor>& tensors) {
+  for (ParamTensor& t : tensors)
+    if (t.is_norm) t.partial_grad = true;
 }
 
 std::vector<ParamTensor> param_table(const ModelConfig& c, int tp_rank, int tp_size,
@@ -138,12 +144,50 @@ double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index) {
 
 template <typename T>
 Parameters<T>::Parameters(Backend<T>& be, const ModelConfig& cfg, const ProcessGroup& tp,
-                          const StageSpan& stage, int data_parallel, int ep_rank, int expert_parallel)
+                          const StageSpan& stage, int data_parallel, int ep_rank, int expert_parallel,
+                          bool gradients_in_t)
     : tensors(param_table(cfg, tp.rank, tp.size, stage, ep_rank, expert_parallel)),
       regions(lay_out_regions(tensors, data_parallel, expert_parallel)) {
   const size_t n = regions.back().end;
   values = DeviceBuffer<T>(be, n);
-  grads = DeviceBuffer<Acc>(be.acc(), n);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    ParamTensor& t = tensors[i];
+    const std::string name = grad_unit_of(t.name);
+    if (units.empty() || units.back().name != name) units.push_back({name, {}, 0});
+    units.back().tensors.push_back(i);
+    t.grad_offset = gradients_in_t ? units.back().elements : t.offset;
+    units.back().elements += t.numel;
+  }
+  if (!gradients_in_t) {
+    grads = DeviceBuffer<Acc>(be.acc(), n);
+    return;
+  }
+  MT_CHECK((!std::is_same_v<T, Acc>), "gradients in bf16 (--grad-reduce-in-bf16) need --bf16");
+  size_t largest = 0;
+  for (const GradUnit& u : units) largest = std::max(largest, u.elements);
+  grads = DeviceBuffer<Acc>(be.acc(), largest);
+  grads_in_t = DeviceBuffer<T>(be, n);
+}
+
+std::string grad_unit_of(const std::string& tensor) {
+  if (tensor.rfind("layers/", 0) == 0) return tensor.substr(0, tensor.find('/', 7));
+  return tensor == "embed" ? "embed" : "head";
+}
+
+template <typename T>
+const GradUnit& Parameters<T>::unit(const std::string& name) const {
+  for (const GradUnit& u : units)
+    if (u.name == name) return u;
+  MT_FAIL("no gradient unit named '{}'", name);
+}
+
+template <typename T>
+void Parameters<T>::add_unit_gradients(Backend<T>& be, const GradUnit& unit) {
+  for (size_t i : unit.tensors) {
+    const ParamTensor& t = tensors[i];
+    be.add_rounded(grads_in_t.data() + t.offset, grads.data() + t.grad_offset, t.numel);
+  }
+  be.acc().fill(grads.data(), Acc(0), unit.elements);
 }
 
 template <typename T>

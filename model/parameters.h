@@ -20,6 +20,7 @@ struct ParamTensor {
   Shard shard;                 // this TP rank's part of it
   Block block;                 // where that part lies in the logical tensor
   size_t offset = 0;           // into the flat buffers
+  size_t grad_offset = 0;      // into Parameters::grads: offset, or its place in its GradUnit's
   size_t numel = 0;            // elements held here
   bool weight_decay = false;   // only tensors of two or more dimensions decay
   bool is_norm = false;        // initialised to 1
@@ -55,6 +56,11 @@ StageSpan stage_span(int num_layers, int stage, int stages, int first_stage_laye
 std::vector<ParamTensor> param_table(const ModelConfig& cfg, int tp_rank = 0, int tp_size = 1,
                                      const StageSpan& stage = {}, int ep_rank = 0, int ep_size = 1);
 
+// Under sequence parallelism a TP rank normalizes only its rows of the
+// residual stream, so every norm gain's gradient (attn_norm, mlp_norm,
+// final_norm; q_norm and k_norm are already) is a partial sum over TP.
+void mark_sequence_parallel_grads(std::vector<ParamTensor>& tensors);
+
 // Where each group of ranks shards its part of the flat buffers: one region
 // of every tensor, padded to a multiple of DP; or, with expert parallelism,
 // the tensors the whole DP group holds (padded to DP) followed by this EP
@@ -71,9 +77,23 @@ std::vector<FlatRegion> lay_out_regions(std::vector<ParamTensor>& tensors, int d
 // starts from the same weights.
 double initial_value(uint64_t seed, const ParamTensor& t, uint64_t index);
 
+// The tensors whose gradients one piece of the backward pass writes
+// together: a layer's ("layers/{l}"), the embedding ("embed"), the final
+// norm with the LM head ("head"); indices into Parameters::tensors.
+struct GradUnit {
+  std::string name;
+  std::vector<size_t> tensors;
+  size_t elements = 0;
+};
+// The name of the unit holding tensor `tensor` ("layers/3/wq": "layers/3").
+std::string grad_unit_of(const std::string& tensor);
+
 // The weights in T (what the products read) and their gradients in
 // acc_t<T> (float32 under bf16: gradients accumulate over micro-batches and
-// are reduced without rounding to bf16).
+// are reduced without rounding to bf16), or, with grads_in_t
+// (--grad-reduce-in-bf16), in T: then `grads` holds one GradUnit's
+// gradients of one micro-batch in Acc, which the backward pass adds into
+// grads_in_t, rounding once, unit by unit (add_unit_gradients).
 template <typename T>
 struct Parameters {
   using Acc = acc_t<T>;
@@ -81,17 +101,25 @@ struct Parameters {
   // regions padded with zeros for ZeRO-1's equal shards (lay_out_regions,
   // parallel/grad_sync.h); ep_rank: which experts this rank holds.
   Parameters(Backend<T>& be, const ModelConfig& cfg, const ProcessGroup& tp = {},
-             const StageSpan& stage = {}, int data_parallel = 1, int ep_rank = 0, int expert_parallel = 1);
+             const StageSpan& stage = {}, int data_parallel = 1, int ep_rank = 0, int expert_parallel = 1,
+             bool gradients_in_t = false);
 
   std::vector<ParamTensor> tensors;
   std::vector<FlatRegion> regions;
+  std::vector<GradUnit> units;
   DeviceBuffer<T> values;    // all weights, back to back, then the padding
-  DeviceBuffer<Acc> grads;   // same layout
+  DeviceBuffer<Acc> grads;   // same layout; with grads in T, [largest unit]
+  DeviceBuffer<T> grads_in_t;  // with grads in T: as values; else empty
+  bool has_grads_in_t() const { return grads_in_t.size() > 0; }
+  // The unit named `name`; grads_in_t += its gradients in `grads` (rounded
+  // once), which are zeroed for the next unit. Grads in T only.
+  const GradUnit& unit(const std::string& name) const;
+  void add_unit_gradients(Backend<T>& be, const GradUnit& unit);
 
   const ParamTensor& find(const std::string& name) const;  // throws naming the tensor
   const ParamTensor* find_or_null(const std::string& name) const;
   T* value(const std::string& name) { return values.data() + find(name).offset; }
-  Acc* grad(const std::string& name) { return grads.data() + find(name).offset; }
+  Acc* grad(const std::string& name) { return grads.data() + find(name).grad_offset; }
   size_t size() const;  // elements held, padding excluded
   size_t padded_size() const { return values.size(); }
 

@@ -20,6 +20,7 @@ struct ModelLayout {
   int first_stage_layers = 0, last_stage_layers = 0;  // 0: an even split (stage_span)
   RecomputeConfig recompute = {};
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  TransformerOptions options = {};  // sequence parallelism, gradients in T (training only)
 };
 
 template <typename T>
@@ -29,7 +30,7 @@ struct RankModel {
         model(*be, cfg, layout.micro_batch, topo.tp(),
               stage_span(cfg.num_layers, topo.pp().rank, topo.pp().size, layout.first_stage_layers,
                          layout.last_stage_layers),
-              topo.dp().size, layout.recompute, topo.ep()),
+              topo.dp().size, layout.recompute, topo.ep(), layout.options),
         pipeline(model, topo.pp(), layout.schedule) {}
 
   std::unique_ptr<Backend<T>> be;

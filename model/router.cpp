@@ -394,7 +394,7 @@ void router_backward(Backend<T>& be, const ModelConfig& cfg, const T* router, ac
     dlogits = s.dlogits_t.data();
   }
   be.gemm_acc(Trans::T, Trans::N, E, d, tokens, Acc(1), dlogits, E, m, d, Acc(1), drouter, d);
-  be.gemm(Trans::N, Trans::N, tokens, d, E, T(1), dlogits, E, router, d, T(1), dm, d);
+  if (dm) be.gemm(Trans::N, Trans::N, tokens, d, E, T(1), dlogits, E, router, d, T(1), dm, d);
 }
 
 template Routing route_tokens<float>(const float*, int, const RouteOptions&, const SequenceCapacity*, const float*);

@@ -159,8 +159,8 @@ RouterLosses router_forward(Backend<T>& be, const ModelConfig& cfg, const Router
 
 // Given dweight [kept rows] = d loss / d each kept row's routing weight
 // (summed over TP), accumulates the router's gradient into drouter and adds
-// the router's share of the input gradient to dm. aux_scale multiplies the
-// router losses.
+// the router's share of the input gradient to dm (none when dm is null: a
+// TP rank that leaves it to another). aux_scale multiplies the router losses.
 template <typename T>
 void router_backward(Backend<T>& be, const ModelConfig& cfg, const T* router, acc_t<T>* drouter, RouterActs<T>& a,
                      RouterScratch<T>& s, const T* m, const acc_t<T>* dweight, T* dm, int tokens,

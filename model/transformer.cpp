@@ -4,6 +4,7 @@
 
 #include <numeric>
 
+#include "parallel/tensor_parallel.h"
 #include "runtime/check.h"
 #include "runtime/philox.h"
 #include "runtime/watchdog.h"
@@ -42,13 +43,14 @@ LayerMlps mlps_of(const ModelConfig& c, int begin, int end) {
 
 template <typename T>
 LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp, int B, LayerMlps mlps,
-                        LayerKeep keep, int ep) {
-  const size_t n = size_t(B) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+                        LayerKeep keep, int ep, int seq_split) {
+  // nr: the residual stream's rows on this rank.
+  const size_t n = size_t(B) * c.seq_length, nr = n / size_t(seq_split), d = c.hidden_size, hd = c.head_dim();
   if (keep == LayerKeep::Nothing) return;
-  x = DeviceBuffer<T>(be, n * d);
+  x = DeviceBuffer<T>(be, nr * d);
   if (keep == LayerKeep::Input) return;
-  a = DeviceBuffer<T>(be, n * d);
-  rstd_attn = DeviceBuffer<Acc>(be.acc(), n);
+  a = DeviceBuffer<T>(be, nr * d);
+  rstd_attn = DeviceBuffer<Acc>(be.acc(), nr);
   q = DeviceBuffer<T>(be, n * tp.heads * hd);
   k = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
   v = DeviceBuffer<T>(be, n * tp.kv_heads * hd);
@@ -62,9 +64,9 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
     lse = DeviceBuffer<Acc>(be.acc(), n * tp.heads);
     o = DeviceBuffer<T>(be, n * tp.heads * hd);
   }
-  h = DeviceBuffer<T>(be, n * d);
-  m = DeviceBuffer<T>(be, n * d);
-  rstd_mlp = DeviceBuffer<Acc>(be.acc(), n);
+  h = DeviceBuffer<T>(be, nr * d);
+  m = DeviceBuffer<T>(be, nr * d);
+  rstd_mlp = DeviceBuffer<Acc>(be.acc(), nr);
   const ModelConfig share = share_of_ffn(c, tp);
   if (mlps.moe) moe = MoeActs<T>(be, share, int(n), ep);
   if (mlps.dense) mlp = MlpActs<T>(be, dense_shape(share), n);
@@ -72,18 +74,19 @@ LayerActs<T>::LayerActs(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
 
 template <typename T>
 Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape& tp,
-                            const StageSpan& stage, int B, const std::vector<LayerKeep>& keep, int ep)
+                            const StageSpan& stage, int B, const std::vector<LayerKeep>& keep, int ep,
+                            int seq_split)
     : batch(B) {
-  const size_t n = size_t(B) * c.seq_length, d = c.hidden_size;
+  const size_t n = size_t(B) * c.seq_length, nr = n / size_t(seq_split), d = c.hidden_size;
   inputs = DeviceBuffer<T, int32_t>(be, n);
   targets = DeviceBuffer<T, int32_t>(be, n);
   if (c.has_documents()) doc_start = DeviceBuffer<T, int32_t>(be, n);
   for (int l = stage.begin; l < stage.end_of(c); ++l)
-    layers.emplace_back(be, c, tp, B, mlps_of(c, l, l + 1), keep.at(l - stage.begin), ep);
-  out = DeviceBuffer<T>(be, n * d);
+    layers.emplace_back(be, c, tp, B, mlps_of(c, l, l + 1), keep.at(l - stage.begin), ep, seq_split);
+  out = DeviceBuffer<T>(be, nr * d);
   if (!stage.last) return;
-  hf = DeviceBuffer<T>(be, n * d);
-  rstd_final = DeviceBuffer<Acc>(be.acc(), n);
+  hf = DeviceBuffer<T>(be, nr * d);
+  rstd_final = DeviceBuffer<Acc>(be.acc(), nr);
   logits = DeviceBuffer<Acc>(be.acc(), n * tp.vocab);
   losses = DeviceBuffer<Acc>(be.acc(), n);
   ce_stats = DeviceBuffer<Acc>(be.acc(), 3 * n);
@@ -92,18 +95,24 @@ Activations<T>::Activations(Backend<T>& be, const ModelConfig& c, const TpShape&
 template <typename T>
 Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch,
                             const ProcessGroup& tp, const StageSpan& stage, int data_parallel,
-                            const RecomputeConfig& recompute, const ProcessGroup& ep)
-    : be_(be), cfg_(validated(cfg)), tp_(tp), tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
+                            const RecomputeConfig& recompute, const ProcessGroup& ep,
+                            const TransformerOptions& options)
+    : be_(be), cfg_(validated(cfg)), tp_(tp), seq_split_(options.sequence_parallel ? tp.size : 1),
+      tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(share_of_ffn(cfg_, tps_)), max_batch_(micro_batch),
-      params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size), ep_(ep),
+      params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size, options.grads_in_t), ep_(ep),
       moe_(be, ffn_cfg_, tp, ep, micro_batch * cfg_.seq_length,
            mlps_of(cfg_, stage.begin, stage.end_of(cfg_)).moe) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
+  MT_CHECK(cfg_.seq_length % seq_split_ == 0,
+           "--sequence-parallel splits each sequence over the {} TP ranks; --seq-length {} does not divide by {}",
+           seq_split_, cfg_.seq_length, seq_split_);
+  if (seq_split_ > 1) mark_sequence_parallel_grads(params_.tensors);
   const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
-    weights_.push_back(layer_tensors(l, params_.values.data()));
-    grads_.push_back(layer_tensors(l, params_.grads.data()));
+    weights_.push_back(layer_tensors(l, params_.values.data(), false));
+    grads_.push_back(layer_tensors(l, params_.grads.data(), true));
     // The layer's tensors are consecutive in each region.
     std::vector<size_t> first(params_.regions.size(), SIZE_MAX);
     for (const ParamTensor& t : params_.tensors)
@@ -137,13 +146,15 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   }
   // A rebuilt group may be of either kind of layer.
   for (int l = 0; l < rebuilt_layers; ++l)
-    rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, stage_mlps, LayerKeep::Everything, ep.size);
-  if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n * d);
+    rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, stage_mlps, LayerKeep::Everything, ep.size, seq_split_);
+  if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n / seq_split_ * d);
   if (recompute.granularity == RecomputeGranularity::Selective) {
     core_o_ = DeviceBuffer<T>(be, n * qd);
     core_lse_ = DeviceBuffer<Acc>(be.acc(), n * tps_.heads);
   }
+  const int64_t before_slot = device_buffer_bytes;
   slot(0, micro_batch);
+  activation_bytes_ = device_buffer_bytes - before_slot;
   ffn_out_ = DeviceBuffer<T>(be, n * d);
   dres_ = DeviceBuffer<T>(be, n * d);
   dh_ = DeviceBuffer<T>(be, n * d);
@@ -159,12 +170,33 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   dm_ = DeviceBuffer<T>(be, n * d);
   if (stage.last) dlogits_ = DeviceBuffer<T>(be, n * tps_.vocab);
   dhf_ = DeviceBuffer<T>(be, n * d);
+  if (seq_split_ > 1) {
+    gathered_ = DeviceBuffer<T>(be, n * d);
+    gathered_grad_ = DeviceBuffer<T>(be, n * d);
+    dlocal_ = DeviceBuffer<T>(be, n / seq_split_ * d);
+  }
+  const int64_t parameter_bytes = int64_t(params_.values.size() * sizeof(T) + params_.grads.size() * sizeof(Acc) +
+                                          params_.grads_in_t.size() * sizeof(T));
+  workspace_bytes_ = device_buffer_bytes - bytes_before_ - parameter_bytes - activation_bytes_;
+}
+
+template <typename T>
+const T* Transformer<T>::whole_rows(const T* local, DeviceBuffer<T>& whole, int n) {
+  return gather_rows(be_, tp_, seq_split_ > 1, local, whole.data(), size_t(n), size_t(cfg_.hidden_size));
+}
+
+template <typename T>
+void Transformer<T>::reduce_rows(T* partial, T* local, int n) {
+  reduce_scatter_rows(tp_, seq_split_ > 1, partial, local, size_t(n), size_t(cfg_.hidden_size));
 }
 
 template <typename T>
 template <typename W>
-LayerWeights<W> Transformer<T>::layer_tensors(int l, W* flat) const {
-  auto get = [&](const char* t) { return flat + params_.find(layer_name(l, t)).offset; };
+LayerWeights<W> Transformer<T>::layer_tensors(int l, W* flat, bool gradients) const {
+  auto get = [&](const char* t) {
+    const ParamTensor& p = params_.find(layer_name(l, t));
+    return flat + (gradients ? p.grad_offset : p.offset);
+  };
   LayerWeights<W> w{get("attn_norm"), get("wq"), get("wk"), get("wv"), nullptr, nullptr, get("wo"), get("mlp_norm"),
                     {}, {}};
   if (cfg_.qk_layernorm) {
@@ -245,21 +277,25 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
                                      bool rebuilding, const Decoding* decoding) {
   const ModelConfig& c = cfg_;
   const LayerWeights<T>& w = weights_[l];
-  // H, G: this rank's query and kv heads (all of them on one rank).
-  const int n = decoding ? decoding->rows.size() : slot.batch * c.seq_length, d = c.hidden_size,
-            H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
+  // H, G: this rank's query and kv heads (all of them on one rank); nr:
+  // the residual stream's rows on this rank.
+  const int n = decoding ? decoding->rows.size() : slot.batch * c.seq_length, nr = n / seq_split_,
+            d = c.hidden_size, H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
   const double eps = c.norm_eps;
 
   // Attention block: h = x + attention(rope(q), rope(k), v) wo^T. wq (and
   // wk, wv when G >= TP) are column-parallel, wo row-parallel: one
-  // all-reduce of the projection.
-  be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, w.attn_norm, n, d, eps);
+  // all-reduce of the projection, or under sequence parallelism an
+  // all-gather of attn_norm's rows before the products and a
+  // reduce-scatter after.
+  be_.rmsnorm_forward(a.a.data(), a.rstd_attn.data(), x, w.attn_norm, nr, d, eps);
+  const T* an = whole_rows(a.a.data(), gathered_, n);
   // --qk-layernorm: the projections land before each head's RMSNorm.
   T* q = c.qk_layernorm ? a.q_pre.data() : a.q.data();
   T* k = c.qk_layernorm ? a.k_pre.data() : a.k.data();
-  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), a.a.data(), d, w.wq, d, T(0), q, H * hd);
-  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wk, d, T(0), k, G * hd);
-  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), a.a.data(), d, w.wv, d, T(0), a.v.data(), G * hd);
+  be_.gemm(Trans::N, Trans::T, n, H * hd, d, T(1), an, d, w.wq, d, T(0), q, H * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), an, d, w.wk, d, T(0), k, G * hd);
+  be_.gemm(Trans::N, Trans::T, n, G * hd, d, T(1), an, d, w.wv, d, T(0), a.v.data(), G * hd);
   if (c.qk_layernorm) {
     be_.rmsnorm_forward(a.q.data(), a.rstd_q.data(), q, w.q_norm, n * H, hd, eps);
     be_.rmsnorm_forward(a.k.data(), a.rstd_k.data(), k, w.k_norm, n * G, hd, eps);
@@ -268,27 +304,34 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   T* o = a.o.size() ? a.o.data() : core_o_.data();
   Acc* lse = a.lse.size() ? a.lse.data() : core_lse_.data();
   attention_core(slot, a, l, o, lse, decoding);
-  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), o, H * hd, w.wo, H * hd, T(0), a.h.data(), d);
-  tp_.all_reduce_sum(a.h.data(), size_t(n) * d);
-  be_.axpy(size_t(n) * d, T(1), x, a.h.data());
+  T* projected = seq_split_ > 1 ? ffn_out_.data() : a.h.data();  // [n, d] partial over TP
+  be_.gemm(Trans::N, Trans::T, n, d, H * hd, T(1), o, H * hd, w.wo, H * hd, T(0), projected, d);
+  reduce_rows(projected, a.h.data(), n);
+  be_.axpy(size_t(nr) * d, T(1), x, a.h.data());
 
-  // MLP block: out = h + mlp(mlp_norm(h)), the MLP dense or of experts.
-  be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, n, d, eps);
+  // MLP block: out = h + mlp(mlp_norm(h)), the MLP dense or of experts,
+  // its output partial over TP and reduced as the attention's. Under
+  // sequence parallelism the router reads the gathered rows as the
+  // experts do, so every TP rank routes the whole micro-batch alike.
+  be_.rmsnorm_forward(a.m.data(), a.rstd_mlp.data(), a.h.data(), w.mlp_norm, nr, d, eps);
+  const T* m = whole_rows(a.m.data(), gathered_, n);
   RouterLosses router;
   if (c.is_moe_layer(stage_.begin + l)) {
     // Generation's tokens count against their own sequence's capacity.
     const SequenceCapacity capacity = decoding ? decoding->cache.capacity_of(l, decoding->rows) : SequenceCapacity{};
-    router = moe_.forward(w.moe, router_state_[size_t(l)], a.moe, a.m.data(), ffn_out_.data(), n,
+    router = moe_.forward(w.moe, router_state_[size_t(l)], a.moe, m, ffn_out_.data(), n,
                           decoding ? &capacity : nullptr);
     if (!rebuilding && !decoding) {
       count_expert_load(a.moe.router.routing, slot.host_inputs, l);
       router_state_[size_t(l)].count(a.moe.router.routing);
     }
   } else {
-    mlp_forward(be_, tp_, dense_shape(ffn_cfg_), w.mlp, a.mlp, a.m.data(), ffn_out_.data(), n);
+    mlp_forward(be_, dense_shape(ffn_cfg_), w.mlp, a.mlp, m, ffn_out_.data(), n);
   }
-  be_.copy(out, a.h.data(), size_t(n) * d);
-  be_.axpy(size_t(n) * d, T(1), ffn_out_.data(), out);
+  T* ffn = seq_split_ > 1 ? out : ffn_out_.data();
+  reduce_rows(ffn_out_.data(), ffn, n);
+  if (ffn != out) be_.copy(out, ffn, size_t(nr) * d);
+  be_.axpy(size_t(nr) * d, T(1), a.h.data(), out);
   return router;
 }
 
@@ -343,17 +386,24 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const ModelConfig& c = cfg_;
   const LayerWeights<T>& w = weights_[l];
   const LayerWeights<Acc>& g = grads_[l];
-  const int B = slot.batch, S = c.seq_length, n = B * S, d = c.hidden_size, H = tps_.heads,
-            G = tps_.kv_heads, hd = c.head_dim();
+  const int B = slot.batch, S = c.seq_length, n = B * S, nr = n / seq_split_, d = c.hidden_size,
+            H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
+  // Under sequence parallelism: the input gradient of a TP-split product
+  // reduce-scattered into dlocal_, else all-reduced in place.
+  T* const reduced = seq_split_ > 1 ? dlocal_.data() : nullptr;
 
-  // MLP block: dh = dout + mlp_norm'(mlp'(dout)); mlp' is summed over TP.
-  be_.copy(dh_.data(), dx, size_t(n) * d);
+  // MLP block: dh = dout + mlp_norm'(mlp'(dout)); mlp' is summed over TP
+  // (sequence parallelism gathers dout and the MLP's input first).
+  be_.copy(dh_.data(), dx, size_t(nr) * d);
+  const T* dout = whole_rows(dx, gathered_grad_, n);
+  const T* m = whole_rows(a.m.data(), gathered_, n);
   if (c.is_moe_layer(stage_.begin + l))
-    moe_.backward(w.moe, g.moe, a.moe, a.m.data(), dx, dm_.data(), n, aux_scale);
+    moe_.backward(w.moe, g.moe, a.moe, m, dout, dm_.data(), n, aux_scale);
   else
-    mlp_backward(be_, tp_, dense_shape(ffn_cfg_), w.mlp, g.mlp, a.mlp, mlp_scratch_, a.m.data(), dx, dm_.data(),
-                 n);
-  be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm_.data(), a.h.data(), w.mlp_norm, a.rstd_mlp.data(), n, d);
+    mlp_backward(be_, dense_shape(ffn_cfg_), w.mlp, g.mlp, a.mlp, mlp_scratch_, m, dout, dm_.data(), n);
+  T* dm = reduced ? reduced : dm_.data();
+  reduce_rows(dm_.data(), dm, n);
+  be_.rmsnorm_backward(dh_.data(), g.mlp_norm, dm, a.h.data(), w.mlp_norm, a.rstd_mlp.data(), nr, d);
 
   // Attention block: dx = dh + attn_norm'(q', k', v' of attention'(dh wo)).
   // The input gradient of the column-parallel q, k, v is summed over TP.
@@ -365,8 +415,9 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
     o = core_o_.data();
     lse = core_lse_.data();
   }
-  be_.gemm_acc(Trans::T, Trans::N, d, H * hd, n, Acc(1), dh_.data(), d, o, H * hd, Acc(1), g.wo, H * hd);
-  be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh_.data(), d, w.wo, H * hd, T(0), do_.data(), H * hd);
+  const T* dh = whole_rows(dh_.data(), gathered_grad_, n);
+  be_.gemm_acc(Trans::T, Trans::N, d, H * hd, n, Acc(1), dh, d, o, H * hd, Acc(1), g.wo, H * hd);
+  be_.gemm(Trans::N, Trans::N, n, H * hd, d, T(1), dh, d, w.wo, H * hd, T(0), do_.data(), H * hd);
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
@@ -385,15 +436,17 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
     dq = dq_pre_.data();
     dk = dk_pre_.data();
   }
-  be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq, H * hd, a.a.data(), d, Acc(1), g.wq, d);
-  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk, G * hd, a.a.data(), d, Acc(1), g.wk, d);
-  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dv_.data(), G * hd, a.a.data(), d, Acc(1), g.wv, d);
+  const T* an = whole_rows(a.a.data(), gathered_, n);
+  be_.gemm_acc(Trans::T, Trans::N, H * hd, d, n, Acc(1), dq, H * hd, an, d, Acc(1), g.wq, d);
+  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dk, G * hd, an, d, Acc(1), g.wk, d);
+  be_.gemm_acc(Trans::T, Trans::N, G * hd, d, n, Acc(1), dv_.data(), G * hd, an, d, Acc(1), g.wv, d);
   be_.gemm(Trans::N, Trans::N, n, d, H * hd, T(1), dq, H * hd, w.wq, d, T(0), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dk, G * hd, w.wk, d, T(1), da_.data(), d);
   be_.gemm(Trans::N, Trans::N, n, d, G * hd, T(1), dv_.data(), G * hd, w.wv, d, T(1), da_.data(), d);
-  tp_.all_reduce_sum(da_.data(), size_t(n) * d);
-  be_.copy(dx, dh_.data(), size_t(n) * d);
-  be_.rmsnorm_backward(dx, g.attn_norm, da_.data(), x, w.attn_norm, a.rstd_attn.data(), n, d);
+  T* da = reduced ? reduced : da_.data();
+  reduce_rows(da_.data(), da, n);
+  be_.copy(dx, dh_.data(), size_t(nr) * d);
+  be_.rmsnorm_backward(dx, g.attn_norm, da, x, w.attn_norm, a.rstd_attn.data(), nr, d);
 }
 
 template <typename T>
@@ -435,8 +488,18 @@ void Transformer<T>::update_router_state(const ProcessGroup& dp) {
 
 template <typename T>
 void Transformer<T>::reduce_partial_grads() {
-  for (const ParamTensor& t : params_.tensors)
-    if (t.partial_grad) tp_.all_reduce_sum(params_.grads.data() + t.offset, t.numel);
+  for (const ParamTensor& t : params_.tensors) {
+    if (!t.partial_grad) continue;
+    if (params_.has_grads_in_t())
+      tp_.all_reduce_sum(params_.grads_in_t.data() + t.offset, t.numel);
+    else
+      tp_.all_reduce_sum(params_.grads.data() + t.offset, t.numel);
+  }
+}
+
+template <typename T>
+void Transformer<T>::add_unit_gradients(const std::string& unit) {
+  if (params_.has_grads_in_t()) params_.add_unit_gradients(be_, params_.unit(unit));
 }
 
 template <typename T>
@@ -445,7 +508,8 @@ Activations<T>& Transformer<T>::slot(int s, int B) {
            B, max_batch_);
   MT_CHECK(s >= 0 && s <= int(slots_.size()), "activation slot {} requested with {} in use", s, slots_.size());
   if (s == int(slots_.size()))
-    slots_.push_back(std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_, ep_.size));
+    slots_.push_back(
+        std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_, ep_.size, seq_split_));
   slots_[s]->batch = B;
   return *slots_[s];
 }
@@ -535,30 +599,37 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
                                     const GradsReady* ready) {
   const ModelConfig& c = cfg_;
   Activations<T>& a = *slots_.at(s);
-  const int n = a.batch * c.seq_length, d = c.hidden_size, V = tps_.vocab;
+  const int n = a.batch * c.seq_length, nr = n / seq_split_, d = c.hidden_size, V = tps_.vocab;
   if (stage_.last) {
     vocab_parallel_cross_entropy_grad(be_, dlogits_.data(), a.logits.data(), a.targets.data(), n, V,
                                       tps_.vocab_start, ce_scale, a.ce_stats.data());
-    be_.gemm_acc(Trans::T, Trans::N, V, d, n, Acc(1), dlogits_.data(), V, a.hf.data(), d, Acc(1), params_.grad("lm_head"), d);
+    const T* hf = whole_rows(a.hf.data(), gathered_, n);
+    be_.gemm_acc(Trans::T, Trans::N, V, d, n, Acc(1), dlogits_.data(), V, hf, d, Acc(1), params_.grad("lm_head"), d);
     be_.gemm(Trans::N, Trans::N, n, d, V, T(1), dlogits_.data(), V, params_.value("lm_head"), d, T(0), dhf_.data(), d);
-    tp_.all_reduce_sum(dhf_.data(), size_t(n) * d);
-    be_.fill(dres_.data(), T(0), size_t(n) * d);
-    be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf_.data(), a.out.data(), params_.value("final_norm"), a.rstd_final.data(), n, d);
+    T* dhf = seq_split_ > 1 ? dlocal_.data() : dhf_.data();
+    reduce_rows(dhf_.data(), dhf, n);
+    be_.fill(dres_.data(), T(0), size_t(nr) * d);
+    be_.rmsnorm_backward(dres_.data(), params_.grad("final_norm"), dhf, a.out.data(), params_.value("final_norm"),
+                         a.rstd_final.data(), nr, d);
+    add_unit_gradients("head");
     if (ready) (*ready)(params_.find("final_norm").offset);
   } else {
     MT_CHECK(grad_output != nullptr, "stage [{}, {}) needs the gradient of its output", stage_.begin, stage_.end_of(c));
-    be_.copy(dres_.data(), grad_output, size_t(n) * d);
+    be_.copy(dres_.data(), grad_output, size_t(nr) * d);
   }
   for (int l = num_layers_ - 1; l >= 0; --l) {
     mark_progress();
     const RecomputeGroup& group = recompute_groups_[l];
     if (group.recomputed && l == group.end - 1) rebuild(a, group);
     layer_backward(a, layer_acts(a, l), layer_input(a, l), l, dres_.data(), aux_scale);
+    add_unit_gradients(fmt::format("layers/{}", stage_.begin + l));
     if (ready)
       for (size_t from : layer_offsets_[l]) (*ready)(from);
   }
   if (stage_.first) {
-    be_.embedding_backward(params_.grad("embed"), dres_.data(), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+    const T* dres = whole_rows(dres_.data(), gathered_grad_, n);
+    be_.embedding_backward(params_.grad("embed"), dres, a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+    add_unit_gradients("embed");
     if (ready) (*ready)(0);
   }
 }
@@ -568,6 +639,7 @@ void Transformer<T>::decode_stage(const DecodeRows& rows, KvCache<T>& cache) {
   const int n = rows.size();
   MT_CHECK(n >= 1 && n <= max_batch_ * cfg_.seq_length, "a generation step of {} rows, the model takes 1 to {}", n,
            max_batch_ * cfg_.seq_length);
+  MT_CHECK(seq_split_ == 1, "generation runs without sequence parallelism");
   Activations<T>& a = slot(0, max_batch_);
   be_.int_from_host(a.inputs.data(), rows.token.data(), size_t(n));
   be_.int_from_host(cache.row_sequence.data(), rows.sequence.data(), size_t(n));
@@ -585,17 +657,21 @@ void Transformer<T>::decode_stage(const DecodeRows& rows, KvCache<T>& cache) {
 template <typename T>
 void Transformer<T>::embed(Activations<T>& a, int n) {
   // Vocab-parallel embedding: each rank looks up its slice, the sum over TP
-  // is the whole lookup.
+  // is the whole lookup (this rank's rows of it under sequence parallelism).
   const int d = cfg_.hidden_size;
-  be_.embedding_forward(a.layers[0].x.data(), params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
-  tp_.all_reduce_sum(a.layers[0].x.data(), size_t(n) * d);
+  T* x = a.layers[0].x.data();
+  T* lookup = seq_split_ > 1 ? ffn_out_.data() : x;  // [n, d]
+  be_.embedding_forward(lookup, params_.value("embed"), a.inputs.data(), n, d, tps_.vocab_start, tps_.vocab);
+  reduce_rows(lookup, x, n);
 }
 
 template <typename T>
 void Transformer<T>::vocabulary_logits(Activations<T>& a, int n) {
   const int d = cfg_.hidden_size;
-  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n, d, cfg_.norm_eps);
-  be_.gemm_acc(Trans::N, Trans::T, n, tps_.vocab, d, Acc(1), a.hf.data(), d, params_.value("lm_head"), d, Acc(0),
+  be_.rmsnorm_forward(a.hf.data(), a.rstd_final.data(), a.out.data(), params_.value("final_norm"), n / seq_split_, d,
+                      cfg_.norm_eps);
+  const T* hf = whole_rows(a.hf.data(), gathered_, n);
+  be_.gemm_acc(Trans::N, Trans::T, n, tps_.vocab, d, Acc(1), hf, d, params_.value("lm_head"), d, Acc(0),
                a.logits.data(), tps_.vocab);
 }
 

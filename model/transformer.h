@@ -50,17 +50,19 @@ struct LayerMlps {
 };
 
 // What one layer keeps from the forward pass; tokens T = B * S; heads, kv
-// heads and F are this tensor-parallel rank's share. Statistics are Acc.
-// Buffers a LayerKeep leaves out are empty.
+// heads and F are this tensor-parallel rank's share, and Tr the residual
+// stream's rows on this rank: T, or T/TP under sequence parallelism.
+// Statistics are Acc. Buffers a LayerKeep leaves out are empty.
 template <typename T>
 struct LayerActs {
   using Acc = acc_t<T>;
-  // ep: the expert-parallel size the expert rows are sized for.
+  // ep: the expert-parallel size the expert rows are sized for;
+  // seq_split: TP under sequence parallelism, else 1 (Tr = T / seq_split).
   LayerActs(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, int batch, LayerMlps mlps,
-            LayerKeep keep = LayerKeep::Everything, int ep = 1);
-  DeviceBuffer<T> x;            // [T, d] residual stream entering the layer
-  DeviceBuffer<T> a;            // [T, d] attn_norm(x)
-  DeviceBuffer<Acc> rstd_attn;  // [T]
+            LayerKeep keep = LayerKeep::Everything, int ep = 1, int seq_split = 1);
+  DeviceBuffer<T> x;            // [Tr, d] residual stream entering the layer
+  DeviceBuffer<T> a;            // [Tr, d] attn_norm(x)
+  DeviceBuffer<Acc> rstd_attn;  // [Tr]
   DeviceBuffer<T> q;          // [T, Hl*hd] after RoPE
   DeviceBuffer<T> k, v;       // [T, Gl*hd] (k after RoPE)
   // --qk-layernorm: q and k before their heads' RMSNorm, and its statistics.
@@ -68,21 +70,22 @@ struct LayerActs {
   DeviceBuffer<Acc> rstd_q, rstd_k;  // [T*Hl], [T*Gl]
   DeviceBuffer<Acc> lse;      // [B, Hl, S] log-sum-exp of each attention row
   DeviceBuffer<T> o;          // [T, Hl*hd] attention output, before wo
-  DeviceBuffer<T> h;          // [T, d] x + o wo^T
-  DeviceBuffer<T> m;          // [T, d] mlp_norm(h)
-  DeviceBuffer<Acc> rstd_mlp; // [T]
+  DeviceBuffer<T> h;          // [Tr, d] x + o wo^T
+  DeviceBuffer<T> m;          // [Tr, d] mlp_norm(h)
+  DeviceBuffer<Acc> rstd_mlp; // [Tr]
   MlpActs<T> mlp;  // a dense layer's
   MoeActs<T> moe;  // an MoE layer's
 };
 
 // Everything one micro-batch keeps between its forward and backward pass on
-// one stage. Logits, losses and statistics are Acc (float32 under bf16).
+// one stage. Logits, losses and statistics are Acc (float32 under bf16);
+// Tr as in LayerActs.
 template <typename T>
 struct Activations {
   using Acc = acc_t<T>;
   // keep: what each of the stage's layers holds.
   Activations(Backend<T>& be, const ModelConfig& cfg, const TpShape& tp, const StageSpan& stage,
-              int batch, const std::vector<LayerKeep>& keep, int ep = 1);
+              int batch, const std::vector<LayerKeep>& keep, int ep = 1, int seq_split = 1);
   int batch;
   DeviceBuffer<T, int32_t> inputs, targets;  // [T]
   std::vector<int32_t> host_inputs;          // [T] inputs on the host (the routing hash)
@@ -90,10 +93,10 @@ struct Activations {
   // sample where each token's document begins (for RoPE and attention).
   DeviceBuffer<T, int32_t> doc_start;  // [T]
   std::vector<LayerActs<T>> layers;          // the stage's layers
-  DeviceBuffer<T> out;         // [T, d] output of the stage's last layer
+  DeviceBuffer<T> out;         // [Tr, d] output of the stage's last layer
   // The last stage only:
-  DeviceBuffer<T> hf;            // [T, d] final_norm(out)
-  DeviceBuffer<Acc> rstd_final;  // [T]
+  DeviceBuffer<T> hf;            // [Tr, d] final_norm(out)
+  DeviceBuffer<Acc> rstd_final;  // [Tr]
   DeviceBuffer<Acc> logits;      // [T, V/TP] this rank's vocabulary slice
   DeviceBuffer<Acc> losses;      // [T] per-token cross-entropy
   DeviceBuffer<Acc> ce_stats;    // [3 T] row max and partial sums of the cross-entropy
@@ -123,6 +126,12 @@ struct ExpertLoad {
   }
 };
 
+// How a rank's share of the model is split and kept beyond its groups.
+struct TransformerOptions {
+  bool sequence_parallel = false;  // the residual stream split over TP by rows (section 4.1)
+  bool grads_in_t = false;         // --grad-reduce-in-bf16: gradients accumulate in T (section 8)
+};
+
 template <typename T>
 class Transformer final : public PipelineStage<T> {
  public:
@@ -133,13 +142,16 @@ class Transformer final : public PipelineStage<T> {
   // data_parallel: pads the flat buffers for ZeRO-1 (Parameters).
   // recompute: what the backward pass rebuilds instead of keeping.
   // ep: this rank's expert-parallel group (it holds E/EP experts a layer).
+  // options: sequence parallelism (a no-op with one TP rank) and the
+  // gradients' type.
   Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_batch, const ProcessGroup& tp = {},
               const StageSpan& stage = {}, int data_parallel = 1, const RecomputeConfig& recompute = {},
-              const ProcessGroup& ep = {});
+              const ProcessGroup& ep = {}, const TransformerOptions& options = {});
 
   const ModelConfig& config() const { return cfg_; }
   const StageSpan& stage() const { return stage_; }
   Parameters<T>& params() { return params_; }
+  const Parameters<T>& params() const { return params_; }
   Backend<T>& backend() override { return be_; }
 
   // --- one stage of a pipeline --------------------------------------------
@@ -156,8 +168,8 @@ class Transformer final : public PipelineStage<T> {
   // as each layer's gradients are done: the step's last backward pass.
   void backward_stage(int slot, const T* grad_output, double ce_scale, double aux_scale,
                       const GradsReady* ready = nullptr) override;
-  T* stage_input(int slot) override;        // [T, d]
-  const T* stage_output(int slot) override;  // [T, d]
+  T* stage_input(int slot) override;        // [Tr, d]
+  const T* stage_output(int slot) override;  // [Tr, d]
   const T* stage_input_grad() const override { return dres_.data(); }
   // The last stage: each token's cross-entropy of the micro-batch in `slot`
   // [T] (on acc()), until its next forward pass.
@@ -165,8 +177,17 @@ class Transformer final : public PipelineStage<T> {
   // The last stage: the logits of the micro-batch in `slot`, [T, V/TP]
   // (this TP rank's vocabulary slice, tp_shape), until its next forward pass.
   const Acc* logits(int slot) const { return slots_.at(slot)->logits.data(); }
-  size_t boundary_elements(int B) const override { return size_t(B) * cfg_.seq_length * cfg_.hidden_size; }
+  size_t boundary_elements(int B) const override {
+    return size_t(B) * cfg_.seq_length / size_t(seq_split_) * cfg_.hidden_size;
+  }
+  bool sequence_parallel() const { return seq_split_ > 1; }
   int slots() const { return int(slots_.size()); }
+  // Device bytes of one micro-batch's activation slot, and of the rest the
+  // model holds beside its parameters and slots: the backward pass's
+  // gradients, recompute's rebuilt layers, the MLPs' and experts' work
+  // space, the rows sequence parallelism gathers (docs/planning.md).
+  int64_t activation_bytes() const { return activation_bytes_; }
+  int64_t workspace_bytes() const { return workspace_bytes_; }
   int max_batch() const override { return max_batch_; }
   // Summed over every forward pass since expert_load().clear().
   ExpertLoad& expert_load() { return expert_load_; }
@@ -183,7 +204,8 @@ class Transformer final : public PipelineStage<T> {
   // the first stage embeds the tokens, a later one reads stage_input(0)
   // [n, d]; each layer stores the rows' keys and values in `cache` and
   // attends to their sequences' cached positions. The last stage leaves
-  // logits(0) [n, V/TP]. Collective over the TP and EP groups.
+  // logits(0) [n, V/TP]. Collective over the TP and EP groups. Not under
+  // sequence parallelism (a training layout).
   void decode_stage(const DecodeRows& rows, KvCache<T>& cache);
   KvCache<T> make_kv_cache(int sequences) {
     return KvCache<T>(be_, cfg_, tps_, num_layers_, sequences, max_batch_ * cfg_.seq_length);
@@ -216,6 +238,8 @@ class Transformer final : public PipelineStage<T> {
   std::vector<RouterState>& router_state() { return router_state_; }
 
  private:
+  // Device bytes alive before the first member was built.
+  const int64_t bytes_before_ = device_buffer_bytes.load();
   Activations<T>& slot(int s, int B);  // created on first use
   // Layer l (counted from 0 on the stage) of micro-batch `slot`: reads x,
   // fills acts and writes the layer's output; returns its router losses.
@@ -247,15 +271,26 @@ class Transformer final : public PipelineStage<T> {
   // first n rows, a.logits [n, V/TP].
   void embed(Activations<T>& a, int n);
   void vocabulary_logits(Activations<T>& a, int n);
+  // Sequence parallelism's two collectives over the [n, d] rows of a
+  // micro-batch (parallel/tensor_parallel.h): the whole rows a TP-split
+  // product reads (`local` itself without it), and the products' partial
+  // sums reduced into this rank's rows.
+  const T* whole_rows(const T* local, DeviceBuffer<T>& whole, int n);
+  void reduce_rows(T* partial, T* local, int n);
   AttentionShape attention_shape(const Activations<T>& slot) const;
   RopeShape rope_shape(const Activations<T>& slot, int heads) const;
-  // Pointers into the flat buffer of the tensors named `layers/{l}/...`.
+  // Pointers into the flat buffer of the tensors named `layers/{l}/...`:
+  // at their offsets, or their gradient offsets (ParamTensor::grad_offset).
   template <typename W>
-  LayerWeights<W> layer_tensors(int l, W* flat) const;
+  LayerWeights<W> layer_tensors(int l, W* flat, bool gradients) const;
+  // With gradients in T: the unit's gradients of this micro-batch added
+  // into the T buffer (Parameters::add_unit_gradients); else nothing.
+  void add_unit_gradients(const std::string& unit);
 
   Backend<T>& be_;
   ModelConfig cfg_;
   ProcessGroup tp_;
+  int seq_split_;  // TP under sequence parallelism, else 1
   TpShape tps_;
   StageSpan stage_;
   int num_layers_;       // on this stage
@@ -282,7 +317,11 @@ class Transformer final : public PipelineStage<T> {
   // [T, *] gradients of the backward pass
   DeviceBuffer<T> ffn_out_;  // [T, d]
   DeviceBuffer<T> dres_, dh_, da_, dq_, dk_, dv_, do_, dm_, dlogits_, dhf_;
+  // Sequence parallelism: [T, d] rows gathered over TP (the input of a
+  // product, and a gradient), and [T/TP, d] an input gradient's rows.
+  DeviceBuffer<T> gathered_, gathered_grad_, dlocal_;
   DeviceBuffer<T> dq_pre_, dk_pre_;  // --qk-layernorm: gradients before the heads' RMSNorm
+  int64_t activation_bytes_ = 0, workspace_bytes_ = 0;
 };
 
 extern template class Transformer<float>;

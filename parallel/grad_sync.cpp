@@ -155,6 +155,7 @@ void GradSync<T>::shard_to_flat(const T* shard, T* flat) const {
 
 template class GradSync<float>;
 template class GradSync<double>;
+template class GradSync<bf16>;
 template void GradSync<float>::all_gather<float>(float*);
 template void GradSync<float>::all_gather<bf16>(bf16*);
 template void GradSync<double>::all_gather<double>(double*);

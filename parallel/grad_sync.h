@@ -49,6 +49,16 @@ struct GradSyncStats {
   // backward pass ended: communication hidden behind compute.
   uint64_t reduce_scatter_hidden_bytes = 0;
   uint64_t buckets = 0;
+  GradSyncStats& operator+=(const GradSyncStats& o) {
+    exposed_seconds += o.exposed_seconds;
+    all_gather_seconds += o.all_gather_seconds;
+    reduce_scatter_bytes += o.reduce_scatter_bytes;
+    all_gather_bytes += o.all_gather_bytes;
+    buckets_overlapped += o.buckets_overlapped;
+    reduce_scatter_hidden_bytes += o.reduce_scatter_hidden_bytes;
+    buckets += o.buckets;
+    return *this;
+  }
 };
 
 // A range of the flat buffers, padded to a multiple of its group's size,
@@ -132,6 +142,7 @@ class GradSync {
 
 extern template class GradSync<float>;
 extern template class GradSync<double>;
+extern template class GradSync<bf16>;
 extern template void GradSync<float>::all_gather<float>(float*);
 extern template void GradSync<float>::all_gather<bf16>(bf16*);
 extern template void GradSync<double>::all_gather<double>(double*);

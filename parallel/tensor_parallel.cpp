@@ -16,6 +16,26 @@ Block shard_block(const std::vector<int64_t>& shape, const Shard& shard) {
 }
 
 template <typename T>
+const T* gather_rows(Backend<T>& be, const ProcessGroup& tp, bool split, const T* local, T* whole, size_t n,
+                     size_t width) {
+  if (!split || tp.size == 1) return local;
+  const size_t mine = n / size_t(tp.size) * width;
+  be.copy(whole + size_t(tp.rank) * mine, local, mine);
+  tp.comm->all_gather(whole, mine, dtype_of<T>());
+  return whole;
+}
+
+template <typename T>
+void reduce_scatter_rows(const ProcessGroup& tp, bool split, T* partial, T* local, size_t n, size_t width) {
+  if (!split || tp.size == 1) {
+    tp.all_reduce_sum(partial, n * width);
+    MT_CHECK(partial == local, "an all-reduce of rows is in place");
+    return;
+  }
+  tp.comm->reduce_scatter(partial, local, n / size_t(tp.size) * width, dtype_of<T>());
+}
+
+template <typename T>
 void vocab_parallel_cross_entropy(Backend<T>& be, const ProcessGroup& tp, acc_t<T>* losses,
                                   const acc_t<T>* logits, const int32_t* targets, int n, int v,
                                   int vocab_start, acc_t<T>* stats) {
@@ -41,6 +61,12 @@ void vocab_parallel_cross_entropy_grad(Backend<T>& be, T* dlogits, const acc_t<T
                                                 acc_t<T>*);                                          \
   template void vocab_parallel_cross_entropy_grad<T>(Backend<T>&, T*, const acc_t<T>*, const int32_t*, \
                                                      int, int, int, double, const acc_t<T>*);
+#define MT_INSTANTIATE_SEQUENCE_ROWS(T)                                                                   \
+  template const T* gather_rows<T>(Backend<T>&, const ProcessGroup&, bool, const T*, T*, size_t, size_t); \
+  template void reduce_scatter_rows<T>(const ProcessGroup&, bool, T*, T*, size_t, size_t);
+MT_INSTANTIATE_SEQUENCE_ROWS(float)
+MT_INSTANTIATE_SEQUENCE_ROWS(double)
+MT_INSTANTIATE_SEQUENCE_ROWS(bf16)
 MT_INSTANTIATE_VOCAB_PARALLEL_CE(float)
 MT_INSTANTIATE_VOCAB_PARALLEL_CE(double)
 MT_INSTANTIATE_VOCAB_PARALLEL_CE(bf16)

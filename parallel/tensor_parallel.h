@@ -28,6 +28,20 @@ struct Block {
 };
 Block shard_block(const std::vector<int64_t>& shape, const Shard& shard);
 
+// Sequence parallelism (Megatron's --sequence-parallel; docs/design.md
+// section 4.1): outside the TP-split products a micro-batch's [n, width]
+// rows are split over the TP group, rank r holding rows [r n/TP, (r+1) n/TP)
+// (n divides by TP). gather_rows writes every rank's rows into whole
+// [n, width]; reduce_scatter_rows sums the ranks' partial [n, width] and
+// leaves this rank's rows of the sum in `local`. With one rank or without
+// `split`, whole is local (gather_rows returns `local`) and the reduction is
+// an all-reduce in place.
+template <typename T>
+const T* gather_rows(Backend<T>& be, const ProcessGroup& tp, bool split, const T* local, T* whole, size_t n,
+                     size_t width);
+template <typename T>
+void reduce_scatter_rows(const ProcessGroup& tp, bool split, T* partial, T* local, size_t n, size_t width);
+
 // Cross-entropy over a vocabulary split across the TP group: logits [n, v]
 // are this rank's slice [vocab_start, vocab_start + v). Writes every token's
 // full-vocabulary loss to losses[n] on every rank, keeping in stats [3 n]

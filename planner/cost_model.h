@@ -33,6 +33,12 @@ struct RankCounts {
   // MLP and the shared expert whole), no embedding (a lookup).
   double active_weights = 0;
   int64_t partial_grad = 0;  // elements whose gradient is summed over TP once a step
+  // The same under sequence parallelism, where every norm gain's gradient
+  // is partial too (mark_sequence_parallel_grads).
+  int64_t sp_partial_grad = 0;
+  // Elements of its largest GradUnit (a layer, the embedding, or the final
+  // norm with the LM head): --grad-reduce-in-bf16's float32 scratch.
+  int64_t largest_grad_unit = 0;
 };
 
 // counts[stage * tp + tp_rank]. One table of the whole model per TP rank,
@@ -49,11 +55,16 @@ FlopCounts count_flops(const ModelConfig& c, const ParameterCounts& params, Reco
 struct MicroBatch {
   double tokens;            // T = micro-batch x S
   double activation_bytes;  // T d activations: a layer's output, a stage's input
+  // The residual stream's rows on a TP rank, T / TP under sequence
+  // parallelism (T otherwise), and their T_r d activations: what the stage
+  // boundary carries.
+  double rows, boundary_bytes;
 };
 MicroBatch micro_batch_of(const PlanInputs& in, const BytesPerParameter& bytes);
 
-// Ring all-reduce, reduce-scatter or all-gather: what each GPU sends, as a
-// share of the payload.
+// Ring all-reduce: what each GPU sends, as a share of the payload. A ring
+// reduce-scatter or all-gather sends half of that, (group-1)/group of the
+// buffer gathered or scattered.
 inline double ring_share(int group) { return group > 1 ? 2.0 * (group - 1) / group : 0.0; }
 
 // K and V of one token in one layer, per kv head, at fp16.
@@ -66,7 +77,9 @@ PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
 
 // --- memory_model.cpp ---------------------------------------------------------
 // The bytes one (TP rank, stage) holds: weights, gradients, optimizer state
-// of its parameters, and the activations of its live micro-batches.
+// of its parameters, the activations of its live micro-batches and the
+// model's work space, each activation and work buffer as the Transformer
+// allocates it.
 RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, const RankCounts& rc,
                        const StageSpan& span, int tp_rank, int stage, int live_micro_batches);
 

@@ -55,11 +55,48 @@ SearchCandidate evaluate_layout(const PlanInputs& base, const Layout& l, const P
   if (!p.fits) {
     cand.drop = Drop::Memory;
     cand.dropped = fmt::format("needs {:.1f} GB on TP rank {} of stage {} (weights {:.1f}, gradients {:.1f}, "
-                               "optimizer {:.1f}, activations {:.1f}), the GPU has {:.1f} GB",
+                               "optimizer {:.1f}, activations {:.1f}, workspace {:.1f}){}, the GPU has {:.1f} GB",
                                big.total() / 1e9, big.tp, big.pp, big.weights / 1e9, big.gradients / 1e9,
-                               big.optimizer / 1e9, big.activations / 1e9, p.memory_capacity / 1e9);
+                               big.optimizer / 1e9, big.activations / 1e9, big.workspace / 1e9,
+                               std::string(l.seq_split() > 1 ? " with sequence parallelism" : "") +
+                                   (l.grads_in_bf16 ? " and bf16 gradients" : ""),
+                               p.memory_capacity / 1e9);
   }
   return cand;
+}
+
+// A layout of TP > 1 with sequence parallelism off and on (where TP divides
+// the sequence): the faster of the two that fit, the one that fits, or when
+// neither does the smaller (sequence parallelism never holds more: the
+// residual stream's rows it splits outweigh the rows it gathers).
+SearchCandidate evaluate_with_and_without_sp(const PlanInputs& base, Layout l, const ParameterCounts& params,
+                                             const std::vector<RankCounts>& counts,
+                                             const std::vector<StageSpan>& spans) {
+  l.sequence_parallel = false;
+  SearchCandidate off = evaluate_layout(base, l, params, counts, spans);
+  if (l.tp == 1 || base.model.seq_length % l.tp != 0) return off;
+  l.sequence_parallel = true;
+  SearchCandidate on = evaluate_layout(base, l, params, counts, spans);
+  const bool on_fits = on.drop == Drop::Kept, off_fits = off.drop == Drop::Kept;
+  if (on_fits != off_fits) return on_fits ? on : off;
+  if (!on_fits) return on.memory <= off.memory ? on : off;
+  if (on.tokens_per_s != off.tokens_per_s) return on.tokens_per_s > off.tokens_per_s ? on : off;
+  return on.memory <= off.memory ? on : off;
+}
+
+// A layout with float32 gradients and, under bf16 precision, with bf16
+// ones (--grad-reduce-in-bf16), each with and without sequence
+// parallelism: float32 gradients when they fit (they are the more
+// accurate), else bf16 ones when those fit, else the smaller.
+SearchCandidate evaluate_gradient_types(const PlanInputs& base, Layout l, const ParameterCounts& params,
+                                        const std::vector<RankCounts>& counts, const std::vector<StageSpan>& spans) {
+  l.grads_in_bf16 = false;
+  SearchCandidate fp32 = evaluate_with_and_without_sp(base, l, params, counts, spans);
+  if (fp32.drop == Drop::Kept || base.precision != Precision::BF16) return fp32;
+  l.grads_in_bf16 = true;
+  SearchCandidate bf16 = evaluate_with_and_without_sp(base, l, params, counts, spans);
+  if (bf16.drop == Drop::Kept) return bf16;
+  return bf16.memory < fp32.memory ? bf16 : fp32;
 }
 
 // The message of the error fn throws, or "" when it passes.
@@ -129,7 +166,7 @@ SearchResult search_layouts(const PlanInputs& base, int max_tp, int max_micro_ba
           }
           for (Recompute rc : {Recompute::None, Recompute::Selective, Recompute::Full}) {
             l.recompute = rc;
-            keep_or_drop(evaluate_layout(base, l, params, counts, spans));
+            keep_or_drop(evaluate_gradient_types(base, l, params, counts, spans));
           }
         }
       }

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "model/router.h"
+#include "model/transformer.h"
 
 namespace mt {
 
@@ -16,35 +17,39 @@ double mlp_hidden(const ModelConfig& c, double rows, double F) { return (c.swigl
 
 // Bytes one TP rank keeps for one layer and one micro-batch of b samples
 // (T = b S tokens) between its forward and its backward, as LayerActs
-// (model/transformer.h) allocates them: the tensors of Korthikanti et al.
-// (2022), section 4, for this model (no dropout, RMSNorm, G kv heads, K of E
-// experts, tiled attention that keeps each row's log-sum-exp instead of the
-// S x S scores), without sequence parallelism (the residual stream is whole
-// on every TP rank). Activations take `activation` bytes; statistics,
-// routing weights and token indices 4. keep_attention_core: the attention
-// output and log-sum-exp (selective recompute rebuilds them). mlps: the
-// MLPs the layer holds, a dense layer's or an MoE layer's (a layer full
-// recompute rebuilds holds both when its stage has both kinds).
-// Expert rows R = expert_rows_bound (T K without EP); under EP also the
-// outputs of the rank's own T K rows, back from the all-to-all.
-double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation,
-                              bool keep_attention_core, int ep, const StageMlps& mlps) {
-  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+// (model/transformer.h) allocates them under `keep`: the tensors of
+// Korthikanti et al. (2022), section 4, for this model (no dropout,
+// RMSNorm, G kv heads, K of E experts, tiled attention that keeps each
+// row's log-sum-exp instead of the S x S scores). The residual stream's
+// tensors (the layer's input, the norms' outputs and statistics, the
+// residual after attention) have T / seq_split rows: T / TP under sequence
+// parallelism, all T otherwise. Activations take `activation` bytes;
+// statistics, routing weights and token indices 4. mlps: the MLPs the layer
+// holds, a dense layer's or an MoE layer's (a layer full recompute rebuilds
+// holds both when its stage has both kinds). Expert rows R =
+// expert_rows_bound (T K without EP); under EP also the outputs of the
+// rank's own T K rows, back from the all-to-all.
+double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, LayerKeep keep,
+                              int ep, const LayerMlps& mlps, int seq_split) {
+  const double T = double(b) * c.seq_length, Tr = T / seq_split, d = c.hidden_size, hd = c.head_dim();
   const double K = c.router_topk;
-  double values = 2 * T * d                  // the layer's input (the residual) and attn_norm's output
-                  + T * hd * sh.heads         // q
-                  + 2 * T * hd * sh.kv_heads  // k, v
-                  + 2 * T * d;                // the residual after attention, and mlp_norm's output
-  double fp32 = 2 * T;                        // the two norms' 1/rms
+  if (keep == LayerKeep::Nothing) return 0.0;
+  double values = Tr * d;  // the layer's input (the residual)
+  if (keep == LayerKeep::Input) return values * activation;
+  values += Tr * d                    // attn_norm's output
+            + T * hd * sh.heads       // q
+            + 2 * T * hd * sh.kv_heads  // k, v
+            + 2 * Tr * d;             // the residual after attention, and mlp_norm's output
+  double fp32 = 2 * Tr;               // the two norms' 1/rms
   if (c.qk_layernorm) {
     values += T * hd * (sh.heads + sh.kv_heads);  // q and k before their heads' RMSNorm
     fp32 += T * (sh.heads + sh.kv_heads);         // each head's 1/rms
   }
-  if (keep_attention_core) {
+  if (keep == LayerKeep::Everything) {
     values += T * hd * sh.heads;  // attention output (wo input)
     fp32 += T * sh.heads;         // its rows' log-sum-exp
   }
-  if (mlps.moe_layers > 0) {
+  if (mlps.moe) {
     const double R = double(expert_rows_bound(c.capacity_factor, int(T), c.num_experts, c.router_topk, ep));
     values += 2 * R * d                            // the expert rows' inputs and outputs
               + mlp_hidden(c, R, sh.expert_ffn)    // each row's hidden activations
@@ -57,26 +62,76 @@ double layer_activation_bytes(const ModelConfig& c, const TpShape& sh, int64_t b
       fp32 += c.shared_expert_gate ? T : 0.0;    // the gate's sigmoid
     }
   }
-  if (mlps.dense_layers > 0) values += mlp_hidden(c, T, sh.ffn);
+  if (mlps.dense) values += mlp_hidden(c, T, sh.ffn);
   return values * activation + fp32 * 4.0;
 }
 
-// Bytes of one micro-batch's gradients the backward pass works in, held
-// once whatever the recompute (model/transformer.cpp): the residual
-// width's, q's, k's, v's and the attention output's; the dense MLPs'
-// MlpScratch when the stage has dense layers; the MoE layer's router,
-// expert and shared-expert scratch when it has MoE layers (one MoeLayer
-// serves them all); under EP also the dispatch's two row buffers
-// (ExpertDispatch).
-double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t b, double activation, bool last,
-                                int ep, const StageMlps& mlps) {
-  const double T = double(b) * c.seq_length, d = c.hidden_size, hd = c.head_dim();
+// The kind of MLP a layer has, or (full recompute's rebuilt layers) the
+// kinds of a stage.
+LayerMlps layer_mlps(const StageMlps& m) { return {.dense = m.dense_layers > 0, .moe = m.moe_layers > 0}; }
+
+// What a micro-batch's slot keeps of each of the stage's layers
+// (Transformer's slot_keep_).
+std::vector<LayerKeep> slot_keep(const Layout& l, Recompute recompute, int layers) {
+  const std::vector<RecomputeGroup> groups =
+      recompute_groups({recompute, l.recompute_method, l.recompute_num_layers}, layers);
+  std::vector<LayerKeep> keep;
+  for (int i = 0; i < layers; ++i) {
+    const RecomputeGroup& g = groups[size_t(i)];
+    keep.push_back(g.recomputed ? (i == g.begin ? LayerKeep::Input : LayerKeep::Nothing)
+                   : recompute == Recompute::Selective ? LayerKeep::AllButAttentionCore
+                                                       : LayerKeep::Everything);
+  }
+  return keep;
+}
+
+// Bytes of one micro-batch's activation slot on a stage, as Activations
+// (model/transformer.h) allocates it: the inputs and targets (int32 [T]),
+// each token's document start with document masks, every layer's
+// LayerActs, the stage's output [T_r, d]; on the last stage also the final
+// norm's output and 1/rms, the fp32 logits of its vocabulary shard, each
+// token's loss and the cross-entropy's statistics (3 T, fp32).
+double slot_bytes(const ModelConfig& c, const TpShape& sh, const Layout& l, double activation, const StageSpan& span,
+                  const std::vector<LayerKeep>& keep) {
+  const double T = double(l.micro_batch) * c.seq_length, Tr = T / l.seq_split(), d = c.hidden_size;
+  double bytes = 4.0 * (2 * T + (c.has_documents() ? T : 0.0));
+  for (int i = span.begin; i < span.end_of(c); ++i)
+    bytes += layer_activation_bytes(c, sh, l.micro_batch, activation, keep[size_t(i - span.begin)], l.ep,
+                                    layer_mlps(stage_mlps(c, {i, i + 1, false, false})), l.seq_split());
+  bytes += Tr * d * activation;  // out
+  if (span.last) bytes += Tr * d * activation + 4.0 * (Tr + T * sh.vocab + T + 3 * T);
+  return bytes;
+}
+
+// Bytes the Transformer holds beside its parameters and its slots
+// (Transformer::workspace_bytes), for one micro-batch of b samples:
+// - the backward pass's gradients (model/transformer.cpp): the FFN's output
+//   and five of the residual width, of q and the attention output, of k
+//   and v (and of q and k before their norm), on the last stage of the
+//   logits;
+// - a dense MLP's MlpScratch when the stage has dense layers;
+// - when it has MoE layers, the MoeLayer's (one serves them all): the
+//   router's scratch, the experts' gradients of their inputs, outputs and
+//   hidden rows, the routing weights' gradient, the shared expert's
+//   scratch and input gradient (and the gated output and the gate's
+//   gradients), under EP the dispatch's two row buffers;
+// - full recompute's rebuilt layers (the largest group, each layer with
+//   every kind of MLP the stage has) and the group's output; selective
+//   recompute's attention output and log-sum-exp;
+// - sequence parallelism's gathered rows and gradient [T, d] and an input
+//   gradient's own rows [T_r, d].
+double workspace_bytes(const ModelConfig& c, const TpShape& sh, const Layout& l, double activation,
+                       const StageSpan& span, Recompute recompute) {
+  const double T = double(l.micro_batch) * c.seq_length, Tr = T / l.seq_split(), d = c.hidden_size,
+               hd = c.head_dim();
+  const int ep = l.ep;
   const bool rounded = activation < 4.0;  // the float32 gradients rounded for the products (bf16)
-  double values = 7 * T * d                   // the MLP's output, and six gradients of the residual width
+  const StageMlps mlps = stage_mlps(c, span);
+  double values = 6 * T * d                   // ffn_out_, dres_, dh_, da_, dm_, dhf_
                   + 2 * T * hd * sh.heads     // of q and of the attention output
                   + 2 * T * hd * sh.kv_heads  // of k and v
                   + (c.qk_layernorm ? T * hd * (sh.heads + sh.kv_heads) : 0.0)  // of q and k before their norm
-                  + (last ? T * sh.vocab : 0.0);  // the logits' gradient
+                  + (span.last ? T * sh.vocab : 0.0);  // the logits' gradient
   double fp32 = 0.0;
   if (mlps.dense_layers > 0) values += mlp_hidden(c, T, sh.ffn);  // of the hidden activations
   if (mlps.moe_layers > 0) {
@@ -94,7 +149,18 @@ double backward_workspace_bytes(const ModelConfig& c, const TpShape& sh, int64_t
       }
     }
   }
-  return values * activation + fp32 * 4.0;
+  const int layers = span.end_of(c) - span.begin;
+  int rebuilt = 0;
+  for (const RecomputeGroup& g : recompute_groups({recompute, l.recompute_method, l.recompute_num_layers}, layers))
+    if (g.recomputed) rebuilt = std::max(rebuilt, g.size());
+  double bytes = values * activation + fp32 * 4.0;
+  if (rebuilt > 0)
+    bytes += rebuilt * layer_activation_bytes(c, sh, l.micro_batch, activation, LayerKeep::Everything, ep,
+                                              layer_mlps(mlps), l.seq_split()) +
+             Tr * d * activation;
+  if (recompute == Recompute::Selective) bytes += T * hd * sh.heads * activation + T * sh.heads * 4.0;
+  if (l.seq_split() > 1) bytes += (2 * T + Tr) * d * activation;
+  return bytes;
 }
 
 // Bytes of RouterState (model/router.h) for each MoE layer: the step's kept
@@ -130,7 +196,8 @@ RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, con
   const double padded = double(m.padded_parameters), shard = double(m.shard_parameters);
   m.weights = bytes.weights * padded;
   // The whole accumulation buffer, and the shard the reduce-scatter fills.
-  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * shard : 0.0);
+  m.gradients = bytes.gradients * padded + (l.dp > 1 ? bytes.gradient_shard * shard : 0.0) +
+                bytes.widened_shard * shard + bytes.unit_gradients * double(rc.largest_grad_unit);
   m.optimizer = bytes.optimizer * shard;
   // Ring reduce-scatter and all-gather over each region's group.
   const double reduced = double(shared_padded) * (l.dp > 1) + double(experts_padded) * (edp > 1);
@@ -140,47 +207,26 @@ RankMemory rank_memory(const PlanInputs& in, const BytesPerParameter& bytes, con
                     (double(shared_padded) * (l.dp - 1) / l.dp + double(experts_padded) * (edp - 1) / edp);
   m.expert_rows = c.is_moe() ? expert_rows_bound(c.capacity_factor, int(mb.tokens), c.num_experts, c.router_topk, l.ep)
                              : 0;
-  // The last stage also keeps the final norm's input and output and the
-  // fp32 logits of its vocabulary shard for the cross-entropy.
-  const double head =
-      span.last ? 2 * mb.activation_bytes + mb.tokens * (double(c.vocab_size) / l.tp) * 4.0 : 0.0;
   const TpShape shape = tp_shape(c, tp_rank, l.tp);
-  // A layer's bytes: its own MLP's (dense or MoE), or, for full
-  // recompute's rebuilt layers, those of every kind the stage has.
   const StageMlps mlps = stage_mlps(c, span);
-  auto layer_bytes = [&](int layer, bool keep_core) {
-    const StageMlps own = stage_mlps(c, {layer, layer + 1, false, false});  // this layer's kind alone
-    return layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, keep_core, l.ep, own);
-  };
-  double all_full = 0.0, all_selective = 0.0;  // the stage's layers
-  for (int i = span.begin; i < m.layer_end; ++i) {
-    all_full += layer_bytes(i, true);
-    all_selective += layer_bytes(i, false);
-  }
-  const double core = layer_bytes(span.begin, true) - layer_bytes(span.begin, false);
-  const int live = live_micro_batches;
-  m.live_micro_batches = live;
-  m.workspace = backward_workspace_bytes(c, shape, l.micro_batch, bytes.activation, span.last, l.ep, mlps);
+  m.live_micro_batches = live_micro_batches;
   m.router_state = double(mlps.moe_layers) * router_state_bytes(c);
-  m.activations_none = live * (all_full + head);
-  // Selective: one layer's attention core at a time, rebuilt in the backward.
-  m.activations_selective = live * (all_selective + head) + core;
-  // Full: a recomputed group keeps its first layer's input, and the
-  // backward rebuilds one group at a time (and its output).
-  const std::vector<RecomputeGroup> groups =
-      recompute_groups({Recompute::Full, l.recompute_method, l.recompute_num_layers}, layers);
-  double kept = 0.0;
-  int rebuilt = 0;
-  for (int i = 0; i < layers; ++i) {
-    const RecomputeGroup& g = groups[size_t(i)];
-    kept += !g.recomputed ? layer_bytes(span.begin + i, true) : i == g.begin ? mb.activation_bytes : 0.0;
-    if (g.recomputed) rebuilt = std::max(rebuilt, g.size());
-  }
-  const double rebuilt_layer = layer_activation_bytes(c, shape, l.micro_batch, bytes.activation, true, l.ep, mlps);
-  m.activations_full = live * (kept + head) + (rebuilt > 0 ? rebuilt * rebuilt_layer + mb.activation_bytes : 0.0);
-  m.activations = l.recompute == Recompute::Full        ? m.activations_full
-                  : l.recompute == Recompute::Selective ? m.activations_selective
-                                                        : m.activations_none;
+  auto held = [&](Recompute recompute) {
+    RankMemory::Held h;
+    h.per_micro_batch = slot_bytes(c, shape, l, bytes.activation, span, slot_keep(l, recompute, layers));
+    h.activations = live_micro_batches * h.per_micro_batch;
+    h.workspace = workspace_bytes(c, shape, l, bytes.activation, span, recompute);
+    return h;
+  };
+  m.none = held(Recompute::None);
+  m.selective = held(Recompute::Selective);
+  m.full = held(Recompute::Full);
+  const RankMemory::Held& at = l.recompute == Recompute::Full        ? m.full
+                               : l.recompute == Recompute::Selective ? m.selective
+                                                                     : m.none;
+  m.activations_per_micro_batch = at.per_micro_batch;
+  m.activations = at.activations;
+  m.workspace = at.workspace;
   return m;
 }
 

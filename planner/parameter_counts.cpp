@@ -1,5 +1,7 @@
 #include "planner/cost_model.h"
 
+#include <algorithm>
+
 #include "runtime/check.h"
 
 namespace mt {
@@ -25,7 +27,14 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
   // router) every token passes through whole.
   const double routed_share = double(c.router_topk) * ep / double(c.num_experts);
   for (int t = 0; t < tp; ++t) {
-    for (const ParamTensor& p : param_table(c, t, tp, {}, 0, ep)) {
+    // The table as a sequence-parallel Transformer marks it: the same
+    // tensors, every norm gain's gradient partial over TP too.
+    std::vector<ParamTensor> table = param_table(c, t, tp, {}, 0, ep), sp_table = table;
+    mark_sequence_parallel_grads(sp_table);
+    std::string unit;  // the current GradUnit, whose tensors are consecutive
+    int64_t unit_elements = 0;
+    for (size_t i = 0; i < table.size(); ++i) {
+      const ParamTensor& p = table[i];
       int stage = 0;
       while (stage < pp && !spans[stage].holds(p.name, c)) ++stage;
       MT_CHECK(stage < pp, "no pipeline stage holds tensor {}", p.name);
@@ -35,6 +44,13 @@ std::vector<RankCounts> rank_counts(const ModelConfig& c, int tp, const std::vec
       const double share = p.is_expert ? routed_share : 1.0;
       if (p.name != "embed") rc.active_weights += double(p.numel) * share;
       if (p.partial_grad) rc.partial_grad += int64_t(p.numel);
+      if (sp_table[i].partial_grad) rc.sp_partial_grad += int64_t(p.numel);
+      if (grad_unit_of(p.name) != unit) {
+        unit = grad_unit_of(p.name);
+        unit_elements = 0;
+      }
+      unit_elements += int64_t(p.numel);
+      rc.largest_grad_unit = std::max(rc.largest_grad_unit, unit_elements);
     }
   }
   return counts;

@@ -24,14 +24,16 @@ void plan_ranks_and_stages(PlanResult& r, const std::vector<RankCounts>& counts,
 
 std::string to_string(Precision p) { return p == Precision::BF16 ? "bf16" : "fp32"; }
 
-BytesPerParameter bytes_per_parameter(Precision p) {
-  if (p == Precision::BF16) return {2, 4, 4, 12, 2};
+BytesPerParameter bytes_per_parameter(Precision p, bool grads_in_bf16) {
+  if (p == Precision::BF16) return grads_in_bf16 ? BytesPerParameter{2, 2, 2, 12, 2, 4, 4} : BytesPerParameter{2, 4, 4, 12, 2};
   return {4, 4, 4, 8, 4};
 }
 
 MicroBatch micro_batch_of(const PlanInputs& in, const BytesPerParameter& bytes) {
   const double tokens = double(in.layout.micro_batch) * double(in.model.seq_length);
-  return {tokens, tokens * in.model.hidden_size * bytes.activation};
+  const double rows = tokens / in.layout.seq_split();
+  return {tokens, tokens * in.model.hidden_size * bytes.activation, rows,
+          rows * in.model.hidden_size * bytes.activation};
 }
 
 PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
@@ -40,7 +42,7 @@ PlanResult plan_with_counts(const PlanInputs& in, const ParameterCounts& params,
   const Layout& l = in.layout;
   PlanResult r;
   r.inputs = in;
-  r.bytes = bytes_per_parameter(in.precision);
+  r.bytes = bytes_per_parameter(in.precision, l.grads_in_bf16);
   r.params = params;
   r.flops = count_flops(c, params, l.recompute);
   r.micro_batches = in.global_batch / (int64_t(l.micro_batch) * l.dp);

@@ -34,6 +34,14 @@ struct Layout {
   RecomputeMethod recompute_method = RecomputeMethod::Uniform;  // of full recompute
   int recompute_num_layers = 1;
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
+  // --sequence-parallel: the residual stream's rows split over TP (a no-op
+  // at TP 1; docs/design.md section 4.1).
+  bool sequence_parallel = false;
+  // The rows of the residual stream a TP rank holds are T / seq_split().
+  int seq_split() const { return sequence_parallel && tp > 1 ? tp : 1; }
+  // --grad-reduce-in-bf16: gradients accumulated and reduced in bf16 (bf16
+  // precision only; docs/design.md section 8).
+  bool grads_in_bf16 = false;
 };
 
 // Everything the cost model reads, resolved and checked.
@@ -56,11 +64,16 @@ struct PlanInputs {
 struct BytesPerParameter {
   double weights = 4, gradients = 4, gradient_shard = 4, optimizer = 8;
   double activation = 4;  // one activation element
+  // --grad-reduce-in-bf16: the shard widened to float32 (every rank), and
+  // one GradUnit's float32 gradients (per element of the largest unit).
+  double widened_shard = 0, unit_gradients = 0;
 };
 // fp32 (the CPU build): weights are the master copy, Adam's two moments.
 // bf16 (Megatron mixed precision): bf16 weights and activations, fp32
-// gradients, fp32 master weights + exp_avg + exp_avg_sq.
-BytesPerParameter bytes_per_parameter(Precision p);
+// gradients, fp32 master weights + exp_avg + exp_avg_sq; with grads_in_bf16,
+// bf16 gradients and their shard, beside the float32 widened shard and unit
+// (docs/design.md section 8).
+BytesPerParameter bytes_per_parameter(Precision p, bool grads_in_bf16 = false);
 
 struct ParameterCounts {
   int64_t total = 0, active = 0;  // active: what one token passes through
@@ -96,9 +109,21 @@ struct RankMemory {
   int64_t shard_parameters = 0;   // this rank's ZeRO-1 shard (all of it at DP 1)
   double weights = 0, gradients = 0, optimizer = 0;
   int live_micro_batches = 0;     // at the schedule's peak
-  double activations_none = 0, activations_selective = 0, activations_full = 0;
-  double activations = 0;         // at the layout's recompute
-  double workspace = 0;           // the backward pass's gradients of one micro-batch
+  // Bytes under one recompute setting, as `train` prints them: one
+  // micro-batch's activation slot (Transformer::activation_bytes), the
+  // slots of the live micro-batches, and the rest the model holds beside
+  // its parameters and slots (Transformer::workspace_bytes: the backward
+  // pass's gradients, recompute's rebuilt layers, the MLPs' and experts'
+  // work space, sequence parallelism's gathered rows).
+  struct Held {
+    double per_micro_batch = 0, activations = 0, workspace = 0;
+    double total() const { return activations + workspace; }
+  };
+  Held none, selective, full;
+  // At the layout's recompute.
+  double activations_per_micro_batch = 0;
+  double activations = 0;         // live_micro_batches x activations_per_micro_batch
+  double workspace = 0;
   // ZeRO-1's payload each step (0 at DP 1): the gradient buffer
   // reduce-scattered, the updated weights all-gathered (the experts over
   // expert-DP under EP); what this GPU sends of them in rings.
@@ -119,10 +144,17 @@ struct StageCost {
   double forward_flops = 0;  // the busiest TP rank's forward
   double compute_flops = 0;  // forward + backward (+ recompute)
   double tp_bytes = 0;       // all-reduce payload (sum of message sizes)
+  // Sequence parallelism's reduce-scatters and all-gathers over TP: the
+  // payload, each the whole [T, d] buffer gathered or scattered (what
+  // `train` reports as tp_sp_bytes). 0 without it.
+  double tp_sp_bytes = 0;
   double tp_once_bytes = 0;  // once a step: the gradients TP ranks hold partial sums of, and the norm
-  double tp_step_bytes = 0;  // a step's payload: every micro-batch's, and the once-a-step reductions
-  double tp_sent_bytes = 0;  // sent by one GPU: ring all-reduce, 2 (t-1)/t of the payload
-  double pp_sent_bytes = 0;  // activations forward and gradients backward
+  double tp_step_bytes = 0;  // a step's all-reduce payload: every micro-batch's, and the once-a-step reductions
+  double tp_sp_step_bytes = 0;  // a step's reduce-scatter and all-gather payload
+  // Sent by one GPU: a ring all-reduce sends 2 (t-1)/t of its payload, a
+  // reduce-scatter or all-gather (t-1)/t.
+  double tp_sent_bytes = 0;
+  double pp_sent_bytes = 0;  // activations forward and gradients backward (T d / t each under SP)
   // EP all-to-alls of one micro-batch, sent by one GPU to the others of its
   // EP group, with every expert receiving its mean share of the rows: per
   // MoE layer the experts' inputs out and outputs back, forward, and their
@@ -135,6 +167,7 @@ struct StageCost {
 
 struct Communication {  // per step, one GPU, the busiest rank
   double tp_bytes = 0, tp_sent_bytes = 0, pp_sent_bytes = 0, dp_sent_bytes = 0, ep_sent_bytes = 0;
+  double tp_sp_bytes = 0;  // sequence parallelism's reduce-scatters and all-gathers (payload)
   std::string tp_link, pp_link, dp_link, ep_link;  // "nvlink" or "network"
   double tp_s = 0, pp_s = 0, dp_s = 0, ep_s = 0;   // with --gpu
 };
@@ -188,7 +221,9 @@ double pipeline_bubble(const std::vector<double>& slot, int64_t micro_batches);
 // --search: every (TP, PP, DP, EP, micro-batch, recompute) on base's GPU
 // count, EP over the divisors of DP that divide E (1 for a dense model).
 // PP takes an even split of the layers, or, where PP does not divide them,
-// equal middle stages and lighter first and last stages.
+// equal middle stages and lighter first and last stages. A layout of TP > 1
+// is tried with sequence parallelism off and on (when TP divides S) and
+// keeps the faster of the two that fit (Layout::sequence_parallel says which).
 enum class Drop {
   Kept,
   TensorParallel,  // TP does not divide heads, F (dense, expert, shared expert), the vocabulary or kv heads

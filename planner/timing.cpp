@@ -42,36 +42,63 @@ StageCost stage_cost(const PlanInputs& in, const BytesPerParameter& bytes, const
     cost.forward_flops = std::max(cost.forward_flops, forward);
     cost.compute_flops = std::max(cost.compute_flops, 3.0 * forward + recomputed);
   }
-  // TP all-reduces of one micro-batch (every TP rank takes part in each):
-  // per layer the attention and FFN outputs forward and the gradients of
-  // their inputs backward (and the forward's again under full recompute),
-  // T d activations each; per MoE layer the routing weights' gradients
-  // (T K, fp32), and the shared expert's output and input gradient, T d
-  // each (an MLP of its own, reduced apart from the experts'); the
-  // embedding's output; the LM head's input gradient and the vocab-parallel
-  // cross-entropy's row max and sums (3 T, fp32). Once a step: the
-  // gradients TP ranks hold partial sums of, and the gradient norm.
+  // TP collectives of one micro-batch (every TP rank takes part in each),
+  // as model/transformer.cpp runs them. Per layer, forward, the attention
+  // and FFN outputs (the FFN's: the routed experts' and the gated shared
+  // expert's partial sums at once), backward, the gradients of the FFN's
+  // and the attention's inputs: all-reduces of T d activations; or, under
+  // sequence parallelism, forward an all-gather of each norm's output
+  // before the products and a reduce-scatter of each output, backward
+  // all-gathers of the output gradient, mlp_norm's output, the attention
+  // block's output gradient and attn_norm's output, and reduce-scatters of
+  // the two input gradients: T d each (the whole buffer gathered or
+  // scattered). A layer full recompute rebuilds runs its forward's again.
+  // The embedding's output (a reduce-scatter under SP, whose backward
+  // all-gathers the residual's gradient) on the first stage; on the last
+  // the LM head's input gradient (under SP: the final norm's output
+  // all-gathered forward and again backward, the gradient
+  // reduce-scattered) and the vocab-parallel cross-entropy's row max and
+  // sums (3 T, fp32). Per MoE layer the routing weights' gradient (T K,
+  // fp32) and, with --moe-shared-expert-gate, the gate's dot(dout, s)
+  // (T, fp32), all-reduced with or without SP. Once a step: the gradients
+  // TP ranks hold partial sums of (under SP every norm gain's too), and the
+  // gradient norm.
   const StageMlps mlps = stage_mlps(c, span);
-  const double forwards = l.recompute == Recompute::Full ? 2.0 : 1.0;  // full recompute runs each forward twice
-  if (l.tp > 1) {
-    const double per_layer = (2.0 * forwards + 2.0) * mb.activation_bytes;
-    const double per_moe_layer = mb.tokens * c.router_topk * 4.0 +
-                                 (c.shared_expert_size > 0 ? (forwards + 1.0) * mb.activation_bytes : 0.0);
-    cost.tp_bytes = cost.layers * per_layer + mlps.moe_layers * per_moe_layer +
-                    (span.first ? mb.activation_bytes : 0.0) +
-                    (span.last ? mb.activation_bytes + 3.0 * mb.tokens * 4.0 : 0.0);
-    cost.tp_sent_bytes = cost.tp_bytes * ring_share(l.tp);
-    cost.tp_once_bytes = double(counts[size_t(stage) * l.tp].partial_grad) * bytes.gradients + 8.0;
+  const std::vector<RecomputeGroup> groups =
+      recompute_groups({l.recompute, l.recompute_method, l.recompute_num_layers}, cost.layers);
+  double forwards = 0, moe_forwards = 0;  // layer forward passes, of which MoE layers'
+  for (int i = 0; i < cost.layers; ++i) {
+    const double passes = groups[size_t(i)].recomputed ? 2.0 : 1.0;
+    forwards += passes;
+    if (c.is_moe_layer(span.begin + i)) moe_forwards += passes;
   }
-  cost.pp_sent_bytes = (stage < l.pp - 1 ? mb.activation_bytes : 0.0) + (stage > 0 ? mb.activation_bytes : 0.0);
+  const bool sp = l.seq_split() > 1;
+  if (l.tp > 1) {
+    const double act = mb.activation_bytes;
+    const double per_moe_layer = mb.tokens * c.router_topk * 4.0 +
+                                 (c.shared_expert_size > 0 && c.shared_expert_gate ? mb.tokens * 4.0 : 0.0);
+    const double head = span.last ? 3.0 * mb.tokens * 4.0 : 0.0;
+    if (sp) {
+      cost.tp_bytes = mlps.moe_layers * per_moe_layer + head;
+      cost.tp_sp_bytes = (4.0 * forwards + 6.0 * cost.layers) * act + (span.first ? 2.0 * act : 0.0) +
+                         (span.last ? 3.0 * act : 0.0);
+    } else {
+      cost.tp_bytes = (2.0 * forwards + 2.0 * cost.layers) * act + mlps.moe_layers * per_moe_layer +
+                      (span.first ? act : 0.0) + (span.last ? act : 0.0) + head;
+    }
+    cost.tp_sent_bytes = cost.tp_bytes * ring_share(l.tp) + cost.tp_sp_bytes * ring_share(l.tp) / 2.0;
+    const RankCounts& rc = counts[size_t(stage) * l.tp];
+    cost.tp_once_bytes = double(sp ? rc.sp_partial_grad : rc.partial_grad) * bytes.gradients + 8.0;
+  }
+  cost.pp_sent_bytes = (stage < l.pp - 1 ? mb.boundary_bytes : 0.0) + (stage > 0 ? mb.boundary_bytes : 0.0);
   // Only MoE layers dispatch: a dense layer's MLP (and the shared expert)
   // run on the rank's own tokens.
   if (l.ep > 1 && mlps.moe_layers > 0) {
     const double away = double(l.ep - 1) / l.ep;  // of the rows, to experts on other ranks
     const double rows = away * mb.tokens * c.router_topk * c.hidden_size * bytes.activation;
-    const double counts = forwards * (l.ep - 1) * (c.num_experts / l.ep) * 4.0;  // each forward exchanges them
-    const double passes = 2.0 * forwards + 2.0;  // x out, y back each forward; dy out, dx back
-    cost.ep_sent_bytes = mlps.moe_layers * (passes * rows + counts);
+    const double counts = (l.ep - 1) * (c.num_experts / l.ep) * 4.0;  // each forward exchanges them
+    // x out, y back each forward; dy out, dx back
+    cost.ep_sent_bytes = (2.0 * moe_forwards + 2.0 * mlps.moe_layers) * rows + moe_forwards * counts;
   }
   return cost;
 }
@@ -81,8 +108,11 @@ void plan_communication(PlanResult& r) {
   const double micro_batches = double(r.micro_batches);
   for (StageCost& sc : r.stages) {
     sc.tp_step_bytes = micro_batches * sc.tp_bytes + sc.tp_once_bytes;
+    sc.tp_sp_step_bytes = micro_batches * sc.tp_sp_bytes;
     r.comm.tp_bytes = std::max(r.comm.tp_bytes, sc.tp_step_bytes);
-    r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, sc.tp_step_bytes * ring_share(l.tp));
+    r.comm.tp_sp_bytes = std::max(r.comm.tp_sp_bytes, sc.tp_sp_step_bytes);
+    r.comm.tp_sent_bytes = std::max(r.comm.tp_sent_bytes, micro_batches * sc.tp_sent_bytes +
+                                                              sc.tp_once_bytes * ring_share(l.tp));
     r.comm.pp_sent_bytes = std::max(r.comm.pp_sent_bytes, micro_batches * sc.pp_sent_bytes);
   }
   for (const StageCost& sc : r.stages)
@@ -129,7 +159,7 @@ StepTimeModel plan_step_time(PlanResult& r, const GpuSpec& g) {
   for (StageCost& sc : r.stages) {
     const double compute = sc.compute_flops / (peak * in.compute_efficiency);
     const double tp_s = sc.tp_sent_bytes / tp_bandwidth;
-    const double pp_s = l.pp > 1 ? 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
+    const double pp_s = l.pp > 1 ? 2.0 * mb.boundary_bytes / pp_bandwidth : 0.0;
     const double ep_s = sc.ep_sent_bytes / ep_bandwidth;  // blocking: on the critical path
     sc.slot_s = compute + tp_s + pp_s + ep_s;
     slot.push_back(sc.slot_s);
@@ -143,7 +173,7 @@ StepTimeModel plan_step_time(PlanResult& r, const GpuSpec& g) {
   const double micro_batches = double(r.micro_batches);
   for (const StageCost& sc : r.stages)
     r.comm.tp_s = std::max(r.comm.tp_s, micro_batches * sc.tp_sent_bytes / tp_bandwidth + model.tp_once_s);
-  r.comm.pp_s = l.pp > 1 ? micro_batches * 2.0 * mb.activation_bytes / pp_bandwidth : 0.0;
+  r.comm.pp_s = l.pp > 1 ? micro_batches * 2.0 * mb.boundary_bytes / pp_bandwidth : 0.0;
   r.comm.ep_s = r.comm.ep_sent_bytes / ep_bandwidth;
   return model;
 }

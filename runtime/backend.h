@@ -16,6 +16,7 @@
 // extra copies.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -58,7 +59,18 @@ struct AttentionShape {
   // b where token i's document begins, and i attends to keys [doc_start, i]
   // only (non-decreasing along a sample). Null: every earlier key.
   const int32_t* doc_start = nullptr;  // [batch * seq], on the device
+  // The block form (context parallelism's ring, parallel/ring_attention.h):
+  // k and v hold kv_seq rows a sample (0: seq), and the rows of q and of k
+  // sit at the positions q_pos [seq] and k_pos [kv_seq] of the whole sample,
+  // the same in every sample, each array ascending (null: 0, 1, ...). Query
+  // i sees key j when k_pos[j] <= q_pos[i], and k_pos[j] >= doc_start[b *
+  // seq + i] under a document mask (doc_start in positions of the whole
+  // sample). A row that sees no key of the block gets out = 0, lse = -inf.
+  int kv_seq = 0;
+  const int32_t* q_pos = nullptr;  // [seq], on the device
+  const int32_t* k_pos = nullptr;  // [kv_seq], on the device
   int kv_of(int j) const { return (first_head + j) / heads_per_kv - first_kv_head; }
+  int keys() const { return kv_seq > 0 ? kv_seq : seq; }
 };
 
 // Rotate-half RoPE over x [batch*seq, heads, head_dim]: row r's pair i is
@@ -114,6 +126,11 @@ class Backend {
   virtual void fill(T* x, T value, size_t n) = 0;
   // dst = src rounded to T (the master weights into the model's weights).
   virtual void round_from_acc(T* dst, const Acc* src, size_t n) = 0;
+  // --grad-reduce-in-bf16: dst = (dst + src) rounded to T, the sum in Acc (a
+  // layer's gradients added into the T gradient buffer); and dst = src in
+  // Acc (the reduced T shard for the optimizer).
+  virtual void add_rounded(T* dst, const Acc* src, size_t n) = 0;
+  virtual void widen_to_acc(Acc* dst, const T* src, size_t n) = 0;
 
   // --- BLAS -------------------------------------------------------------------
   // C[m,n] = alpha * op(A) op(B) + beta * C, op(A) is [m,k], op(B) is [k,n].
@@ -162,6 +179,20 @@ class Backend {
                                  const AttentionShape& a) = 0;
   virtual void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                                   const T* q, const T* k, const T* v, const AttentionShape& a) = 0;
+  // In the block form (AttentionShape::kv_seq, q_pos, k_pos) k, v, dk and dv
+  // are [B*kv_seq, G*hd] and lse [B, H, seq]. attention_backward takes the
+  // final out and lse of the query rows (over every block), so that each
+  // block's call adds that block's exact share of dq, dk and dv.
+  //
+  // attention_merge folds one block's result (out_b in T, lse_b) into the
+  // running result of the blocks so far (out and lse, both Acc, shapes of
+  // a's query rows), row by row:
+  //   lse' = log(exp(lse) + exp(lse_b)),
+  //   out' = out exp(lse - lse') + out_b exp(lse_b - lse');
+  // a row at lse = -inf (no key seen yet) takes the block's values, one at
+  // lse_b = -inf stays as it is.
+  virtual void attention_merge(Acc* out, Acc* lse, const T* out_b, const Acc* lse_b,
+                               const AttentionShape& a) = 0;
 
   // Generation with a key/value cache over n rows (KvCacheShape): store
   // writes row i of x [n, kv_heads*hd] (k or v after RoPE) at (seq[i],
@@ -235,6 +266,11 @@ class Backend {
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend();
 
+// Bytes of every DeviceBuffer of this process alive now: what a rank's
+// model holds on its device (the memory lines of `train`, which `plan`
+// predicts, read differences of it).
+inline std::atomic<int64_t> device_buffer_bytes{0};
+
 // An owned device array of E (T, or int32_t for token and row indices),
 // RAII over Backend<T>::alloc.
 template <typename T, typename E = T>
@@ -247,6 +283,7 @@ class DeviceBuffer {
     } else {
       ptr_ = n ? be.alloc(n) : nullptr;
     }
+    device_buffer_bytes += int64_t(n * sizeof(E));
   }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
@@ -258,6 +295,7 @@ class DeviceBuffer {
   }
   ~DeviceBuffer() {
     if (ptr_) be_->free(ptr_);
+    device_buffer_bytes -= int64_t(n_ * sizeof(E));
   }
   E* data() { return ptr_; }
   const E* data() const { return ptr_; }

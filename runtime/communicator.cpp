@@ -148,7 +148,19 @@ Request MpiCommunicator::iall_gather(void* buf, size_t count, DType type) {
 
 void MpiCommunicator::all_gather(void* buf, size_t count, DType type) {
   const WaitingFor waiting(fmt::format("an all-gather in {}", name_));
+  const double start = MPI_Wtime();
   MPI_CHECK(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, mpi_count(count), mpi_type(type), comm_));
+  gather_scatter_seconds += MPI_Wtime() - start;
+  gather_scatter_bytes += count * size_t(size()) * dtype_size(type);
+}
+
+void MpiCommunicator::reduce_scatter(const void* send, void* recv, size_t count, DType type) {
+  const WaitingFor waiting(fmt::format("a reduce-scatter in {}", name_));
+  const double start = MPI_Wtime();
+  MPI_CHECK(MPI_Reduce_scatter_block(send, recv, mpi_count(count), mpi_type(type), mpi_op(type, ReduceOp::Sum),
+                                     comm_));
+  gather_scatter_seconds += MPI_Wtime() - start;
+  gather_scatter_bytes += count * size_t(size()) * dtype_size(type);
 }
 
 void MpiCommunicator::all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows,

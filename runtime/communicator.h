@@ -57,6 +57,8 @@ class Communicator {
   virtual Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) = 0;
   virtual Request iall_gather(void* buf, size_t count, DType type) = 0;
   virtual void all_gather(void* buf, size_t count, DType type) = 0;  // blocking, in place
+  // Blocking reduce_scatter (sequence parallelism's, on the model's path).
+  virtual void reduce_scatter(const void* send, void* recv, size_t count, DType type) = 0;
   // Variable-size all-to-all of rows of row_elems elements (expert
   // parallelism's token dispatch): send_rows[q] rows go to rank q, taken
   // back to back from `send` in rank order; recv_rows[p] rows arrive from
@@ -81,6 +83,10 @@ class Communicator {
   double all_reduce_seconds = 0.0;
   uint64_t all_reduce_bytes = 0;
   uint64_t all_reduce_calls = 0;
+  // Likewise of the blocking all-gathers and reduce-scatters; bytes: the
+  // whole gathered or scattered buffer, size() * count elements.
+  double gather_scatter_seconds = 0.0;
+  uint64_t gather_scatter_bytes = 0;
   template <typename T>
   void broadcast(T* buf, size_t n, int root) { broadcast(buf, n, dtype_of<T>(), root); }
   // Root's string, of any length, on every rank.
@@ -107,6 +113,7 @@ class MpiCommunicator final : public Communicator {
   Request ireduce_scatter(const void* send, void* recv, size_t count, DType type) override;
   Request iall_gather(void* buf, size_t count, DType type) override;
   void all_gather(void* buf, size_t count, DType type) override;
+  void reduce_scatter(const void* send, void* recv, size_t count, DType type) override;
   void all_to_all_rows(const void* send, const int* send_rows, void* recv, const int* recv_rows, size_t row_elems,
                        DType type) override;
   bool test(Request& request) override;

@@ -22,6 +22,14 @@
 // and dq; the key and value gradients, which every later block adds to, are
 // summed per thread and then over the threads in thread order, so that a
 // run is deterministic for a given thread count.
+//
+// The block form (AttentionShape::kv_seq, q_pos, k_pos: one step of
+// context parallelism's ring) is the same loops over key rows that are not
+// the query rows: the mask compares positions in the whole sample instead of
+// row indices, a query block's key range and each row's visible columns are
+// found by binary search in the ascending key positions, and a tile that no
+// row of the block sees (in the gap between a rank's two chunks) is skipped.
+// Without positions every formula reduces to the plain one, bit for bit.
 #include <omp.h>
 
 #include <algorithm>
@@ -43,20 +51,33 @@ namespace {
 // cache, and each library call is long enough to amortize its set-up.
 constexpr int kQueryRows = 256, kMaxBlockTokens = 64, kKeyTile = 128;
 
-// The key columns [lo, hi) of a tile starting at key j0 with `cols` keys
-// that query position i may attend to (keys [first, i] of the sample);
-// 0 <= lo <= hi <= cols.
-struct Visible {
-  int lo, hi;
-  Visible(int first, int i, int j0, int cols)
-      : lo(std::clamp(first - j0, 0, cols)), hi(std::clamp(i - j0 + 1, lo, cols)) {}
-  bool empty() const { return lo == hi; }
-};
+// The position in the whole sample of query row i: the block form's, or
+// the row's own index.
+int query_pos(const AttentionShape& a, int i) { return a.q_pos ? a.q_pos[i] : i; }
 
-// The first key position token i of sample b may attend to.
+// The first key position query row i of sample b may attend to.
 int first_key(const AttentionShape& a, int b, int i) {
   return a.doc_start ? a.doc_start[size_t(b) * a.seq + i] : 0;
 }
+
+// The key columns [lo, hi) of a tile of `cols` keys from key row j0 that a
+// query at position p may attend to: keys at positions [first, p];
+// 0 <= lo <= hi <= cols. Key positions ascend, so in the block form the
+// bounds are binary searches in the tile's positions.
+struct Visible {
+  int lo, hi;
+  Visible(const AttentionShape& a, int first, int p, int j0, int cols) {
+    if (!a.k_pos) {
+      lo = std::clamp(first - j0, 0, cols);
+      hi = std::clamp(p - j0 + 1, lo, cols);
+    } else {
+      const int32_t* t = a.k_pos + j0;
+      lo = int(std::lower_bound(t, t + cols, first) - t);
+      hi = std::max(lo, int(std::upper_bound(t, t + cols, p) - t));
+    }
+  }
+  bool empty() const { return lo == hi; }
+};
 
 // The local query heads of local key/value head g: [first[g], first[g + 1]),
 // consecutive because kv_of does not decrease.
@@ -91,10 +112,40 @@ struct QueryBlock {
   size_t offset(int r, int seq, int hd, int stride) const {
     return (size_t(b) * seq + token(r)) * stride + size_t(head(r)) * hd;
   }
-  // Offset of the block's key/value head, key 0, in an [B*S, G*hd] tensor
-  // of row stride `stride`.
-  size_t kv_offset(int seq, int hd, int stride) const { return size_t(b) * seq * stride + size_t(g) * hd; }
+  // Offset of the block's key/value head, key 0, in an [B*keys, G*hd]
+  // tensor of row stride `stride`.
+  size_t kv_offset(int keys, int hd, int stride) const { return size_t(b) * keys * stride + size_t(g) * hd; }
 };
+
+// The key rows [begin, end) a query block may see: from the first key at
+// or after its first row's document start (document starts do not
+// decrease along the rows) to the last key at or before its last row.
+// Plain form: [doc_start of row i0, i0 + tokens), the causal triangle.
+struct KeyRange {
+  int begin, end;
+};
+KeyRange key_range(const AttentionShape& a, const QueryBlock& qb) {
+  const int first = first_key(a, qb.b, qb.i0), last = query_pos(a, qb.i0 + qb.tokens - 1), n = a.keys();
+  if (!a.k_pos) {
+    const int begin = std::clamp(first, 0, n);
+    return {begin, std::clamp(last + 1, begin, n)};
+  }
+  const int begin = int(std::lower_bound(a.k_pos, a.k_pos + n, first) - a.k_pos);
+  return {begin, std::max(begin, int(std::upper_bound(a.k_pos, a.k_pos + n, last) - a.k_pos))};
+}
+
+// Whether some row of the block sees a key of the tile [j0, j0 + cols).
+// Only the block form can miss: its key range may span the gap between two
+// chunks of the queries (a rank's chunks i and 2 CP - 1 - i), and a later
+// row's document may start past the tile. In the plain form every tile of
+// the range is seen (the first row sees from its document's start to
+// itself, and every later key is seen by its own row).
+bool tile_seen(const AttentionShape& a, const QueryBlock& qb, int j0, int cols) {
+  if (!a.q_pos && !a.k_pos) return true;
+  for (int i = qb.i0; i < qb.i0 + qb.tokens; ++i)
+    if (!Visible(a, first_key(a, qb.b, i), query_pos(a, i), j0, cols).empty()) return true;
+  return false;
+}
 
 // The thread that work item `item` goes to: items are dealt 0, 1, ...,
 // T-1, T-1, ..., 1, 0, 0, 1, ..., so that when their cost grows along the
@@ -176,12 +227,13 @@ void backward_row_stats(const QueryBlock& qb, const Acc* dout_block, const T* ou
 template <typename T>
 void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, const T* v,
                                       const AttentionShape& a) {
-  const int S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
+  const int S = a.seq, SK = a.keys(), H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;  // row strides of q/out and of k/v
   const std::vector<int> heads_of = query_heads_of_kv(a);
   const BlockSize size = block_size(heads_of);
   const int tokens = size.tokens, max_rows = size.rows, blocks = (S + tokens - 1) / tokens;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
+  constexpr Acc kMinusInf = -std::numeric_limits<Acc>::infinity();
 #pragma omp parallel
   {
     // [rows, cols], stride kKeyTile; the probabilities overwrite their scores
@@ -191,15 +243,17 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
     std::vector<Acc> row_max(max_rows), row_sum(max_rows);
     for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
-      const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
-      const size_t kv = qb.kv_offset(S, hd, ks);
-      const T *kb = k + kv, *vb = v + kv;  // [S, hd], stride ks
+      const int rows = qb.rows(), b = qb.b;
+      const size_t kv = qb.kv_offset(SK, hd, ks);
+      const T *kb = k + kv, *vb = v + kv;  // [SK, hd], stride ks
       gather_block(q_block.data(), q, qb, S, hd, qs);
-      std::fill(row_max.begin(), row_max.end(), -std::numeric_limits<Acc>::infinity());
+      std::fill(row_max.begin(), row_max.end(), kMinusInf);
       std::fill(row_sum.begin(), row_sum.end(), Acc(0));
       std::fill(o_sum.begin(), o_sum.end(), Acc(0));
-      for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
-        const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
+      const KeyRange keys = key_range(a, qb);
+      for (int j0 = keys.begin; j0 < keys.end; j0 += kKeyTile) {
+        const int cols = std::min(kKeyTile, keys.end - j0);
+        if (!tile_seen(a, qb, j0, cols)) continue;
         const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
         const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
         acc_gemm(Trans::N, Trans::T, rows, cols, hd, scale, q_block.data(), hd, ka.data, ka.stride, Acc(0),
@@ -207,7 +261,7 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
         for (int r = 0; r < rows; ++r) {
           Acc* s = scores.data() + size_t(r) * kKeyTile;  // becomes the row's probabilities
           const int i = qb.token(r);
-          const Visible vis(first_key(a, b, i), i, j0, cols);
+          const Visible vis(a, first_key(a, b, i), query_pos(a, i), j0, cols);
           if (vis.empty()) {
             std::fill(s, s + cols, Acc(0));
             continue;
@@ -215,8 +269,8 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
           // The loops run over the whole tile, the hidden columns set to
           // -inf and then 0, so that they vectorize without a scalar
           // remainder for each row.
-          std::fill(s, s + vis.lo, -std::numeric_limits<Acc>::infinity());
-          std::fill(s + vis.hi, s + cols, -std::numeric_limits<Acc>::infinity());
+          std::fill(s, s + vis.lo, kMinusInf);
+          std::fill(s + vis.hi, s + cols, kMinusInf);
           const Acc old_max = row_max[r];
           Acc mx = old_max;
 #pragma omp simd reduction(max : mx)
@@ -242,10 +296,16 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
                  Acc(1), o_sum.data(), hd);
       }
       for (int r = 0; r < rows; ++r) {
-        const Acc inv = Acc(1) / row_sum[r];
         T* orow = out + qb.offset(r, S, hd, qs);
+        Acc& row_lse = lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)];
+        if (row_sum[r] == Acc(0)) {  // the block form: no key of this block is visible
+          std::fill(orow, orow + hd, T(0));
+          row_lse = kMinusInf;
+          continue;
+        }
+        const Acc inv = Acc(1) / row_sum[r];
         for (int c = 0; c < hd; ++c) orow[c] = T(o_sum[size_t(r) * hd + c] * inv);
-        lse[(size_t(b) * H + qb.head(r)) * S + qb.token(r)] = row_max[r] + std::log(row_sum[r]);
+        row_lse = row_max[r] + std::log(row_sum[r]);
       }
     });
   }
@@ -254,18 +314,18 @@ void CpuBackend<T>::attention_forward(T* out, Acc* lse, const T* q, const T* k, 
 template <typename T>
 void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                                        const T* q, const T* k, const T* v, const AttentionShape& a) {
-  const int B = a.batch, S = a.seq, H = a.heads, G = a.kv_heads, hd = a.head_dim;
+  const int B = a.batch, S = a.seq, SK = a.keys(), H = a.heads, G = a.kv_heads, hd = a.head_dim;
   const int qs = H * hd, ks = G * hd;
   const std::vector<int> heads_of = query_heads_of_kv(a);
   const BlockSize size = block_size(heads_of);
   const int tokens = size.tokens, max_rows = size.rows, blocks = (S + tokens - 1) / tokens;
-  const size_t kv_size = size_t(B) * S * ks;
+  const size_t kv_size = size_t(B) * SK * ks;
   const Acc scale = Acc(1.0 / std::sqrt(double(hd)));
   dk_of_thread_.resize(std::max<size_t>(dk_of_thread_.size(), omp_get_max_threads()));
   dv_of_thread_.resize(dk_of_thread_.size());
 #pragma omp parallel
   {
-    // [B*S, G*hd] this thread's share; the first kv_size elements in use
+    // [B*SK, G*hd] this thread's share; the first kv_size elements in use
     std::vector<Acc>& dk_sum = dk_of_thread_[omp_get_thread_num()];
     std::vector<Acc>& dv_sum = dv_of_thread_[omp_get_thread_num()];
     dk_sum.resize(std::max(dk_sum.size(), kv_size));
@@ -279,16 +339,18 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
     std::vector<Acc> q_block(size_t(max_rows) * hd), dout_block(q_block.size());
     std::vector<Acc> k_wide(kMixed ? size_t(kKeyTile) * hd : 0), v_wide(k_wide.size());  // under bf16
     for_each_dealt_block(a, blocks, tokens, heads_of, [&](const QueryBlock& qb) {
-      const int rows = qb.rows(), b = qb.b, i0 = qb.i0;
-      const size_t kv = qb.kv_offset(S, hd, ks);
-      const T *kb = k + kv, *vb = v + kv;  // [S, hd], stride ks
+      const int rows = qb.rows(), b = qb.b;
+      const size_t kv = qb.kv_offset(SK, hd, ks);
+      const T *kb = k + kv, *vb = v + kv;  // [SK, hd], stride ks
       Acc *dkb = dk_sum.data() + kv, *dvb = dv_sum.data() + kv;
       gather_block(q_block.data(), q, qb, S, hd, qs);
       gather_block(dout_block.data(), dout, qb, S, hd, qs);
       backward_row_stats(qb, dout_block.data(), out, lse, S, H, hd, row_dot.data(), row_lse.data());
       std::fill(dq_sum.begin(), dq_sum.end(), Acc(0));
-      for (int j0 = first_key(a, b, i0); j0 < i0 + qb.tokens; j0 += kKeyTile) {
-        const int cols = std::min(kKeyTile, i0 + qb.tokens - j0);
+      const KeyRange keys = key_range(a, qb);
+      for (int j0 = keys.begin; j0 < keys.end; j0 += kKeyTile) {
+        const int cols = std::min(kKeyTile, keys.end - j0);
+        if (!tile_seen(a, qb, j0, cols)) continue;
         const AccRows<Acc> ka = acc_rows(kb + size_t(j0) * ks, ks, cols, hd, k_wide);
         const AccRows<Acc> va = acc_rows(vb + size_t(j0) * ks, ks, cols, hd, v_wide);
         // P = exp(scale Q K^T - lse), 0 where not visible
@@ -297,7 +359,7 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
         for (int r = 0; r < rows; ++r) {
           Acc* prow = probs.data() + size_t(r) * kKeyTile;
           const int i = qb.token(r);
-          const Visible vis(first_key(a, b, i), i, j0, cols);
+          const Visible vis(a, first_key(a, b, i), query_pos(a, i), j0, cols);
           // over the whole tile, then the hidden columns zeroed: no scalar
           // remainder for each row
 #pragma omp simd
@@ -341,6 +403,38 @@ void CpuBackend<T>::attention_backward(T* dq, T* dk, T* dv, const T* dout, const
       }
       dk[e] = T(dk_e);
       dv[e] = T(dv_e);
+    }
+  }
+}
+
+// Row by row (a token's query heads, each hd wide); the weights from the
+// two log-sum-exps in double, so that the merged output is rounded only in
+// its own two products and sum.
+template <typename T>
+void CpuBackend<T>::attention_merge(Acc* out, Acc* lse, const T* out_b, const Acc* lse_b, const AttentionShape& a) {
+  const int S = a.seq, H = a.heads, hd = a.head_dim;
+  const long rows = long(a.batch) * S;
+  constexpr Acc kMinusInf = -std::numeric_limits<Acc>::infinity();
+#pragma omp parallel for schedule(static)
+  for (long row = 0; row < rows; ++row) {
+    const long b = row / S, i = row % S;
+    for (int h = 0; h < H; ++h) {
+      const size_t at = size_t(b * H + h) * S + size_t(i);
+      Acc* o = out + (size_t(row) * H + h) * hd;
+      const T* ob = out_b + (size_t(row) * H + h) * hd;
+      const Acc lb = lse_b[at];
+      if (lb == kMinusInf) continue;  // the block saw nothing for this row
+      if (lse[at] == kMinusInf) {     // nothing before it: the block's values
+        for (int c = 0; c < hd; ++c) o[c] = Acc(ob[c]);
+        lse[at] = lb;
+        continue;
+      }
+      const double l = double(lse[at]), m = std::max(l, double(lb));
+      const double merged = m + std::log1p(std::exp(-std::abs(l - double(lb))));
+      const Acc wa = Acc(std::exp(l - merged)), wb = Acc(std::exp(double(lb) - merged));
+#pragma omp simd
+      for (int c = 0; c < hd; ++c) o[c] = o[c] * wa + Acc(ob[c]) * wb;
+      lse[at] = Acc(merged);
     }
   }
 }

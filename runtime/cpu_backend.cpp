@@ -146,6 +146,18 @@ void CpuBackend<T>::round_from_acc(T* dst, const Acc* src, size_t n) {
 }
 
 template <typename T>
+void CpuBackend<T>::add_rounded(T* dst, const Acc* src, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) dst[i] = T(Acc(dst[i]) + src[i]);
+}
+
+template <typename T>
+void CpuBackend<T>::widen_to_acc(Acc* dst, const T* src, size_t n) {
+#pragma omp parallel for schedule(static)
+  for (size_t i = 0; i < n; ++i) dst[i] = Acc(src[i]);
+}
+
+template <typename T>
 void CpuBackend<T>::gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda,
                          const T* B, int ldb, T beta, T* C, int ldc) {
   if (m == 0 || n == 0) return;

@@ -37,6 +37,8 @@ class CpuBackend final : public Backend<T> {
   void copy(T* dst, const T* src, size_t n) override;
   void fill(T* x, T value, size_t n) override;
   void round_from_acc(T* dst, const Acc* src, size_t n) override;
+  void add_rounded(T* dst, const Acc* src, size_t n) override;
+  void widen_to_acc(Acc* dst, const T* src, size_t n) override;
 
   void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B,
             int ldb, T beta, T* C, int ldc) override;
@@ -63,6 +65,7 @@ class CpuBackend final : public Backend<T> {
                          const AttentionShape& a) override;
   void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse,
                           const T* q, const T* k, const T* v, const AttentionShape& a) override;
+  void attention_merge(Acc* out, Acc* lse, const T* out_b, const Acc* lse_b, const AttentionShape& a) override;
   void kv_cache_store(T* cache, const T* x, const int32_t* seq, const int32_t* pos, int n,
                       const KvCacheShape& c) override;
   void attention_decode(T* out, const T* q, const T* k_cache, const T* v_cache, const int32_t* seq,

@@ -68,6 +68,8 @@ class ProfilingBackend final : public Backend<T> {
   void copy(T* dst, const T* src, size_t n) override { MT_TIMED(Elementwise, copy(dst, src, n)); }
   void fill(T* x, T value, size_t n) override { MT_TIMED(Elementwise, fill(x, value, n)); }
   void round_from_acc(T* dst, const Acc* src, size_t n) override { MT_TIMED(Optimizer, round_from_acc(dst, src, n)); }
+  void add_rounded(T* dst, const Acc* src, size_t n) override { MT_TIMED(Optimizer, add_rounded(dst, src, n)); }
+  void widen_to_acc(Acc* dst, const T* src, size_t n) override { MT_TIMED(Optimizer, widen_to_acc(dst, src, n)); }
 
   void gemm(Trans ta, Trans tb, int m, int n, int k, T alpha, const T* A, int lda, const T* B, int ldb, T beta, T* C,
             int ldc) override {
@@ -112,6 +114,9 @@ class ProfilingBackend final : public Backend<T> {
   void attention_backward(T* dq, T* dk, T* dv, const T* dout, const T* out, const Acc* lse, const T* q, const T* k,
                           const T* v, const AttentionShape& a) override {
     MT_TIMED(Attention, attention_backward(dq, dk, dv, dout, out, lse, q, k, v, a));
+  }
+  void attention_merge(Acc* out, Acc* lse, const T* out_b, const Acc* lse_b, const AttentionShape& a) override {
+    MT_TIMED(Attention, attention_merge(out, lse, out_b, lse_b, a));
   }
   void kv_cache_store(T* cache, const T* x, const int32_t* seq, const int32_t* pos, int n,
                       const KvCacheShape& c) override {

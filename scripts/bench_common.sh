@@ -26,6 +26,13 @@ bench_threads() {
     bench_positive THREADS "$threads"
 }
 
+# bench_threads_per_rank RANKS [THREADS]: sets `threads` to THREADS, else
+# the machine's cores shared by RANKS ranks (at least 1).
+bench_threads_per_rank() {
+    local share=$(( $(nproc) / $1 ))
+    bench_threads "${2:-$(( share > 0 ? share : 1 ))}"
+}
+
 # bench_rounds DEFAULT: sets `rounds` from MT_BENCH_ROUNDS (else DEFAULT),
 # the interleaved rounds whose median the summary reports.
 bench_rounds() {

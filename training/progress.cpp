@@ -26,6 +26,8 @@ std::string progress_line(const StepMetrics& m) {
          (m.skipped_steps > 0 ? fmt::format(" | {} skipped", m.skipped_steps) : std::string()) +
          (m.tp_allreduce_s > 0 ? fmt::format(" | TP all-reduce {:.0f}% of time", 100.0 * m.tp_allreduce_s / m.interval_s)
                                : std::string()) +
+         (m.tp_sp_s > 0 ? fmt::format(" | TP reduce-scatter/all-gather {:.0f}% of time", 100.0 * m.tp_sp_s / m.interval_s)
+                        : std::string()) +
          (m.dp_reduce_scatter_bytes > 0
               ? fmt::format(" | DP grad wait {:.0f}% ({:.0f}% hidden), all-gather {:.0f}% of time",
                             100.0 * m.dp_exposed_s / m.interval_s,

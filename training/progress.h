@@ -32,6 +32,8 @@ namespace mt {
   X(double, interval_s, "length of the interval")                                                        \
   X(double, tp_allreduce_s, "tensor-parallel all-reduces (0 on one rank)")                               \
   X(double, tp_allreduce_bytes, "their bytes")                                                           \
+  X(double, tp_sp_s, "sequence parallelism's reduce-scatters and all-gathers over TP (0 without)")        \
+  X(double, tp_sp_bytes, "their bytes: each the whole buffer gathered or scattered")                      \
   X(double, dp_exposed_s, "ZeRO-1: waiting for the reduce-scatter after the backward pass (not hidden)") \
   X(double, dp_allgather_s, "ZeRO-1: the parameter all-gather")                                          \
   X(double, dp_reduce_scatter_bytes, "ZeRO-1 gradient bytes reduce-scattered")                           \

@@ -40,6 +40,12 @@ struct TrainOptions {
   // Elements per ZeRO-1 gradient bucket (Megatron's --ddp-bucket-size):
   // smaller buckets start their reduce-scatter earlier in the backward pass.
   int64_t ddp_bucket_size = 1000000;
+  bool sequence_parallel = false;  // --sequence-parallel (docs/design.md section 4.1)
+  // --grad-reduce-in-bf16: under --bf16, gradients accumulate and are
+  // reduced in bf16 (docs/design.md section 8); --accumulate-allreduce-
+  // grads-in-fp32 names the default, float32.
+  bool grad_reduce_in_bf16 = false;
+  bool accumulate_allreduce_grads_in_fp32 = false;
   bool bf16 = false;  // mixed precision (docs/design.md, "Mixed precision")
   std::string recompute_granularity = "none";  // none, selective or full
   std::string recompute_method = "uniform";    // uniform or block

@@ -56,7 +56,7 @@ data::BlendedStream open_stream(const TrainOptions& o, double* seconds) {
 
 ModelLayout model_layout(const TrainOptions& o) {
   return {o.micro_batch_size, o.decoder_first_pipeline_num_layers, o.decoder_last_pipeline_num_layers, o.recompute,
-          o.schedule};
+          o.schedule, {.sequence_parallel = o.sequence_parallel, .grads_in_t = o.grad_reduce_in_bf16}};
 }
 
 // Flat ranges of the tensors whose gradients are partial sums over TP.
@@ -100,7 +100,11 @@ struct Training {
   Transformer<T>& model;
   Parameters<T>& params;
   PipelineRunner<T>& pipeline;
-  GradSync<float> grad_sync;
+  GradSync<float> grad_sync;  // float32 gradients; the shards' layout for every run
+  // --grad-reduce-in-bf16: the reduce-scatter of the T gradients, and their
+  // shard widened for the optimizer when grad_sync packs none of its own.
+  std::unique_ptr<GradSync<T>> grad_sync_in_t;
+  DeviceBuffer<float> widened_shard;
   AdamW<float> optim;
   MasterWeights<T> master;
   StepGuard guard;              // which steps may update the model
@@ -153,6 +157,13 @@ Training<T>::Training(const TrainOptions& options, const nlohmann::json& run_con
       pipeline(rank.pipeline),
       grad_sync(be.acc(), shard_regions(params, topo), tp_partial_ranges(params), topo.tp(),
                 size_t(o.ddp_bucket_size)),
+      grad_sync_in_t(params.has_grads_in_t()
+                         ? std::make_unique<GradSync<T>>(be, shard_regions(params, topo), tp_partial_ranges(params),
+                                                         topo.tp(), size_t(o.ddp_bucket_size))
+                         : nullptr),
+      widened_shard(params.has_grads_in_t() && grad_sync.shard_grads(nullptr) == nullptr
+                        ? DeviceBuffer<float>(be.acc(), grad_sync.shard_size())
+                        : DeviceBuffer<float>()),
       // The gradient norm sums over every group that holds other elements.
       optim(be.acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), topo.tp().rank),
             grad_sync.shard_size(), {topo.tp(), topo.pp(), topo.dp()}),
@@ -201,7 +212,7 @@ void start_up(Training<T>& t) {
   t.run_samples =
       std::min<uint64_t>(requested_samples(o, t.state.iteration, t.state.consumed_samples), t.stream.size());
   t.progress = {t.stream.counts_before(uint64_t(t.state.consumed_samples))};
-  StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.params, t.optim), t.stream,
+  StartUpSummary summary{o, t.topo, t.params.size(), gather_memory(t.topo, t.model, t.optim), t.stream,
                          t.stream_seconds, t.run_samples, t.threads, t.be.name(), t.be.library()};
   if (t.root) print_start_up(summary);
   const auto peak_start = std::chrono::steady_clock::now();
@@ -262,6 +273,44 @@ std::vector<const int32_t*> read_global_batch(Training<T>& t, int64_t global) {
   return micro_batches;
 }
 
+// The gradient buffer of a step and its ZeRO-1 reduction: float32, or T
+// under --grad-reduce-in-bf16 (docs/design.md section 8), whose reduced
+// shard is widened to float32 for the optimizer.
+template <typename T>
+void start_gradients(Training<T>& t) {
+  if (!t.grad_sync_in_t) {
+    t.be.acc().fill(t.params.grads.data(), 0.0f, t.params.padded_size());
+    t.grad_sync.start_step();
+    return;
+  }
+  t.be.fill(t.params.grads_in_t.data(), T(0), t.params.padded_size());
+  t.grad_sync_in_t->stats = {};
+  t.grad_sync_in_t->start_step();
+}
+
+template <typename T>
+void gradients_ready_from(Training<T>& t, size_t from) {
+  if (t.grad_sync_in_t)
+    t.grad_sync_in_t->ready_from(t.params.grads_in_t.data(), from);
+  else
+    t.grad_sync.ready_from(t.params.grads.data(), from);
+}
+
+// Waits for the reduction; the step's float32 gradients of this rank's shard.
+template <typename T>
+float* finish_gradients(Training<T>& t) {
+  if (!t.grad_sync_in_t) {
+    t.grad_sync.finish(t.params.grads.data());
+    return t.grad_sync.shard_grads(t.params.grads.data());
+  }
+  GradSync<T>& sync = *t.grad_sync_in_t;
+  sync.finish(t.params.grads_in_t.data());
+  t.grad_sync.stats += sync.stats;
+  float* widened = t.grad_sync.shard_grads(t.widened_shard.data());
+  t.be.widen_to_acc(widened, sync.shard_grads(t.params.grads_in_t.data()), sync.shard_size());
+  return widened;
+}
+
 // One optimizer step: forward and backward of every micro-batch through the
 // pipeline, gradients reduce-scattered over the replicas, the AdamW update
 // of this rank's shard and the all-gather of the new weights. The loss is
@@ -273,21 +322,18 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   const int64_t iteration = t.state.iteration + 1;
   t.faults.start_step(iteration);
   Communicator& tp_comm = *t.topo.tp().comm;
-  const double tp_seconds = tp_comm.all_reduce_seconds;
+  const double tp_seconds = tp_comm.all_reduce_seconds + tp_comm.gather_scatter_seconds;
   const GradSyncStats dp_before = t.grad_sync.stats;
   const int64_t tokens = global * t.o.model.seq_length;
   const double micro_batches_all_replicas = double(micro_batches.size()) * t.topo.dp().size;
   const double lr = learning_rate(t.o.lr, t.state.consumed_samples);
   t.model.start_step();
-  float* grads = t.params.grads.data();
-  t.be.acc().fill(grads, 0.0f, t.params.padded_size());
+  start_gradients(t);
   PipelineStats pipeline_stats;
-  t.grad_sync.start_step();
-  const GradsReady ready = [&](size_t from) { t.grad_sync.ready_from(grads, from); };
+  const GradsReady ready = [&](size_t from) { gradients_ready_from(t, from); };
   const MicroBatchLoss l = t.pipeline.step(micro_batches, t.o.micro_batch_size, 1.0 / double(tokens),
                                            1.0 / micro_batches_all_replicas, &pipeline_stats, &ready);
-  t.grad_sync.finish(grads);
-  float* shard = t.grad_sync.shard_grads(grads);
+  float* shard = finish_gradients(t);
   t.faults.corrupt_gradients(t.be.acc(), shard, t.grad_sync.shard_size(), iteration);
   double sums[3] = {l.ce_sum, l.aux, l.z};  // CE from the last stage, the router losses from every stage's layers
   t.topo.pp().all_reduce_sum(sums, 3);
@@ -317,7 +363,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
           tokens,
           pipeline_stats.wait_seconds,
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count(),
-          tp_comm.all_reduce_seconds - tp_seconds,
+          tp_comm.all_reduce_seconds + tp_comm.gather_scatter_seconds - tp_seconds,
           dp.exposed_seconds - dp_before.exposed_seconds + dp.all_gather_seconds - dp_before.all_gather_seconds};
 }
 

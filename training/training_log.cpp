@@ -105,13 +105,22 @@ nlohmann::json SourceProgress::json(const data::BlendedStream& s) const {
 }
 
 template <typename T>
-std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<T>& params, const AdamW<float>& optim) {
+std::vector<RankAllocation> gather_memory(Topology& topo, const Transformer<T>& model, const AdamW<float>& optim) {
+  const Parameters<T>& params = model.params();
   const Coords c = topo.coords();
   const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
   const int64_t weight = sizeof(T), acc = sizeof(acc_t<T>), master = MasterWeights<T>::kSeparate ? 1 : 0;
+  const bool sharded = topo.dp().size > 1;
+  // The accumulation buffer and the reduce-scatter's shard: float32; or in
+  // T, beside one unit's float32 gradients and the shard widened to float32.
+  const int64_t gradients =
+      params.has_grads_in_t()
+          ? weight * padded + acc * int64_t(params.grads.size()) + (sharded ? weight * shard : 0) + acc * shard
+          : acc * padded + (sharded ? acc * shard : 0);
   std::vector<RankAllocation> all(topo.world_size());
   all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), weight * padded,
-                            acc * padded + (topo.dp().size > 1 ? acc * shard : 0), (2 + master) * acc * shard};
+                            gradients, (2 + master) * acc * shard,
+                            model.activation_bytes(), model.workspace_bytes()};
   topo.world().all_gather(all.data(), sizeof(RankAllocation), DType::U8);
   return all;
 }
@@ -125,6 +134,8 @@ void print_start_up(const StartUpSummary& s) {
     fmt::print("warning: --moe-router-topk 1 renormalises the softmax over one expert, so every weight is 1 and "
                "the router learns from the load-balancing loss alone; Megatron refuses this without "
                "--moe-router-pre-softmax\n");
+  if (o.sequence_parallel && s.topo.tp().size == 1)
+    fmt::print("warning: --sequence-parallel at --tensor-model-parallel-size 1 has nothing to split; it is off\n");
   fmt::print("model: {} layers, d={}, {} heads ({} kv), {} experts top-{}, F={}, V={}, S={}\n",
              mc.num_layers, mc.hidden_size, mc.num_heads, mc.num_query_groups, mc.num_experts,
              mc.router_topk, mc.ffn_hidden_size, mc.vocab_size, mc.seq_length);
@@ -133,8 +144,9 @@ void print_start_up(const StartUpSummary& s) {
              double(s.parameters) / double(mc.num_parameters()));
   for (const RankAllocation& m : s.memory)
     fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
-               "optimizer {} B\n",
-               m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes);
+               "optimizer {} B, activations {} B a micro-batch, workspace {} B\n",
+               m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes,
+               m.activation_bytes, m.workspace_bytes);
   for (int i = 0; i < s.stream.num_sources(); ++i) {
     const auto& src = s.stream.source(i);
     fmt::print("data: source '{}' {} ({} tokens, {} samples of {}+1), {}\n", src.spec.name,
@@ -244,8 +256,11 @@ StepMetrics IntervalLog<T>::metrics(const TrainState& state, Clock::time_point n
   m.elapsed_s = std::chrono::duration<double>(now - run_start_).count();
   m.eta_s = double(run_samples_ - state.consumed_samples) * interval_s / double(samples_);
   m.interval_s = interval_s;
-  m.tp_allreduce_s = topo_.tp().comm->all_reduce_seconds - tp_seconds_at_start_;
-  m.tp_allreduce_bytes = double(topo_.tp().comm->all_reduce_bytes - tp_bytes_at_start_);
+  const TpTraffic tp = TpTraffic::of(*topo_.tp().comm) - tp_at_start_;
+  m.tp_allreduce_s = tp.all_reduce_s;
+  m.tp_allreduce_bytes = double(tp.all_reduce_bytes);
+  m.tp_sp_s = tp.gather_scatter_s;
+  m.tp_sp_bytes = double(tp.gather_scatter_bytes);
   m.dp_exposed_s = dp.exposed_seconds;
   m.dp_allgather_s = dp.all_gather_seconds;
   m.dp_reduce_scatter_bytes = double(dp.reduce_scatter_bytes);
@@ -283,8 +298,7 @@ void IntervalLog<T>::restart(Clock::time_point now) {
   steps_ = samples_ = tokens_ = skipped_ = 0;
   loss_sum_ = aux_sum_ = z_sum_ = wait_seconds_ = compute_seconds_ = 0;
   model_.dispatch_stats() = {};
-  tp_seconds_at_start_ = topo_.tp().comm->all_reduce_seconds;
-  tp_bytes_at_start_ = topo_.tp().comm->all_reduce_bytes;
+  tp_at_start_ = TpTraffic::of(*topo_.tp().comm);
 }
 
 void StepProfile::add(const StepOutcome& step) {
@@ -311,8 +325,8 @@ void print_profile(const StepProfile& p, int rank) {
   std::fflush(stdout);
 }
 
-template std::vector<RankAllocation> gather_memory<float>(Topology&, const Parameters<float>&, const AdamW<float>&);
-template std::vector<RankAllocation> gather_memory<bf16>(Topology&, const Parameters<bf16>&, const AdamW<float>&);
+template std::vector<RankAllocation> gather_memory<float>(Topology&, const Transformer<float>&, const AdamW<float>&);
+template std::vector<RankAllocation> gather_memory<bf16>(Topology&, const Transformer<bf16>&, const AdamW<float>&);
 template class IntervalLog<float>;
 template class IntervalLog<bf16>;
 

@@ -34,17 +34,38 @@ struct SourceProgress {
   nlohmann::json json(const data::BlendedStream& s) const;
 };
 
+// The TP group's traffic so far: its all-reduces, and sequence
+// parallelism's reduce-scatters and all-gathers.
+struct TpTraffic {
+  double all_reduce_s = 0, gather_scatter_s = 0;
+  uint64_t all_reduce_bytes = 0, gather_scatter_bytes = 0;
+  static TpTraffic of(const Communicator& c) {
+    return {c.all_reduce_seconds, c.gather_scatter_seconds, c.all_reduce_bytes, c.gather_scatter_bytes};
+  }
+  TpTraffic operator-(const TpTraffic& o) const {
+    return {all_reduce_s - o.all_reduce_s, gather_scatter_s - o.gather_scatter_s,
+            all_reduce_bytes - o.all_reduce_bytes, gather_scatter_bytes - o.gather_scatter_bytes};
+  }
+  TpTraffic operator+(const TpTraffic& o) const {
+    return {all_reduce_s + o.all_reduce_s, gather_scatter_s + o.gather_scatter_s,
+            all_reduce_bytes + o.all_reduce_bytes, gather_scatter_bytes + o.gather_scatter_bytes};
+  }
+};
+
 // Bytes one rank holds for training (what `moetrain plan` predicts): the
 // weights and the gradient accumulation buffer, padded for ZeRO-1; the
-// reduce-scattered gradient shard; the AdamW moments of the shard.
+// reduce-scattered gradient shard; the AdamW moments of the shard; one
+// micro-batch's activations and the model's work space
+// (Transformer::activation_bytes, workspace_bytes).
 struct RankAllocation {
-  int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes;
+  int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes, activation_bytes,
+      workspace_bytes;
 };
 
 // Collective over the world: every rank's RankAllocation. The optimizer
 // bytes hold the two moments, and under bf16 the float32 master weights.
 template <typename T>
-std::vector<RankAllocation> gather_memory(Topology& topo, const Parameters<T>& params, const AdamW<float>& optim);
+std::vector<RankAllocation> gather_memory(Topology& topo, const Transformer<T>& model, const AdamW<float>& optim);
 
 // What rank 0 prints before the first step: layout, model, memory, data.
 struct StartUpSummary {
@@ -77,7 +98,7 @@ struct StepOutcome {
   int64_t samples = 0, tokens = 0;
   double wait_seconds = 0;  // this stage blocked on its pipeline neighbours
   double seconds = 0;       // the whole step
-  double tp_seconds = 0;    // in tensor-parallel all-reduces
+  double tp_seconds = 0;    // in tensor-parallel collectives
   double dp_seconds = 0;    // waiting for the ZeRO-1 reduce-scatters, and the all-gather
 };
 
@@ -117,14 +138,12 @@ class IntervalLog {
   template <typename F>
   auto outside_interval(F&& work) {
     const Clock::time_point begin = Clock::now();
-    const double tp_seconds = topo_.tp().comm->all_reduce_seconds;
-    const uint64_t tp_bytes = topo_.tp().comm->all_reduce_bytes;
+    const TpTraffic tp = TpTraffic::of(*topo_.tp().comm);
     const ExpertLoad load = model_.expert_load();
     const DispatchStats dispatch = model_.dispatch_stats();
     auto result = work();
     start_ += Clock::now() - begin;
-    tp_seconds_at_start_ += topo_.tp().comm->all_reduce_seconds - tp_seconds;
-    tp_bytes_at_start_ += topo_.tp().comm->all_reduce_bytes - tp_bytes;
+    tp_at_start_ = tp_at_start_ + (TpTraffic::of(*topo_.tp().comm) - tp);
     model_.expert_load() = load;
     model_.dispatch_stats() = dispatch;
     return result;
@@ -150,8 +169,7 @@ class IntervalLog {
   double compute_seconds_ = 0;  // the steps' time not spent waiting for other ranks
   double peak_gflops_;
   StepOutcome last_;
-  double tp_seconds_at_start_ = 0;
-  uint64_t tp_bytes_at_start_ = 0;
+  TpTraffic tp_at_start_;
 };
 
 extern template class IntervalLog<float>;

@@ -1,7 +1,7 @@
 // Checkpoints as users meet them, through the real binary: exact
 // resume on the same layout (1 rank and TP2 x PP2 x DP2), moving between
 // TP2 x PP2 x DP2 and other layouts in both directions, and between
-// expert-parallel sizes, --load falling back past unfinished, truncated and corrupted
+// expert-parallel sizes and across sequence parallelism, --load falling back past unfinished, truncated and corrupted
 // checkpoints, --keep-last, the root attributes, and SIGTERM / SIGUSR1
 // making the job save and stop cleanly.
 #include <gtest/gtest.h>
@@ -182,6 +182,41 @@ TEST_F(CheckpointResume, CheckpointsMoveBetweenExpertParallelSizes) {
     ASSERT_EQ(b.status, 0) << b.output;
     expect_continues(from);
   }
+}
+
+// Sequence parallelism changes how activations are split, not one tensor:
+// a TP 2 run saved with it resumes without it and the reverse, each
+// continuing with the losses of a run with it that never stopped.
+TEST_F(CheckpointResume, CheckpointsMoveAcrossSequenceParallelism) {
+  const std::string sp = "--tp 2 --sequence-parallel";
+  for (const std::string run : {"straight", "first", "perturbed"}) {
+    auto r = run_moetrain(train(run) + " --train-iters " + (run == "first" ? "4" : "8") + " --save " + (dir / run) +
+                              " " + sp + (run == "perturbed" ? test_util::perturbed_flags() : ""),
+                          2);
+    ASSERT_EQ(r.status, 0) << r.output;
+  }
+  auto expect_continues = [&](const std::string& name) {
+    ASSERT_EQ(test_util::read_metrics(dir / (name + ".jsonl")).size(), 4u);
+    test_util::expect_same_training({dir / (name + ".jsonl"), ckpt(name, 8)},
+                                    {dir / "straight.jsonl", ckpt("straight", 8)},
+                                    {dir / "perturbed.jsonl", ckpt("perturbed", 8)}, 2,
+                                    {"model/layers/0/attn_norm", "model/layers/3/mlp_norm", "model/final_norm",
+                                     "model/layers/2/router", "optim/exp_avg/layers/1/wo",
+                                     "optim/exp_avg_sq/layers/0/attn_norm", "model/embed"},
+                                    4);
+  };
+  auto to = run_moetrain(train("to_tp2") + " --train-iters 8 --load " + (dir / "first") + " --save " +
+                             (dir / "to_tp2") + " --tp 2",
+                         2);
+  ASSERT_EQ(to.status, 0) << to.output;
+  expect_continues("to_tp2");
+  auto f = run_moetrain(train("from_tp2_first") + " --train-iters 4 --save " + (dir / "from_tp2") + " --tp 2", 2);
+  ASSERT_EQ(f.status, 0) << f.output;
+  auto b = run_moetrain(
+      train("from_tp2") + " --train-iters 8 --load " + (dir / "from_tp2") + " --save " + (dir / "from_tp2") + " " + sp,
+      2);
+  ASSERT_EQ(b.status, 0) << b.output;
+  expect_continues("from_tp2");
 }
 
 // What routing keeps between steps (the expert bias, global_aux_loss's

@@ -100,17 +100,19 @@ TEST(Plan, Gpt4RunTimeFollowsFromTheAssumedMfu) {
 
 // The bytes each rank of `train` logs at start-up, keyed by (tp, pp, dp).
 struct LoggedMemory {
-  int64_t parameters, weights, gradients, optimizer;
+  int64_t parameters, weights, gradients, optimizer, activations, workspace;
 };
 std::map<std::tuple<int, int, int>, LoggedMemory> logged_memory(const std::string& output) {
   std::map<std::tuple<int, int, int>, LoggedMemory> out;
   const std::regex line(
       R"(memory rank (\d+) \(tp (\d+), pp (\d+), dp (\d+)\): (\d+) parameters, )"
-      R"(weights (\d+) B, gradients (\d+) B, optimizer (\d+) B)");
+      R"(weights (\d+) B, gradients (\d+) B, optimizer (\d+) B, )"
+      R"(activations (\d+) B a micro-batch, workspace (\d+) B)");
   for (std::sregex_iterator it(output.begin(), output.end(), line), end; it != end; ++it) {
     const std::smatch& m = *it;
     out[{std::stoi(m[2]), std::stoi(m[3]), std::stoi(m[4])}] = {std::stoll(m[5]), std::stoll(m[6]),
-                                                                 std::stoll(m[7]), std::stoll(m[8])};
+                                                                 std::stoll(m[7]), std::stoll(m[8]),
+                                                                 std::stoll(m[9]), std::stoll(m[10])};
   }
   return out;
 }
@@ -119,8 +121,9 @@ class PlanAgainstTrain : public ::testing::Test {
  protected:
   void SetUp() override { test_util::make_store(dir, "store", test_util::synthetic_text(30000, 8)); }
   // Trains 2 steps on `ranks` ranks with `layout`, plans the same flags, and
-  // compares every rank's parameters, weights, gradients and optimizer bytes,
-  // and rank 0's TP and DP bytes a step with its metrics.
+  // compares every rank's parameters, weights, gradients and optimizer
+  // bytes, its activations a micro-batch and its workspace, and rank 0's TP
+  // all-reduce, sequence-parallel and DP bytes a step with its metrics.
   void compare(const std::string& layout, int ranks) {
     const std::string flags = test_util::tiny_model_flags() + " --num-layers 4 --micro-batch-size 2 " + layout +
                               " --lr-warmup-samples 0 --data-path " + (dir / "store") +
@@ -140,12 +143,14 @@ class PlanAgainstTrain : public ::testing::Test {
         EXPECT_EQ(int64_t(r["weights_bytes"].get<double>()), mem.weights);
         EXPECT_EQ(int64_t(r["gradients_bytes"].get<double>()), mem.gradients);
         EXPECT_EQ(int64_t(r["optimizer_bytes"].get<double>()), mem.optimizer);
+        EXPECT_EQ(int64_t(r["activations_per_micro_batch_bytes"].get<double>()), mem.activations);
+        EXPECT_EQ(int64_t(r["workspace_bytes"].get<double>()), mem.workspace);
         ++compared;
       }
     }
     EXPECT_EQ(compared, ranks);
-    // Rank 0's TP all-reduce and ZeRO-1 payloads of each step (stage 0's,
-    // TP rank 0's).
+    // Rank 0's TP all-reduce, sequence-parallel and ZeRO-1 payloads of each
+    // step (stage 0's, TP rank 0's).
     const auto records = test_util::read_metrics(dir / "metrics.jsonl");
     ASSERT_EQ(records.size(), 2u);
     const json& rank0 = plan["memory"]["ranks"][0];
@@ -154,6 +159,7 @@ class PlanAgainstTrain : public ::testing::Test {
     for (const json& record : records) {
       EXPECT_EQ(record["tp_allreduce_bytes"].get<double>(),
                 plan["pipeline"]["stages"][0]["tp_bytes_per_step"].get<double>());
+      EXPECT_EQ(record.value("tp_sp_bytes", 0.0), plan["pipeline"]["stages"][0]["tp_sp_bytes_per_step"].get<double>());
       EXPECT_EQ(record.value("dp_reduce_scatter_bytes", 0.0), rank0["dp_reduce_scatter_bytes"].get<double>());
       EXPECT_EQ(record.value("dp_allgather_bytes", 0.0), rank0["dp_all_gather_bytes"].get<double>());
     }
@@ -186,12 +192,45 @@ TEST_F(PlanAgainstTrain, MoeDesignRanksWithDenseLayersAndASharedExpert) {
           4);
 }
 
+// Sequence parallelism: the residual stream's rows split over TP, its
+// all-reduces turned into reduce-scatters and all-gathers, the norm gains'
+// gradients partial; on one stage without recompute, the embedding's
+// reduce-scatter and the LM head's gathers on the same ranks.
+TEST_F(PlanAgainstTrain, SequenceParallelRanks) { compare("--tp 2 --sequence-parallel", 2); }
+
+// With full recompute's second forward, a gated shared expert (its gate's
+// all-reduce), and a stage boundary carrying each TP rank's rows.
+TEST_F(PlanAgainstTrain, SequenceParallelRanksWithFullRecomputeAndAGatedSharedExpert) {
+  compare("--tp 2 --pp 2 --sequence-parallel --recompute-granularity full --moe-shared-expert-intermediate-size 48 "
+          "--moe-shared-expert-gate",
+          4);
+}
+
+// In bf16 (the rounded gradients' buffers) with selective recompute, over DP 2.
+TEST_F(PlanAgainstTrain, SequenceParallelRanksInBf16WithSelectiveRecompute) {
+  compare("--tp 2 --sequence-parallel --recompute-granularity selective --bf16", 4);
+}
+
+// --grad-reduce-in-bf16 (docs/design.md section 8): bf16 gradients and
+// their shard, the shard widened to float32, one layer's float32 gradients;
+// over two replicas with two shard regions, and on one (the shard is the
+// whole buffer).
+TEST_F(PlanAgainstTrain, Bf16GradientRanksWithTwoShardRegions) {
+  compare("--ep 2 --pp 2 --bf16 --grad-reduce-in-bf16", 4);
+}
+TEST_F(PlanAgainstTrain, Bf16GradientRanksOfOneReplica) { compare("--tp 2 --bf16 --grad-reduce-in-bf16", 2); }
+
 TEST(Plan, TableNamesTheFiguresAndTheFit) {
   const auto r = run_moetrain("plan --config " + kGpt4 + " --gpu h200 --mfu 0 --search-max-tp 8");
   ASSERT_EQ(r.status, 0) << r.output;
   for (const char* part : {"active per token", "per expert", "forward, 2 x active", "pipeline bubble",
                            "TP all-reduces", "DP ZeRO-1", "MFU", "(estimated)", "days", "of h200"})
     EXPECT_NE(r.output.find(part), std::string::npos) << "no \"" << part << "\" in:\n" << r.output;
+  // Sequence parallelism: said in the layout, its traffic beside the all-reduces.
+  const auto sp = run_moetrain("plan --config " + kGpt4 + " --gpu h200 --mfu 0 --sequence-parallel");
+  ASSERT_EQ(sp.status, 0) << sp.output;
+  for (const char* part : {"sequence parallel", "TP all-reduces", "TP SP", "reduce-scatters and all-gathers"})
+    EXPECT_NE(sp.output.find(part), std::string::npos) << "no \"" << part << "\" in:\n" << sp.output;
   const auto bad = run_moetrain("plan --config " + kGpt4 + " --num-gpus 100");
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("--num-gpus 100 is not divisible by --tensor-model-parallel-size 8"), std::string::npos)

@@ -1,11 +1,13 @@
-// Tensor parallelism through the real binary under mpirun: the same losses
-// and the same checkpoint as one rank (float32 bounds: same_training.h).
+// Tensor parallelism through the real binary under mpirun, with and without
+// sequence parallelism: the same losses and the same checkpoint as one rank
+// (float32 bounds: same_training.h).
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
 
 #include <cmath>
 #include <fstream>
+#include <regex>
 
 #include "run_moetrain.h"
 #include "same_training.h"
@@ -15,6 +17,13 @@ namespace mt {
 namespace {
 
 using test_util::run_moetrain;
+
+// Rank 0's "activations N B a micro-batch" of a run's start-up lines.
+int64_t rank0_activation_bytes(const std::string& output) {
+  std::smatch m;
+  const std::regex line(R"(memory rank 0 \(.*activations (\d+) B a micro-batch)");
+  return std::regex_search(output, m, line) ? std::stoll(m[1]) : -1;
+}
 
 class TensorParallelRun : public ::testing::Test {
  protected:
@@ -36,6 +45,8 @@ TEST_F(TensorParallelRun, TwoRanksTrainAndSaveWhatOneRankDoes) {
   ASSERT_EQ(one.status, 0) << one.output;
   auto two = run_moetrain(train("two") + " --tp 2", 2);
   ASSERT_EQ(two.status, 0) << two.output;
+  auto sp = run_moetrain(train("sp") + " --tp 2 --sequence-parallel", 2);
+  ASSERT_EQ(sp.status, 0) << sp.output;
   EXPECT_NE(two.output.find("TP=2 x PP=1 x DP=1"), std::string::npos) << two.output;
   // Each rank holds about half the parameters (norms and routers are whole).
   EXPECT_NE(two.output.find("of one rank's"), std::string::npos);
@@ -46,11 +57,26 @@ TEST_F(TensorParallelRun, TwoRanksTrainAndSaveWhatOneRankDoes) {
   // The same losses, gradient norms and logical tensors: TP ranks wrote their slices.
   H5File fb = H5File::open(checkpoint("two"), MPI_COMM_SELF);
   EXPECT_EQ(nlohmann::json::parse(fb.attr_string("layout"))["tp"], 2);
-  test_util::expect_same_training(
-      run("two"), run("one"), run("perturbed"), 2,
-      {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo", "model/layers/1/router",
-       "model/layers/0/experts/w1", "model/layers/1/experts/w2", "model/final_norm", "model/lm_head",
-       "optim/exp_avg/layers/0/experts/w2", "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed"});
+  for (const char* layout : {"two", "sp"}) {
+    SCOPED_TRACE(layout);
+    test_util::expect_same_training(
+        run(layout), run("one"), run("perturbed"), 2,
+        {"model/embed", "model/layers/0/wq", "model/layers/0/wk", "model/layers/1/wo", "model/layers/1/router",
+         "model/layers/0/experts/w1", "model/layers/1/experts/w2", "model/final_norm", "model/layers/1/mlp_norm",
+         "model/lm_head", "optim/exp_avg/layers/0/experts/w2", "optim/exp_avg_sq/lm_head", "optim/exp_avg/embed",
+         "optim/exp_avg_sq/layers/0/attn_norm"});
+  }
+  // Sequence parallelism halves what each rank keeps of the residual
+  // stream: per layer x, attn_norm(x), h, mlp_norm(h) [T, d] and the two
+  // norms' statistics [T]; the stage output, the final norm's output [T, d]
+  // and statistics [T]. T = 4 x 64 tokens, d = 64, 2 layers, float32.
+  const int64_t T = 4 * 64, d = 64, layers = 2;
+  const int64_t residual = layers * (4 * T * d * 4 + 2 * T * 4) + 2 * T * d * 4 + T * 4;
+  EXPECT_EQ(rank0_activation_bytes(two.output) - rank0_activation_bytes(sp.output), residual / 2)
+      << two.output << sp.output;
+  const auto records = test_util::read_metrics(dir / "sp.jsonl");
+  EXPECT_GT(records.back()["tp_sp_bytes"].get<double>(), 0.0);
+  EXPECT_EQ(test_util::read_metrics(dir / "two.jsonl").back()["tp_sp_bytes"].get<double>(), 0.0);
   EXPECT_EQ(test_util::read_metrics(dir / "two.jsonl").size(), 3u);
   // The TP=2 checkpoint evaluates on one rank.
   auto ev = run_moetrain("eval --load " + (dir / "two") + " --data-path " + (dir / "store") + " --eval-samples 8");
@@ -67,6 +93,20 @@ TEST_F(TensorParallelRun, LayoutErrorsStopEveryRank) {
   EXPECT_NE(h.status, 0);
   EXPECT_NE(h.output.find("--ffn-hidden-size 129 is not divisible by --tensor-model-parallel-size 2"),
             std::string::npos) << h.output;
+  auto s = run_moetrain(train("sp") + " --tp 2 --sequence-parallel --seq-length 63", 2);
+  EXPECT_NE(s.status, 0);
+  for (const char* part : {"[rank 0]", "[rank 1]", "--seq-length 63 does not divide by --tensor-model-parallel-size 2"})
+    EXPECT_NE(s.output.find(part), std::string::npos) << s.output;
+}
+
+// Megatron's Mixtral example passes --sequence-parallel at TP 1: it runs,
+// warned, without it.
+TEST_F(TensorParallelRun, SequenceParallelAtOneTensorRankIsOffWithAWarning) {
+  auto r = run_moetrain(train("sp_tp1") + " --sequence-parallel --train-iters 1");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: --sequence-parallel at --tensor-model-parallel-size 1 has nothing to split"),
+            std::string::npos)
+      << r.output;
 }
 
 }  // namespace

@@ -163,7 +163,8 @@ test_util::RunTrace train_reference(const ModelConfig& cfg, int dp, double pertu
 // shards, each region of the flat buffers over its group.
 template <typename T>
 test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cfg, int ep_size = 1,
-                                 ExpertBug bug = ExpertBug::None, bool router_zeroed = false) {
+                                 ExpertBug bug = ExpertBug::None, bool router_zeroed = false,
+                                 bool sequence_parallel = false) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const int dp = world / (tp_size * pp_size);
@@ -174,7 +175,7 @@ test_util::RunTrace train_layout(int tp_size, int pp_size, const ModelConfig& cf
   const int stage = topo.coords().pp, r = topo.coords().dp;
   const auto split = stage_layers(cfg.num_layers, pp_size, 0, 0);
   const StageSpan span{split[stage].first, split[stage].second, stage == 0, stage == pp_size - 1};
-  Transformer<T> model(*be, cfg, kMicro, tp, span, dp, {}, topo.ep());
+  Transformer<T> model(*be, cfg, kMicro, tp, span, dp, {}, topo.ep(), {.sequence_parallel = sequence_parallel});
   Parameters<T>& params = model.params();
   std::vector<FlatRange> partial;
   for (const ParamTensor& t : params.tensors)
@@ -275,16 +276,18 @@ void apply_design(ModelConfig& m, MoeDesign design) {
   m.validate();
 }
 
-// Every layout with TP in {1, 2}, PP in {1, 2}, DP >= 2 and each EP of
-// `eps` that divides DP (E = 4). Expert-parallel layouts alternate with and
-// without a capacity factor that drops assignments (at 2 ranks, with).
+// Every layout with TP in {1, 2} (2 alone with sequence parallelism), PP
+// in {1, 2}, DP >= 2 and each EP of `eps` that divides DP (E = 4).
+// Expert-parallel layouts alternate with and without a capacity factor that
+// drops assignments (at 2 ranks, with).
 template <class Compare>
-void check_every_layout(std::initializer_list<int> eps, Compare compare, MoeDesign design = MoeDesign::Megatron) {
+void check_every_layout(std::initializer_list<int> eps, Compare compare, MoeDesign design = MoeDesign::Megatron,
+                        bool sequence_parallel = false) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   if (world == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
   int layouts = 0;
-  for (int tp : {1, 2})
+  for (int tp : sequence_parallel ? std::vector<int>{2} : std::vector<int>{1, 2})
     for (int pp : {1, 2})
       for (int ep : eps) {
         const int dp = world / (tp * pp);
@@ -304,11 +307,12 @@ void check_every_layout(std::initializer_list<int> eps, Compare compare, MoeDesi
 // expert bias, where the design has one, moved and equal to the one-rank
 // run's at every step compared (run_trace.h).
 template <typename T>
-void check_trains_like_one_rank(std::initializer_list<int> eps, MoeDesign design = MoeDesign::Megatron) {
+void check_trains_like_one_rank(std::initializer_list<int> eps, MoeDesign design = MoeDesign::Megatron,
+                                bool sequence_parallel = false) {
   check_every_layout(
       eps,
-      [](int tp, int pp, int ep, const ModelConfig& cfg, int dp) {
-        const test_util::RunTrace layout = train_layout<T>(tp, pp, cfg, ep);
+      [&](int tp, int pp, int ep, const ModelConfig& cfg, int dp) {
+        const test_util::RunTrace layout = train_layout<T>(tp, pp, cfg, ep, ExpertBug::None, false, sequence_parallel);
         test_util::expect_trains_like_one_rank<T>(
             layout, [&](double perturbation) { return train_reference<T>(cfg, dp, perturbation); },
             std::max(tp, dp));
@@ -316,7 +320,7 @@ void check_trains_like_one_rank(std::initializer_list<int> eps, MoeDesign design
           EXPECT_TRUE(layout.expert_bias_moved());
         }
       },
-      design);
+      design, sequence_parallel);
 }
 
 TEST(DataParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({1}); }
@@ -324,6 +328,15 @@ TEST(DataParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_r
 TEST(ExpertParallel, TrainsTheSameModelAsOneRankInDouble) { check_trains_like_one_rank<double>({2, 4}); }
 TEST(ExpertParallel, TrainsTheSameModelAsOneRankInFloat) { check_trains_like_one_rank<float>({2, 4}); }
 // Every layout of TP, PP, DP and EP at once, for each design.
+// Sequence parallelism with PP, DP and EP: the stage boundaries carry
+// this TP rank's rows alone.
+TEST(SequenceParallel, TrainsTheSameModelAsOneRankInDouble) {
+  check_trains_like_one_rank<double>({1, 2}, MoeDesign::Megatron, true);
+}
+TEST(SequenceParallel, TrainsTheSameModelAsOneRankInFloat) {
+  check_trains_like_one_rank<float>({1, 2}, MoeDesign::Qwen, true);
+}
+
 TEST(MoeDesigns, DeepSeekTrainsTheSameModelAsOneRankInDouble) {
   check_trains_like_one_rank<double>({1, 2}, MoeDesign::DeepSeek);
 }

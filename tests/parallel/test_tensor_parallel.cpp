@@ -1,5 +1,6 @@
 // The core test of tensor parallelism (docs/design.md section 4): a model split
-// over the TP group trains the same model as one rank. Run under mpirun with
+// over the TP group, with and without sequence parallelism, trains the same
+// model as one rank. Run under mpirun with
 // 2, 4 and 8 ranks (tests/CMakeLists.txt); every rank also trains the
 // single-rank model itself and compares, step by step and element by element.
 #include <gtest/gtest.h>
@@ -23,6 +24,8 @@ struct TpCase {
   int G, E, K;
   double capacity;
   void (*design)(ModelConfig&) = nullptr;  // the MoE design's options (issue 33's pieces)
+  bool sequence_parallel = false;
+  RecomputeGranularity recompute = RecomputeGranularity::None;  // the same on one rank and split
 };
 
 // Heads, F and V divisible by 8; two layers.
@@ -83,9 +86,9 @@ ModelConfig case_config(const TpCase& c, int world) {
 // The case trained on one rank in precision T, its weights moved by
 // `perturbation` (relative) at the start and after every update when not 0.
 template <typename T>
-test_util::RunTrace train_one_rank(const ModelConfig& cfg, double perturbation = 0.0) {
+test_util::RunTrace train_one_rank(const ModelConfig& cfg, const TpCase& c, double perturbation = 0.0) {
   auto be = make_cpu_backend<T>();
-  Transformer<T> ref(*be, cfg, kBatch);
+  Transformer<T> ref(*be, cfg, kBatch, {}, {}, 1, {c.recompute});
   AdamW<T> ref_optim(*be, adam_config(), ref.params());
   ref.params().initialise(*be, 5);
   return train(ref, ref_optim, cfg, kSteps, kMicro, kBatch, nullptr, perturbation);
@@ -94,13 +97,15 @@ test_util::RunTrace train_one_rank(const ModelConfig& cfg, double perturbation =
 // The case split over every rank of the world in precision T; also checks
 // that each rank holds 1/TP of every split tensor.
 template <typename T>
-test_util::RunTrace train_split(const ModelConfig& cfg) {
+test_util::RunTrace train_split(const ModelConfig& cfg, const TpCase& c) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   auto be = make_cpu_backend<T>();
   Topology topo(MPI_COMM_WORLD, TopologyConfig{world, 1});
   const ProcessGroup& tp = topo.tp();
-  Transformer<T> model(*be, cfg, kBatch, tp);
+  Transformer<T> model(*be, cfg, kBatch, tp, {}, 1, {c.recompute}, {}, {.sequence_parallel = c.sequence_parallel});
+  EXPECT_EQ(model.boundary_elements(kBatch),
+            size_t(kBatch) * cfg.seq_length * cfg.hidden_size / (c.sequence_parallel ? world : 1));
   AdamW<T> optim(*be, adam_config(), model.params(), tp);
   model.params().initialise(*be, 5);
 
@@ -126,9 +131,9 @@ void check_trains_like_one_rank(const TpCase& c) {
   int world = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   const ModelConfig cfg = case_config(c, world);
-  const test_util::RunTrace split = train_split<T>(cfg);
+  const test_util::RunTrace split = train_split<T>(cfg, c);
   test_util::expect_trains_like_one_rank<T>(
-      split, [&](double perturbation) { return train_one_rank<T>(cfg, perturbation); }, world);
+      split, [&](double perturbation) { return train_one_rank<T>(cfg, c, perturbation); }, world);
   if (cfg.expert_bias) {
     EXPECT_TRUE(split.expert_bias_moved());
   }
@@ -167,6 +172,15 @@ void swiglu_qk_norm(ModelConfig& m) {
   m.qk_layernorm = true;
   m.kv_channels = 8;
 }
+// Documents: token 3 of the 64 random ids ends one, about every 64 tokens.
+void documents(ModelConfig& m) {
+  m.reset_position_ids = m.reset_attention_mask = true;
+  m.eod_token = 3;
+}
+void swiglu_shared_documents(ModelConfig& m) {
+  swiglu_shared_first_dense(m);
+  documents(m);
+}
 
 const TpCase kMoeMqa{"moe_mqa", 1, 4, 2, 0.0}, kMoeGEqualsTp{"moe_g_equals_tp", -1, 4, 2, 0.0},
     kMoeCapacity{"moe_capacity", 2, 4, 2, 1.0}, kDenseMqa{"dense_mqa", 1, 1, 1, 0.0},
@@ -175,15 +189,27 @@ const TpCase kMoeMqa{"moe_mqa", 1, 4, 2, 0.0}, kMoeGEqualsTp{"moe_g_equals_tp", 
     kMoeSigmoidBias{"moe_sigmoid_bias_groups", 2, 4, 2, 0.0, sigmoid_bias_groups},
     kMoePreSoftmax{"moe_pre_softmax_global_aux", 1, 4, 2, 1.0, pre_softmax_global_aux},
     kDenseSwigluQkNorm{"dense_swiglu_qk_norm", 1, 1, 1, 0.0, swiglu_qk_norm};
+// Sequence parallelism: the residual stream, norms and router inputs split
+// over TP by rows; with documents and activation recompute.
+const TpCase kSpMoeCapacity{"sp_moe_capacity", 2, 4, 2, 1.0, nullptr, true},
+    kSpMoeSwigluSharedDocuments{"sp_moe_swiglu_shared_documents", 1, 4, 2, 0.0, swiglu_shared_documents, true,
+                                RecomputeGranularity::Full},
+    kSpMoeSigmoidBias{"sp_moe_sigmoid_bias_groups", 2, 4, 2, 0.0, sigmoid_bias_groups, true,
+                      RecomputeGranularity::Selective},
+    kSpDenseGEqualsTp{"sp_dense_g_equals_tp", -1, 1, 1, 0.0, documents, true};
 auto case_name = [](const auto& info) { return std::string(info.param.name); };
 
 INSTANTIATE_TEST_SUITE_P(Layouts, TensorParallelFloat,
                          ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp,
-                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm),
+                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm,
+                                           kSpMoeCapacity, kSpMoeSwigluSharedDocuments, kSpMoeSigmoidBias,
+                                           kSpDenseGEqualsTp),
                          case_name);
 INSTANTIATE_TEST_SUITE_P(Layouts, TensorParallelDouble,
                          ::testing::Values(kMoeMqa, kMoeGEqualsTp, kMoeCapacity, kDenseMqa, kDenseGEqualsTp,
-                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm),
+                                           kMoeSwigluShared, kMoeSigmoidBias, kMoePreSoftmax, kDenseSwigluQkNorm,
+                                           kSpMoeCapacity, kSpMoeSwigluSharedDocuments, kSpMoeSigmoidBias,
+                                           kSpDenseGEqualsTp),
                          case_name);
 
 TEST(TensorParallelShape, SizesThatDoNotDivideAreNamed) {

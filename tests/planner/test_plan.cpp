@@ -97,35 +97,77 @@ TEST(Plan, ParameterCountsSplitTheModel) {
 }
 
 // Korthikanti et al. (2022): sbh (34 + 5 a s / h) bytes a layer without
-// parallelism, sbh (10 + 24/t + 5 a s / (h t)) with t-way TP, 16-bit
-// activations, F = 4h, full multi-head attention. This model has no dropout,
-// which takes 2 sbh (two dropout masks) + 3 a s^2 b / t (the attention
-// dropout's mask and output) off, and tiled attention, which keeps each
-// row's log-sum-exp (4 a s b / t bytes) instead of the 2 a s^2 b / t bytes of
-// scores; the two norms' statistics add 8 sb bytes.
+// parallelism, sbh (10 + 24/t + 5 a s / (h t)) with t-way TP, and
+// sbh (34/t + 5 a s / (h t)) with t-way TP and sequence parallelism (table
+// 2), 16-bit activations, F = 4h, full multi-head attention. This model has
+// no dropout, which takes 2 sbh (two dropout masks; 2 sbh / t under
+// sequence parallelism) + 3 a s^2 b / t (the attention dropout's mask and
+// output) off, and tiled attention, which keeps each row's log-sum-exp
+// (4 a s b / t bytes) instead of the 2 a s^2 b / t bytes of scores; the two
+// norms' statistics add 8 sb bytes (8 sb / t). A micro-batch's slot also
+// holds its inputs and targets (int32, 8 sb) and the stage's output
+// (2 sbh, 2 sbh / t).
 TEST(Plan, ActivationsFollowKorthikantiWithoutDropout) {
   ModelConfig c{.vocab_size = 512, .hidden_size = 256, .num_layers = 8, .num_heads = 8, .num_query_groups = 8,
                 .ffn_hidden_size = 1024, .num_experts = 1, .router_topk = 1, .seq_length = 128};
-  for (int tp : {1, 2, 4}) {
-    SCOPED_TRACE(tp);
-    PlanInputs in = test_util::plan_inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
-    in.precision = Precision::BF16;
-    const PlanResult r = make_plan(in);
-    const double s = 128, b = 2, h = 256, a = 8, t = tp;
-    const double korthikanti = s * b * h * (10 + 24 / t + 5 * a * s / (h * t));
-    const double per_layer = korthikanti - 2 * s * b * h - 5 * a * s * s * b / t + 4 * a * s * b / t + 8 * s * b;
-    // Selective recompute rebuilds the attention output (2 sbh / t) and its log-sum-exp.
-    const double core = 2 * s * b * h / t + 4 * a * s * b / t;
-    for (const RankMemory& m : r.ranks) {
-      if (m.pp == 3) continue;  // the last stage also keeps the logits
-      const int live = std::min(4 - m.pp, 8);
-      EXPECT_EQ(m.live_micro_batches, live) << "stage " << m.pp;
-      EXPECT_NEAR(m.activations_none, live * 2 * per_layer, 1e-6 * m.activations_none);
-      EXPECT_NEAR(m.activations_selective, live * 2 * (per_layer - core) + core, 1e-6 * m.activations_none);
-      // Full recompute: each layer's input (2 sbh), and one layer rebuilt with its output (2 sbh).
-      EXPECT_NEAR(m.activations_full, live * 2 * (2 * s * b * h) + per_layer + 2 * s * b * h, 1e-6 * m.activations_none);
+  for (int tp : {1, 2, 4})
+    for (bool sp : {false, true}) {
+      if (sp && tp == 1) continue;
+      SCOPED_TRACE(::testing::Message() << "tp " << tp << " sp " << sp);
+      PlanInputs in = test_util::plan_inputs(c, tp, 4, 1, 2, 16);  // 8 micro-batches of 2 samples
+      in.precision = Precision::BF16;
+      in.layout.sequence_parallel = sp;
+      const PlanResult r = make_plan(in);
+      const double s = 128, b = 2, h = 256, a = 8, t = tp, split = sp ? t : 1;
+      const double korthikanti = sp ? s * b * h * (34 / t + 5 * a * s / (h * t))
+                                    : s * b * h * (10 + 24 / t + 5 * a * s / (h * t));
+      const double per_layer =
+          korthikanti - 2 * s * b * h / split - 5 * a * s * s * b / t + 4 * a * s * b / t + 8 * s * b / split;
+      const double slot = 8 * s * b + 2 * s * b * h / split;  // inputs, targets; the stage's output
+      // Selective recompute rebuilds the attention output (2 sbh / t) and its log-sum-exp.
+      const double core = 2 * s * b * h / t + 4 * a * s * b / t;
+      for (const RankMemory& m : r.ranks) {
+        if (m.pp == 3) continue;  // the last stage also keeps the logits
+        const int live = std::min(4 - m.pp, 8);
+        EXPECT_EQ(m.live_micro_batches, live) << "stage " << m.pp;
+        const double tolerance = 1e-9 * m.none.per_micro_batch;
+        EXPECT_NEAR(m.none.per_micro_batch, 2 * per_layer + slot, tolerance);
+        EXPECT_DOUBLE_EQ(m.none.activations, live * m.none.per_micro_batch);
+        // Selective: the core rebuilt into the work space, one layer at a time.
+        EXPECT_NEAR(m.selective.per_micro_batch, 2 * (per_layer - core) + slot, tolerance);
+        EXPECT_NEAR(m.selective.workspace - m.none.workspace, core, tolerance);
+        // Full recompute: each layer's input (2 sbh, / t under sequence
+        // parallelism), and one layer rebuilt with its output.
+        EXPECT_NEAR(m.full.per_micro_batch, 2 * (2 * s * b * h / split) + slot, tolerance);
+        EXPECT_NEAR(m.full.workspace - m.none.workspace, per_layer + 2 * s * b * h / split, tolerance);
+      }
     }
-  }
+}
+
+// Sequence parallelism never holds more on a rank: the residual stream's
+// rows it splits outweigh the [T, d] rows it gathers and the input
+// gradient's own rows, under every recompute, down to a stage of one layer.
+TEST(Plan, SequenceParallelismHoldsNoMore) {
+  ModelConfig c = tiny_config();
+  c.num_layers = 4;
+  for (int tp : {2, 4})
+    for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full}) {
+      SCOPED_TRACE(::testing::Message() << "tp " << tp << " recompute " << to_string(recompute));
+      PlanInputs in = test_util::plan_inputs(c, tp, 4, 1, 1, 4);
+      in.layout.recompute = recompute;
+      const PlanResult off = make_plan(in);
+      in.layout.sequence_parallel = true;
+      const PlanResult on = make_plan(in);
+      for (size_t i = 0; i < on.ranks.size(); ++i) {
+        EXPECT_LE(on.ranks[i].total(), off.ranks[i].total()) << "rank " << i;
+        EXPECT_EQ(on.ranks[i].weights + on.ranks[i].gradients, off.ranks[i].weights + off.ranks[i].gradients);
+      }
+    }
+  // At TP 1 it is a no-op.
+  PlanInputs one = test_util::plan_inputs(c, 1, 1, 1, 1, 1);
+  const double without = make_plan(one).ranks[0].total();
+  one.layout.sequence_parallel = true;
+  EXPECT_EQ(make_plan(one).ranks[0].total(), without);
 }
 
 TEST(Plan, BubbleIsTheOneFOneBFormulaForEqualStages) {
@@ -241,6 +283,23 @@ TEST(Plan, SearchKeepsWhatFitsFastestFirstAndSaysWhyOthersWent) {
   const PlanResult p = make_plan(best);
   EXPECT_DOUBLE_EQ(p.timing->tokens_per_s, s.kept[0].tokens_per_s);
   EXPECT_DOUBLE_EQ(p.ranks[size_t(p.largest_rank)].total(), s.kept[0].memory);
+  // Sequence parallelism is tried at TP > 1: each kept layout's other
+  // setting either does not fit or is no faster.
+  bool sp_kept = false;
+  for (const SearchCandidate& k : s.kept) {
+    if (k.layout.tp == 1) {
+      EXPECT_FALSE(k.layout.sequence_parallel);
+      continue;
+    }
+    sp_kept |= k.layout.sequence_parallel;
+    PlanInputs other = base;
+    other.layout = k.layout;
+    other.layout.sequence_parallel = !k.layout.sequence_parallel;
+    const PlanResult o = make_plan(other);
+    EXPECT_TRUE(!o.fits || o.timing->tokens_per_s <= k.tokens_per_s)
+        << "TP " << k.layout.tp << " PP " << k.layout.pp << " EP " << k.layout.ep << " mbs " << k.layout.micro_batch;
+  }
+  EXPECT_TRUE(sp_kept) << "no layout kept with sequence parallelism";
   // TP 16 (two nodes) only when asked.
   bool tp16 = false;
   for (const SearchCandidate& k : search_layouts(base, 16, 1).kept) tp16 |= k.layout.tp == 16;

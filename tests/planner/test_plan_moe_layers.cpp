@@ -2,12 +2,15 @@
 // --kv-channels, --qk-layernorm, --moe-ffn-hidden-size, dense layers among
 // MoE layers (--moe-layer-freq), the shared expert and its gate, the expert
 // bias. Parameters and FLOPs against hand counts, per-rank counts against
-// the whole model under TP x PP x EP, activations against what LayerActs
-// allocates, all-to-all and TP bytes layer kind by layer kind
+// the whole model under TP x PP x EP, activations and work space against
+// what the Transformer allocates, all-to-all and TP bytes layer kind by
+// layer kind, with and without sequence parallelism
 // (docs/planning.md).
 #include <gtest/gtest.h>
 
 #include <memory>
+
+#include <mpi.h>
 
 #include "model/parameters.h"
 #include "model/transformer.h"
@@ -103,8 +106,9 @@ TEST(PlanMoeLayers, PerRankCountsSumToTheModelUnderTpPpEp) {
 }
 
 // Only MoE layers dispatch over EP; every layer all-reduces its attention
-// and MLP outputs over TP, MoE layers also the routing weights' gradient
-// and the shared expert's output and input gradient.
+// and FFN outputs over TP (an MoE layer's routed experts and shared expert
+// at once), MoE layers also the routing weights' gradient and the gate's
+// dot(dout, s).
 TEST(PlanMoeLayers, DenseLayersAddNoAllToAllAndNoRoutingReduction) {
   ModelConfig c = mixed_config();
   c.moe_layers = {0, 0, 0, 1, 0, 1};  // stage 0 dense; stage 1 MoE, dense, MoE
@@ -117,13 +121,30 @@ TEST(PlanMoeLayers, DenseLayersAddNoAllToAllAndNoRoutingReduction) {
   EXPECT_DOUBLE_EQ(r.stages[1].ep_sent_bytes, 2 * (4 * rows + row_counts));
   EXPECT_DOUBLE_EQ(r.stages[0].tp_bytes, 3 * 4 * act + act);  // + the embedding's output
   EXPECT_DOUBLE_EQ(r.stages[1].tp_bytes,
-                   3 * 4 * act + 2 * (T * K * 4.0 + 2 * act) + act + 3 * T * 4.0);  // + the LM head's
-  // Full recompute runs each forward, the shared expert's too, twice.
+                   3 * 4 * act + 2 * (T * K * 4.0 + T * 4.0) + act + 3 * T * 4.0);  // + the LM head's
+  // Full recompute runs each forward twice.
   PlanInputs full = test_util::plan_inputs(c, 2, 2, 2, 1, 2, 2);
   full.layout.recompute = Recompute::Full;
   const PlanResult f = make_plan(full);
   EXPECT_DOUBLE_EQ(f.stages[1].ep_sent_bytes, 2 * (6 * rows + 2 * row_counts));
-  EXPECT_DOUBLE_EQ(f.stages[1].tp_bytes, 3 * 6 * act + 2 * (T * K * 4.0 + 3 * act) + act + 3 * T * 4.0);
+  EXPECT_DOUBLE_EQ(f.stages[1].tp_bytes, 3 * 6 * act + 2 * (T * K * 4.0 + T * 4.0) + act + 3 * T * 4.0);
+  // Sequence parallelism: each all-reduce of T d becomes a reduce-scatter
+  // and an all-gather, the backward gathers m, a, dout and dh again; the
+  // routing's and the cross-entropy's all-reduces stay.
+  PlanInputs sp = test_util::plan_inputs(c, 2, 2, 2, 1, 2, 2);
+  sp.layout.sequence_parallel = true;
+  const PlanResult q = make_plan(sp);
+  EXPECT_DOUBLE_EQ(q.stages[0].tp_bytes, 0.0);
+  EXPECT_DOUBLE_EQ(q.stages[0].tp_sp_bytes, 3 * 10 * act + 2 * act);  // + the embedding's, and its gradient
+  EXPECT_DOUBLE_EQ(q.stages[1].tp_bytes, 2 * (T * K * 4.0 + T * 4.0) + 3 * T * 4.0);
+  EXPECT_DOUBLE_EQ(q.stages[1].tp_sp_bytes, 3 * 10 * act + 3 * act);  // + hf twice, dhf
+  // A ring reduce-scatter or all-gather sends half of what an all-reduce of the buffer does.
+  EXPECT_DOUBLE_EQ(q.stages[0].tp_sent_bytes, q.stages[0].tp_sp_bytes / 2);
+  EXPECT_DOUBLE_EQ(q.stages[1].pp_sent_bytes, act / 2);  // the stage boundary: this rank's rows
+  // Every norm gain's gradient is partial over TP once a step.
+  const int64_t norms = 3 * 2 * d + 3 * 2 * hd + d;  // stage 1: attn_norm, mlp_norm, q_norm, k_norm; final
+  EXPECT_DOUBLE_EQ(q.stages[1].tp_once_bytes - r.stages[1].tp_once_bytes, 4.0 * double(3 * 2 * d + d));
+  EXPECT_DOUBLE_EQ(q.stages[1].tp_once_bytes, 4.0 * double(norms) + 8.0);
 }
 
 // SwiGLU's third product: an MLP's FLOPs go from 2 x 2 d F to 3 x 2 d F a
@@ -163,54 +184,54 @@ TEST(PlanMoeLayers, SwigluAddsFlopsInTheThreeToTwoRatio) {
                    double(S) * 2.0 * 3 * (K * d * Fe + d * Fs) / 2);
 }
 
-// Elements of the float32 buffers one layer keeps (every element 4 bytes,
-// the int32 token indices too), member by member of LayerActs.
-size_t mlp_elements(const MlpActs<float>& a) { return a.u.size() + a.u3.size() + a.g.size(); }
-double layer_bytes(const LayerActs<float>& a) {
-  const size_t attention = a.x.size() + a.a.size() + a.rstd_attn.size() + a.q.size() + a.k.size() + a.v.size() +
-                           a.q_pre.size() + a.k_pre.size() + a.rstd_q.size() + a.rstd_k.size() + a.lse.size() +
-                           a.o.size() + a.h.size() + a.m.size() + a.rstd_mlp.size();
-  const MoeActs<float>& e = a.moe;
-  const size_t moe = e.router.probs.size() + e.router.packed_token.size() + e.router.packed_weight.size() +
-                     e.experts.x.size() + mlp_elements(e.experts.mlp) + e.experts.y.size() + e.y_returned.size() +
-                     mlp_elements(e.shared) + e.shared_out.size() + e.gate.size();
-  return 4.0 * double(attention + mlp_elements(a.mlp) + moe);
+// The planner's per-micro-batch activations and work space are the bytes
+// a Transformer allocates for its slot and beside it (activation_bytes,
+// workspace_bytes: every DeviceBuffer counted), built here without
+// communicating: SwiGLU's u, u3 and gated product, the shared expert's
+// hidden rows, output and gate, qk-norm's q and k before the norm, each
+// layer its own MLP's; full recompute's rebuilt layer with both kinds;
+// each stage's first and last pieces; EP's returned rows and dispatch
+// buffers; sequence parallelism's split rows and gathered buffers. Both
+// stages of TP2 x PP2, both TP ranks, fp32 and bf16.
+template <typename T>
+void expect_what_the_transformer_allocates(ModelConfig c, Precision precision) {
+  const std::unique_ptr<Backend<T>> be = make_cpu_backend<T>();
+  MpiCommunicator self(MPI_COMM_SELF);  // the constructor only allocates: no collective is called
+  const int tp = 2, pp = 2, micro = 2;
+  for (int ep : {1, 2})
+    for (Recompute recompute : {Recompute::None, Recompute::Selective, Recompute::Full})
+      for (bool sp : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << "ep " << ep << " recompute " << to_string(recompute) << " sp " << sp);
+        PlanInputs in = test_util::plan_inputs(c, tp, pp, 2, micro, 2 * micro, ep);
+        in.precision = precision;
+        in.layout.first_stage_layers = 2;
+        in.layout.recompute = recompute;
+        in.layout.recompute_method = RecomputeMethod::Block;  // a group of 2 rebuilt, the rest kept
+        in.layout.recompute_num_layers = 2;
+        in.layout.sequence_parallel = sp;
+        const PlanResult r = make_plan(in);
+        const std::vector<StageSpan> spans = stage_spans(c, in.layout);
+        for (const RankMemory& m : r.ranks) {
+          SCOPED_TRACE(::testing::Message() << "tp rank " << m.tp << " stage " << m.pp);
+          const Transformer<T> model(*be, c, micro, ProcessGroup{&self, m.tp, tp}, spans[size_t(m.pp)], 2,
+                                     {recompute, RecomputeMethod::Block, 2}, ProcessGroup{&self, 0, ep},
+                                     TransformerOptions{.sequence_parallel = sp});
+          EXPECT_EQ(m.activations_per_micro_batch, double(model.activation_bytes()));
+          EXPECT_EQ(m.workspace, double(model.workspace_bytes()));
+          EXPECT_EQ(m.activations, m.live_micro_batches * m.activations_per_micro_batch);
+        }
+      }
 }
 
-// The planner's activations are LayerActs' buffers, layer by layer: SwiGLU's
-// u, u3 and gated product, the shared expert's hidden rows, output and gate,
-// qk-norm's q and k before the norm and their 1/rms, each layer its own
-// MLP's; full recompute's rebuilt layer holds both kinds of MLP. One
-// micro-batch alive (PP 1), fp32, TP rank 0 of 2, without and with EP.
-TEST(PlanMoeLayers, ActivationsAreWhatLayerActsAllocates) {
-  const ModelConfig c = mixed_config();
-  const std::unique_ptr<Backend<float>> be = make_cpu_backend<float>();
-  const int tp = 2, micro = 2;
-  const TpShape sh = tp_shape(c, 0, tp);
-  const double T = double(micro) * S;
-  const double head = 2 * T * d * 4.0 + T * (V / tp) * 4.0;  // the final norm's input and output, the logits
-  for (int ep : {1, 2}) {
-    SCOPED_TRACE(ep);
-    PlanInputs in = test_util::plan_inputs(c, tp, 1, 2, micro, 2 * micro, ep);
-    in.layout.recompute = Recompute::Full;  // uniform, a layer a group
-    const PlanResult r = make_plan(in);
-    const RankMemory& m = r.ranks[0];
-    ASSERT_EQ(m.live_micro_batches, 1);
-    double everything = 0, selective = 0;
-    for (int l = 0; l < L; ++l) {
-      const LayerMlps kind{.dense = !c.is_moe_layer(l), .moe = c.is_moe_layer(l)};
-      everything += layer_bytes(LayerActs<float>(*be, c, sh, micro, kind, LayerKeep::Everything, ep));
-      selective += layer_bytes(LayerActs<float>(*be, c, sh, micro, kind, LayerKeep::AllButAttentionCore, ep));
-    }
-    const LayerMlps both{.dense = true, .moe = true};
-    const double core = layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::Everything, ep)) -
-                        layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::AllButAttentionCore, ep));
-    EXPECT_DOUBLE_EQ(m.activations_none, everything + head);
-    EXPECT_DOUBLE_EQ(m.activations_selective, selective + head + core);  // one layer's core rebuilt at a time
-    // Full: each layer's input, and one layer rebuilt with its output.
-    const double rebuilt = layer_bytes(LayerActs<float>(*be, c, sh, micro, both, LayerKeep::Everything, ep));
-    EXPECT_DOUBLE_EQ(m.activations_full, L * T * d * 4.0 + head + rebuilt + T * d * 4.0);
-  }
+TEST(PlanMoeLayers, ActivationsAndWorkspaceAreWhatTheTransformerAllocates) {
+  expect_what_the_transformer_allocates<float>(mixed_config(), Precision::FP32);
+  expect_what_the_transformer_allocates<bf16>(mixed_config(), Precision::BF16);
+  // Document masks keep each token's document start; a capacity factor
+  // bounds the expert rows.
+  ModelConfig c = mixed_config();
+  c.reset_attention_mask = true;
+  c.capacity_factor = 1.0;
+  expect_what_the_transformer_allocates<float>(c, Precision::FP32);
 }
 
 // The backward pass's work space grows by SwiGLU's third [rows, F] gradient

@@ -150,6 +150,7 @@ enum class Kernel {
   rmsnorm_forward, rmsnorm_backward,
   rope_forward, rope_backward,
   attention_forward, attention_backward, attention_head_slice, attention_decode,
+  attention_blocks, attention_merge,
   gelu_forward, gelu_backward, swiglu_forward, swiglu_backward, sigmoid_forward, sigmoid_backward,
   softmax_forward, softmax_backward, cross_entropy,
   gather_rows, scatter_add_rows, scale_rows, row_dot,
@@ -179,6 +180,8 @@ const char* kernel_name(Kernel k) {
     case Kernel::attention_backward: return "attention_backward";
     case Kernel::attention_head_slice: return "attention_head_slice";
     case Kernel::attention_decode: return "attention_decode";
+    case Kernel::attention_blocks: return "attention_blocks";
+    case Kernel::attention_merge: return "attention_merge";
     case Kernel::gelu_forward: return "gelu_forward";
     case Kernel::gelu_backward: return "gelu_backward";
     case Kernel::swiglu_forward: return "swiglu_forward";
@@ -305,6 +308,23 @@ struct AttentionDims {
   }
 };
 
+// Context parallelism's blocks (AttentionShape's block form): a sequence of
+// S cut into 2 cp chunks, CP rank r holding chunks r and 2 cp - 1 - r; each
+// rank's queries against each rank's keys and values.
+struct RingDims {
+  int B, S, H, G, hd, cp;
+  bool documents = false;
+  std::string label() const {
+    return cat("B", B, "_S", S, "_H", H, "_G", G, "_hd", hd, "_cp", cp, documents ? "_documents" : "");
+  }
+};
+
+// attention_merge over [B*S, H*hd] outputs and [B, H, S] log-sum-exps.
+struct MergeDims {
+  int B, S, H, hd;
+  std::string label() const { return cat("B", B, "_S", S, "_H", H, "_hd", hd); }
+};
+
 // A key/value cache of one sequence a length (0: a slot never written).
 struct CacheDims {
   int H, G, hd, positions;
@@ -347,7 +367,7 @@ struct AdamwDims {
 };
 
 using Dims = std::variant<VectorDims, GemmDims, GroupedDims, EmbeddingDims, RowsDims, RopeDims, AttentionDims,
-                          CacheDims, CrossEntropyDims, IndexDims, AdamwDims>;
+                          RingDims, MergeDims, CacheDims, CrossEntropyDims, IndexDims, AdamwDims>;
 
 // One compared output and its bound.
 struct Check {
@@ -452,6 +472,24 @@ std::vector<Check> checks_of(Kernel kernel, const Dims& dims) {
                                     : roundings(4.0 * std::sqrt(double(a.hd)) * a.hd + 2.0 * a.hd + a.H * a.S + 8.0, 4);
       return {{"dq", b}, {"dk", b}, {"dv", b}};
     }
+    case Kernel::attention_blocks: {
+      // Each block's out and lse as attention_forward's over the whole
+      // sample's length (a block's rows see at most that many keys); the
+      // gradients as attention_backward's, dq rounded to T once more for
+      // each of the cp blocks that add into it.
+      const RingDims& a = std::get<RingDims>(dims);
+      const double ops = attention_ops(a.hd, a.S);
+      const Bound grads = roundings(4.0 * std::sqrt(double(a.hd)) * a.hd + 2.0 * a.hd + a.H * a.S + 8.0, 4);
+      return {{"out", roundings(ops, 2)}, {"lse", roundings(ops, 0)}, {"dq", roundings(grads.ops, 4 + a.cp)},
+              {"dk", grads}, {"dv", grads}};
+    }
+    case Kernel::attention_merge:
+      // The weights exp(lse - lse') in double from log-sum-exps up to 4 in
+      // size (an exponent up to 8, rounded in double: 8 ulps of double in
+      // the weight), rounded to Acc, then two products and a sum in Acc:
+      // 4 + 8 roundings, the output kept in Acc. lse' = max + log1p(exp(-|d|))
+      // in double, rounded to Acc once.
+      return {{"out", roundings(16, 0)}, {"lse", roundings(4, 0)}};
     case Kernel::attention_head_slice: {
       // Two roundings of the same values, each as far from the exact one as
       // the forward allows (forward and backward: sums over 2S).
@@ -572,6 +610,15 @@ std::vector<Case> table() {
     for (bool documents : {false, true}) add(K::attention_backward, AttentionDims{2, S, H, G, 6, documents});
   for (int G : {1, 2, 4}) add(K::attention_head_slice, AttentionDims{2, 5, 4, G, 2});
   for (int G : {1, 2, 4}) add(K::attention_decode, CacheDims{4, G, 6, 70, {70, 0, 9}});
+  // Every rank's queries against every rank's keys: blocks that see all,
+  // part or none of each other; at S = 600, CP 2 (300 rows a rank) query
+  // blocks and key tiles that straddle the gap between a rank's two chunks,
+  // and, with documents, key tiles inside a block's range that no row sees;
+  // CP 3, an odd ring.
+  for (int G : {1, 2, 4})
+    for (bool documents : {false, true}) add(K::attention_blocks, RingDims{2, 600, 4, G, 6, 2, documents});
+  for (bool documents : {false, true}) add(K::attention_blocks, RingDims{2, 120, 4, 2, 6, 3, documents});
+  add(K::attention_merge, MergeDims{2, 5, 3, 6});
   add(K::gelu_forward, VectorDims{13});
   add(K::gelu_backward, VectorDims{13});
   add(K::swiglu_forward, VectorDims{13});
@@ -692,6 +739,7 @@ void expect_close(const std::vector<E>& actual, const Vec& expected, double tol,
   for (size_t i = 0; i < expected.size(); ++i) {
     const double scale = std::max({1.0, std::abs(expected[i]), size ? (*size)[i] : 0.0});
     const double a = double(actual[i]), allowed = tol * scale;
+    if (a == expected[i]) continue;  // equal infinities too: a row that sees no key has lse -inf
     if (!(std::abs(a - expected[i]) <= allowed) && ++misses <= 10)
       ADD_FAILURE() << what << " [" << i << "]: " << a << " against " << expected[i] << ", allowed " << allowed;
   }
@@ -805,39 +853,51 @@ AttentionShape whole_heads(int B, int S, int H, int G, int hd) {
   return a;
 }
 
-// Causal attention, with the S x S probabilities written out. doc_start
+// Causal attention, with the S x SK probabilities written out. doc_start
 // (--reset-attention-mask): query i of sample b sees keys [doc_start[b S + i], i].
+// The block form (AttentionShape's): q's S rows a sample at positions
+// q_pos, k's and v's SK rows at k_pos, query i seeing key j when
+// doc_start[b S + i] <= k_pos[j] <= q_pos[i]; a row that sees no key has
+// out 0 and lse -inf.
 struct RefAttention {
   Vec out;    // [B*S, H*hd]
   Vec lse;    // [B, H, S]
-  Vec probs;  // [B, H, S, S], 0 where a key is not visible
+  Vec probs;  // [B, H, S, SK], 0 where a key is not visible
 };
 RefAttention ref_attention_of(const Vec& q, const Vec& k, const Vec& v, int B, int S, int H, int G, int hd,
-                              const std::vector<int32_t>* doc_start = nullptr) {
-  const int qs = H * hd, ks = G * hd;
-  RefAttention r{Vec(size_t(B) * S * qs, 0.0), Vec(size_t(B) * H * S), Vec(size_t(B) * H * S * S, 0.0)};
+                              const std::vector<int32_t>* doc_start = nullptr,
+                              const std::vector<int32_t>* q_pos = nullptr, const std::vector<int32_t>* k_pos = nullptr) {
+  const int qs = H * hd, ks = G * hd, SK = k_pos ? int(k_pos->size()) : S;
+  RefAttention r{Vec(size_t(B) * S * qs, 0.0), Vec(size_t(B) * H * S), Vec(size_t(B) * H * S * SK, 0.0)};
   for (int b = 0; b < B; ++b)
     for (int h = 0; h < H; ++h) {
       const int g = h / (H / G);
       for (int i = 0; i < S; ++i) {
-        const int first = doc_start ? (*doc_start)[size_t(b) * S + i] : 0;
-        Vec s(i + 1);
+        const int first = doc_start ? (*doc_start)[size_t(b) * S + i] : 0, p = q_pos ? (*q_pos)[size_t(i)] : i;
+        auto seen = [&](int j) {
+          const int kp = k_pos ? (*k_pos)[size_t(j)] : j;
+          return first <= kp && kp <= p;
+        };
+        Vec s(SK);
         double mx = -std::numeric_limits<double>::infinity();
-        for (int j = first; j <= i; ++j) {
+        for (int j = 0; j < SK; ++j) {
+          if (!seen(j)) continue;
           double acc = 0.0;
           for (int c = 0; c < hd; ++c)
-            acc += q[(size_t(b) * S + i) * qs + h * hd + c] * k[(size_t(b) * S + j) * ks + g * hd + c];
+            acc += q[(size_t(b) * S + i) * qs + h * hd + c] * k[(size_t(b) * SK + j) * ks + g * hd + c];
           s[j] = acc / std::sqrt(double(hd));
           mx = std::max(mx, s[j]);
         }
         double sum = 0.0;
-        for (int j = first; j <= i; ++j) sum += (s[j] = std::exp(s[j] - mx));
-        r.lse[(size_t(b) * H + h) * S + i] = mx + std::log(sum);
-        for (int j = first; j <= i; ++j) {
+        for (int j = 0; j < SK; ++j)
+          if (seen(j)) sum += (s[j] = std::exp(s[j] - mx));
+        r.lse[(size_t(b) * H + h) * S + i] = sum > 0 ? mx + std::log(sum) : -std::numeric_limits<double>::infinity();
+        for (int j = 0; j < SK; ++j) {
+          if (!seen(j)) continue;
           s[j] /= sum;
-          r.probs[((size_t(b) * H + h) * S + i) * S + j] = s[j];
+          r.probs[((size_t(b) * H + h) * S + i) * SK + j] = s[j];
           for (int c = 0; c < hd; ++c)
-            r.out[(size_t(b) * S + i) * qs + h * hd + c] += s[j] * v[(size_t(b) * S + j) * ks + g * hd + c];
+            r.out[(size_t(b) * S + i) * qs + h * hd + c] += s[j] * v[(size_t(b) * SK + j) * ks + g * hd + c];
         }
       }
     }
@@ -1046,8 +1106,8 @@ class Ops {
 
 // --- one function a family of kernels -------------------------------------------
 
-// alloc, alloc_int, free, to_host, from_host, int_from_host, copy, fill and
-// round_from_acc on small arrays, exactly.
+// alloc, alloc_int, free, to_host, from_host, int_from_host, copy, fill,
+// round_from_acc, add_rounded and widen_to_acc on small arrays, exactly.
 template <typename T>
 void memory_case(Ops<T>& o, const Case& c) {
   using Acc = acc_t<T>;
@@ -1083,6 +1143,18 @@ void memory_case(Ops<T>& o, const Case& c) {
   be.round_from_acc(narrow, o.dev(wide), 9);
   const std::vector<T> rounded = o.host(narrow, 9);
   for (int i = 0; i < 9; ++i) EXPECT_EQ(rounded[i], T(wide[i])) << "round_from_acc [" << i << "]";
+  // add_rounded sums in Acc and rounds once; widen_to_acc is exact.
+  const std::vector<T> base = o.rnd(9);
+  T* sum = o.dev(base);
+  be.add_rounded(sum, o.dev(wide), 9);
+  Acc* widened = o.dev(std::vector<Acc>(9));
+  be.widen_to_acc(widened, o.dev(base), 9);
+  const std::vector<T> summed = o.host(sum, 9);
+  const std::vector<Acc> back_wide = o.host(widened, 9);
+  for (int i = 0; i < 9; ++i) {
+    EXPECT_EQ(summed[i], T(Acc(base[i]) + wide[i])) << "add_rounded [" << i << "]";
+    EXPECT_EQ(back_wide[i], Acc(base[i])) << "widen_to_acc [" << i << "]";
+  }
 }
 
 // copy, fill and round_from_acc over large arrays, exactly.
@@ -1522,6 +1594,134 @@ void attention_head_slice_case(Ops<T>& o, const Case& c) {
   expect_close(dv_sum, whole_dv, tol, "dv summed over the slices");
 }
 
+// The positions of CP rank r's rows of a sample of S tokens: chunks r and
+// 2 cp - 1 - r of S / (2 cp) tokens (parallel/ring_attention.h).
+std::vector<int32_t> chunk_positions(int r, int cp, int S) {
+  const int c = S / (2 * cp);
+  std::vector<int32_t> pos;
+  for (int chunk : {r, 2 * cp - 1 - r})
+    for (int i = 0; i < c; ++i) pos.push_back(int32_t(chunk * c + i));
+  return pos;
+}
+
+// Rows `pos` of every sample of x [B*S, width], as [B*pos.size(), width].
+template <typename E>
+std::vector<E> sample_rows(const std::vector<E>& x, int B, int S, int width, const std::vector<int32_t>& pos) {
+  std::vector<E> y;
+  for (int b = 0; b < B; ++b)
+    for (int32_t p : pos)
+      y.insert(y.end(), x.begin() + (ptrdiff_t(b) * S + p) * width, x.begin() + (ptrdiff_t(b) * S + p + 1) * width);
+  return y;
+}
+
+// The block form as the ring runs it, all in one process: for each CP rank
+// r and each rank j, r's queries against j's keys and values. Forward: each
+// block's out and lse against the reference over those rows (a row that
+// sees none of j's keys: 0 and -inf). Backward: with the whole sequence's
+// out and lse (the reference's, rounded as the kernel would store them),
+// r's dq summed over the cp blocks, and the dk, dv of block j, against the
+// reference gradients of a loss that only r's rows feed (dO zero on the
+// other rows), so that j's dk, dv are r's share alone.
+template <typename T>
+void attention_blocks_case(Ops<T>& o, const Case& c) {
+  using Acc = acc_t<T>;
+  const RingDims& s = std::get<RingDims>(c.dims);
+  const int B = s.B, S = s.S, H = s.H, G = s.G, hd = s.hd, cp = s.cp, rows = S / cp, qs = H * hd, ks = G * hd;
+  const auto [q, k, v] = o.attention_inputs(B, S, H, G, hd);
+  const std::vector<int32_t> starts = document_starts(B, S);
+  const Vec q64 = to_double(q), k64 = to_double(k), v64 = to_double(v);
+  const RefAttention whole = ref_attention_of(q64, k64, v64, B, S, H, G, hd, s.documents ? &starts : nullptr);
+  for (int r = 0; r < cp; ++r) {
+    SCOPED_TRACE(cat("queries of CP rank ", r, " of ", cp));
+    const std::vector<int32_t> qpos = chunk_positions(r, cp, S);
+    const std::vector<T> qr = sample_rows(q, B, S, qs, qpos);
+    const std::vector<int32_t> starts_r = sample_rows(starts, B, S, 1, qpos);
+    AttentionShape a = whole_heads(B, rows, H, G, hd);
+    a.kv_seq = rows;
+    a.q_pos = o.dev(qpos);
+    if (s.documents) a.doc_start = o.dev(starts_r);
+    const T* qd = o.dev(qr);
+    // The whole sequence's out and lse of r's rows, as stored; dO on them.
+    std::vector<T> out_r;
+    for (double x : sample_rows(whole.out, B, S, qs, qpos)) out_r.push_back(T(x));
+    std::vector<Acc> lse_r;
+    for (int b = 0; b < B; ++b)
+      for (int h = 0; h < H; ++h)
+        for (int32_t p : qpos) lse_r.push_back(Acc(whole.lse[(size_t(b) * H + h) * S + p]));
+    const std::vector<T> dout_r = o.rnd(qr.size());
+    Vec dout(q.size(), 0.0);
+    for (int b = 0; b < B; ++b)
+      for (int i = 0; i < rows; ++i)
+        for (int e = 0; e < qs; ++e)
+          dout[(size_t(b) * S + qpos[size_t(i)]) * qs + e] = double(dout_r[(size_t(b) * rows + i) * qs + e]);
+    const RefAttentionGrads grads = ref_attention_backward(whole, q64, k64, v64, dout, B, S, H, G, hd);
+    const T *out_rd = o.dev(out_r), *dout_rd = o.dev(dout_r);
+    const Acc* lse_rd = o.dev(lse_r);
+    T* dq = o.dev(std::vector<T>(qr.size()));
+    for (int j = 0; j < cp; ++j) {
+      SCOPED_TRACE(cat("keys of CP rank ", j));
+      const std::vector<int32_t> kpos = chunk_positions(j, cp, S);
+      const std::vector<T> kj = sample_rows(k, B, S, ks, kpos), vj = sample_rows(v, B, S, ks, kpos);
+      a.k_pos = o.dev(kpos);
+      const T *kd = o.dev(kj), *vd = o.dev(vj);
+      T* out = o.dev(std::vector<T>(qr.size(), T(-7)));  // garbage in
+      Acc* lse = o.dev(std::vector<Acc>(size_t(B) * H * rows, Acc(-7)));
+      o.be->attention_forward(out, lse, qd, kd, vd, a);
+      const RefAttention block = ref_attention_of(to_double(qr), to_double(kj), to_double(vj), B, rows, H, G, hd,
+                                                  s.documents ? &starts_r : nullptr, &qpos, &kpos);
+      expect_close(o.host(out, qr.size()), block.out, c.bound("out").tol<T>(), "block out");
+      expect_close(o.host(lse, block.lse.size()), block.lse, c.bound("lse").tol<T>(), "block log-sum-exp");
+      T *dk = o.dev(std::vector<T>(kj.size())), *dv = o.dev(std::vector<T>(vj.size()));
+      o.be->attention_backward(dq, dk, dv, dout_rd, out_rd, lse_rd, qd, kd, vd, a);
+      const Vec dk_size = sample_rows(grads.dk_size, B, S, ks, kpos), dv_size = sample_rows(grads.dv_size, B, S, ks, kpos);
+      expect_close(o.host(dk, kj.size()), sample_rows(grads.dk, B, S, ks, kpos), c.bound("dk").tol<T>(), "block dk",
+                   &dk_size);
+      expect_close(o.host(dv, vj.size()), sample_rows(grads.dv, B, S, ks, kpos), c.bound("dv").tol<T>(), "block dv",
+                   &dv_size);
+    }
+    const Vec dq_size = sample_rows(grads.dq_size, B, S, qs, qpos);
+    expect_close(o.host(dq, qr.size()), sample_rows(grads.dq, B, S, qs, qpos), c.bound("dq").tol<T>(),
+                 "dq summed over the blocks", &dq_size);
+  }
+}
+
+// Running results merged with a block's: rows where either side or both
+// have seen nothing (lse -inf) among rows with both sides finite.
+template <typename T>
+void attention_merge_case(Ops<T>& o, const Case& c) {
+  using Acc = acc_t<T>;
+  const MergeDims& s = std::get<MergeDims>(c.dims);
+  const int B = s.B, S = s.S, H = s.H, hd = s.hd;
+  const size_t n = size_t(B) * S * H * hd, rows = size_t(B) * H * S;
+  const std::vector<Acc> out = o.template rnd<Acc>(n);
+  std::vector<Acc> lse = o.template rnd<Acc>(rows, -4, 4);
+  const std::vector<T> out_b = o.rnd(n);
+  std::vector<Acc> lse_b = o.template rnd<Acc>(rows, -4, 4);
+  const Acc minus_inf = -std::numeric_limits<Acc>::infinity();
+  for (size_t i = 0; i < rows; ++i) {
+    if (i % 4 == 1 || i % 7 == 0) lse[i] = minus_inf;
+    if (i % 5 == 2 || i % 7 == 0) lse_b[i] = minus_inf;
+  }
+  Acc *outd = o.dev(out), *lsed = o.dev(lse);
+  AttentionShape a = whole_heads(B, S, H, 1, hd);
+  o.be->attention_merge(outd, lsed, o.dev(out_b), o.dev(lse_b), a);
+  Vec expected_out(n), expected_lse(rows);
+  for (int b = 0; b < B; ++b)
+    for (int i = 0; i < S; ++i)
+      for (int h = 0; h < H; ++h) {
+        const size_t at = (size_t(b) * H + h) * S + i, o0 = ((size_t(b) * S + i) * H + h) * hd;
+        const double l = double(lse[at]), lb = double(lse_b[at]);
+        const double merged = std::log(std::exp(l) + std::exp(lb));  // -inf when both are
+        expected_lse[at] = merged;
+        for (int e = 0; e < hd; ++e)
+          expected_out[o0 + e] = std::isinf(merged) ? double(out[o0 + e])
+                                                    : (std::isinf(l) ? 0.0 : double(out[o0 + e]) * std::exp(l - merged)) +
+                                                          (std::isinf(lb) ? 0.0 : double(out_b[o0 + e]) * std::exp(lb - merged));
+      }
+  expect_close(o.host(outd, n), expected_out, c.bound("out").tol<T>(), "merged out");
+  expect_close(o.host(lsed, rows), expected_lse, c.bound("lse").tol<T>(), "merged log-sum-exp");
+}
+
 // Sequences of a cache (one of length 0 unused, its slots full of a value
 // that would show if read), written in two steps as generation does: a
 // prompt's rows (the first 40 of sequence 0, the first 4 of sequence 2),
@@ -1930,6 +2130,8 @@ void run_case(Ops<T>& o, const Case& c) {
     case Kernel::attention_backward: return attention_backward_case(o, c);
     case Kernel::attention_head_slice: return attention_head_slice_case(o, c);
     case Kernel::attention_decode: return attention_decode_case(o, c);
+    case Kernel::attention_blocks: return attention_blocks_case(o, c);
+    case Kernel::attention_merge: return attention_merge_case(o, c);
     case Kernel::gelu_forward:
     case Kernel::gelu_backward: return gelu_case(o, c);
     case Kernel::swiglu_forward:
