@@ -22,6 +22,20 @@ const ModelConfig& validated(const ModelConfig& cfg) {
   return cfg;
 }
 
+// The model as one rank of `cp` context-parallel ranks holds a sample: its
+// S/CP rows (the buffers' and kernels' sequence).
+ModelConfig rows_of_sample(ModelConfig cfg, const ProcessGroup& cp) {
+  MT_CHECK(cfg.seq_length % (2 * cp.size) == 0,
+           "--context-parallel-size {} cuts each sequence into {} chunks: --seq-length {} does not divide by {}",
+           cp.size, 2 * cp.size, cfg.seq_length, 2 * cp.size);
+  MT_CHECK(cp.size == 1 || !cfg.is_moe(),
+           "--context-parallel-size {} with a mixture of experts: routing's balancing statistics over the CP group "
+           "are not built yet",
+           cp.size);
+  cfg.seq_length /= cp.size;
+  return cfg;
+}
+
 // The MLPs' and experts' view of the model on a TP rank: its share of
 // each hidden size.
 ModelConfig share_of_ffn(ModelConfig cfg, const TpShape& tp) {
@@ -97,18 +111,19 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
                             const ProcessGroup& tp, const StageSpan& stage, int data_parallel,
                             const RecomputeConfig& recompute, const ProcessGroup& ep,
                             const TransformerOptions& options)
-    : be_(be), cfg_(validated(cfg)), tp_(tp), seq_split_(options.sequence_parallel ? tp.size : 1),
+    : be_(be), cfg_(validated(cfg)), rows_(rows_of_sample(cfg_, options.cp)), tp_(tp),
+      seq_split_(options.sequence_parallel ? tp.size : 1),
       tps_(tp_shape(cfg_, tp.rank, tp.size)), stage_(stage),
       num_layers_(stage.end_of(cfg_) - stage.begin), ffn_cfg_(share_of_ffn(cfg_, tps_)), max_batch_(micro_batch),
       params_(be, cfg_, tp, stage, data_parallel, ep.rank, ep.size, options.grads_in_t), ep_(ep),
-      moe_(be, ffn_cfg_, tp, ep, micro_batch * cfg_.seq_length,
+      moe_(be, ffn_cfg_, tp, ep, micro_batch * rows_.seq_length,
            mlps_of(cfg_, stage.begin, stage.end_of(cfg_)).moe) {
   MT_CHECK(num_layers_ >= 1, "pipeline stage [{}, {}) holds no layers", stage.begin, stage.end_of(cfg_));
-  MT_CHECK(cfg_.seq_length % seq_split_ == 0,
+  MT_CHECK(rows_.seq_length % seq_split_ == 0,
            "--sequence-parallel splits each sequence over the {} TP ranks; --seq-length {} does not divide by {}",
-           seq_split_, cfg_.seq_length, seq_split_);
+           seq_split_, cfg_.seq_length, seq_split_ * (cfg_.seq_length / rows_.seq_length));
   if (seq_split_ > 1) mark_sequence_parallel_grads(params_.tensors);
-  const size_t n = size_t(micro_batch) * cfg.seq_length, d = cfg.hidden_size;
+  const size_t n = size_t(micro_batch) * rows_.seq_length, d = cfg.hidden_size;
   const size_t qd = size_t(tps_.heads) * cfg.head_dim(), kd = size_t(tps_.kv_heads) * cfg.head_dim();
   for (int l = stage.begin; l < stage.end_of(cfg_); ++l) {
     weights_.push_back(layer_tensors(l, params_.values.data(), false));
@@ -146,11 +161,16 @@ Transformer<T>::Transformer(Backend<T>& be, const ModelConfig& cfg, int micro_ba
   }
   // A rebuilt group may be of either kind of layer.
   for (int l = 0; l < rebuilt_layers; ++l)
-    rebuilt_.emplace_back(be, cfg_, tps_, micro_batch, stage_mlps, LayerKeep::Everything, ep.size, seq_split_);
+    rebuilt_.emplace_back(be, rows_, tps_, micro_batch, stage_mlps, LayerKeep::Everything, ep.size, seq_split_);
   if (rebuilt_layers > 0) rebuilt_out_ = DeviceBuffer<T>(be, n / seq_split_ * d);
   if (recompute.granularity == RecomputeGranularity::Selective) {
     core_o_ = DeviceBuffer<T>(be, n * qd);
     core_lse_ = DeviceBuffer<Acc>(be.acc(), n * tps_.heads);
+  }
+  cp_ = options.cp;
+  if (cp_.size > 1) {
+    cp_positions_ = cp_chunk_positions(cp_.rank, cp_.size, cfg_.seq_length);
+    ring_ = std::make_unique<RingAttention<T>>(be, cp_, attention_shape(micro_batch, nullptr));
   }
   const int64_t before_slot = device_buffer_bytes;
   slot(0, micro_batch);
@@ -279,7 +299,7 @@ RouterLosses Transformer<T>::layer_forward(const Activations<T>& slot, LayerActs
   const LayerWeights<T>& w = weights_[l];
   // H, G: this rank's query and kv heads (all of them on one rank); nr:
   // the residual stream's rows on this rank.
-  const int n = decoding ? decoding->rows.size() : slot.batch * c.seq_length, nr = n / seq_split_,
+  const int n = decoding ? decoding->rows.size() : slot.batch * rows_.seq_length, nr = n / seq_split_,
             d = c.hidden_size, H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
   const double eps = c.norm_eps;
 
@@ -342,7 +362,7 @@ void Transformer<T>::attention_core(const Activations<T>& slot, LayerActs<T>& a,
   if (!decoding) {
     be_.rope_forward(a.q.data(), rope_shape(slot, H));
     be_.rope_forward(a.k.data(), rope_shape(slot, G));
-    be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+    attend(o, lse, a, slot);
     return;
   }
   // Each row at its own position; a sequence is one document.
@@ -360,22 +380,39 @@ void Transformer<T>::attention_core(const Activations<T>& slot, LayerActs<T>& a,
 }
 
 template <typename T>
+void Transformer<T>::attend(T* o, Acc* lse, const LayerActs<T>& a, const Activations<T>& slot) {
+  if (ring_)
+    ring_->forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+  else
+    be_.attention_forward(o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+}
+
+template <typename T>
 AttentionShape Transformer<T>::attention_shape(const Activations<T>& slot) const {
+  return attention_shape(slot.batch, cfg_.reset_attention_mask ? slot.doc_start.data() : nullptr);
+}
+
+template <typename T>
+AttentionShape Transformer<T>::attention_shape(int batch, const int32_t* doc_start) const {
   AttentionShape s;
-  s.batch = slot.batch;
-  s.seq = cfg_.seq_length;
+  s.batch = batch;
+  s.seq = rows_.seq_length;
   s.heads = tps_.heads;
   s.kv_heads = tps_.kv_heads;
   s.head_dim = cfg_.head_dim();
   s.first_head = tps_.first_head;
   s.first_kv_head = tps_.first_kv_head;
   s.heads_per_kv = cfg_.num_heads / cfg_.num_query_groups;
-  if (cfg_.reset_attention_mask) s.doc_start = slot.doc_start.data();
+  s.doc_start = doc_start;
   return s;
 }
 
 template <typename T>
 RopeShape Transformer<T>::rope_shape(const Activations<T>& slot, int heads) const {
+  // Context parallelism: each row at its position in the whole sample.
+  if (cp_.size > 1)
+    return {slot.batch * rows_.seq_length, 1, heads, cfg_.head_dim(), cfg_.rope_theta, cfg_.rope_interpolation,
+            nullptr, slot.rope_position.data(), cfg_.seq_length};
   return {slot.batch, cfg_.seq_length, heads, cfg_.head_dim(), cfg_.rope_theta, cfg_.rope_interpolation,
           cfg_.reset_position_ids ? slot.doc_start.data() : nullptr};
 }
@@ -386,7 +423,7 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const ModelConfig& c = cfg_;
   const LayerWeights<T>& w = weights_[l];
   const LayerWeights<Acc>& g = grads_[l];
-  const int B = slot.batch, S = c.seq_length, n = B * S, nr = n / seq_split_, d = c.hidden_size,
+  const int B = slot.batch, S = rows_.seq_length, n = B * S, nr = n / seq_split_, d = c.hidden_size,
             H = tps_.heads, G = tps_.kv_heads, hd = c.head_dim();
   // Under sequence parallelism: the input gradient of a TP-split product
   // reduce-scattered into dlocal_, else all-reduced in place.
@@ -411,7 +448,7 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   const T* o = a.o.data();
   const Acc* lse = a.lse.data();
   if (!a.o.size()) {
-    be_.attention_forward(core_o_.data(), core_lse_.data(), a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+    attend(core_o_.data(), core_lse_.data(), a, slot);
     o = core_o_.data();
     lse = core_lse_.data();
   }
@@ -421,7 +458,12 @@ void Transformer<T>::layer_backward(const Activations<T>& slot, LayerActs<T>& a,
   be_.fill(dq_.data(), T(0), size_t(n) * H * hd);
   be_.fill(dk_.data(), T(0), size_t(n) * G * hd);
   be_.fill(dv_.data(), T(0), size_t(n) * G * hd);
-  be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(), attention_shape(slot));
+  if (ring_)
+    ring_->backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(), a.v.data(),
+                    attention_shape(slot));
+  else
+    be_.attention_backward(dq_.data(), dk_.data(), dv_.data(), do_.data(), o, lse, a.q.data(), a.k.data(),
+                           a.v.data(), attention_shape(slot));
   be_.rope_backward(dq_.data(), rope_shape(slot, H));
   be_.rope_backward(dk_.data(), rope_shape(slot, G));
   // dq, dk: of the projections' outputs, through the heads' RMSNorm when
@@ -507,9 +549,12 @@ Activations<T>& Transformer<T>::slot(int s, int B) {
   MT_CHECK(B >= 1 && B <= max_batch_, "micro-batch of {} samples, the model was built for at most {}",
            B, max_batch_);
   MT_CHECK(s >= 0 && s <= int(slots_.size()), "activation slot {} requested with {} in use", s, slots_.size());
-  if (s == int(slots_.size()))
+  if (s == int(slots_.size())) {
     slots_.push_back(
-        std::make_unique<Activations<T>>(be_, cfg_, tps_, stage_, max_batch_, slot_keep_, ep_.size, seq_split_));
+        std::make_unique<Activations<T>>(be_, rows_, tps_, stage_, max_batch_, slot_keep_, ep_.size, seq_split_));
+    if (cp_.size > 1)
+      slots_.back()->rope_position = DeviceBuffer<T, int32_t>(be_, size_t(max_batch_) * rows_.seq_length);
+  }
   slots_[s]->batch = B;
   return *slots_[s];
 }
@@ -549,26 +594,30 @@ MicroBatchLoss Transformer<T>::forward_stage(int s, const int32_t* tokens, int B
   const ModelConfig& c = cfg_;
   Activations<T>& a = slot(s, B);
   // V: this rank's slice of the vocabulary.
-  const int S = c.seq_length, n = B * S, V = tps_.vocab;
+  // R: a sample's rows on this rank, all S or its context-parallel chunks.
+  const int S = c.seq_length, R = rows_.seq_length, n = B * R, V = tps_.vocab;
 
-  // Inputs are the first S tokens of each sample, targets the last S.
-  std::vector<int32_t> inputs(n), targets(n);
-  for (int b = 0; b < B; ++b)
-    for (int t = 0; t < S; ++t) {
-      inputs[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t];
-      targets[size_t(b) * S + t] = tokens[size_t(b) * (S + 1) + t + 1];
-    }
-  be_.int_from_host(a.inputs.data(), inputs.data(), n);
-  if (c.has_documents()) {
+  // Inputs are the first S tokens of each sample, targets the last S; row i
+  // of a sample is its token at position(i).
+  auto position = [&](int i) { return cp_.size > 1 ? cp_positions_[size_t(i)] : i; };
+  std::vector<int32_t> inputs(n), targets(n), doc_start(c.has_documents() ? n : 0), rope(cp_.size > 1 ? n : 0);
+  std::vector<int32_t> first(S, 0);  // where the document of each position begins
+  for (int b = 0; b < B; ++b) {
+    const int32_t* sample = tokens + size_t(b) * (S + 1);
     // A document ends with its end-of-document token; the next begins after it.
-    std::vector<int32_t> doc_start(n);
-    for (int b = 0; b < B; ++b)
-      for (int t = 0, first = 0; t < S; ++t) {
-        if (t > 0 && inputs[size_t(b) * S + t - 1] == c.eod_token) first = t;
-        doc_start[size_t(b) * S + t] = first;
-      }
-    be_.int_from_host(a.doc_start.data(), doc_start.data(), n);
+    for (int t = 1; t < S && c.has_documents(); ++t) first[t] = sample[t - 1] == c.eod_token ? t : first[t - 1];
+    for (int i = 0; i < R; ++i) {
+      const size_t row = size_t(b) * R + i;
+      const int p = position(i);
+      inputs[row] = sample[p];
+      targets[row] = sample[p + 1];
+      if (c.has_documents()) doc_start[row] = first[p];
+      if (cp_.size > 1) rope[row] = p - (c.reset_position_ids ? first[p] : 0);
+    }
   }
+  be_.int_from_host(a.inputs.data(), inputs.data(), n);
+  if (c.has_documents()) be_.int_from_host(a.doc_start.data(), doc_start.data(), n);
+  if (cp_.size > 1) be_.int_from_host(a.rope_position.data(), rope.data(), n);
   a.host_inputs = inputs;
   be_.int_from_host(a.targets.data(), targets.data(), n);
 
@@ -599,7 +648,7 @@ void Transformer<T>::backward_stage(int s, const T* grad_output, double ce_scale
                                     const GradsReady* ready) {
   const ModelConfig& c = cfg_;
   Activations<T>& a = *slots_.at(s);
-  const int n = a.batch * c.seq_length, nr = n / seq_split_, d = c.hidden_size, V = tps_.vocab;
+  const int n = a.batch * rows_.seq_length, nr = n / seq_split_, d = c.hidden_size, V = tps_.vocab;
   if (stage_.last) {
     vocab_parallel_cross_entropy_grad(be_, dlogits_.data(), a.logits.data(), a.targets.data(), n, V,
                                       tps_.vocab_start, ce_scale, a.ce_stats.data());
@@ -639,7 +688,7 @@ void Transformer<T>::decode_stage(const DecodeRows& rows, KvCache<T>& cache) {
   const int n = rows.size();
   MT_CHECK(n >= 1 && n <= max_batch_ * cfg_.seq_length, "a generation step of {} rows, the model takes 1 to {}", n,
            max_batch_ * cfg_.seq_length);
-  MT_CHECK(seq_split_ == 1, "generation runs without sequence parallelism");
+  MT_CHECK(seq_split_ == 1 && cp_.size == 1, "generation runs without sequence or context parallelism");
   Activations<T>& a = slot(0, max_batch_);
   be_.int_from_host(a.inputs.data(), rows.token.data(), size_t(n));
   be_.int_from_host(cache.row_sequence.data(), rows.sequence.data(), size_t(n));

@@ -17,6 +17,7 @@
 #include "model/parameters.h"
 #include "model/recompute.h"
 #include "parallel/pipeline_stage.h"
+#include "parallel/ring_attention.h"
 #include "runtime/backend.h"
 
 namespace mt {
@@ -92,6 +93,9 @@ struct Activations {
   // With document resets (ModelConfig::has_documents): the position in its
   // sample where each token's document begins (for RoPE and attention).
   DeviceBuffer<T, int32_t> doc_start;  // [T]
+  // Context parallelism: each row's RoPE position (its position in the
+  // whole sample, less its document's start with --reset-position-ids).
+  DeviceBuffer<T, int32_t> rope_position;  // [T]
   std::vector<LayerActs<T>> layers;          // the stage's layers
   DeviceBuffer<T> out;         // [Tr, d] output of the stage's last layer
   // The last stage only:
@@ -130,6 +134,10 @@ struct ExpertLoad {
 struct TransformerOptions {
   bool sequence_parallel = false;  // the residual stream split over TP by rows (section 4.1)
   bool grads_in_t = false;         // --grad-reduce-in-bf16: gradients accumulate in T (section 8)
+  // Context parallelism: each sample's S tokens split over these ranks in
+  // the load-balanced chunks of parallel/ring_attention.h; a rank holds S/CP
+  // rows a sample and attends by ring attention.
+  ProcessGroup cp = {};
 };
 
 template <typename T>
@@ -178,7 +186,7 @@ class Transformer final : public PipelineStage<T> {
   // (this TP rank's vocabulary slice, tp_shape), until its next forward pass.
   const Acc* logits(int slot) const { return slots_.at(slot)->logits.data(); }
   size_t boundary_elements(int B) const override {
-    return size_t(B) * cfg_.seq_length / size_t(seq_split_) * cfg_.hidden_size;
+    return size_t(B) * rows_.seq_length / size_t(seq_split_) * cfg_.hidden_size;
   }
   bool sequence_parallel() const { return seq_split_ > 1; }
   int slots() const { return int(slots_.size()); }
@@ -278,6 +286,10 @@ class Transformer final : public PipelineStage<T> {
   const T* whole_rows(const T* local, DeviceBuffer<T>& whole, int n);
   void reduce_rows(T* partial, T* local, int n);
   AttentionShape attention_shape(const Activations<T>& slot) const;
+  AttentionShape attention_shape(int batch, const int32_t* doc_start) const;
+  // The attention core's forward: the kernel, or the ring under context
+  // parallelism.
+  void attend(T* o, Acc* lse, const LayerActs<T>& a, const Activations<T>& slot);
   RopeShape rope_shape(const Activations<T>& slot, int heads) const;
   // Pointers into the flat buffer of the tensors named `layers/{l}/...`:
   // at their offsets, or their gradient offsets (ParamTensor::grad_offset).
@@ -289,6 +301,7 @@ class Transformer final : public PipelineStage<T> {
 
   Backend<T>& be_;
   ModelConfig cfg_;
+  ModelConfig rows_;  // cfg_ with seq_length this rank's rows a sample: S, or S/CP
   ProcessGroup tp_;
   int seq_split_;  // TP under sequence parallelism, else 1
   TpShape tps_;
@@ -322,6 +335,11 @@ class Transformer final : public PipelineStage<T> {
   DeviceBuffer<T> gathered_, gathered_grad_, dlocal_;
   DeviceBuffer<T> dq_pre_, dk_pre_;  // --qk-layernorm: gradients before the heads' RMSNorm
   int64_t activation_bytes_ = 0, workspace_bytes_ = 0;
+  // Context parallelism: the group, this rank's positions of a sample's
+  // rows (cp_chunk_positions), and the ring.
+  ProcessGroup cp_;
+  std::vector<int32_t> cp_positions_;
+  std::unique_ptr<RingAttention<T>> ring_;
 };
 
 extern template class Transformer<float>;

@@ -10,11 +10,14 @@
 
 namespace mt {
 
-Coords coords_of(int rank, int tp_size, int dp_size) {
-  return {rank % tp_size, (rank / tp_size) % dp_size, rank / (tp_size * dp_size)};
+Coords coords_of(int rank, int tp_size, int dp_size, int cp_size) {
+  return {rank % tp_size, (rank / (tp_size * cp_size)) % dp_size, rank / (tp_size * cp_size * dp_size),
+          (rank / tp_size) % cp_size};
 }
 
-int rank_of(Coords c, int tp_size, int dp_size) { return c.tp + tp_size * (c.dp + dp_size * c.pp); }
+int rank_of(Coords c, int tp_size, int dp_size, int cp_size) {
+  return c.tp + tp_size * (c.cp + cp_size * (c.dp + dp_size * c.pp));
+}
 
 namespace {
 
@@ -78,27 +81,48 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg) : world_comm_(worl
   MPI_CHECK(MPI_Comm_rank(world, &world_rank_));
   MPI_CHECK(MPI_Comm_size(world, &world_size_));
   set_error_rank(world_rank_);
-  const int tp = cfg.tensor_parallel, pp = cfg.pipeline_parallel, ep = cfg.expert_parallel;
+  const int tp = cfg.tensor_parallel, pp = cfg.pipeline_parallel, ep = cfg.expert_parallel,
+            cp = cfg.context_parallel;
   MT_CHECK(tp >= 1, "--tensor-model-parallel-size must be >= 1, got {}", tp);
   MT_CHECK(pp >= 1, "--pipeline-model-parallel-size must be >= 1, got {}", pp);
+  MT_CHECK(cp >= 1, "--context-parallel-size must be >= 1, got {}", cp);
   MT_CHECK(world_size_ % (tp * pp) == 0,
            "world size {} is not divisible by tensor-model-parallel-size {} x "
            "pipeline-model-parallel-size {}",
            world_size_, tp, pp);
-  const int dp = world_size_ / (tp * pp);
+  MT_CHECK(world_size_ % (tp * cp * pp) == 0,
+           "world size {} is not divisible by --tensor-model-parallel-size {} x --context-parallel-size {} x "
+           "--pipeline-model-parallel-size {}",
+           world_size_, tp, cp, pp);
+  const int dp = world_size_ / (tp * cp * pp);
   MT_CHECK(ep >= 1, "--expert-model-parallel-size must be >= 1, got {}", ep);
   MT_CHECK(dp % ep == 0,
            "--expert-model-parallel-size {} must divide the data-parallel size {} (world {} / (TP {} x PP {}))", ep,
            dp, world_size_, tp, pp);
-  coords_ = coords_of(world_rank_, tp, dp);
+  coords_ = coords_of(world_rank_, tp, dp, cp);
   nodes_ = map_nodes(world, world_rank_, world_size_);
   // Colour = the coordinates that stay fixed inside the group; key = rank.
-  MPI_CHECK(MPI_Comm_split(world, coords_.dp + dp * coords_.pp, world_rank_, &tp_raw_));
-  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp * coords_.pp, world_rank_, &dp_raw_));
-  MPI_CHECK(MPI_Comm_split(world, coords_.tp + tp * coords_.dp, world_rank_, &pp_raw_));
-  const ExpertCoords ec = expert_coords(coords_.dp, ep);
-  MPI_CHECK(MPI_Comm_split(dp_raw_, ec.edp, coords_.dp, &ep_raw_));
-  MPI_CHECK(MPI_Comm_split(dp_raw_, ec.ep, coords_.dp, &edp_raw_));
+  const Coords& c = coords_;
+  MPI_CHECK(MPI_Comm_split(world, c.cp + cp * (c.dp + dp * c.pp), world_rank_, &tp_raw_));
+  MPI_CHECK(MPI_Comm_split(world, c.tp + tp * (c.cp + cp * c.pp), world_rank_, &dp_raw_));
+  MPI_CHECK(MPI_Comm_split(world, c.tp + tp * (c.cp + cp * c.dp), world_rank_, &pp_raw_));
+  const ExpertCoords ec = expert_coords(c.dp, ep);
+  MPI_CHECK(MPI_Comm_split(dp_raw_, ec.edp, c.dp, &ep_raw_));
+  MPI_CHECK(MPI_Comm_split(dp_raw_, ec.ep, c.dp, &edp_raw_));
+  if (cp > 1) {
+    MPI_CHECK(MPI_Comm_split(world, c.tp + tp * (c.dp + dp * c.pp), world_rank_, &cp_raw_));
+    MPI_CHECK(MPI_Comm_split(world, c.tp + tp * c.pp, world_rank_, &dp_cp_raw_));
+    MPI_CHECK(MPI_Comm_split(dp_cp_raw_, ec.ep, c.cp + cp * ec.edp, &edp_cp_raw_));
+    cp_comm_ = MpiCommunicator(cp_raw_);
+    dp_cp_comm_ = MpiCommunicator(dp_cp_raw_);
+    edp_cp_comm_ = MpiCommunicator(edp_cp_raw_);
+    cp_comm_.set_name("CP group");
+    dp_cp_comm_.set_name("DP x CP group");
+    edp_cp_comm_.set_name("expert-DP x CP group");
+    cp_ = {&cp_comm_, c.cp, cp};
+    dp_cp_ = {&dp_cp_comm_, c.cp + cp * c.dp, cp * dp};
+    edp_cp_ = {&edp_cp_comm_, c.cp + cp * ec.edp, cp * (dp / ep)};
+  }
   tp_comm_ = MpiCommunicator(tp_raw_);
   dp_comm_ = MpiCommunicator(dp_raw_);
   pp_comm_ = MpiCommunicator(pp_raw_);
@@ -118,20 +142,22 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg) : world_comm_(worl
 }
 
 Topology::~Topology() {
-  for (MPI_Comm* c : {&ep_raw_, &edp_raw_, &tp_raw_, &pp_raw_, &dp_raw_})
+  for (MPI_Comm* c : {&ep_raw_, &edp_raw_, &edp_cp_raw_, &cp_raw_, &dp_cp_raw_, &tp_raw_, &pp_raw_, &dp_raw_})
     if (*c != MPI_COMM_NULL) MPI_Comm_free(c);
 }
 
 int Topology::num_nodes() const { return 1 + *std::max_element(nodes_.node.begin(), nodes_.node.end()); }
 
 std::string Topology::table() const {
-  std::string out = fmt::format("layout TP={} x PP={} x DP={} ({} ranks on {} node{})", tp_.size, pp_.size, dp_.size,
-                                world_size_, num_nodes(), num_nodes() == 1 ? "" : "s");
+  std::string out = fmt::format("layout TP={} x PP={} x DP={}{} ({} ranks on {} node{})", tp_.size, pp_.size,
+                                dp_.size, cp_.size > 1 ? fmt::format(" x CP={}", cp_.size) : "", world_size_,
+                                num_nodes(), num_nodes() == 1 ? "" : "s");
   if (ep_.size > 1) out += fmt::format(", experts EP={} x expert-DP={}", ep_.size, edp_.size);
-  out += ep_.size > 1 ? "\n  rank   tp   pp   dp   ep  edp  host\n" : "\n  rank   tp   pp   dp  host\n";
+  out += fmt::format("\n  rank   tp   pp   dp{}{}  host\n", cp_.size > 1 ? "   cp" : "", ep_.size > 1 ? "   ep  edp" : "");
   for (int r = 0; r < world_size_; ++r) {
-    const Coords c = coords_of(r, tp_.size, dp_.size);
+    const Coords c = coords_of(r, tp_.size, dp_.size, cp_.size);
     out += fmt::format("  {:4d} {:4d} {:4d} {:4d}", r, c.tp, c.pp, c.dp);
+    if (cp_.size > 1) out += fmt::format(" {:4d}", c.cp);
     if (ep_.size > 1) {
       const ExpertCoords e = expert_coords(c.dp, ep_.size);
       out += fmt::format(" {:4d} {:4d}", e.ep, e.edp);

@@ -18,10 +18,11 @@ struct TopologyConfig {
   int tensor_parallel = 1;
   int pipeline_parallel = 1;
   int expert_parallel = 1;
+  int context_parallel = 1;  // --context-parallel-size: each sequence split over CP ranks
 };
 
 struct Coords {
-  int tp = 0, dp = 0, pp = 0;
+  int tp = 0, dp = 0, pp = 0, cp = 0;
 };
 
 // Where DP rank dp sits in its EP group and its expert-DP group.
@@ -30,9 +31,10 @@ struct ExpertCoords {
 };
 inline ExpertCoords expert_coords(int dp, int ep_size) { return {dp % ep_size, dp / ep_size}; }
 
-// Pure rank arithmetic, usable without MPI.
-Coords coords_of(int rank, int tp_size, int dp_size);
-int rank_of(Coords c, int tp_size, int dp_size);
+// Pure rank arithmetic, usable without MPI: rank = tp + TP (cp + CP (dp +
+// DP pp)), Megatron's order.
+Coords coords_of(int rank, int tp_size, int dp_size, int cp_size = 1);
+int rank_of(Coords c, int tp_size, int dp_size, int cp_size = 1);
 
 // Where each world rank runs: node[r] numbers rank r's node (its
 // shared-memory domain, in order of first appearance), host[r] its name.
@@ -71,6 +73,13 @@ class Topology {
   // summed and ZeRO-1 shards expert state).
   const ProcessGroup& ep() const { return ep_; }
   const ProcessGroup& edp() const { return edp_; }
+  // Context parallelism: the ranks of this (tp, dp, pp) that split each
+  // sequence; and the groups over which gradients are summed and ZeRO-1
+  // shards state, DP x CP (expert-DP x CP for the experts): CP ranks hold
+  // the same weights and see other tokens. Without CP, dp() and edp().
+  const ProcessGroup& cp() const { return cp_; }
+  const ProcessGroup& dp_cp() const { return cp_.size > 1 ? dp_cp_ : dp_; }
+  const ProcessGroup& edp_cp() const { return cp_.size > 1 ? edp_cp_ : edp_; }
 
   // Collective, from the constructor: which ranks share a node.
   const NodeMap& nodes() const { return nodes_; }
@@ -85,10 +94,12 @@ class Topology {
   Coords coords_;
   NodeMap nodes_;
   MPI_Comm tp_raw_ = MPI_COMM_NULL, pp_raw_ = MPI_COMM_NULL, dp_raw_ = MPI_COMM_NULL, ep_raw_ = MPI_COMM_NULL,
-           edp_raw_ = MPI_COMM_NULL;
+           edp_raw_ = MPI_COMM_NULL, cp_raw_ = MPI_COMM_NULL, dp_cp_raw_ = MPI_COMM_NULL,
+           edp_cp_raw_ = MPI_COMM_NULL;
   MpiCommunicator world_comm_{MPI_COMM_NULL}, tp_comm_{MPI_COMM_NULL}, pp_comm_{MPI_COMM_NULL},
-      dp_comm_{MPI_COMM_NULL}, ep_comm_{MPI_COMM_NULL}, edp_comm_{MPI_COMM_NULL};
-  ProcessGroup tp_, pp_, dp_, ep_, edp_;
+      dp_comm_{MPI_COMM_NULL}, ep_comm_{MPI_COMM_NULL}, edp_comm_{MPI_COMM_NULL}, cp_comm_{MPI_COMM_NULL},
+      dp_cp_comm_{MPI_COMM_NULL}, edp_cp_comm_{MPI_COMM_NULL};
+  ProcessGroup tp_, pp_, dp_, ep_, edp_, cp_, dp_cp_, edp_cp_;
 };
 
 }  // namespace mt
