@@ -39,8 +39,9 @@ void write_tensors(H5File& f, const std::string& group, const ModelConfig& model
     if (!t || (t->replicated() && at.tp != 0)) {
       std::fill(count.begin(), count.end(), 0);
     } else {
-      const uint64_t replicas = uint64_t(t->is_expert ? topo.edp().size : topo.dp().size);
-      const uint64_t replica = uint64_t(t->is_expert ? topo.edp().rank : at.dp);
+      // The ranks holding this block: DP (x CP) replicas, or expert-DP (x CP).
+      const ProcessGroup& holders = t->is_expert ? topo.edp_cp() : topo.dp_cp();
+      const uint64_t replicas = uint64_t(holders.size), replica = uint64_t(holders.rank);
       const uint64_t rows = count[0], row_elems = t->numel / rows;
       const uint64_t first = rows * replica / replicas, end = rows * (replica + 1) / replicas;
       offset[0] += first;
@@ -123,7 +124,7 @@ void write_router_state(H5File& f, const ModelConfig& model, const Topology& top
   for (int l = 0; l < model.num_layers; ++l)
     for (const auto& [name, member] : router_datasets(model, l)) {
       const bool held = layers && l >= first_layer && l < first_layer + int(layers->size());
-      const bool writes = held && topo.coords().tp == 0 && topo.coords().dp == 0;
+      const bool writes = held && topo.coords().tp == 0 && topo.coords().dp == 0 && topo.coords().cp == 0;
       const std::vector<float>* v = held ? &((*layers)[size_t(l - first_layer)].*member) : nullptr;
       const float* data = v && !v->empty() ? v->data() : unset.data();
       f.write(name, {E}, {0}, {writes ? E : 0}, data);
@@ -158,6 +159,7 @@ void write_attributes(H5File& f, const Topology& topo, int64_t adam_step, const 
                                       {"pp", topo.pp().size},
                                       {"dp", topo.dp().size},
                                       {"ep", topo.ep().size},
+                                      {"cp", topo.cp().size},
                                       {"world", topo.world_size()}}
                            .dump());
   for (const auto& [key, value] : a.resume.items()) f.set_attr(key, value.dump());

@@ -212,6 +212,11 @@ void visit_train_flags(Options& o, Visit&& visit) {
   visit_model_flags(o, visit);
   visit_tokenizer_flags(o.tokenizer, visit);
   visit_layout_flags(o, visit);
+  visit(Flag{"--context-parallel-size,--cp",
+             "Context-parallel ranks: each sequence is cut into 2 CP chunks, rank i holding chunks i and 2CP-1-i, "
+             "attention by ring (--seq-length must divide by 2 CP); world = TP x CP x PP x DP. Dense models only "
+             "for now"},
+        o.topology.context_parallel);
   visit(Flag{"--sequence-parallel",
              "With TP > 1, split the residual stream, the norms and the saved layer inputs over the TP ranks by "
              "sequence (each TP all-reduce becomes a reduce-scatter and an all-gather); --seq-length must divide "

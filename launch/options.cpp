@@ -77,8 +77,15 @@ void check_layout(const TrainOptions& o, int data_parallel) {
   stage_layers(o.model.num_layers, o.topology.pipeline_parallel, o.decoder_first_pipeline_num_layers,
                o.decoder_last_pipeline_num_layers);
   data::BatchSchedule(o.global_batch_size, o.micro_batch_size, data_parallel, o.rampup);  // throws if sizes don't divide
-  const int tp = o.topology.tensor_parallel;
-  MT_CHECK(!o.sequence_parallel || o.model.seq_length % tp == 0,
+  const int tp = o.topology.tensor_parallel, cp = o.topology.context_parallel;
+  MT_CHECK(cp == 1 || o.model.seq_length % (2 * cp) == 0,
+           "--context-parallel-size {} cuts each sequence into {} chunks: --seq-length {} does not divide by {}", cp,
+           2 * cp, o.model.seq_length, 2 * cp);
+  MT_CHECK(cp == 1 || !o.model.is_moe(),
+           "--context-parallel-size {} with a mixture of experts (--num-experts {}): routing's balancing statistics "
+           "over the CP group are not built yet; use CP with a dense model (--num-experts 1)",
+           cp, o.model.num_experts);
+  MT_CHECK(!o.sequence_parallel || (o.model.seq_length / cp) % tp == 0,
            "--sequence-parallel splits each sequence over the TP ranks: --seq-length {} does not divide by "
            "--tensor-model-parallel-size {}",
            o.model.seq_length, tp);
@@ -109,6 +116,10 @@ void resolve_and_validate(TrainOptions& o, const Tokenizer& tokenizer) {
   MT_CHECK(o.keep_last >= 0, "--keep-last must be >= 0, got {}", o.keep_last);
   MT_CHECK(o.keep_last == 0 || !o.save.empty(), "--keep-last {} needs --save DIR", o.keep_last);
   MT_CHECK(o.threads >= 0, "--threads must be >= 0, got {}", o.threads);
+  MT_CHECK(o.sample_interval == 0 || o.topology.context_parallel == 1,
+           "--sample-interval with --context-parallel-size {}: samples while training need the whole sequence on "
+           "one rank; not built yet",
+           o.topology.context_parallel);
   MT_CHECK(!o.grad_reduce_in_bf16 || o.bf16,
            "--grad-reduce-in-bf16 keeps the gradients in bf16, which needs --bf16 (the gradients of a float32 run "
            "are float32)");

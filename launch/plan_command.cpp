@@ -518,6 +518,8 @@ PlanInputs resolve_plan_inputs(const PlanOptions& o) {
   in.global_batch = t.global_batch_size;
 
   Layout& l = in.layout;
+  MT_CHECK(t.topology.context_parallel == 1,
+           "--context-parallel-size {}: the planner does not model context parallelism yet", t.topology.context_parallel);
   l.tp = t.topology.tensor_parallel;
   l.ep = t.topology.expert_parallel;
   l.pp = t.topology.pipeline_parallel;

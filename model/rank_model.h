@@ -20,8 +20,14 @@ struct ModelLayout {
   int first_stage_layers = 0, last_stage_layers = 0;  // 0: an even split (stage_span)
   RecomputeConfig recompute = {};
   PipelineSchedule schedule = PipelineSchedule::OneFOneB;
-  TransformerOptions options = {};  // sequence parallelism, gradients in T (training only)
+  TransformerOptions options = {};  // sequence parallelism, gradients in T (training only); cp from the topology
 };
+
+// The options with the topology's CP group.
+inline TransformerOptions with_context_parallel(TransformerOptions options, const Topology& topo) {
+  options.cp = topo.cp();
+  return options;
+}
 
 template <typename T>
 struct RankModel {
@@ -30,7 +36,7 @@ struct RankModel {
         model(*be, cfg, layout.micro_batch, topo.tp(),
               stage_span(cfg.num_layers, topo.pp().rank, topo.pp().size, layout.first_stage_layers,
                          layout.last_stage_layers),
-              topo.dp().size, layout.recompute, topo.ep(), layout.options),
+              topo.dp().size, layout.recompute, topo.ep(), with_context_parallel(layout.options, topo)),
         pipeline(model, topo.pp(), layout.schedule) {}
 
   std::unique_ptr<Backend<T>> be;

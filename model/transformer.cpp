@@ -25,7 +25,7 @@ const ModelConfig& validated(const ModelConfig& cfg) {
 // The model as one rank of `cp` context-parallel ranks holds a sample: its
 // S/CP rows (the buffers' and kernels' sequence).
 ModelConfig rows_of_sample(ModelConfig cfg, const ProcessGroup& cp) {
-  MT_CHECK(cfg.seq_length % (2 * cp.size) == 0,
+  MT_CHECK(cp.size == 1 || cfg.seq_length % (2 * cp.size) == 0,
            "--context-parallel-size {} cuts each sequence into {} chunks: --seq-length {} does not divide by {}",
            cp.size, 2 * cp.size, cfg.seq_length, 2 * cp.size);
   MT_CHECK(cp.size == 1 || !cfg.is_moe(),

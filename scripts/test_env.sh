@@ -22,5 +22,5 @@ export OMPI_MCA_pml="${OMPI_MCA_pml:-ob1}"
 # layout) hold under any kernels and are left to the main run, as is the
 # 15-stage pipeline, the 8-stage one's claim with more stages.
 # A ctest -R pattern.
-MT_NUMERICAL_TESTS='BackendOps|mpi[248]\.(parallel|pipeline|data_parallel|expert_parallel|sequence_parallel|ring_attention)|RingAttention|ExpertParallel\.|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.CheckpointsMove|EvalLayouts|TorchReference|GradCheck|Documents|Inspect\.TorchModel|EndToEnd\.(Bf16|Save|Tiny)|KvCache|Generate\.(Greedy|TheCache|Batching|Torch)'
+MT_NUMERICAL_TESTS='BackendOps|mpi[248]\.(parallel|pipeline|data_parallel|expert_parallel|sequence_parallel|ring_attention|context_parallel)|RingAttention|ContextParallel|ExpertParallel\.|TensorParallel(Float|Double)|PipelineParallel\.|DataParallel\.|TensorParallelRun\.Two|PipelineRun\.Stages|DataParallelRun\.Every|CheckpointResume\.CheckpointsMove|EvalLayouts|TorchReference|GradCheck|Documents|Inspect\.TorchModel|EndToEnd\.(Bf16|Save|Tiny)|KvCache|Generate\.(Greedy|TheCache|Batching|Torch)'
 export MT_NUMERICAL_TESTS

@@ -73,7 +73,8 @@ std::vector<FlatRange> tp_partial_ranges(const Parameters<T>& params) {
 template <typename T>
 std::vector<ShardRegion> shard_regions(const Parameters<T>& params, const Topology& topo) {
   std::vector<ShardRegion> regions;
-  for (const FlatRegion& r : params.regions) regions.push_back({{r.begin, r.end}, r.experts ? topo.edp() : topo.dp()});
+  for (const FlatRegion& r : params.regions)
+    regions.push_back({{r.begin, r.end}, r.experts ? topo.edp_cp() : topo.dp_cp()});
   return regions;
 }
 
@@ -166,7 +167,7 @@ Training<T>::Training(const TrainOptions& options, const nlohmann::json& run_con
                         : DeviceBuffer<float>()),
       // The gradient norm sums over every group that holds other elements.
       optim(be.acc(), o.adam, shard_segments(params.tensors, grad_sync.shard(), topo.tp().rank),
-            grad_sync.shard_size(), {topo.tp(), topo.pp(), topo.dp()}),
+            grad_sync.shard_size(), {topo.tp(), topo.pp(), topo.dp_cp()}),
       master(be, params, grad_sync),
       guard(o.skip, o.save, root),
       config(run_config),
@@ -337,7 +338,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   t.faults.corrupt_gradients(t.be.acc(), shard, t.grad_sync.shard_size(), iteration);
   double sums[3] = {l.ce_sum, l.aux, l.z};  // CE from the last stage, the router losses from every stage's layers
   t.topo.pp().all_reduce_sum(sums, 3);
-  t.topo.dp().all_reduce_sum(sums, 3);
+  t.topo.dp_cp().all_reduce_sum(sums, 3);  // each CP rank has its tokens' CE
   const double loss = sums[0] / double(tokens);
   // The loss and the norm are the same on every rank, and so is the verdict.
   const double grad_norm = t.optim.grad_norm(shard);
@@ -345,7 +346,7 @@ StepOutcome train_step(Training<T>& t, const std::vector<const int32_t*>& micro_
   if (skip.empty()) {
     t.optim.update(t.master.updated(), shard, lr, grad_norm, t.master.packed());
     t.master.publish();
-    t.model.update_router_state(t.topo.dp());
+    t.model.update_router_state(t.topo.dp_cp());
     t.guard.accept(grad_norm);
   } else {
     t.guard.skip(iteration, t.state.consumed_samples, global, loss, grad_norm, skip);

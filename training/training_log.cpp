@@ -110,7 +110,7 @@ std::vector<RankAllocation> gather_memory(Topology& topo, const Transformer<T>& 
   const Coords c = topo.coords();
   const int64_t padded = int64_t(params.padded_size()), shard = int64_t(optim.shard_size());
   const int64_t weight = sizeof(T), acc = sizeof(acc_t<T>), master = MasterWeights<T>::kSeparate ? 1 : 0;
-  const bool sharded = topo.dp().size > 1;
+  const bool sharded = topo.dp_cp().size > 1;
   // The accumulation buffer and the reduce-scatter's shard: float32; or in
   // T, beside one unit's float32 gradients and the shard widened to float32.
   const int64_t gradients =
@@ -118,7 +118,7 @@ std::vector<RankAllocation> gather_memory(Topology& topo, const Transformer<T>& 
           ? weight * padded + acc * int64_t(params.grads.size()) + (sharded ? weight * shard : 0) + acc * shard
           : acc * padded + (sharded ? acc * shard : 0);
   std::vector<RankAllocation> all(topo.world_size());
-  all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, int64_t(params.size()), weight * padded,
+  all[topo.world_rank()] = {topo.world_rank(), c.tp, c.pp, c.dp, c.cp, int64_t(params.size()), weight * padded,
                             gradients, (2 + master) * acc * shard,
                             model.activation_bytes(), model.workspace_bytes()};
   topo.world().all_gather(all.data(), sizeof(RankAllocation), DType::U8);
@@ -143,9 +143,9 @@ void print_start_up(const StartUpSummary& s) {
              mc.num_parameters(), mc.num_active_parameters(), s.parameters,
              double(s.parameters) / double(mc.num_parameters()));
   for (const RankAllocation& m : s.memory)
-    fmt::print("memory rank {} (tp {}, pp {}, dp {}): {} parameters, weights {} B, gradients {} B, "
+    fmt::print("memory rank {} (tp {}, pp {}, dp {}{}): {} parameters, weights {} B, gradients {} B, "
                "optimizer {} B, activations {} B a micro-batch, workspace {} B\n",
-               m.rank, m.tp, m.pp, m.dp, m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes,
+               m.rank, m.tp, m.pp, m.dp, s.topo.cp().size > 1 ? fmt::format(", cp {}", m.cp) : "", m.parameters, m.weight_bytes, m.grad_bytes, m.optimizer_bytes,
                m.activation_bytes, m.workspace_bytes);
   for (int i = 0; i < s.stream.num_sources(); ++i) {
     const auto& src = s.stream.source(i);

@@ -58,7 +58,7 @@ struct TpTraffic {
 // micro-batch's activations and the model's work space
 // (Transformer::activation_bytes, workspace_bytes).
 struct RankAllocation {
-  int64_t rank, tp, pp, dp, parameters, weight_bytes, grad_bytes, optimizer_bytes, activation_bytes,
+  int64_t rank, tp, pp, dp, cp, parameters, weight_bytes, grad_bytes, optimizer_bytes, activation_bytes,
       workspace_bytes;
 };
 

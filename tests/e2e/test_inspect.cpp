@@ -155,7 +155,7 @@ TEST_F(Inspect, JsonHasEveryTensorOfTheSchemaAndTheParsedAttributes) {
   ASSERT_TRUE(attrs.at("config").is_object()) << attrs.dump(2);  // parsed, not a string
   EXPECT_EQ(attrs.at("config").at("model").at("num_experts"), 4);
   ASSERT_TRUE(attrs.at("layout").is_object()) << attrs.dump(2);
-  EXPECT_EQ(attrs.at("layout"), (nlohmann::json{{"tp", 2}, {"pp", 2}, {"dp", 2}, {"ep", 1}, {"world", 8}}));
+  EXPECT_EQ(attrs.at("layout"), (nlohmann::json{{"tp", 2}, {"pp", 2}, {"dp", 2}, {"ep", 1}, {"cp", 1}, {"world", 8}}));
 
   auto expected = expected_datasets(test_util::tiny_model_config());
   const auto norms = project_norms();

@@ -33,6 +33,19 @@ TEST(Topology, MegatronOrderTable) {
   }
 }
 
+// Context parallelism sits between TP and DP (Megatron's order):
+// rank = tp + TP (cp + CP (dp + DP pp)); TP=2, CP=2, DP=3, PP=2.
+TEST(Topology, ContextParallelRanksSitBetweenTensorAndData) {
+  for (int rank = 0; rank < 24; ++rank) {
+    const Coords c = coords_of(rank, 2, 3, 2);
+    EXPECT_EQ(c.tp, rank % 2) << rank;
+    EXPECT_EQ(c.cp, rank / 2 % 2) << rank;
+    EXPECT_EQ(c.dp, rank / 4 % 3) << rank;
+    EXPECT_EQ(c.pp, rank / 12) << rank;
+    EXPECT_EQ(rank_of(c, 2, 3, 2), rank);
+  }
+}
+
 TEST(Topology, UnevenSizesTableAndRoundTrip) {
   // TP=2, DP=3, PP=2: sizes that differ catch a DP/PP mix-up.
   const std::vector<Row> table = {
