@@ -36,7 +36,7 @@ struct RankModel {
         model(*be, cfg, layout.micro_batch, topo.tp(),
               stage_span(cfg.num_layers, topo.pp().rank, topo.pp().size, layout.first_stage_layers,
                          layout.last_stage_layers),
-              topo.dp().size, layout.recompute, topo.ep(), with_context_parallel(layout.options, topo)),
+              topo.dp_cp().size, layout.recompute, topo.ep(), with_context_parallel(layout.options, topo)),
         pipeline(model, topo.pp(), layout.schedule) {}
 
   std::unique_ptr<Backend<T>> be;
