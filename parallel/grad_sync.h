@@ -94,6 +94,7 @@ class GradSync {
   // The step's gradients of the shard, [shard_size()]: grads itself when no
   // region is shared (the shard is everything).
   T* shard_grads(T* grads) { return sharded_ ? shard_grads_.data() : grads; }
+  bool sharded() const { return sharded_; }  // the shard packed apart (some region is shared)
   const std::vector<FlatRange>& shard() const { return shard_; }
   size_t shard_size() const { return shard_size_; }
   const std::vector<FlatRange>& buckets() const { return buckets_; }

@@ -109,36 +109,25 @@ Topology::Topology(MPI_Comm world, const TopologyConfig& cfg) : world_comm_(worl
   const ExpertCoords ec = expert_coords(c.dp, ep);
   MPI_CHECK(MPI_Comm_split(dp_raw_, ec.edp, c.dp, &ep_raw_));
   MPI_CHECK(MPI_Comm_split(dp_raw_, ec.ep, c.dp, &edp_raw_));
-  if (cp > 1) {
-    MPI_CHECK(MPI_Comm_split(world, c.tp + tp * (c.dp + dp * c.pp), world_rank_, &cp_raw_));
-    MPI_CHECK(MPI_Comm_split(world, c.tp + tp * c.pp, world_rank_, &dp_cp_raw_));
-    MPI_CHECK(MPI_Comm_split(dp_cp_raw_, ec.ep, c.cp + cp * ec.edp, &edp_cp_raw_));
-    cp_comm_ = MpiCommunicator(cp_raw_);
-    dp_cp_comm_ = MpiCommunicator(dp_cp_raw_);
-    edp_cp_comm_ = MpiCommunicator(edp_cp_raw_);
-    cp_comm_.set_name("CP group");
-    dp_cp_comm_.set_name("DP x CP group");
-    edp_cp_comm_.set_name("expert-DP x CP group");
-    cp_ = {&cp_comm_, c.cp, cp};
-    dp_cp_ = {&dp_cp_comm_, c.cp + cp * c.dp, cp * dp};
-    edp_cp_ = {&edp_cp_comm_, c.cp + cp * ec.edp, cp * (dp / ep)};
-  }
-  tp_comm_ = MpiCommunicator(tp_raw_);
-  dp_comm_ = MpiCommunicator(dp_raw_);
-  pp_comm_ = MpiCommunicator(pp_raw_);
-  ep_comm_ = MpiCommunicator(ep_raw_);
-  edp_comm_ = MpiCommunicator(edp_raw_);
   world_comm_.set_name("the world");
-  tp_comm_.set_name("TP group");
-  dp_comm_.set_name("DP group");
-  pp_comm_.set_name("PP group");
-  ep_comm_.set_name("EP group");
-  edp_comm_.set_name("expert-DP group");
-  tp_ = {&tp_comm_, coords_.tp, tp};
-  pp_ = {&pp_comm_, coords_.pp, pp};
-  dp_ = {&dp_comm_, coords_.dp, dp};
-  ep_ = {&ep_comm_, ec.ep, ep};
-  edp_ = {&edp_comm_, ec.edp, dp / ep};
+  // A split communicator wrapped and named, and this rank's place in it.
+  auto group = [](MpiCommunicator& comm, MPI_Comm raw, const char* name, int rank, int size) {
+    comm = MpiCommunicator(raw);
+    comm.set_name(name);
+    return ProcessGroup{&comm, rank, size};
+  };
+  tp_ = group(tp_comm_, tp_raw_, "TP group", c.tp, tp);
+  pp_ = group(pp_comm_, pp_raw_, "PP group", c.pp, pp);
+  dp_ = group(dp_comm_, dp_raw_, "DP group", c.dp, dp);
+  ep_ = group(ep_comm_, ep_raw_, "EP group", ec.ep, ep);
+  edp_ = group(edp_comm_, edp_raw_, "expert-DP group", ec.edp, dp / ep);
+  if (cp == 1) return;
+  MPI_CHECK(MPI_Comm_split(world, c.tp + tp * (c.dp + dp * c.pp), world_rank_, &cp_raw_));
+  MPI_CHECK(MPI_Comm_split(world, c.tp + tp * c.pp, world_rank_, &dp_cp_raw_));
+  MPI_CHECK(MPI_Comm_split(dp_cp_raw_, ec.ep, c.cp + cp * ec.edp, &edp_cp_raw_));
+  cp_ = group(cp_comm_, cp_raw_, "CP group", c.cp, cp);
+  dp_cp_ = group(dp_cp_comm_, dp_cp_raw_, "DP x CP group", c.cp + cp * c.dp, cp * dp);
+  edp_cp_ = group(edp_cp_comm_, edp_cp_raw_, "expert-DP x CP group", c.cp + cp * ec.edp, cp * (dp / ep));
 }
 
 Topology::~Topology() {

@@ -162,7 +162,7 @@ Training<T>::Training(const TrainOptions& options, const nlohmann::json& run_con
                          ? std::make_unique<GradSync<T>>(be, shard_regions(params, topo), tp_partial_ranges(params),
                                                          topo.tp(), size_t(o.ddp_bucket_size))
                          : nullptr),
-      widened_shard(params.has_grads_in_t() && grad_sync.shard_grads(nullptr) == nullptr
+      widened_shard(params.has_grads_in_t() && !grad_sync.sharded()
                         ? DeviceBuffer<float>(be.acc(), grad_sync.shard_size())
                         : DeviceBuffer<float>()),
       // The gradient norm sums over every group that holds other elements.

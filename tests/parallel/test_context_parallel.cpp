@@ -68,18 +68,20 @@ test_util::RunTrace train(const ModelConfig& cfg, const ProcessGroup& cp, double
   return run;
 }
 
+// The whole world as one CP group.
+struct WorldAsCp {
+  MpiCommunicator comm{MPI_COMM_WORLD};
+  const ProcessGroup cp{&comm, comm.rank(), comm.size()};
+};
+
 template <typename T>
 void check(const CpCase& c) {
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
-  MpiCommunicator comm(MPI_COMM_WORLD);
-  const ProcessGroup cp{&comm, rank, world};
+  const WorldAsCp world;
+  if (world.cp.size == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
   const ModelConfig cfg = dense(c);
-  const test_util::RunTrace split = train<T>(cfg, cp, 0.0);
+  const test_util::RunTrace split = train<T>(cfg, world.cp, 0.0);
   test_util::expect_trains_like_one_rank<T>(
-      split, [&](double perturbation) { return train<T>(cfg, ProcessGroup{}, perturbation); }, world);
+      split, [&](double perturbation) { return train<T>(cfg, ProcessGroup{}, perturbation); }, world.cp.size);
 }
 
 class ContextParallelDouble : public ::testing::TestWithParam<CpCase> {};
@@ -93,15 +95,12 @@ INSTANTIATE_TEST_SUITE_P(Dense, ContextParallelDouble, ::testing::Values(kMqa, k
 INSTANTIATE_TEST_SUITE_P(Dense, ContextParallelFloat, ::testing::Values(kMqa, kGqaDocuments), case_name);
 
 TEST(ContextParallelShape, SequencesThatDoNotSplitAndExpertsAreRefusedByName) {
-  int world = 1, rank = 0;
-  MPI_Comm_size(MPI_COMM_WORLD, &world);
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (world == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
-  MpiCommunicator comm(MPI_COMM_WORLD);
-  const ProcessGroup cp{&comm, rank, world};
+  const WorldAsCp world;
+  if (world.cp.size == 1) GTEST_SKIP() << "runs under mpirun (tests/CMakeLists.txt)";
+  const ProcessGroup& cp = world.cp;
   auto be = make_cpu_backend<double>();
   ModelConfig odd = dense({"", 1, false});
-  odd.seq_length = 2 * world * 3 + 2;
+  odd.seq_length = 2 * cp.size * 3 + 2;
   test_util::expect_error([&] { Transformer<double>(*be, odd, 1, {}, {}, 1, {}, {}, {.cp = cp}); },
                           {"--seq-length " + std::to_string(odd.seq_length) + " does not divide by"});
   ModelConfig moe = dense({"", 1, false});
